@@ -1,0 +1,37 @@
+/* herd: error codes shared by every module.
+ *
+ * Functions return int: 0 on success, -errno for system errors, or one of the
+ * HERD_E_* codes below, which sit in a negative band below errno's range so
+ * the two never collide. herd_strerror() names both kinds.
+ */
+#ifndef HERD_ERROR_H
+#define HERD_ERROR_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+	HERD_E_BASE = -10000,
+	HERD_E_FORMAT = -10001,      /* malformed file or frame */
+	HERD_E_TRUNCATED = -10002,   /* data ends before a declared size */
+	HERD_E_RANGE = -10003,       /* offset, size or count out of range */
+	HERD_E_UNSUPPORTED = -10004, /* unknown type, architecture or version */
+	HERD_E_MISSING = -10005,     /* required key or tensor absent */
+	HERD_E_SHAPE = -10006,       /* tensor shape does not match the model */
+	HERD_E_INVAL = -10007,       /* bad argument */
+	HERD_E_NOSPACE = -10008,     /* context, KV pages or batch slots exhausted */
+	HERD_E_PROTO = -10009,       /* wire protocol violation */
+	HERD_E_VERSION = -10010,     /* incompatible version */
+	HERD_E_CANCELLED = -10011,   /* request cancelled */
+	HERD_E_LAST = -10012
+};
+
+/* Returns a static string naming err (a HERD_E_* code or -errno). Never NULL.
+ * Thread-safe. */
+const char *herd_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,165 @@
+/* AVX-512 VNNI GEMMs for the row-interleaved types: lanes are the 16 rows of
+ * a group; columns (activation rows) are processed four at a time so each
+ * weight block is unpacked once and applied to four activations. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "legacy.h"
+
+#define TILE 4
+
+static void act_q8_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q)
+{
+	const int64_t nb = K / 32;
+	const __m256i flip = _mm256_set1_epi8((char)0x80);
+	for (int b = 0; b < n_b; b++) {
+		char *row = (char *)dst + (size_t)b * kern_act_stride(K);
+		float *d = (float *)row;
+		int32_t *s = (int32_t *)(row + 4 * nb);
+		int8_t *qs = (int8_t *)(row + 8 * nb);
+		for (int64_t i = 0; i < nb; i++) {
+			kern_block_q8_0 blk;
+			kern_quant_q8_0_avx512(x + (size_t)b * K + i * 32, &blk, 32);
+			const float dd = _cvtsh_ss(blk.d);
+			d[i] = dd;
+			__m256i q = _mm256_loadu_si256((const __m256i *)blk.qs);
+			if (unsigned_q) {
+				s[i] = 0;
+				_mm256_storeu_si256((__m256i *)(qs + i * 32), _mm256_xor_si256(q, flip));
+			} else {
+				/* sum of 32 int8: widen to int16 pairs, then to int32 */
+				__m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q),
+							      _mm256_set1_epi16(1));
+				__m128i t = _mm_add_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+				t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
+				t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
+				s[i] = 8 * _mm_cvtsi128_si32(t);
+				_mm256_storeu_si256((__m256i *)(qs + i * 32), q);
+			}
+		}
+	}
+}
+
+void kern_act_q8_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+{
+	act_q8_avx512(x, K, n_b, dst, 0);
+}
+
+void kern_act_q8u_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+{
+	act_q8_avx512(x, K, n_b, dst, 1);
+}
+
+static inline __m512i bcast32(const int8_t *p)
+{
+	int32_t v;
+	memcpy(&v, p, 4);
+	return _mm512_set1_epi32(v);
+}
+
+static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern_block_q4_0_r16 *w,
+							   const char *act, size_t stride, int nc,
+							   float *y, int64_t ldy)
+{
+	__m512 acc[TILE];
+	const float *d[TILE];
+	const int32_t *s[TILE];
+	const int8_t *qs[TILE];
+	for (int c = 0; c < nc; c++) {
+		acc[c] = _mm512_setzero_ps();
+		d[c] = (const float *)(act + (size_t)c * stride);
+		s[c] = (const int32_t *)(act + (size_t)c * stride + 4 * nb);
+		qs[c] = (const int8_t *)(act + (size_t)c * stride + 8 * nb);
+	}
+	const __m512i m4 = _mm512_set1_epi8(0x0F);
+	for (int64_t i = 0; i < nb; i++) {
+		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
+		__m512i lo[4], hi[4];
+		for (int j = 0; j < 4; j++) {
+			const __m512i v = _mm512_loadu_si512((const void *)w[i].qs[j]);
+			lo[j] = _mm512_and_si512(v, m4);
+			hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+		}
+		for (int c = 0; c < nc; c++) {
+			const int8_t *a = qs[c] + i * 32;
+			__m512i dot = _mm512_set1_epi32(-s[c][i]);
+			for (int j = 0; j < 4; j++) {
+				dot = _mm512_dpbusd_epi32(dot, lo[j], bcast32(a + 4 * j));
+				dot = _mm512_dpbusd_epi32(dot, hi[j], bcast32(a + 16 + 4 * j));
+			}
+			acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
+						 _mm512_mul_ps(dw, _mm512_set1_ps(d[c][i])), acc[c]);
+		}
+	}
+	for (int c = 0; c < nc; c++)
+		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+void kern_gemm_q4_0_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
+			       size_t act_stride, int n_b, float *restrict y, int64_t ldy)
+{
+	const int64_t nb = K / 32;
+	int b = 0;
+	for (; b + TILE <= n_b; b += TILE)
+		q4_tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, y + b * ldy, ldy);
+	const char *rest = (const char *)act + (size_t)b * act_stride;
+	switch (n_b - b) {
+	case 3: q4_tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
+	case 2: q4_tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
+	case 1: q4_tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
+	default: break;
+	}
+}
+
+static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern_block_q8_0_r16 *w,
+							   const char *act, size_t stride, int nc,
+							   float *y, int64_t ldy)
+{
+	__m512 acc[TILE];
+	const float *d[TILE];
+	const int8_t *qs[TILE];
+	for (int c = 0; c < nc; c++) {
+		acc[c] = _mm512_setzero_ps();
+		d[c] = (const float *)(act + (size_t)c * stride);
+		qs[c] = (const int8_t *)(act + (size_t)c * stride + 8 * nb);
+	}
+	const __m512i ones = _mm512_set1_epi8(1);
+	for (int64_t i = 0; i < nb; i++) {
+		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
+		__m512i q[8];
+		__m512i wsum = _mm512_setzero_si512();
+		for (int g = 0; g < 8; g++) {
+			q[g] = _mm512_loadu_si512((const void *)w[i].qs[g]);
+			wsum = _mm512_dpbusd_epi32(wsum, ones, q[g]);
+		}
+		/* activations are stored +128: subtract 128 * sum(w) */
+		const __m512i corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(wsum, 7));
+		for (int c = 0; c < nc; c++) {
+			const int8_t *a = qs[c] + i * 32;
+			__m512i dot = corr;
+			for (int g = 0; g < 8; g++)
+				dot = _mm512_dpbusd_epi32(dot, bcast32(a + 4 * g), q[g]);
+			acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
+						 _mm512_mul_ps(dw, _mm512_set1_ps(d[c][i])), acc[c]);
+		}
+	}
+	for (int c = 0; c < nc; c++)
+		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+void kern_gemm_q8_0_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
+			       size_t act_stride, int n_b, float *restrict y, int64_t ldy)
+{
+	const int64_t nb = K / 32;
+	int b = 0;
+	for (; b + TILE <= n_b; b += TILE)
+		q8_tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, y + b * ldy, ldy);
+	const char *rest = (const char *)act + (size_t)b * act_stride;
+	switch (n_b - b) {
+	case 3: q8_tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
+	case 2: q8_tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
+	case 1: q8_tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
+	default: break;
+	}
+}

@@ -1,0 +1,124 @@
+/* herd kernels: weight types, (de)quantization, dot products, runtime
+ * dispatch by CPU features.
+ *
+ * Types use ggml's numeric ids, so a GGUF tensor's type field indexes these
+ * tables directly. Every supported type has a scalar reference for each
+ * operation; SIMD variants (_avx2, _avx512) are chosen at run time by
+ * kern_isa_detect() and can be forced down to KERN_ISA_REF.
+ *
+ * Function naming: kern_dequant_<type>_ref, kern_quant_<type>_ref,
+ * kern_dot_<type>_<vec_dot_type>_<isa>, lower case (q4_k, not q4_K).
+ */
+#ifndef HERD_KERNELS_H
+#define HERD_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quant_blocks.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kern_type {
+	KERN_TYPE_F32 = 0,
+	KERN_TYPE_F16 = 1,
+	KERN_TYPE_Q4_0 = 2,
+	KERN_TYPE_Q4_1 = 3,
+	KERN_TYPE_Q5_0 = 6,
+	KERN_TYPE_Q5_1 = 7,
+	KERN_TYPE_Q8_0 = 8,
+	KERN_TYPE_Q8_1 = 9,
+	KERN_TYPE_Q2_K = 10,
+	KERN_TYPE_Q3_K = 11,
+	KERN_TYPE_Q4_K = 12,
+	KERN_TYPE_Q5_K = 13,
+	KERN_TYPE_Q6_K = 14,
+	KERN_TYPE_Q8_K = 15,
+	KERN_TYPE_BF16 = 30,
+	/* herd's own row-interleaved layouts (kernels/gemm.h): never in files
+	 * meant for other programs, only in herd's shared images. Ids far
+	 * above ggml's so they cannot collide with a future ggml type. */
+	KERN_TYPE_Q4_0_R16 = 128,
+	KERN_TYPE_Q8_0_R16 = 129,
+	KERN_TYPE_COUNT = 130
+} kern_type;
+
+typedef enum kern_isa {
+	KERN_ISA_REF = 0,    /* portable scalar C */
+	KERN_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
+	KERN_ISA_AVX512 = 2, /* AVX-512 F/BW/VL/DQ/VNNI (+ AVX2 set) */
+} kern_isa;
+
+/* y[0..n) = dequantized x. n is a multiple of the type's block size. */
+typedef void (*kern_to_float_fn)(const void *restrict x, float *restrict y, int64_t n);
+/* y = x quantized into blocks of the type. n is a multiple of the block size. */
+typedef void (*kern_from_float_fn)(const float *restrict x, void *restrict y, int64_t n);
+/* *s = sum_i x[i]*y[i] over n elements; x is a row of the weight type, y a row
+ * of its vec_dot_type. n is a multiple of both block sizes. */
+typedef void (*kern_vec_dot_fn)(int n, float *restrict s, const void *restrict x,
+				const void *restrict y);
+
+/* Prepares n_b rows of K activations for a row-interleaved GEMM (layout in
+ * kernels/gemm.h); dst holds n_b * kern_act_stride(K) bytes. */
+typedef void (*kern_act_fn)(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+/* For one group of 16 weight rows (K elements each, row-interleaved) and n_b
+ * prepared activation rows (stride act_stride bytes):
+ * y[b * ldy + i] = dot(row i, activation b), i < 16, b < n_b. */
+typedef void (*kern_gemm_fn)(int64_t K, const void *restrict wg, const void *restrict act,
+			     size_t act_stride, int n_b, float *restrict y, int64_t ldy);
+
+/* Static facts about a type. */
+typedef struct kern_type_traits {
+	const char *name;        /* "Q4_0", as llama.cpp spells it */
+	int blck_size;           /* elements per block (1 for F32/F16/BF16) */
+	size_t type_size;        /* bytes per block */
+	int is_quantized;
+	kern_type vec_dot_type;  /* activation type its dot products take */
+} kern_type_traits;
+
+/* Per-ISA operation table, filled by kern_ops_init into caller-owned memory.
+ * An entry is NULL only for a type herd does not support. */
+typedef struct kern_ops {
+	kern_isa isa;
+	kern_to_float_fn to_float[KERN_TYPE_COUNT];
+	/* quantize: weights (reference quality) and activations alike. */
+	kern_from_float_fn from_float[KERN_TYPE_COUNT];
+	kern_vec_dot_fn vec_dot[KERN_TYPE_COUNT];
+	/* Row-interleaved types only (kernels/gemm.h): activation preparation
+	 * and the GEMM over one 16-row group. */
+	kern_act_fn act[KERN_TYPE_COUNT];
+	kern_gemm_fn gemm[KERN_TYPE_COUNT];
+	/* Attention over the f16 KV cache (kernels/ops.h has the contracts). */
+	float (*dot_f32_f16)(const float *x, const kern_fp16_t *y, int n);
+	void (*axpy_f16)(float *y, float a, const kern_fp16_t *x, int n);
+	void (*f32_to_f16_row)(kern_fp16_t *y, const float *x, int n);
+} kern_ops;
+
+/* Traits of type t, or NULL when t is not a type herd knows. Thread-safe. */
+const kern_type_traits *kern_type_info(int t);
+/* "Q4_0" etc., or "unknown". Never NULL. */
+const char *kern_type_name(int t);
+/* Bytes of a row of n elements of type t (n a multiple of the block size);
+ * 0 for an unknown type or a bad n. */
+size_t kern_row_size(int t, int64_t n);
+
+/* Best ISA this CPU supports (cpuid, checked once per call; cheap). */
+kern_isa kern_isa_detect(void);
+const char *kern_isa_name(kern_isa isa);
+/* Fill ops for isa: every supported type gets its fastest variant at or
+ * below isa, falling back to the reference. isa above what the CPU supports
+ * is clamped to kern_isa_detect(). */
+void kern_ops_init(kern_ops *ops, kern_isa isa);
+
+/* Per-family fillers used by kern_ops_init (each sets only its own types). */
+void kern_ops_init_legacy(kern_ops *ops, kern_isa isa); /* F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 */
+void kern_ops_init_kquant(kern_ops *ops, kern_isa isa); /* Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K */
+void kern_ops_init_gemm(kern_ops *ops, kern_isa isa);   /* Q4_0_R16 Q8_0_R16 */
+void kern_ops_init_attn(kern_ops *ops, kern_isa isa);   /* f16 KV-cache helpers */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

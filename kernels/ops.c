@@ -1,0 +1,108 @@
+#include "ops.h"
+
+#include "kernels.h"
+
+#include <math.h>
+
+#include "fp16.h"
+
+void kern_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
+{
+	double sum = 0.0; /* ggml accumulates in double */
+	for (int i = 0; i < n; i++)
+		sum += (double)x[i] * x[i];
+	const float scale = 1.0f / sqrtf((float)(sum / n) + eps);
+	for (int i = 0; i < n; i++)
+		y[i] = x[i] * scale * w[i];
+}
+
+void kern_rope(float *x, int n_heads, int head_dim, int n_rot, int32_t pos, float base)
+{
+	const float theta_scale = powf(base, -2.0f / (float)n_rot);
+	float cs[512], sn[512]; /* n_rot / 2 angles, shared by all heads */
+	float theta = (float)pos;
+	const int half = n_rot / 2 < 512 ? n_rot / 2 : 512;
+	for (int i = 0; i < half; i++) {
+		cs[i] = cosf(theta);
+		sn[i] = sinf(theta);
+		theta *= theta_scale;
+	}
+	for (int h = 0; h < n_heads; h++) {
+		float *v = x + (int64_t)h * head_dim;
+		for (int i = 0; i < half; i++) {
+			const float a = v[2 * i], b = v[2 * i + 1];
+			v[2 * i] = a * cs[i] - b * sn[i];
+			v[2 * i + 1] = a * sn[i] + b * cs[i];
+		}
+	}
+}
+
+void kern_softmax(float *x, int n)
+{
+	float max = x[0];
+	for (int i = 1; i < n; i++)
+		max = x[i] > max ? x[i] : max;
+	double sum = 0.0;
+	for (int i = 0; i < n; i++) {
+		x[i] = expf(x[i] - max);
+		sum += x[i];
+	}
+	const float inv = (float)(1.0 / sum);
+	for (int i = 0; i < n; i++)
+		x[i] *= inv;
+}
+
+void kern_swiglu(float *g, const float *u, int n)
+{
+	for (int i = 0; i < n; i++)
+		g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void kern_add(float *y, const float *x, int n)
+{
+	for (int i = 0; i < n; i++)
+		y[i] += x[i];
+}
+
+float kern_dot_f32_f16(const float *x, const kern_fp16_t *y, int n)
+{
+	float acc[8] = {0};
+	int i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			acc[j] += x[i + j] * kern_fp16_to_fp32(y[i + j]);
+	float s = 0;
+	for (; i < n; i++)
+		s += x[i] * kern_fp16_to_fp32(y[i]);
+	for (int j = 0; j < 8; j++)
+		s += acc[j];
+	return s;
+}
+
+void kern_axpy_f16(float *y, float a, const kern_fp16_t *x, int n)
+{
+	for (int i = 0; i < n; i++)
+		y[i] += a * kern_fp16_to_fp32(x[i]);
+}
+
+void kern_f32_to_f16_row(kern_fp16_t *y, const float *x, int n)
+{
+	for (int i = 0; i < n; i++)
+		y[i] = kern_fp32_to_fp16(x[i]);
+}
+
+void kern_ops_init_attn(kern_ops *ops, kern_isa isa)
+{
+	ops->dot_f32_f16 = kern_dot_f32_f16;
+	ops->axpy_f16 = kern_axpy_f16;
+	ops->f32_to_f16_row = kern_f32_to_f16_row;
+	if (isa >= KERN_ISA_AVX2) {
+		ops->dot_f32_f16 = kern_dot_f32_f16_avx2;
+		ops->axpy_f16 = kern_axpy_f16_avx2;
+		ops->f32_to_f16_row = kern_f32_to_f16_row_avx2;
+	}
+	if (isa >= KERN_ISA_AVX512) {
+		ops->dot_f32_f16 = kern_dot_f32_f16_avx512;
+		ops->axpy_f16 = kern_axpy_f16_avx512;
+	}
+}

@@ -1,0 +1,25 @@
+#include "herd/error.h"
+
+#include <string.h>
+
+const char *herd_strerror(int err)
+{
+	switch (err) {
+	case 0: return "success";
+	case HERD_E_FORMAT: return "malformed data";
+	case HERD_E_TRUNCATED: return "data truncated";
+	case HERD_E_RANGE: return "value out of range";
+	case HERD_E_UNSUPPORTED: return "unsupported type, architecture or version";
+	case HERD_E_MISSING: return "required key or tensor missing";
+	case HERD_E_SHAPE: return "tensor shape mismatch";
+	case HERD_E_INVAL: return "invalid argument";
+	case HERD_E_NOSPACE: return "out of context, cache pages or batch slots";
+	case HERD_E_PROTO: return "protocol error";
+	case HERD_E_VERSION: return "incompatible version";
+	case HERD_E_CANCELLED: return "cancelled";
+	default: break;
+	}
+	if (err < 0 && err > HERD_E_BASE)
+		return strerror(-err); /* strerror is MT-safe in glibc for valid codes */
+	return "unknown error";
+}

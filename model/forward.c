@@ -1,0 +1,449 @@
+/* llama_ctx: scratch buffers, thread pool, KV pages, and the batched forward
+ * step. Shapes in comments: T = tokens in the step, E = n_embd, KV = kv_dim,
+ * F = n_ff, V = n_vocab. */
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herd/error.h"
+#include "kernels/fp16.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "model/kv_cache.h"
+#include "model/llama.h"
+
+/* Logit rows computed per output matmul (bounds the logits scratch). */
+#define OUT_CHUNK 32
+
+struct llama_ctx {
+	const llama_model *m;
+	kern_ops ops;
+	kern_pool *pool;
+	kv_pool kv;
+	int n_ctx;
+	int max_t;
+	/* step scratch, [max_t][dim] each */
+	float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
+	void *xq;            /* quantized activations (largest need) */
+	float *scores;       /* [n_threads][n_ctx] attention scores */
+	float *logit_buf;    /* [OUT_CHUNK][V] */
+	float *out_rows;     /* [OUT_CHUNK][E] gathered rows for the output matmul */
+	int32_t *tok_pos;    /* [max_t] position of each step token */
+	int32_t *tok_seq;    /* [max_t] index of its batch entry */
+};
+
+static size_t max_sz(size_t a, size_t b)
+{
+	return a > b ? a : b;
+}
+
+static size_t xq_need(const llama_model *m, int T)
+{
+	const llama_hparams *hp = &m->hp;
+	size_t n = kern_matmul_xq_size(m->output.type, hp->n_embd, OUT_CHUNK);
+	for (int i = 0; i < hp->n_layer; i++) {
+		const llama_layer *L = &m->layers[i];
+		const llama_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+		for (size_t j = 0; j < sizeof(ws) / sizeof(ws[0]); j++)
+			n = max_sz(n, kern_matmul_xq_size(ws[j]->type, ws[j]->ne0, T));
+	}
+	return n;
+}
+
+int llama_ctx_create(llama_ctx **out, const llama_model *m, const llama_ctx_opts *o)
+{
+	*out = NULL;
+	llama_ctx_opts d = {0};
+	if (!o)
+		o = &d;
+	llama_ctx *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	const llama_hparams *hp = &m->hp;
+	c->m = m;
+	kern_ops_init(&c->ops, o->force_ref ? KERN_ISA_REF : kern_isa_detect());
+	c->n_ctx = o->n_ctx > 0 ? o->n_ctx : hp->n_ctx_train;
+	c->max_t = o->max_step_tokens > 0 ? o->max_step_tokens : 512;
+	int rc = kern_pool_create(&c->pool, o->n_threads);
+	if (rc)
+		goto fail;
+	const int kv_dim = hp->head_dim * hp->n_head_kv;
+	int n_pages = o->n_kv_pages > 0 ? o->n_kv_pages : (c->n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+	rc = kv_pool_init(&c->kv, hp->n_layer, kv_dim, LLAMA_KV_PAGE, n_pages);
+	if (rc)
+		goto fail;
+	const size_t T = (size_t)c->max_t, E = hp->n_embd, F = hp->n_ff;
+	const int nth = kern_pool_size(c->pool);
+	rc = -ENOMEM;
+#define ALLOC(p, n)                                                    \
+	do {                                                           \
+		(p) = aligned_alloc(64, ((n) * sizeof(*(p)) + 63) / 64 * 64); \
+		if (!(p))                                              \
+			goto fail;                                     \
+	} while (0)
+	ALLOC(c->x, T * E);
+	ALLOC(c->xn, T * E);
+	ALLOC(c->q, T * E);
+	ALLOC(c->k, T * kv_dim);
+	ALLOC(c->v, T * kv_dim);
+	ALLOC(c->att, T * E);
+	ALLOC(c->tmp, T * E);
+	ALLOC(c->gate, T * F);
+	ALLOC(c->up, T * F);
+	ALLOC(c->scores, (size_t)nth * c->n_ctx);
+	ALLOC(c->logit_buf, (size_t)OUT_CHUNK * hp->n_vocab);
+	ALLOC(c->out_rows, (size_t)OUT_CHUNK * E);
+	ALLOC(c->tok_pos, T);
+	ALLOC(c->tok_seq, T);
+	c->xq = aligned_alloc(64, (xq_need(m, c->max_t) + 63) / 64 * 64);
+	if (!c->xq)
+		goto fail;
+#undef ALLOC
+	*out = c;
+	return 0;
+fail:
+	llama_ctx_destroy(c);
+	return rc;
+}
+
+void llama_ctx_destroy(llama_ctx *c)
+{
+	if (!c)
+		return;
+	kern_pool_destroy(c->pool);
+	kv_pool_fini(&c->kv);
+	free(c->x);
+	free(c->xn);
+	free(c->q);
+	free(c->k);
+	free(c->v);
+	free(c->att);
+	free(c->tmp);
+	free(c->gate);
+	free(c->up);
+	free(c->xq);
+	free(c->scores);
+	free(c->logit_buf);
+	free(c->out_rows);
+	free(c->tok_pos);
+	free(c->tok_seq);
+	free(c);
+}
+
+const llama_model *llama_ctx_model(const llama_ctx *c) { return c->m; }
+int llama_ctx_n_ctx(const llama_ctx *c) { return c->n_ctx; }
+int llama_ctx_n_threads(const llama_ctx *c) { return kern_pool_size(c->pool); }
+int llama_ctx_max_step_tokens(const llama_ctx *c) { return c->max_t; }
+kern_isa llama_ctx_isa(const llama_ctx *c) { return c->ops.isa; }
+int llama_ctx_free_pages(const llama_ctx *c) { return c->kv.n_free; }
+
+void llama_seq_init(llama_seq *s)
+{
+	memset(s, 0, sizeof(*s));
+}
+
+void llama_seq_truncate(llama_ctx *c, llama_seq *s, int n_past)
+{
+	if (n_past < 0)
+		n_past = 0;
+	if (n_past >= s->n_past)
+		return;
+	const int keep = (n_past + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+	while (s->n_pages > keep)
+		kv_pool_release(&c->kv, s->pages[--s->n_pages]);
+	s->n_past = n_past;
+}
+
+void llama_seq_reset(llama_ctx *c, llama_seq *s)
+{
+	llama_seq_truncate(c, s, 0);
+	free(s->pages);
+	llama_seq_init(s);
+}
+
+/* Makes s hold pages for n positions. On failure nothing is kept. */
+static int seq_reserve(llama_ctx *c, llama_seq *s, int n, int *added)
+{
+	const int need = (n + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+	*added = 0;
+	if (need > s->cap_pages) {
+		int cap = s->cap_pages ? s->cap_pages : 4;
+		while (cap < need)
+			cap *= 2;
+		int32_t *p = realloc(s->pages, sizeof(int32_t) * cap);
+		if (!p)
+			return -ENOMEM;
+		s->pages = p;
+		s->cap_pages = cap;
+	}
+	while (s->n_pages < need) {
+		int32_t id = kv_pool_alloc(&c->kv);
+		if (id < 0) {
+			while ((*added)-- > 0)
+				kv_pool_release(&c->kv, s->pages[--s->n_pages]);
+			*added = 0;
+			return HERD_E_NOSPACE;
+		}
+		s->pages[s->n_pages++] = id;
+		(*added)++;
+	}
+	return 0;
+}
+
+/* ---- the step --------------------------------------------------------- */
+
+struct step {
+	llama_ctx *c;
+	llama_batch_seq *seqs;
+	int T;
+	int layer;
+	atomic_int next;
+};
+
+/* Runs the matrices in jobs (sharing input x, K columns, T rows), grouping
+ * those whose weights take the same activation type so each input is
+ * quantized once per group. */
+static void run_matmuls(llama_ctx *c, const float *x, int64_t K, int T, const llama_weight *const *ws,
+			float *const *ys, int64_t const *ldys, int n)
+{
+	int done[KERN_MATMUL_MAX] = {0};
+	for (int i = 0; i < n; i++) {
+		if (done[i])
+			continue;
+		const kern_type vdt = kern_type_info(ws[i]->type)->vec_dot_type;
+		kern_matmul_job jobs[KERN_MATMUL_MAX];
+		int nj = 0;
+		for (int j = i; j < n; j++) {
+			if (done[j] || kern_type_info(ws[j]->type)->vec_dot_type != vdt)
+				continue;
+			jobs[nj++] = (kern_matmul_job){ws[j]->type, ws[j]->data, ws[j]->ne1, ys[j], ldys[j]};
+			done[j] = 1;
+		}
+		kern_matmul_quantize(&c->ops, c->pool, ws[i]->type, x, K, T, c->xq);
+		kern_matmul(&c->ops, c->pool, jobs, nj, K, c->xq, T);
+	}
+}
+
+static void matmul1(llama_ctx *c, const float *x, int T, const llama_weight *w, float *y)
+{
+	const llama_weight *ws[1] = {w};
+	float *ys[1] = {y};
+	int64_t ld[1] = {w->ne1};
+	run_matmuls(c, x, w->ne0, T, ws, ys, ld, 1);
+}
+
+/* RoPE on q and k of every token, then store k and v into the KV pages. */
+static void step_rope_store(void *p, int ith, int nth)
+{
+	struct step *st = p;
+	llama_ctx *c = st->c;
+	const llama_hparams *hp = &c->m->hp;
+	const int kv_dim = hp->head_dim * hp->n_head_kv;
+	for (int t = ith; t < st->T; t += nth) {
+		const int32_t pos = c->tok_pos[t];
+		float *q = c->q + (size_t)t * hp->n_embd, *k = c->k + (size_t)t * kv_dim;
+		kern_rope(q, hp->n_head, hp->head_dim, hp->n_rot, pos, hp->rope_base);
+		kern_rope(k, hp->n_head_kv, hp->head_dim, hp->n_rot, pos, hp->rope_base);
+		const llama_seq *s = st->seqs[c->tok_seq[t]].seq;
+		const int32_t page = s->pages[pos / LLAMA_KV_PAGE];
+		const int slot = pos % LLAMA_KV_PAGE;
+		c->ops.f32_to_f16_row(kv_page_k(&c->kv, page, st->layer) + (size_t)slot * kv_dim, k, kv_dim);
+		c->ops.f32_to_f16_row(kv_page_v(&c->kv, page, st->layer) + (size_t)slot * kv_dim,
+				    c->v + (size_t)t * kv_dim, kv_dim);
+	}
+}
+
+/* Causal attention: one work item per (token, head); a token at position pos
+ * attends to positions 0..pos of its own sequence's pages. */
+static void step_attention(void *p, int ith, int nth)
+{
+	(void)nth;
+	struct step *st = p;
+	llama_ctx *c = st->c;
+	const llama_hparams *hp = &c->m->hp;
+	const int hd = hp->head_dim, kv_dim = hd * hp->n_head_kv;
+	const int group = hp->n_head / hp->n_head_kv;
+	const float scale = 1.0f / sqrtf((float)hd);
+	float *sc = c->scores + (size_t)ith * c->n_ctx;
+	const int items = st->T * hp->n_head;
+	for (;;) {
+		const int it = atomic_fetch_add_explicit(&st->next, 1, memory_order_relaxed);
+		if (it >= items)
+			break;
+		const int t = it / hp->n_head, h = it % hp->n_head, g = h / group;
+		const llama_seq *s = st->seqs[c->tok_seq[t]].seq;
+		const int n = c->tok_pos[t] + 1;
+		const float *q = c->q + (size_t)t * hp->n_embd + (size_t)h * hd;
+		for (int j = 0; j < n; j++) {
+			const int32_t page = s->pages[j / LLAMA_KV_PAGE];
+			const kern_fp16_t *kr = kv_page_k(&c->kv, page, st->layer) +
+						(size_t)(j % LLAMA_KV_PAGE) * kv_dim + (size_t)g * hd;
+			sc[j] = c->ops.dot_f32_f16(q, kr, hd) * scale;
+		}
+		kern_softmax(sc, n);
+		float *o = c->att + (size_t)t * hp->n_embd + (size_t)h * hd;
+		memset(o, 0, sizeof(float) * hd);
+		for (int j = 0; j < n; j++) {
+			const int32_t page = s->pages[j / LLAMA_KV_PAGE];
+			const kern_fp16_t *vr = kv_page_v(&c->kv, page, st->layer) +
+						(size_t)(j % LLAMA_KV_PAGE) * kv_dim + (size_t)g * hd;
+			c->ops.axpy_f16(o, sc[j], vr, hd);
+		}
+	}
+}
+
+static void step_norm(llama_ctx *c, const float *w, int T)
+{
+	const int E = c->m->hp.n_embd;
+	for (int t = 0; t < T; t++)
+		kern_rmsnorm(c->xn + (size_t)t * E, c->x + (size_t)t * E, w, E, c->m->hp.rms_eps);
+}
+
+static void step_layer(llama_ctx *c, struct step *st, int l)
+{
+	const llama_hparams *hp = &c->m->hp;
+	const llama_layer *L = &c->m->layers[l];
+	const int T = st->T, E = hp->n_embd, F = hp->n_ff;
+	const int kv_dim = hp->head_dim * hp->n_head_kv;
+
+	step_norm(c, L->attn_norm, T);
+	{
+		const llama_weight *ws[3] = {&L->wq, &L->wk, &L->wv};
+		float *ys[3] = {c->q, c->k, c->v};
+		int64_t ld[3] = {E, kv_dim, kv_dim};
+		run_matmuls(c, c->xn, E, T, ws, ys, ld, 3);
+	}
+	st->layer = l;
+	kern_pool_run(c->pool, step_rope_store, st);
+	atomic_store(&st->next, 0);
+	kern_pool_run(c->pool, step_attention, st);
+	matmul1(c, c->att, T, &L->wo, c->tmp);
+	for (int t = 0; t < T; t++)
+		kern_add(c->x + (size_t)t * E, c->tmp + (size_t)t * E, E);
+
+	step_norm(c, L->ffn_norm, T);
+	{
+		const llama_weight *ws[2] = {&L->w_gate, &L->w_up};
+		float *ys[2] = {c->gate, c->up};
+		int64_t ld[2] = {F, F};
+		run_matmuls(c, c->xn, E, T, ws, ys, ld, 2);
+	}
+	for (int t = 0; t < T; t++)
+		kern_swiglu(c->gate + (size_t)t * F, c->up + (size_t)t * F, F);
+	matmul1(c, c->gate, T, &L->w_down, c->tmp);
+	for (int t = 0; t < T; t++)
+		kern_add(c->x + (size_t)t * E, c->tmp + (size_t)t * E, E);
+}
+
+/* Output logits for the rows that asked for them, OUT_CHUNK rows at a time. */
+static void step_output(llama_ctx *c, llama_batch_seq *seqs, int n_seqs)
+{
+	const llama_hparams *hp = &c->m->hp;
+	const int E = hp->n_embd, V = hp->n_vocab;
+	float *dst[OUT_CHUNK];
+	int n = 0, t0 = 0;
+	for (int i = 0; i < n_seqs; i++) {
+		llama_batch_seq *b = &seqs[i];
+		for (int j = 0; j < b->n_tokens; j++) {
+			const int t = t0 + j;
+			float *d = NULL;
+			if (b->logits_mode == LLAMA_LOGITS_ALL)
+				d = b->logits + (size_t)j * V;
+			else if (b->logits_mode == LLAMA_LOGITS_LAST && j == b->n_tokens - 1)
+				d = b->logits;
+			if (!d)
+				continue;
+			kern_rmsnorm(c->out_rows + (size_t)n * E, c->x + (size_t)t * E, c->m->output_norm, E,
+				     hp->rms_eps);
+			dst[n++] = d;
+			if (n == OUT_CHUNK) {
+				matmul1(c, c->out_rows, n, &c->m->output, c->logit_buf);
+				for (int r = 0; r < n; r++)
+					memcpy(dst[r], c->logit_buf + (size_t)r * V, sizeof(float) * V);
+				n = 0;
+			}
+		}
+		t0 += b->n_tokens;
+	}
+	if (n) {
+		matmul1(c, c->out_rows, n, &c->m->output, c->logit_buf);
+		for (int r = 0; r < n; r++)
+			memcpy(dst[r], c->logit_buf + (size_t)r * V, sizeof(float) * V);
+	}
+}
+
+int llama_decode(llama_ctx *c, llama_batch_seq *seqs, int n_seqs)
+{
+	const llama_hparams *hp = &c->m->hp;
+	if (n_seqs <= 0)
+		return HERD_E_INVAL;
+	int T = 0;
+	for (int i = 0; i < n_seqs; i++) {
+		const llama_batch_seq *b = &seqs[i];
+		if (!b->seq || b->n_tokens <= 0 || !b->tokens || (b->logits_mode && !b->logits))
+			return HERD_E_INVAL;
+		for (int j = 0; j < i; j++)
+			if (seqs[j].seq == b->seq)
+				return HERD_E_INVAL;
+		for (int j = 0; j < b->n_tokens; j++)
+			if (b->tokens[j] < 0 || b->tokens[j] >= hp->n_vocab)
+				return HERD_E_INVAL;
+		if (b->n_tokens > c->max_t - T || b->seq->n_past + b->n_tokens > c->n_ctx)
+			return HERD_E_NOSPACE;
+		T += b->n_tokens;
+	}
+	/* Reserve pages for every sequence first; roll all back on failure. */
+	int added[n_seqs];
+	for (int i = 0; i < n_seqs; i++) {
+		int rc = seq_reserve(c, seqs[i].seq, seqs[i].seq->n_past + seqs[i].n_tokens, &added[i]);
+		if (rc) {
+			for (int j = 0; j < i; j++)
+				while (added[j]-- > 0)
+					kv_pool_release(&c->kv, seqs[j].seq->pages[--seqs[j].seq->n_pages]);
+			return rc;
+		}
+	}
+	const int E = hp->n_embd;
+	for (int i = 0, t = 0; i < n_seqs; i++) {
+		const llama_batch_seq *b = &seqs[i];
+		const llama_weight *te = &c->m->tok_embd;
+		const size_t row = kern_row_size(te->type, E);
+		for (int j = 0; j < b->n_tokens; j++, t++) {
+			c->tok_pos[t] = b->seq->n_past + j;
+			c->tok_seq[t] = i;
+			c->ops.to_float[te->type]((const char *)te->data + row * (size_t)b->tokens[j],
+						  c->x + (size_t)t * E, E);
+		}
+	}
+	struct step st = {.c = c, .seqs = seqs, .T = T};
+	for (int l = 0; l < hp->n_layer; l++)
+		step_layer(c, &st, l);
+	step_output(c, seqs, n_seqs);
+	for (int i = 0; i < n_seqs; i++)
+		seqs[i].seq->n_past += seqs[i].n_tokens;
+	return 0;
+}
+
+int llama_eval(llama_ctx *c, llama_seq *s, const int32_t *tokens, int n, int logits_all,
+	       float *logits)
+{
+	const int V = c->m->hp.n_vocab;
+	for (int i = 0; i < n;) {
+		int chunk = n - i < c->max_t ? n - i : c->max_t;
+		llama_batch_seq b = {s, tokens + i, chunk, LLAMA_LOGITS_NONE, NULL};
+		if (logits_all) {
+			b.logits_mode = LLAMA_LOGITS_ALL;
+			b.logits = logits + (size_t)i * V;
+		} else if (i + chunk == n) {
+			b.logits_mode = LLAMA_LOGITS_LAST;
+			b.logits = logits;
+		}
+		int rc = llama_decode(c, &b, 1);
+		if (rc)
+			return rc;
+		i += chunk;
+	}
+	return 0;
+}

@@ -1,0 +1,304 @@
+/* LLaMA forward pass over a batch of sequences with a paged f16 KV cache. */
+#include "llama.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herd/error.h"
+#include "kernels/fp16.h"
+#include "kernels/gemm.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+/* ---- loading ---------------------------------------------------------- */
+
+static int load_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+static int hp_int(const gguf_ctx *g, const char *key, int required, int dflt, int *out,
+		  char *err, size_t errlen)
+{
+	int64_t v;
+	int rc = gguf_get_int(g, key, &v);
+	if (rc == HERD_E_MISSING && !required) {
+		*out = dflt;
+		return 0;
+	}
+	if (rc == HERD_E_MISSING)
+		return load_fail(err, errlen, rc, "missing key '%s'", key);
+	if (rc)
+		return load_fail(err, errlen, rc, "key '%s' is not an integer", key);
+	if (v <= 0 || v > (1 << 24))
+		return load_fail(err, errlen, HERD_E_RANGE, "key '%s' = %lld out of range", key,
+				 (long long)v);
+	*out = (int)v;
+	return 0;
+}
+
+static int hp_float(const gguf_ctx *g, const char *key, float dflt, float *out, char *err,
+		    size_t errlen)
+{
+	double v;
+	int rc = gguf_get_float(g, key, &v);
+	if (rc == HERD_E_MISSING) {
+		*out = dflt;
+		return 0;
+	}
+	if (rc)
+		return load_fail(err, errlen, rc, "key '%s' is not a float", key);
+	if (!(v > 0) || !isfinite(v))
+		return load_fail(err, errlen, HERD_E_RANGE, "key '%s' = %g out of range", key, v);
+	*out = (float)v;
+	return 0;
+}
+
+/* Finds tensor name with shape [ne0, ne1] (ne1 = 1 for vectors). */
+static int get_weight(const gguf_ctx *g, const char *name, int64_t ne0, int64_t ne1,
+		      llama_weight *w, char *err, size_t errlen)
+{
+	const gguf_tensor *t = gguf_find_tensor(g, name);
+	if (!t)
+		return load_fail(err, errlen, HERD_E_MISSING, "missing tensor '%s'", name);
+	if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+		return load_fail(err, errlen, HERD_E_SHAPE,
+				 "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
+				 name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
+				 (long long)t->ne[3], (long long)ne0, (long long)ne1);
+	*w = (llama_weight){t->type, ne0, ne1, t->data, t->name.ptr};
+	return 0;
+}
+
+/* A norm vector as an owned f32 copy (files may store it in any float type). */
+static int get_norm(const gguf_ctx *g, const char *name, int64_t n, float **out, char *err,
+		    size_t errlen)
+{
+	llama_weight w;
+	int rc = get_weight(g, name, n, 1, &w, err, errlen);
+	if (rc)
+		return rc;
+	if (w.type != KERN_TYPE_F32 && w.type != KERN_TYPE_F16 && w.type != KERN_TYPE_BF16)
+		return load_fail(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type %s, expected a float type",
+				 name, kern_type_name(w.type));
+	float *v = malloc(sizeof(float) * n);
+	if (!v)
+		return -ENOMEM;
+	kern_ops ops;
+	kern_ops_init(&ops, KERN_ISA_REF);
+	ops.to_float[w.type](w.data, v, n);
+	*out = v;
+	return 0;
+}
+
+int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errlen)
+{
+	*out = NULL;
+	int rc;
+	llama_model *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	gguf_str arch;
+	rc = gguf_get_str(g, "general.architecture", &arch);
+	if (rc) {
+		load_fail(err, errlen, rc, "missing or non-string key 'general.architecture'");
+		goto fail;
+	}
+	if (arch.len != 5 || memcmp(arch.ptr, "llama", 5) != 0) {
+		rc = load_fail(err, errlen, HERD_E_UNSUPPORTED,
+			       "unsupported architecture '%.*s' (herd runs 'llama')",
+			       (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
+		goto fail;
+	}
+	llama_hparams *hp = &m->hp;
+	if ((rc = hp_int(g, "llama.embedding_length", 1, 0, &hp->n_embd, err, errlen)) ||
+	    (rc = hp_int(g, "llama.block_count", 1, 0, &hp->n_layer, err, errlen)) ||
+	    (rc = hp_int(g, "llama.feed_forward_length", 1, 0, &hp->n_ff, err, errlen)) ||
+	    (rc = hp_int(g, "llama.attention.head_count", 1, 0, &hp->n_head, err, errlen)) ||
+	    (rc = hp_int(g, "llama.context_length", 0, 2048, &hp->n_ctx_train, err, errlen)) ||
+	    (rc = hp_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps, err, errlen)) ||
+	    (rc = hp_float(g, "llama.rope.freq_base", 10000.0f, &hp->rope_base, err, errlen)))
+		goto fail;
+	if ((rc = hp_int(g, "llama.attention.head_count_kv", 0, hp->n_head, &hp->n_head_kv, err, errlen)))
+		goto fail;
+	if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv || hp->n_layer > 4096) {
+		rc = load_fail(err, errlen, HERD_E_RANGE,
+			       "inconsistent hyper-parameters: n_embd %d, n_head %d, n_head_kv %d, n_layer %d",
+			       hp->n_embd, hp->n_head, hp->n_head_kv, hp->n_layer);
+		goto fail;
+	}
+	hp->head_dim = hp->n_embd / hp->n_head;
+	if ((rc = hp_int(g, "llama.rope.dimension_count", 0, hp->head_dim, &hp->n_rot, err, errlen)))
+		goto fail;
+	if (hp->n_rot > hp->head_dim || hp->n_rot % 2 || hp->head_dim % 2 || hp->n_rot > 1024) {
+		rc = load_fail(err, errlen, HERD_E_RANGE, "rope dimension %d invalid for head size %d",
+			       hp->n_rot, hp->head_dim);
+		goto fail;
+	}
+	const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
+	if (!te) {
+		rc = load_fail(err, errlen, HERD_E_MISSING, "missing tensor 'token_embd.weight'");
+		goto fail;
+	}
+	if (te->ne[1] <= 0 || te->ne[1] > (1 << 24)) {
+		rc = load_fail(err, errlen, HERD_E_RANGE, "token_embd.weight: bad vocabulary size");
+		goto fail;
+	}
+	hp->n_vocab = (int)te->ne[1];
+	const int64_t E = hp->n_embd, KV = (int64_t)hp->head_dim * hp->n_head_kv, F = hp->n_ff;
+	if ((rc = get_weight(g, "token_embd.weight", E, hp->n_vocab, &m->tok_embd, err, errlen)))
+		goto fail;
+	if (gguf_find_tensor(g, "output.weight")) {
+		if ((rc = get_weight(g, "output.weight", E, hp->n_vocab, &m->output, err, errlen)))
+			goto fail;
+	} else {
+		m->output = m->tok_embd; /* tied embeddings */
+	}
+	if ((rc = get_norm(g, "output_norm.weight", E, &m->output_norm, err, errlen)))
+		goto fail;
+	m->layers = calloc((size_t)hp->n_layer, sizeof(*m->layers));
+	if (!m->layers) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	m->weight_bytes = kern_row_size(m->output.type, E) * hp->n_vocab;
+	for (int i = 0; i < hp->n_layer; i++) {
+		llama_layer *L = &m->layers[i];
+		char name[96];
+#define LW(field, nm, a, b)                                                             \
+	do {                                                                            \
+		snprintf(name, sizeof(name), "blk.%d." nm ".weight", i);                \
+		if ((rc = get_weight(g, name, a, b, &L->field, err, errlen)))            \
+			goto fail;                                                      \
+		m->weight_bytes += kern_row_size(L->field.type, a) * (uint64_t)(b);     \
+	} while (0)
+		LW(wq, "attn_q", E, E);
+		LW(wk, "attn_k", E, KV);
+		LW(wv, "attn_v", E, KV);
+		LW(wo, "attn_output", E, E);
+		LW(w_gate, "ffn_gate", E, F);
+		LW(w_up, "ffn_up", E, F);
+		LW(w_down, "ffn_down", F, E);
+#undef LW
+		snprintf(name, sizeof(name), "blk.%d.attn_norm.weight", i);
+		if ((rc = get_norm(g, name, E, &L->attn_norm, err, errlen)))
+			goto fail;
+		snprintf(name, sizeof(name), "blk.%d.ffn_norm.weight", i);
+		if ((rc = get_norm(g, name, E, &L->ffn_norm, err, errlen)))
+			goto fail;
+	}
+	char terr[256] = "";
+	rc = tok_create(&m->vocab, g, terr, sizeof(terr));
+	if (rc) {
+		load_fail(err, errlen, rc, "tokenizer: %s", terr);
+		goto fail;
+	}
+	if (tok_n_vocab(m->vocab) != hp->n_vocab) {
+		rc = load_fail(err, errlen, HERD_E_SHAPE, "vocabulary has %d tokens but token_embd.weight has %d rows",
+			       tok_n_vocab(m->vocab), hp->n_vocab);
+		goto fail;
+	}
+	m->gguf = g;
+	*out = m;
+	return 0;
+fail:
+	llama_model_destroy(m);
+	return rc;
+}
+
+int llama_model_load(llama_model **out, const char *path, char *err, size_t errlen)
+{
+	gguf_ctx *g;
+	int rc = gguf_open(&g, path, err, errlen);
+	if (rc)
+		return rc;
+	rc = llama_model_from_gguf(out, g, err, errlen);
+	if (rc) {
+		gguf_close(g);
+		return rc;
+	}
+	(*out)->gguf = g;
+	(*out)->owns_gguf = 1;
+	return 0;
+}
+
+void llama_model_destroy(llama_model *m)
+{
+	if (!m)
+		return;
+	if (m->layers)
+		for (int i = 0; i < m->hp.n_layer; i++) {
+			free(m->layers[i].attn_norm);
+			free(m->layers[i].ffn_norm);
+		}
+	free(m->layers);
+	free(m->output_norm);
+	tok_destroy(m->vocab);
+	if (m->owns_gguf)
+		gguf_close(m->gguf);
+	free(m->repacked);
+	free(m);
+}
+
+/* The matrices of m that go through matmul, in a fixed order. */
+static int model_matrices(llama_model *m, llama_weight **out, int cap)
+{
+	int n = 0;
+	for (int i = 0; i < m->hp.n_layer; i++) {
+		llama_layer *L = &m->layers[i];
+		llama_weight *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+		for (size_t j = 0; j < sizeof(ws) / sizeof(ws[0]) && n < cap; j++)
+			out[n++] = ws[j];
+	}
+	if (n < cap)
+		out[n++] = &m->output;
+	return n;
+}
+
+int llama_model_repack(llama_model *m)
+{
+	if (m->repacked)
+		return 0;
+	const int cap = m->hp.n_layer * 7 + 1;
+	llama_weight **ws = malloc(sizeof(*ws) * cap);
+	if (!ws)
+		return -ENOMEM;
+	const int n = model_matrices(m, ws, cap);
+	size_t total = 0;
+	for (int i = 0; i < n; i++)
+		if (kern_repack_type(ws[i]->type) >= 0 && ws[i]->ne1 % KERN_R == 0)
+			total += (kern_row_size(ws[i]->type, ws[i]->ne0) * ws[i]->ne1 + 63) / 64 * 64;
+	if (total == 0) {
+		free(ws);
+		return 0;
+	}
+	char *buf = aligned_alloc(64, total);
+	if (!buf) {
+		free(ws);
+		return -ENOMEM;
+	}
+	size_t off = 0;
+	for (int i = 0; i < n; i++) {
+		llama_weight *w = ws[i];
+		if (kern_repack_type(w->type) < 0 || w->ne1 % KERN_R != 0)
+			continue;
+		const size_t bytes = kern_row_size(w->type, w->ne0) * w->ne1;
+		kern_repack(w->type, w->data, w->ne1, w->ne0, buf + off);
+		w->type = (kern_type)kern_repack_type(w->type);
+		w->data = buf + off;
+		off += (bytes + 63) / 64 * 64;
+	}
+	free(ws);
+	m->repacked = buf;
+	return 0;
+}

@@ -1,0 +1,150 @@
+/* The LLaMA model: weights from a GGUF file, a paged KV cache, and a batched
+ * forward pass.
+ *
+ * Ownership and threading:
+ * - llama_model is immutable after load; any number of contexts (and
+ *   processes, when the GGUF image lives in shared memory) may read it.
+ * - llama_ctx owns a thread pool, scratch buffers and a KV page pool. Only
+ *   one thread may call into a given ctx at a time.
+ * - llama_seq is one sequence's KV state (a list of pages of its ctx's pool).
+ *
+ * A step (llama_decode) runs any set of sequences together, each with its own
+ * position and number of new tokens (1 for decode, many for a prompt chunk):
+ * every weight matrix is read once for all tokens of the step.
+ */
+#ifndef HERD_MODEL_LLAMA_H
+#define HERD_MODEL_LLAMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "kernels/threadpool.h"
+#include "model/gguf.h"
+#include "model/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Tokens per KV page. */
+#define LLAMA_KV_PAGE 16
+
+typedef struct llama_hparams {
+	int n_vocab;
+	int n_ctx_train;
+	int n_embd;
+	int n_layer;
+	int n_head;
+	int n_head_kv;
+	int n_ff;
+	int n_rot;      /* RoPE dimensions per head */
+	int head_dim;   /* n_embd / n_head */
+	float rms_eps;
+	float rope_base;
+} llama_hparams;
+
+/* A weight matrix or vector inside the GGUF data. */
+typedef struct llama_weight {
+	kern_type type;
+	int64_t ne0, ne1; /* ne0 = row length (input dim), ne1 = rows (output dim) */
+	const void *data;
+	const char *name; /* for messages */
+} llama_weight;
+
+typedef struct llama_layer {
+	float *attn_norm; /* [n_embd], f32 copy */
+	float *ffn_norm;
+	llama_weight wq, wk, wv, wo;
+	llama_weight w_gate, w_up, w_down;
+} llama_layer;
+
+typedef struct llama_model {
+	llama_hparams hp;
+	gguf_ctx *gguf;
+	int owns_gguf;       /* loaded from a path: closed with the model */
+	tok_vocab *vocab;
+	llama_weight tok_embd;
+	llama_weight output; /* == tok_embd when the file ties them */
+	float *output_norm;
+	llama_layer *layers;
+	uint64_t weight_bytes; /* bytes of all weight matrices */
+	void *repacked;        /* owned copy made by llama_model_repack, or NULL */
+} llama_model;
+
+/* Loads path (mmap) and validates architecture, hyper-parameters, tensor
+ * names, shapes and types. Returns 0 or a negative code with a message in err
+ * naming the problem (missing key or tensor, wrong shape, unsupported
+ * architecture or type). */
+int llama_model_load(llama_model **out, const char *path, char *err, size_t errlen);
+/* Same over an open GGUF that must outlive the model (not owned). */
+int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errlen);
+void llama_model_destroy(llama_model *m); /* accepts NULL */
+
+/* Converts every matrix that has a row-interleaved GEMM layout (Q4_0, Q8_0
+ * with rows a multiple of 16; kernels/gemm.h) into that layout, in one owned
+ * buffer; the model then reads those matrices from it. Prompt chunks and
+ * batched decoding run as GEMMs, several times faster. Call once, before
+ * any context uses the model. A model whose matrices already are
+ * interleaved (a shared image) needs nothing. Returns 0 or -ENOMEM. */
+int llama_model_repack(llama_model *m);
+
+typedef struct llama_ctx_opts {
+	int n_threads;       /* <= 0: all online CPUs */
+	int n_ctx;           /* max positions per sequence; <= 0: the model's */
+	int max_step_tokens; /* max tokens in one llama_decode step; <= 0: 512 */
+	int n_kv_pages;      /* KV pool size in pages; <= 0: enough for 1 x n_ctx */
+	int force_ref;       /* use scalar reference kernels */
+} llama_ctx_opts;
+
+typedef struct llama_ctx llama_ctx;
+
+typedef struct llama_seq {
+	int32_t *pages;  /* page ids in position order */
+	int n_pages;
+	int cap_pages;
+	int n_past;      /* positions already in the cache */
+} llama_seq;
+
+int llama_ctx_create(llama_ctx **out, const llama_model *m, const llama_ctx_opts *o);
+void llama_ctx_destroy(llama_ctx *c); /* accepts NULL */
+const llama_model *llama_ctx_model(const llama_ctx *c);
+int llama_ctx_n_ctx(const llama_ctx *c);
+int llama_ctx_n_threads(const llama_ctx *c);
+int llama_ctx_max_step_tokens(const llama_ctx *c);
+kern_isa llama_ctx_isa(const llama_ctx *c);
+/* Pages not held by any sequence. */
+int llama_ctx_free_pages(const llama_ctx *c);
+
+void llama_seq_init(llama_seq *s);
+/* Returns s's pages to c's pool and resets it (n_past = 0). */
+void llama_seq_reset(llama_ctx *c, llama_seq *s);
+/* Drops positions >= n_past (releasing whole pages no longer needed). */
+void llama_seq_truncate(llama_ctx *c, llama_seq *s, int n_past);
+
+enum { LLAMA_LOGITS_NONE = 0, LLAMA_LOGITS_LAST = 1, LLAMA_LOGITS_ALL = 2 };
+
+typedef struct llama_batch_seq {
+	llama_seq *seq;
+	const int32_t *tokens;
+	int n_tokens;      /* >= 1 */
+	int logits_mode;   /* LLAMA_LOGITS_* */
+	float *logits;     /* caller-owned: n_vocab floats (LAST) or n_tokens * n_vocab (ALL) */
+} llama_batch_seq;
+
+/* One forward step over n_seqs sequences (each at most once). Appends the
+ * tokens to each sequence's KV cache and writes the requested logits.
+ * Errors: HERD_E_INVAL (bad token id, empty batch, a sequence twice),
+ * HERD_E_NOSPACE (more than max_step_tokens, past n_ctx, or out of KV
+ * pages): on error no sequence is changed. */
+int llama_decode(llama_ctx *c, llama_batch_seq *seqs, int n_seqs);
+
+/* Convenience: feeds n tokens to one sequence in chunks of max_step_tokens.
+ * logits: n_vocab floats for the last token (logits_all == 0) or n * n_vocab. */
+int llama_eval(llama_ctx *c, llama_seq *s, const int32_t *tokens, int n, int logits_all,
+	       float *logits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages herd needs to build and test. Does nothing when
+# they are all present. Run as root (or with sudo available).
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config liburing-dev libbpf-dev libmsgpack-dev
+      liblmdb-dev libcmocka-dev libjson-c-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q "${missing[@]}"

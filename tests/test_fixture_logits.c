@@ -1,0 +1,187 @@
+/* Conformance with llama.cpp: for every mini-<TYPE>.gguf fixture, our
+ * tokenization of the fixture prompt equals its .tokens and the mean KL
+ * divergence of softmax(reference logits) against softmax(ours) is within
+ * the issue's bounds. Exits 77 (skipped) when ../shared/fixtures is absent. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "herd/error.h"
+#include "model/llama.h"
+
+#ifndef HERD_FIXTURES
+#define HERD_FIXTURES "../shared/fixtures"
+#endif
+
+static const char *PROMPT =
+	"Once upon a time, a little robot named Pip found a shiny key under the old oak tree. "
+	"It wondered what the key would open.";
+
+static const char *fixture_dir(void)
+{
+	const char *d = getenv("HERD_FIXTURES");
+	return d && *d ? d : HERD_FIXTURES;
+}
+
+static void *read_file(const char *path, size_t *size)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	fseek(f, 0, SEEK_SET);
+	void *buf = malloc(n > 0 ? (size_t)n : 1);
+	if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		free(buf);
+		buf = NULL;
+	}
+	fclose(f);
+	*size = (size_t)n;
+	return buf;
+}
+
+/* KL(P || Q) with P = softmax(ref), Q = softmax(ours), in double. */
+static double kl_div(const float *ref, const float *ours, int n)
+{
+	double mr = ref[0], mo = ours[0];
+	for (int i = 1; i < n; i++) {
+		mr = ref[i] > mr ? ref[i] : mr;
+		mo = ours[i] > mo ? ours[i] : mo;
+	}
+	double sr = 0, so = 0;
+	for (int i = 0; i < n; i++) {
+		sr += exp(ref[i] - mr);
+		so += exp(ours[i] - mo);
+	}
+	const double lr = log(sr), lo = log(so);
+	double kl = 0;
+	for (int i = 0; i < n; i++) {
+		const double lp = ref[i] - mr - lr, lq = ours[i] - mo - lo;
+		kl += exp(lp) * (lp - lq);
+	}
+	return kl;
+}
+
+/* mode 0: best SIMD kernels, 1: scalar reference, 2: SIMD with matrices repacked
+ * into the row-interleaved GEMM layouts. */
+static void check_type(const char *type, double bound, int mode)
+{
+	char path[1024], err[512] = "";
+	const char *dir = fixture_dir();
+	snprintf(path, sizeof(path), "%s/mini-%s.gguf", dir, type);
+	llama_model *m = NULL;
+	int rc = llama_model_load(&m, path, err, sizeof(err));
+	if (rc)
+		fail_msg("%s: %s", path, err);
+	llama_ctx *c = NULL;
+	if (mode == 2)
+		assert_int_equal(llama_model_repack(m), 0);
+	llama_ctx_opts o = {.n_threads = 0, .force_ref = mode == 1};
+	assert_int_equal(llama_ctx_create(&c, m, &o), 0);
+
+	size_t tsize, lsize;
+	snprintf(path, sizeof(path), "%s/mini-%s.tokens", dir, type);
+	int32_t *ref_tok = read_file(path, &tsize);
+	snprintf(path, sizeof(path), "%s/mini-%s.logits", dir, type);
+	float *ref_logits = read_file(path, &lsize);
+	assert_non_null(ref_tok);
+	assert_non_null(ref_logits);
+	const int n_ref = (int)(tsize / 4), V = m->hp.n_vocab;
+	assert_int_equal(lsize, (size_t)n_ref * V * 4);
+
+	int32_t ids[256];
+	int n = tok_encode(m->vocab, PROMPT, strlen(PROMPT), TOK_ADD_BOS, ids, 256);
+	assert_int_equal(n, n_ref);
+	for (int i = 0; i < n; i++)
+		if (ids[i] != ref_tok[i])
+			fail_msg("%s: token %d is %d, llama.cpp has %d", type, i, ids[i], ref_tok[i]);
+
+	float *logits = malloc(sizeof(float) * (size_t)n * V);
+	assert_non_null(logits);
+	llama_seq s;
+	llama_seq_init(&s);
+	assert_int_equal(llama_eval(c, &s, ids, n, 1, logits), 0);
+	double sum = 0, worst = 0;
+	int top_same = 0;
+	for (int i = 0; i < n; i++) {
+		const float *r = ref_logits + (size_t)i * V, *o2 = logits + (size_t)i * V;
+		for (int k = 0; k < V; k++)
+			assert_true(isfinite(o2[k]));
+		double kl = kl_div(r, o2, V);
+		sum += kl;
+		worst = kl > worst ? kl : worst;
+		int ar = 0, ao = 0;
+		for (int k = 1; k < V; k++) {
+			ar = r[k] > r[ar] ? k : ar;
+			ao = o2[k] > o2[ao] ? k : ao;
+		}
+		top_same += ar == ao;
+	}
+	const double mean = sum / n;
+	printf("# %-7s %s: mean KL %.3g (max %.3g, bound %.0e), same top token %d/%d\n", type,
+	       mode == 1 ? "ref " : mode == 2 ? "gemm" : "simd", mean, worst, bound, top_same, n);
+	assert_true(mean <= bound);
+	llama_seq_reset(c, &s);
+	free(logits);
+	free(ref_tok);
+	free(ref_logits);
+	llama_ctx_destroy(c);
+	llama_model_destroy(m);
+}
+
+#define FIXTURE_TEST(T, B)                                   \
+	static void test_##T(void **state)                   \
+	{                                                    \
+		(void)state;                                 \
+		check_type(#T, B, 0);                        \
+	}                                                    \
+	static void test_##T##_ref(void **state)             \
+	{                                                    \
+		(void)state;                                 \
+		check_type(#T, B, 1);                        \
+	}                                                    \
+	static void test_##T##_gemm(void **state)            \
+	{                                                    \
+		(void)state;                                 \
+		check_type(#T, B, 2);                        \
+	}
+
+FIXTURE_TEST(F32, 1e-4)
+FIXTURE_TEST(F16, 1e-4)
+FIXTURE_TEST(BF16, 1e-4)
+FIXTURE_TEST(Q8_0, 2e-3)
+FIXTURE_TEST(Q4_0, 2e-3)
+FIXTURE_TEST(Q4_1, 2e-3)
+FIXTURE_TEST(Q5_0, 2e-3)
+FIXTURE_TEST(Q5_1, 2e-3)
+FIXTURE_TEST(Q2_K, 2e-3)
+FIXTURE_TEST(Q3_K_M, 2e-3)
+FIXTURE_TEST(Q4_K_M, 2e-3)
+FIXTURE_TEST(Q5_K_M, 2e-3)
+FIXTURE_TEST(Q6_K, 2e-3)
+
+#define T2(T) cmocka_unit_test(test_##T), cmocka_unit_test(test_##T##_ref), cmocka_unit_test(test_##T##_gemm)
+
+int main(void)
+{
+	struct stat st;
+	char probe[1024];
+	snprintf(probe, sizeof(probe), "%s/mini-F32.gguf", fixture_dir());
+	if (stat(probe, &st) != 0) {
+		fprintf(stderr, "fixtures not found at %s: skipped\n", fixture_dir());
+		return 77;
+	}
+	const struct CMUnitTest tests[] = {
+		T2(F32), T2(F16), T2(BF16), T2(Q8_0), T2(Q4_0), T2(Q4_1), T2(Q5_0),
+		T2(Q5_1), T2(Q2_K), T2(Q3_K_M), T2(Q4_K_M), T2(Q5_K_M), T2(Q6_K),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,95 @@
+#include "cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "herd/error.h"
+
+int cli_int(const char *opt, const char *s, long lo, long hi, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = s ? strtol(s, &end, 10) : 0;
+	if (!s || errno || end == s || *end || v < lo || v > hi) {
+		fprintf(stderr, "herd: %s expects an integer in [%ld, %ld], got '%s'\n", opt, lo, hi,
+			s ? s : "(nothing)");
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int cli_float(const char *opt, const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = s ? strtod(s, &end) : 0;
+	if (!s || errno || end == s || *end || v != v) {
+		fprintf(stderr, "herd: %s expects a number, got '%s'\n", opt, s ? s : "(nothing)");
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+uint64_t cli_u64_or(const char *s, int *ok)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = s ? strtoull(s, &end, 0) : 0;
+	*ok = s && !errno && end != s && !*end && s[0] != '-';
+	return v;
+}
+
+int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_ctx **c)
+{
+	char err[512] = "";
+	int rc = llama_model_load(m, path, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "herd: cannot load '%s': %s (%s)\n", path, err, herd_strerror(rc));
+		return rc;
+	}
+	if (!getenv("HERD_NO_REPACK") && (rc = llama_model_repack(*m))) {
+		fprintf(stderr, "herd: cannot repack '%s': %s\n", path, herd_strerror(rc));
+		llama_model_destroy(*m);
+		*m = NULL;
+		return rc;
+	}
+	llama_ctx_opts o = {.n_threads = n_threads, .n_ctx = n_ctx};
+	if (getenv("HERD_FORCE_REF"))
+		o.force_ref = 1;
+	rc = llama_ctx_create(c, *m, &o);
+	if (rc) {
+		fprintf(stderr, "herd: cannot create a context: %s\n", herd_strerror(rc));
+		llama_model_destroy(*m);
+		*m = NULL;
+	}
+	return rc;
+}
+
+int cli_tokenize(const tok_vocab *v, const char *text, int add_bos, int32_t **ids, int *n)
+{
+	size_t len = strlen(text);
+	int cap = (int)(len + 8 < 1 << 30 ? len + 8 : 1 << 30);
+	int32_t *buf = malloc(sizeof(int32_t) * cap);
+	if (!buf)
+		return -ENOMEM;
+	int rc = tok_encode(v, text, len, add_bos ? TOK_ADD_BOS : 0, buf, cap);
+	if (rc < 0 || rc > cap) {
+		free(buf);
+		return rc < 0 ? rc : HERD_E_NOSPACE;
+	}
+	*ids = buf;
+	*n = rc;
+	return 0;
+}
+
+double cli_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
