@@ -172,6 +172,7 @@ int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errl
 		goto fail;
 	}
 	m->weight_bytes = kern_row_size(m->output.type, E) * hp->n_vocab;
+	m->weight_macs = (uint64_t)E * hp->n_vocab;
 	for (int i = 0; i < hp->n_layer; i++) {
 		llama_layer *L = &m->layers[i];
 		char name[96];
@@ -181,6 +182,7 @@ int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errl
 		if ((rc = get_weight(g, name, a, b, &L->field, err, errlen)))            \
 			goto fail;                                                      \
 		m->weight_bytes += kern_row_size(L->field.type, a) * (uint64_t)(b);     \
+		m->weight_macs += (uint64_t)(a) * (uint64_t)(b);                         \
 	} while (0)
 		LW(wq, "attn_q", E, E);
 		LW(wk, "attn_k", E, KV);

@@ -68,7 +68,8 @@ typedef struct llama_model {
 	llama_weight output; /* == tok_embd when the file ties them */
 	float *output_norm;
 	llama_layer *layers;
-	uint64_t weight_bytes; /* bytes of all weight matrices */
+	uint64_t weight_bytes; /* bytes of the matrices one token's step reads */
+	uint64_t weight_macs;  /* multiply-adds of those matrices per token */
 	void *repacked;        /* owned copy made by llama_model_repack, or NULL */
 } llama_model;
 
