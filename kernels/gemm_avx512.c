@@ -66,6 +66,7 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	const float *d[TILE];
 	const int32_t *s[TILE];
 	const int8_t *qs[TILE];
+#pragma GCC unroll 4
 	for (int c = 0; c < nc; c++) {
 		acc[c] = _mm512_setzero_ps();
 		d[c] = (const float *)(act + (size_t)c * stride);
@@ -76,22 +77,28 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	for (int64_t i = 0; i < nb; i++) {
 		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
 		__m512i lo[4], hi[4];
+#pragma GCC unroll 4
 		for (int j = 0; j < 4; j++) {
 			const __m512i v = _mm512_loadu_si512((const void *)w[i].qs[j]);
 			lo[j] = _mm512_and_si512(v, m4);
 			hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
 		}
+#pragma GCC unroll 4
 		for (int c = 0; c < nc; c++) {
 			const int8_t *a = qs[c] + i * 32;
-			__m512i dot = _mm512_set1_epi32(-s[c][i]);
+			/* two dependency chains: VNNI latency is several cycles */
+			__m512i dot = _mm512_set1_epi32(-s[c][i]), dot2 = _mm512_setzero_si512();
+#pragma GCC unroll 4
 			for (int j = 0; j < 4; j++) {
 				dot = _mm512_dpbusd_epi32(dot, lo[j], bcast32(a + 4 * j));
-				dot = _mm512_dpbusd_epi32(dot, hi[j], bcast32(a + 16 + 4 * j));
+				dot2 = _mm512_dpbusd_epi32(dot2, hi[j], bcast32(a + 16 + 4 * j));
 			}
+			dot = _mm512_add_epi32(dot, dot2);
 			acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
 						 _mm512_mul_ps(dw, _mm512_set1_ps(d[c][i])), acc[c]);
 		}
 	}
+#pragma GCC unroll 4
 	for (int c = 0; c < nc; c++)
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
@@ -119,6 +126,7 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 	__m512 acc[TILE];
 	const float *d[TILE];
 	const int8_t *qs[TILE];
+#pragma GCC unroll 4
 	for (int c = 0; c < nc; c++) {
 		acc[c] = _mm512_setzero_ps();
 		d[c] = (const float *)(act + (size_t)c * stride);
@@ -129,21 +137,28 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
 		__m512i q[8];
 		__m512i wsum = _mm512_setzero_si512();
+#pragma GCC unroll 8
 		for (int g = 0; g < 8; g++) {
 			q[g] = _mm512_loadu_si512((const void *)w[i].qs[g]);
 			wsum = _mm512_dpbusd_epi32(wsum, ones, q[g]);
 		}
 		/* activations are stored +128: subtract 128 * sum(w) */
 		const __m512i corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(wsum, 7));
+#pragma GCC unroll 4
 		for (int c = 0; c < nc; c++) {
 			const int8_t *a = qs[c] + i * 32;
-			__m512i dot = corr;
-			for (int g = 0; g < 8; g++)
+			__m512i dot = corr, dot2 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+			for (int g = 0; g < 8; g += 2) {
 				dot = _mm512_dpbusd_epi32(dot, bcast32(a + 4 * g), q[g]);
+				dot2 = _mm512_dpbusd_epi32(dot2, bcast32(a + 4 * g + 4), q[g + 1]);
+			}
+			dot = _mm512_add_epi32(dot, dot2);
 			acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
 						 _mm512_mul_ps(dw, _mm512_set1_ps(d[c][i])), acc[c]);
 		}
 	}
+#pragma GCC unroll 4
 	for (int c = 0; c < nc; c++)
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
