@@ -1,0 +1,301 @@
+/* herd shared-memory model images.
+ *
+ * An image is one POSIX shared-memory object, /dev/shm/herd.<model>.<d16>,
+ * where <d16> is the first 16 hex digits of the image's digest. Layout:
+ *
+ *   [0, 512)                   struct shm_image_header (below)
+ *   [512, payload_offset)      zero bytes (payload_offset is page aligned)
+ *   [payload_offset, end)      a complete GGUF v3 file written by the
+ *                              project's GGUF writer with general.alignment
+ *                              = 64: every tensor starts 64-byte aligned in
+ *                              the image, and so in any page-aligned mapping.
+ *                              The GGUF's tensor-info section is the image's
+ *                              tensor directory.
+ *
+ * The digest (shm/digest.h, HM256) covers bytes [header_size, image_size):
+ * everything after the header, padding included. It names the image and
+ * lets shm_image_verify() detect any change; attach (shm_image_map) only
+ * checks the header, so it costs microseconds however large the image is.
+ *
+ * Life cycle: the broker calls shm_image_create() once per model (or
+ * shm_image_find() first to re-adopt what a previous broker left); the
+ * object is written completely, then made read-only (mode 0440) and only
+ * then appears under its final name, so a reader never sees a partial image
+ * under a final name. Agents receive a read-only descriptor (shm/fdpass.h),
+ * shm_image_map() it PROT_READ/MAP_SHARED and run the model from the shared
+ * pages via shm_image_gguf() + llama_model_from_gguf(): zero copies. A write
+ * through such a mapping faults (SIGSEGV). Objects outlive their creator;
+ * shm_image_remove() unlinks one (mappings stay valid until unmapped).
+ *
+ * Errors: functions return 0, -errno for system errors, or HERD_E_*; those
+ * taking err/errlen also write a message naming the object and the problem
+ * (err may be NULL when errlen is 0). No function keeps global state; all
+ * are thread-safe except on the same shm_image_map_t concurrently with
+ * shm_image_unmap().
+ */
+#ifndef HERD_SHM_IMAGE_H
+#define HERD_SHM_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "model/gguf.h"
+#include "shm/digest.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SHM_IMAGE_MAGIC "HERDIMG" /* 8 bytes with the NUL */
+#define SHM_IMAGE_VERSION 1u
+#define SHM_IMAGE_HEADER_SIZE 512u
+/* Payload (GGUF) start: page aligned, so a mapping's tensors are 64-byte
+ * aligned and the payload can be madvise()d separately. */
+#define SHM_IMAGE_PAYLOAD_ALIGN 4096u
+/* general.alignment of the payload GGUF. */
+#define SHM_IMAGE_TENSOR_ALIGN 64u
+/* Where the kernel shows POSIX shm objects (glibc's shm_open directory). */
+#define SHM_IMAGE_DIR "/dev/shm"
+/* Object names: "/herd.<model>.<16 hex>" (shm_open style, leading slash). */
+#define SHM_IMAGE_PREFIX "herd."
+/* Temporary objects of an image under construction: "/herd.tmp.<pid>.<n>",
+ * plus a private directory "/dev/shm/herd.tmp.<pid>.<n>.d" for the GGUF
+ * being written. Left behind only if the creator crashed; shm_image_list
+ * shows them (invalid) and shm_image_remove removes the object. */
+#define SHM_IMAGE_TMP_PREFIX "herd.tmp."
+#define SHM_IMAGE_MODEL_MAX 64 /* model name field, NUL included */
+#define SHM_IMAGE_TYPE_MAX 16  /* weight type name field, NUL included */
+#define SHM_IMAGE_NAME_MAX 96  /* buffer for an object name, NUL included */
+
+enum {
+	SHM_IMAGE_F_CONVERTED = 1u << 0, /* weights converted to target_type */
+};
+
+enum { SHM_DIGEST_HM256 = 1 };
+
+/* The on-image header: fixed-width, host (little-endian) order. Offsets are
+ * pinned below; any change bumps SHM_IMAGE_VERSION. */
+typedef struct shm_image_header {
+	char magic[8];               /*   0 "HERDIMG\0" */
+	uint32_t version;            /*   8 SHM_IMAGE_VERSION */
+	uint32_t header_size;        /*  12 sizeof(shm_image_header) = 512 */
+	uint32_t flags;              /*  16 SHM_IMAGE_F_* */
+	uint32_t digest_algo;        /*  20 SHM_DIGEST_HM256 */
+	uint8_t digest[32];          /*  24 HM256 of bytes [header_size, image_size) */
+	uint64_t image_size;         /*  56 bytes of the object */
+	uint64_t payload_offset;     /*  64 GGUF start, multiple of 4096 */
+	uint64_t payload_size;       /*  72 GGUF bytes; offset + size = image_size */
+	uint64_t tensor_dir_offset;  /*  80 image offset of the tensor directory: the
+				      *     GGUF header that holds it (= payload_offset) */
+	uint64_t tensor_data_offset; /*  88 image offset of the GGUF data section */
+	uint64_t n_tensors;          /*  96 */
+	uint64_t source_size;        /* 104 source file bytes */
+	int64_t source_mtime_ns;     /* 112 source file mtime, ns since the epoch */
+	int64_t created_ns;          /* 120 CLOCK_REALTIME at creation, ns */
+	uint32_t tensor_align;       /* 128 payload general.alignment (64) */
+	uint32_t creator_pid;        /* 132 */
+	char model[64];              /* 136 model name, NUL-padded */
+	char target_type[16];        /* 200 requested weight type ("Q8_0"), "" = kept */
+	char weight_type[16];        /* 216 type holding most weight bytes ("Q4_0") */
+	char source_path[256];       /* 232 realpath of the source, NUL-padded
+				      *     (truncated when longer) */
+	uint8_t reserved[24];        /* 488 zero */
+} shm_image_header;
+
+_Static_assert(sizeof(shm_image_header) == SHM_IMAGE_HEADER_SIZE, "image header size");
+_Static_assert(offsetof(shm_image_header, version) == 8, "header layout");
+_Static_assert(offsetof(shm_image_header, header_size) == 12, "header layout");
+_Static_assert(offsetof(shm_image_header, flags) == 16, "header layout");
+_Static_assert(offsetof(shm_image_header, digest_algo) == 20, "header layout");
+_Static_assert(offsetof(shm_image_header, digest) == 24, "header layout");
+_Static_assert(offsetof(shm_image_header, image_size) == 56, "header layout");
+_Static_assert(offsetof(shm_image_header, payload_offset) == 64, "header layout");
+_Static_assert(offsetof(shm_image_header, payload_size) == 72, "header layout");
+_Static_assert(offsetof(shm_image_header, tensor_dir_offset) == 80, "header layout");
+_Static_assert(offsetof(shm_image_header, tensor_data_offset) == 88, "header layout");
+_Static_assert(offsetof(shm_image_header, n_tensors) == 96, "header layout");
+_Static_assert(offsetof(shm_image_header, source_size) == 104, "header layout");
+_Static_assert(offsetof(shm_image_header, source_mtime_ns) == 112, "header layout");
+_Static_assert(offsetof(shm_image_header, created_ns) == 120, "header layout");
+_Static_assert(offsetof(shm_image_header, tensor_align) == 128, "header layout");
+_Static_assert(offsetof(shm_image_header, creator_pid) == 132, "header layout");
+_Static_assert(offsetof(shm_image_header, model) == 136, "header layout");
+_Static_assert(offsetof(shm_image_header, target_type) == 200, "header layout");
+_Static_assert(offsetof(shm_image_header, weight_type) == 216, "header layout");
+_Static_assert(offsetof(shm_image_header, source_path) == 232, "header layout");
+_Static_assert(offsetof(shm_image_header, reserved) == 488, "header layout");
+
+/* A plain description of an image (caller-owned, no pointers). */
+typedef struct shm_image_info {
+	char name[SHM_IMAGE_NAME_MAX];        /* "/herd.<model>.<d16>" (shm_open name) */
+	char model[SHM_IMAGE_MODEL_MAX];
+	char target_type[SHM_IMAGE_TYPE_MAX]; /* "" = weights kept as in the source */
+	char weight_type[SHM_IMAGE_TYPE_MAX];
+	char source_path[256];
+	uint8_t digest[SHM_DIGEST_SIZE];
+	char digest_hex[SHM_DIGEST_HEX + 1];
+	uint32_t version;
+	uint32_t flags;
+	uint64_t image_size;   /* bytes of the object (for an invalid one: its size) */
+	uint64_t payload_offset, payload_size, n_tensors;
+	uint64_t source_size;
+	int64_t source_mtime_ns, created_ns;
+	uint32_t mode;         /* st_mode & 07777 of the object */
+	uint32_t uid, gid;
+	int adopted;           /* shm_image_create: an existing image was reused */
+	int valid;             /* shm_image_list: header checks passed (and the
+				* digest, with SHM_LIST_VERIFY) */
+	int status;            /* shm_image_list: 0, or why it is invalid */
+	char problem[160];     /* shm_image_list: message when !valid */
+	int n_attached;        /* shm_image_list with SHM_LIST_ATTACH: processes
+				* mapping it (readable /proc only); else -1 */
+} shm_image_info;
+
+typedef struct shm_create_opts {
+	const char *source_path; /* GGUF file (required) */
+	const char *model_name;  /* 1..63 chars of [A-Za-z0-9_.+-], not starting
+				  * with '.', not "tmp" nor "tmp.*" (required) */
+	const char *weight_type; /* convert 2-D weights to this type ("Q4_0",
+				  * "Q8_0", "F16", "Q4_K"..., case-insensitive),
+				  * NULL or "" = keep the source's types */
+	gid_t gid;               /* group of the object; (gid_t)-1 = keep */
+	mode_t mode;             /* final mode; 0 = 0440. Write bits are refused */
+	int no_adopt;            /* 1: do not look for an image of the same model
+				  * and source first (one with the same final name
+				  * is still reused) */
+} shm_create_opts;
+
+/* Builds an image of o->source_path named after o->model_name.
+ *
+ * Unless o->no_adopt, first looks for an image of the same model built from
+ * the same source (shm_image_find) and, when its full digest verifies,
+ * returns it with out->adopted = 1 without reading the source.
+ *
+ * Otherwise opens the source with gguf_open, writes a new GGUF (every key
+ * and tensor of the source; general.alignment = 64; with o->weight_type set,
+ * every 2-D tensor whose row length is a multiple of the target's block size
+ * is dequantized (kern_ops to_float) and requantized (from_float), and
+ * general.file_type is updated; 1-D tensors such as norms are copied as
+ * they are) into a private directory in /dev/shm, then copies it into a new
+ * object "/herd.tmp.<pid>.<n>" (O_CREAT|O_EXCL, mode 0600) behind the
+ * header, releasing the temporary file as it goes (hole punching), so the
+ * peak extra memory is the payload plus a few MB. Then it computes the
+ * digest, writes the header, applies o->gid and the read-only mode, and
+ * renames /dev/shm/herd.tmp.<pid>.<n> to /dev/shm/herd.<model>.<d16>
+ * (POSIX shm has no rename, but on Linux shm objects are files of the
+ * /dev/shm tmpfs, and rename(2) there is atomic: the final name appears only
+ * complete). The rename refuses to replace (RENAME_NOREPLACE): when an
+ * object of that name exists, verifies and records the same source and
+ * target, it is reused (out->adopted = 1) and the new copy dropped; any
+ * other object of that name (damaged, or the same bytes from another source
+ * file or an older mtime) is replaced by the new one, whose header then
+ * lets shm_image_find() match (processes mapping the old object keep it).
+ *
+ * On any failure every temporary object and file is removed. Errors:
+ * HERD_E_INVAL (bad options, unknown or unusable weight type: the message
+ * names it), the gguf_open errors for a bad source (message names the file
+ * and the problem), HERD_E_UNSUPPORTED (a source tensor type that cannot be
+ * converted), -ENOSPC / -EFBIG / -ENOMEM (message says /dev/shm is full and
+ * how many bytes were needed), other -errno. */
+int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, size_t errlen);
+
+/* Looks for an image of model_name built from source_path (matching the
+ * source's realpath, size and mtime recorded in the header) with the given
+ * target type (NULL or "" = kept). Checks headers only: milliseconds, no
+ * digest pass, the source is only stat()ed. The newest match wins.
+ * Returns 0 and fills out, HERD_E_MISSING when there is none, -errno when
+ * the source cannot be stat()ed or /dev/shm not read, HERD_E_INVAL for a
+ * bad model name or type. */
+int shm_image_find(const char *model_name, const char *source_path, const char *weight_type,
+		   shm_image_info *out, char *err, size_t errlen);
+
+/* Opens an image object read-only (close-on-exec). name is "/herd.x" or
+ * "herd.x" (no other '/'). On success *fd is the caller's to close.
+ * Returns 0, HERD_E_INVAL for a bad name, -errno (-ENOENT: no such object). */
+int shm_image_open(const char *name, int *fd);
+
+/* A mapping of a whole image (PROT_READ, MAP_SHARED). Fields are read-only
+ * for the caller; base/hdr/payload stay valid until shm_image_unmap(). */
+typedef struct shm_image_map_t {
+	const uint8_t *base;           /* page aligned */
+	size_t size;                   /* = hdr->image_size */
+	const shm_image_header *hdr;   /* = base */
+	const uint8_t *payload;        /* base + payload_offset: a GGUF file */
+	size_t payload_size;
+} shm_image_map_t;
+
+/* Maps the image behind fd (which the caller keeps and may close right
+ * after) and checks the header without hashing the payload: magic, version,
+ * header size, digest algorithm, that the object is exactly image_size
+ * bytes, every offset and size lies inside, the payload starts with the GGUF
+ * magic, strings are terminated. Errors: HERD_E_FORMAT (not an image, or an
+ * incomplete one whose header was never written), HERD_E_VERSION (message
+ * names the image's version and this build's), HERD_E_TRUNCATED (object
+ * shorter than its header says), HERD_E_RANGE (offsets inconsistent),
+ * HERD_E_UNSUPPORTED (digest algorithm), -errno (fstat, mmap). On failure m
+ * is zeroed and nothing stays mapped. The object must not shrink while
+ * mapped (that would SIGBUS readers; only its owner could do it). */
+int shm_image_map(int fd, shm_image_map_t *m, char *err, size_t errlen);
+
+/* Full check (slow: reads every byte; faults in every page of the mapping,
+ * ~0.3-0.7 s for a cold 640 MB image, ~0.15 s warm): recomputes the digest
+ * and compares it with the header's. 0 or HERD_E_FORMAT with both digests in
+ * the message. */
+int shm_image_verify(const shm_image_map_t *m, char *err, size_t errlen);
+
+/* The same check through a descriptor (pread, no mapping): faster for a
+ * cold image (no page tables to build: ~4 GB/s against ~1.5 GB/s), for
+ * tools and for create's re-adoption. Also checks the header like
+ * shm_image_map. fd's file offset is not used. */
+int shm_image_verify_fd(int fd, char *err, size_t errlen);
+
+/* Unmaps and zeroes m; accepts a zeroed or NULL m. */
+void shm_image_unmap(shm_image_map_t *m);
+
+/* Opens the payload GGUF in place (gguf_open_mem: no copy) and checks it
+ * matches the header (tensor count, data offset, alignment 64). *g is the
+ * caller's to gguf_close() before shm_image_unmap(m); tensor data pointers
+ * point into the shared pages. Errors: the gguf_open_mem errors,
+ * HERD_E_FORMAT on a mismatch with the header. */
+int shm_image_gguf(const shm_image_map_t *m, gguf_ctx **g, char *err, size_t errlen);
+
+/* Convenience: shm_image_open + shm_image_map + close. */
+int shm_image_attach(const char *name, shm_image_map_t *m, char *err, size_t errlen);
+
+/* Fills out from a mapped image (name left empty: a mapping does not know
+ * it). */
+void shm_image_describe(const shm_image_map_t *m, shm_image_info *out);
+
+enum {
+	SHM_LIST_VERIFY = 1 << 0, /* also check each digest (slow) */
+	SHM_LIST_ATTACH = 1 << 1, /* count mapping processes via /proc/<pid>/maps */
+};
+
+/* Called once per /dev/shm/herd.* object (images, invalid or foreign
+ * objects with that prefix, stale temporaries), in name order. Return 0 to
+ * go on; anything else stops the listing and is returned by shm_image_list.
+ * info is valid only during the call. */
+typedef int (*shm_image_list_fn)(void *user, const shm_image_info *info);
+
+/* Lists images (flags: SHM_LIST_*). Headers are read with pread (the
+ * listing maps nothing while it counts attachments, so it does not count
+ * itself unless the caller has an image mapped). Unreadable objects are
+ * reported invalid with the reason; unreadable /proc entries are skipped.
+ * Returns 0, the callback's nonzero value, or -errno (/dev/shm unreadable,
+ * -ENOMEM). */
+int shm_image_list(int flags, shm_image_list_fn fn, void *user);
+
+/* shm_unlink()s an object named "/herd.x" or "herd.x". Processes that have
+ * it mapped keep their mapping. Returns 0, HERD_E_INVAL for a name that is
+ * not a herd object, -errno (-ENOENT, -EACCES). */
+int shm_image_remove(const char *name);
+
+/* Canonical weight type for a name accepted by shm_create_opts.weight_type:
+ * 0 with *type set, HERD_E_INVAL otherwise. */
+int shm_image_parse_type(const char *name, kern_type *type);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
