@@ -1,0 +1,420 @@
+/* herdd configuration: JSON file and flags. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "herd/error.h"
+
+static int cfg_fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+void cfg_init(cfg *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->max_frame = 1u << 20;
+	c->max_batch_size = 32;
+	c->max_wait_time_ms = 2;
+	c->dynamic_batching = 1;
+	c->priority_threshold = 10;
+	c->prefill_chunk = 128;
+	c->max_tokens = 4096;
+}
+
+static void model_free(cfg_model *m)
+{
+	free(m->name);
+	free(m->file);
+	free(m->type);
+}
+
+void cfg_fini(cfg *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < c->n_models; i++)
+		model_free(&c->models[i]);
+	free(c->models);
+	free(c->socket_path);
+	free(c->state_dir);
+	free(c->admin_group);
+	memset(c, 0, sizeof(*c));
+}
+
+int cfg_set_str(char **field, const char *v)
+{
+	char *d = NULL;
+	if (v && !(d = strdup(v)))
+		return -ENOMEM;
+	free(*field);
+	*field = d;
+	return 0;
+}
+
+static int name_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 63 || s[0] == '.' || !strcmp(s, "tmp"))
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		char ch = s[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '.' || ch == '_' || ch == '-' || ch == '+'))
+			return 0;
+	}
+	return 1;
+}
+
+int cfg_add_model(cfg *c, const char *name, const char *file, const char *type, char *err,
+		  size_t errlen)
+{
+	if (!name || !name_ok(name))
+		return cfg_fail(err, errlen, HERD_E_INVAL,
+				"model name '%s' is invalid (1-63 of A-Z a-z 0-9 . _ + -, not starting with '.', not 'tmp')", name ? name : "");
+	if (!file || !*file)
+		return cfg_fail(err, errlen, HERD_E_INVAL, "model '%s' has no file", name);
+	cfg_model m = {strdup(name), strdup(file), type && *type ? strdup(type) : NULL};
+	if (!m.name || !m.file || (type && *type && !m.type)) {
+		model_free(&m);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < c->n_models; i++)
+		if (!strcmp(c->models[i].name, name)) {
+			model_free(&c->models[i]);
+			c->models[i] = m;
+			return 0;
+		}
+	cfg_model *nm = realloc(c->models, sizeof(*nm) * (size_t)(c->n_models + 1));
+	if (!nm) {
+		model_free(&m);
+		return -ENOMEM;
+	}
+	c->models = nm;
+	c->models[c->n_models++] = m;
+	return 0;
+}
+
+int cfg_add_model_spec(cfg *c, const char *spec, char *err, size_t errlen)
+{
+	const char *eq = strchr(spec, '=');
+	if (!eq || eq == spec || !eq[1])
+		return cfg_fail(err, errlen, HERD_E_INVAL, "--model expects NAME=FILE[:TYPE], got '%s'",
+				spec);
+	char name[80];
+	size_t nl = (size_t)(eq - spec);
+	if (nl >= sizeof(name))
+		return cfg_fail(err, errlen, HERD_E_INVAL, "--model: name too long in '%s'", spec);
+	memcpy(name, spec, nl);
+	name[nl] = 0;
+	char *file = strdup(eq + 1);
+	if (!file)
+		return -ENOMEM;
+	const char *type = NULL;
+	char *colon = strrchr(file, ':');
+	if (colon && !strchr(colon, '/') && colon != file) {
+		*colon = 0;
+		type = colon + 1;
+		if (!*type) {
+			free(file);
+			return cfg_fail(err, errlen, HERD_E_INVAL, "--model: empty TYPE in '%s'", spec);
+		}
+	}
+	int rc = cfg_add_model(c, name, file, type, err, errlen);
+	free(file);
+	return rc;
+}
+
+/* ---- JSON -------------------------------------------------------------- */
+
+static int want_type(json_object *v, json_type t, const char *key, const char *what, char *err,
+		     size_t errlen)
+{
+	if (json_object_get_type(v) != t)
+		return cfg_fail(err, errlen, HERD_E_FORMAT, "key '%s': expected %s, got %s", key, what,
+				json_type_to_name(json_object_get_type(v)));
+	return 0;
+}
+
+static int get_int(json_object *v, const char *key, long lo, long hi, long *out, char *err,
+		   size_t errlen)
+{
+	int rc = want_type(v, json_type_int, key, "an integer", err, errlen);
+	if (rc)
+		return rc;
+	errno = 0;
+	int64_t x = json_object_get_int64(v);
+	if (errno || x < lo || x > hi)
+		return cfg_fail(err, errlen, HERD_E_FORMAT, "key '%s': %lld is out of range [%ld, %ld]",
+				key, (long long)x, lo, hi);
+	*out = (long)x;
+	return 0;
+}
+
+static int get_str(json_object *v, const char *key, char **field, char *err, size_t errlen)
+{
+	int rc = want_type(v, json_type_string, key, "a string", err, errlen);
+	if (rc)
+		return rc;
+	return cfg_set_str(field, json_object_get_string(v));
+}
+
+static int parse_models(cfg *c, json_object *arr, char *err, size_t errlen)
+{
+	int rc = want_type(arr, json_type_array, "models", "an array", err, errlen);
+	if (rc)
+		return rc;
+	size_t n = json_object_array_length(arr);
+	for (size_t i = 0; i < n; i++) {
+		json_object *m = json_object_array_get_idx(arr, i);
+		char key[64];
+		snprintf(key, sizeof(key), "models[%zu]", i);
+		if ((rc = want_type(m, json_type_object, key, "an object", err, errlen)))
+			return rc;
+		const char *name = NULL, *file = NULL, *type = NULL;
+		json_object_object_foreach(m, k, v)
+		{
+			snprintf(key, sizeof(key), "models[%zu].%s", i, k);
+			const char **dst = !strcmp(k, "name")   ? &name
+					   : !strcmp(k, "file") ? &file
+					   : !strcmp(k, "type") ? &type
+								: NULL;
+			if (!dst)
+				return cfg_fail(err, errlen, HERD_E_FORMAT,
+						"unknown key '%s' (known: name, file, type)", key);
+			if ((rc = want_type(v, json_type_string, key, "a string", err, errlen)))
+				return rc;
+			*dst = json_object_get_string(v);
+		}
+		if (!name || !file)
+			return cfg_fail(err, errlen, HERD_E_FORMAT, "models[%zu]: missing key '%s'", i,
+					!name ? "name" : "file");
+		if ((rc = cfg_add_model(c, name, file, type, err, errlen)))
+			return rc == HERD_E_INVAL ? HERD_E_FORMAT : rc;
+	}
+	return 0;
+}
+
+static int parse_batch_key(cfg *c, const char *k, json_object *v, const char *key, int *handled,
+			   char *err, size_t errlen)
+{
+	long x;
+	int rc = 0;
+	*handled = 1;
+	if (!strcmp(k, "max_batch_size")) {
+		if (!(rc = get_int(v, key, 1, 256, &x, err, errlen)))
+			c->max_batch_size = (int)x;
+	} else if (!strcmp(k, "max_wait_time_ms")) {
+		if (!(rc = get_int(v, key, 0, 60000, &x, err, errlen)))
+			c->max_wait_time_ms = (int)x;
+	} else if (!strcmp(k, "dynamic_batching")) {
+		if (!(rc = want_type(v, json_type_boolean, key, "a boolean", err, errlen)))
+			c->dynamic_batching = json_object_get_boolean(v);
+	} else if (!strcmp(k, "priority_threshold")) {
+		if (!(rc = get_int(v, key, -1000000, 1000000, &x, err, errlen)))
+			c->priority_threshold = (int)x;
+	} else {
+		*handled = 0;
+	}
+	return rc;
+}
+
+static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
+{
+	if (json_object_get_type(root) != json_type_object)
+		return cfg_fail(err, errlen, HERD_E_FORMAT, "the configuration must be a JSON object, got %s",
+				json_type_to_name(json_object_get_type(root)));
+	int rc = 0, handled;
+	long x;
+	json_object_object_foreach(root, k, v)
+	{
+		if ((rc = parse_batch_key(c, k, v, k, &handled, err, errlen)))
+			return rc;
+		if (handled)
+			continue;
+		if (!strcmp(k, "socket"))
+			rc = get_str(v, k, &c->socket_path, err, errlen);
+		else if (!strcmp(k, "models"))
+			rc = parse_models(c, v, err, errlen);
+		else if (!strcmp(k, "threads")) {
+			if (!(rc = get_int(v, k, 0, 4096, &x, err, errlen)))
+				c->threads = (int)x;
+		} else if (!strcmp(k, "state_dir"))
+			rc = get_str(v, k, &c->state_dir, err, errlen);
+		else if (!strcmp(k, "max_frame")) {
+			if (!(rc = get_int(v, k, 4096, 1L << 30, &x, err, errlen)))
+				c->max_frame = (uint32_t)x;
+		} else if (!strcmp(k, "admin_group"))
+			rc = get_str(v, k, &c->admin_group, err, errlen);
+		else if (!strcmp(k, "ctx_size")) {
+			if (!(rc = get_int(v, k, 0, 1 << 20, &x, err, errlen)))
+				c->ctx_size = (int)x;
+		} else if (!strcmp(k, "kv_cache_mb")) {
+			if (!(rc = get_int(v, k, 0, 1 << 20, &x, err, errlen)))
+				c->kv_cache_mb = (int)x;
+		} else if (!strcmp(k, "prefill_chunk")) {
+			if (!(rc = get_int(v, k, 1, 1 << 16, &x, err, errlen)))
+				c->prefill_chunk = (int)x;
+		} else if (!strcmp(k, "max_tokens")) {
+			if (!(rc = get_int(v, k, 1, 1 << 20, &x, err, errlen)))
+				c->max_tokens = (int)x;
+		} else if (!strcmp(k, "batch")) {
+			if ((rc = want_type(v, json_type_object, k, "an object", err, errlen)))
+				return rc;
+			json_object_object_foreach(v, bk, bv)
+			{
+				char key[96];
+				snprintf(key, sizeof(key), "batch.%s", bk);
+				if ((rc = parse_batch_key(c, bk, bv, key, &handled, err, errlen)))
+					return rc;
+				if (!handled)
+					return cfg_fail(err, errlen, HERD_E_FORMAT,
+							"unknown key '%s' (known: max_batch_size, max_wait_time_ms, "
+							"dynamic_batching, priority_threshold)",
+							key);
+			}
+		} else
+			return cfg_fail(err, errlen, HERD_E_FORMAT,
+					"unknown key '%s' (known: socket, models, threads, state_dir, max_frame, "
+					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
+					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens)",
+					k);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int cfg_parse_json(cfg *c, const char *text, char *err, size_t errlen)
+{
+	json_tokener *tk = json_tokener_new();
+	if (!tk)
+		return -ENOMEM;
+	const size_t len = strlen(text);
+	json_object *root = json_tokener_parse_ex(tk, text, (int)len);
+	enum json_tokener_error je = json_tokener_get_error(tk);
+	size_t end = json_tokener_get_parse_end(tk);
+	json_tokener_free(tk);
+	int rc;
+	if (!root || je != json_tokener_success) {
+		json_object_put(root);
+		if (je == json_tokener_continue)
+			return cfg_fail(err, errlen, HERD_E_FORMAT, "not valid JSON: unexpected end of file");
+		return cfg_fail(err, errlen, HERD_E_FORMAT, "not valid JSON at offset %zu: %s", end,
+				json_tokener_error_desc(je));
+	}
+	while (end < len && (text[end] == ' ' || text[end] == '\n' || text[end] == '\r' ||
+			     text[end] == '\t'))
+		end++;
+	if (end < len) {
+		json_object_put(root);
+		return cfg_fail(err, errlen, HERD_E_FORMAT, "not valid JSON: extra text at offset %zu",
+				end);
+	}
+	rc = apply_json(c, root, err, errlen);
+	json_object_put(root);
+	return rc;
+}
+
+int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return cfg_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	int rc = 0;
+	for (;;) {
+		if (len + 4096 + 1 > cap) {
+			cap = cap ? cap * 2 : 8192;
+			char *nb = realloc(buf, cap);
+			if (!nb) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			buf = nb;
+		}
+		size_t got = fread(buf + len, 1, cap - len - 1, f);
+		len += got;
+		if (got == 0)
+			break;
+		if (len > (16u << 20)) {
+			rc = cfg_fail(err, errlen, HERD_E_FORMAT, "%s: larger than 16 MiB", path);
+			goto out;
+		}
+	}
+	if (ferror(f)) {
+		rc = cfg_fail(err, errlen, -EIO, "%s: read error", path);
+		goto out;
+	}
+	buf[len] = 0;
+	char sub[512] = "";
+	rc = cfg_parse_json(c, buf, sub, sizeof(sub));
+	if (rc)
+		cfg_fail(err, errlen, rc, "%s: %s", path, sub);
+out:
+	free(buf);
+	fclose(f);
+	return rc;
+}
+
+int cfg_default_socket(char *buf, size_t n)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	int w = xdg && *xdg ? snprintf(buf, n, "%s/herd/herd.sock", xdg)
+			    : snprintf(buf, n, "/run/herd/herd.sock");
+	return w < 0 || (size_t)w >= n ? HERD_E_RANGE : 0;
+}
+
+int cfg_default_state_dir(char *buf, size_t n)
+{
+	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	int w;
+	if (xdg && *xdg)
+		w = snprintf(buf, n, "%s/herd", xdg);
+	else if (geteuid() != 0 && home && *home)
+		w = snprintf(buf, n, "%s/.local/state/herd", home);
+	else
+		w = snprintf(buf, n, "/var/lib/herd");
+	return w < 0 || (size_t)w >= n ? HERD_E_RANGE : 0;
+}
+
+int cfg_finish(cfg *c, char *err, size_t errlen)
+{
+	char buf[4096];
+	int rc;
+	if (!c->socket_path) {
+		if ((rc = cfg_default_socket(buf, sizeof(buf))))
+			return cfg_fail(err, errlen, HERD_E_INVAL, "default socket path too long");
+		if ((rc = cfg_set_str(&c->socket_path, buf)))
+			return rc;
+	}
+	if (!c->state_dir) {
+		if ((rc = cfg_default_state_dir(buf, sizeof(buf))))
+			return cfg_fail(err, errlen, HERD_E_INVAL, "default state directory too long");
+		if ((rc = cfg_set_str(&c->state_dir, buf)))
+			return rc;
+	}
+	if (c->n_models == 0)
+		return cfg_fail(err, errlen, HERD_E_INVAL,
+				"no model configured (use --model NAME=FILE or \"models\" in the config file)");
+	if (c->max_batch_size < 1 || c->max_batch_size > 256)
+		return cfg_fail(err, errlen, HERD_E_INVAL, "max_batch_size %d out of range [1, 256]",
+				c->max_batch_size);
+	if (c->max_frame < 4096)
+		return cfg_fail(err, errlen, HERD_E_INVAL, "max_frame %u is below 4096", c->max_frame);
+	return 0;
+}

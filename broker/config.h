@@ -1,0 +1,102 @@
+/* herdd configuration: a JSON file (json-c) plus command-line flags.
+ *
+ * File format (every key optional, unknown keys and wrong types are errors
+ * naming the key):
+ *
+ *   {
+ *     "socket": "/run/herd/herd.sock",
+ *     "models": [ {"name": "tiny", "file": "/models/tiny.gguf", "type": "Q8_0"} ],
+ *     "threads": 0,               0 = all online CPUs
+ *     "state_dir": "/var/lib/herd",
+ *     "max_frame": 1048576,       bytes
+ *     "admin_group": "herd",      group whose members may send `admin`
+ *     "batch": {                  (the same keys are also accepted at top level)
+ *       "max_batch_size": 32,
+ *       "max_wait_time_ms": 2,
+ *       "dynamic_batching": true,
+ *       "priority_threshold": 10
+ *     },
+ *     "ctx_size": 0,              positions per sequence; 0 = the model's
+ *     "kv_cache_mb": 0,           KV pool per model; 0 = max_batch_size x ctx_size, capped at 1 GiB
+ *     "prefill_chunk": 128,       prompt tokens per step while others decode
+ *     "max_tokens": 4096          cap on a request's max_tokens
+ *   }
+ *
+ * Call order: cfg_init, then cfg_load_file / cfg_parse_json (file values),
+ * then the cfg_set_* / cfg_add_model_spec flag overrides, then
+ * cfg_finish (defaults that depend on the environment, validation), then
+ * read the fields. cfg_fini releases everything. A cfg is plain data owned
+ * by the caller; not thread-safe while being modified.
+ */
+#ifndef HERD_BROKER_CONFIG_H
+#define HERD_BROKER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cfg_model {
+	char *name; /* owned; [A-Za-z0-9._+-]{1,63}, not starting with '.', not "tmp" */
+	char *file; /* owned; path of the GGUF file */
+	char *type; /* owned; weight type to convert to, NULL = keep the file's */
+} cfg_model;
+
+typedef struct cfg {
+	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
+	cfg_model *models;
+	int n_models;
+	int threads;            /* <= 0: all online CPUs */
+	char *state_dir;        /* owned; NULL until cfg_finish */
+	uint32_t max_frame;     /* bytes; default 1 MiB */
+	char *admin_group;      /* owned; NULL: only the broker's uid is admin */
+	int max_batch_size;     /* default 32 */
+	int max_wait_time_ms;   /* default 2 */
+	int dynamic_batching;   /* default 1 */
+	int priority_threshold; /* default 10 */
+	int ctx_size;           /* default 0: the model's context length */
+	int kv_cache_mb;        /* default 0: automatic */
+	int prefill_chunk;      /* default 128 */
+	int max_tokens;         /* default 4096 */
+	int verbose;            /* 0 info, 1 debug */
+} cfg;
+
+void cfg_init(cfg *c);
+void cfg_fini(cfg *c);
+
+/* Reads a JSON object from path / text and applies its keys over c.
+ * Returns 0, -errno (file unreadable), HERD_E_FORMAT (not JSON, not an
+ * object, unknown key, wrong type or value out of range) or -ENOMEM, with a
+ * message in err naming the file and the key. */
+int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen);
+int cfg_parse_json(cfg *c, const char *text, char *err, size_t errlen);
+
+/* Adds (or replaces, by name) a model from "NAME=FILE[:TYPE]". The TYPE
+ * suffix is the text after the last ':' when it holds no '/'. Returns 0,
+ * HERD_E_INVAL (malformed spec, named in err) or -ENOMEM. */
+int cfg_add_model_spec(cfg *c, const char *spec, char *err, size_t errlen);
+/* Adds or replaces a model. type may be NULL. */
+int cfg_add_model(cfg *c, const char *name, const char *file, const char *type, char *err,
+		  size_t errlen);
+/* Replaces a string field (socket_path, state_dir, admin_group). */
+int cfg_set_str(char **field, const char *v);
+
+/* Fills environment-dependent defaults (socket path, state directory) and
+ * validates: at least one model, batch limits in range. Returns 0,
+ * HERD_E_INVAL with a message, or -ENOMEM. */
+int cfg_finish(cfg *c, char *err, size_t errlen);
+
+/* The default socket path: $XDG_RUNTIME_DIR/herd/herd.sock, or
+ * /run/herd/herd.sock when XDG_RUNTIME_DIR is unset (root or system
+ * service). Returns 0 or HERD_E_RANGE when it does not fit in n. */
+int cfg_default_socket(char *buf, size_t n);
+/* The default state directory: $XDG_STATE_HOME/herd, $HOME/.local/state/herd,
+ * or /var/lib/herd for root. */
+int cfg_default_state_dir(char *buf, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,781 @@
+/* io_uring event loop: accept, per-connection recv and send queues, the
+ * schedulers' eventfd, the signalfd. See loop.h. */
+#include "loop_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "herd/error.h"
+
+#define LOOP_RING_ENTRIES 256
+#define LOOP_RBUF_INIT (64u << 10)
+#define LOOP_MAX_QUEUED (256u << 20) /* a peer that reads nothing is cut off */
+#define LOOP_GRACE_MS 3000.0
+#define LOOP_TICK_NS 50000000LL
+
+double loop_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static int lfail(char *err, size_t errlen, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static int lfail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* ---- listening socket ----------------------------------------------------- */
+
+static int mkdir_parent(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = 0;
+	for (char *p = dir + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(dir, 0755) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(dir, 0755) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+int loop_listen(const char *path, int *out, char *err, size_t errlen)
+{
+	*out = -1;
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return lfail(err, errlen, HERD_E_RANGE, "socket path '%s' is longer than %zu bytes", path,
+			     sizeof(sa.sun_path) - 1);
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int rc = mkdir_parent(path);
+	if (rc)
+		return lfail(err, errlen, rc, "cannot create the directory of socket '%s': %s", path,
+			     strerror(-rc));
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return lfail(err, errlen, -errno, "socket: %s", strerror(errno));
+	struct stat st;
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			close(fd);
+			return lfail(err, errlen, -EEXIST, "'%s' exists and is not a socket", path);
+		}
+		/* Is somebody serving on it? */
+		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (probe >= 0 && (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0 ||
+				   errno == EAGAIN)) { /* EAGAIN: alive, backlog full */
+			close(probe);
+			close(fd);
+			return lfail(err, errlen, -EADDRINUSE,
+				     "socket '%s' is in use by a running broker", path);
+		}
+		if (probe >= 0)
+			close(probe);
+		if (unlink(path) && errno != ENOENT) {
+			rc = -errno;
+			close(fd);
+			return lfail(err, errlen, rc, "cannot remove the stale socket '%s': %s", path,
+				     strerror(-rc));
+		}
+	}
+	/* 0660 from the start: no window in which others could connect. */
+	mode_t old = umask(0117);
+	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	int e = errno;
+	umask(old);
+	if (rc) {
+		close(fd);
+		return lfail(err, errlen, -e, "cannot bind '%s': %s", path, strerror(e));
+	}
+	if (chmod(path, 0660) || listen(fd, 512)) {
+		rc = -errno;
+		close(fd);
+		unlink(path);
+		return lfail(err, errlen, rc, "cannot listen on '%s': %s", path, strerror(-rc));
+	}
+	*out = fd;
+	return 0;
+}
+
+/* ---- ring helpers --------------------------------------------------------- */
+
+static struct io_uring_sqe *get_sqe(loop *l)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&l->ring);
+	if (!sqe) {
+		io_uring_submit(&l->ring);
+		sqe = io_uring_get_sqe(&l->ring);
+	}
+	return sqe;
+}
+
+static inline uint64_t pack(const void *p, unsigned op)
+{
+	return (uint64_t)(uintptr_t)p | op;
+}
+
+static void arm_accept(loop *l)
+{
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (!sqe)
+		return;
+	io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+	io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_ACCEPT));
+}
+
+static void arm_wake(loop *l)
+{
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (!sqe)
+		return;
+	io_uring_prep_read(sqe, l->wake_fd, &l->wake_val, sizeof(l->wake_val), 0);
+	io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_WAKE));
+}
+
+static void arm_signal(loop *l)
+{
+	if (l->sig_fd < 0)
+		return;
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (!sqe)
+		return;
+	io_uring_prep_read(sqe, l->sig_fd, &l->siginfo, sizeof(l->siginfo), 0);
+	io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_SIGNAL));
+}
+
+static void arm_timer(loop *l)
+{
+	if (l->timer_armed)
+		return;
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (!sqe)
+		return;
+	l->timer_ts.tv_sec = 0;
+	l->timer_ts.tv_nsec = LOOP_TICK_NS;
+	io_uring_prep_timeout(sqe, &l->timer_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_TIMER));
+	l->timer_armed = 1;
+}
+
+static void arm_recv(loop *l, conn *c)
+{
+	if (c->closing || c->close_after_send || c->recv_inflight)
+		return;
+	if (c->rlen == c->rcap) {
+		/* proto_frame_next said the frame fits in max_frame: make room */
+		size_t cap = c->rcap * 2;
+		uint8_t *nb = realloc(c->rbuf, cap);
+		if (!nb) {
+			loop_close_conn(l, c);
+			return;
+		}
+		c->rbuf = nb;
+		c->rcap = cap;
+	}
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (!sqe) {
+		loop_close_conn(l, c);
+		return;
+	}
+	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	io_uring_sqe_set_data64(sqe, pack(c, LOOP_OP_RECV));
+	c->recv_inflight = 1;
+}
+
+/* ---- connections ---------------------------------------------------------- */
+
+conn *loop_conn_by_id(loop *l, uint64_t id)
+{
+	uint32_t slot = (uint32_t)id;
+	if ((int)slot >= l->n_slots)
+		return NULL;
+	conn *c = l->slots[slot];
+	return c && c->id == id && !c->closing ? c : NULL;
+}
+
+static void out_free(out_buf *o)
+{
+	proto_buf_fini(&o->buf);
+	free(o);
+}
+
+static void conn_free(loop *l, conn *c)
+{
+	(void)l;
+	while (c->sq_head) {
+		out_buf *o = c->sq_head;
+		c->sq_head = o->next;
+		out_free(o);
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->rbuf);
+	free(c);
+}
+
+/* Frees c once no operation refers to it any more. */
+static void conn_maybe_free(loop *l, conn *c)
+{
+	if (!c->closing || c->recv_inflight || c->send_inflight)
+		return;
+	for (conn **p = &l->zombies; *p; p = &(*p)->znext)
+		if (*p == c) {
+			*p = c->znext;
+			break;
+		}
+	conn_free(l, c);
+}
+
+void loop_close_conn(loop *l, conn *c)
+{
+	if (c->closing)
+		return;
+	c->closing = 1;
+	uint32_t slot = (uint32_t)c->id;
+	if ((int)slot < l->n_slots && l->slots[slot] == c)
+		l->slots[slot] = NULL;
+	l->n_conns--;
+	for (int i = 0; i < models_count(l->models); i++)
+		sched_cancel_conn(models_at(l->models, i)->sched, c->id);
+	blog_msg(l->log, BLOG_DEBUG, "connection %llu (pid %d, agent %llu '%s') closed",
+		 (unsigned long long)(c->id & 0xffffffffu), (int)c->pid, (unsigned long long)c->agent,
+		 c->name);
+	/* Pending recv/send complete (with 0 or an error) after this. */
+	shutdown(c->fd, SHUT_RDWR);
+	if (c->recv_inflight || c->send_inflight) {
+		c->znext = l->zombies;
+		l->zombies = c;
+	}
+	conn_maybe_free(l, c);
+}
+
+void loop_close_after_send(loop *l, conn *c)
+{
+	c->close_after_send = 1;
+	if (!c->sq_head && !c->send_inflight)
+		loop_close_conn(l, c);
+}
+
+static void conn_new(loop *l, int fd)
+{
+	conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		goto fail;
+	c->fd = fd;
+	c->rcap = LOOP_RBUF_INIT;
+	c->rbuf = malloc(c->rcap);
+	if (!c->rbuf)
+		goto fail;
+	struct ucred cr;
+	socklen_t crl = sizeof(cr);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0) {
+		c->pid = cr.pid;
+		c->uid = cr.uid;
+		c->gid = cr.gid;
+	} else {
+		c->uid = (uid_t)-1;
+		c->gid = (gid_t)-1;
+	}
+	int slot = -1;
+	for (int i = 0; i < l->n_slots; i++)
+		if (!l->slots[i]) {
+			slot = i;
+			break;
+		}
+	if (slot < 0) {
+		int n = l->n_slots ? l->n_slots * 2 : 64;
+		conn **ns = realloc(l->slots, sizeof(*ns) * (size_t)n);
+		if (!ns)
+			goto fail;
+		l->slots = ns;
+		uint32_t *ng = realloc(l->gens, sizeof(*ng) * (size_t)n);
+		if (!ng)
+			goto fail;
+		l->gens = ng;
+		for (int i = l->n_slots; i < n; i++) {
+			l->slots[i] = NULL;
+			l->gens[i] = 0;
+		}
+		slot = l->n_slots;
+		l->n_slots = n;
+	}
+	l->gens[slot]++;
+	c->id = (uint64_t)l->gens[slot] << 32 | (uint32_t)slot;
+	c->t_connect = loop_now_ms();
+	l->slots[slot] = c;
+	l->n_conns++;
+	l->total_conns++;
+	blog_msg(l->log, BLOG_DEBUG, "connection %d from pid %d uid %d", slot, (int)c->pid, (int)c->uid);
+	arm_recv(l, c);
+	return;
+fail:
+	blog_msg(l->log, BLOG_ERR, "out of memory accepting a connection");
+	if (c)
+		free(c->rbuf);
+	free(c);
+	close(fd);
+}
+
+/* ---- sending -------------------------------------------------------------- */
+
+proto_buf *loop_outbuf(loop *l, conn *c)
+{
+	(void)l;
+	out_buf *t = c->sq_tail;
+	if (t && !t->inflight && t->fd < 0)
+		return &t->buf;
+	out_buf *o = calloc(1, sizeof(*o));
+	if (!o)
+		return NULL;
+	proto_buf_init(&o->buf);
+	o->fd = -1;
+	if (t)
+		t->next = o;
+	else
+		c->sq_head = o;
+	c->sq_tail = o;
+	return &o->buf;
+}
+
+void loop_kick(loop *l, conn *c)
+{
+	if (c->closing || c->send_inflight)
+		return;
+	out_buf *o = c->sq_head;
+	while (o && o->off >= o->buf.len) { /* empty runs (an encode that failed) */
+		c->sq_head = o->next;
+		if (!c->sq_head)
+			c->sq_tail = NULL;
+		out_free(o);
+		o = c->sq_head;
+	}
+	if (!o) {
+		c->queued = 0;
+		if (c->close_after_send)
+			loop_close_conn(l, c);
+		return;
+	}
+	size_t q = 0;
+	for (out_buf *p = o; p; p = p->next)
+		q += p->buf.len - p->off;
+	c->queued = q;
+	if (q > LOOP_MAX_QUEUED) {
+		blog_msg(l->log, BLOG_WARN, "connection pid %d: %zu bytes unread, closing", (int)c->pid, q);
+		loop_close_conn(l, c);
+		return;
+	}
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (!sqe) {
+		loop_close_conn(l, c);
+		return;
+	}
+	o->inflight = 1;
+	if (o->fd >= 0 && o->off == 0) {
+		shm_fdmsg_init(&o->msg, o->buf.data, o->buf.len, o->fd);
+		io_uring_prep_sendmsg(sqe, c->fd, &o->msg.msg, MSG_NOSIGNAL);
+	} else {
+		io_uring_prep_send(sqe, c->fd, o->buf.data + o->off, o->buf.len - o->off, MSG_NOSIGNAL);
+	}
+	io_uring_sqe_set_data64(sqe, pack(c, LOOP_OP_SEND));
+	c->send_inflight = 1;
+}
+
+int loop_send_fd(loop *l, conn *c, const uint8_t *frame, size_t len, int fd)
+{
+	out_buf *o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	proto_buf_init(&o->buf);
+	o->fd = fd;
+	if (proto_buf_append(&o->buf, frame, len)) {
+		out_free(o);
+		return -ENOMEM;
+	}
+	if (c->sq_tail)
+		c->sq_tail->next = o;
+	else
+		c->sq_head = o;
+	c->sq_tail = o;
+	loop_kick(l, c);
+	return 0;
+}
+
+void loop_send_err(loop *l, conn *c, int has_id, uint64_t id, int code, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	proto_buf *b = loop_outbuf(l, c);
+	if (!b)
+		return;
+	proto_err e = {.has_id = has_id, .id = id, .code = code, .msg = proto_s(msg)};
+	if (proto_encode_err(b, &e))
+		blog_msg(l->log, BLOG_ERR, "cannot encode an err frame");
+	loop_kick(l, c);
+}
+
+static void on_send(loop *l, conn *c, int res)
+{
+	c->send_inflight = 0;
+	out_buf *o = c->sq_head;
+	if (o)
+		o->inflight = 0;
+	if (c->closing) {
+		conn_maybe_free(l, c);
+		return;
+	}
+	if (res < 0) {
+		blog_msg(l->log, BLOG_DEBUG, "send to pid %d: %s", (int)c->pid, strerror(-res));
+		loop_close_conn(l, c);
+		return;
+	}
+	if (o) {
+		o->off += (size_t)res;
+		if (o->fd >= 0)
+			o->fd = -1; /* the fd went with the first byte */
+		if (o->off >= o->buf.len) {
+			c->sq_head = o->next;
+			if (!c->sq_head)
+				c->sq_tail = NULL;
+			out_free(o);
+		}
+	}
+	loop_kick(l, c);
+}
+
+/* ---- receiving ------------------------------------------------------------ */
+
+static void on_recv(loop *l, conn *c, int res)
+{
+	c->recv_inflight = 0;
+	if (c->closing) {
+		conn_maybe_free(l, c);
+		return;
+	}
+	if (res <= 0) {
+		if (res < 0 && res != -ECONNRESET)
+			blog_msg(l->log, BLOG_DEBUG, "recv from pid %d: %s", (int)c->pid, strerror(-res));
+		loop_close_conn(l, c);
+		return;
+	}
+	c->rlen += (size_t)res;
+	size_t off = 0;
+	/* Hold c while dispatching: a handler may close it, which must not free
+	 * it under us. */
+	c->recv_inflight = 1;
+	while (!c->closing && !c->close_after_send) {
+		size_t flen = 0;
+		int r = proto_frame_next(c->rbuf + off, c->rlen - off, l->cfg->max_frame, &flen);
+		if (r == PROTO_FRAME_READY) {
+			session_frame(l, c, c->rbuf + off + PROTO_HDR_SIZE, flen);
+			off += PROTO_HDR_SIZE + flen;
+			continue;
+		}
+		if (r == PROTO_FRAME_NEED_MORE) {
+			size_t need = PROTO_HDR_SIZE + flen;
+			if (flen && need > c->rcap) {
+				/* grow to hold the announced frame (within max_frame) */
+				if (off) {
+					memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+					c->rlen -= off;
+					off = 0;
+				}
+				uint8_t *nb = realloc(c->rbuf, need);
+				if (!nb) {
+					loop_close_conn(l, c);
+					break;
+				}
+				c->rbuf = nb;
+				c->rcap = need;
+			}
+			break;
+		}
+		l->proto_errors++;
+		loop_send_err(l, c, 0, 0, HERD_E_PROTO,
+			      "frame of %zu bytes exceeds the maximum of %u bytes", flen,
+			      (unsigned)l->cfg->max_frame);
+		loop_close_after_send(l, c);
+		break;
+	}
+	c->recv_inflight = 0;
+	if (c->closing) {
+		conn_maybe_free(l, c); /* or later, when its pending send completes */
+		return;
+	}
+	if (off) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+	}
+	arm_recv(l, c);
+}
+
+/* ---- scheduler events ----------------------------------------------------- */
+
+static proto_reason reason_of(const char *s)
+{
+	if (!s || !strcmp(s, "stop"))
+		return PROTO_REASON_STOP;
+	if (!strcmp(s, "length"))
+		return PROTO_REASON_LENGTH;
+	if (!strcmp(s, "cancel"))
+		return PROTO_REASON_CANCEL;
+	return PROTO_REASON_DEADLINE;
+}
+
+static void deliver(loop *l, sched_event *e)
+{
+	conn *c = loop_conn_by_id(l, e->conn);
+	if (!c || c->close_after_send)
+		return;
+	if (e->type != SCHED_EV_TOK) {
+		c->in_flight--;
+		c->n_tokens += (uint64_t)e->n_gen;
+	}
+	proto_buf *b = loop_outbuf(l, c);
+	if (!b) {
+		loop_close_conn(l, c);
+		return;
+	}
+	int rc;
+	if (e->type == SCHED_EV_TOK) {
+		proto_tok t = {.id = e->id, .text = {e->text, e->text_len}, .tok = e->tok};
+		rc = proto_encode_tok(b, &t);
+	} else if (e->type == SCHED_EV_DONE) {
+		proto_done d = {.id = e->id,
+				.reason = reason_of(e->reason),
+				.has_text = e->text != NULL,
+				.text = {e->text, e->text_len},
+				.n_prompt = (uint32_t)e->n_prompt,
+				.n_gen = (uint32_t)e->n_gen,
+				.n_cached = (uint32_t)e->n_cached,
+				.t_queue_ms = e->t_queue_ms,
+				.t_first_ms = e->t_first_ms > 0 ? e->t_first_ms : 0,
+				.t_total_ms = e->t_total_ms};
+		rc = proto_encode_done(b, &d);
+	} else {
+		proto_err x = {.has_id = 1, .id = e->id, .code = e->code, .msg = proto_s(e->msg)};
+		rc = proto_encode_err(b, &x);
+	}
+	if (rc)
+		blog_msg(l->log, BLOG_ERR, "cannot encode a frame for request %llu: %s",
+			 (unsigned long long)e->id, herd_strerror(rc));
+	loop_kick(l, c);
+}
+
+static void drain_events(loop *l)
+{
+	for (int i = 0; i < models_count(l->models); i++) {
+		sched_event *e = sched_events_take(models_at(l->models, i)->sched);
+		for (sched_event *p = e; p; p = p->next)
+			deliver(l, p);
+		sched_event_free(e);
+	}
+}
+
+/* ---- shutdown --------------------------------------------------------------- */
+
+void loop_stop(loop *l)
+{
+	if (l->stopping)
+		return;
+	l->stopping = 1;
+	l->stop_deadline = loop_now_ms() + LOOP_GRACE_MS;
+	blog_msg(l->log, BLOG_INFO, "shutting down: cancelling requests of %d connections", l->n_conns);
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (sqe) {
+		io_uring_prep_cancel64(sqe, pack(NULL, LOOP_OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_IGNORE));
+	}
+	for (int i = 0; i < models_count(l->models); i++)
+		sched_shutdown(models_at(l->models, i)->sched);
+	arm_timer(l);
+}
+
+static int all_sent(loop *l)
+{
+	for (int i = 0; i < l->n_slots; i++) {
+		conn *c = l->slots[i];
+		if (c && (c->sq_head || c->send_inflight))
+			return 0;
+	}
+	return 1;
+}
+
+static void check_stopped(loop *l)
+{
+	if (!l->stopping)
+		return;
+	for (int i = 0; i < models_count(l->models); i++)
+		if (!sched_idle(models_at(l->models, i)->sched))
+			goto not_yet;
+	drain_events(l);
+	if (all_sent(l)) {
+		l->done = 1;
+		return;
+	}
+not_yet:
+	if (loop_now_ms() >= l->stop_deadline) {
+		blog_msg(l->log, BLOG_WARN, "shutdown grace period over; closing");
+		l->done = 1;
+	}
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static void dispatch(loop *l, struct io_uring_cqe *cqe)
+{
+	const uint64_t ud = io_uring_cqe_get_data64(cqe);
+	const unsigned op = (unsigned)(ud & LOOP_OP_MASK);
+	conn *c = (conn *)(uintptr_t)(ud & ~(uint64_t)LOOP_OP_MASK);
+	const int res = cqe->res;
+	switch (op) {
+	case LOOP_OP_ACCEPT:
+		if (res >= 0) {
+			if (l->stopping)
+				close(res);
+			else
+				conn_new(l, res);
+		} else if (res != -ECANCELED) {
+			blog_msg(l->log, BLOG_WARN, "accept: %s", strerror(-res));
+		}
+		if (!(cqe->flags & IORING_CQE_F_MORE) && !l->stopping)
+			arm_accept(l);
+		break;
+	case LOOP_OP_RECV:
+		on_recv(l, c, res);
+		break;
+	case LOOP_OP_SEND:
+		on_send(l, c, res);
+		break;
+	case LOOP_OP_WAKE:
+		drain_events(l);
+		arm_wake(l);
+		break;
+	case LOOP_OP_SIGNAL:
+		if (res == (int)sizeof(l->siginfo)) {
+			blog_msg(l->log, BLOG_INFO, "signal %d received", (int)l->siginfo.ssi_signo);
+			if (l->stopping)
+				l->stop_deadline = 0; /* a second signal: stop now */
+			loop_stop(l);
+		}
+		arm_signal(l);
+		break;
+	case LOOP_OP_TIMER:
+		l->timer_armed = 0;
+		if (l->stopping)
+			arm_timer(l);
+		break;
+	default:
+		break;
+	}
+}
+
+int loop_run(loop *l)
+{
+	arm_accept(l);
+	arm_wake(l);
+	arm_signal(l);
+	blog_msg(l->log, BLOG_INFO, "serving %d model(s) on %s", models_count(l->models),
+		 l->cfg->socket_path);
+	int rc = 0;
+	while (!l->done) {
+		int r = io_uring_submit_and_wait(&l->ring, 1);
+		if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY) {
+			blog_msg(l->log, BLOG_ERR, "io_uring_submit_and_wait: %s", strerror(-r));
+			rc = r;
+			break;
+		}
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+		io_uring_for_each_cqe(&l->ring, head, cqe)
+		{
+			dispatch(l, cqe);
+			n++;
+		}
+		io_uring_cq_advance(&l->ring, n);
+		check_stopped(l);
+	}
+	/* Close whatever is left; the ring's teardown cancels pending ops. */
+	for (int i = 0; i < l->n_slots; i++) {
+		conn *c = l->slots[i];
+		if (c) {
+			loop_close_conn(l, c);
+		}
+	}
+	return rc;
+}
+
+int loop_create(loop **out, const loop_opts *o)
+{
+	*out = NULL;
+	loop *l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->cfg = o->cfg;
+	l->models = o->models;
+	l->log = o->log;
+	l->listen_fd = o->listen_fd;
+	l->wake_fd = o->wake_fd;
+	l->sig_fd = o->signal_fd;
+	l->next_agent = 1;
+	l->t_start = loop_now_ms();
+	int rc = io_uring_queue_init(LOOP_RING_ENTRIES, &l->ring, 0);
+	if (rc) {
+		free(l);
+		return rc;
+	}
+	l->ring_ok = 1;
+	*out = l;
+	return 0;
+}
+
+void loop_destroy(loop *l)
+{
+	if (!l)
+		return;
+	/* Connections still waiting for completions: the ring goes away, so no
+	 * completion will come; free them here. */
+	for (int i = 0; i < l->n_slots; i++)
+		if (l->slots[i])
+			loop_close_conn(l, l->slots[i]);
+	if (l->ring_ok)
+		io_uring_queue_exit(&l->ring);
+	while (l->zombies) {
+		conn *c = l->zombies;
+		l->zombies = c->znext;
+		conn_free(l, c);
+	}
+	free(l->slots);
+	free(l->gens);
+	if (l->listen_fd >= 0)
+		close(l->listen_fd);
+	free(l);
+}

@@ -1,0 +1,229 @@
+/* Agent frames: hello, gen, cancel, attach (admin goes to admin.c). Runs on
+ * the loop thread; see loop.h for how errors close a connection. */
+#include "loop_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herd/error.h"
+
+static char *dup_str(proto_str s)
+{
+	char *d = malloc(s.len + 1);
+	if (d) {
+		if (s.len)
+			memcpy(d, s.ptr, s.len);
+		d[s.len] = 0;
+	}
+	return d;
+}
+
+static void ensure_agent(loop *l, conn *c)
+{
+	if (!c->agent)
+		c->agent = l->next_agent++;
+}
+
+static void on_hello(loop *l, conn *c, const proto_hello *h)
+{
+	if (h->v != PROTO_VERSION) {
+		loop_send_err(l, c, 0, 0, HERD_E_VERSION,
+			      "protocol version %u is not supported (this broker speaks %d)", (unsigned)h->v,
+			      PROTO_VERSION);
+		loop_close_after_send(l, c);
+		return;
+	}
+	ensure_agent(l, c);
+	c->hello = 1;
+	size_t n = h->name.len < sizeof(c->name) - 1 ? h->name.len : sizeof(c->name) - 1;
+	memcpy(c->name, h->name.ptr ? h->name.ptr : "", n);
+	c->name[n] = 0;
+	c->prio = h->prio;
+	const int nm = models_count(l->models);
+	proto_model_info *mi = calloc((size_t)(nm > 0 ? nm : 1), sizeof(*mi));
+	if (!mi) {
+		loop_close_conn(l, c);
+		return;
+	}
+	for (int i = 0; i < nm; i++) {
+		const models_entry *e = models_at(l->models, i);
+		mi[i] = (proto_model_info){.name = proto_s(e->name),
+					   .digest = proto_s(e->info.digest_hex),
+					   .segment = proto_s(e->info.name),
+					   .n_vocab = (uint32_t)e->model->hp.n_vocab,
+					   .n_ctx = (uint32_t)llama_ctx_n_ctx(e->ctx),
+					   .image_bytes = e->info.image_size};
+	}
+	proto_welcome w = {.v = PROTO_VERSION, .agent = c->agent, .models = mi, .n_models = (size_t)nm,
+			   .max_frame = l->cfg->max_frame, .max_tokens = (uint32_t)l->cfg->max_tokens};
+	proto_buf *b = loop_outbuf(l, c);
+	int rc = b ? proto_encode_welcome(b, &w) : -ENOMEM;
+	free(mi);
+	if (rc) {
+		blog_msg(l->log, BLOG_ERR, "cannot encode welcome: %s", herd_strerror(rc));
+		loop_close_conn(l, c);
+		return;
+	}
+	blog_msg(l->log, BLOG_DEBUG, "agent %llu '%s' (pid %d) hello, prio %d",
+		 (unsigned long long)c->agent, c->name, (int)c->pid, c->prio);
+	loop_kick(l, c);
+}
+
+/* Builds the scheduler's request from a decoded gen (copies everything the
+ * frame body holds). NULL on ENOMEM. */
+static sched_req *req_from_gen(conn *c, const proto_gen *g)
+{
+	sched_req *r = sched_req_new();
+	if (!r)
+		return NULL;
+	r->conn = c->id;
+	r->id = g->id;
+	r->agent = c->agent;
+	r->max_tokens = g->max_tokens;
+	r->sp.temperature = (float)g->temp;
+	r->sp.top_k = g->top_k;
+	r->sp.top_p = (float)g->top_p;
+	r->sp.min_p = (float)g->min_p;
+	r->sp.repeat_penalty = (float)g->rep_pen;
+	r->sp.seed = g->seed;
+	r->prio = g->has_prio ? g->prio : c->prio;
+	r->deadline_ms = g->deadline_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)g->deadline_ms;
+	r->stream = g->stream;
+	r->cache = g->cache;
+	switch (g->input) {
+	case PROTO_INPUT_PROMPT:
+		r->input = SCHED_IN_PROMPT;
+		if (!(r->prompt = dup_str(g->prompt)))
+			goto fail;
+		r->prompt_len = g->prompt.len;
+		break;
+	case PROTO_INPUT_TOKENS:
+		r->input = SCHED_IN_TOKENS;
+		r->tokens = malloc(sizeof(int32_t) * (g->n_tokens ? g->n_tokens : 1));
+		if (!r->tokens)
+			goto fail;
+		if (g->n_tokens)
+			memcpy(r->tokens, g->tokens, sizeof(int32_t) * g->n_tokens);
+		r->n_tokens = (int)g->n_tokens;
+		break;
+	default:
+		r->input = SCHED_IN_CHAT;
+		r->roles = calloc(g->n_messages ? g->n_messages : 1, sizeof(char *));
+		r->contents = calloc(g->n_messages ? g->n_messages : 1, sizeof(char *));
+		if (!r->roles || !r->contents)
+			goto fail;
+		r->n_msgs = (int)g->n_messages;
+		for (size_t i = 0; i < g->n_messages; i++)
+			if (!(r->roles[i] = dup_str(g->messages[i].role)) ||
+			    !(r->contents[i] = dup_str(g->messages[i].content)))
+				goto fail;
+		break;
+	}
+	if (g->n_stop) {
+		r->stop = calloc(g->n_stop, sizeof(char *));
+		if (!r->stop)
+			goto fail;
+		for (size_t i = 0; i < g->n_stop; i++) {
+			if (g->stop[i].len == 0)
+				continue; /* an empty stop string would stop at once: ignore it */
+			if (!(r->stop[r->n_stop] = dup_str(g->stop[i])))
+				goto fail;
+			r->n_stop++;
+		}
+	}
+	return r;
+fail:
+	sched_req_free(r);
+	return NULL;
+}
+
+static void on_gen(loop *l, conn *c, const proto_gen *g)
+{
+	ensure_agent(l, c);
+	if (l->stopping) {
+		loop_send_err(l, c, 1, g->id, HERD_E_CANCELLED, "the broker is shutting down");
+		return;
+	}
+	models_entry *e = models_find(l->models, g->model.ptr ? g->model.ptr : "", g->model.len);
+	if (!e) {
+		loop_send_err(l, c, 1, g->id, HERD_E_MISSING, "unknown model '%.*s'",
+			      (int)(g->model.len > 64 ? 64 : g->model.len), g->model.ptr ? g->model.ptr : "");
+		return;
+	}
+	sched_req *r = req_from_gen(c, g);
+	if (!r) {
+		loop_send_err(l, c, 1, g->id, -ENOMEM, "out of memory");
+		return;
+	}
+	int rc = sched_submit(e->sched, r);
+	if (rc) {
+		sched_req_free(r);
+		loop_send_err(l, c, 1, g->id, rc, "cannot queue the request: %s", herd_strerror(rc));
+		return;
+	}
+	c->n_requests++;
+	c->in_flight++;
+	l->total_requests++;
+}
+
+static void on_attach(loop *l, conn *c, const proto_attach *a)
+{
+	models_entry *e = models_find(l->models, a->model.ptr ? a->model.ptr : "", a->model.len);
+	if (!e) {
+		loop_send_err(l, c, 0, 0, HERD_E_MISSING, "attach: unknown model '%.*s'",
+			      (int)(a->model.len > 64 ? 64 : a->model.len), a->model.ptr ? a->model.ptr : "");
+		return;
+	}
+	proto_image im = {.model = proto_s(e->name), .segment = proto_s(e->info.name),
+			  .size = e->info.image_size, .digest = proto_s(e->info.digest_hex)};
+	proto_buf b;
+	proto_buf_init(&b);
+	int rc = proto_encode_image(&b, &im);
+	if (!rc)
+		rc = loop_send_fd(l, c, b.data, b.len, e->image_fd);
+	proto_buf_fini(&b);
+	if (rc)
+		loop_send_err(l, c, 0, 0, rc, "attach: %s", herd_strerror(rc));
+}
+
+void session_frame(loop *l, conn *c, const uint8_t *body, size_t len)
+{
+	proto_msg m;
+	char err[256] = "";
+	int rc = proto_decode(body, len, &m, err, sizeof(err));
+	if (rc) {
+		l->proto_errors++;
+		blog_msg(l->log, BLOG_DEBUG, "pid %d: bad frame: %s", (int)c->pid, err);
+		loop_send_err(l, c, 0, 0, rc == -ENOMEM ? -ENOMEM : HERD_E_PROTO, "%s",
+			      err[0] ? err : herd_strerror(rc));
+		loop_close_after_send(l, c);
+		return;
+	}
+	switch (m.type) {
+	case PROTO_HELLO:
+		on_hello(l, c, &m.hello);
+		break;
+	case PROTO_GEN:
+		on_gen(l, c, &m.gen);
+		break;
+	case PROTO_CANCEL:
+		for (int i = 0; i < models_count(l->models); i++)
+			sched_cancel(models_at(l->models, i)->sched, c->id, m.cancel.id);
+		break;
+	case PROTO_ATTACH:
+		on_attach(l, c, &m.attach);
+		break;
+	case PROTO_ADMIN:
+		admin_frame(l, c, &m);
+		break;
+	default:
+		l->proto_errors++;
+		loop_send_err(l, c, 0, 0, HERD_E_PROTO, "unexpected frame type '%s' from a client",
+			      proto_type_name(m.type));
+		loop_close_after_send(l, c);
+		break;
+	}
+	proto_msg_free(&m);
+}

@@ -1,0 +1,802 @@
+/* Integration test of herdd: starts the real broker on a temporary socket
+ * with a small model the test writes (mkmodel "mini") and speaks the wire
+ * protocol over real Unix sockets with the proto codec:
+ * hello/welcome, gen blocking and streaming (same greedy text), concurrent
+ * requests over several connections, unknown model, attach (image fd over
+ * SCM_RIGHTS), admin status, a malformed and an oversized frame (that
+ * connection gets err and is closed, another one is still served), start-up
+ * errors (socket in use, missing model), and SIGTERM: the in-flight request
+ * ends with done "cancel", herdd exits 0 and removes its socket.
+ *
+ * herdd is found beside the `herd` binary (HERD_BIN), or via HERD_HERDD, or
+ * as herdd / ../herdd next to this test binary; exits 77 when absent. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "broker/proto.h"
+#include "herd/error.h"
+#include "model/mkmodel.h"
+#include "shm/fdpass.h"
+#include "shm/image.h"
+
+typedef struct world {
+	char herdd[PATH_MAX];
+	char dir[64];
+	char model_path[192];
+	char sock[100];
+	char log[192];
+	char model_name[32];
+	char segment[SHM_IMAGE_NAME_MAX];
+	char spec[256];
+	pid_t pid;
+} world;
+
+static world W;
+
+/* ---- process helpers ------------------------------------------------------ */
+
+static int find_herdd(char *out, size_t n)
+{
+	const char *e = getenv("HERD_HERDD");
+	if (e && access(e, X_OK) == 0) {
+		snprintf(out, n, "%s", e);
+		return 0;
+	}
+	const char *hb = getenv("HERD_BIN");
+#ifdef HERD_BIN
+	if (!hb)
+		hb = HERD_BIN;
+#endif
+	if (hb) {
+		char tmp[PATH_MAX];
+		snprintf(tmp, sizeof(tmp), "%s", hb);
+		snprintf(out, n, "%s/herdd", dirname(tmp));
+		if (access(out, X_OK) == 0)
+			return 0;
+	}
+	char self[PATH_MAX];
+	ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (l > 0) {
+		self[l] = 0;
+		char *d = dirname(self);
+		snprintf(out, n, "%s/herdd", d);
+		if (access(out, X_OK) == 0)
+			return 0;
+		snprintf(out, n, "%s/../herdd", d);
+		if (access(out, X_OK) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* Starts herdd with extra args; stderr goes to W.log (appended). */
+static pid_t spawn(const char *const *extra)
+{
+	const char *argv[32];
+	int n = 0;
+	argv[n++] = W.herdd;
+	argv[n++] = "--socket";
+	argv[n++] = W.sock;
+	argv[n++] = "--model";
+	argv[n++] = W.spec;
+	argv[n++] = "--threads";
+	argv[n++] = "2";
+	argv[n++] = "--max-batch";
+	argv[n++] = "8";
+	for (int i = 0; extra && extra[i]; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(W.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, STDERR_FILENO);
+			dup2(fd, STDOUT_FILENO);
+		}
+		execv(W.herdd, (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int sock_connect(void)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", W.sock);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -1;
+	}
+	struct timeval tv = {30, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+static void dump_log(void)
+{
+	FILE *f = fopen(W.log, "r");
+	if (!f)
+		return;
+	char line[1024];
+	fprintf(stderr, "---- herdd log ----\n");
+	while (fgets(line, sizeof(line), f))
+		fputs(line, stderr);
+	fclose(f);
+}
+
+/* Waits until the broker accepts connections (or died). */
+static void wait_ready(pid_t pid)
+{
+	for (int i = 0; i < 600; i++) {
+		int fd = sock_connect();
+		if (fd >= 0) {
+			close(fd);
+			return;
+		}
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			dump_log();
+			fail_msg("herdd exited during start-up (status %d)", st);
+		}
+		usleep(50000);
+	}
+	dump_log();
+	fail_msg("herdd did not start listening");
+}
+
+/* ---- a protocol client ---------------------------------------------------- */
+
+typedef struct client {
+	int fd;
+	uint8_t *buf;   /* received bytes not yet returned */
+	size_t len, cap;
+	uint8_t *body;  /* body of the last frame: decoded strings point here */
+	int got_fd;     /* an fd received with the last read, or -1 */
+	proto_msg m;
+} client;
+
+static void cl_open(client *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = sock_connect();
+	assert_true(c->fd >= 0);
+	c->cap = 1 << 20;
+	c->buf = malloc(c->cap);
+	assert_non_null(c->buf);
+	c->got_fd = -1;
+}
+
+static void cl_close(client *c)
+{
+	proto_msg_free(&c->m);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->got_fd >= 0)
+		close(c->got_fd);
+	free(c->buf);
+	free(c->body);
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+}
+
+static void cl_send_raw(client *c, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n) {
+		ssize_t w = send(c->fd, b, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			fail_msg("send: %s", strerror(errno));
+		b += w;
+		n -= (size_t)w;
+	}
+}
+
+static void cl_send_buf(client *c, proto_buf *b)
+{
+	cl_send_raw(c, b->data, b->len);
+	proto_buf_fini(b);
+}
+
+/* Reads the next frame into c->m. Returns 0, or -1 at EOF / connection
+ * reset (no frame). */
+static int cl_next(client *c)
+{
+	proto_msg_free(&c->m);
+	for (;;) {
+		size_t flen = 0;
+		int r = proto_frame_next(c->buf, c->len, 1u << 30, &flen);
+		if (r == PROTO_FRAME_READY) {
+			free(c->body);
+			c->body = malloc(flen ? flen : 1);
+			assert_non_null(c->body);
+			memcpy(c->body, c->buf + PROTO_HDR_SIZE, flen);
+			memmove(c->buf, c->buf + PROTO_HDR_SIZE + flen, c->len - PROTO_HDR_SIZE - flen);
+			c->len -= PROTO_HDR_SIZE + flen;
+			char err[256];
+			int rc = proto_decode(c->body, flen, &c->m, err, sizeof(err));
+			if (rc)
+				fail_msg("broker sent an undecodable frame: %s", err);
+			return 0;
+		}
+		assert_int_equal(r, PROTO_FRAME_NEED_MORE);
+		if (c->len == c->cap) {
+			c->cap *= 2;
+			c->buf = realloc(c->buf, c->cap);
+			assert_non_null(c->buf);
+		}
+		size_t got = 0;
+		int fd = -1;
+		int rc = shm_fd_recv(c->fd, c->buf + c->len, c->cap - c->len, &got, &fd);
+		if (rc == -ECONNRESET)
+			return -1;
+		if (rc)
+			fail_msg("recv: %s", herd_strerror(rc));
+		if (fd >= 0) {
+			if (c->got_fd >= 0)
+				close(c->got_fd);
+			c->got_fd = fd;
+		}
+		if (got == 0)
+			return -1;
+		c->len += got;
+	}
+}
+
+static void cl_expect(client *c, proto_type t)
+{
+	if (cl_next(c))
+		fail_msg("connection closed while waiting for '%s'", proto_type_name(t));
+	if (c->m.type != t) {
+		if (c->m.type == PROTO_ERR)
+			fail_msg("expected '%s', got err %d: %.*s", proto_type_name(t), c->m.err.code,
+				 (int)c->m.err.msg.len, c->m.err.msg.ptr);
+		fail_msg("expected '%s', got '%s'", proto_type_name(t), proto_type_name(c->m.type));
+	}
+}
+
+static void cl_hello(client *c, const char *name)
+{
+	proto_buf b;
+	proto_buf_init(&b);
+	proto_hello h = {.v = PROTO_VERSION, .name = proto_s(name)};
+	assert_int_equal(proto_encode_hello(&b, &h), 0);
+	cl_send_buf(c, &b);
+	cl_expect(c, PROTO_WELCOME);
+}
+
+static void cl_gen(client *c, uint64_t id, const char *model, const char *prompt, int max_tokens,
+		   int stream)
+{
+	proto_buf b;
+	proto_buf_init(&b);
+	proto_gen g;
+	proto_gen_init(&g);
+	g.id = id;
+	g.model = proto_s(model);
+	g.input = PROTO_INPUT_PROMPT;
+	g.prompt = proto_s(prompt);
+	g.max_tokens = max_tokens;
+	g.stream = stream;
+	assert_int_equal(proto_encode_gen(&b, &g), 0);
+	cl_send_buf(c, &b);
+}
+
+typedef struct gen_out {
+	char text[16384];
+	size_t len;
+	int n_tok, n_gen, done, is_err, code;
+	proto_reason reason;
+} gen_out;
+
+/* Applies c->m to outs[id - base]; returns 1 when it ended a request. */
+static int apply(client *c, gen_out *outs, int n, uint64_t base)
+{
+	const proto_msg *m = &c->m;
+	uint64_t id = m->type == PROTO_TOK ? m->tok.id : m->type == PROTO_DONE ? m->done.id : m->err.id;
+	if (m->type == PROTO_ERR && !m->err.has_id)
+		fail_msg("connection error %d: %.*s", m->err.code, (int)m->err.msg.len, m->err.msg.ptr);
+	assert_true(m->type == PROTO_TOK || m->type == PROTO_DONE || m->type == PROTO_ERR);
+	assert_true(id >= base && id < base + (uint64_t)n);
+	gen_out *o = &outs[id - base];
+	assert_false(o->done);
+	if (m->type == PROTO_TOK) {
+		assert_true(o->len + m->tok.text.len < sizeof(o->text));
+		memcpy(o->text + o->len, m->tok.text.ptr, m->tok.text.len);
+		o->len += m->tok.text.len;
+		o->n_tok++;
+		return 0;
+	}
+	o->done = 1;
+	if (m->type == PROTO_ERR) {
+		o->is_err = 1;
+		o->code = m->err.code;
+		return 1;
+	}
+	o->reason = m->done.reason;
+	o->n_gen = (int)m->done.n_gen;
+	if (m->done.has_text) {
+		assert_true(m->done.text.len < sizeof(o->text));
+		memcpy(o->text, m->done.text.ptr, m->done.text.len);
+		o->len = m->done.text.len;
+	}
+	return 1;
+}
+
+static void collect(client *c, gen_out *outs, int n, uint64_t base, int n_end)
+{
+	for (int ended = 0; ended < n_end;) {
+		if (cl_next(c))
+			fail_msg("connection closed with %d of %d requests open", n_end - ended, n_end);
+		ended += apply(c, outs, n, base);
+	}
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+static int setup(void **state)
+{
+	(void)state;
+	if (find_herdd(W.herdd, sizeof(W.herdd))) {
+		fprintf(stderr, "test_broker: herdd not found (set HERD_HERDD); skipping\n");
+		exit(77);
+	}
+	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-broker-XXXXXX");
+	assert_non_null(mkdtemp(W.dir));
+	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
+	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
+	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
+	/* a unique model name, so concurrent runs do not share segments */
+	snprintf(W.model_name, sizeof(W.model_name), "tb%d", (int)getpid());
+	snprintf(W.spec, sizeof(W.spec), "%s=%s", W.model_name, W.model_path);
+	char err[512] = "";
+	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
+			   .n_threads = 2};
+	int rc = mkmodel_write(&mo, err, sizeof(err));
+	if (rc)
+		fail_msg("mkmodel_write: %s", err);
+	W.pid = spawn(NULL);
+	wait_ready(W.pid);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (W.pid > 0) {
+		kill(W.pid, SIGKILL);
+		waitpid(W.pid, NULL, 0);
+	}
+	if (W.segment[0])
+		shm_image_remove(W.segment);
+	if (getenv("HERD_TEST_VERBOSE"))
+		dump_log();
+	unlink(W.model_path);
+	unlink(W.sock);
+	unlink(W.log);
+	rmdir(W.dir);
+	return 0;
+}
+
+/* ---- tests ------------------------------------------------------------------- */
+
+static const char *PROMPT = "Once upon a time, a little robot named Pip";
+
+static void test_hello_welcome(void **state)
+{
+	(void)state;
+	client c;
+	cl_open(&c);
+	cl_hello(&c, "tester");
+	const proto_welcome *w = &c.m.welcome;
+	assert_int_equal(w->v, PROTO_VERSION);
+	assert_true(w->agent > 0);
+	assert_int_equal(w->n_models, 1);
+	assert_true(proto_str_eq(w->models[0].name, W.model_name));
+	assert_int_equal(w->models[0].n_vocab, 2048);
+	assert_true(w->models[0].n_ctx > 0);
+	assert_true(w->models[0].image_bytes > 0);
+	assert_true(w->models[0].segment.len > 0 && w->models[0].segment.len < sizeof(W.segment));
+	memcpy(W.segment, w->models[0].segment.ptr, w->models[0].segment.len);
+	W.segment[w->models[0].segment.len] = 0;
+	assert_true(w->max_frame >= 4096);
+	/* a wrong version is refused and the connection closed */
+	client d;
+	cl_open(&d);
+	proto_buf b;
+	proto_buf_init(&b);
+	proto_hello h = {.v = 99};
+	assert_int_equal(proto_encode_hello(&b, &h), 0);
+	cl_send_buf(&d, &b);
+	cl_expect(&d, PROTO_ERR);
+	assert_int_equal(d.m.err.code, HERD_E_VERSION);
+	assert_int_equal(cl_next(&d), -1);
+	cl_close(&d);
+	cl_close(&c);
+}
+
+static void test_gen_blocking_and_streaming(void **state)
+{
+	(void)state;
+	client c;
+	cl_open(&c);
+	cl_hello(&c, "gen");
+	static gen_out outs[2];
+	memset(outs, 0, sizeof(outs));
+	cl_gen(&c, 1, W.model_name, PROMPT, 24, 0);
+	collect(&c, outs, 2, 1, 1);
+	cl_gen(&c, 2, W.model_name, PROMPT, 24, 1);
+	collect(&c, outs, 2, 1, 1);
+	for (int i = 0; i < 2; i++) {
+		assert_false(outs[i].is_err);
+		assert_true(outs[i].reason == PROTO_REASON_LENGTH || outs[i].reason == PROTO_REASON_STOP);
+		assert_true(outs[i].n_gen > 0 && outs[i].n_gen <= 24);
+	}
+	assert_int_equal(outs[0].n_tok, 0);
+	assert_int_equal(outs[1].n_tok, outs[1].n_gen);
+	assert_int_equal(outs[0].n_gen, outs[1].n_gen);
+	assert_int_equal(outs[0].len, outs[1].len);
+	assert_memory_equal(outs[0].text, outs[1].text, outs[0].len);
+	/* unknown model: err with the request id, connection stays */
+	static gen_out bad[1];
+	memset(bad, 0, sizeof(bad));
+	cl_gen(&c, 7, "no-such-model", PROMPT, 4, 0);
+	collect(&c, bad, 1, 7, 1);
+	assert_true(bad[0].is_err);
+	assert_int_equal(bad[0].code, HERD_E_MISSING);
+	/* a 300 KB prompt: several receive-buffer sizes, longer than the context */
+	size_t big_n = 300000;
+	char *big = malloc(big_n + 1);
+	assert_non_null(big);
+	for (size_t i = 0; i < big_n; i++)
+		big[i] = i % 2 ? ' ' : 'a';
+	big[big_n] = 0;
+	memset(bad, 0, sizeof(bad));
+	cl_gen(&c, 7, W.model_name, big, 4, 0);
+	free(big);
+	collect(&c, bad, 1, 7, 1);
+	assert_true(bad[0].is_err);
+	assert_int_equal(bad[0].code, HERD_E_NOSPACE);
+	/* the connection still works */
+	memset(outs, 0, sizeof(outs));
+	cl_gen(&c, 1, W.model_name, PROMPT, 4, 0);
+	collect(&c, outs, 2, 1, 1);
+	assert_false(outs[0].is_err);
+	cl_close(&c);
+}
+
+static void test_concurrent(void **state)
+{
+	(void)state;
+	enum { NC = 4, PER = 3 };
+	client cs[NC];
+	static gen_out outs[NC][PER];
+	memset(outs, 0, sizeof(outs));
+	for (int i = 0; i < NC; i++) {
+		cl_open(&cs[i]);
+		cl_hello(&cs[i], "conc");
+	}
+	for (int i = 0; i < NC; i++)
+		for (int j = 0; j < PER; j++)
+			cl_gen(&cs[i], 100 + (uint64_t)j, W.model_name, PROMPT, 20, (i + j) % 2);
+	for (int i = 0; i < NC; i++)
+		collect(&cs[i], outs[i], PER, 100, PER);
+	for (int i = 0; i < NC; i++)
+		for (int j = 0; j < PER; j++) {
+			assert_false(outs[i][j].is_err);
+			assert_int_equal(outs[i][j].len, outs[0][0].len);
+			assert_memory_equal(outs[i][j].text, outs[0][0].text, outs[0][0].len);
+		}
+	/* the broker batched them */
+	client a;
+	cl_open(&a);
+	proto_buf b;
+	proto_buf_init(&b);
+	proto_admin ad = {.cmd = proto_s("models")};
+	assert_int_equal(proto_encode_admin(&b, &ad), 0);
+	cl_send_buf(&a, &b);
+	cl_expect(&a, PROTO_ADMIN_OK);
+	const msgpack_object *r = a.m.admin_ok.result;
+	assert_non_null(r);
+	assert_int_equal(r->type, MSGPACK_OBJECT_ARRAY);
+	assert_int_equal(r->via.array.size, 1);
+	const msgpack_object *mm = &r->via.array.ptr[0];
+	assert_int_equal(mm->type, MSGPACK_OBJECT_MAP);
+	int64_t max_batch = -1;
+	for (uint32_t k = 0; k < mm->via.map.size; k++) {
+		const msgpack_object_kv *kv = &mm->via.map.ptr[k];
+		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 14 &&
+		    !memcmp(kv->key.via.str.ptr, "max_batch_seen", 14))
+			max_batch = (int64_t)kv->val.via.u64;
+	}
+	printf("max sequences in one step: %lld\n", (long long)max_batch);
+	assert_true(max_batch >= 2);
+	cl_close(&a);
+	for (int i = 0; i < NC; i++)
+		cl_close(&cs[i]);
+}
+
+static void test_attach_and_admin(void **state)
+{
+	(void)state;
+	client c;
+	cl_open(&c);
+	proto_buf b;
+	proto_buf_init(&b);
+	proto_attach at = {.model = proto_s(W.model_name)};
+	assert_int_equal(proto_encode_attach(&b, &at), 0);
+	cl_send_buf(&c, &b);
+	cl_expect(&c, PROTO_IMAGE);
+	assert_true(c.got_fd >= 0);
+	assert_true(proto_str_eq(c.m.image.model, W.model_name));
+	shm_image_map_t map;
+	char err[256];
+	assert_int_equal(shm_image_map(c.got_fd, &map, err, sizeof(err)), 0);
+	assert_int_equal(map.size, c.m.image.size);
+	shm_image_unmap(&map);
+	/* status */
+	proto_buf_init(&b);
+	proto_admin ad = {.cmd = proto_s("status")};
+	assert_int_equal(proto_encode_admin(&b, &ad), 0);
+	cl_send_buf(&c, &b);
+	cl_expect(&c, PROTO_ADMIN_OK);
+	assert_true(proto_str_eq(c.m.admin_ok.cmd, "status"));
+	assert_int_equal(c.m.admin_ok.result->type, MSGPACK_OBJECT_MAP);
+	/* rm of the loaded model's segment is refused without --force */
+	proto_buf_init(&b);
+	proto_str args[1] = {proto_s(W.segment)};
+	proto_admin rm = {.cmd = proto_s("rm"), .args = args, .n_args = 1};
+	assert_int_equal(proto_encode_admin(&b, &rm), 0);
+	cl_send_buf(&c, &b);
+	cl_expect(&c, PROTO_ERR);
+	assert_int_equal(c.m.err.code, -EBUSY);
+	/* another uid is refused (-EPERM) and keeps its connection; needs root
+	 * to become someone else */
+	if (geteuid() == 0) {
+		chmod(W.dir, 0755);
+		chmod(W.sock, 0666);
+		pid_t p = fork();
+		assert_true(p >= 0);
+		if (p == 0) {
+			if (setgid(65534) || setuid(65534))
+				_exit(2);
+			/* no cmocka asserts in the child: plain calls, exit codes */
+			int fd = sock_connect();
+			if (fd < 0)
+				_exit(3);
+			proto_buf ob;
+			proto_buf_init(&ob);
+			proto_admin st = {.cmd = proto_s("status")};
+			proto_hello hh = {.v = PROTO_VERSION, .name = proto_s("nobody")};
+			if (proto_encode_admin(&ob, &st) || proto_encode_hello(&ob, &hh) ||
+			    send(fd, ob.data, ob.len, MSG_NOSIGNAL) != (ssize_t)ob.len)
+				_exit(4);
+			/* expect err -EPERM, then welcome (still served) */
+			uint8_t in[65536];
+			size_t have = 0;
+			int seen = 0;
+			while (seen < 2) {
+				size_t fl = 0;
+				if (proto_frame_next(in, have, sizeof(in), &fl) == PROTO_FRAME_READY) {
+					proto_msg pm;
+					if (proto_decode(in + 4, fl, &pm, NULL, 0))
+						_exit(5);
+					if (seen == 0 && (pm.type != PROTO_ERR || pm.err.code != -EPERM))
+						_exit(6);
+					if (seen == 1 && pm.type != PROTO_WELCOME)
+						_exit(7);
+					proto_msg_free(&pm);
+					memmove(in, in + 4 + fl, have - 4 - fl);
+					have -= 4 + fl;
+					seen++;
+					continue;
+				}
+				ssize_t r = recv(fd, in + have, sizeof(in) - have, 0);
+				if (r <= 0)
+					_exit(8);
+				have += (size_t)r;
+			}
+			close(fd);
+			_exit(0);
+		}
+		int st;
+		assert_int_equal(waitpid(p, &st, 0), p);
+		assert_true(WIFEXITED(st));
+		assert_int_equal(WEXITSTATUS(st), 0);
+		chmod(W.sock, 0660);
+		chmod(W.dir, 0700);
+	}
+	/* segments and agents */
+	const char *cmds[] = {"segments", "agents"};
+	for (int i = 0; i < 2; i++) {
+		proto_buf_init(&b);
+		proto_admin x = {.cmd = proto_s(cmds[i])};
+		assert_int_equal(proto_encode_admin(&b, &x), 0);
+		cl_send_buf(&c, &b);
+		cl_expect(&c, PROTO_ADMIN_OK);
+		assert_int_equal(c.m.admin_ok.result->type, MSGPACK_OBJECT_ARRAY);
+		assert_true(c.m.admin_ok.result->via.array.size >= 1);
+	}
+	cl_close(&c);
+}
+
+static void test_malformed_and_oversized(void **state)
+{
+	(void)state;
+	client good;
+	cl_open(&good);
+	cl_hello(&good, "bystander");
+	/* malformed: a body that is not a msgpack map */
+	client bad;
+	cl_open(&bad);
+	const uint8_t junk[] = {3, 0, 0, 0, 0xc1, 0xc1, 0xc1};
+	cl_send_raw(&bad, junk, sizeof(junk));
+	cl_expect(&bad, PROTO_ERR);
+	assert_int_equal(bad.m.err.code, HERD_E_PROTO);
+	assert_false(bad.m.err.has_id);
+	assert_true(bad.m.err.msg.len > 0);
+	assert_int_equal(cl_next(&bad), -1);
+	cl_close(&bad);
+	/* a map without 't' */
+	cl_open(&bad);
+	const uint8_t not_t[] = {4, 0, 0, 0, 0x81, 0xa1, 'x', 0x01}; /* {"x": 1} */
+	cl_send_raw(&bad, not_t, sizeof(not_t));
+	cl_expect(&bad, PROTO_ERR);
+	assert_int_equal(bad.m.err.code, HERD_E_PROTO);
+	assert_int_equal(cl_next(&bad), -1);
+	cl_close(&bad);
+	/* oversized: refused from the header alone */
+	cl_open(&bad);
+	const uint8_t huge[] = {0, 0, 0, 0x40, 0x80, 0x80}; /* 1 GiB announced */
+	cl_send_raw(&bad, huge, sizeof(huge));
+	cl_expect(&bad, PROTO_ERR);
+	assert_int_equal(bad.m.err.code, HERD_E_PROTO);
+	assert_int_equal(cl_next(&bad), -1);
+	cl_close(&bad);
+	/* the bystander is still served */
+	static gen_out outs[1];
+	memset(outs, 0, sizeof(outs));
+	cl_gen(&good, 5, W.model_name, PROMPT, 8, 1);
+	collect(&good, outs, 1, 5, 1);
+	assert_false(outs[0].is_err);
+	assert_true(outs[0].n_gen > 0);
+	cl_close(&good);
+}
+
+static void test_start_errors(void **state)
+{
+	(void)state;
+	/* the socket is in use by the live broker */
+	pid_t p = spawn(NULL);
+	int st;
+	assert_int_equal(waitpid(p, &st, 0), p);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 1);
+	/* a model file that does not exist */
+	char sock2[256], spec[256];
+	snprintf(sock2, sizeof(sock2), "%s/other.sock", W.dir);
+	snprintf(spec, sizeof(spec), "x=%s/missing.gguf", W.dir);
+	pid_t q = fork();
+	assert_true(q >= 0);
+	if (q == 0) {
+		int fd = open(W.log, O_WRONLY | O_APPEND);
+		if (fd >= 0)
+			dup2(fd, STDERR_FILENO);
+		execl(W.herdd, W.herdd, "--socket", sock2, "--model", spec, (char *)NULL);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(q, &st, 0), q);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 1);
+	assert_int_not_equal(access(sock2, F_OK), 0);
+	/* a configuration file with an unknown key */
+	char conf[256];
+	snprintf(conf, sizeof(conf), "%s/bad.json", W.dir);
+	FILE *f = fopen(conf, "w");
+	assert_non_null(f);
+	fputs("{\"batch\": {\"max_batch_size\": 4, \"bogus_key\": 1}}\n", f);
+	fclose(f);
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	q = fork();
+	assert_true(q >= 0);
+	if (q == 0) {
+		dup2(pfd[1], STDERR_FILENO);
+		execl(W.herdd, W.herdd, "--config", conf, "--socket", sock2, "--model", W.spec,
+		      (char *)NULL);
+		_exit(127);
+	}
+	close(pfd[1]);
+	char msg[1024] = "";
+	ssize_t got = 0, r;
+	while ((r = read(pfd[0], msg + got, sizeof(msg) - 1 - (size_t)got)) > 0)
+		got += r;
+	close(pfd[0]);
+	msg[got] = 0;
+	assert_int_equal(waitpid(q, &st, 0), q);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 1);
+	assert_non_null(strstr(msg, "batch.bogus_key"));
+	unlink(conf);
+	/* the running broker is unharmed */
+	client c;
+	cl_open(&c);
+	cl_hello(&c, "after");
+	cl_close(&c);
+}
+
+static void test_sigterm(void **state)
+{
+	(void)state;
+	client c;
+	cl_open(&c);
+	cl_hello(&c, "long");
+	static gen_out outs[1];
+	memset(outs, 0, sizeof(outs));
+	cl_gen(&c, 9, W.model_name, PROMPT, 1900, 1);
+	/* wait for the first token so the request is running */
+	while (outs[0].n_tok == 0 && !outs[0].done) {
+		assert_int_equal(cl_next(&c), 0);
+		apply(&c, outs, 1, 9);
+	}
+	assert_int_equal(kill(W.pid, SIGTERM), 0);
+	while (!outs[0].done) {
+		if (cl_next(&c))
+			fail_msg("closed before the request ended");
+		apply(&c, outs, 1, 9);
+	}
+	assert_false(outs[0].is_err);
+	if (outs[0].n_gen < 1900)
+		assert_int_equal(outs[0].reason, PROTO_REASON_CANCEL);
+	assert_int_equal(cl_next(&c), -1); /* then the broker closes */
+	cl_close(&c);
+	int st = 0;
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(W.pid, &st, WNOHANG) == W.pid)
+			break;
+		usleep(50000);
+	}
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	W.pid = 0;
+	assert_int_not_equal(access(W.sock, F_OK), 0);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hello_welcome),
+		cmocka_unit_test(test_gen_blocking_and_streaming),
+		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_attach_and_admin),
+		cmocka_unit_test(test_malformed_and_oversized),
+		cmocka_unit_test(test_start_errors),
+		cmocka_unit_test(test_sigterm),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

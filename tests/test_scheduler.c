@@ -1,0 +1,562 @@
+/* The continuous-batching scheduler, driven directly (no sockets) over a
+ * small random-weight model the test writes itself (mkmodel "mini"):
+ * - many requests batched together get exactly the greedy tokens each gets
+ *   alone through llama_eval / llama_decode (streaming and not, chunked
+ *   prefill, more requests than batch slots);
+ * - the step statistics show steps with many sequences;
+ * - cancel (by id and by connection) frees the KV pages;
+ * - errors: prompt longer than the context, bad tokens, empty prompt;
+ * - stop strings, deadlines, priority order and preemption. */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "broker/scheduler.h"
+#include "herd/error.h"
+#include "model/llama.h"
+#include "model/mkmodel.h"
+#include "model/sampler.h"
+#include "model/tokenizer.h"
+
+#define N_CTX 256
+#define MAX_OUT 256
+
+typedef struct fixture {
+	char dir[128];
+	char path[192];
+	llama_model *m;
+	llama_ctx *c;
+	int efd;
+} fixture;
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/herd-test-sched-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof(f->path), "%s/mini.gguf", f->dir);
+	char err[512] = "";
+	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = f->path, .seed = 7,
+			   .n_threads = 2};
+	int rc = mkmodel_write(&mo, err, sizeof(err));
+	if (rc)
+		fail_msg("mkmodel_write: %s (%s)", err, herd_strerror(rc));
+	rc = llama_model_load(&f->m, f->path, err, sizeof(err));
+	if (rc)
+		fail_msg("llama_model_load: %s", err);
+	llama_ctx_opts o = {.n_threads = 2, .n_ctx = N_CTX, .max_step_tokens = 128,
+			    .n_kv_pages = 8 * N_CTX / LLAMA_KV_PAGE};
+	assert_int_equal(llama_ctx_create(&f->c, f->m, &o), 0);
+	f->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	assert_true(f->efd >= 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	close(f->efd);
+	llama_ctx_destroy(f->c);
+	llama_model_destroy(f->m);
+	unlink(f->path);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Greedy generation alone: llama_eval for the prompt, llama_decode per token.
+ * Returns the number of tokens (EOG excluded; stops there). */
+static int ref_generate(fixture *f, const int32_t *prompt, int n, int max_tokens, int32_t *out)
+{
+	const int V = f->m->hp.n_vocab;
+	float *logits = malloc(sizeof(float) * (size_t)V);
+	assert_non_null(logits);
+	sampler_params sp = sampler_params_default();
+	sp.temperature = 0;
+	sampler *smp;
+	assert_int_equal(sampler_create(&smp, &sp, V), 0);
+	for (int i = 0; i < n; i++)
+		sampler_accept(smp, prompt[i]);
+	llama_seq seq;
+	llama_seq_init(&seq);
+	assert_int_equal(llama_eval(f->c, &seq, prompt, n, 0, logits), 0);
+	int g = 0;
+	while (g < max_tokens) {
+		int32_t tok = sampler_sample(smp, logits);
+		sampler_accept(smp, tok);
+		if (tok_is_eog(f->m->vocab, tok))
+			break;
+		out[g++] = tok;
+		if (g == max_tokens)
+			break;
+		llama_batch_seq b = {&seq, &tok, 1, LLAMA_LOGITS_LAST, logits};
+		assert_int_equal(llama_decode(f->c, &b, 1), 0);
+	}
+	llama_seq_reset(f->c, &seq);
+	sampler_destroy(smp);
+	free(logits);
+	return g;
+}
+
+static size_t ref_text(fixture *f, const int32_t *toks, int n, char *buf, size_t cap)
+{
+	size_t len = 0;
+	char piece[256];
+	for (int i = 0; i < n; i++) {
+		int l = tok_piece(f->m->vocab, toks[i], piece, sizeof(piece));
+		assert_true(l >= 0 && l <= (int)sizeof(piece));
+		assert_true(len + (size_t)l < cap);
+		memcpy(buf + len, piece, (size_t)l);
+		len += (size_t)l;
+	}
+	buf[len] = 0;
+	return len;
+}
+
+typedef struct result {
+	int ended, is_err, code, n_gen, n_prompt;
+	char reason[16];
+	int32_t toks[MAX_OUT];
+	int n_toks;
+	char text[8192];
+	size_t text_len;
+	int order; /* position among ended requests */
+} result;
+
+/* Applies events to results[id - id_base]. */
+static int n_ended_total;
+static void apply_events(sched_event *e, result *res, int n, uint64_t id_base)
+{
+	for (; e; e = e->next) {
+		assert_true(e->id >= id_base && e->id < id_base + (uint64_t)n);
+		result *r = &res[e->id - id_base];
+		assert_false(r->ended); /* nothing after done/err */
+		if (e->type == SCHED_EV_TOK) {
+			assert_true(r->n_toks < MAX_OUT);
+			r->toks[r->n_toks++] = e->tok;
+			assert_true(r->text_len + e->text_len < sizeof(r->text));
+			memcpy(r->text + r->text_len, e->text, e->text_len);
+			r->text_len += e->text_len;
+			r->text[r->text_len] = 0;
+		} else if (e->type == SCHED_EV_DONE) {
+			r->ended = 1;
+			r->order = n_ended_total++;
+			snprintf(r->reason, sizeof(r->reason), "%s", e->reason);
+			r->n_gen = e->n_gen;
+			r->n_prompt = e->n_prompt;
+			if (e->text) {
+				assert_true(e->text_len < sizeof(r->text));
+				memcpy(r->text, e->text, e->text_len);
+				r->text_len = e->text_len;
+				r->text[r->text_len] = 0;
+			}
+		} else {
+			r->ended = 1;
+			r->order = n_ended_total++;
+			r->is_err = 1;
+			r->code = e->code;
+		}
+	}
+}
+
+static int all_ended(const result *res, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!res[i].ended)
+			return 0;
+	return 1;
+}
+
+/* Waits on the eventfd and applies events until pred holds (or 30 s). */
+static void pump(fixture *f, sched *s, result *res, int n, uint64_t id_base,
+		 int (*pred)(const result *, int, void *), void *arg)
+{
+	for (int ms = 0; ms < 30000;) {
+		if (pred(res, n, arg))
+			return;
+		struct pollfd p = {f->efd, POLLIN, 0};
+		int pr = poll(&p, 1, 50);
+		ms += pr == 0 ? 50 : 1;
+		uint64_t v;
+		if (read(f->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+			fail_msg("eventfd read: %s", strerror(errno));
+		sched_event *e = sched_events_take(s);
+		apply_events(e, res, n, id_base);
+		sched_event_free(e);
+	}
+	fail_msg("timed out waiting for scheduler events");
+}
+
+static int pred_all_ended(const result *res, int n, void *arg)
+{
+	(void)arg;
+	return all_ended(res, n);
+}
+
+static void wait_idle(sched *s)
+{
+	for (int i = 0; i < 3000 && !sched_idle(s); i++)
+		usleep(10000);
+	assert_true(sched_idle(s));
+}
+
+static sched *start(fixture *f, int max_batch, int prefill_chunk, int threshold)
+{
+	static const blog quiet = {NULL, BLOG_WARN};
+	sched_opts o = {.ctx = f->c, .max_batch = max_batch, .max_wait_ms = 0, .dynamic_batching = 1,
+			.priority_threshold = threshold, .prefill_chunk = prefill_chunk,
+			.wake_fd = f->efd, .log = getenv("HERD_TEST_VERBOSE") ? NULL : &quiet,
+			.name = "mini"};
+	sched *s = NULL;
+	assert_int_equal(sched_create(&s, &o), 0);
+	return s;
+}
+
+static sched_req *tok_req(uint64_t conn, uint64_t id, const int32_t *toks, int n, int max_tokens,
+			  int stream)
+{
+	sched_req *r = sched_req_new();
+	assert_non_null(r);
+	r->conn = conn;
+	r->id = id;
+	r->agent = conn;
+	r->input = SCHED_IN_TOKENS;
+	r->tokens = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+	assert_non_null(r->tokens);
+	memcpy(r->tokens, toks, sizeof(int32_t) * (size_t)n);
+	r->n_tokens = n;
+	r->max_tokens = max_tokens;
+	r->stream = stream;
+	return r;
+}
+
+/* A prompt of n tokens: BOS then a deterministic pseudo-random walk over
+ * the vocabulary (salted per request so every prompt differs). */
+static void make_prompt(fixture *f, int salt, int32_t *out, int n)
+{
+	uint32_t x = 2463534242u ^ (uint32_t)(salt * 7919);
+	out[0] = tok_bos(f->m->vocab) >= 0 ? tok_bos(f->m->vocab) : 1;
+	for (int i = 1; i < n; i++) {
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		out[i] = 3 + (int32_t)(x % (uint32_t)(f->m->hp.n_vocab - 3));
+	}
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void test_batched_equals_alone(void **state)
+{
+	fixture *f = *state;
+	enum { N = 14, GEN = 24 };
+	static int32_t prompts[N][200];
+	static int32_t ref[N][MAX_OUT];
+	static char reftxt[N][8192];
+	int plen[N], nref[N];
+	static result res[N];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	for (int i = 0; i < N; i++) {
+		plen[i] = 3 + (i * 37) % 150; /* 3 .. 152 tokens: several need chunks */
+		make_prompt(f, i, prompts[i], plen[i]);
+		nref[i] = ref_generate(f, prompts[i], plen[i], GEN, ref[i]);
+		ref_text(f, ref[i], nref[i], reftxt[i], sizeof(reftxt[i]));
+	}
+	const int free0 = llama_ctx_free_pages(f->c);
+	sched *s = start(f, 6, 32, 10);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(sched_submit(s, tok_req(1 + (uint64_t)i % 5, 100 + (uint64_t)i, prompts[i],
+							 plen[i], GEN, i % 2)),
+				 0);
+	pump(f, s, res, N, 100, pred_all_ended, NULL);
+	for (int i = 0; i < N; i++) {
+		assert_false(res[i].is_err);
+		assert_int_equal(res[i].n_prompt, plen[i]);
+		assert_int_equal(res[i].n_gen, nref[i]);
+		assert_string_equal(res[i].reason, nref[i] == GEN ? "length" : "stop");
+		if (i % 2) {
+			assert_int_equal(res[i].n_toks, nref[i]);
+			for (int j = 0; j < nref[i]; j++)
+				if (res[i].toks[j] != ref[i][j])
+					fail_msg("request %d token %d: batched %d, alone %d", i, j,
+						 res[i].toks[j], ref[i][j]);
+		}
+		assert_string_equal(res[i].text, reftxt[i]);
+	}
+	wait_idle(s);
+	sched_stats st;
+	sched_get_stats(s, &st);
+	printf("steps %llu, avg seqs/step %.2f, max %d, tokens %llu, prompt tokens %llu\n",
+	       (unsigned long long)st.steps, (double)st.step_seqs / (double)st.steps, st.max_step_seqs,
+	       (unsigned long long)st.tokens_gen, (unsigned long long)st.tokens_prompt);
+	assert_int_equal(st.max_step_seqs, 6);
+	assert_true(st.step_seqs >= 3 * st.steps); /* mostly full batches */
+	uint64_t big = 0;
+	for (int k = 4; k < SCHED_HIST_N; k++)
+		big += st.step_hist[k];
+	assert_true(big * 2 > st.steps);
+	uint64_t sum_ref = 0, sum_prompt = 0;
+	for (int i = 0; i < N; i++) {
+		sum_ref += (uint64_t)nref[i];
+		sum_prompt += (uint64_t)plen[i];
+	}
+	assert_int_equal(st.tokens_gen, sum_ref);
+	assert_int_equal(st.tokens_prompt, sum_prompt);
+	assert_int_equal(st.requests_done, N);
+	assert_int_equal(st.total.n, N);
+	assert_int_equal(st.kv_pages_free, free0);
+	assert_int_equal(st.kv_pages_reserved, 0);
+	sched_destroy(s);
+	assert_int_equal(llama_ctx_free_pages(f->c), free0);
+}
+
+static int pred_two_toks(const result *res, int n, void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < n; i++)
+		if (res[i].n_toks < 2)
+			return 0;
+	return 1;
+}
+
+static int pred_first_ended(const result *res, int n, void *arg)
+{
+	(void)n;
+	(void)arg;
+	return res[0].ended;
+}
+
+static void test_cancel_frees_pages(void **state)
+{
+	fixture *f = *state;
+	static result res[3];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	const int free0 = llama_ctx_free_pages(f->c);
+	sched *s = start(f, 4, 64, 10);
+	int32_t p[3][40];
+	for (int i = 0; i < 3; i++) {
+		make_prompt(f, 50 + i, p[i], 40);
+		/* max_tokens is large: a cancel (or, rarely, EOS) ends them */
+		sched_req *r = tok_req(10 + (uint64_t)i, (uint64_t)i, p[i], 40, 200, 1);
+		assert_int_equal(sched_submit(s, r), 0);
+	}
+	pump(f, s, res, 3, 0, pred_two_toks, NULL);
+	sched_stats st;
+	sched_get_stats(s, &st);
+	assert_true(st.kv_pages_free < free0);
+	sched_cancel(s, 10, 0);  /* by id: a done "cancel" follows */
+	sched_cancel(s, 10, 77); /* unknown id: nothing */
+	const int ended_early = res[0].ended;
+	pump(f, s, res, 3, 0, pred_first_ended, NULL);
+	assert_false(res[0].is_err);
+	if (!ended_early)
+		assert_string_equal(res[0].reason, "cancel");
+	sched_cancel_conn(s, 11); /* the connection went away: silently */
+	sched_cancel_conn(s, 12);
+	wait_idle(s);
+	sched_event_free(sched_events_take(s));
+	sched_get_stats(s, &st);
+	if (!ended_early && !res[1].ended && !res[2].ended)
+		assert_int_equal(st.requests_cancelled, 3);
+	assert_int_equal(st.kv_pages_free, free0);
+	assert_int_equal(st.kv_pages_reserved, 0);
+	assert_int_equal(st.running, 0);
+	sched_destroy(s);
+	assert_int_equal(llama_ctx_free_pages(f->c), free0);
+}
+
+static void test_errors(void **state)
+{
+	fixture *f = *state;
+	enum { N = 5 };
+	static result res[N];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	sched *s = start(f, 4, 64, 10);
+	static int32_t big[N_CTX + 10];
+	make_prompt(f, 9, big, N_CTX + 10);
+	assert_int_equal(sched_submit(s, tok_req(1, 0, big, N_CTX + 1, 8, 0)), 0);
+	int32_t bad[3] = {1, 5, 99999};
+	assert_int_equal(sched_submit(s, tok_req(1, 1, bad, 3, 8, 0)), 0);
+	assert_int_equal(sched_submit(s, tok_req(1, 2, bad, 0, 8, 0)), 0);
+	/* max_tokens 0: evaluates the prompt, generates nothing */
+	assert_int_equal(sched_submit(s, tok_req(1, 3, big, 10, 0, 0)), 0);
+	/* a prompt exactly as long as the context still yields one token */
+	assert_int_equal(sched_submit(s, tok_req(1, 4, big, N_CTX, 8, 1)), 0);
+	pump(f, s, res, N, 0, pred_all_ended, NULL);
+	assert_true(res[0].is_err);
+	assert_int_equal(res[0].code, HERD_E_NOSPACE);
+	assert_true(res[1].is_err);
+	assert_int_equal(res[1].code, HERD_E_INVAL);
+	assert_true(res[2].is_err);
+	assert_int_equal(res[2].code, HERD_E_INVAL);
+	assert_false(res[3].is_err);
+	assert_string_equal(res[3].reason, "length");
+	assert_int_equal(res[3].n_gen, 0);
+	assert_false(res[4].is_err);
+	assert_true(res[4].n_gen <= 1);
+	wait_idle(s);
+	sched_shutdown(s);
+	sched_req *late = tok_req(1, 9, big, 4, 4, 0);
+	assert_int_equal(sched_submit(s, late), HERD_E_CANCELLED);
+	sched_req_free(late);
+	sched_destroy(s);
+}
+
+static void test_text_prompt_and_stop(void **state)
+{
+	fixture *f = *state;
+	enum { GEN = 40 };
+	static result res[3];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	const char *text = "Once upon a time, a little robot named Pip found a shiny key.";
+	int32_t ids[128];
+	int n = tok_encode(f->m->vocab, text, strlen(text), tok_add_bos(f->m->vocab) ? TOK_ADD_BOS : 0,
+			   ids, 128);
+	assert_true(n > 0 && n <= 128);
+	int32_t ref[MAX_OUT];
+	int nref = ref_generate(f, ids, n, GEN, ref);
+	static char rt[8192];
+	size_t rl = ref_text(f, ref, nref, rt, sizeof(rt));
+	if (rl < 8)
+		skip(); /* the random model ended at once: nothing to cut */
+	/* A stop string from the middle of the reference output. */
+	char stop[8];
+	size_t at = rl / 2;
+	memcpy(stop, rt + at, 3);
+	stop[3] = 0;
+	const char *first = memmem(rt, rl, stop, 3);
+	size_t cut = (size_t)(first - rt);
+	sched *s = start(f, 4, 16, 10);
+	for (int i = 0; i < 3; i++) {
+		sched_req *r = sched_req_new();
+		r->conn = 1;
+		r->id = (uint64_t)i;
+		r->input = SCHED_IN_PROMPT;
+		r->prompt = strdup(text);
+		r->prompt_len = strlen(text);
+		r->max_tokens = GEN;
+		r->stream = i == 1;
+		if (i > 0) {
+			r->stop = calloc(1, sizeof(char *));
+			r->stop[0] = strdup(stop);
+			r->n_stop = 1;
+		}
+		assert_int_equal(sched_submit(s, r), 0);
+	}
+	pump(f, s, res, 3, 0, pred_all_ended, NULL);
+	assert_int_equal(res[0].n_prompt, n);
+	assert_string_equal(res[0].text, rt);
+	for (int i = 1; i < 3; i++) {
+		assert_false(res[i].is_err);
+		assert_string_equal(res[i].reason, "stop");
+		assert_int_equal(res[i].text_len, cut);
+		assert_memory_equal(res[i].text, rt, cut);
+	}
+	sched_destroy(s);
+}
+
+static void test_deadline(void **state)
+{
+	fixture *f = *state;
+	static result res[1];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	sched *s = start(f, 4, 64, 10);
+	int32_t p[8];
+	make_prompt(f, 3, p, 8);
+	sched_req *r = tok_req(1, 0, p, 8, 100000, 0);
+	r->deadline_ms = 30;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(sched_submit(s, r), 0);
+	pump(f, s, res, 1, 0, pred_all_ended, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_false(res[0].is_err);
+	/* the context (256) may end it first on a fast machine */
+	assert_true(!strcmp(res[0].reason, "deadline") || !strcmp(res[0].reason, "length"));
+	sched_destroy(s);
+}
+
+static int pred_x_has_tok(const result *res, int n, void *arg)
+{
+	(void)n;
+	(void)arg;
+	return res[0].n_toks >= 1;
+}
+
+static void test_priority(void **state)
+{
+	fixture *f = *state;
+	enum { GEN = 200 };
+	static result res[4];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	int32_t p[4][12];
+	for (int i = 0; i < 4; i++)
+		make_prompt(f, 70 + i, p[i], 12);
+	int32_t ref0[MAX_OUT];
+	int nref0 = ref_generate(f, p[0], 12, GEN, ref0);
+	const int free0 = llama_ctx_free_pages(f->c);
+	sched *s = start(f, 1, 64, 10); /* one slot: strict order */
+	/* X runs; Y (prio 0) and Z (prio 5) wait: Z goes first. W (prio 20,
+	 * above the threshold) preempts X, which resumes with its pages kept
+	 * and still produces exactly its solo tokens. */
+	assert_int_equal(sched_submit(s, tok_req(1, 0, p[0], 12, GEN, 1)), 0);
+	pump(f, s, res, 4, 0, pred_x_has_tok, NULL);
+	assert_int_equal(sched_submit(s, tok_req(2, 1, p[1], 12, 4, 0)), 0);
+	sched_req *z = tok_req(3, 2, p[2], 12, 4, 0);
+	z->prio = 5;
+	assert_int_equal(sched_submit(s, z), 0);
+	sched_req *w = tok_req(4, 3, p[3], 12, 4, 0);
+	w->prio = 20;
+	assert_int_equal(sched_submit(s, w), 0);
+	pump(f, s, res, 4, 0, pred_all_ended, NULL);
+	for (int i = 0; i < 4; i++)
+		assert_false(res[i].is_err);
+	sched_stats st;
+	sched_get_stats(s, &st);
+	printf("preemptions %llu\n", (unsigned long long)st.preemptions);
+	if (nref0 == GEN) {
+		/* X (200 tokens) was still running when W came: it was preempted */
+		assert_true(st.preemptions >= 1);
+		assert_true(res[3].order < res[0].order);
+	}
+	assert_true(res[2].order < res[1].order); /* Z before Y */
+	assert_int_equal(res[0].n_toks, nref0);
+	for (int j = 0; j < nref0; j++)
+		assert_int_equal(res[0].toks[j], ref0[j]);
+	wait_idle(s);
+	sched_get_stats(s, &st);
+	assert_int_equal(st.kv_pages_free, free0);
+	sched_destroy(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_batched_equals_alone),
+		cmocka_unit_test(test_cancel_frees_pages),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_text_prompt_and_stop),
+		cmocka_unit_test(test_deadline),
+		cmocka_unit_test(test_priority),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
