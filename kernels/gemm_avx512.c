@@ -1,13 +1,13 @@
 /* AVX-512 VNNI GEMMs for the row-interleaved types: lanes are the 16 rows of
- * a group; columns (activation rows) are processed four at a time so each
- * weight block is unpacked once and applied to four activations. */
+ * a group; columns (activation rows) are processed TILE at a time so each
+ * weight block is unpacked once and applied to TILE activations. */
 #include <immintrin.h>
 #include <string.h>
 
 #include "gemm.h"
 #include "legacy.h"
 
-#define TILE 4
+#define TILE 8
 
 static void act_q8_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q)
 {
@@ -66,7 +66,7 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	const float *d[TILE];
 	const int32_t *s[TILE];
 	const int8_t *qs[TILE];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 	for (int c = 0; c < nc; c++) {
 		acc[c] = _mm512_setzero_ps();
 		d[c] = (const float *)(act + (size_t)c * stride);
@@ -83,7 +83,7 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 			lo[j] = _mm512_and_si512(v, m4);
 			hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
 		}
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 		for (int c = 0; c < nc; c++) {
 			const int8_t *a = qs[c] + i * 32;
 			/* two dependency chains: VNNI latency is several cycles */
@@ -98,7 +98,7 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 						 _mm512_mul_ps(dw, _mm512_set1_ps(d[c][i])), acc[c]);
 		}
 	}
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 	for (int c = 0; c < nc; c++)
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
@@ -111,7 +111,12 @@ void kern_gemm_q4_0_r16_avx512(int64_t K, const void *restrict wg, const void *r
 	for (; b + TILE <= n_b; b += TILE)
 		q4_tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, y + b * ldy, ldy);
 	const char *rest = (const char *)act + (size_t)b * act_stride;
+	/* the tail as one call with a constant column count (unrolled) */
 	switch (n_b - b) {
+	case 7: q4_tile(nb, wg, rest, act_stride, 7, y + b * ldy, ldy); break;
+	case 6: q4_tile(nb, wg, rest, act_stride, 6, y + b * ldy, ldy); break;
+	case 5: q4_tile(nb, wg, rest, act_stride, 5, y + b * ldy, ldy); break;
+	case 4: q4_tile(nb, wg, rest, act_stride, 4, y + b * ldy, ldy); break;
 	case 3: q4_tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
 	case 2: q4_tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
 	case 1: q4_tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
@@ -126,7 +131,7 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 	__m512 acc[TILE];
 	const float *d[TILE];
 	const int8_t *qs[TILE];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 	for (int c = 0; c < nc; c++) {
 		acc[c] = _mm512_setzero_ps();
 		d[c] = (const float *)(act + (size_t)c * stride);
@@ -144,7 +149,7 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 		}
 		/* activations are stored +128: subtract 128 * sum(w) */
 		const __m512i corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(wsum, 7));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 		for (int c = 0; c < nc; c++) {
 			const int8_t *a = qs[c] + i * 32;
 			__m512i dot = corr, dot2 = _mm512_setzero_si512();
@@ -158,7 +163,7 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 						 _mm512_mul_ps(dw, _mm512_set1_ps(d[c][i])), acc[c]);
 		}
 	}
-#pragma GCC unroll 4
+#pragma GCC unroll 8
 	for (int c = 0; c < nc; c++)
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
@@ -171,7 +176,12 @@ void kern_gemm_q8_0_r16_avx512(int64_t K, const void *restrict wg, const void *r
 	for (; b + TILE <= n_b; b += TILE)
 		q8_tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, y + b * ldy, ldy);
 	const char *rest = (const char *)act + (size_t)b * act_stride;
+	/* the tail as one call with a constant column count (unrolled) */
 	switch (n_b - b) {
+	case 7: q8_tile(nb, wg, rest, act_stride, 7, y + b * ldy, ldy); break;
+	case 6: q8_tile(nb, wg, rest, act_stride, 6, y + b * ldy, ldy); break;
+	case 5: q8_tile(nb, wg, rest, act_stride, 5, y + b * ldy, ldy); break;
+	case 4: q8_tile(nb, wg, rest, act_stride, 4, y + b * ldy, ldy); break;
 	case 3: q8_tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
 	case 2: q8_tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
 	case 1: q8_tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
