@@ -2,11 +2,17 @@
  * reference GEMMs, and their dispatch. */
 #include "gemm.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "fp16.h"
 #include "herd/error.h"
 #include "legacy.h"
+
+int kern_repack_worthwhile(void)
+{
+	return kern_isa_detect() >= KERN_ISA_AVX512 && !getenv("HERD_NO_REPACK");
+}
 
 int kern_repack_type(kern_type t)
 {
@@ -20,6 +26,15 @@ int kern_repack_type(kern_type t)
 int kern_type_is_r16(int t)
 {
 	return t == KERN_TYPE_Q4_0_R16 || t == KERN_TYPE_Q8_0_R16;
+}
+
+int kern_r16_base_type(int t)
+{
+	switch (t) {
+	case KERN_TYPE_Q4_0_R16: return KERN_TYPE_Q4_0;
+	case KERN_TYPE_Q8_0_R16: return KERN_TYPE_Q8_0;
+	default: return -1;
+	}
 }
 
 /* Moves 4-byte words between plain blocks and interleaved chunks; pack = 1

@@ -55,10 +55,19 @@ typedef struct {
 _Static_assert(sizeof(kern_block_q4_0_r16) == KERN_R * sizeof(kern_block_q4_0), "q4_0_r16 layout");
 _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), "q8_0_r16 layout");
 
+/* Whether matrices should be interleaved on this machine: the CPU has the
+ * SIMD GEMMs (elsewhere the plain types' dot products are faster than the
+ * reference GEMM) and HERD_NO_REPACK is not set in the environment. Shared
+ * images and the herd command follow this one policy, so a model run from a
+ * file and from an image compute the same numbers. */
+int kern_repack_worthwhile(void);
+
 /* The row-interleaved type for t (Q4_0 -> Q4_0_R16, ...), or -1. */
 int kern_repack_type(kern_type t);
 /* Whether t is a row-interleaved type. */
 int kern_type_is_r16(int t);
+/* The plain type an interleaved type holds (Q4_0_R16 -> Q4_0), or -1. */
+int kern_r16_base_type(int t);
 /* Repacks a plain n_rows x K matrix of type t into its R16 layout at dst
  * (same size). n_rows must be a multiple of KERN_R. Returns 0 or
  * HERD_E_INVAL. */

@@ -101,6 +101,37 @@ static int get_norm(const gguf_ctx *g, const char *name, int64_t n, float **out,
 	return 0;
 }
 
+static int model_matrices(llama_model *m, llama_weight **out, int cap);
+
+/* Every matrix must be one the matmul can run, and token_embd one whose rows
+ * can be read back as floats (row-interleaved types cannot). */
+static int check_types(llama_model *m, char *err, size_t errlen)
+{
+	if (kern_type_is_r16(m->tok_embd.type))
+		return load_fail(err, errlen, HERD_E_UNSUPPORTED,
+				 "tensor 'token_embd.weight' has the row-interleaved type %s", kern_type_name(m->tok_embd.type));
+	const int cap = m->hp.n_layer * 7 + 1;
+	llama_weight **ws = malloc(sizeof(*ws) * cap);
+	if (!ws)
+		return -ENOMEM;
+	const int n = model_matrices(m, ws, cap);
+	int rc = 0;
+	for (int i = 0; i < n && !rc; i++) {
+		const llama_weight *w = ws[i];
+		if (kern_type_info(w->type)->is_quantized && w->type >= KERN_TYPE_Q8_K && !kern_type_is_r16(w->type))
+			rc = load_fail(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type %s, which is not a weight type",
+				       w->name, kern_type_name(w->type));
+		else if (w->type == KERN_TYPE_Q8_1)
+			rc = load_fail(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type Q8_1, which is not a weight type",
+				       w->name);
+		else if (kern_type_is_r16(w->type) && w->ne1 % KERN_R)
+			rc = load_fail(err, errlen, HERD_E_SHAPE, "tensor '%s': %lld rows are not a multiple of %d",
+				       w->name, (long long)w->ne1, KERN_R);
+	}
+	free(ws);
+	return rc;
+}
+
 int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -199,6 +230,8 @@ int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errl
 		if ((rc = get_norm(g, name, E, &L->ffn_norm, err, errlen)))
 			goto fail;
 	}
+	if ((rc = check_types(m, err, errlen)))
+		goto fail;
 	char terr[256] = "";
 	rc = tok_create(&m->vocab, g, terr, sizeof(terr));
 	if (rc) {

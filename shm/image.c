@@ -1,6 +1,7 @@
 /* Shared-memory model images: create, find, open, map, verify, list, remove.
  * Layout and contracts in image.h. */
 #include "shm/image.h"
+#include "kernels/gemm.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -583,12 +584,14 @@ int shm_image_find(const char *model_name, const char *source_path, const char *
 /* One tensor to convert, handed to the writer's fill callback. */
 typedef struct conv_tensor {
 	const gguf_tensor *t;
-	kern_type dst;
-	kern_to_float_fn to_float;
+	kern_type dst;          /* plain type written (before any repacking) */
+	kern_to_float_fn to_float;   /* NULL: no conversion */
 	kern_from_float_fn from_float;
+	int repack;             /* then interleave rows for the GEMM kernels */
 } conv_tensor;
 
-/* Dequantizes c->t row by row and requantizes into buf (size bytes). */
+/* Writes c->t into buf (size bytes): dequantized and requantized row by row
+ * when converting, then repacked into the row-interleaved layout when asked. */
 static int conv_fill(void *user, void *buf, size_t size)
 {
 	const conv_tensor *c = user;
@@ -598,27 +601,60 @@ static int conv_fill(void *user, void *buf, size_t size)
 	const size_t dst_row = kern_row_size(c->dst, ne0);
 	if (!src_row || !dst_row || dst_row * (size_t)rows != size)
 		return HERD_E_INVAL;
+	if (!c->to_float) /* repack only */
+		return kern_repack(c->dst, c->t->data, rows, ne0, buf);
 	float *f = malloc(sizeof(float) * (size_t)ne0);
-	if (!f)
+	uint8_t *plain = c->repack ? malloc(size) : buf;
+	if (!f || !plain) {
+		free(f);
+		if (plain != buf)
+			free(plain);
 		return -ENOMEM;
+	}
 	const uint8_t *src = c->t->data;
-	uint8_t *dst = buf;
 	for (int64_t r = 0; r < rows; r++) {
 		c->to_float(src + (size_t)r * src_row, f, ne0);
-		c->from_float(f, dst + (size_t)r * dst_row, ne0);
+		c->from_float(f, plain + (size_t)r * dst_row, ne0);
 	}
 	free(f);
+	int rc = 0;
+	if (c->repack) {
+		rc = kern_repack(c->dst, plain, rows, ne0, buf);
+		free(plain);
+	}
+	return rc;
+}
+
+/* Whether a tensor is one the forward pass only multiplies (never indexes by
+ * row), so it may be stored row-interleaved. token_embd is looked up. */
+static int is_matmul_weight(const char *name)
+{
+	static const char *const suffixes[] = {".attn_q.weight", ".attn_k.weight", ".attn_v.weight",
+					       ".attn_output.weight", ".ffn_gate.weight", ".ffn_up.weight",
+					       ".ffn_down.weight"};
+	if (!strcmp(name, "output.weight"))
+		return 1;
+	if (strncmp(name, "blk.", 4) != 0)
+		return 0;
+	const size_t n = strlen(name);
+	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+		const size_t k = strlen(suffixes[i]);
+		if (n > k && !strcmp(name + n - k, suffixes[i]))
+			return 1;
+	}
 	return 0;
 }
 
 /* Fills w with src's keys and tensors (converting 2-D ones to target when
  * convert is set; conv must hold n_tensors entries and outlive the write). */
 static int build_payload(gguf_writer *w, const gguf_ctx *src, int convert, kern_type target,
-			 conv_tensor *conv, char *msg, size_t msglen)
+			 conv_tensor *conv, int *repacked, char *msg, size_t msglen)
 {
 	int rc;
 	kern_ops ops;
 	kern_ops_init(&ops, kern_isa_detect());
+	const int repack_ok = kern_repack_worthwhile();
+	*repacked = 0;
 	for (int64_t i = 0; i < gguf_n_kv(src); i++)
 		if ((rc = gguf_writer_copy_kv(w, src, i)))
 			return set_err(msg, msglen, rc, "copying key %lld: %s", (long long)i,
@@ -640,14 +676,20 @@ static int build_payload(gguf_writer *w, const gguf_ctx *src, int convert, kern_
 		name[t->name.len] = '\0';
 		const int conv_this = convert && t->n_dims == 2 && t->type != target && st && tt &&
 				      t->ne[0] % tt->blck_size == 0;
-		if (conv_this) {
-			if (!ops.to_float[t->type])
+		const kern_type plain = conv_this ? target : t->type;
+		const int repack = repack_ok && t->n_dims == 2 && kern_repack_type(plain) >= 0 &&
+				   t->ne[1] % KERN_R == 0 && is_matmul_weight(name);
+		if (conv_this || repack) {
+			if (conv_this && !ops.to_float[t->type])
 				return set_err(msg, msglen, HERD_E_UNSUPPORTED,
 					       "tensor '%s': cannot dequantize type %s", name,
 					       kern_type_name(t->type));
-			conv[i] = (conv_tensor){t, target, ops.to_float[t->type], ops.from_float[target]};
-			rc = gguf_writer_add_tensor_fill(w, name, target, t->n_dims, t->ne, conv_fill,
-							 &conv[i]);
+			conv[i] = (conv_tensor){t, plain, conv_this ? ops.to_float[t->type] : NULL,
+						conv_this ? ops.from_float[target] : NULL, repack};
+			*repacked |= repack;
+			rc = gguf_writer_add_tensor_fill(w, name,
+							 repack ? (kern_type)kern_repack_type(plain) : plain,
+							 t->n_dims, t->ne, conv_fill, &conv[i]);
 		} else {
 			rc = gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data);
 		}
@@ -664,8 +706,10 @@ static const char *main_weight_type(const gguf_ctx *g)
 	int best = -1;
 	for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
 		const gguf_tensor *t = gguf_tensor_at(g, i);
-		if (t->n_dims >= 2 && (int)t->type >= 0 && t->type < KERN_TYPE_COUNT)
-			bytes[t->type] += t->size;
+		/* an interleaved layout counts as its plain type: same numbers */
+		const int type = kern_type_is_r16(t->type) ? kern_r16_base_type(t->type) : (int)t->type;
+		if (t->n_dims >= 2 && type >= 0 && type < KERN_TYPE_COUNT)
+			bytes[type] += t->size;
 	}
 	for (int t = 0; t < KERN_TYPE_COUNT; t++)
 		if (bytes[t] && (best < 0 || bytes[t] > bytes[best]))
@@ -744,6 +788,7 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	gguf_ctx *src = NULL, *pg = NULL;
 	gguf_writer *w = NULL;
 	conv_tensor *conv = NULL;
+	int repacked = 0;
 	void *gmap = MAP_FAILED;
 	size_t gsize = 0;
 	kern_type target = KERN_TYPE_F32;
@@ -810,7 +855,7 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 			goto fail_sys;
 		}
 	}
-	if ((rc = build_payload(w, src, convert, target, conv, msg, sizeof(msg)))) {
+	if ((rc = build_payload(w, src, convert, target, conv, &repacked, msg, sizeof(msg)))) {
 		set_err(err, errlen, rc, "cannot create image of '%s' from %s: %s", o->model_name,
 			o->source_path, msg);
 		goto fail;
@@ -866,7 +911,7 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	memcpy(h.magic, SHM_IMAGE_MAGIC, 8);
 	h.version = SHM_IMAGE_VERSION;
 	h.header_size = sizeof(h);
-	h.flags = convert ? SHM_IMAGE_F_CONVERTED : 0;
+	h.flags = (convert ? SHM_IMAGE_F_CONVERTED : 0) | (repacked ? SHM_IMAGE_F_REPACKED : 0);
 	h.digest_algo = SHM_DIGEST_HM256;
 	h.payload_offset = SHM_IMAGE_PAYLOAD_ALIGN;
 	h.payload_size = gsize;

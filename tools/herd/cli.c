@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "herd/error.h"
+#include "kernels/gemm.h"
 
 int cli_int(const char *opt, const char *s, long lo, long hi, long *out)
 {
@@ -52,7 +53,7 @@ int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_
 		fprintf(stderr, "herd: cannot load '%s': %s (%s)\n", path, err, herd_strerror(rc));
 		return rc;
 	}
-	if (!getenv("HERD_NO_REPACK") && (rc = llama_model_repack(*m))) {
+	if (kern_repack_worthwhile() && (rc = llama_model_repack(*m))) {
 		fprintf(stderr, "herd: cannot repack '%s': %s\n", path, herd_strerror(rc));
 		llama_model_destroy(*m);
 		*m = NULL;

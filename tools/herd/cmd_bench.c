@@ -15,6 +15,7 @@
 
 #include "cli.h"
 #include "herd/error.h"
+#include "kernels/gemm.h"
 #include "kernels/probe.h"
 
 static int cmp_double(const void *a, const void *b)
@@ -158,7 +159,7 @@ int cmd_bench(int argc, char **argv)
 		fprintf(stderr, "herd bench: cannot load '%s': %s\n", model, err_text);
 		return 1;
 	}
-	if (!getenv("HERD_NO_REPACK") && llama_model_repack(m)) {
+	if (kern_repack_worthwhile() && llama_model_repack(m)) {
 		fprintf(stderr, "herd bench: out of memory repacking the model\n");
 		llama_model_destroy(m);
 		return 1;
