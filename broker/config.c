@@ -12,17 +12,6 @@
 
 #include "herd/error.h"
 
-static int cfg_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
 void cfg_init(cfg *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -83,10 +72,10 @@ int cfg_add_model(cfg *c, const char *name, const char *file, const char *type, 
 		  size_t errlen)
 {
 	if (!name || !name_ok(name))
-		return cfg_fail(err, errlen, HERD_E_INVAL,
+		return herd_errf(err, errlen, HERD_E_INVAL,
 				"model name '%s' is invalid (1-63 of A-Z a-z 0-9 . _ + -, not starting with '.', not 'tmp')", name ? name : "");
 	if (!file || !*file)
-		return cfg_fail(err, errlen, HERD_E_INVAL, "model '%s' has no file", name);
+		return herd_errf(err, errlen, HERD_E_INVAL, "model '%s' has no file", name);
 	cfg_model m = {strdup(name), strdup(file), type && *type ? strdup(type) : NULL};
 	if (!m.name || !m.file || (type && *type && !m.type)) {
 		model_free(&m);
@@ -112,12 +101,12 @@ int cfg_add_model_spec(cfg *c, const char *spec, char *err, size_t errlen)
 {
 	const char *eq = strchr(spec, '=');
 	if (!eq || eq == spec || !eq[1])
-		return cfg_fail(err, errlen, HERD_E_INVAL, "--model expects NAME=FILE[:TYPE], got '%s'",
+		return herd_errf(err, errlen, HERD_E_INVAL, "--model expects NAME=FILE[:TYPE], got '%s'",
 				spec);
 	char name[80];
 	size_t nl = (size_t)(eq - spec);
 	if (nl >= sizeof(name))
-		return cfg_fail(err, errlen, HERD_E_INVAL, "--model: name too long in '%s'", spec);
+		return herd_errf(err, errlen, HERD_E_INVAL, "--model: name too long in '%s'", spec);
 	memcpy(name, spec, nl);
 	name[nl] = 0;
 	char *file = strdup(eq + 1);
@@ -130,7 +119,7 @@ int cfg_add_model_spec(cfg *c, const char *spec, char *err, size_t errlen)
 		type = colon + 1;
 		if (!*type) {
 			free(file);
-			return cfg_fail(err, errlen, HERD_E_INVAL, "--model: empty TYPE in '%s'", spec);
+			return herd_errf(err, errlen, HERD_E_INVAL, "--model: empty TYPE in '%s'", spec);
 		}
 	}
 	int rc = cfg_add_model(c, name, file, type, err, errlen);
@@ -144,7 +133,7 @@ static int want_type(json_object *v, json_type t, const char *key, const char *w
 		     size_t errlen)
 {
 	if (json_object_get_type(v) != t)
-		return cfg_fail(err, errlen, HERD_E_FORMAT, "key '%s': expected %s, got %s", key, what,
+		return herd_errf(err, errlen, HERD_E_FORMAT, "key '%s': expected %s, got %s", key, what,
 				json_type_to_name(json_object_get_type(v)));
 	return 0;
 }
@@ -158,7 +147,7 @@ static int get_int(json_object *v, const char *key, long lo, long hi, long *out,
 	errno = 0;
 	int64_t x = json_object_get_int64(v);
 	if (errno || x < lo || x > hi)
-		return cfg_fail(err, errlen, HERD_E_FORMAT, "key '%s': %lld is out of range [%ld, %ld]",
+		return herd_errf(err, errlen, HERD_E_FORMAT, "key '%s': %lld is out of range [%ld, %ld]",
 				key, (long long)x, lo, hi);
 	*out = (long)x;
 	return 0;
@@ -193,14 +182,14 @@ static int parse_models(cfg *c, json_object *arr, char *err, size_t errlen)
 					   : !strcmp(k, "type") ? &type
 								: NULL;
 			if (!dst)
-				return cfg_fail(err, errlen, HERD_E_FORMAT,
+				return herd_errf(err, errlen, HERD_E_FORMAT,
 						"unknown key '%s' (known: name, file, type)", key);
 			if ((rc = want_type(v, json_type_string, key, "a string", err, errlen)))
 				return rc;
 			*dst = json_object_get_string(v);
 		}
 		if (!name || !file)
-			return cfg_fail(err, errlen, HERD_E_FORMAT, "models[%zu]: missing key '%s'", i,
+			return herd_errf(err, errlen, HERD_E_FORMAT, "models[%zu]: missing key '%s'", i,
 					!name ? "name" : "file");
 		if ((rc = cfg_add_model(c, name, file, type, err, errlen)))
 			return rc == HERD_E_INVAL ? HERD_E_FORMAT : rc;
@@ -235,7 +224,7 @@ static int parse_batch_key(cfg *c, const char *k, json_object *v, const char *ke
 static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 {
 	if (json_object_get_type(root) != json_type_object)
-		return cfg_fail(err, errlen, HERD_E_FORMAT, "the configuration must be a JSON object, got %s",
+		return herd_errf(err, errlen, HERD_E_FORMAT, "the configuration must be a JSON object, got %s",
 				json_type_to_name(json_object_get_type(root)));
 	int rc = 0, handled;
 	long x;
@@ -281,13 +270,13 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 				if ((rc = parse_batch_key(c, bk, bv, key, &handled, err, errlen)))
 					return rc;
 				if (!handled)
-					return cfg_fail(err, errlen, HERD_E_FORMAT,
+					return herd_errf(err, errlen, HERD_E_FORMAT,
 							"unknown key '%s' (known: max_batch_size, max_wait_time_ms, "
 							"dynamic_batching, priority_threshold)",
 							key);
 			}
 		} else
-			return cfg_fail(err, errlen, HERD_E_FORMAT,
+			return herd_errf(err, errlen, HERD_E_FORMAT,
 					"unknown key '%s' (known: socket, models, threads, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens)",
@@ -312,8 +301,8 @@ int cfg_parse_json(cfg *c, const char *text, char *err, size_t errlen)
 	if (!root || je != json_tokener_success) {
 		json_object_put(root);
 		if (je == json_tokener_continue)
-			return cfg_fail(err, errlen, HERD_E_FORMAT, "not valid JSON: unexpected end of file");
-		return cfg_fail(err, errlen, HERD_E_FORMAT, "not valid JSON at offset %zu: %s", end,
+			return herd_errf(err, errlen, HERD_E_FORMAT, "not valid JSON: unexpected end of file");
+		return herd_errf(err, errlen, HERD_E_FORMAT, "not valid JSON at offset %zu: %s", end,
 				json_tokener_error_desc(je));
 	}
 	while (end < len && (text[end] == ' ' || text[end] == '\n' || text[end] == '\r' ||
@@ -321,7 +310,7 @@ int cfg_parse_json(cfg *c, const char *text, char *err, size_t errlen)
 		end++;
 	if (end < len) {
 		json_object_put(root);
-		return cfg_fail(err, errlen, HERD_E_FORMAT, "not valid JSON: extra text at offset %zu",
+		return herd_errf(err, errlen, HERD_E_FORMAT, "not valid JSON: extra text at offset %zu",
 				end);
 	}
 	rc = apply_json(c, root, err, errlen);
@@ -333,7 +322,7 @@ int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f)
-		return cfg_fail(err, errlen, -errno, "%s: %s", path, strerror(errno));
+		return herd_errf(err, errlen, -errno, "%s: %s", path, strerror(errno));
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	int rc = 0;
@@ -352,19 +341,19 @@ int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen)
 		if (got == 0)
 			break;
 		if (len > (16u << 20)) {
-			rc = cfg_fail(err, errlen, HERD_E_FORMAT, "%s: larger than 16 MiB", path);
+			rc = herd_errf(err, errlen, HERD_E_FORMAT, "%s: larger than 16 MiB", path);
 			goto out;
 		}
 	}
 	if (ferror(f)) {
-		rc = cfg_fail(err, errlen, -EIO, "%s: read error", path);
+		rc = herd_errf(err, errlen, -EIO, "%s: read error", path);
 		goto out;
 	}
 	buf[len] = 0;
 	char sub[512] = "";
 	rc = cfg_parse_json(c, buf, sub, sizeof(sub));
 	if (rc)
-		cfg_fail(err, errlen, rc, "%s: %s", path, sub);
+		herd_errf(err, errlen, rc, "%s: %s", path, sub);
 out:
 	free(buf);
 	fclose(f);
@@ -398,23 +387,23 @@ int cfg_finish(cfg *c, char *err, size_t errlen)
 	int rc;
 	if (!c->socket_path) {
 		if ((rc = cfg_default_socket(buf, sizeof(buf))))
-			return cfg_fail(err, errlen, HERD_E_INVAL, "default socket path too long");
+			return herd_errf(err, errlen, HERD_E_INVAL, "default socket path too long");
 		if ((rc = cfg_set_str(&c->socket_path, buf)))
 			return rc;
 	}
 	if (!c->state_dir) {
 		if ((rc = cfg_default_state_dir(buf, sizeof(buf))))
-			return cfg_fail(err, errlen, HERD_E_INVAL, "default state directory too long");
+			return herd_errf(err, errlen, HERD_E_INVAL, "default state directory too long");
 		if ((rc = cfg_set_str(&c->state_dir, buf)))
 			return rc;
 	}
 	if (c->n_models == 0)
-		return cfg_fail(err, errlen, HERD_E_INVAL,
+		return herd_errf(err, errlen, HERD_E_INVAL,
 				"no model configured (use --model NAME=FILE or \"models\" in the config file)");
 	if (c->max_batch_size < 1 || c->max_batch_size > 256)
-		return cfg_fail(err, errlen, HERD_E_INVAL, "max_batch_size %d out of range [1, 256]",
+		return herd_errf(err, errlen, HERD_E_INVAL, "max_batch_size %d out of range [1, 256]",
 				c->max_batch_size);
 	if (c->max_frame < 4096)
-		return cfg_fail(err, errlen, HERD_E_INVAL, "max_frame %u is below 4096", c->max_frame);
+		return herd_errf(err, errlen, HERD_E_INVAL, "max_frame %u is below 4096", c->max_frame);
 	return 0;
 }

@@ -29,19 +29,6 @@ double loop_now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-static int lfail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int lfail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
 /* ---- listening socket ----------------------------------------------------- */
 
 static int mkdir_parent(const char *path)
@@ -70,21 +57,21 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 	*out = -1;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path))
-		return lfail(err, errlen, HERD_E_RANGE, "socket path '%s' is longer than %zu bytes", path,
+		return herd_errf(err, errlen, HERD_E_RANGE, "socket path '%s' is longer than %zu bytes", path,
 			     sizeof(sa.sun_path) - 1);
 	memcpy(sa.sun_path, path, strlen(path) + 1);
 	int rc = mkdir_parent(path);
 	if (rc)
-		return lfail(err, errlen, rc, "cannot create the directory of socket '%s': %s", path,
+		return herd_errf(err, errlen, rc, "cannot create the directory of socket '%s': %s", path,
 			     strerror(-rc));
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return lfail(err, errlen, -errno, "socket: %s", strerror(errno));
+		return herd_errf(err, errlen, -errno, "socket: %s", strerror(errno));
 	struct stat st;
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			close(fd);
-			return lfail(err, errlen, -EEXIST, "'%s' exists and is not a socket", path);
+			return herd_errf(err, errlen, -EEXIST, "'%s' exists and is not a socket", path);
 		}
 		/* Is somebody serving on it? */
 		int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -92,7 +79,7 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 				   errno == EAGAIN)) { /* EAGAIN: alive, backlog full */
 			close(probe);
 			close(fd);
-			return lfail(err, errlen, -EADDRINUSE,
+			return herd_errf(err, errlen, -EADDRINUSE,
 				     "socket '%s' is in use by a running broker", path);
 		}
 		if (probe >= 0)
@@ -100,7 +87,7 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 		if (unlink(path) && errno != ENOENT) {
 			rc = -errno;
 			close(fd);
-			return lfail(err, errlen, rc, "cannot remove the stale socket '%s': %s", path,
+			return herd_errf(err, errlen, rc, "cannot remove the stale socket '%s': %s", path,
 				     strerror(-rc));
 		}
 	}
@@ -111,13 +98,13 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 	umask(old);
 	if (rc) {
 		close(fd);
-		return lfail(err, errlen, -e, "cannot bind '%s': %s", path, strerror(e));
+		return herd_errf(err, errlen, -e, "cannot bind '%s': %s", path, strerror(e));
 	}
 	if (chmod(path, 0660) || listen(fd, 512)) {
 		rc = -errno;
 		close(fd);
 		unlink(path);
-		return lfail(err, errlen, rc, "cannot listen on '%s': %s", path, strerror(-rc));
+		return herd_errf(err, errlen, rc, "cannot listen on '%s': %s", path, strerror(-rc));
 	}
 	*out = fd;
 	return 0;

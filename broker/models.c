@@ -27,19 +27,6 @@ static double mono_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
 }
 
-static int mfail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-static int mfail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
 static void entry_fini(models_entry *e)
 {
 	sched_destroy(e->sched);
@@ -75,7 +62,7 @@ static int entry_image(models_entry *e, const models_opts *o, char *err, size_t 
 			close(e->image_fd);
 		e->image_fd = -1;
 	} else if (rc != HERD_E_MISSING) {
-		return mfail(err, errlen, rc, "model %s (%s): %s", e->name, e->file,
+		return herd_errf(err, errlen, rc, "model %s (%s): %s", e->name, e->file,
 			     sub[0] ? sub : herd_strerror(rc));
 	}
 	shm_create_opts co = {.source_path = e->file, .model_name = e->name, .weight_type = e->type,
@@ -83,15 +70,15 @@ static int entry_image(models_entry *e, const models_opts *o, char *err, size_t 
 	sub[0] = 0;
 	rc = shm_image_create(&co, &e->info, sub, sizeof(sub));
 	if (rc)
-		return mfail(err, errlen, rc, "model %s: %s", e->name, sub[0] ? sub : herd_strerror(rc));
+		return herd_errf(err, errlen, rc, "model %s: %s", e->name, sub[0] ? sub : herd_strerror(rc));
 	e->adopted = e->info.adopted;
 	rc = shm_image_open(e->info.name, &e->image_fd);
 	if (rc)
-		return mfail(err, errlen, rc, "model %s: cannot open %s: %s", e->name, e->info.name,
+		return herd_errf(err, errlen, rc, "model %s: cannot open %s: %s", e->name, e->info.name,
 			     herd_strerror(rc));
 	rc = shm_image_map(e->image_fd, &e->map, sub, sizeof(sub));
 	if (rc)
-		return mfail(err, errlen, rc, "model %s: %s", e->name, sub);
+		return herd_errf(err, errlen, rc, "model %s: %s", e->name, sub);
 	return 0;
 }
 
@@ -107,16 +94,16 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 	if (!e->file || (cm->type && !e->type))
 		return -ENOMEM;
 	if (access(e->file, R_OK) != 0)
-		return mfail(err, errlen, -errno, "model %s: cannot read '%s': %s", e->name, e->file,
+		return herd_errf(err, errlen, -errno, "model %s: cannot read '%s': %s", e->name, e->file,
 			     strerror(errno));
 	int rc = entry_image(e, o, err, errlen);
 	if (rc)
 		return rc;
 	char sub[512] = "";
 	if ((rc = shm_image_gguf(&e->map, &e->gguf, sub, sizeof(sub))))
-		return mfail(err, errlen, rc, "model %s: image %s: %s", e->name, e->info.name, sub);
+		return herd_errf(err, errlen, rc, "model %s: image %s: %s", e->name, e->info.name, sub);
 	if ((rc = llama_model_from_gguf(&e->model, e->gguf, sub, sizeof(sub))))
-		return mfail(err, errlen, rc, "model %s (%s): %s", e->name, e->file, sub);
+		return herd_errf(err, errlen, rc, "model %s (%s): %s", e->name, e->file, sub);
 	const llama_hparams *hp = &e->model->hp;
 	const int n_ctx = c->ctx_size > 0 ? c->ctx_size : hp->n_ctx_train;
 	const uint64_t page_bytes = (uint64_t)hp->n_layer * 2 * LLAMA_KV_PAGE *
@@ -139,14 +126,14 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 											: c->max_batch_size,
 			     .n_kv_pages = (int)pages, .force_ref = o->force_ref};
 	if ((rc = llama_ctx_create(&e->ctx, e->model, &lo)))
-		return mfail(err, errlen, rc, "model %s: cannot create a context (%d positions, %llu KV pages): %s",
+		return herd_errf(err, errlen, rc, "model %s: cannot create a context (%d positions, %llu KV pages): %s",
 			     e->name, n_ctx, (unsigned long long)pages, herd_strerror(rc));
 	sched_opts so = {.ctx = e->ctx, .max_batch = c->max_batch_size, .max_wait_ms = c->max_wait_time_ms,
 			 .dynamic_batching = c->dynamic_batching, .priority_threshold = c->priority_threshold,
 			 .prefill_chunk = c->prefill_chunk, .max_tokens = c->max_tokens,
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name};
 	if ((rc = sched_create(&e->sched, &so)))
-		return mfail(err, errlen, rc, "model %s: cannot start the scheduler: %s", e->name,
+		return herd_errf(err, errlen, rc, "model %s: cannot start the scheduler: %s", e->name,
 			     herd_strerror(rc));
 	e->load_ms = mono_ms() - t0;
 	blog_msg(o->log, BLOG_INFO,
@@ -184,7 +171,7 @@ int models_create(models **out, const models_opts *o, char *err, size_t errlen)
 	return 0;
 fail:
 	if (rc == -ENOMEM && err && errlen && !err[0])
-		mfail(err, errlen, rc, "out of memory loading models");
+		herd_errf(err, errlen, rc, "out of memory loading models");
 	models_destroy(ms);
 	return rc;
 }

@@ -1,5 +1,7 @@
 #include "herd/error.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 const char *herd_strerror(int err)
@@ -22,4 +24,15 @@ const char *herd_strerror(int err)
 	if (err < 0 && err > HERD_E_BASE)
 		return strerror(-err); /* strerror is MT-safe in glibc for valid codes */
 	return "unknown error";
+}
+
+int herd_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code;
 }

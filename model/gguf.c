@@ -59,19 +59,6 @@ struct gguf_ctx {
 	int64_t *t_sorted; /* tensor indices sorted by name */
 };
 
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen > 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* Printable copy of a (possibly hostile) name for messages. */
 static const char *safe_name(char *buf, size_t bufsz, gguf_str s)
@@ -121,7 +108,7 @@ static size_t cur_left(const cursor *c)
 static int cur_need(cursor *c, size_t n, const char *what)
 {
 	if (n > cur_left(c))
-		return set_err(c->err, c->errlen, HERD_E_TRUNCATED,
+		return herd_errf(c->err, c->errlen, HERD_E_TRUNCATED,
 			       "truncated: %s needs %zu bytes at offset %zu, file has %zu", what, n,
 			       c->pos, c->size);
 	return 0;
@@ -153,10 +140,10 @@ static int cur_check_count(cursor *c, uint64_t count, size_t min_size, const cha
 	if (count <= cur_left(c) / min_size)
 		return 0;
 	if (count > c->size)
-		return set_err(c->err, c->errlen, HERD_E_RANGE,
+		return herd_errf(c->err, c->errlen, HERD_E_RANGE,
 			       "%s: count %llu at offset %zu is larger than the whole file (%zu bytes)",
 			       what, (unsigned long long)count, c->pos, c->size);
-	return set_err(c->err, c->errlen, HERD_E_TRUNCATED,
+	return herd_errf(c->err, c->errlen, HERD_E_TRUNCATED,
 		       "truncated: %s: %llu items of >= %zu bytes at offset %zu exceed the %zu bytes left",
 		       what, (unsigned long long)count, min_size, c->pos, cur_left(c));
 }
@@ -168,7 +155,7 @@ static int cur_str(cursor *c, gguf_str *s, const char *what)
 	if (rc)
 		return rc;
 	if (len > cur_left(c))
-		return set_err(c->err, c->errlen, len > c->size ? HERD_E_RANGE : HERD_E_TRUNCATED,
+		return herd_errf(c->err, c->errlen, len > c->size ? HERD_E_RANGE : HERD_E_TRUNCATED,
 			       "%s: string length %llu at offset %zu exceeds the %zu bytes left in the file",
 			       what, (unsigned long long)len, c->pos - 8, cur_left(c));
 	s->ptr = (const char *)(c->p + c->pos);
@@ -212,7 +199,7 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *what)
 	int rc;
 	const int sz = vtype_size(t);
 	if (sz < 0)
-		return set_err(c->err, c->errlen, HERD_E_FORMAT,
+		return herd_errf(c->err, c->errlen, HERD_E_FORMAT,
 			       "%s: unknown value type %u at offset %zu", what, t, c->pos - 4);
 	if (sz > 0) {
 		if ((rc = cur_need(c, (size_t)sz, what)))
@@ -226,7 +213,7 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *what)
 	}
 	/* array */
 	if (depth >= GGUF_MAX_NESTING)
-		return set_err(c->err, c->errlen, HERD_E_UNSUPPORTED,
+		return herd_errf(c->err, c->errlen, HERD_E_UNSUPPORTED,
 			       "%s: arrays nested deeper than %d levels at offset %zu", what,
 			       GGUF_MAX_NESTING, c->pos);
 	uint32_t et;
@@ -235,7 +222,7 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *what)
 		return rc;
 	const int esz = vtype_size(et);
 	if (esz < 0)
-		return set_err(c->err, c->errlen, HERD_E_FORMAT,
+		return herd_errf(c->err, c->errlen, HERD_E_FORMAT,
 			       "%s: unknown array element type %u at offset %zu", what, et,
 			       c->pos - 12);
 	if (esz > 0) {
@@ -309,7 +296,7 @@ static int parse_kvs(gguf_ctx *ctx, cursor *c, uint64_t n_kv)
 	for (uint64_t i = 0; i < n_kv; i++) {
 		if ((rc = grow((void **)&ctx->kv, &cap, (int64_t)i + 1, sizeof(gguf_kv))) ||
 		    (rc = grow((void **)&ctx->kvp, &cap_p, (int64_t)i + 1, sizeof(kv_priv))))
-			return set_err(c->err, c->errlen, rc, "out of memory reading key/values");
+			return herd_errf(c->err, c->errlen, rc, "out of memory reading key/values");
 		gguf_kv *kv = &ctx->kv[i];
 		kv_priv *kp = &ctx->kvp[i];
 		memset(kv, 0, sizeof(*kv));
@@ -324,7 +311,7 @@ static int parse_kvs(gguf_ctx *ctx, cursor *c, uint64_t n_kv)
 		if ((rc = cur_u32(c, &t, what)))
 			return rc;
 		if (vtype_size(t) < 0)
-			return set_err(c->err, c->errlen, HERD_E_FORMAT,
+			return herd_errf(c->err, c->errlen, HERD_E_FORMAT,
 				       "%s: unknown value type %u at offset %zu", what, t, c->pos - 4);
 		kv->type = (gguf_vtype)t;
 		kp->val_off = c->pos;
@@ -344,7 +331,7 @@ static int parse_kvs(gguf_ctx *ctx, cursor *c, uint64_t n_kv)
 				/* validated above; index the elements */
 				kp->strs = malloc(sizeof(gguf_str) * (size_t)(n ? n : 1));
 				if (!kp->strs)
-					return set_err(c->err, c->errlen, -ENOMEM,
+					return herd_errf(c->err, c->errlen, -ENOMEM,
 						       "%s: out of memory indexing %llu strings", what,
 						       (unsigned long long)n);
 				size_t pos = kp->val_off + 12;
@@ -363,11 +350,11 @@ static int parse_kvs(gguf_ctx *ctx, cursor *c, uint64_t n_kv)
 	}
 	ctx->kv_sorted = sorted_index(ctx->n_kv, cmp_kv_idx, ctx->kv);
 	if (!ctx->kv_sorted)
-		return set_err(c->err, c->errlen, -ENOMEM, "out of memory");
+		return herd_errf(c->err, c->errlen, -ENOMEM, "out of memory");
 	for (int64_t i = 1; i < ctx->n_kv; i++) {
 		const gguf_str a = ctx->kv[ctx->kv_sorted[i - 1]].key;
 		if (str_cmp(a, ctx->kv[ctx->kv_sorted[i]].key) == 0)
-			return set_err(c->err, c->errlen, HERD_E_FORMAT, "duplicate key '%s'",
+			return herd_errf(c->err, c->errlen, HERD_E_FORMAT, "duplicate key '%s'",
 				       safe_name(nb, sizeof(nb), a));
 	}
 	return 0;
@@ -381,12 +368,12 @@ static int parse_alignment(gguf_ctx *ctx, char *err, size_t errlen)
 		return 0;
 	const gguf_kv *kv = &ctx->kv[i];
 	if (kv->type != GGUF_VT_UINT32)
-		return set_err(err, errlen, HERD_E_FORMAT,
+		return herd_errf(err, errlen, HERD_E_FORMAT,
 			       "key 'general.alignment' has type %s, expected uint32",
 			       vtype_name(kv->type));
 	const uint32_t a = rd_u32(kv->data);
 	if (a == 0 || (a & (a - 1)) != 0)
-		return set_err(err, errlen, HERD_E_FORMAT,
+		return herd_errf(err, errlen, HERD_E_FORMAT,
 			       "general.alignment %u is not a power of two", a);
 	ctx->alignment = a;
 	return 0;
@@ -399,7 +386,7 @@ static int parse_tensors(gguf_ctx *ctx, cursor *c, uint64_t n_t)
 	char nb[96];
 	for (uint64_t i = 0; i < n_t; i++) {
 		if ((rc = grow((void **)&ctx->tensors, &cap, (int64_t)i + 1, sizeof(gguf_tensor))))
-			return set_err(c->err, c->errlen, rc, "out of memory reading tensor infos");
+			return herd_errf(c->err, c->errlen, rc, "out of memory reading tensor infos");
 		gguf_tensor *t = &ctx->tensors[i];
 		memset(t, 0, sizeof(*t));
 		ctx->n_tensors = (int64_t)i + 1;
@@ -412,7 +399,7 @@ static int parse_tensors(gguf_ctx *ctx, cursor *c, uint64_t n_t)
 		if ((rc = cur_u32(c, &nd, what)))
 			return rc;
 		if (nd == 0 || nd > GGUF_MAX_DIMS)
-			return set_err(c->err, c->errlen, HERD_E_FORMAT,
+			return herd_errf(c->err, c->errlen, HERD_E_FORMAT,
 				       "%s: n_dims %u is not in 1..%d", what, nd, GGUF_MAX_DIMS);
 		t->n_dims = nd;
 		int64_t nelem = 1;
@@ -424,12 +411,12 @@ static int parse_tensors(gguf_ctx *ctx, cursor *c, uint64_t n_t)
 			if ((rc = cur_u64(c, &v, what)))
 				return rc;
 			if (v == 0 || v > (uint64_t)INT64_MAX)
-				return set_err(c->err, c->errlen, HERD_E_FORMAT,
+				return herd_errf(c->err, c->errlen, HERD_E_FORMAT,
 					       "%s: dimension %d is %lld (must be > 0)", what, d,
 					       (long long)(int64_t)v);
 			t->ne[d] = (int64_t)v;
 			if (t->ne[d] > INT64_MAX / nelem)
-				return set_err(c->err, c->errlen, HERD_E_RANGE,
+				return herd_errf(c->err, c->errlen, HERD_E_RANGE,
 					       "%s: element count overflows at dimension %d", what, d);
 			nelem *= t->ne[d];
 		}
@@ -439,16 +426,16 @@ static int parse_tensors(gguf_ctx *ctx, cursor *c, uint64_t n_t)
 			return rc;
 		const kern_type_traits *tt = kern_type_info((int)ty);
 		if (!tt)
-			return set_err(c->err, c->errlen, HERD_E_UNSUPPORTED,
+			return herd_errf(c->err, c->errlen, HERD_E_UNSUPPORTED,
 				       "%s: unknown tensor type %u", what, ty);
 		t->type = (kern_type)ty;
 		if (t->ne[0] % tt->blck_size != 0)
-			return set_err(c->err, c->errlen, HERD_E_FORMAT,
+			return herd_errf(c->err, c->errlen, HERD_E_FORMAT,
 				       "%s: row length %lld is not a multiple of the %s block size %d",
 				       what, (long long)t->ne[0], tt->name, tt->blck_size);
 		const uint64_t nblocks = (uint64_t)(nelem / tt->blck_size);
 		if (nblocks > SIZE_MAX / tt->type_size)
-			return set_err(c->err, c->errlen, HERD_E_RANGE,
+			return herd_errf(c->err, c->errlen, HERD_E_RANGE,
 				       "%s: byte size overflows (%llu blocks of %zu bytes)", what,
 				       (unsigned long long)nblocks, tt->type_size);
 		t->size = (size_t)nblocks * tt->type_size;
@@ -465,12 +452,12 @@ static int finish_tensors(gguf_ctx *ctx, char *err, size_t errlen)
 		gguf_tensor *t = &ctx->tensors[i];
 		const char *nm = safe_name(nb, sizeof(nb), t->name);
 		if (t->offset % a != 0)
-			return set_err(err, errlen, HERD_E_FORMAT,
+			return herd_errf(err, errlen, HERD_E_FORMAT,
 				       "tensor '%s': data offset %llu is not a multiple of the alignment %zu",
 				       nm, (unsigned long long)t->offset, a);
 		const size_t avail = ctx->size - ctx->data_offset;
 		if (ctx->data_offset > ctx->size || t->offset > avail || t->size > avail - t->offset)
-			return set_err(err, errlen, HERD_E_TRUNCATED,
+			return herd_errf(err, errlen, HERD_E_TRUNCATED,
 				       "tensor '%s': data [offset %llu, size %zu] extends past end of file "
 				       "(%zu bytes, data section at %zu)",
 				       nm, (unsigned long long)t->offset, t->size, ctx->size,
@@ -479,11 +466,11 @@ static int finish_tensors(gguf_ctx *ctx, char *err, size_t errlen)
 	}
 	ctx->t_sorted = sorted_index(ctx->n_tensors, cmp_t_idx, ctx->tensors);
 	if (!ctx->t_sorted)
-		return set_err(err, errlen, -ENOMEM, "out of memory");
+		return herd_errf(err, errlen, -ENOMEM, "out of memory");
 	for (int64_t i = 1; i < ctx->n_tensors; i++) {
 		const gguf_str x = ctx->tensors[ctx->t_sorted[i - 1]].name;
 		if (str_cmp(x, ctx->tensors[ctx->t_sorted[i]].name) == 0)
-			return set_err(err, errlen, HERD_E_FORMAT, "duplicate tensor name '%s'",
+			return herd_errf(err, errlen, HERD_E_FORMAT, "duplicate tensor name '%s'",
 				       safe_name(nb, sizeof(nb), x));
 	}
 	return 0;
@@ -496,7 +483,7 @@ static int parse(gguf_ctx *ctx, char *err, size_t errlen)
 	if (ctx->size < GGUF_HEADER_SIZE) {
 		if (ctx->size >= 4 && rd_u32(ctx->base) != GGUF_MAGIC)
 			goto bad_magic;
-		return set_err(err, errlen, HERD_E_TRUNCATED,
+		return herd_errf(err, errlen, HERD_E_TRUNCATED,
 			       "truncated: file is %zu bytes, shorter than the %d-byte GGUF header",
 			       ctx->size, GGUF_HEADER_SIZE);
 	}
@@ -504,10 +491,10 @@ static int parse(gguf_ctx *ctx, char *err, size_t errlen)
 		goto bad_magic;
 	ctx->version = rd_u32(ctx->base + 4);
 	if (ctx->version == 1)
-		return set_err(err, errlen, HERD_E_UNSUPPORTED,
+		return herd_errf(err, errlen, HERD_E_UNSUPPORTED,
 			       "GGUF version 1 is not supported (only 2 and 3)");
 	if (ctx->version < 2 || ctx->version > 3)
-		return set_err(err, errlen, HERD_E_UNSUPPORTED,
+		return herd_errf(err, errlen, HERD_E_UNSUPPORTED,
 			       "unsupported GGUF version %u (only 2 and 3; a big-endian file?)",
 			       ctx->version);
 	const uint64_t n_t = rd_u64(ctx->base + 8), n_kv = rd_u64(ctx->base + 16);
@@ -526,13 +513,13 @@ static int parse(gguf_ctx *ctx, char *err, size_t errlen)
 	const size_t a = ctx->alignment;
 	const size_t pad = (a - c.pos % a) % a;
 	if (pad > SIZE_MAX - c.pos)
-		return set_err(err, errlen, HERD_E_RANGE, "data section offset overflows");
+		return herd_errf(err, errlen, HERD_E_RANGE, "data section offset overflows");
 	ctx->data_offset = c.pos + pad;
 	if (ctx->n_tensors == 0 && ctx->data_offset > ctx->size)
 		ctx->data_offset = ctx->size;
 	return finish_tensors(ctx, err, errlen);
 bad_magic:
-	return set_err(err, errlen, HERD_E_FORMAT,
+	return herd_errf(err, errlen, HERD_E_FORMAT,
 		       "bad magic 0x%08x: not a GGUF file (expected 0x%08x \"GGUF\")",
 		       rd_u32(ctx->base), GGUF_MAGIC);
 }
@@ -560,10 +547,10 @@ int gguf_open_mem(gguf_ctx **out, const void *buf, size_t size, char *err, size_
 	if (err && errlen)
 		err[0] = '\0';
 	if (!buf && size > 0)
-		return set_err(err, errlen, HERD_E_INVAL, "NULL buffer");
+		return herd_errf(err, errlen, HERD_E_INVAL, "NULL buffer");
 	gguf_ctx *ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
-		return set_err(err, errlen, -ENOMEM, "out of memory");
+		return herd_errf(err, errlen, -ENOMEM, "out of memory");
 	static const uint8_t empty[1];
 	ctx->base = buf ? buf : empty;
 	ctx->size = size;
@@ -628,7 +615,7 @@ int gguf_open(gguf_ctx **out, const char *path, char *err, size_t errlen)
 	*out = ctx;
 	return 0;
 fail:
-	set_err(err, errlen, rc, "%s: %s", path, msg);
+	herd_errf(err, errlen, rc, "%s: %s", path, msg);
 	if (map)
 		munmap(map, size);
 	if (fd >= 0)
@@ -1186,7 +1173,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 	if (err && errlen)
 		err[0] = '\0';
 	if (!w || !path)
-		return set_err(err, errlen, HERD_E_INVAL, "gguf writer: NULL argument");
+		return herd_errf(err, errlen, HERD_E_INVAL, "gguf writer: NULL argument");
 
 	for (int64_t i = 0; i < w->n_kv; i++) {
 		if (strcmp(w->kv[i].key, "general.alignment") != 0)
@@ -1195,7 +1182,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 		if (w->kv[i].type == GGUF_VT_UINT32)
 			memcpy(&a, w->kv[i].val, 4);
 		if (a == 0 || (a & (a - 1)) != 0)
-			return set_err(err, errlen, HERD_E_INVAL,
+			return herd_errf(err, errlen, HERD_E_INVAL,
 				       "%s: general.alignment must be a uint32 power of two", path);
 		align = a;
 	}
@@ -1215,14 +1202,14 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 	const size_t plen = strlen(path);
 	tmp = malloc(plen + 16);
 	if (!tmp) {
-		rc = set_err(err, errlen, -ENOMEM, "%s: out of memory", path);
+		rc = herd_errf(err, errlen, -ENOMEM, "%s: out of memory", path);
 		goto fail;
 	}
 	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
 	fd = mkstemp(tmp);
 	if (fd < 0) {
 		rc = -errno;
-		set_err(err, errlen, rc, "%s: cannot create temporary file %s: %s", path, tmp,
+		herd_errf(err, errlen, rc, "%s: cannot create temporary file %s: %s", path, tmp,
 			strerror(errno));
 		free(tmp);
 		tmp = NULL;
@@ -1230,14 +1217,14 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 	}
 	if (fchmod(fd, 0644) != 0) {
 		rc = -errno;
-		set_err(err, errlen, rc, "%s: chmod %s: %s", path, tmp, strerror(errno));
+		herd_errf(err, errlen, rc, "%s: chmod %s: %s", path, tmp, strerror(errno));
 		goto fail;
 	}
 	/* reserve the space up front so ENOSPC shows before the long write */
 	if (total > 0 && fallocate(fd, 0, 0, (off_t)total) != 0 && errno != EOPNOTSUPP &&
 	    errno != ENOSYS) {
 		rc = -errno;
-		set_err(err, errlen, rc, "%s: cannot reserve %zu bytes: %s", path, total,
+		herd_errf(err, errlen, rc, "%s: cannot reserve %zu bytes: %s", path, total,
 			strerror(errno));
 		goto fail;
 	}
@@ -1245,7 +1232,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 	b.cap = 1u << 20;
 	b.buf = malloc(b.cap);
 	if (!b.buf) {
-		rc = set_err(err, errlen, -ENOMEM, "%s: out of memory", path);
+		rc = herd_errf(err, errlen, -ENOMEM, "%s: out of memory", path);
 		goto fail;
 	}
 	const uint32_t magic = GGUF_MAGIC, version = 3;
@@ -1275,14 +1262,14 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 		if (t->fill) {
 			tbuf = malloc(t->size);
 			if (!tbuf) {
-				rc = set_err(err, errlen, -ENOMEM,
+				rc = herd_errf(err, errlen, -ENOMEM,
 					     "%s: out of memory for tensor '%s' (%zu bytes)", path,
 					     t->name, t->size);
 				goto fail;
 			}
 			rc = t->fill(t->user, tbuf, t->size);
 			if (rc) {
-				set_err(err, errlen, rc, "%s: generating tensor '%s' failed: %s", path,
+				herd_errf(err, errlen, rc, "%s: generating tensor '%s' failed: %s", path,
 					t->name, herd_strerror(rc));
 				goto fail;
 			}
@@ -1307,7 +1294,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 	fd = -1;
 	if (rename(tmp, path) != 0) {
 		rc = -errno;
-		set_err(err, errlen, rc, "%s: cannot rename %s into place: %s", path, tmp,
+		herd_errf(err, errlen, rc, "%s: cannot rename %s into place: %s", path, tmp,
 			strerror(errno));
 		goto fail;
 	}
@@ -1329,7 +1316,7 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 	free(tmp);
 	return 0;
 fail_io:
-	set_err(err, errlen, rc, "%s: writing %s failed: %s", path, tmp, herd_strerror(rc));
+	herd_errf(err, errlen, rc, "%s: writing %s failed: %s", path, tmp, herd_strerror(rc));
 fail:
 	free(tbuf);
 	free(b.buf);

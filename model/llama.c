@@ -16,17 +16,6 @@
 
 /* ---- loading ---------------------------------------------------------- */
 
-static int load_fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
-
 static int hp_int(const gguf_ctx *g, const char *key, int required, int dflt, int *out,
 		  char *err, size_t errlen)
 {
@@ -37,11 +26,11 @@ static int hp_int(const gguf_ctx *g, const char *key, int required, int dflt, in
 		return 0;
 	}
 	if (rc == HERD_E_MISSING)
-		return load_fail(err, errlen, rc, "missing key '%s'", key);
+		return herd_errf(err, errlen, rc, "missing key '%s'", key);
 	if (rc)
-		return load_fail(err, errlen, rc, "key '%s' is not an integer", key);
+		return herd_errf(err, errlen, rc, "key '%s' is not an integer", key);
 	if (v <= 0 || v > (1 << 24))
-		return load_fail(err, errlen, HERD_E_RANGE, "key '%s' = %lld out of range", key,
+		return herd_errf(err, errlen, HERD_E_RANGE, "key '%s' = %lld out of range", key,
 				 (long long)v);
 	*out = (int)v;
 	return 0;
@@ -57,9 +46,9 @@ static int hp_float(const gguf_ctx *g, const char *key, float dflt, float *out, 
 		return 0;
 	}
 	if (rc)
-		return load_fail(err, errlen, rc, "key '%s' is not a float", key);
+		return herd_errf(err, errlen, rc, "key '%s' is not a float", key);
 	if (!(v > 0) || !isfinite(v))
-		return load_fail(err, errlen, HERD_E_RANGE, "key '%s' = %g out of range", key, v);
+		return herd_errf(err, errlen, HERD_E_RANGE, "key '%s' = %g out of range", key, v);
 	*out = (float)v;
 	return 0;
 }
@@ -70,9 +59,9 @@ static int get_weight(const gguf_ctx *g, const char *name, int64_t ne0, int64_t 
 {
 	const gguf_tensor *t = gguf_find_tensor(g, name);
 	if (!t)
-		return load_fail(err, errlen, HERD_E_MISSING, "missing tensor '%s'", name);
+		return herd_errf(err, errlen, HERD_E_MISSING, "missing tensor '%s'", name);
 	if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
-		return load_fail(err, errlen, HERD_E_SHAPE,
+		return herd_errf(err, errlen, HERD_E_SHAPE,
 				 "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
 				 name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2],
 				 (long long)t->ne[3], (long long)ne0, (long long)ne1);
@@ -89,7 +78,7 @@ static int get_norm(const gguf_ctx *g, const char *name, int64_t n, float **out,
 	if (rc)
 		return rc;
 	if (w.type != KERN_TYPE_F32 && w.type != KERN_TYPE_F16 && w.type != KERN_TYPE_BF16)
-		return load_fail(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type %s, expected a float type",
+		return herd_errf(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type %s, expected a float type",
 				 name, kern_type_name(w.type));
 	float *v = malloc(sizeof(float) * n);
 	if (!v)
@@ -108,7 +97,7 @@ static int model_matrices(llama_model *m, llama_weight **out, int cap);
 static int check_types(llama_model *m, char *err, size_t errlen)
 {
 	if (kern_type_is_r16(m->tok_embd.type))
-		return load_fail(err, errlen, HERD_E_UNSUPPORTED,
+		return herd_errf(err, errlen, HERD_E_UNSUPPORTED,
 				 "tensor 'token_embd.weight' has the row-interleaved type %s", kern_type_name(m->tok_embd.type));
 	const int cap = m->hp.n_layer * 7 + 1;
 	llama_weight **ws = malloc(sizeof(*ws) * cap);
@@ -119,13 +108,13 @@ static int check_types(llama_model *m, char *err, size_t errlen)
 	for (int i = 0; i < n && !rc; i++) {
 		const llama_weight *w = ws[i];
 		if (kern_type_info(w->type)->is_quantized && w->type >= KERN_TYPE_Q8_K && !kern_type_is_r16(w->type))
-			rc = load_fail(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type %s, which is not a weight type",
+			rc = herd_errf(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type %s, which is not a weight type",
 				       w->name, kern_type_name(w->type));
 		else if (w->type == KERN_TYPE_Q8_1)
-			rc = load_fail(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type Q8_1, which is not a weight type",
+			rc = herd_errf(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type Q8_1, which is not a weight type",
 				       w->name);
 		else if (kern_type_is_r16(w->type) && w->ne1 % KERN_R)
-			rc = load_fail(err, errlen, HERD_E_SHAPE, "tensor '%s': %lld rows are not a multiple of %d",
+			rc = herd_errf(err, errlen, HERD_E_SHAPE, "tensor '%s': %lld rows are not a multiple of %d",
 				       w->name, (long long)w->ne1, KERN_R);
 	}
 	free(ws);
@@ -142,11 +131,11 @@ int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errl
 	gguf_str arch;
 	rc = gguf_get_str(g, "general.architecture", &arch);
 	if (rc) {
-		load_fail(err, errlen, rc, "missing or non-string key 'general.architecture'");
+		herd_errf(err, errlen, rc, "missing or non-string key 'general.architecture'");
 		goto fail;
 	}
 	if (arch.len != 5 || memcmp(arch.ptr, "llama", 5) != 0) {
-		rc = load_fail(err, errlen, HERD_E_UNSUPPORTED,
+		rc = herd_errf(err, errlen, HERD_E_UNSUPPORTED,
 			       "unsupported architecture '%.*s' (herd runs 'llama')",
 			       (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
 		goto fail;
@@ -163,7 +152,7 @@ int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errl
 	if ((rc = hp_int(g, "llama.attention.head_count_kv", 0, hp->n_head, &hp->n_head_kv, err, errlen)))
 		goto fail;
 	if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv || hp->n_layer > 4096) {
-		rc = load_fail(err, errlen, HERD_E_RANGE,
+		rc = herd_errf(err, errlen, HERD_E_RANGE,
 			       "inconsistent hyper-parameters: n_embd %d, n_head %d, n_head_kv %d, n_layer %d",
 			       hp->n_embd, hp->n_head, hp->n_head_kv, hp->n_layer);
 		goto fail;
@@ -172,17 +161,17 @@ int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errl
 	if ((rc = hp_int(g, "llama.rope.dimension_count", 0, hp->head_dim, &hp->n_rot, err, errlen)))
 		goto fail;
 	if (hp->n_rot > hp->head_dim || hp->n_rot % 2 || hp->head_dim % 2 || hp->n_rot > 1024) {
-		rc = load_fail(err, errlen, HERD_E_RANGE, "rope dimension %d invalid for head size %d",
+		rc = herd_errf(err, errlen, HERD_E_RANGE, "rope dimension %d invalid for head size %d",
 			       hp->n_rot, hp->head_dim);
 		goto fail;
 	}
 	const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
 	if (!te) {
-		rc = load_fail(err, errlen, HERD_E_MISSING, "missing tensor 'token_embd.weight'");
+		rc = herd_errf(err, errlen, HERD_E_MISSING, "missing tensor 'token_embd.weight'");
 		goto fail;
 	}
 	if (te->ne[1] <= 0 || te->ne[1] > (1 << 24)) {
-		rc = load_fail(err, errlen, HERD_E_RANGE, "token_embd.weight: bad vocabulary size");
+		rc = herd_errf(err, errlen, HERD_E_RANGE, "token_embd.weight: bad vocabulary size");
 		goto fail;
 	}
 	hp->n_vocab = (int)te->ne[1];
@@ -235,11 +224,11 @@ int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errl
 	char terr[256] = "";
 	rc = tok_create(&m->vocab, g, terr, sizeof(terr));
 	if (rc) {
-		load_fail(err, errlen, rc, "tokenizer: %s", terr);
+		herd_errf(err, errlen, rc, "tokenizer: %s", terr);
 		goto fail;
 	}
 	if (tok_n_vocab(m->vocab) != hp->n_vocab) {
-		rc = load_fail(err, errlen, HERD_E_SHAPE, "vocabulary has %d tokens but token_embd.weight has %d rows",
+		rc = herd_errf(err, errlen, HERD_E_SHAPE, "vocabulary has %d tokens but token_embd.weight has %d rows",
 			       tok_n_vocab(m->vocab), hp->n_vocab);
 		goto fail;
 	}

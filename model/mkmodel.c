@@ -60,19 +60,6 @@ const char *mkmodel_chat_template(void)
 	return chat_template;
 }
 
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen > 0) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* ---- random numbers ---------------------------------------------------- */
 
@@ -396,7 +383,7 @@ int mkmodel_synth_vocab(gguf_writer *w, int n_vocab, char *err, size_t errlen)
 	float *scores = NULL;
 	int32_t *types = NULL;
 	if (n_vocab < 259 + 64) {
-		return set_err(err, errlen, HERD_E_INVAL, "vocabulary of %d is too small", n_vocab);
+		return herd_errf(err, errlen, HERD_E_INVAL, "vocabulary of %d is too small", n_vocab);
 	}
 	if ((rc = strset_init(&s, n_vocab)))
 		goto oom;
@@ -411,7 +398,7 @@ int mkmodel_synth_vocab(gguf_writer *w, int n_vocab, char *err, size_t errlen)
 	if ((rc = synth_pieces(&s, n_vocab - s.n)))
 		goto oom;
 	if (s.n != n_vocab) {
-		rc = set_err(err, errlen, HERD_E_RANGE,
+		rc = herd_errf(err, errlen, HERD_E_RANGE,
 			     "synthetic vocabulary has %d pieces, %d needed", s.n, n_vocab);
 		goto fail;
 	}
@@ -440,7 +427,7 @@ int mkmodel_synth_vocab(gguf_writer *w, int n_vocab, char *err, size_t errlen)
 	rc = 0;
 	goto out;
 oom:
-	rc = set_err(err, errlen, rc ? rc : -ENOMEM, "out of memory building the vocabulary");
+	rc = herd_errf(err, errlen, rc ? rc : -ENOMEM, "out of memory building the vocabulary");
 fail:
 out:
 	free(toks);
@@ -463,24 +450,24 @@ static int copy_vocab(gguf_writer *w, const char *path, int n_vocab, int *has_te
 	gguf_str *toks = NULL;
 	int rc = gguf_open(&g, path, msg, sizeof(msg));
 	if (rc)
-		return set_err(err, errlen, rc, "vocabulary: %s", msg);
+		return herd_errf(err, errlen, rc, "vocabulary: %s", msg);
 	gguf_vtype t;
 	uint64_t n_tok;
 	const void *p;
 	if (gguf_find_key(g, "tokenizer.ggml.model") < 0) {
-		rc = set_err(err, errlen, HERD_E_MISSING,
+		rc = herd_errf(err, errlen, HERD_E_MISSING,
 			     "vocabulary %s: no tokenizer.ggml.model key", path);
 		goto out;
 	}
 	rc = gguf_get_arr(g, "tokenizer.ggml.tokens", &t, &n_tok, &p);
 	if (rc || t != GGUF_VT_STRING) {
-		rc = set_err(err, errlen, rc == HERD_E_MISSING ? rc : HERD_E_FORMAT,
+		rc = herd_errf(err, errlen, rc == HERD_E_MISSING ? rc : HERD_E_FORMAT,
 			     "vocabulary %s: tokenizer.ggml.tokens %s", path,
 			     rc == HERD_E_MISSING ? "is missing" : "is not a string array");
 		goto out;
 	}
 	if (n_tok < (uint64_t)n_vocab) {
-		rc = set_err(err, errlen, HERD_E_SHAPE,
+		rc = herd_errf(err, errlen, HERD_E_SHAPE,
 			     "vocabulary %s has %llu tokens, the shape needs %d", path,
 			     (unsigned long long)n_tok, n_vocab);
 		goto out;
@@ -499,7 +486,7 @@ static int copy_vocab(gguf_writer *w, const char *path, int n_vocab, int *has_te
 				      key_is(kv, "tokenizer.ggml.scores") ||
 				      key_is(kv, "tokenizer.ggml.token_type");
 		if (per_token && kv->type == GGUF_VT_ARRAY && kv->arr_n != n_tok) {
-			rc = set_err(err, errlen, HERD_E_FORMAT,
+			rc = herd_errf(err, errlen, HERD_E_FORMAT,
 				     "vocabulary %s: %s has %llu entries, tokens has %llu", path, key,
 				     (unsigned long long)kv->arr_n, (unsigned long long)n_tok);
 			goto out;
@@ -508,7 +495,7 @@ static int copy_vocab(gguf_writer *w, const char *path, int n_vocab, int *has_te
 		if (kv->type != GGUF_VT_ARRAY && klen > 9 && !strcmp(key + klen - 9, "_token_id")) {
 			int64_t id;
 			if (gguf_get_int(g, key, &id) == 0 && (id < 0 || id >= n_vocab)) {
-				rc = set_err(err, errlen, HERD_E_SHAPE,
+				rc = herd_errf(err, errlen, HERD_E_SHAPE,
 					     "vocabulary %s: %s = %lld is outside the %d-token vocabulary",
 					     path, key, (long long)id, n_vocab);
 				goto out;
@@ -529,12 +516,12 @@ static int copy_vocab(gguf_writer *w, const char *path, int n_vocab, int *has_te
 							 kv->arr_type == GGUF_VT_INT32)) {
 			rc = gguf_writer_set_arr(w, key, kv->arr_type, kv->data, (uint64_t)n_vocab);
 		} else {
-			rc = set_err(err, errlen, HERD_E_FORMAT,
+			rc = herd_errf(err, errlen, HERD_E_FORMAT,
 				     "vocabulary %s: %s is not a float32/int32 array", path, key);
 			goto out;
 		}
 		if (rc) {
-			set_err(err, errlen, rc, "vocabulary %s: copying %s failed", path, key);
+			herd_errf(err, errlen, rc, "vocabulary %s: copying %s failed", path, key);
 			goto out;
 		}
 	}
@@ -583,15 +570,15 @@ int mkmodel_write(const mkmodel_opts *o, char *err, size_t errlen)
 	if (err && errlen)
 		err[0] = '\0';
 	if (!o || !o->shape || !o->ftype || !o->out_path)
-		return set_err(err, errlen, HERD_E_INVAL,
+		return herd_errf(err, errlen, HERD_E_INVAL,
 			       "mkmodel: shape, file type and output path are required");
 	const mkmodel_shape *s = mkmodel_shape_find(o->shape);
 	if (!s)
-		return set_err(err, errlen, HERD_E_UNSUPPORTED, "unknown shape '%s' (known: %s)",
+		return herd_errf(err, errlen, HERD_E_UNSUPPORTED, "unknown shape '%s' (known: %s)",
 			       o->shape, mkmodel_shape_names());
 	ftype_id ftype;
 	if (ftype_parse(o->ftype, &ftype))
-		return set_err(err, errlen, HERD_E_UNSUPPORTED,
+		return herd_errf(err, errlen, HERD_E_UNSUPPORTED,
 			       "unknown file type '%s' (known: %s)", o->ftype, ftype_names());
 
 	kern_ops_init(&sh.ops, KERN_ISA_REF); /* reference quantizers: CPU-independent bytes */
@@ -599,14 +586,14 @@ int mkmodel_write(const mkmodel_opts *o, char *err, size_t errlen)
 	const int cap = 3 + 9 * s->n_layer;
 	ts = calloc((size_t)cap, sizeof(*ts));
 	if (!ts) {
-		rc = set_err(err, errlen, -ENOMEM, "out of memory");
+		rc = herd_errf(err, errlen, -ENOMEM, "out of memory");
 		goto fail;
 	}
 	const int n_t = cap;
 	plan_tensors(s, ftype, &sh, ts);
 	for (int i = 0; i < n_t; i++) {
 		if (ts[i].type != KERN_TYPE_F32 && !sh.ops.from_float[ts[i].type]) {
-			rc = set_err(err, errlen, HERD_E_UNSUPPORTED,
+			rc = herd_errf(err, errlen, HERD_E_UNSUPPORTED,
 				     "no %s quantizer in this build (needed for %s)",
 				     kern_type_name(ts[i].type), ts[i].name);
 			goto fail;
@@ -614,7 +601,7 @@ int mkmodel_write(const mkmodel_opts *o, char *err, size_t errlen)
 	}
 
 	if ((rc = gguf_writer_create(&w)) || (rc = set_meta(w, s, ftype, o->seed))) {
-		set_err(err, errlen, rc, "out of memory");
+		herd_errf(err, errlen, rc, "out of memory");
 		goto fail;
 	}
 	int has_template = 0;
@@ -625,20 +612,20 @@ int mkmodel_write(const mkmodel_opts *o, char *err, size_t errlen)
 		goto fail;
 	}
 	if (!has_template && (rc = gguf_writer_set_str(w, "tokenizer.chat_template", chat_template))) {
-		set_err(err, errlen, rc, "out of memory");
+		herd_errf(err, errlen, rc, "out of memory");
 		goto fail;
 	}
 	for (int i = 0; i < n_t; i++) {
 		rc = gguf_writer_add_tensor_fill(w, ts[i].name, ts[i].type, ts[i].n_dims, ts[i].ne,
 						 fill_tensor, &ts[i]);
 		if (rc) {
-			set_err(err, errlen, rc, "cannot add tensor %s: %s", ts[i].name,
+			herd_errf(err, errlen, rc, "cannot add tensor %s: %s", ts[i].name,
 				herd_strerror(rc));
 			goto fail;
 		}
 	}
 	if ((rc = kern_pool_create(&sh.pool, o->n_threads))) {
-		set_err(err, errlen, rc, "cannot start %d threads: %s", o->n_threads,
+		herd_errf(err, errlen, rc, "cannot start %d threads: %s", o->n_threads,
 			herd_strerror(rc));
 		goto fail;
 	}

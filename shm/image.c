@@ -25,19 +25,6 @@
  * object; also the granularity at which the temporary GGUF is released. */
 #define COPY_CHUNK ((size_t)4 << 20)
 
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int set_err(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code;
-}
 
 /* Copies a NUL-terminated string into a fixed field, NUL-padded (truncating). */
 static void put_field(char *dst, size_t cap, const char *s)
@@ -155,45 +142,45 @@ static int check_header(const shm_image_header *h, uint64_t obj_size, char *msg,
 	if (memcmp(h->magic, SHM_IMAGE_MAGIC, 8) != 0) {
 		static const char zero[8];
 		if (memcmp(h->magic, zero, 8) == 0)
-			return set_err(msg, msglen, HERD_E_FORMAT,
+			return herd_errf(msg, msglen, HERD_E_FORMAT,
 				       "no image header (an incomplete image, or not a herd image)");
-		return set_err(msg, msglen, HERD_E_FORMAT, "not a herd image (bad magic)");
+		return herd_errf(msg, msglen, HERD_E_FORMAT, "not a herd image (bad magic)");
 	}
 	if (h->version != SHM_IMAGE_VERSION)
-		return set_err(msg, msglen, HERD_E_VERSION,
+		return herd_errf(msg, msglen, HERD_E_VERSION,
 			       "image format version %u, but this build reads version %u "
 			       "(rebuild the image with a matching herd)",
 			       h->version, SHM_IMAGE_VERSION);
 	if (h->header_size != sizeof(shm_image_header))
-		return set_err(msg, msglen, HERD_E_FORMAT, "header size %u, expected %zu",
+		return herd_errf(msg, msglen, HERD_E_FORMAT, "header size %u, expected %zu",
 			       h->header_size, sizeof(shm_image_header));
 	if (h->digest_algo != SHM_DIGEST_HM256)
-		return set_err(msg, msglen, HERD_E_UNSUPPORTED, "unknown digest algorithm %u",
+		return herd_errf(msg, msglen, HERD_E_UNSUPPORTED, "unknown digest algorithm %u",
 			       h->digest_algo);
 	if (h->image_size != obj_size)
-		return set_err(msg, msglen, obj_size < h->image_size ? HERD_E_TRUNCATED : HERD_E_RANGE,
+		return herd_errf(msg, msglen, obj_size < h->image_size ? HERD_E_TRUNCATED : HERD_E_RANGE,
 			       "object is %llu bytes but its header says %llu",
 			       (unsigned long long)obj_size, (unsigned long long)h->image_size);
 	if (h->payload_offset < h->header_size || h->payload_offset % SHM_IMAGE_PAYLOAD_ALIGN ||
 	    h->payload_offset > h->image_size || h->payload_size != h->image_size - h->payload_offset)
-		return set_err(msg, msglen, HERD_E_RANGE,
+		return herd_errf(msg, msglen, HERD_E_RANGE,
 			       "payload [offset %llu, size %llu] does not fill the %llu-byte image",
 			       (unsigned long long)h->payload_offset,
 			       (unsigned long long)h->payload_size, (unsigned long long)h->image_size);
 	if (h->tensor_dir_offset != h->payload_offset || h->tensor_data_offset < h->payload_offset ||
 	    h->tensor_data_offset > h->image_size)
-		return set_err(msg, msglen, HERD_E_RANGE,
+		return herd_errf(msg, msglen, HERD_E_RANGE,
 			       "tensor directory %llu / data %llu outside the payload",
 			       (unsigned long long)h->tensor_dir_offset,
 			       (unsigned long long)h->tensor_data_offset);
 	if (h->tensor_align < SHM_IMAGE_TENSOR_ALIGN || (h->tensor_align & (h->tensor_align - 1)))
-		return set_err(msg, msglen, HERD_E_FORMAT, "tensor alignment %u (need a power of two >= %u)",
+		return herd_errf(msg, msglen, HERD_E_FORMAT, "tensor alignment %u (need a power of two >= %u)",
 			       h->tensor_align, SHM_IMAGE_TENSOR_ALIGN);
 	if (!field_terminated(h->model, sizeof(h->model)) ||
 	    !field_terminated(h->target_type, sizeof(h->target_type)) ||
 	    !field_terminated(h->weight_type, sizeof(h->weight_type)) ||
 	    !field_terminated(h->source_path, sizeof(h->source_path)))
-		return set_err(msg, msglen, HERD_E_FORMAT, "unterminated string in the header");
+		return herd_errf(msg, msglen, HERD_E_FORMAT, "unterminated string in the header");
 	return 0;
 }
 
@@ -255,27 +242,27 @@ int shm_image_map(int fd, shm_image_map_t *m, char *err, size_t errlen)
 	void *p = MAP_FAILED;
 	struct stat st;
 	if (!m)
-		return set_err(err, errlen, HERD_E_INVAL, "shm_image_map: NULL map");
+		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_map: NULL map");
 	memset(m, 0, sizeof(*m));
 	if (err && errlen)
 		err[0] = '\0';
 	if (fstat(fd, &st) != 0)
-		return set_err(err, errlen, -errno, "image: fstat: %s", strerror(errno));
+		return herd_errf(err, errlen, -errno, "image: fstat: %s", strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return set_err(err, errlen, HERD_E_FORMAT, "image: not a shared-memory object");
+		return herd_errf(err, errlen, HERD_E_FORMAT, "image: not a shared-memory object");
 	if ((uint64_t)st.st_size < sizeof(shm_image_header))
-		return set_err(err, errlen, st.st_size == 0 ? HERD_E_FORMAT : HERD_E_TRUNCATED,
+		return herd_errf(err, errlen, st.st_size == 0 ? HERD_E_FORMAT : HERD_E_TRUNCATED,
 			       "image: object is %lld bytes, smaller than the %zu-byte header",
 			       (long long)st.st_size, sizeof(shm_image_header));
 	if ((uint64_t)st.st_size > SIZE_MAX)
-		return set_err(err, errlen, HERD_E_RANGE, "image: too large to map");
+		return herd_errf(err, errlen, HERD_E_RANGE, "image: too large to map");
 	p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	if (p == MAP_FAILED)
-		return set_err(err, errlen, -errno, "image: mmap of %lld bytes: %s",
+		return herd_errf(err, errlen, -errno, "image: mmap of %lld bytes: %s",
 			       (long long)st.st_size, strerror(errno));
 	const shm_image_header *h = p;
 	if ((rc = check_header(h, (uint64_t)st.st_size, msg, sizeof(msg)))) {
-		set_err(err, errlen, rc, "image: %s", msg);
+		herd_errf(err, errlen, rc, "image: %s", msg);
 		goto fail;
 	}
 	const uint8_t *payload = (const uint8_t *)p + h->payload_offset;
@@ -283,7 +270,7 @@ int shm_image_map(int fd, shm_image_map_t *m, char *err, size_t errlen)
 	if (h->payload_size >= 4)
 		memcpy(&gmagic, payload, 4);
 	if (gmagic != GGUF_MAGIC) {
-		rc = set_err(err, errlen, HERD_E_FORMAT, "image: payload is not a GGUF file");
+		rc = herd_errf(err, errlen, HERD_E_FORMAT, "image: payload is not a GGUF file");
 		goto fail;
 	}
 	m->base = p;
@@ -302,7 +289,7 @@ int shm_image_verify(const shm_image_map_t *m, char *err, size_t errlen)
 	uint8_t d[SHM_DIGEST_SIZE];
 	char want[SHM_DIGEST_HEX + 1], got[SHM_DIGEST_HEX + 1];
 	if (!m || !m->base)
-		return set_err(err, errlen, HERD_E_INVAL, "shm_image_verify: not mapped");
+		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_verify: not mapped");
 	const shm_image_header *h = m->hdr;
 	/* Hash in chunks, populating each chunk's page tables in one call first:
 	 * taking a fault per 4 KiB page would cost several times the hashing. */
@@ -322,7 +309,7 @@ int shm_image_verify(const shm_image_map_t *m, char *err, size_t errlen)
 	if (memcmp(d, h->digest, SHM_DIGEST_SIZE) != 0) {
 		shm_digest_hex(h->digest, SHM_DIGEST_SIZE, want);
 		shm_digest_hex(d, SHM_DIGEST_SIZE, got);
-		return set_err(err, errlen, HERD_E_FORMAT,
+		return herd_errf(err, errlen, HERD_E_FORMAT,
 			       "image '%.64s': digest mismatch (header %s, content %s): the image "
 			       "was changed or damaged",
 			       h->model, want, got);
@@ -367,24 +354,24 @@ int shm_image_verify_fd(int fd, char *err, size_t errlen)
 	uint8_t d[SHM_DIGEST_SIZE];
 	int rc;
 	if (fstat(fd, &st) != 0)
-		return set_err(err, errlen, -errno, "image: fstat: %s", strerror(errno));
+		return herd_errf(err, errlen, -errno, "image: fstat: %s", strerror(errno));
 	if (!S_ISREG(st.st_mode))
-		return set_err(err, errlen, HERD_E_FORMAT, "image: not a shared-memory object");
+		return herd_errf(err, errlen, HERD_E_FORMAT, "image: not a shared-memory object");
 	if ((uint64_t)st.st_size < sizeof(h))
-		return set_err(err, errlen, st.st_size == 0 ? HERD_E_FORMAT : HERD_E_TRUNCATED,
+		return herd_errf(err, errlen, st.st_size == 0 ? HERD_E_FORMAT : HERD_E_TRUNCATED,
 			       "image: object is %lld bytes, smaller than the %zu-byte header",
 			       (long long)st.st_size, sizeof(h));
 	if (pread(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
-		return set_err(err, errlen, HERD_E_TRUNCATED, "image: cannot read the header");
+		return herd_errf(err, errlen, HERD_E_TRUNCATED, "image: cannot read the header");
 	if ((rc = check_header(&h, (uint64_t)st.st_size, msg, sizeof(msg))))
-		return set_err(err, errlen, rc, "image: %s", msg);
+		return herd_errf(err, errlen, rc, "image: %s", msg);
 	if ((rc = digest_fd(fd, h.header_size, h.image_size, d)))
-		return set_err(err, errlen, rc, "image '%.64s': reading: %s", h.model,
+		return herd_errf(err, errlen, rc, "image '%.64s': reading: %s", h.model,
 			       herd_strerror(rc));
 	if (memcmp(d, h.digest, SHM_DIGEST_SIZE) != 0) {
 		shm_digest_hex(h.digest, SHM_DIGEST_SIZE, want);
 		shm_digest_hex(d, SHM_DIGEST_SIZE, got);
-		return set_err(err, errlen, HERD_E_FORMAT,
+		return herd_errf(err, errlen, HERD_E_FORMAT,
 			       "image '%.64s': digest mismatch (header %s, content %s): the image "
 			       "was changed or damaged",
 			       h.model, want, got);
@@ -399,10 +386,10 @@ static int verify_name(const char *name, shm_image_header *hdr, char *err, size_
 {
 	int fd, rc = shm_image_open(name, &fd);
 	if (rc)
-		return set_err(err, errlen, rc, "%s: cannot open: %s", name, herd_strerror(rc));
+		return herd_errf(err, errlen, rc, "%s: cannot open: %s", name, herd_strerror(rc));
 	rc = shm_image_verify_fd(fd, err, errlen);
 	if (rc == 0 && hdr && pread(fd, hdr, sizeof(*hdr), 0) != (ssize_t)sizeof(*hdr))
-		rc = set_err(err, errlen, HERD_E_TRUNCATED, "%s: cannot read the header", name);
+		rc = herd_errf(err, errlen, HERD_E_TRUNCATED, "%s: cannot read the header", name);
 	close(fd);
 	return rc;
 }
@@ -421,17 +408,17 @@ int shm_image_gguf(const shm_image_map_t *m, gguf_ctx **g, char *err, size_t err
 	char msg[384];
 	int rc;
 	if (!g)
-		return set_err(err, errlen, HERD_E_INVAL, "shm_image_gguf: NULL argument");
+		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_gguf: NULL argument");
 	*g = NULL;
 	if (!m || !m->base)
-		return set_err(err, errlen, HERD_E_INVAL, "shm_image_gguf: not mapped");
+		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_gguf: not mapped");
 	const shm_image_header *h = m->hdr;
 	gguf_ctx *ctx = NULL;
 	if ((rc = gguf_open_mem(&ctx, m->payload, m->payload_size, msg, sizeof(msg))))
-		return set_err(err, errlen, rc, "image '%.64s': payload: %s", h->model, msg);
+		return herd_errf(err, errlen, rc, "image '%.64s': payload: %s", h->model, msg);
 	if (gguf_alignment(ctx) != h->tensor_align || (uint64_t)gguf_n_tensors(ctx) != h->n_tensors ||
 	    h->payload_offset + gguf_data_offset(ctx) != h->tensor_data_offset) {
-		rc = set_err(err, errlen, HERD_E_FORMAT,
+		rc = herd_errf(err, errlen, HERD_E_FORMAT,
 			     "image '%.64s': payload GGUF (alignment %zu, %lld tensors, data at %zu) "
 			     "does not match the header (%u, %llu, %llu)",
 			     h->model, gguf_alignment(ctx), (long long)gguf_n_tensors(ctx),
@@ -450,13 +437,13 @@ int shm_image_attach(const char *name, shm_image_map_t *m, char *err, size_t err
 	if (m)
 		memset(m, 0, sizeof(*m));
 	if ((rc = shm_image_open(name, &fd)))
-		return set_err(err, errlen, rc, "image %s: cannot open: %s", name ? name : "(null)",
+		return herd_errf(err, errlen, rc, "image %s: cannot open: %s", name ? name : "(null)",
 			       herd_strerror(rc));
 	char msg[320];
 	rc = shm_image_map(fd, m, msg, sizeof(msg));
 	close(fd);
 	if (rc)
-		return set_err(err, errlen, rc, "%s: %s", name, msg);
+		return herd_errf(err, errlen, rc, "%s: %s", name, msg);
 	return 0;
 }
 
@@ -479,30 +466,30 @@ static int read_header(int dirfd, const char *base, shm_image_header *hdr, struc
 	int rc = 0;
 	const int fd = openat(dirfd, base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
-		return set_err(msg, msglen, -errno, "cannot open: %s", strerror(errno));
+		return herd_errf(msg, msglen, -errno, "cannot open: %s", strerror(errno));
 	if (fstat(fd, st) != 0) {
-		rc = set_err(msg, msglen, -errno, "fstat: %s", strerror(errno));
+		rc = herd_errf(msg, msglen, -errno, "fstat: %s", strerror(errno));
 		goto out;
 	}
 	if (!S_ISREG(st->st_mode)) {
-		rc = set_err(msg, msglen, HERD_E_FORMAT, "not a regular object");
+		rc = herd_errf(msg, msglen, HERD_E_FORMAT, "not a regular object");
 		goto out;
 	}
 	if ((uint64_t)st->st_size < sizeof(*hdr)) {
-		rc = set_err(msg, msglen, st->st_size == 0 ? HERD_E_FORMAT : HERD_E_TRUNCATED,
+		rc = herd_errf(msg, msglen, st->st_size == 0 ? HERD_E_FORMAT : HERD_E_TRUNCATED,
 			     "object is %lld bytes, smaller than the header", (long long)st->st_size);
 		goto out;
 	}
 	const ssize_t r = pread(fd, hdr, sizeof(*hdr), 0);
 	if (r != (ssize_t)sizeof(*hdr)) {
-		rc = set_err(msg, msglen, r < 0 ? -errno : HERD_E_TRUNCATED, "cannot read the header");
+		rc = herd_errf(msg, msglen, r < 0 ? -errno : HERD_E_TRUNCATED, "cannot read the header");
 		goto out;
 	}
 	if ((rc = check_header(hdr, (uint64_t)st->st_size, msg, msglen)))
 		goto out;
 	uint32_t gmagic = 0;
 	if (pread(fd, &gmagic, 4, (off_t)hdr->payload_offset) != 4 || gmagic != GGUF_MAGIC)
-		rc = set_err(msg, msglen, HERD_E_FORMAT, "payload is not a GGUF file");
+		rc = herd_errf(msg, msglen, HERD_E_FORMAT, "payload is not a GGUF file");
 out:
 	close(fd);
 	return rc;
@@ -520,24 +507,24 @@ int shm_image_find(const char *model_name, const char *source_path, const char *
 	if (err && errlen)
 		err[0] = '\0';
 	if (!out || !source_path)
-		return set_err(err, errlen, HERD_E_INVAL, "shm_image_find: NULL argument");
+		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_find: NULL argument");
 	info_init(out);
 	if (!valid_model_name(model_name))
-		return set_err(err, errlen, HERD_E_INVAL, "bad model name '%s'",
+		return herd_errf(err, errlen, HERD_E_INVAL, "bad model name '%s'",
 			       model_name ? model_name : "(null)");
 	if (weight_type && weight_type[0]) {
 		kern_type t;
 		if (shm_image_parse_type(weight_type, &t))
-			return set_err(err, errlen, HERD_E_INVAL, "unknown weight type '%s'", weight_type);
+			return herd_errf(err, errlen, HERD_E_INVAL, "unknown weight type '%s'", weight_type);
 		put_field(want_type, sizeof(want_type), kern_type_name(t));
 	}
 	if (stat(source_path, &sst) != 0 || !realpath(source_path, real))
-		return set_err(err, errlen, -errno, "%s: %s", source_path, strerror(errno));
+		return herd_errf(err, errlen, -errno, "%s: %s", source_path, strerror(errno));
 	put_field(want_path, sizeof(want_path), real);
 
 	d = opendir(SHM_IMAGE_DIR);
 	if (!d)
-		return set_err(err, errlen, -errno, "%s: %s", SHM_IMAGE_DIR, strerror(errno));
+		return herd_errf(err, errlen, -errno, "%s: %s", SHM_IMAGE_DIR, strerror(errno));
 	const size_t plen = strlen(SHM_IMAGE_PREFIX), mlen = strlen(model_name);
 	struct dirent *e;
 	while ((e = readdir(d))) {
@@ -575,7 +562,7 @@ int shm_image_find(const char *model_name, const char *source_path, const char *
 	if (found)
 		rc = 0;
 	else
-		set_err(err, errlen, rc, "no image of model '%s' from %s", model_name, source_path);
+		herd_errf(err, errlen, rc, "no image of model '%s' from %s", model_name, source_path);
 	return rc;
 }
 
@@ -657,20 +644,20 @@ static int build_payload(gguf_writer *w, const gguf_ctx *src, int convert, kern_
 	*repacked = 0;
 	for (int64_t i = 0; i < gguf_n_kv(src); i++)
 		if ((rc = gguf_writer_copy_kv(w, src, i)))
-			return set_err(msg, msglen, rc, "copying key %lld: %s", (long long)i,
+			return herd_errf(msg, msglen, rc, "copying key %lld: %s", (long long)i,
 				       herd_strerror(rc));
 	if ((rc = gguf_writer_set_u32(w, "general.alignment", SHM_IMAGE_TENSOR_ALIGN)))
-		return set_err(msg, msglen, rc, "setting general.alignment: %s", herd_strerror(rc));
+		return herd_errf(msg, msglen, rc, "setting general.alignment: %s", herd_strerror(rc));
 	if (convert && file_type_of(target) >= 0 &&
 	    (rc = gguf_writer_set_u32(w, "general.file_type", (uint32_t)file_type_of(target))))
-		return set_err(msg, msglen, rc, "setting general.file_type: %s", herd_strerror(rc));
+		return herd_errf(msg, msglen, rc, "setting general.file_type: %s", herd_strerror(rc));
 	const kern_type_traits *tt = kern_type_info(target);
 	for (int64_t i = 0; i < gguf_n_tensors(src); i++) {
 		const gguf_tensor *t = gguf_tensor_at(src, i);
 		const kern_type_traits *st = kern_type_info(t->type);
 		char name[256];
 		if (t->name.len >= sizeof(name))
-			return set_err(msg, msglen, HERD_E_RANGE, "tensor %lld: name too long",
+			return herd_errf(msg, msglen, HERD_E_RANGE, "tensor %lld: name too long",
 				       (long long)i);
 		memcpy(name, t->name.ptr, t->name.len);
 		name[t->name.len] = '\0';
@@ -681,7 +668,7 @@ static int build_payload(gguf_writer *w, const gguf_ctx *src, int convert, kern_
 				   t->ne[1] % KERN_R == 0 && is_matmul_weight(name);
 		if (conv_this || repack) {
 			if (conv_this && !ops.to_float[t->type])
-				return set_err(msg, msglen, HERD_E_UNSUPPORTED,
+				return herd_errf(msg, msglen, HERD_E_UNSUPPORTED,
 					       "tensor '%s': cannot dequantize type %s", name,
 					       kern_type_name(t->type));
 			conv[i] = (conv_tensor){t, plain, conv_this ? ops.to_float[t->type] : NULL,
@@ -694,7 +681,7 @@ static int build_payload(gguf_writer *w, const gguf_ctx *src, int convert, kern_
 			rc = gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data);
 		}
 		if (rc)
-			return set_err(msg, msglen, rc, "tensor '%s': %s", name, herd_strerror(rc));
+			return herd_errf(msg, msglen, rc, "tensor '%s': %s", name, herd_strerror(rc));
 	}
 	return 0;
 }
@@ -771,11 +758,11 @@ static int space_err(char *err, size_t errlen, int rc, const char *model, uint64
 	if (statvfs(SHM_IMAGE_DIR, &vs) == 0)
 		avail = (unsigned long long)vs.f_bavail * vs.f_frsize;
 	if (rc == -ENOSPC || rc == -ENOMEM || rc == -EFBIG)
-		return set_err(err, errlen, rc,
+		return herd_errf(err, errlen, rc,
 			       "cannot create image of '%s': %s is full or limited (%s): the image "
 			       "needs %llu bytes, %llu available",
 			       model, SHM_IMAGE_DIR, what, (unsigned long long)need, avail);
-	return set_err(err, errlen, rc, "cannot create image of '%s': %s: %s", model, what,
+	return herd_errf(err, errlen, rc, "cannot create image of '%s': %s: %s", model, what,
 		       herd_strerror(rc));
 }
 
@@ -800,32 +787,32 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	if (err && errlen)
 		err[0] = '\0';
 	if (!o || !out || !o->source_path)
-		return set_err(err, errlen, HERD_E_INVAL, "shm_image_create: NULL argument");
+		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_create: NULL argument");
 	info_init(out);
 	if (!valid_model_name(o->model_name))
-		return set_err(err, errlen, HERD_E_INVAL,
+		return herd_errf(err, errlen, HERD_E_INVAL,
 			       "bad model name '%s' (1..63 of A-Z a-z 0-9 _ . + -, not starting "
 			       "with '.', not 'tmp' or 'tmp.*')",
 			       o->model_name ? o->model_name : "(null)");
 	if (o->weight_type && o->weight_type[0]) {
 		if (shm_image_parse_type(o->weight_type, &target))
-			return set_err(err, errlen, HERD_E_INVAL,
+			return herd_errf(err, errlen, HERD_E_INVAL,
 				       "unknown weight type '%s' (use F32, F16, BF16, Q4_0, Q4_1, "
 				       "Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K or Q6_K)",
 				       o->weight_type);
 		kern_ops ops;
 		kern_ops_init(&ops, KERN_ISA_REF);
 		if (!ops.from_float[target] || !ops.to_float[target])
-			return set_err(err, errlen, HERD_E_INVAL, "weight type %s cannot be produced",
+			return herd_errf(err, errlen, HERD_E_INVAL, "weight type %s cannot be produced",
 				       kern_type_name(target));
 		convert = 1;
 	}
 	const mode_t mode = o->mode ? (o->mode & 07777) : 0440;
 	if (mode & 0222)
-		return set_err(err, errlen, HERD_E_INVAL,
+		return herd_errf(err, errlen, HERD_E_INVAL,
 			       "image mode %04o has write bits: images are read-only", (unsigned)mode);
 	if (stat(o->source_path, &sst) != 0 || !realpath(o->source_path, real))
-		return set_err(err, errlen, -errno, "source %s: %s", o->source_path, strerror(errno));
+		return herd_errf(err, errlen, -errno, "source %s: %s", o->source_path, strerror(errno));
 
 	/* 1. re-adopt an image of the same model and source */
 	if (!o->no_adopt) {
@@ -842,7 +829,7 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 
 	/* 2. write the payload GGUF into a private temporary directory */
 	if ((rc = gguf_open(&src, o->source_path, msg, sizeof(msg)))) {
-		set_err(err, errlen, rc, "cannot create image of '%s': bad source: %s", o->model_name,
+		herd_errf(err, errlen, rc, "cannot create image of '%s': bad source: %s", o->model_name,
 			msg);
 		goto fail;
 	}
@@ -856,12 +843,12 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 		}
 	}
 	if ((rc = build_payload(w, src, convert, target, conv, &repacked, msg, sizeof(msg)))) {
-		set_err(err, errlen, rc, "cannot create image of '%s' from %s: %s", o->model_name,
+		herd_errf(err, errlen, rc, "cannot create image of '%s' from %s: %s", o->model_name,
 			o->source_path, msg);
 		goto fail;
 	}
 	if ((rc = make_tmp(tmp_obj, sizeof(tmp_obj), tmp_dir, sizeof(tmp_dir), &fd))) {
-		set_err(err, errlen, rc, "cannot create image of '%s': temporary object in %s: %s",
+		herd_errf(err, errlen, rc, "cannot create image of '%s': temporary object in %s: %s",
 			o->model_name, SHM_IMAGE_DIR, herd_strerror(rc));
 		goto fail;
 	}
@@ -870,12 +857,12 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	snprintf(gpath, sizeof(gpath), "%s/payload.gguf", tmp_dir);
 	if ((rc = gguf_writer_write(w, gpath, msg, sizeof(msg)))) {
 		if (rc == -ENOSPC || rc == -EFBIG || rc == -ENOMEM)
-			set_err(err, errlen, rc,
+			herd_errf(err, errlen, rc,
 				"cannot create image of '%s': %s is full or limited while writing the "
 				"payload: %s",
 				o->model_name, SHM_IMAGE_DIR, msg);
 		else
-			set_err(err, errlen, rc, "cannot create image of '%s': writing the payload: %s",
+			herd_errf(err, errlen, rc, "cannot create image of '%s': writing the payload: %s",
 				o->model_name, msg);
 		goto fail;
 	}
@@ -890,7 +877,7 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	gfd = open(gpath, O_RDWR | O_CLOEXEC);
 	if (gfd < 0 || fstat(gfd, &st) != 0) {
 		rc = -errno;
-		set_err(err, errlen, rc, "cannot create image of '%s': %s: %s", o->model_name, gpath,
+		herd_errf(err, errlen, rc, "cannot create image of '%s': %s: %s", o->model_name, gpath,
 			strerror(errno));
 		goto fail;
 	}
@@ -898,12 +885,12 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	gmap = mmap(NULL, gsize, PROT_READ, MAP_SHARED, gfd, 0);
 	if (gmap == MAP_FAILED) {
 		rc = -errno;
-		set_err(err, errlen, rc, "cannot create image of '%s': mmap %s: %s", o->model_name,
+		herd_errf(err, errlen, rc, "cannot create image of '%s': mmap %s: %s", o->model_name,
 			gpath, strerror(errno));
 		goto fail;
 	}
 	if ((rc = gguf_open_mem(&pg, gmap, gsize, msg, sizeof(msg)))) {
-		set_err(err, errlen, rc, "cannot create image of '%s': written payload is invalid: %s",
+		herd_errf(err, errlen, rc, "cannot create image of '%s': written payload is invalid: %s",
 			o->model_name, msg);
 		goto fail;
 	}
@@ -935,7 +922,7 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	gguf_close(pg);
 	pg = NULL;
 	if (h.tensor_align != SHM_IMAGE_TENSOR_ALIGN) {
-		rc = set_err(err, errlen, HERD_E_FORMAT,
+		rc = herd_errf(err, errlen, HERD_E_FORMAT,
 			     "cannot create image of '%s': payload alignment %u, expected %u",
 			     o->model_name, h.tensor_align, SHM_IMAGE_TENSOR_ALIGN);
 		goto fail;
@@ -978,13 +965,13 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	}
 	if (o->gid != (gid_t)-1 && fchown(fd, (uid_t)-1, o->gid) != 0) {
 		rc = -errno;
-		set_err(err, errlen, rc, "cannot create image of '%s': chown to group %u: %s",
+		herd_errf(err, errlen, rc, "cannot create image of '%s': chown to group %u: %s",
 			o->model_name, (unsigned)o->gid, strerror(errno));
 		goto fail;
 	}
 	if (fchmod(fd, mode) != 0) {
 		rc = -errno;
-		set_err(err, errlen, rc, "cannot create image of '%s': chmod: %s", o->model_name,
+		herd_errf(err, errlen, rc, "cannot create image of '%s': chmod: %s", o->model_name,
 			strerror(errno));
 		goto fail;
 	}
@@ -1017,13 +1004,13 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 			shm_unlink(tmp_obj);
 		} else if (e != EEXIST && e != EINVAL && e != ENOSYS) {
 			rc = -e;
-			set_err(err, errlen, rc, "cannot create image of '%s': rename %s to %s: %s",
+			herd_errf(err, errlen, rc, "cannot create image of '%s': rename %s to %s: %s",
 				o->model_name, tmp_path, final_path, strerror(e));
 			goto fail;
 		} else if (rename(tmp_path, final_path) != 0) {
 			/* EEXIST with a damaged object, or no RENAME_NOREPLACE */
 			rc = -errno;
-			set_err(err, errlen, rc, "cannot create image of '%s': rename %s to %s: %s",
+			herd_errf(err, errlen, rc, "cannot create image of '%s': rename %s to %s: %s",
 				o->model_name, tmp_path, final_path, strerror(errno));
 			goto fail;
 		}
@@ -1047,7 +1034,7 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	return 0;
 
 fail_sys:
-	set_err(err, errlen, rc, "cannot create image of '%s': %s", o->model_name, herd_strerror(rc));
+	herd_errf(err, errlen, rc, "cannot create image of '%s': %s", o->model_name, herd_strerror(rc));
 fail:
 	gguf_close(pg);
 	if (gmap != MAP_FAILED)

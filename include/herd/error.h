@@ -7,6 +7,8 @@
 #ifndef HERD_ERROR_H
 #define HERD_ERROR_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -30,6 +32,12 @@ enum {
 /* Returns a static string naming err (a HERD_E_* code or -errno). Never NULL.
  * Thread-safe. */
 const char *herd_strerror(int err);
+
+/* Formats a message into err (when err and errlen are non-zero) and returns
+ * code, for the "return herd_errf(err, errlen, HERD_E_X, ...)" pattern of
+ * functions that report what went wrong in words. */
+int herd_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 
 #ifdef __cplusplus
 }
