@@ -103,26 +103,32 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-void kern_gemm_q4_0_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
-			       size_t act_stride, int n_b, float *restrict y, int64_t ldy)
-{
-	const int64_t nb = K / 32;
-	int b = 0;
-	for (; b + TILE <= n_b; b += TILE)
-		q4_tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, y + b * ldy, ldy);
-	const char *rest = (const char *)act + (size_t)b * act_stride;
-	/* the tail as one call with a constant column count (unrolled) */
-	switch (n_b - b) {
-	case 7: q4_tile(nb, wg, rest, act_stride, 7, y + b * ldy, ldy); break;
-	case 6: q4_tile(nb, wg, rest, act_stride, 6, y + b * ldy, ldy); break;
-	case 5: q4_tile(nb, wg, rest, act_stride, 5, y + b * ldy, ldy); break;
-	case 4: q4_tile(nb, wg, rest, act_stride, 4, y + b * ldy, ldy); break;
-	case 3: q4_tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
-	case 2: q4_tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
-	case 1: q4_tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
-	default: break;
+/* Full tiles of TILE columns, then the tail as one call with a constant
+ * column count so the compiler unrolls it too. */
+#define GEMM_AVX512(name, tile)                                                                    \
+	void name(int64_t K, const void *restrict wg, const void *restrict act, size_t act_stride,   \
+		  int n_b, float *restrict y, int64_t ldy)                                          \
+	{                                                                                          \
+		const int64_t nb = K / 32;                                                         \
+		int b = 0;                                                                         \
+		for (; b + TILE <= n_b; b += TILE)                                                 \
+			tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, \
+			     y + b * ldy, ldy);                                                    \
+		const char *rest = (const char *)act + (size_t)b * act_stride;                     \
+		switch (n_b - b) {                                                                 \
+		case 7: tile(nb, wg, rest, act_stride, 7, y + b * ldy, ldy); break;                \
+		case 6: tile(nb, wg, rest, act_stride, 6, y + b * ldy, ldy); break;                \
+		case 5: tile(nb, wg, rest, act_stride, 5, y + b * ldy, ldy); break;                \
+		case 4: tile(nb, wg, rest, act_stride, 4, y + b * ldy, ldy); break;                \
+		case 3: tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;                \
+		case 2: tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;                \
+		case 1: tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;                \
+		default: break;                                                                    \
+		}                                                                                  \
 	}
-}
+_Static_assert(TILE == 8, "the tail switch covers TILE - 1 columns");
+
+GEMM_AVX512(kern_gemm_q4_0_r16_avx512, q4_tile)
 
 static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern_block_q8_0_r16 *w,
 							   const char *act, size_t stride, int nc,
@@ -168,23 +174,4 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-void kern_gemm_q8_0_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
-			       size_t act_stride, int n_b, float *restrict y, int64_t ldy)
-{
-	const int64_t nb = K / 32;
-	int b = 0;
-	for (; b + TILE <= n_b; b += TILE)
-		q8_tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, y + b * ldy, ldy);
-	const char *rest = (const char *)act + (size_t)b * act_stride;
-	/* the tail as one call with a constant column count (unrolled) */
-	switch (n_b - b) {
-	case 7: q8_tile(nb, wg, rest, act_stride, 7, y + b * ldy, ldy); break;
-	case 6: q8_tile(nb, wg, rest, act_stride, 6, y + b * ldy, ldy); break;
-	case 5: q8_tile(nb, wg, rest, act_stride, 5, y + b * ldy, ldy); break;
-	case 4: q8_tile(nb, wg, rest, act_stride, 4, y + b * ldy, ldy); break;
-	case 3: q8_tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
-	case 2: q8_tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
-	case 1: q8_tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
-	default: break;
-	}
-}
+GEMM_AVX512(kern_gemm_q8_0_r16_avx512, q8_tile)
