@@ -539,6 +539,10 @@ int shm_image_find(const char *model_name, const char *source_path, const char *
 		char msg[160];
 		if (read_header(dirfd(d), n, &h, &st, msg, sizeof(msg)))
 			continue;
+		/* an image written under the other interleaving policy would run
+		 * other kernels than this process chooses: build a fresh one */
+		if (!!(h.flags & SHM_IMAGE_F_REPACKED) != kern_repack_worthwhile())
+			continue;
 		if (strcmp(h.model, model_name) != 0 || strcmp(h.target_type, want_type) != 0 ||
 		    h.source_size != (uint64_t)sst.st_size ||
 		    h.source_mtime_ns != ts_ns(sst.st_mtim) ||
@@ -641,7 +645,7 @@ static int build_payload(gguf_writer *w, const gguf_ctx *src, int convert, kern_
 	kern_ops ops;
 	kern_ops_init(&ops, kern_isa_detect());
 	const int repack_ok = kern_repack_worthwhile();
-	*repacked = 0;
+	*repacked = repack_ok;
 	for (int64_t i = 0; i < gguf_n_kv(src); i++)
 		if ((rc = gguf_writer_copy_kv(w, src, i)))
 			return herd_errf(msg, msglen, rc, "copying key %lld: %s", (long long)i,
@@ -673,7 +677,7 @@ static int build_payload(gguf_writer *w, const gguf_ctx *src, int convert, kern_
 					       kern_type_name(t->type));
 			conv[i] = (conv_tensor){t, plain, conv_this ? ops.to_float[t->type] : NULL,
 						conv_this ? ops.from_float[target] : NULL, repack};
-			*repacked |= repack;
+
 			rc = gguf_writer_add_tensor_fill(w, name,
 							 repack ? (kern_type)kern_repack_type(plain) : plain,
 							 t->n_dims, t->ne, conv_fill, &conv[i]);

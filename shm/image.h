@@ -70,9 +70,10 @@ extern "C" {
 
 enum {
 	SHM_IMAGE_F_CONVERTED = 1u << 0, /* weights converted to target_type */
-	SHM_IMAGE_F_REPACKED = 1u << 1,  /* matmul weights in row-interleaved GEMM
-					  * layouts (kernels/gemm.h), done when the
-					  * creating CPU has the GEMM kernels */
+	SHM_IMAGE_F_REPACKED = 1u << 1,  /* written under the interleaving policy
+					  * (kern_repack_worthwhile): matmul weights
+					  * whose type allows it are row-interleaved
+					  * for the GEMM kernels (kernels/gemm.h) */
 };
 
 enum { SHM_DIGEST_HM256 = 1 };
