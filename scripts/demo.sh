@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The main job: build herd, make the TinyLlama-shape demo model (random
-# weights, Q4_0) if it is missing, and generate text from it.
+# weights, Q4_0) if it is missing, then start the broker on it with 69 agent
+# processes and print the report (requests, tokens/s, latency percentiles,
+# image size, total PSS of the broker and all agents); then a single-process
+# benchmark line for comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh build
@@ -10,7 +13,7 @@ if [ ! -f "$model" ]; then
 	echo "== making $model (random weights in TinyLlama-1.1B's shape)"
 	./build/herd mkmodel --shape tinyllama-1.1b -t Q4_0 -o "$model"
 fi
-echo "== herd run"
-./build/herd run -m "$model" -p "Once upon a time" -n 64 --seed 42
-echo "== herd bench"
+echo "== herd demo: herdd + ${HERD_DEMO_AGENTS:-69} agent processes on $model"
+./build/herd demo -m "$model" --agents "${HERD_DEMO_AGENTS:-69}" --requests-per-agent 2
+echo "== herd bench (one process, no broker)"
 ./build/herd bench -m "$model" -p 128 -n 64 --json

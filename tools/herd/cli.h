@@ -11,6 +11,9 @@ int cmd_logits(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+/* Hidden: one agent process of `herd demo` and the tests (tools/herd/agent.c). */
+int cmd_agent(int argc, char **argv);
 
 /* Parses a whole decimal integer in [lo, hi] or prints an error naming opt. */
 int cli_int(const char *opt, const char *s, long lo, long hi, long *out);

@@ -14,13 +14,16 @@ static const struct {
 	{"tokenize", cmd_tokenize, "print token ids: -m MODEL [--no-bos] TEXT"},
 	{"mkmodel", cmd_mkmodel, "make a random-weight model: --shape tinyllama-1.1b|mini -t TYPE -o OUT"},
 	{"bench", cmd_bench, "measure speed: -m MODEL [-t THREADS] [-p 128] [-n 64] [--json]"},
+	{"demo", cmd_demo, "herdd + N agent processes: [--agents 69] [--requests-per-agent 2] [-m MODEL] [--json]"},
+	{"agent", cmd_agent, NULL}, /* hidden: used by demo and the tests */
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: herd COMMAND [OPTIONS]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
+		if (commands[i].help)
+			fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].help);
 }
 
 int main(int argc, char **argv)

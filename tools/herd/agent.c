@@ -1,0 +1,570 @@
+/* herd agent: one agent process for `herd demo` and the integration and
+ * fault tests (a hidden subcommand; the test harness and the demo fork+exec
+ * the herd binary so every agent is a real separate process).
+ *
+ *   herd agent --socket PATH --model NAME [--index I] [--name NAME]
+ *              [--requests R] [--max-tokens N] [--stream-every K]
+ *              [--attach] [--local] [--local-tokens N] [--touch] [--threads T]
+ *              [--go-fd FD] [--exit-fd FD] [--reconnect] [--reconnect-ms MS]
+ *              [--report-first] [--write-image] [--cache] [--json]
+ *
+ * Sequence: connect (hello/welcome); with --attach, attach the model's
+ * shared image (herd_model_attach), with --local run it in this process
+ * once (a short greedy generation: every weight matrix is read), with
+ * --touch read one byte of every page of the mapping (so every page of the
+ * image is mapped in this process: the worst case for memory accounting);
+ * report "ready"; wait at the go barrier (EOF on --go-fd); send R greedy
+ * requests, request j streaming when K > 0 and j % K == K - 1; report
+ * "finished"; wait at the exit barrier (EOF on --exit-fd: the parent
+ * measures memory meanwhile); detach and exit.
+ *
+ * Output: one JSON object per line on stdout, each written with a single
+ * write(2) (events "ready", "first", "req", "error", "reconnected",
+ * "finished", "fatal"). Generated text is hex-encoded ("text_hex": random
+ * weights produce arbitrary bytes, which JSON strings cannot carry), token
+ * ids are listed for streamed requests ("toks"). Prompts come from a fixed
+ * list and carry the agent index and request number, so every request is
+ * distinct (no merging, no response cache hit) and reproducible: a test can
+ * rerun the same prompt through the engine and compare.
+ *
+ * --reconnect: a request that fails because the connection broke (the
+ * broker died) is reported as an "error" event with the library's message,
+ * then herd_reconnect is retried every 50 ms for up to --reconnect-ms (default
+ * 30000) and the same request is sent again.
+ * --write-image: after attaching, write one byte into the read-only mapping
+ * (the process is expected to die of SIGSEGV; exit status 3 if it did not).
+ *
+ * Exit status: 0 when every request succeeded, 1 otherwise or on a fatal
+ * error, 2 for a usage error. */
+#include <errno.h>
+#include <signal.h>
+#include <stddef.h>
+#include <sys/mman.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "herd/herd.h"
+
+#define AGENT_LOCAL_PROMPT "The quick brown fox"
+
+/* Short prompts (the demo model's synthetic vocabulary spends about one
+ * token per two characters); the agent index and request number are
+ * appended, so every request is distinct. */
+static const char *const agent_prompts[] = {
+	"Once upon a time",
+	"The weather today",
+	"A poem about rain",
+	"To make tea, first",
+	"The printing press",
+	"My favourite language",
+	"In the year 2050",
+	"The recipe calls for",
+	"Pack for camping:",
+	"The old lighthouse",
+	"A new species of frog",
+	"Dear diary, today",
+	"The train left at noon",
+	"The best advice",
+	"Under the bridge",
+	"The meeting agenda",
+};
+
+#define AGENT_N_PROMPTS (sizeof(agent_prompts) / sizeof(agent_prompts[0]))
+
+typedef struct agent_opts {
+	const char *socket, *model, *name;
+	long index, requests, max_tokens, stream_every, local_tokens, threads;
+	long go_fd, exit_fd, reconnect_ms;
+	int attach, local, touch, reconnect, report_first, write_image, cache;
+} agent_opts;
+
+/* A growable line of JSON. */
+typedef struct jline {
+	char *p;
+	size_t len, cap;
+	int oom;
+} jline;
+
+static void jl_add(jline *j, const char *s, size_t n)
+{
+	if (j->oom)
+		return;
+	if (j->len + n + 2 > j->cap) {
+		size_t cap = j->cap ? j->cap : 256;
+		while (cap < j->len + n + 2)
+			cap *= 2;
+		char *np = realloc(j->p, cap);
+		if (!np) {
+			j->oom = 1;
+			return;
+		}
+		j->p = np;
+		j->cap = cap;
+	}
+	memcpy(j->p + j->len, s, n);
+	j->len += n;
+	j->p[j->len] = 0;
+}
+
+__attribute__((format(printf, 2, 3))) static void jl_fmt(jline *j, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		jl_add(j, buf, (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
+/* ,"key":"escaped" (bytes outside printable ASCII become '?'). */
+static void jl_str(jline *j, const char *key, const char *s)
+{
+	jl_fmt(j, ",\"%s\":\"", key);
+	for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+		char c[8];
+		if (*p == '"' || *p == '\\')
+			snprintf(c, sizeof(c), "\\%c", *p);
+		else if (*p < 0x20 || *p >= 0x7f)
+			snprintf(c, sizeof(c), "?");
+		else
+			snprintf(c, sizeof(c), "%c", *p);
+		jl_add(j, c, strlen(c));
+	}
+	jl_add(j, "\"", 1);
+}
+
+static void jl_hex(jline *j, const char *key, const char *s, size_t n)
+{
+	static const char hx[] = "0123456789abcdef";
+	jl_fmt(j, ",\"%s\":\"", key);
+	for (size_t i = 0; i < n; i++) {
+		const unsigned char b = (unsigned char)s[i];
+		char c[2] = {hx[b >> 4], hx[b & 15]};
+		jl_add(j, c, 2);
+	}
+	jl_add(j, "\"", 1);
+}
+
+/* Ends the object and writes the line with one write(2) (atomic for the
+ * reader as long as it is shorter than PIPE_BUF; longer lines are still
+ * whole because every agent has its own pipe). */
+static void jl_emit(jline *j)
+{
+	jl_add(j, "}\n", 2);
+	if (!j->oom) {
+		size_t off = 0;
+		while (off < j->len) {
+			ssize_t w = write(STDOUT_FILENO, j->p + off, j->len - off);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0)
+				break;
+			off += (size_t)w;
+		}
+	}
+	free(j->p);
+	memset(j, 0, sizeof(*j));
+}
+
+static double now_ms(void)
+{
+	return cli_now() * 1e3;
+}
+
+/* Blocks until the other end of fd is closed (EOF). */
+static void barrier_wait(long fd)
+{
+	if (fd < 0)
+		return;
+	char c;
+	for (;;) {
+		ssize_t r = read((int)fd, &c, 1);
+		if (r == 0 || (r < 0 && errno != EINTR))
+			break;
+	}
+	close((int)fd);
+}
+
+/* Finds this process's mapping of /dev/shm<segment> in /proc/self/maps. */
+static int find_mapping(const char *segment, unsigned char **start, size_t *len)
+{
+	char want[256], line[1024];
+	snprintf(want, sizeof(want), "/dev/shm%s%s", segment[0] == '/' ? "" : "/", segment);
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return -errno;
+	int rc = -ENOENT;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long a, b;
+		char path[512] = "";
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %511s", &a, &b, path) != 3)
+			continue;
+		if (!strcmp(path, want)) {
+			*start = (unsigned char *)a;
+			*len = b - a;
+			rc = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+typedef struct stream_acc {
+	int32_t *toks;
+	int n, cap;
+	double t0, t_first;
+	int report_first;
+	long req;
+} stream_acc;
+
+static int on_token(void *user, const char *text, size_t len, int32_t token)
+{
+	(void)text;
+	(void)len;
+	stream_acc *a = user;
+	if (a->n == 0) {
+		a->t_first = now_ms();
+		if (a->report_first) {
+			jline j = {0};
+			jl_fmt(&j, "{\"ev\":\"first\",\"req\":%ld,\"pid\":%d", a->req, (int)getpid());
+			jl_emit(&j);
+		}
+	}
+	if (a->n == a->cap) {
+		int cap = a->cap ? a->cap * 2 : 64;
+		int32_t *nt = realloc(a->toks, sizeof(int32_t) * (size_t)cap);
+		if (!nt)
+			return 1;
+		a->toks = nt;
+		a->cap = cap;
+	}
+	a->toks[a->n++] = token;
+	return 0;
+}
+
+static int is_conn_error(int rc)
+{
+	return rc == -ECONNRESET || rc == -ENOTCONN || rc == -EPIPE || rc == -ECONNREFUSED ||
+	       rc == -ENOENT || rc == HERD_E_PROTO;
+}
+
+/* Reconnects within o->reconnect_ms; reports the outcome. 0 or the last error. */
+static int agent_reconnect(herd_client *c, const agent_opts *o, long req)
+{
+	const double t0 = now_ms();
+	int rc, attempts = 0;
+	do {
+		usleep(50 * 1000);
+		attempts++;
+		rc = herd_reconnect(c);
+	} while (rc && now_ms() - t0 < (double)o->reconnect_ms);
+	jline j = {0};
+	if (rc) {
+		jl_fmt(&j, "{\"ev\":\"fatal\",\"req\":%ld,\"code\":%d", req, rc);
+		jl_str(&j, "msg", herd_client_errmsg(c));
+	} else {
+		jl_fmt(&j, "{\"ev\":\"reconnected\",\"req\":%ld,\"attempts\":%d,\"after_ms\":%.1f", req,
+		       attempts, now_ms() - t0);
+	}
+	jl_emit(&j);
+	return rc;
+}
+
+/* Runs request number req; reports it. Returns 0 or the error code. */
+static int agent_request(herd_client *c, const agent_opts *o, long req)
+{
+	char prompt[256];
+	snprintf(prompt, sizeof(prompt), "%s %ld",
+		 agent_prompts[(size_t)(o->index + req) % AGENT_N_PROMPTS], o->index * 1000 + req);
+	const int stream = o->stream_every > 0 && req % o->stream_every == o->stream_every - 1;
+	herd_request r;
+	herd_request_init(&r);
+	r.model = o->model;
+	r.prompt = prompt;
+	r.max_tokens = (int)o->max_tokens;
+	r.temperature = 0;
+	r.no_cache = !o->cache;
+	herd_result res;
+	stream_acc acc = {.report_first = o->report_first, .req = req};
+	int rc;
+	for (;;) {
+		acc.n = 0;
+		acc.t0 = now_ms();
+		acc.t_first = 0;
+		rc = stream ? herd_generate_stream(c, &r, on_token, &acc, &res)
+			    : herd_generate(c, &r, &res);
+		if (rc == 0 || !o->reconnect || !is_conn_error(rc))
+			break;
+		jline j = {0};
+		jl_fmt(&j, "{\"ev\":\"error\",\"req\":%ld,\"code\":%d", req, rc);
+		jl_str(&j, "msg", herd_client_errmsg(c));
+		jl_emit(&j);
+		herd_result_free(&res);
+		if (agent_reconnect(c, o, req))
+			break;
+	}
+	const double lat = now_ms() - acc.t0;
+	jline j = {0};
+	jl_fmt(&j, "{\"ev\":\"req\",\"req\":%ld,\"stream\":%d", req, stream);
+	jl_str(&j, "prompt", prompt);
+	jl_fmt(&j, ",\"max_tokens\":%ld,\"ok\":%d,\"code\":%d", o->max_tokens, rc == 0, rc);
+	if (rc) {
+		jl_str(&j, "msg", herd_client_errmsg(c));
+	} else {
+		jl_str(&j, "reason", herd_finish_name(res.reason));
+		jl_fmt(&j,
+		       ",\"n_prompt\":%u,\"n_gen\":%u,\"latency_ms\":%.3f,\"first_ms\":%.3f,"
+		       "\"queue_ms\":%.3f,\"broker_first_ms\":%.3f,\"broker_total_ms\":%.3f",
+		       res.n_prompt, res.n_gen, lat, stream && acc.n ? acc.t_first - acc.t0 : -1.0,
+		       res.t_queue_ms, res.t_first_ms, res.t_total_ms);
+		jl_hex(&j, "text_hex", res.text, res.text_len);
+		if (stream) {
+			jl_add(&j, ",\"toks\":[", 9);
+			for (int i = 0; i < acc.n; i++)
+				jl_fmt(&j, "%s%d", i ? "," : "", acc.toks[i]);
+			jl_add(&j, "]", 1);
+		}
+	}
+	jl_emit(&j);
+	free(acc.toks);
+	herd_result_free(&res);
+	return rc;
+}
+
+/* Attach, local run, touch; fills the "ready" line. 0 or an error (reported). */
+static int agent_attach(herd_client *c, const agent_opts *o, herd_local_model **lm, jline *ready)
+{
+	herd_attach_opts ao = {.n_threads = (int)o->threads};
+	int rc = herd_model_attach_opts(c, o->model, &ao, lm);
+	if (rc) {
+		jline j = {0};
+		jl_fmt(&j, "{\"ev\":\"fatal\",\"stage\":\"attach\",\"code\":%d", rc);
+		jl_str(&j, "msg", herd_client_errmsg(c));
+		jl_emit(&j);
+		return rc;
+	}
+	herd_local_info info;
+	herd_local_info_get(*lm, &info);
+	jl_str(ready, "segment", info.segment);
+	jl_str(ready, "digest", info.digest);
+	jl_fmt(ready, ",\"image_bytes\":%llu,\"attach_ms\":%.3f,\"load_ms\":%.3f",
+	       (unsigned long long)info.image_bytes, info.attach_ms, info.load_ms);
+	if (o->write_image) {
+		unsigned char *base;
+		size_t len;
+		if ((rc = find_mapping(info.segment, &base, &len))) {
+			jline j = {0};
+			jl_fmt(&j, "{\"ev\":\"fatal\",\"stage\":\"write\",\"code\":%d", rc);
+			jl_str(&j, "msg", "mapping of the image not found in /proc/self/maps");
+			jl_emit(&j);
+			return rc;
+		}
+		signal(SIGSEGV, SIG_DFL);
+		jline j = {0};
+		jl_fmt(&j, "{\"ev\":\"writing\",\"pid\":%d,\"bytes\":%zu", (int)getpid(), len);
+		jl_emit(&j);
+		/* A byte in the middle of the payload (weights, covered by the
+		 * digest): the mapping is PROT_READ, so this store must fault. */
+		((volatile unsigned char *)base)[len / 2] ^= 0x5a;
+		jl_fmt(&j, "{\"ev\":\"wrote\",\"pid\":%d", (int)getpid());
+		jl_emit(&j);
+		exit(3);
+	}
+	if (o->local) {
+		herd_request r;
+		herd_request_init(&r);
+		r.prompt = AGENT_LOCAL_PROMPT;
+		r.max_tokens = (int)o->local_tokens;
+		r.temperature = 0;
+		herd_result res;
+		const double t0 = now_ms();
+		rc = herd_local_generate(*lm, &r, NULL, NULL, &res);
+		jl_fmt(ready, ",\"local_ok\":%d,\"local_ms\":%.3f", rc == 0, now_ms() - t0);
+		jl_str(ready, "local_prompt", AGENT_LOCAL_PROMPT);
+		if (rc == 0) {
+			jl_fmt(ready, ",\"local_n_gen\":%u", res.n_gen);
+			jl_hex(ready, "local_text_hex", res.text, res.text_len);
+		} else {
+			jl_str(ready, "local_msg", herd_local_errmsg(*lm));
+		}
+		herd_result_free(&res);
+		if (rc)
+			return rc;
+	}
+	if (o->touch) {
+		unsigned char *base;
+		size_t len;
+		if ((rc = find_mapping(info.segment, &base, &len)))
+			return rc;
+		/* Map every page: one madvise where the kernel has it (5.14+), else
+		 * a read per page. Both leave every page of the image in this
+		 * process's page tables, as if it had read all of it. */
+		const double t0 = now_ms();
+		const long pg = sysconf(_SC_PAGESIZE);
+		unsigned sum = 0;
+#ifdef MADV_POPULATE_READ
+		const int populated = madvise(base, len, MADV_POPULATE_READ) == 0;
+#else
+		const int populated = 0;
+#endif
+		if (!populated)
+			for (size_t off = 0; off < len; off += (size_t)pg)
+				sum += ((volatile unsigned char *)base)[off];
+		jl_fmt(ready, ",\"touched_pages\":%zu,\"touch_ms\":%.3f,\"touch_sum\":%u",
+		       len / (size_t)pg, now_ms() - t0, sum);
+	}
+	return 0;
+}
+
+static void agent_usage(FILE *f)
+{
+	fprintf(f, "usage: herd agent --socket PATH --model NAME [--index I] [--name NAME]\n"
+		   "       [--requests R] [--max-tokens N] [--stream-every K] [--attach] [--local]\n"
+		   "       [--local-tokens N] [--touch] [--threads T] [--go-fd FD] [--exit-fd FD]\n"
+		   "       [--reconnect] [--reconnect-ms MS] [--report-first] [--write-image]\n"
+		   "       [--cache] [--json]\n"
+		   "(internal: one agent process of `herd demo` and the tests; JSON lines on stdout)\n");
+}
+
+static int agent_parse(int argc, char **argv, agent_opts *o)
+{
+	*o = (agent_opts){.requests = 2, .max_tokens = 16, .stream_every = 2, .local_tokens = 2,
+			  .threads = 1, .go_fd = -1, .exit_fd = -1, .reconnect_ms = 30000};
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		static const struct {
+			const char *name;
+			size_t off;
+			long lo, hi;
+		} nums[] = {
+			{"--index", offsetof(agent_opts, index), 0, 1 << 20},
+			{"--requests", offsetof(agent_opts, requests), 0, 1 << 20},
+			{"--max-tokens", offsetof(agent_opts, max_tokens), 0, 1 << 20},
+			{"--stream-every", offsetof(agent_opts, stream_every), 0, 1 << 20},
+			{"--local-tokens", offsetof(agent_opts, local_tokens), 0, 4096},
+			{"--threads", offsetof(agent_opts, threads), 1, 256},
+			{"--go-fd", offsetof(agent_opts, go_fd), 0, 1 << 20},
+			{"--exit-fd", offsetof(agent_opts, exit_fd), 0, 1 << 20},
+			{"--reconnect-ms", offsetof(agent_opts, reconnect_ms), 0, 3600000},
+		};
+		int done = 0;
+		for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]) && !done; k++)
+			if (!strcmp(a, nums[k].name)) {
+				if (cli_int(a, v, nums[k].lo, nums[k].hi,
+					    (long *)((char *)o + nums[k].off)))
+					return -1;
+				i++;
+				done = 1;
+			}
+		if (done)
+			continue;
+		if (!strcmp(a, "--socket") || !strcmp(a, "--model") || !strcmp(a, "--name")) {
+			if (!v) {
+				fprintf(stderr, "herd agent: %s needs a value\n", a);
+				return -1;
+			}
+			*(!strcmp(a, "--socket") ? &o->socket : !strcmp(a, "--model") ? &o->model : &o->name) = v;
+			i++;
+		} else if (!strcmp(a, "--attach")) {
+			o->attach = 1;
+		} else if (!strcmp(a, "--local")) {
+			o->local = 1;
+		} else if (!strcmp(a, "--touch")) {
+			o->touch = 1;
+		} else if (!strcmp(a, "--reconnect")) {
+			o->reconnect = 1;
+		} else if (!strcmp(a, "--report-first")) {
+			o->report_first = 1;
+		} else if (!strcmp(a, "--write-image")) {
+			o->write_image = 1;
+		} else if (!strcmp(a, "--cache")) {
+			o->cache = 1;
+		} else if (!strcmp(a, "--json")) {
+			/* the only output format */
+		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+			return 1;
+		} else {
+			fprintf(stderr, "herd agent: unexpected argument '%s'\n", a);
+			return -1;
+		}
+	}
+	if (!o->socket || !o->model) {
+		fprintf(stderr, "herd agent: --socket and --model are required\n");
+		return -1;
+	}
+	if ((o->local || o->touch || o->write_image) && !o->attach)
+		o->attach = 1;
+	return 0;
+}
+
+int cmd_agent(int argc, char **argv)
+{
+	agent_opts o;
+	int pr = agent_parse(argc, argv, &o);
+	if (pr) {
+		agent_usage(pr > 0 ? stdout : stderr);
+		return pr > 0 ? 0 : 2;
+	}
+	char name[64];
+	if (o.name)
+		snprintf(name, sizeof(name), "%s", o.name);
+	else
+		snprintf(name, sizeof(name), "agent-%ld", o.index);
+	herd_client *c = NULL;
+	herd_local_model *lm = NULL;
+	jline ready = {0};
+	long n_ok = 0, n_failed = 0;
+	int status = 1;
+
+	herd_connect_opts co;
+	herd_connect_opts_init(&co);
+	co.socket_path = o.socket;
+	co.name = name;
+	co.timeout_ms = 30000;
+	int rc = herd_connect(&c, &co);
+	if (rc && o.reconnect && c && is_conn_error(rc))
+		rc = agent_reconnect(c, &o, -1);
+	if (rc) {
+		jline j = {0};
+		jl_fmt(&j, "{\"ev\":\"fatal\",\"stage\":\"connect\",\"code\":%d", rc);
+		jl_str(&j, "msg", herd_client_errmsg(c));
+		jl_emit(&j);
+		goto out;
+	}
+	jl_fmt(&ready, "{\"ev\":\"ready\",\"pid\":%d,\"index\":%ld,\"agent\":%llu,\"attached\":%d",
+	       (int)getpid(), o.index, (unsigned long long)herd_agent_id(c), o.attach);
+	if (o.attach && agent_attach(c, &o, &lm, &ready))
+		goto out;
+	jl_emit(&ready);
+	barrier_wait(o.go_fd);
+	o.go_fd = -1;
+	for (long r = 0; r < o.requests; r++) {
+		if (agent_request(c, &o, r))
+			n_failed++;
+		else
+			n_ok++;
+	}
+	jline j = {0};
+	jl_fmt(&j, "{\"ev\":\"finished\",\"pid\":%d,\"ok\":%ld,\"failed\":%ld", (int)getpid(), n_ok,
+	       n_failed);
+	jl_emit(&j);
+	barrier_wait(o.exit_fd);
+	o.exit_fd = -1;
+	status = n_failed ? 1 : 0;
+out:
+	free(ready.p);
+	if (o.go_fd >= 0)
+		close((int)o.go_fd);
+	if (o.exit_fd >= 0)
+		close((int)o.exit_fd);
+	herd_local_detach(lm);
+	herd_close(c);
+	return status;
+}

@@ -1,0 +1,452 @@
+/* herdctl: the herd admin tool, in the spirit of ipcs / ipcrm.
+ *
+ *   herdctl [--socket PATH] [--json] status|models|segments|agents|rm SEGMENT [--force]|shutdown
+ *
+ * Talks to herdd over its socket (default: $HERD_SOCKET, else
+ * $XDG_RUNTIME_DIR/herd/herd.sock, else /run/herd/herd.sock) with `admin`
+ * frames, which the broker accepts only from its own uid, root, or members of
+ * its configured admin group (SO_PEERCRED). Prints tables, or with --json
+ * the broker's result as one JSON value on one line.
+ *
+ * Without a running broker, `segments` lists the images in /dev/shm itself
+ * (shm_image_list: header checks and attach counts from /proc/<pid>/maps of
+ * the processes this user may inspect) and says so on stderr, and `rm`
+ * removes the named object itself (shm_unlink; processes mapping it keep
+ * their mapping). Every other command needs the broker: "no broker at PATH".
+ *
+ * Exit status: 0 success, 1 failure (no broker, permission denied, the
+ * broker's error), 2 usage error. */
+#include <errno.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "admin_client.h"
+#include "herd/error.h"
+#include "herd/herd.h"
+#include "shm/image.h"
+
+/* ---- msgpack -> JSON ----------------------------------------------------- */
+
+static json_object *mp_to_json(const msgpack_object *o)
+{
+	switch (o->type) {
+	case MSGPACK_OBJECT_BOOLEAN:
+		return json_object_new_boolean(o->via.boolean);
+	case MSGPACK_OBJECT_POSITIVE_INTEGER:
+		return o->via.u64 > INT64_MAX ? json_object_new_uint64(o->via.u64)
+					      : json_object_new_int64((int64_t)o->via.u64);
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
+		return json_object_new_int64(o->via.i64);
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64:
+		return json_object_new_double(o->via.f64);
+	case MSGPACK_OBJECT_STR:
+		return json_object_new_string_len(o->via.str.ptr, (int)o->via.str.size);
+	case MSGPACK_OBJECT_BIN:
+		return json_object_new_string_len(o->via.bin.ptr, (int)o->via.bin.size);
+	case MSGPACK_OBJECT_ARRAY: {
+		json_object *a = json_object_new_array();
+		for (uint32_t i = 0; a && i < o->via.array.size; i++)
+			json_object_array_add(a, mp_to_json(&o->via.array.ptr[i]));
+		return a;
+	}
+	case MSGPACK_OBJECT_MAP: {
+		json_object *m = json_object_new_object();
+		for (uint32_t i = 0; m && i < o->via.map.size; i++) {
+			const msgpack_object_kv *kv = &o->via.map.ptr[i];
+			char key[128];
+			if (kv->key.type == MSGPACK_OBJECT_STR)
+				snprintf(key, sizeof(key), "%.*s", (int)kv->key.via.str.size,
+					 kv->key.via.str.ptr);
+			else
+				snprintf(key, sizeof(key), "key%u", i);
+			json_object_object_add(m, key, mp_to_json(&kv->val));
+		}
+		return m;
+	}
+	default:
+		return NULL; /* nil, ext */
+	}
+}
+
+/* ---- tables --------------------------------------------------------------- */
+
+typedef enum col_kind { C_STR, C_INT, C_SIZE, C_BOOL, C_OCT, C_DIG16, C_F1, C_F2, C_USER } col_kind;
+
+typedef struct col {
+	const char *head;
+	const char *key;
+	col_kind kind;
+} col;
+
+static void fmt_size(char *b, size_t n, uint64_t v)
+{
+	if (v >= (1ull << 30))
+		snprintf(b, n, "%.2fG", (double)v / (1ull << 30));
+	else if (v >= (1ull << 20))
+		snprintf(b, n, "%.1fM", (double)v / (1ull << 20));
+	else if (v >= (1ull << 10))
+		snprintf(b, n, "%.1fK", (double)v / (1ull << 10));
+	else
+		snprintf(b, n, "%" PRIu64, v);
+}
+
+static void fmt_cell(char *b, size_t n, json_object *row, const col *c)
+{
+	json_object *v = NULL;
+	if (!json_object_object_get_ex(row, c->key, &v) || !v) {
+		snprintf(b, n, "-");
+		return;
+	}
+	switch (c->kind) {
+	case C_STR:
+		snprintf(b, n, "%s", json_object_get_string(v)[0] ? json_object_get_string(v) : "-");
+		break;
+	case C_INT:
+		snprintf(b, n, "%" PRId64, json_object_get_int64(v));
+		break;
+	case C_SIZE:
+		fmt_size(b, n, (uint64_t)json_object_get_int64(v));
+		break;
+	case C_BOOL:
+		snprintf(b, n, "%s", json_object_get_boolean(v) ? "yes" : "no");
+		break;
+	case C_OCT:
+		snprintf(b, n, "%04" PRIo64, (uint64_t)json_object_get_int64(v));
+		break;
+	case C_DIG16:
+		snprintf(b, n, "%.16s", json_object_get_string(v));
+		break;
+	case C_F1:
+		snprintf(b, n, "%.1f", json_object_get_double(v));
+		break;
+	case C_F2:
+		snprintf(b, n, "%.2f", json_object_get_double(v));
+		break;
+	case C_USER: {
+		const uid_t uid = (uid_t)json_object_get_int64(v);
+		struct passwd pw, *res = NULL;
+		char buf[1024];
+		if (!getpwuid_r(uid, &pw, buf, sizeof(buf), &res) && res)
+			snprintf(b, n, "%s", res->pw_name);
+		else
+			snprintf(b, n, "%u", (unsigned)uid);
+		break;
+	}
+	}
+}
+
+#define CELL_MAX 96
+
+/* Prints an array of objects as an aligned table (the header even when the
+ * array is empty). */
+static void print_table(json_object *arr, const col *cols, int n_cols)
+{
+	const size_t rows = json_object_is_type(arr, json_type_array) ? json_object_array_length(arr) : 0;
+	char(*cell)[CELL_MAX] = calloc((rows + 1) * (size_t)n_cols, CELL_MAX);
+	int *w = calloc((size_t)n_cols, sizeof(int));
+	if (!cell || !w) {
+		free(cell);
+		free(w);
+		fprintf(stderr, "herdctl: out of memory\n");
+		return;
+	}
+	for (int c = 0; c < n_cols; c++)
+		snprintf(cell[c], CELL_MAX, "%s", cols[c].head);
+	for (size_t r = 0; r < rows; r++)
+		for (int c = 0; c < n_cols; c++)
+			fmt_cell(cell[(r + 1) * (size_t)n_cols + (size_t)c], CELL_MAX,
+				 json_object_array_get_idx(arr, r), &cols[c]);
+	for (size_t r = 0; r <= rows; r++)
+		for (int c = 0; c < n_cols; c++) {
+			int l = (int)strlen(cell[r * (size_t)n_cols + (size_t)c]);
+			if (l > w[c])
+				w[c] = l;
+		}
+	for (size_t r = 0; r <= rows; r++) {
+		for (int c = 0; c < n_cols; c++) {
+			const char *s = cell[r * (size_t)n_cols + (size_t)c];
+			if (c == n_cols - 1)
+				printf("%s\n", s);
+			else
+				printf("%-*s  ", w[c], s);
+		}
+	}
+	free(cell);
+	free(w);
+}
+
+static const col models_cols[] = {
+	{"NAME", "name", C_STR},           {"SEGMENT", "segment", C_STR},
+	{"SIZE", "image_bytes", C_SIZE},   {"TYPE", "weight_type", C_STR},
+	{"ADOPTED", "adopted", C_BOOL},    {"RUNNING", "running", C_INT},
+	{"WAITING", "waiting", C_INT},     {"STEPS", "steps", C_INT},
+	{"AVG_BATCH", "avg_batch", C_F2},  {"MAX_BATCH", "max_batch_seen", C_INT},
+	{"TOKENS", "tokens_gen", C_INT},   {"KV_FREE", "kv_pages_free", C_INT},
+	{"KV_TOTAL", "kv_pages_total", C_INT},
+};
+
+static const col segments_cols[] = {
+	{"SEGMENT", "name", C_STR},    {"MODEL", "model", C_STR},    {"SIZE", "size", C_SIZE},
+	{"DIGEST", "digest", C_DIG16}, {"NATTCH", "attached", C_INT}, {"MODE", "mode", C_OCT},
+	{"OWNER", "uid", C_USER},      {"LOADED", "loaded", C_BOOL},  {"VALID", "valid", C_BOOL},
+	{"PROBLEM", "problem", C_STR},
+};
+
+static const col agents_cols[] = {
+	{"ID", "id", C_INT},           {"NAME", "name", C_STR},         {"PID", "pid", C_INT},
+	{"UID", "uid", C_USER},        {"REQUESTS", "requests", C_INT}, {"TOKENS", "tokens", C_INT},
+	{"IN_FLIGHT", "in_flight", C_INT}, {"PRIO", "prio", C_INT},
+	{"CONNECTED_S", "connected_s", C_F1},
+};
+
+#define N_COLS(a) ((int)(sizeof(a) / sizeof(a[0])))
+
+/* key  value lines, in the broker's order. */
+static void print_kv(json_object *obj)
+{
+	if (!json_object_is_type(obj, json_type_object)) {
+		printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+		return;
+	}
+	json_object_object_foreach(obj, k, v)
+	{
+		if (json_object_is_type(v, json_type_double))
+			printf("%-22s %.2f\n", k, json_object_get_double(v));
+		else if (json_object_is_type(v, json_type_string))
+			printf("%-22s %s\n", k, json_object_get_string(v));
+		else
+			printf("%-22s %s\n", k, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	}
+}
+
+/* Removes herdctl's own connection from the agents list (it is not an agent). */
+static void drop_self(json_object *arr)
+{
+	if (!json_object_is_type(arr, json_type_array))
+		return;
+	for (size_t i = json_object_array_length(arr); i-- > 0;) {
+		json_object *pid = NULL;
+		if (json_object_object_get_ex(json_object_array_get_idx(arr, i), "pid", &pid) &&
+		    json_object_get_int64(pid) == (int64_t)getpid())
+			json_object_array_del_idx(arr, i, 1);
+	}
+}
+
+/* ---- segments without a broker ------------------------------------------- */
+
+static int seg_add(void *user, const shm_image_info *in)
+{
+	json_object *arr = user, *o = json_object_new_object();
+	if (!o)
+		return -ENOMEM;
+	json_object_object_add(o, "name", json_object_new_string(in->name));
+	json_object_object_add(o, "model", json_object_new_string(in->model));
+	json_object_object_add(o, "size", json_object_new_int64((int64_t)in->image_size));
+	json_object_object_add(o, "digest", json_object_new_string(in->digest_hex));
+	json_object_object_add(o, "attached", json_object_new_int(in->n_attached));
+	json_object_object_add(o, "valid", json_object_new_boolean(in->valid));
+	json_object_object_add(o, "loaded", NULL); /* unknown: no broker */
+	json_object_object_add(o, "weight_type", json_object_new_string(in->weight_type));
+	json_object_object_add(o, "mode", json_object_new_int64(in->mode));
+	json_object_object_add(o, "uid", json_object_new_int64(in->uid));
+	json_object_object_add(o, "problem", json_object_new_string(in->valid ? "" : in->problem));
+	json_object_array_add(arr, o);
+	return 0;
+}
+
+static int local_segments(int json)
+{
+	json_object *arr = json_object_new_array();
+	if (!arr)
+		return 1;
+	int rc = shm_image_list(SHM_LIST_ATTACH, seg_add, arr);
+	if (rc) {
+		fprintf(stderr, "herdctl: cannot list %s: %s\n", SHM_IMAGE_DIR, herd_strerror(rc));
+		json_object_put(arr);
+		return 1;
+	}
+	if (json)
+		printf("%s\n", json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	else
+		print_table(arr, segments_cols, N_COLS(segments_cols));
+	json_object_put(arr);
+	return 0;
+}
+
+/* ---- main ------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: herdctl [--socket PATH] [--json] COMMAND\n"
+		"commands:\n"
+		"  status            broker pid, uptime, agents, requests, batching and speed\n"
+		"  models            loaded models: image, type, scheduler and KV statistics\n"
+		"  segments          shared-memory images in %s: size, digest, attached processes\n"
+		"                    (works without a broker: then read from %s directly)\n"
+		"  agents            connected agents: pid, uid, requests, tokens\n"
+		"  rm SEGMENT [--force]  remove an image (--force: even the image of a loaded model;\n"
+		"                    without a broker the object is unlinked directly)\n"
+		"  shutdown          stop the broker (in-flight requests end with reason \"cancel\")\n"
+		"options:\n"
+		"  --socket PATH     broker socket (default $HERD_SOCKET, $XDG_RUNTIME_DIR/herd/herd.sock,\n"
+		"                    %s)\n"
+		"  --json            print the result as JSON (one line)\n"
+		"Admin commands are accepted only from the broker's uid, root or its admin group.\n",
+		SHM_IMAGE_DIR, SHM_IMAGE_DIR, HERD_SYSTEM_SOCKET);
+}
+
+/* The group named in the broker's EPERM message ("... group 'G'"), or "". */
+static void perm_group(const char *msg, char *g, size_t n)
+{
+	const char *p = strstr(msg, "group '");
+	g[0] = 0;
+	if (!p)
+		return;
+	p += 7;
+	const char *e = strchr(p, '\'');
+	if (e)
+		snprintf(g, n, "%.*s", (int)(e - p), p);
+}
+
+int main(int argc, char **argv)
+{
+	const char *sock = NULL, *cmd = NULL;
+	const char *args[8];
+	size_t n_args = 0;
+	int json = 0, status = 1;
+	char path[256], err[1024] = "";
+	adm_client a;
+	adm_init(&a);
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--socket") || !strcmp(argv[i], "-s")) {
+			if (i + 1 >= argc) {
+				fprintf(stderr, "herdctl: --socket needs a path\n");
+				return 2;
+			}
+			sock = argv[++i];
+		} else if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j")) {
+			json = 1;
+		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help") ||
+			   !strcmp(argv[i], "help")) {
+			usage(stdout);
+			return 0;
+		} else if (!cmd) {
+			cmd = argv[i];
+		} else if (n_args < sizeof(args) / sizeof(args[0])) {
+			args[n_args++] = argv[i];
+		} else {
+			fprintf(stderr, "herdctl: too many arguments\n");
+			return 2;
+		}
+	}
+	static const char *const known[] = {"status", "models", "segments", "agents", "rm", "shutdown"};
+	int ok = 0;
+	for (size_t i = 0; cmd && i < sizeof(known) / sizeof(known[0]); i++)
+		ok |= !strcmp(cmd, known[i]);
+	if (!ok) {
+		if (cmd)
+			fprintf(stderr, "herdctl: unknown command '%s'\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+	const int is_rm = !strcmp(cmd, "rm");
+	if (is_rm && n_args == 0) {
+		fprintf(stderr, "herdctl: rm needs a segment name (see herdctl segments)\n");
+		return 2;
+	}
+	if (!is_rm && n_args) {
+		fprintf(stderr, "herdctl: %s takes no arguments\n", cmd);
+		return 2;
+	}
+	if (sock)
+		snprintf(path, sizeof(path), "%s", sock);
+	else if (herd_default_socket_path(path, sizeof(path)) < 0) {
+		fprintf(stderr, "herdctl: default socket path too long; use --socket\n");
+		return 2;
+	}
+
+	int rc = adm_connect(&a, path, err, sizeof(err));
+	if (rc == -ENOENT || rc == -ECONNREFUSED) {
+		if (!strcmp(cmd, "segments")) {
+			fprintf(stderr, "herdctl: no broker at %s; listing %s directly\n", path,
+				SHM_IMAGE_DIR);
+			status = local_segments(json);
+			goto out;
+		}
+		if (is_rm) {
+			const char *seg = NULL;
+			for (size_t i = 0; i < n_args; i++)
+				if (strcmp(args[i], "--force") && strcmp(args[i], "-f"))
+					seg = args[i];
+			if (!seg) {
+				fprintf(stderr, "herdctl: rm needs a segment name\n");
+				status = 2;
+				goto out;
+			}
+			rc = shm_image_remove(seg);
+			if (rc) {
+				fprintf(stderr, "herdctl: rm %s: %s\n", seg, herd_strerror(rc));
+				goto out;
+			}
+			if (json)
+				printf("{\"removed\":\"%s\",\"broker\":false}\n", seg);
+			else
+				printf("removed %s (no broker at %s: unlinked directly)\n", seg, path);
+			status = 0;
+			goto out;
+		}
+	}
+	if (rc) {
+		fprintf(stderr, "herdctl: %s\n", err);
+		goto out;
+	}
+	rc = adm_call(&a, cmd, args, n_args, err, sizeof(err));
+	if (rc == -EPERM) {
+		char g[128];
+		perm_group(err, g, sizeof(g));
+		fprintf(stderr, "herdctl: permission denied: admin requires the broker's uid or group %s\n",
+			g[0] ? g : "(no admin group configured)");
+		goto out;
+	}
+	if (rc) {
+		if (err[0])
+			fprintf(stderr, "herdctl: %s\n", err);
+		else
+			fprintf(stderr, "herdctl: %s: %s\n", cmd, herd_strerror(rc));
+		goto out;
+	}
+	json_object *res = mp_to_json(a.msg.admin_ok.result);
+	if (!strcmp(cmd, "agents"))
+		drop_self(res);
+	if (json)
+		printf("%s\n", res ? json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : "null");
+	else if (!strcmp(cmd, "models"))
+		print_table(res, models_cols, N_COLS(models_cols));
+	else if (!strcmp(cmd, "segments"))
+		print_table(res, segments_cols, N_COLS(segments_cols));
+	else if (!strcmp(cmd, "agents"))
+		print_table(res, agents_cols, N_COLS(agents_cols));
+	else if (is_rm) {
+		json_object *v = NULL;
+		json_object_object_get_ex(res, "removed", &v);
+		printf("removed %s\n", v ? json_object_get_string(v) : args[0]);
+	} else if (!strcmp(cmd, "shutdown"))
+		printf("broker at %s is shutting down\n", path);
+	else
+		print_kv(res);
+	json_object_put(res);
+	status = 0;
+out:
+	adm_fini(&a);
+	return status;
+}
