@@ -10,6 +10,8 @@
  * matrix = 18 KiB) stays in L1 while it is applied to every batch row. */
 #define MATMUL_CHUNK_ROWS 16 /* == KERN_R: one row group of the interleaved types */
 _Static_assert(MATMUL_CHUNK_ROWS == KERN_R, "a chunk is one row group");
+/* Up to this many activation rows a matmul is treated as a weight stream. */
+#define MATMUL_STREAM_MAX_B 4
 
 size_t kern_matmul_xq_size(kern_type wtype, int64_t K, int n_b)
 {
@@ -69,6 +71,7 @@ struct mm_task {
 	const char *xq;
 	size_t xq_row;
 	int n_b;
+	int64_t chunk_rows; /* a multiple of KERN_R */
 	int64_t total_chunks;
 	int64_t job_chunks[KERN_MATMUL_MAX];
 	atomic_llong next;
@@ -77,10 +80,11 @@ struct mm_task {
 static void mm_chunk(const struct mm_task *t, const kern_matmul_job *j, int64_t r0, int64_t r1)
 {
 	if (kern_type_is_r16(j->wtype)) {
-		/* r0 is a multiple of 16 and r1 - r0 == 16: one row group */
+		/* r0 and r1 are multiples of 16 (n_rows is, for these types) */
 		const size_t group = kern_row_size(j->wtype, t->K) * KERN_R;
-		t->ops->gemm[j->wtype](t->K, (const char *)j->w + (size_t)(r0 / KERN_R) * group, t->xq,
-				       t->xq_row, t->n_b, j->y + r0, j->ldy);
+		for (int64_t r = r0; r < r1; r += KERN_R)
+			t->ops->gemm[j->wtype](t->K, (const char *)j->w + (size_t)(r / KERN_R) * group, t->xq,
+					       t->xq_row, t->n_b, j->y + r, j->ldy);
 		return;
 	}
 	const kern_vec_dot_fn dot = t->ops->vec_dot[j->wtype];
@@ -109,8 +113,8 @@ static void mm_task_run(void *p, int ith, int nth)
 			jx++;
 		}
 		const kern_matmul_job *j = &t->jobs[jx];
-		const int64_t r0 = c * MATMUL_CHUNK_ROWS;
-		const int64_t r1 = r0 + MATMUL_CHUNK_ROWS < j->n_rows ? r0 + MATMUL_CHUNK_ROWS : j->n_rows;
+		const int64_t r0 = c * t->chunk_rows;
+		const int64_t r1 = r0 + t->chunk_rows < j->n_rows ? r0 + t->chunk_rows : j->n_rows;
 		mm_chunk(t, j, r0, r1);
 	}
 }
@@ -121,8 +125,21 @@ void kern_matmul(const kern_ops *ops, kern_pool *pool, const kern_matmul_job *jo
 	struct mm_task t = {.ops = ops, .jobs = jobs, .n_jobs = n_jobs, .K = K, .xq = xq, .n_b = n_b};
 	t.xq_row = kern_type_is_r16(jobs[0].wtype) ? kern_act_stride(K)
 						 : kern_row_size(kern_type_info(jobs[0].wtype)->vec_dot_type, K);
+	/* Few activation rows (decode): the step is a stream through the
+	 * weights, so hand each thread long contiguous runs (about 8 per thread)
+	 * that the hardware prefetchers can follow. Many rows: compute-bound,
+	 * one row group at a time balances best. */
+	int64_t rows = 0;
+	for (int i = 0; i < n_jobs; i++)
+		rows += jobs[i].n_rows;
+	t.chunk_rows = MATMUL_CHUNK_ROWS;
+	if (n_b <= MATMUL_STREAM_MAX_B) {
+		const int64_t per = rows / ((int64_t)kern_pool_size(pool) * 8) / MATMUL_CHUNK_ROWS * MATMUL_CHUNK_ROWS;
+		if (per > t.chunk_rows)
+			t.chunk_rows = per;
+	}
 	for (int i = 0; i < n_jobs; i++) {
-		t.job_chunks[i] = (jobs[i].n_rows + MATMUL_CHUNK_ROWS - 1) / MATMUL_CHUNK_ROWS;
+		t.job_chunks[i] = (jobs[i].n_rows + t.chunk_rows - 1) / t.chunk_rows;
 		t.total_chunks += t.job_chunks[i];
 	}
 	atomic_init(&t.next, 0);
