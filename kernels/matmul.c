@@ -5,13 +5,11 @@
 #include <stdatomic.h>
 #include <string.h>
 
-/* Rows handed to a thread at a time: small enough to balance two noisy
- * cores, large enough that the weight chunk (16 rows of a 2048-wide Q4_0
- * matrix = 18 KiB) stays in L1 while it is applied to every batch row. */
+/* Granularity of the rows handed to a thread: one row group of the
+ * interleaved types (16 rows of a 2048-wide Q4_0 matrix = 18 KiB, which
+ * stays in L1 while it is applied to every batch row). */
 #define MATMUL_CHUNK_ROWS 16 /* == KERN_R: one row group of the interleaved types */
 _Static_assert(MATMUL_CHUNK_ROWS == KERN_R, "a chunk is one row group");
-/* Up to this many activation rows a matmul is treated as a weight stream. */
-#define MATMUL_STREAM_MAX_B 4
 
 size_t kern_matmul_xq_size(kern_type wtype, int64_t K, int n_b)
 {
@@ -125,19 +123,16 @@ void kern_matmul(const kern_ops *ops, kern_pool *pool, const kern_matmul_job *jo
 	struct mm_task t = {.ops = ops, .jobs = jobs, .n_jobs = n_jobs, .K = K, .xq = xq, .n_b = n_b};
 	t.xq_row = kern_type_is_r16(jobs[0].wtype) ? kern_act_stride(K)
 						 : kern_row_size(kern_type_info(jobs[0].wtype)->vec_dot_type, K);
-	/* Few activation rows (decode): the step is a stream through the
-	 * weights, so hand each thread long contiguous runs (about 8 per thread)
-	 * that the hardware prefetchers can follow. Many rows: compute-bound,
-	 * one row group at a time balances best. */
+	/* Hand each thread long contiguous runs of rows (about 8 per thread):
+	 * the weights are a stream the hardware prefetchers follow only while
+	 * a thread's reads stay sequential; 8 grabs each still balance a noisy
+	 * machine. */
 	int64_t rows = 0;
 	for (int i = 0; i < n_jobs; i++)
 		rows += jobs[i].n_rows;
-	t.chunk_rows = MATMUL_CHUNK_ROWS;
-	if (n_b <= MATMUL_STREAM_MAX_B) {
-		const int64_t per = rows / ((int64_t)kern_pool_size(pool) * 8) / MATMUL_CHUNK_ROWS * MATMUL_CHUNK_ROWS;
-		if (per > t.chunk_rows)
-			t.chunk_rows = per;
-	}
+	t.chunk_rows = rows / ((int64_t)kern_pool_size(pool) * 8) / MATMUL_CHUNK_ROWS * MATMUL_CHUNK_ROWS;
+	if (t.chunk_rows < MATMUL_CHUNK_ROWS)
+		t.chunk_rows = MATMUL_CHUNK_ROWS;
 	for (int i = 0; i < n_jobs; i++) {
 		t.job_chunks[i] = (jobs[i].n_rows + t.chunk_rows - 1) / t.chunk_rows;
 		t.total_chunks += t.job_chunks[i];
