@@ -8,6 +8,8 @@
 #include "legacy.h"
 
 #define TILE 8
+/* Blocks ahead of use that the weight prefetch asks for. */
+#define GEMM_PREFETCH_BLOCKS 6
 
 static void act_q8_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q)
 {
@@ -75,6 +77,10 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	}
 	const __m512i m4 = _mm512_set1_epi8(0x0F);
 	for (int64_t i = 0; i < nb; i++) {
+		/* the first tile of a group streams it from memory: ask early */
+		const char *ahead = (const char *)(w + i + GEMM_PREFETCH_BLOCKS);
+		for (int l = 0; l < (int)sizeof(*w); l += 64)
+			_mm_prefetch(ahead + l, _MM_HINT_T0);
 		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
 		__m512i lo[4], hi[4];
 #pragma GCC unroll 4
@@ -145,6 +151,9 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 	}
 	const __m512i ones = _mm512_set1_epi8(1);
 	for (int64_t i = 0; i < nb; i++) {
+		const char *ahead = (const char *)(w + i + GEMM_PREFETCH_BLOCKS);
+		for (int l = 0; l < (int)sizeof(*w); l += 64)
+			_mm_prefetch(ahead + l, _MM_HINT_T0);
 		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
 		__m512i q[8];
 		__m512i wsum = _mm512_setzero_si512();
