@@ -12,7 +12,11 @@
 #include "herd/error.h"
 
 #define MODELS_KV_AUTO_CAP (1ull << 30) /* bytes of KV per model by default */
-#define MODELS_STEP_TOKENS 512
+/* Tokens per forward step. The step's activation scratch (about 90 KiB per
+ * token for TinyLlama) is the broker's largest private memory after the KV
+ * pages; 128 tokens already fill the GEMM tiles many times over, and a long
+ * prompt in 128-token chunks re-reads the weights only every 128 tokens. */
+#define MODELS_STEP_TOKENS 128
 
 struct models {
 	models_entry *e;
