@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -289,40 +290,77 @@ static int model_matrices(llama_model *m, llama_weight **out, int cap)
 	return n;
 }
 
+/* One matrix to interleave: source, destination, and its new type. */
+struct repack_job {
+	llama_weight *w;
+	char *dst;
+};
+
+struct repack_task {
+	struct repack_job *jobs;
+	int n;
+	atomic_int next;
+};
+
+static void repack_run(void *p, int ith, int nth)
+{
+	(void)ith;
+	(void)nth;
+	struct repack_task *t = p;
+	for (int i; (i = atomic_fetch_add(&t->next, 1)) < t->n;) {
+		const llama_weight *w = t->jobs[i].w;
+		kern_repack(w->type, w->data, w->ne1, w->ne0, t->jobs[i].dst);
+	}
+}
+
 int llama_model_repack(llama_model *m)
 {
 	if (m->repacked)
 		return 0;
 	const int cap = m->hp.n_layer * 7 + 1;
 	llama_weight **ws = malloc(sizeof(*ws) * cap);
-	if (!ws)
-		return -ENOMEM;
+	struct repack_job *jobs = malloc(sizeof(*jobs) * cap);
+	char *buf = NULL;
+	kern_pool *pool = NULL;
+	int rc = -ENOMEM, nj = 0;
+	if (!ws || !jobs)
+		goto out;
 	const int n = model_matrices(m, ws, cap);
 	size_t total = 0;
 	for (int i = 0; i < n; i++)
 		if (kern_repack_type(ws[i]->type) >= 0 && ws[i]->ne1 % KERN_R == 0)
 			total += (kern_row_size(ws[i]->type, ws[i]->ne0) * ws[i]->ne1 + 63) / 64 * 64;
 	if (total == 0) {
-		free(ws);
-		return 0;
+		rc = 0;
+		goto out;
 	}
-	char *buf = aligned_alloc(64, total);
-	if (!buf) {
-		free(ws);
-		return -ENOMEM;
-	}
+	if (!(buf = aligned_alloc(64, total)))
+		goto out;
 	size_t off = 0;
 	for (int i = 0; i < n; i++) {
 		llama_weight *w = ws[i];
 		if (kern_repack_type(w->type) < 0 || w->ne1 % KERN_R != 0)
 			continue;
-		const size_t bytes = kern_row_size(w->type, w->ne0) * w->ne1;
-		kern_repack(w->type, w->data, w->ne1, w->ne0, buf + off);
-		w->type = (kern_type)kern_repack_type(w->type);
-		w->data = buf + off;
-		off += (bytes + 63) / 64 * 64;
+		jobs[nj++] = (struct repack_job){w, buf + off};
+		off += (kern_row_size(w->type, w->ne0) * w->ne1 + 63) / 64 * 64;
 	}
-	free(ws);
+	/* Every core: a TinyLlama Q4_0 model is 600 MB to rewrite. */
+	struct repack_task t = {.jobs = jobs, .n = nj};
+	atomic_init(&t.next, 0);
+	if ((rc = kern_pool_create(&pool, 0)))
+		goto out;
+	kern_pool_run(pool, repack_run, &t);
+	for (int i = 0; i < nj; i++) {
+		jobs[i].w->type = (kern_type)kern_repack_type(jobs[i].w->type);
+		jobs[i].w->data = jobs[i].dst;
+	}
 	m->repacked = buf;
-	return 0;
+	buf = NULL;
+	rc = 0;
+out:
+	kern_pool_destroy(pool);
+	free(buf);
+	free(jobs);
+	free(ws);
+	return rc;
 }
