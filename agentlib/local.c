@@ -13,6 +13,7 @@
 #include "model/chat.h"
 #include "model/llama.h"
 #include "model/sampler.h"
+#include "model/textstream.h"
 #include "model/tokenizer.h"
 #include "shm/digest.h"
 #include "shm/image.h"
@@ -224,38 +225,6 @@ static int prompt_tokens(herd_local_model *m, const herd_request *req, int32_t *
 	return 0;
 }
 
-/* Length of the longest proper prefix of a stop string that text ends with
- * (text that must be held back from the callback). */
-static size_t stop_holdback(const herd_request *req, const char *text, size_t len)
-{
-	size_t best = 0;
-	for (size_t i = 0; i < req->n_stop; i++) {
-		size_t sl = strlen(req->stop[i]);
-		for (size_t k = sl - 1; k > best; k--)
-			if (k <= len && memcmp(text + len - k, req->stop[i], k) == 0) {
-				best = k;
-				break;
-			}
-	}
-	return best;
-}
-
-/* Earliest position of a stop string ending at or after from; -1 if none. */
-static long stop_find(const herd_request *req, const char *text, size_t len, size_t from)
-{
-	long best = -1;
-	for (size_t i = 0; i < req->n_stop; i++) {
-		size_t sl = strlen(req->stop[i]);
-		size_t start = from >= sl ? from - sl + 1 : 0;
-		if (start >= len)
-			continue;
-		const char *hit = memmem(text + start, len - start, req->stop[i], sl);
-		if (hit && (best < 0 || hit - text < best))
-			best = hit - text;
-	}
-	return best;
-}
-
 int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token_cb cb,
 			void *user, herd_result *res)
 {
@@ -337,14 +306,16 @@ int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token
 			lfail(m, rc, "out of memory");
 			goto out;
 		}
-		long hit = req->n_stop ? stop_find(req, text.p, text.len, before) : -1;
+		long hit = req->n_stop ? text_find_stop(text.p, text.len, before, req->stop, req->n_stop)
+				       : -1;
 		if (hit >= 0) {
 			text.len = (size_t)hit;
 			text.p[hit] = 0;
 			reason = HERD_FINISH_STOP;
 			break;
 		}
-		size_t upto = text.len - stop_holdback(req, text.p + emitted, text.len - emitted);
+		size_t upto = text.len - text_holdback(text.p + emitted, text.len - emitted, req->stop,
+						       req->n_stop);
 		if (cb && cb(user, text.p + emitted, upto - emitted, tok)) {
 			emitted = upto;
 			cancelled = 1;

@@ -12,6 +12,7 @@
 
 #include "herd/error.h"
 #include "model/chat.h"
+#include "model/textstream.h"
 #include "model/tokenizer.h"
 
 enum { ST_WAITING = 0, ST_RUNNING = 1, ST_PAUSED = 2 };
@@ -668,57 +669,6 @@ static int text_append(sreq *q, const char *p, size_t n)
 	return 0;
 }
 
-/* Bytes at the end of text that must not be streamed yet: a proper prefix
- * of a stop string, or an incomplete UTF-8 character. */
-static size_t holdback(const sreq *q)
-{
-	const char *t = q->text;
-	const size_t len = q->text_len;
-	size_t h = 0;
-	for (int i = 0; i < q->r->n_stop; i++) {
-		const char *st = q->r->stop[i];
-		size_t sl = strlen(st);
-		if (sl == 0)
-			continue;
-		for (size_t k = sl - 1 < len ? sl - 1 : len; k > h; k--)
-			if (!memcmp(t + len - k, st, k)) {
-				h = k;
-				break;
-			}
-	}
-	/* UTF-8: find the start of the last character. */
-	for (size_t k = 1; k <= 4 && k <= len; k++) {
-		unsigned char ch = (unsigned char)t[len - k];
-		if ((ch & 0xC0) == 0x80)
-			continue; /* continuation byte */
-		size_t need = ch >= 0xF0 ? 4 : ch >= 0xE0 ? 3 : ch >= 0xC0 ? 2 : 1;
-		if (need > k && k > h)
-			h = k;
-		break;
-	}
-	return h;
-}
-
-/* Earliest occurrence of a stop string that ends in the bytes appended
- * after old_len, or -1. */
-static long find_stop(const sreq *q, size_t old_len)
-{
-	long best = -1;
-	for (int i = 0; i < q->r->n_stop; i++) {
-		const char *st = q->r->stop[i];
-		size_t sl = strlen(st);
-		if (sl == 0)
-			continue;
-		size_t from = old_len >= sl - 1 ? old_len - (sl - 1) : 0;
-		if (q->text_len < from + sl)
-			continue;
-		const char *hit = memmem(q->text + from, q->text_len - from, st, sl);
-		if (hit && (best < 0 || hit - q->text < best))
-			best = hit - q->text;
-	}
-	return best;
-}
-
 /* Streams text[emitted..upto) as a tok event for token tok. */
 static void emit_tok(sched *s, sreq *q, int32_t tok, size_t upto)
 {
@@ -765,7 +715,8 @@ static int sample_next(sched *s, sreq *q, double t, const char **reason)
 	}
 	const char *why = NULL;
 	if (q->r->n_stop > 0) {
-		long at = find_stop(q, old);
+		long at = text_find_stop(q->text, q->text_len, old, (const char *const *)q->r->stop,
+					 (size_t)q->r->n_stop);
 		if (at >= 0) {
 			q->text_len = (size_t)at;
 			q->text[at] = 0;
@@ -775,7 +726,10 @@ static int sample_next(sched *s, sreq *q, double t, const char **reason)
 	if (!why && q->n_gen >= q->max_gen)
 		why = "length";
 	if (q->r->stream) {
-		size_t upto = why ? q->text_len : q->text_len - holdback(q);
+		size_t upto = why ? q->text_len
+				  : q->text_len - text_holdback(q->text, q->text_len,
+								(const char *const *)q->r->stop,
+								(size_t)q->r->n_stop);
 		emit_tok(s, q, tok, upto);
 	}
 	if (why) {

@@ -7,6 +7,7 @@
 #include "herd/error.h"
 #include "model/chat.h"
 #include "model/sampler.h"
+#include "model/textstream.h"
 
 static void run_usage(void)
 {
@@ -138,7 +139,10 @@ int cmd_run(int argc, char **argv)
 	rc = llama_eval(c, &seq, ids, n, 0, logits);
 	double t1 = cli_now();
 	int gen = 0;
-	char piece[256];
+	/* Pieces not yet printed: a UTF-8 character split over byte tokens is
+	 * printed when its last byte arrives. */
+	char piece[256], pend[sizeof(piece) + 4];
+	size_t n_pend = 0;
 	while (!rc && gen < n_gen) {
 		int32_t tok = sampler_sample(smp, logits);
 		sampler_accept(smp, tok);
@@ -147,8 +151,13 @@ int cmd_run(int argc, char **argv)
 			break;
 		int len = tok_piece(m->vocab, tok, piece, sizeof(piece));
 		if (len > 0 && len <= (int)sizeof(piece)) {
-			fwrite(piece, 1, (size_t)len, stdout);
+			memcpy(pend + n_pend, piece, (size_t)len);
+			n_pend += (size_t)len;
+			const size_t keep = text_utf8_incomplete(pend, n_pend);
+			fwrite(pend, 1, n_pend - keep, stdout);
 			fflush(stdout);
+			memmove(pend, pend + n_pend - keep, keep);
+			n_pend = keep;
 		}
 		if (gen == n_gen)
 			break;
@@ -156,6 +165,7 @@ int cmd_run(int argc, char **argv)
 		rc = llama_decode(c, &b, 1);
 	}
 	double t2 = cli_now();
+	fwrite(pend, 1, n_pend, stdout);
 	fputc('\n', stdout);
 	if (rc) {
 		fprintf(stderr, "herd run: evaluation failed: %s\n", herd_strerror(rc));
