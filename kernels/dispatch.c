@@ -23,6 +23,9 @@ static const kern_type_traits type_traits[KERN_TYPE_COUNT] = {
 	 * these types has exactly the bytes of its plain counterpart. */
 	[KERN_TYPE_Q4_0_R16] = {"Q4_0_R16", KERN_QK4_0, sizeof(kern_block_q4_0), 1, KERN_TYPE_Q4_0_R16},
 	[KERN_TYPE_Q8_0_R16] = {"Q8_0_R16", KERN_QK8_0, sizeof(kern_block_q8_0), 1, KERN_TYPE_Q8_0_R16},
+	/* Q4_K_R16 stores its scales unpacked: 156 bytes per row and
+	 * super-block instead of Q4_K's 144 (kernels/gemm.h). */
+	[KERN_TYPE_Q4_K_R16] = {"Q4_K_R16", KERN_QK_K, 156, 1, KERN_TYPE_Q4_K_R16},
 };
 
 const kern_type_traits *kern_type_info(int t)

@@ -7,6 +7,7 @@
 
 #include "fp16.h"
 #include "herd/error.h"
+#include "kquant.h"
 #include "legacy.h"
 
 int kern_repack_worthwhile(void)
@@ -19,13 +20,14 @@ int kern_repack_type(kern_type t)
 	switch (t) {
 	case KERN_TYPE_Q4_0: return KERN_TYPE_Q4_0_R16;
 	case KERN_TYPE_Q8_0: return KERN_TYPE_Q8_0_R16;
+	case KERN_TYPE_Q4_K: return KERN_TYPE_Q4_K_R16;
 	default: return -1;
 	}
 }
 
 int kern_type_is_r16(int t)
 {
-	return t == KERN_TYPE_Q4_0_R16 || t == KERN_TYPE_Q8_0_R16;
+	return t == KERN_TYPE_Q4_0_R16 || t == KERN_TYPE_Q8_0_R16 || t == KERN_TYPE_Q4_K_R16;
 }
 
 int kern_r16_base_type(int t)
@@ -33,6 +35,7 @@ int kern_r16_base_type(int t)
 	switch (t) {
 	case KERN_TYPE_Q4_0_R16: return KERN_TYPE_Q4_0;
 	case KERN_TYPE_Q8_0_R16: return KERN_TYPE_Q8_0;
+	case KERN_TYPE_Q4_K_R16: return KERN_TYPE_Q4_K;
 	default: return -1;
 	}
 }
@@ -72,19 +75,83 @@ static int r16_convert(int r16, const void *src, int64_t n_rows, int64_t K, void
 	return 0;
 }
 
+/* Q4_K: the 12-byte packed scales of one row become unpacked bytes and
+ * int16 min pairs; quants move as 4-byte words like Q4_0's. */
+static void q4k_pack_row(kern_block_q4_K_r16 *g, int r, const kern_block_q4_K *b)
+{
+	uint8_t sc[8], m[8];
+	kern_kquant_unpack_scale_min_k4(b->scales, sc, m);
+	g->d[r] = b->d;
+	g->dmin[r] = b->dmin;
+	for (int s = 0; s < 8; s++) {
+		g->sc[s][r] = sc[s];
+		g->m[s / 2][r][s % 2] = m[s];
+	}
+	for (int j = 0; j < 4; j++)
+		for (int c = 0; c < 8; c++)
+			memcpy(&g->qs[j][c][4 * r], b->qs + 32 * j + 4 * c, 4);
+}
+
+/* Inverse of q4k_pack_row, re-encoding the scales as Q4_K packs them. */
+static void q4k_unpack_row(kern_block_q4_K *b, const kern_block_q4_K_r16 *g, int r)
+{
+	uint8_t sc[8], m[8];
+	for (int s = 0; s < 8; s++) {
+		sc[s] = g->sc[s][r];
+		m[s] = (uint8_t)g->m[s / 2][r][s % 2];
+	}
+	b->d = g->d[r];
+	b->dmin = g->dmin[r];
+	for (int j = 0; j < 4; j++) {
+		b->scales[j] = (uint8_t)(sc[j] | ((sc[j + 4] >> 4) << 6));
+		b->scales[j + 4] = (uint8_t)(m[j] | ((m[j + 4] >> 4) << 6));
+		b->scales[j + 8] = (uint8_t)((sc[j + 4] & 0xF) | ((m[j + 4] & 0xF) << 4));
+	}
+	for (int j = 0; j < 4; j++)
+		for (int c = 0; c < 8; c++)
+			memcpy(b->qs + 32 * j + 4 * c, &g->qs[j][c][4 * r], 4);
+}
+
+static int q4k_convert(const void *src, int64_t n_rows, int64_t K, void *dst, int pack)
+{
+	if (n_rows % KERN_R || K % KERN_QK_K || n_rows < 0 || K <= 0)
+		return HERD_E_INVAL;
+	const int64_t nb = K / KERN_QK_K;
+	for (int64_t g = 0; g < n_rows / KERN_R; g++)
+		for (int64_t b = 0; b < nb; b++) {
+			const size_t gi = (size_t)(g * nb + b);
+			for (int r = 0; r < KERN_R; r++) {
+				const size_t pi = (size_t)(g * KERN_R + r) * nb + b;
+				if (pack)
+					q4k_pack_row((kern_block_q4_K_r16 *)dst + gi, r,
+						     (const kern_block_q4_K *)src + pi);
+				else
+					q4k_unpack_row((kern_block_q4_K *)dst + pi,
+						       (const kern_block_q4_K_r16 *)src + gi, r);
+			}
+		}
+	return 0;
+}
+
 int kern_repack(kern_type t, const void *src, int64_t n_rows, int64_t K, void *dst)
 {
 	const int r16 = kern_repack_type(t);
+	if (r16 == KERN_TYPE_Q4_K_R16)
+		return q4k_convert(src, n_rows, K, dst, 1);
 	return r16 < 0 ? HERD_E_INVAL : r16_convert(r16, src, n_rows, K, dst, 1);
 }
 
 int kern_unpack_r16(kern_type r16, const void *src, int64_t n_rows, int64_t K, void *dst)
 {
+	if (r16 == KERN_TYPE_Q4_K_R16)
+		return q4k_convert(src, n_rows, K, dst, 0);
 	return kern_type_is_r16(r16) ? r16_convert(r16, src, n_rows, K, dst, 0) : HERD_E_INVAL;
 }
 
-size_t kern_act_stride(int64_t K)
+size_t kern_act_stride(int r16, int64_t K)
 {
+	if (r16 == KERN_TYPE_Q4_K_R16)
+		return ((size_t)(K / KERN_QK_K) * KERN_ACT_Q8K_BYTES + 63) / 64 * 64;
 	return ((size_t)(K / 32) * 8 + (size_t)K + 63) / 64 * 64;
 }
 
@@ -93,7 +160,7 @@ static void act_q8(const float *restrict x, int64_t K, int n_b, void *restrict d
 {
 	const int64_t nb = K / 32;
 	for (int b = 0; b < n_b; b++) {
-		char *row = (char *)dst + (size_t)b * kern_act_stride(K);
+		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_0_R16, K);
 		float *d = (float *)row;
 		int32_t *s = (int32_t *)(row + 4 * nb);
 		int8_t *qs = (int8_t *)(row + 8 * nb);
@@ -171,6 +238,66 @@ void kern_gemm_q8_0_r16_ref(int64_t K, const void *restrict wg, const void *rest
 	}
 }
 
+/* One Q8_K super-block of activations into the Q4_K_R16 layout. */
+void kern_act_q8k_from_block(const kern_block_q8_K *q, char *dst)
+{
+	memcpy(dst, &q->d, 4);
+	int16_t sums[8];
+	for (int s = 0; s < 8; s++)
+		sums[s] = (int16_t)(q->bsums[2 * s] + q->bsums[2 * s + 1]);
+	memcpy(dst + 4, sums, sizeof(sums));
+	memcpy(dst + 20, q->qs, KERN_QK_K);
+}
+
+void kern_act_q8k_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+{
+	const int64_t nsb = K / KERN_QK_K;
+	for (int b = 0; b < n_b; b++) {
+		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_K_R16, K);
+		for (int64_t i = 0; i < nsb; i++) {
+			kern_block_q8_K q;
+			kern_quant_q8_k_ref(x + (size_t)b * K + i * KERN_QK_K, &q, KERN_QK_K);
+			kern_act_q8k_from_block(&q, row + i * KERN_ACT_Q8K_BYTES);
+		}
+	}
+}
+
+void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
+			    size_t act_stride, int n_b, float *restrict y, int64_t ldy)
+{
+	const int64_t nsb = K / KERN_QK_K;
+	const kern_block_q4_K_r16 *w = wg;
+	for (int b = 0; b < n_b; b++) {
+		const char *row = (const char *)act + (size_t)b * act_stride;
+		for (int r = 0; r < KERN_R; r++) {
+			float acc = 0;
+			for (int64_t i = 0; i < nsb; i++) {
+				const char *a = row + i * KERN_ACT_Q8K_BYTES;
+				float da;
+				int16_t sums[8];
+				memcpy(&da, a, 4);
+				memcpy(sums, a + 4, sizeof(sums));
+				const int8_t *qa = (const int8_t *)(a + 20);
+				int32_t dot = 0, mins = 0;
+				for (int j = 0; j < 4; j++) {
+					int32_t lo = 0, hi = 0;
+					for (int c = 0; c < 8; c++)
+						for (int e = 0; e < 4; e++) {
+							const uint8_t q = w[i].qs[j][c][4 * r + e];
+							lo += (q & 15) * qa[64 * j + 4 * c + e];
+							hi += (q >> 4) * qa[64 * j + 32 + 4 * c + e];
+						}
+					dot += lo * w[i].sc[2 * j][r] + hi * w[i].sc[2 * j + 1][r];
+					mins += w[i].m[j][r][0] * sums[2 * j] + w[i].m[j][r][1] * sums[2 * j + 1];
+				}
+				acc += da * (kern_fp16_to_fp32(w[i].d[r]) * (float)dot -
+					     kern_fp16_to_fp32(w[i].dmin[r]) * (float)mins);
+			}
+			y[(int64_t)b * ldy + r] = acc;
+		}
+	}
+}
+
 void kern_ops_init_gemm(kern_ops *ops, kern_isa isa)
 {
 	const int simd = isa >= KERN_ISA_AVX512;
@@ -178,4 +305,6 @@ void kern_ops_init_gemm(kern_ops *ops, kern_isa isa)
 	ops->act[KERN_TYPE_Q8_0_R16] = simd ? kern_act_q8u_avx512 : kern_act_q8u_ref;
 	ops->gemm[KERN_TYPE_Q4_0_R16] = simd ? kern_gemm_q4_0_r16_avx512 : kern_gemm_q4_0_r16_ref;
 	ops->gemm[KERN_TYPE_Q8_0_R16] = simd ? kern_gemm_q8_0_r16_avx512 : kern_gemm_q8_0_r16_ref;
+	ops->act[KERN_TYPE_Q4_K_R16] = simd ? kern_act_q8k_avx512 : kern_act_q8k_ref;
+	ops->gemm[KERN_TYPE_Q4_K_R16] = simd ? kern_gemm_q4_k_r16_avx512 : kern_gemm_q4_k_r16_ref;
 }

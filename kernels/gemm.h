@@ -16,8 +16,19 @@
  * Q8_0_R16 block (544 bytes):
  *   d[16]      fp16 scales
  *   qs[8][64]  chunk g holds, for each row r, elements 4g..4g+3 of row r.
- * A matrix of n_rows x K is n_rows/16 groups, each K/32 blocks in order.
- * Total bytes equal the plain type's, so an image stores it in place.
+ * Q4_K_R16 super-block (256 elements for 16 rows, 2496 bytes):
+ *   d[16], dmin[16]   fp16 super-block scales of the 16 rows
+ *   sc[8][16]         6-bit sub-block scales, unpacked (sub-block s, row r)
+ *   m[4][16][2]       6-bit sub-block mins as int16 pairs (2t, 2t+1) per row
+ *                     (the VNNI int16 dot takes pairs)
+ *   qs[4][8][64]      sub-block pair j, chunk c holds for each row r the
+ *                     4 bytes qs[32j+4c .. 32j+4c+3] of its Q4_K block: low
+ *                     nibbles are elements 4c.. of sub-block 2j, high
+ *                     nibbles elements 4c.. of sub-block 2j+1
+ * A matrix of n_rows x K is n_rows/16 groups, each K/32 (K/256) blocks in
+ * order. Q4_0/Q8_0_R16 hold exactly the plain type's bytes, so an image
+ * stores them in place; Q4_K_R16 holds 156 bytes per row and super-block
+ * against Q4_K's 144 (unpacked scales), which kern_row_size reports.
  *
  * Activation rows for these kernels (kern_act_fn output), per row b at
  * b * kern_act_stride(K):
@@ -27,6 +38,9 @@
  *   int8_t qs[K]     Q8_0 quants, bit-identical to kern_quant_q8_0_ref; for
  *                    Q8_0_R16 stored offset by +128 as uint8 (VNNI multiplies
  *                    unsigned by signed, and Q8_0 weights are the signed side)
+ * For Q4_K_R16, per super-block of 256 (nsb = K/256), KERN_ACT_Q8K_BYTES each:
+ *   float d; int16_t sums[8] (sum of each 32-element sub-block's quants);
+ *   int8_t qs[256]: the Q8_K quantization of kern_quant_q8_k_ref
  */
 #ifndef HERD_KERNELS_GEMM_H
 #define HERD_KERNELS_GEMM_H
@@ -52,6 +66,18 @@ typedef struct {
 	int8_t qs[8][64];
 } kern_block_q8_0_r16;
 
+typedef struct {
+	kern_fp16_t d[KERN_R];
+	kern_fp16_t dmin[KERN_R];
+	uint8_t sc[8][KERN_R];
+	int16_t m[4][KERN_R][2];
+	uint8_t qs[4][8][64];
+} kern_block_q4_K_r16;
+
+#define KERN_ACT_Q8K_BYTES 276 /* float d, int16 sums[8], int8 qs[256] */
+
+_Static_assert(sizeof(kern_block_q4_K_r16) == KERN_R * 156, "q4_K_r16 layout");
+_Static_assert(offsetof(kern_block_q4_K_r16, qs) == 448, "q4_K_r16 quants offset");
 _Static_assert(sizeof(kern_block_q4_0_r16) == KERN_R * sizeof(kern_block_q4_0), "q4_0_r16 layout");
 _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), "q8_0_r16 layout");
 
@@ -69,18 +95,27 @@ int kern_type_is_r16(int t);
 /* The plain type an interleaved type holds (Q4_0_R16 -> Q4_0), or -1. */
 int kern_r16_base_type(int t);
 /* Repacks a plain n_rows x K matrix of type t into its R16 layout at dst
- * (same size). n_rows must be a multiple of KERN_R. Returns 0 or
- * HERD_E_INVAL. */
+ * (kern_row_size(kern_repack_type(t), K) * n_rows bytes). n_rows must be a
+ * multiple of KERN_R. Returns 0 or HERD_E_INVAL. */
 int kern_repack(kern_type t, const void *src, int64_t n_rows, int64_t K, void *dst);
 /* Inverse, for conversions and tests. */
 int kern_unpack_r16(kern_type r16, const void *src, int64_t n_rows, int64_t K, void *dst);
 
-/* Bytes of one prepared activation row of K elements (64-byte multiple). */
-size_t kern_act_stride(int64_t K);
+/* Bytes of one prepared activation row of K elements for the interleaved
+ * type r16 (a 64-byte multiple). */
+size_t kern_act_stride(int r16, int64_t K);
 
 void kern_act_q8_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);
 void kern_act_q8u_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);
 void kern_act_q8u_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+void kern_act_q8k_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+/* One Q8_K block into its KERN_ACT_Q8K_BYTES activation form. */
+void kern_act_q8k_from_block(const kern_block_q8_K *q, char *dst);
+void kern_act_q8k_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
+			    size_t act_stride, int n_b, float *restrict y, int64_t ldy);
+void kern_gemm_q4_k_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
+			       size_t act_stride, int n_b, float *restrict y, int64_t ldy);
 void kern_gemm_q4_0_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
 			    size_t act_stride, int n_b, float *restrict y, int64_t ldy);
 void kern_gemm_q8_0_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "kquant.h"
 #include "legacy.h"
 
 #define TILE 8
@@ -16,7 +17,7 @@ static void act_q8_avx512(const float *restrict x, int64_t K, int n_b, void *res
 	const int64_t nb = K / 32;
 	const __m256i flip = _mm256_set1_epi8((char)0x80);
 	for (int b = 0; b < n_b; b++) {
-		char *row = (char *)dst + (size_t)b * kern_act_stride(K);
+		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_0_R16, K);
 		float *d = (float *)row;
 		int32_t *s = (int32_t *)(row + 4 * nb);
 		int8_t *qs = (int8_t *)(row + 8 * nb);
@@ -184,3 +185,103 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 }
 
 GEMM_AVX512(kern_gemm_q8_0_r16_avx512, q8_tile)
+
+/* ---- Q4_K_R16 ------------------------------------------------------------ */
+
+void kern_act_q8k_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+{
+	const int64_t nsb = K / KERN_QK_K;
+	for (int b = 0; b < n_b; b++) {
+		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_K_R16, K);
+		for (int64_t i = 0; i < nsb; i++) {
+			kern_block_q8_K q;
+			kern_quant_q8_k_avx512(x + (size_t)b * K + i * KERN_QK_K, &q, KERN_QK_K);
+			kern_act_q8k_from_block(&q, row + i * KERN_ACT_Q8K_BYTES);
+		}
+	}
+}
+
+#define TILE_K 4 /* columns per tile: 16 unpacked weight registers are live */
+
+/* Per super-block: the integer dot of each sub-block times its 6-bit scale,
+ * accumulated over the 8 sub-blocks (|sum| < 2^25, no overflow); the mins
+ * as VNNI int16 pair dots against the activation's sub-block sums; then
+ * d and dmin in float. */
+static inline __attribute__((always_inline)) void q4k_tile(int64_t nsb, const kern_block_q4_K_r16 *w,
+							    const char *act, size_t stride, int nc,
+							    float *y, int64_t ldy)
+{
+	__m512 acc[TILE_K];
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm512_setzero_ps();
+	const __m512i m4 = _mm512_set1_epi8(0x0F);
+	for (int64_t i = 0; i < nsb; i++) {
+		const char *ahead = (const char *)(w + i + 1);
+		for (int l = 0; l < (int)sizeof(*w); l += 64)
+			_mm_prefetch(ahead + l, _MM_HINT_T0);
+		__m512i idot[TILE_K];
+#pragma GCC unroll 4
+		for (int c = 0; c < nc; c++)
+			idot[c] = _mm512_setzero_si512();
+#pragma GCC unroll 1
+		for (int j = 0; j < 4; j++) {
+			__m512i lo[8], hi[8];
+#pragma GCC unroll 8
+			for (int k = 0; k < 8; k++) {
+				const __m512i v = _mm512_loadu_si512((const void *)w[i].qs[j][k]);
+				lo[k] = _mm512_and_si512(v, m4);
+				hi[k] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+			}
+			const __m512i sc_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)w[i].sc[2 * j]));
+			const __m512i sc_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)w[i].sc[2 * j + 1]));
+#pragma GCC unroll 4
+			for (int c = 0; c < nc; c++) {
+				const int8_t *qa = (const int8_t *)(act + (size_t)c * stride + i * KERN_ACT_Q8K_BYTES + 20 + 64 * j);
+				__m512i dl = _mm512_setzero_si512(), dh = _mm512_setzero_si512();
+#pragma GCC unroll 8
+				for (int k = 0; k < 8; k++) {
+					dl = _mm512_dpbusd_epi32(dl, lo[k], bcast32(qa + 4 * k));
+					dh = _mm512_dpbusd_epi32(dh, hi[k], bcast32(qa + 32 + 4 * k));
+				}
+				idot[c] = _mm512_add_epi32(idot[c], _mm512_add_epi32(_mm512_mullo_epi32(dl, sc_lo),
+										     _mm512_mullo_epi32(dh, sc_hi)));
+			}
+		}
+		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
+		const __m512 dmw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].dmin));
+#pragma GCC unroll 4
+		for (int c = 0; c < nc; c++) {
+			const char *a = act + (size_t)c * stride + i * KERN_ACT_Q8K_BYTES;
+			float da;
+			memcpy(&da, a, 4);
+			__m512i mins = _mm512_setzero_si512();
+#pragma GCC unroll 4
+			for (int t = 0; t < 4; t++)
+				mins = _mm512_dpwssd_epi32(mins, _mm512_loadu_si512((const void *)w[i].m[t]),
+							   bcast32((const int8_t *)(a + 4 + 4 * t)));
+			const __m512 vda = _mm512_set1_ps(da);
+			acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(idot[c]), _mm512_mul_ps(dw, vda), acc[c]);
+			acc[c] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmw, vda), acc[c]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++)
+		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+void kern_gemm_q4_k_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
+			       size_t act_stride, int n_b, float *restrict y, int64_t ldy)
+{
+	const int64_t nsb = K / KERN_QK_K;
+	int b = 0;
+	for (; b + TILE_K <= n_b; b += TILE_K)
+		q4k_tile(nsb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE_K, y + b * ldy, ldy);
+	const char *rest = (const char *)act + (size_t)b * act_stride;
+	switch (n_b - b) {
+	case 3: q4k_tile(nsb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
+	case 2: q4k_tile(nsb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
+	case 1: q4k_tile(nsb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
+	default: break;
+	}
+}

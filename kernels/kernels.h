@@ -42,7 +42,8 @@ typedef enum kern_type {
 	 * above ggml's so they cannot collide with a future ggml type. */
 	KERN_TYPE_Q4_0_R16 = 128,
 	KERN_TYPE_Q8_0_R16 = 129,
-	KERN_TYPE_COUNT = 130
+	KERN_TYPE_Q4_K_R16 = 130,
+	KERN_TYPE_COUNT = 131
 } kern_type;
 
 typedef enum kern_isa {
@@ -61,7 +62,7 @@ typedef void (*kern_vec_dot_fn)(int n, float *restrict s, const void *restrict x
 				const void *restrict y);
 
 /* Prepares n_b rows of K activations for a row-interleaved GEMM (layout in
- * kernels/gemm.h); dst holds n_b * kern_act_stride(K) bytes. */
+ * kernels/gemm.h); dst holds n_b * kern_act_stride(type, K) bytes. */
 typedef void (*kern_act_fn)(const float *restrict x, int64_t K, int n_b, void *restrict dst);
 /* For one group of 16 weight rows (K elements each, row-interleaved) and n_b
  * prepared activation rows (stride act_stride bytes):
@@ -115,7 +116,7 @@ void kern_ops_init(kern_ops *ops, kern_isa isa);
 /* Per-family fillers used by kern_ops_init (each sets only its own types). */
 void kern_ops_init_legacy(kern_ops *ops, kern_isa isa); /* F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 */
 void kern_ops_init_kquant(kern_ops *ops, kern_isa isa); /* Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K */
-void kern_ops_init_gemm(kern_ops *ops, kern_isa isa);   /* Q4_0_R16 Q8_0_R16 */
+void kern_ops_init_gemm(kern_ops *ops, kern_isa isa);   /* Q4_0_R16 Q8_0_R16 Q4_K_R16 */
 void kern_ops_init_attn(kern_ops *ops, kern_isa isa);   /* f16 KV-cache helpers */
 
 #ifdef __cplusplus

@@ -17,7 +17,7 @@ size_t kern_matmul_xq_size(kern_type wtype, int64_t K, int n_b)
 	if (!tt)
 		return 0;
 	if (kern_type_is_r16(wtype))
-		return kern_act_stride(K) * (size_t)n_b;
+		return kern_act_stride(wtype, K) * (size_t)n_b;
 	return kern_row_size(tt->vec_dot_type, K) * (size_t)n_b;
 }
 
@@ -49,7 +49,7 @@ void kern_matmul_quantize(const kern_ops *ops, kern_pool *pool, kern_type wtype,
 	struct quant_task t = {ops->from_float[vdt], NULL, x, K, n_b, xq, kern_row_size(vdt, K)};
 	if (kern_type_is_r16(wtype)) {
 		t.act = ops->act[wtype];
-		t.row_bytes = kern_act_stride(K);
+		t.row_bytes = kern_act_stride(wtype, K);
 	}
 	if (vdt == KERN_TYPE_F32) {
 		memcpy(xq, x, (size_t)n_b * K * sizeof(float));
@@ -121,7 +121,7 @@ void kern_matmul(const kern_ops *ops, kern_pool *pool, const kern_matmul_job *jo
 		 int n_jobs, int64_t K, const void *xq, int n_b)
 {
 	struct mm_task t = {.ops = ops, .jobs = jobs, .n_jobs = n_jobs, .K = K, .xq = xq, .n_b = n_b};
-	t.xq_row = kern_type_is_r16(jobs[0].wtype) ? kern_act_stride(K)
+	t.xq_row = kern_type_is_r16(jobs[0].wtype) ? kern_act_stride(jobs[0].wtype, K)
 						 : kern_row_size(kern_type_info(jobs[0].wtype)->vec_dot_type, K);
 	/* Hand each thread long contiguous runs of rows (about 8 per thread):
 	 * the weights are a stream the hardware prefetchers follow only while

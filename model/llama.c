@@ -329,7 +329,8 @@ int llama_model_repack(llama_model *m)
 	size_t total = 0;
 	for (int i = 0; i < n; i++)
 		if (kern_repack_type(ws[i]->type) >= 0 && ws[i]->ne1 % KERN_R == 0)
-			total += (kern_row_size(ws[i]->type, ws[i]->ne0) * ws[i]->ne1 + 63) / 64 * 64;
+			total += (kern_row_size(kern_repack_type(ws[i]->type), ws[i]->ne0) * ws[i]->ne1 + 63) /
+				 64 * 64;
 	if (total == 0) {
 		rc = 0;
 		goto out;
@@ -342,7 +343,7 @@ int llama_model_repack(llama_model *m)
 		if (kern_repack_type(w->type) < 0 || w->ne1 % KERN_R != 0)
 			continue;
 		jobs[nj++] = (struct repack_job){w, buf + off};
-		off += (kern_row_size(w->type, w->ne0) * w->ne1 + 63) / 64 * 64;
+		off += (kern_row_size(kern_repack_type(w->type), w->ne0) * w->ne1 + 63) / 64 * 64;
 	}
 	/* Every core: a TinyLlama Q4_0 model is 600 MB to rewrite. */
 	struct repack_task t = {.jobs = jobs, .n = nj};

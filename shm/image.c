@@ -590,12 +590,14 @@ static int conv_fill(void *user, void *buf, size_t size)
 	const int64_t rows = c->t->ne[1] * c->t->ne[2] * c->t->ne[3];
 	const size_t src_row = kern_row_size(c->t->type, ne0);
 	const size_t dst_row = kern_row_size(c->dst, ne0);
-	if (!src_row || !dst_row || dst_row * (size_t)rows != size)
+	/* an interleaved layout may be larger than the plain one (Q4_K_R16) */
+	const size_t out_row = c->repack ? kern_row_size(kern_repack_type(c->dst), ne0) : dst_row;
+	if (!src_row || !dst_row || !out_row || out_row * (size_t)rows != size)
 		return HERD_E_INVAL;
 	if (!c->to_float) /* repack only */
 		return kern_repack(c->dst, c->t->data, rows, ne0, buf);
 	float *f = malloc(sizeof(float) * (size_t)ne0);
-	uint8_t *plain = c->repack ? malloc(size) : buf;
+	uint8_t *plain = c->repack ? malloc(dst_row * (size_t)rows) : buf;
 	if (!f || !plain) {
 		free(f);
 		if (plain != buf)

@@ -25,7 +25,8 @@ static float frand(void)
 	return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
-static const kern_type plain_types[] = {KERN_TYPE_Q4_0, KERN_TYPE_Q8_0};
+static const kern_type plain_types[] = {KERN_TYPE_Q4_0, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K};
+#define N_PLAIN (sizeof(plain_types) / sizeof(plain_types[0]))
 
 static void *make_matrix(const kern_ops *ops, kern_type t, int64_t rows, int64_t K)
 {
@@ -45,22 +46,24 @@ static void test_repack_round_trip(void **state)
 	(void)state;
 	kern_ops ops;
 	kern_ops_init(&ops, KERN_ISA_REF);
-	for (size_t ti = 0; ti < 2; ti++) {
+	for (size_t ti = 0; ti < N_PLAIN; ti++) {
 		const kern_type t = plain_types[ti];
-		const int64_t rows = 48, K = 96;
+		const int64_t rows = 48, K = t == KERN_TYPE_Q4_K ? 512 : 96;
 		const size_t bytes = kern_row_size(t, K) * rows;
 		void *plain = make_matrix(&ops, t, rows, K);
-		void *r16 = malloc(bytes), *back = malloc(bytes);
+		void *r16 = malloc(kern_row_size(kern_repack_type(t), K) * rows), *back = malloc(bytes);
 		assert_int_equal(kern_repack(t, plain, rows, K, r16), 0);
 		assert_int_equal(kern_unpack_r16(kern_repack_type(t), r16, rows, K, back), 0);
 		assert_memory_equal(plain, back, bytes);
 		assert_memory_not_equal(plain, r16, bytes);
+		if (t == KERN_TYPE_Q4_K) /* scales stored unpacked */
+			assert_int_equal(kern_row_size(KERN_TYPE_Q4_K_R16, K), K / 256 * 156);
 		assert_int_not_equal(kern_repack(t, plain, rows - 1, K, r16), 0); /* not a multiple of 16 */
 		free(plain);
 		free(r16);
 		free(back);
 	}
-	assert_int_equal(kern_repack_type(KERN_TYPE_Q4_K), -1);
+	assert_int_equal(kern_repack_type(KERN_TYPE_Q6_K), -1);
 	assert_int_equal(kern_row_size(KERN_TYPE_Q4_0_R16, 64), kern_row_size(KERN_TYPE_Q4_0, 64));
 }
 
@@ -68,7 +71,7 @@ static void test_repack_round_trip(void **state)
 static void gemm_all(const kern_ops *ops, kern_type r16, const void *w, int64_t rows, int64_t K,
 		     const float *x, int n_b, float *y)
 {
-	const size_t stride = kern_act_stride(K);
+	const size_t stride = kern_act_stride(r16, K);
 	void *act = aligned_alloc(64, stride * n_b);
 	assert_non_null(act);
 	ops->act[r16](x, K, n_b, act);
@@ -83,15 +86,15 @@ static void check_gemm(kern_isa isa)
 	kern_ops ref, simd;
 	kern_ops_init(&ref, KERN_ISA_REF);
 	kern_ops_init(&simd, isa);
-	const int64_t Ks[] = {32, 96, 2048};
+	const int64_t Ks[] = {32, 96, 2048}, Ks_k[] = {256, 768, 2048};
 	const int nbs[] = {1, 3, 4, 5, 7, 16, 33};
-	for (size_t ti = 0; ti < 2; ti++) {
+	for (size_t ti = 0; ti < N_PLAIN; ti++) {
 		const kern_type t = plain_types[ti];
 		const kern_type r16 = (kern_type)kern_repack_type(t);
 		for (size_t ki = 0; ki < 3; ki++) {
-			const int64_t K = Ks[ki], rows = 32;
+			const int64_t K = t == KERN_TYPE_Q4_K ? Ks_k[ki] : Ks[ki], rows = 32;
 			void *plain = make_matrix(&ref, t, rows, K);
-			void *w = malloc(kern_row_size(t, K) * rows);
+			void *w = malloc(kern_row_size(r16, K) * rows);
 			kern_repack(t, plain, rows, K, w);
 			for (size_t bi = 0; bi < sizeof(nbs) / sizeof(nbs[0]); bi++) {
 				const int n_b = nbs[bi];
@@ -159,8 +162,8 @@ static void test_act_simd_identical(void **state)
 		x[i] = frand() * (i % 7 ? 1.0f : 100.0f);
 	x[3] = 0.5f; /* ties and zero blocks */
 	memset(x + 64, 0, sizeof(float) * 32);
-	const size_t bytes = kern_act_stride(K) * n_b;
-	for (int t = KERN_TYPE_Q4_0_R16; t <= KERN_TYPE_Q8_0_R16; t++) {
+	for (int t = KERN_TYPE_Q4_0_R16; t <= KERN_TYPE_Q4_K_R16; t++) {
+		const size_t bytes = kern_act_stride(t, K) * n_b;
 		char *a = calloc(1, bytes), *b = calloc(1, bytes);
 		ref.act[t](x, K, n_b, a);
 		simd.act[t](x, K, n_b, b);
