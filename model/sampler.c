@@ -99,16 +99,20 @@ int sampler_create(sampler **out, const sampler_params *p, int n_vocab)
 		goto fail;
 	s->prm = *p;
 	s->n_vocab = n_vocab;
+	/* Working memory is allocated but only touched when used (large blocks
+	 * come zeroed from the kernel), so a broker holding many samplers pays
+	 * for the pages each one really uses: greedy sampling never writes the
+	 * candidates, and without a penalty there is no history. */
 	s->cand = malloc((size_t)n_vocab * sizeof(*s->cand));
-	s->hist_count = calloc((size_t)n_vocab, sizeof(*s->hist_count));
-	if (!s->cand || !s->hist_count)
+	if (!s->cand)
 		goto fail;
-	if (p->repeat_last_n > 0) {
+	if (p->repeat_last_n > 0 && p->repeat_penalty != 1.0f) {
+		s->hist_count = calloc((size_t)n_vocab, sizeof(*s->hist_count));
 		s->hist = malloc((size_t)p->repeat_last_n * sizeof(*s->hist));
-		if (!s->hist)
+		if (!s->hist || !s->hist_count)
 			goto fail;
 	}
-	sampler_reset(s);
+	rng_seed(s->rng, s->prm.seed);
 	*out = s;
 	return 0;
 fail:
@@ -131,7 +135,8 @@ void sampler_reset(sampler *s)
 	if (!s)
 		return;
 	rng_seed(s->rng, s->prm.seed);
-	memset(s->hist_count, 0, (size_t)s->n_vocab * sizeof(*s->hist_count));
+	if (s->hist_count)
+		memset(s->hist_count, 0, (size_t)s->n_vocab * sizeof(*s->hist_count));
 	s->hist_head = 0;
 	s->hist_len = 0;
 }
@@ -143,7 +148,7 @@ void sampler_accept(sampler *s, int32_t tok)
 	if (!s || tok < 0 || tok >= s->n_vocab)
 		return;
 	cap = s->prm.repeat_last_n;
-	if (cap <= 0)
+	if (cap <= 0 || !s->hist_count) /* no penalty: no history kept */
 		return;
 	if (s->hist_len == cap)
 		s->hist_count[s->hist[s->hist_head]]--; /* evict the oldest */
@@ -273,8 +278,27 @@ int32_t sampler_sample(sampler *s, const float *logits)
 	const sampler_params *p = &s->prm;
 	sampler_cand *c = s->cand;
 	int n = s->n_vocab, sorted = 0;
-	int penalize = p->repeat_last_n > 0 && p->repeat_penalty != 1.0f && s->hist_len > 0;
+	int penalize = s->hist_count && s->hist_len > 0;
 	float max = -INFINITY;
+
+	if (p->temperature <= 0.0f) {
+		/* greedy: argmax of the penalized logits, lowest id on ties,
+		 * without touching the candidate array */
+		int best = -1;
+		float bl = -INFINITY;
+		for (int i = 0; i < n; i++) {
+			float l = logits[i];
+			if (isnan(l))
+				l = -INFINITY;
+			if (penalize && s->hist_count[i] > 0)
+				l = l > 0.0f ? l / p->repeat_penalty : l * p->repeat_penalty;
+			if (best < 0 || l > bl) {
+				best = i;
+				bl = l;
+			}
+		}
+		return best;
+	}
 
 	for (int i = 0; i < n; i++) {
 		float l = logits[i];
@@ -284,14 +308,6 @@ int32_t sampler_sample(sampler *s, const float *logits)
 			l = l > 0.0f ? l / p->repeat_penalty : l * p->repeat_penalty;
 		c[i].id = i;
 		c[i].logit = l;
-	}
-
-	if (p->temperature <= 0.0f) {
-		int best = 0;
-		for (int i = 1; i < n; i++)
-			if (c[i].logit > c[best].logit)
-				best = i;
-		return c[best].id;
 	}
 
 	for (int i = 0; i < n; i++)
