@@ -249,17 +249,23 @@ void kern_act_q8k_from_block(const kern_block_q8_K *q, char *dst)
 	memcpy(dst + 20, q->qs, KERN_QK_K);
 }
 
-void kern_act_q8k_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+void kern_act_q8k_with(const float *restrict x, int64_t K, int n_b, void *restrict dst,
+		       kern_from_float_fn quant_q8_k)
 {
 	const int64_t nsb = K / KERN_QK_K;
 	for (int b = 0; b < n_b; b++) {
 		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_K_R16, K);
 		for (int64_t i = 0; i < nsb; i++) {
 			kern_block_q8_K q;
-			kern_quant_q8_k_ref(x + (size_t)b * K + i * KERN_QK_K, &q, KERN_QK_K);
+			quant_q8_k(x + (size_t)b * K + i * KERN_QK_K, &q, KERN_QK_K);
 			kern_act_q8k_from_block(&q, row + i * KERN_ACT_Q8K_BYTES);
 		}
 	}
+}
+
+void kern_act_q8k_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+{
+	kern_act_q8k_with(x, K, n_b, dst, kern_quant_q8_k_ref);
 }
 
 void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,

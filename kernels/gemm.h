@@ -111,6 +111,10 @@ void kern_act_q8u_avx512(const float *restrict x, int64_t K, int n_b, void *rest
 void kern_act_q8k_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);
 /* One Q8_K block into its KERN_ACT_Q8K_BYTES activation form. */
 void kern_act_q8k_from_block(const kern_block_q8_K *q, char *dst);
+/* The Q4_K_R16 activation rows, quantizing each super-block with
+ * quant_q8_k (the reference or a SIMD Q8_K quantizer: same bytes). */
+void kern_act_q8k_with(const float *restrict x, int64_t K, int n_b, void *restrict dst,
+		       kern_from_float_fn quant_q8_k);
 void kern_act_q8k_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst);
 void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
 			    size_t act_stride, int n_b, float *restrict y, int64_t ldy);

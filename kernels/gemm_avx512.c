@@ -190,15 +190,7 @@ GEMM_AVX512(kern_gemm_q8_0_r16_avx512, q8_tile)
 
 void kern_act_q8k_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst)
 {
-	const int64_t nsb = K / KERN_QK_K;
-	for (int b = 0; b < n_b; b++) {
-		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_K_R16, K);
-		for (int64_t i = 0; i < nsb; i++) {
-			kern_block_q8_K q;
-			kern_quant_q8_k_avx512(x + (size_t)b * K + i * KERN_QK_K, &q, KERN_QK_K);
-			kern_act_q8k_from_block(&q, row + i * KERN_ACT_Q8K_BYTES);
-		}
-	}
+	kern_act_q8k_with(x, K, n_b, dst, kern_quant_q8_k_avx512);
 }
 
 #define TILE_K 4 /* columns per tile: 16 unpacked weight registers are live */
