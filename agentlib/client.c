@@ -23,8 +23,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "broker/proto.h"
+#include "proto/proto.h"
 #include "shm/fdpass.h"
+#include "common/clock.h"
 
 #define DEFAULT_MAX_FRAME (16u << 20)
 #define MAX_PENDING_FDS 4
@@ -59,13 +60,6 @@ struct herd_client {
 
 	char errmsg[512];
 };
-
-double herd_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 int herd_client_fail(herd_client *c, int rc, const char *fmt, ...)
 {
@@ -240,7 +234,7 @@ static int recv_some(herd_client *c, double deadline)
 	if (deadline >= 0) {
 		struct pollfd pfd = {c->fd, POLLIN, 0};
 		for (;;) {
-			double left = deadline - herd_now_ms();
+			double left = deadline - clock_mono_ms();
 			if (left <= 0)
 				return -ETIMEDOUT;
 			int k = poll(&pfd, 1, (int)(left + 1));
@@ -385,7 +379,7 @@ static int open_socket(herd_client *c, double deadline)
 		rc = -errno;
 		if (rc == -EINTR)
 			continue;
-		if (rc == -EAGAIN && (deadline < 0 || herd_now_ms() < deadline)) {
+		if (rc == -EAGAIN && (deadline < 0 || clock_mono_ms() < deadline)) {
 			/* listen backlog full: the broker is busy accepting */
 			struct timespec ts = {0, 5 * 1000 * 1000};
 			nanosleep(&ts, NULL);
@@ -426,7 +420,7 @@ static int open_socket(herd_client *c, double deadline)
 
 static int do_connect(herd_client *c)
 {
-	double deadline = c->timeout_ms < 0 ? -1 : herd_now_ms() + c->timeout_ms;
+	double deadline = c->timeout_ms < 0 ? -1 : clock_mono_ms() + c->timeout_ms;
 	proto_msg msg;
 	char defname[32];
 	int rc;

@@ -27,9 +27,6 @@ __attribute__((format(printf, 3, 4)))
 /* Writes a message into c's errmsg and returns rc. */
 int herd_client_fail(herd_client *c, int rc, const char *fmt, ...);
 
-/* Monotonic milliseconds. */
-double herd_now_ms(void);
-
 /* Checks a request independently of where it runs: model (when
  * need_model), exactly one input, ranges. Returns 0 or HERD_E_INVAL with a
  * message in err. */

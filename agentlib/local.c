@@ -17,6 +17,7 @@
 #include "model/tokenizer.h"
 #include "shm/digest.h"
 #include "shm/image.h"
+#include "common/clock.h"
 
 #define LOCAL_DEFAULT_CTX 512
 #define LOCAL_REPEAT_LAST_N 64
@@ -66,7 +67,7 @@ int herd_model_attach_opts(herd_client *c, const char *model, const herd_attach_
 	if (!c || !model || !*model || !out)
 		return c ? herd_client_fail(c, HERD_E_INVAL, "herd_model_attach: NULL argument")
 			 : HERD_E_INVAL;
-	double t0 = herd_now_ms();
+	double t0 = clock_mono_ms();
 	if ((rc = herd_client_request_image(c, model, &rep)))
 		return rc;
 	m = calloc(1, sizeof(*m));
@@ -92,7 +93,7 @@ int herd_model_attach_opts(herd_client *c, const char *model, const herd_attach_
 				      rep.segment, m->digest, rep.digest);
 		goto fail;
 	}
-	m->attach_ms = herd_now_ms() - t0;
+	m->attach_ms = clock_mono_ms() - t0;
 
 	if ((rc = shm_image_gguf(&m->map, &m->gguf, err, sizeof(err)))) {
 		herd_client_fail(c, rc, "image %s: %s", rep.segment, err);
@@ -121,7 +122,7 @@ int herd_model_attach_opts(herd_client *c, const char *model, const herd_attach_
 	m->n_threads = llama_ctx_n_threads(m->ctx);
 	snprintf(m->name, sizeof(m->name), "%s", model);
 	snprintf(m->segment, sizeof(m->segment), "%s", rep.segment);
-	m->load_ms = herd_now_ms() - t0;
+	m->load_ms = clock_mono_ms() - t0;
 	*out = m;
 	return 0;
 fail:
@@ -248,7 +249,7 @@ int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token
 		return rc;
 	v = m->model->vocab;
 	llama_seq_init(&seq);
-	double t0 = herd_now_ms();
+	double t0 = clock_mono_ms();
 	double deadline = req->deadline_ms ? t0 + req->deadline_ms : -1;
 
 	if ((rc = prompt_tokens(m, req, &ids, &n)))
@@ -286,14 +287,14 @@ int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token
 			reason = HERD_FINISH_LENGTH;
 			break;
 		}
-		if (deadline >= 0 && herd_now_ms() >= deadline) {
+		if (deadline >= 0 && clock_mono_ms() >= deadline) {
 			reason = HERD_FINISH_DEADLINE;
 			break;
 		}
 		tok = sampler_sample(smp, m->logits);
 		sampler_accept(smp, tok);
 		if (gen++ == 0)
-			res->t_first_ms = herd_now_ms() - t0;
+			res->t_first_ms = clock_mono_ms() - t0;
 		if (tok_is_eog(v, tok)) {
 			reason = HERD_FINISH_STOP;
 			break;
@@ -343,7 +344,7 @@ int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token
 	res->reason = reason;
 	res->n_prompt = (uint32_t)n;
 	res->n_gen = (uint32_t)gen;
-	res->t_total_ms = herd_now_ms() - t0;
+	res->t_total_ms = clock_mono_ms() - t0;
 	rc = 0;
 out:
 	free(text.p);

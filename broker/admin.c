@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "herd/error.h"
+#include "common/clock.h"
 
 /* ---- permission ------------------------------------------------------------- */
 
@@ -133,7 +134,7 @@ static void res_status(loop *l, msgpack_packer *pk)
 			in_flight += c->in_flight;
 		}
 	}
-	const double up = (loop_now_ms() - l->t_start) / 1e3;
+	const double up = (clock_mono_ms() - l->t_start) / 1e3;
 	msgpack_pack_map(pk, 15);
 	kv_i64(pk, "pid", (int64_t)getpid());
 	kv_dbl(pk, "uptime_s", up);
@@ -254,7 +255,7 @@ static void res_agents(loop *l, msgpack_packer *pk)
 	for (int i = 0; i < l->n_slots; i++)
 		n += l->slots[i] != NULL;
 	msgpack_pack_array(pk, (size_t)n);
-	const double now = loop_now_ms();
+	const double now = clock_mono_ms();
 	for (int i = 0; i < l->n_slots; i++) {
 		const conn *c = l->slots[i];
 		if (!c)

@@ -15,19 +15,13 @@
 #include <unistd.h>
 
 #include "herd/error.h"
+#include "common/clock.h"
 
 #define LOOP_RING_ENTRIES 256
 #define LOOP_RBUF_INIT (64u << 10)
 #define LOOP_MAX_QUEUED (256u << 20) /* a peer that reads nothing is cut off */
 #define LOOP_GRACE_MS 3000.0
 #define LOOP_TICK_NS 50000000LL
-
-double loop_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 /* ---- listening socket ----------------------------------------------------- */
 
@@ -314,7 +308,7 @@ static void conn_new(loop *l, int fd)
 	}
 	l->gens[slot]++;
 	c->id = (uint64_t)l->gens[slot] << 32 | (uint32_t)slot;
-	c->t_connect = loop_now_ms();
+	c->t_connect = clock_mono_ms();
 	l->slots[slot] = c;
 	l->n_conns++;
 	l->total_conns++;
@@ -594,7 +588,7 @@ void loop_stop(loop *l)
 	if (l->stopping)
 		return;
 	l->stopping = 1;
-	l->stop_deadline = loop_now_ms() + LOOP_GRACE_MS;
+	l->stop_deadline = clock_mono_ms() + LOOP_GRACE_MS;
 	blog_msg(l->log, BLOG_INFO, "shutting down: cancelling requests of %d connections", l->n_conns);
 	struct io_uring_sqe *sqe = get_sqe(l);
 	if (sqe) {
@@ -629,7 +623,7 @@ static void check_stopped(loop *l)
 		return;
 	}
 not_yet:
-	if (loop_now_ms() >= l->stop_deadline) {
+	if (clock_mono_ms() >= l->stop_deadline) {
 		blog_msg(l->log, BLOG_WARN, "shutdown grace period over; closing");
 		l->done = 1;
 	}
@@ -733,7 +727,7 @@ int loop_create(loop **out, const loop_opts *o)
 	l->wake_fd = o->wake_fd;
 	l->sig_fd = o->signal_fd;
 	l->next_agent = 1;
-	l->t_start = loop_now_ms();
+	l->t_start = clock_mono_ms();
 	int rc = io_uring_queue_init(LOOP_RING_ENTRIES, &l->ring, 0);
 	if (rc) {
 		free(l);

@@ -11,7 +11,7 @@
 #include <liburing.h>
 
 #include "broker/loop.h"
-#include "broker/proto.h"
+#include "proto/proto.h"
 #include "shm/fdpass.h"
 
 /* Operations packed into the low bits of user_data (the rest is a conn
@@ -85,7 +85,6 @@ struct loop {
 	uint64_t total_conns, total_requests, proto_errors;
 };
 
-double loop_now_ms(void);
 /* A buffer at the tail of c's send queue to append whole frames to; NULL
  * on ENOMEM. Call loop_kick afterwards. */
 proto_buf *loop_outbuf(loop *l, conn *c);

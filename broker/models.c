@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "herd/error.h"
+#include "common/clock.h"
 
 #define MODELS_KV_AUTO_CAP (1ull << 30) /* bytes of KV per model by default */
 /* Tokens per forward step. The step's activation scratch (about 90 KiB per
@@ -24,12 +25,6 @@ struct models {
 	const blog *log;
 };
 
-static double mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 static void entry_fini(models_entry *e)
 {
@@ -90,7 +85,7 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 		      size_t errlen)
 {
 	const cfg *c = o->cfg;
-	const double t0 = mono_ms();
+	const double t0 = clock_mono_ms();
 	snprintf(e->name, sizeof(e->name), "%s", cm->name);
 	e->image_fd = -1;
 	e->file = strdup(cm->file);
@@ -139,7 +134,7 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 	if ((rc = sched_create(&e->sched, &so)))
 		return herd_errf(err, errlen, rc, "model %s: cannot start the scheduler: %s", e->name,
 			     herd_strerror(rc));
-	e->load_ms = mono_ms() - t0;
+	e->load_ms = clock_mono_ms() - t0;
 	blog_msg(o->log, BLOG_INFO,
 		 "model %s: %s image %s (%.1f MiB, %s), %d layers, vocab %d, ctx %d, KV %llu pages "
 		 "(%.0f MiB), %d threads, %s kernels, %.0f ms",

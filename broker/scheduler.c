@@ -14,6 +14,7 @@
 #include "model/chat.h"
 #include "model/textstream.h"
 #include "model/tokenizer.h"
+#include "common/clock.h"
 
 enum { ST_WAITING = 0, ST_RUNNING = 1, ST_PAUSED = 2 };
 
@@ -92,12 +93,6 @@ struct sched {
 	int piece_cap;
 };
 
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 /* ---- requests and events ---------------------------------------------- */
 
@@ -240,7 +235,7 @@ static void end_err(sched *s, sreq *q, int code, const char *fmt, ...)
 /* Ends q with a done event (notify == 0: silently). q must be out of every list. */
 static void end_done(sched *s, sreq *q, const char *reason, int notify)
 {
-	const double t = now_ms();
+	const double t = clock_mono_ms();
 	if (notify) {
 		sched_event *e = ev_new(SCHED_EV_DONE, q);
 		if (e) {
@@ -294,7 +289,7 @@ int sched_submit(sched *s, sched_req *r)
 		return -ENOMEM;
 	q->r = r;
 	q->pending = -1;
-	q->t_arrive = now_ms();
+	q->t_arrive = clock_mono_ms();
 	q->t_deadline = r->deadline_ms ? q->t_arrive + r->deadline_ms : 0;
 	llama_seq_init(&q->seq);
 	pthread_mutex_lock(&s->mu);
@@ -752,7 +747,7 @@ static void finish_running(sched *s, int idx, const char *reason)
 
 static void step(sched *s)
 {
-	const double t0 = now_ms();
+	const double t0 = clock_mono_ms();
 	int n = 0, T = 0, n_dec = 0, n_pre = 0, pre_tok = 0;
 	/* Generating sequences: one token each. */
 	for (int i = 0; i < s->running.n && T < s->max_step; i++) {
@@ -789,7 +784,7 @@ static void step(sched *s)
 	if (n == 0)
 		return;
 	int rc = llama_decode(s->ctx, s->batch, n);
-	const double t1 = now_ms();
+	const double t1 = clock_mono_ms();
 	if (rc) {
 		blog_msg(s->log, BLOG_ERR, "%s: step failed (%s); failing its %d requests", s->name,
 			 herd_strerror(rc), n);
@@ -904,7 +899,7 @@ static void *sched_main(void *arg)
 				break;
 			if (s->running.n > 0 || s->paused.n > 0)
 				break;
-			double t = now_ms();
+			double t = clock_mono_ms();
 			if (s->waiting.n > 0 && batch_ready(s, t, NULL) &&
 			    (s->dynamic || s->running.n == 0))
 				break;
@@ -962,7 +957,7 @@ static void *sched_main(void *arg)
 			free(cancels);
 		if (do_shutdown)
 			cancel_everything(s);
-		double t = now_ms();
+		double t = clock_mono_ms();
 		expire_deadlines(s, t);
 		admit(s, t);
 		if (s->running.n > 0)

@@ -1,16 +1,11 @@
 #include "probe.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 struct read_task {
 	const char *buf;
@@ -36,10 +31,10 @@ double kern_probe_read_gbs(kern_pool *pool, size_t bytes, int reps)
 	struct read_task t = {buf, bytes, 0};
 	double best = 0;
 	for (int r = 0; r < reps; r++) {
-		double t0 = now_s();
+		double t0 = clock_mono_s();
 		kern_pool_run(pool, read_run, &t);
 		double gbs = (double)(bytes / (size_t)kern_pool_size(pool) / 4096 * 4096) * kern_pool_size(pool) /
-			     (now_s() - t0) / 1e9;
+			     (clock_mono_s() - t0) / 1e9;
 		best = gbs > best ? gbs : best;
 	}
 	free(buf);
@@ -78,9 +73,9 @@ double kern_probe_int8_gmacs(kern_pool *pool, kern_isa isa, double seconds)
 	/* grow the loop until one run lasts long enough to time */
 	double dt = 0;
 	for (;;) {
-		double t0 = now_s();
+		double t0 = clock_mono_s();
 		kern_pool_run(pool, mac_run, &t);
-		dt = now_s() - t0;
+		dt = clock_mono_s() - t0;
 		if (dt >= seconds || t.iters > (1ll << 40))
 			break;
 		t.iters *= dt > 0 && seconds / dt < 16 ? 2 : 8;

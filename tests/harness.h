@@ -48,6 +48,7 @@
 #include "model/sampler.h"
 #include "model/tokenizer.h"
 #include "shm/image.h"
+#include "common/clock.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define H_SANITIZE 1
@@ -88,13 +89,6 @@ typedef struct h_world {
 	llama_ctx *ref_ctx;
 	float *ref_logits;
 } h_world;
-
-static inline double h_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static inline int h_find_bins(h_world *w)
 {
@@ -471,7 +465,7 @@ static inline void h_pump(h_world *w, h_agent **ag, int n, int what, double time
 {
 	struct pollfd p[H_MAX_PROCS];
 	h_agent *who[H_MAX_PROCS] = {0};
-	const double t0 = h_now();
+	const double t0 = clock_mono_s();
 	for (;;) {
 		int k = 0, waiting = 0;
 		for (int i = 0; i < n; i++) {
@@ -484,7 +478,7 @@ static inline void h_pump(h_world *w, h_agent **ag, int n, int what, double time
 		}
 		if (!waiting)
 			return;
-		if (h_now() - t0 > timeout_s) {
+		if (clock_mono_s() - t0 > timeout_s) {
 			h_dump(w->alog, "agents' stderr");
 			fail_msg("%d agents did not reach state %d within %.0f s", waiting, what,
 				 timeout_s);
@@ -501,7 +495,7 @@ static inline void h_pump(h_world *w, h_agent **ag, int n, int what, double time
 static inline json_object *h_agent_wait_ev(h_world *w, h_agent *a, const char *ev, size_t *cursor,
 				    double timeout_s)
 {
-	const double t0 = h_now();
+	const double t0 = clock_mono_s();
 	for (;;) {
 		while (*cursor < json_object_array_length(a->lines)) {
 			json_object *o = json_object_array_get_idx(a->lines, (*cursor)++);
@@ -510,7 +504,7 @@ static inline json_object *h_agent_wait_ev(h_world *w, h_agent *a, const char *e
 		}
 		if (a->eof)
 			return NULL;
-		if (h_now() - t0 > timeout_s) {
+		if (clock_mono_s() - t0 > timeout_s) {
 			h_dump(w->alog, "agents' stderr");
 			fail_msg("agent %d: no '%s' event within %.0f s", (int)a->pid, ev, timeout_s);
 		}
@@ -525,10 +519,10 @@ static inline int h_agent_reap(h_world *w, h_agent *a, double timeout_s)
 {
 	if (a->reaped)
 		return a->status;
-	const double t0 = h_now();
+	const double t0 = clock_mono_s();
 	int st = 0;
 	pid_t r;
-	while ((r = waitpid(a->pid, &st, WNOHANG)) == 0 && h_now() - t0 < timeout_s) {
+	while ((r = waitpid(a->pid, &st, WNOHANG)) == 0 && clock_mono_s() - t0 < timeout_s) {
 		if (a->fd >= 0) {
 			struct pollfd p = {.fd = a->fd, .events = POLLIN};
 			if (poll(&p, 1, 20) > 0)

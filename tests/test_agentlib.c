@@ -27,22 +27,16 @@
 
 #include <cmocka.h>
 
-#include "broker/proto.h"
+#include "proto/proto.h"
 #include "herd/herd.h"
 #include "model/llama.h"
 #include "model/mkmodel.h"
 #include "model/sampler.h"
 #include "shm/fdpass.h"
 #include "shm/image.h"
+#include "common/clock.h"
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static double now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static void sleep_ms(int ms)
 {
@@ -181,8 +175,8 @@ static int serve_slow(peer *p, conn *c, proto_buf *b, const proto_gen *g)
 {
 	uint64_t id = g->id;
 	int sent = 0;
-	double until = now_ms() + 5000;
-	while (now_ms() < until) {
+	double until = clock_mono_ms() + 5000;
+	while (clock_mono_ms() < until) {
 		if (g->stream) {
 			char piece[32];
 			snprintf(piece, sizeof(piece), "t%d ", sent);
@@ -455,9 +449,9 @@ static void test_connect_timeout(void **state)
 	o.socket_path = path;
 	o.timeout_ms = 300;
 	herd_client *c = NULL;
-	double t0 = now_ms();
+	double t0 = clock_mono_ms();
 	assert_int_equal(herd_connect(&c, &o), -ETIMEDOUT);
-	double dt = now_ms() - t0;
+	double dt = clock_mono_ms() - t0;
 	print_message("timeout after %.0f ms: %s\n", dt, herd_client_errmsg(c));
 	assert_true(dt >= 290 && dt < 2000);
 	assert_non_null(strstr(herd_client_errmsg(c), "300 ms"));
@@ -740,9 +734,9 @@ typedef struct gen_job {
 static void *gen_thread(void *arg)
 {
 	gen_job *j = arg;
-	double t0 = now_ms();
+	double t0 = clock_mono_ms();
 	j->rc = herd_generate(j->c, &j->r, &j->res);
-	j->ms = now_ms() - t0;
+	j->ms = clock_mono_ms() - t0;
 	return NULL;
 }
 
@@ -946,9 +940,9 @@ static void test_attach(void **state)
 	assert_null(lm);
 	assert_true(herd_connected(c));
 
-	double t0 = now_ms();
+	double t0 = clock_mono_ms();
 	rc = herd_model_attach(c, "tiny", &lm);
-	double t_all = now_ms() - t0;
+	double t_all = clock_mono_ms() - t0;
 	if (rc)
 		fail_msg("attach: %s", herd_client_errmsg(c));
 	herd_local_info li;

@@ -33,7 +33,7 @@
 
 #include <cmocka.h>
 
-#include "broker/proto.h"
+#include "proto/proto.h"
 #include "herd/error.h"
 #include "model/mkmodel.h"
 #include "shm/fdpass.h"

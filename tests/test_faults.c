@@ -26,7 +26,7 @@
 
 #include <cmocka.h>
 
-#include "broker/proto.h"
+#include "proto/proto.h"
 #include "harness.h"
 
 static int setup(void **state)
@@ -45,7 +45,7 @@ static int teardown(void **state)
  * page free (or fails after timeout_s). */
 static void wait_idle(h_world *w, int kv_total, double timeout_s)
 {
-	const double t0 = h_now();
+	const double t0 = clock_mono_s();
 	for (;;) {
 		json_object *s = h_ctl(w, "status");
 		json_object *m = h_ctl_model(w);
@@ -57,7 +57,7 @@ static void wait_idle(h_world *w, int kv_total, double timeout_s)
 		json_object_put(m);
 		if (in_flight == 0 && running == 0 && waiting == 0 && kv_free == kv_total)
 			return;
-		if (h_now() - t0 > timeout_s)
+		if (clock_mono_s() - t0 > timeout_s)
 			fail_msg("broker not idle: %d in flight, %d running, %d waiting, KV %d of %d free",
 				 in_flight, running, waiting, kv_free, kv_total);
 		usleep(50000);

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "broker/proto.h"
+#include "proto/proto.h"
 #include "herd/error.h"
 
 /* ---- helpers --------------------------------------------------------- */

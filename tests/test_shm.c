@@ -37,6 +37,7 @@
 #include "shm/fdpass.h"
 #include "kernels/gemm.h"
 #include "shm/image.h"
+#include "common/clock.h"
 
 #ifndef HERD_FIXTURES
 #define HERD_FIXTURES "../shared/fixtures"
@@ -64,13 +65,6 @@ static uint64_t rng_next(uint64_t *s)
 static float rng_float(uint64_t *s) /* [-1, 1) */
 {
 	return (float)((double)(rng_next(s) >> 11) / 4503599627370496.0 - 1.0);
-}
-
-static double now_s(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (double)t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 /* Removes /dev/shm entries whose names start with any of the prefixes
@@ -449,9 +443,9 @@ static void test_digest(void **state)
 	uint8_t *m = malloc(big);
 	assert_non_null(m);
 	memset(m, 0x5a, big);
-	const double t0 = now_s();
+	const double t0 = clock_mono_s();
 	shm_digest(m, big, a);
-	const double dt = now_s() - t0;
+	const double dt = clock_mono_s() - t0;
 	printf("# HM256: %.2f GB/s over %zu MB\n", (double)big / dt / 1e9, big >> 20);
 	free(m);
 }
@@ -489,9 +483,9 @@ static void test_create_map_verify(void **state)
 	shm_image_map_t m;
 	int fd;
 	assert_int_equal(shm_image_open(info.name, &fd), 0);
-	const double t0 = now_s();
+	const double t0 = clock_mono_s();
 	int rc = shm_image_map(fd, &m, err, sizeof(err));
-	const double dt = now_s() - t0;
+	const double dt = clock_mono_s() - t0;
 	close(fd);
 	if (rc)
 		fail_msg("map: %s", err);
@@ -965,9 +959,9 @@ static void test_adopt_find(void **state)
 	create_ok(s, "adopt", s->src, NULL, &a);
 	assert_false(a.adopted);
 	/* found by model + source, headers only */
-	const double t0 = now_s();
+	const double t0 = clock_mono_s();
 	assert_int_equal(shm_image_find(a.model, s->src, NULL, &x, err, sizeof(err)), 0);
-	printf("# find: %.1f us\n", (now_s() - t0) * 1e6);
+	printf("# find: %.1f us\n", (clock_mono_s() - t0) * 1e6);
 	assert_string_equal(x.name, a.name);
 	assert_true(x.valid);
 	/* created again: adopted, same object */

@@ -49,6 +49,7 @@
 
 #include "cli.h"
 #include "herd/herd.h"
+#include "common/clock.h"
 
 #define AGENT_LOCAL_PROMPT "The quick brown fox"
 
@@ -174,7 +175,7 @@ static void jl_emit(jline *j)
 
 static double now_ms(void)
 {
-	return cli_now() * 1e3;
+	return clock_mono_s() * 1e3;
 }
 
 /* Blocks until the other end of fd is closed (EOF). */

@@ -88,9 +88,3 @@ int cli_tokenize(const tok_vocab *v, const char *text, int add_bos, int32_t **id
 	return 0;
 }
 
-double cli_now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}

@@ -27,6 +27,5 @@ int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_
 int cli_tokenize(const tok_vocab *v, const char *text, int add_bos, int32_t **ids, int *n);
 
 /* Monotonic seconds. */
-double cli_now(void);
 
 #endif

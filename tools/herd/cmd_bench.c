@@ -17,6 +17,7 @@
 #include "herd/error.h"
 #include "kernels/gemm.h"
 #include "kernels/probe.h"
+#include "common/clock.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -57,7 +58,7 @@ static double bench_prefill(struct bench *b, int *err)
 		*err = -12;
 		return -1;
 	}
-	double t0 = cli_now();
+	double t0 = clock_mono_s();
 	for (;;) {
 		int nb = 0, used = 0;
 		for (int s = 0; s < b->B && used < budget; s++) {
@@ -77,7 +78,7 @@ static double bench_prefill(struct bench *b, int *err)
 		if ((*err = llama_decode(b->c, b->batch, nb)))
 			break;
 	}
-	double dt = cli_now() - t0;
+	double dt = clock_mono_s() - t0;
 	free(done);
 	return dt;
 }
@@ -85,7 +86,7 @@ static double bench_prefill(struct bench *b, int *err)
 /* n steps of one token for each sequence; returns seconds. */
 static double bench_decode(struct bench *b, int *err)
 {
-	double t0 = cli_now();
+	double t0 = clock_mono_s();
 	for (int i = 0; i < b->n && !*err; i++) {
 		for (int s = 0; s < b->B; s++) {
 			b->next[s] = argmax(b->logits + (size_t)s * b->V, b->V);
@@ -94,7 +95,7 @@ static double bench_decode(struct bench *b, int *err)
 		}
 		*err = llama_decode(b->c, b->batch, b->B);
 	}
-	return cli_now() - t0;
+	return clock_mono_s() - t0;
 }
 
 static void bench_reset(struct bench *b)
@@ -205,13 +206,13 @@ int cmd_bench(int argc, char **argv)
 			if (n > 0 && !err) {
 				bench_reset(&b);
 				b.next[0] = b.prompts[0];
-				double t0 = cli_now();
+				double t0 = clock_mono_s();
 				for (long i = 0; i < n && !err; i++) {
 					b.batch[0] = (llama_batch_seq){&b.seqs[0], &b.next[0], 1, LLAMA_LOGITS_LAST, b.logits};
 					err = llama_decode(b.c, b.batch, 1);
 					b.next[0] = argmax(b.logits, b.V);
 				}
-				tg[r] = n / (cli_now() - t0);
+				tg[r] = n / (clock_mono_s() - t0);
 			}
 		} else {
 			bench_reset(&b);

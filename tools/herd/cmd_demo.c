@@ -51,6 +51,7 @@
 #include "model/gguf.h"
 #include "model/mkmodel.h"
 #include "shm/image.h"
+#include "common/clock.h"
 
 #define DEMO_DEFAULT_MODEL "models/tinyllama-1.1b-demo-q4_0.gguf"
 #define DEMO_MODEL_NAME "demo"
@@ -308,9 +309,9 @@ static herd_client *demo_wait_broker(demo *d)
 	co.socket_path = d->sock;
 	co.name = "demo";
 	co.timeout_ms = 2000;
-	const double t0 = cli_now();
+	const double t0 = clock_mono_s();
 	herd_client *c = NULL;
-	while (cli_now() - t0 < 900) {
+	while (clock_mono_s() - t0 < 900) {
 		if (demo_signalled(d))
 			goto fail;
 		int st;
@@ -496,7 +497,7 @@ static int demo_pump(demo *d, int phase, double timeout_s)
 	int rc = -1;
 	if (!p || !who)
 		goto out;
-	const double t0 = cli_now();
+	const double t0 = clock_mono_s();
 	for (;;) {
 		int n = 0, waiting = 0;
 		p[n++] = (struct pollfd){.fd = d->sig_fd, .events = POLLIN};
@@ -513,7 +514,7 @@ static int demo_pump(demo *d, int phase, double timeout_s)
 			rc = 0;
 			break;
 		}
-		if (cli_now() - t0 > timeout_s) {
+		if (clock_mono_s() - t0 > timeout_s) {
 			fprintf(stderr, "herd demo: %d agents did not %s within %.0f s\n", waiting,
 				phase == 0 ? "get ready" : "finish", timeout_s);
 			break;
@@ -597,9 +598,9 @@ static double single_speed(const demo *d, herd_client *c)
 	r.max_tokens = (int)d->o.max_tokens;
 	r.no_cache = 1;
 	herd_result res;
-	const double t0 = cli_now();
+	const double t0 = clock_mono_s();
 	int rc = herd_generate(c, &r, &res);
-	const double dt = cli_now() - t0;
+	const double dt = clock_mono_s() - t0;
 	double v = rc == 0 && dt > 0 ? res.n_gen / dt : 0;
 	if (rc)
 		fprintf(stderr, "herd demo: single-agent request failed: %s\n", herd_client_errmsg(c));
@@ -776,17 +777,17 @@ int cmd_demo(int argc, char **argv)
 
 	if (!d->o.json)
 		fprintf(stderr, "herd demo: starting herdd on %s\n", d->model);
-	double ts = cli_now();
+	double ts = clock_mono_s();
 	if (demo_start_broker(d) || !(c = demo_wait_broker(d)))
 		goto out;
-	d->broker_s = cli_now() - ts;
-	ts = cli_now();
+	d->broker_s = clock_mono_s() - ts;
+	ts = clock_mono_s();
 	if (!d->o.json)
 		fprintf(stderr, "herd demo: broker serving image %s (%.1f MiB); starting %ld agents\n",
 			d->segment, (double)d->image_bytes / (1 << 20), d->n_ag);
 	if (demo_start_agents(d) || demo_pump(d, 0, 1800))
 		goto out;
-	d->ready_s = cli_now() - ts;
+	d->ready_s = clock_mono_s() - ts;
 	long n_ready = 0;
 	for (long i = 0; i < d->n_ag; i++)
 		n_ready += d->ag[i].ready;
@@ -796,12 +797,12 @@ int cmd_demo(int argc, char **argv)
 	const double single = single_speed(d, c);
 	herd_close(c);
 	c = NULL;
-	const double t0 = cli_now();
+	const double t0 = clock_mono_s();
 	close(d->go_w);
 	d->go_w = -1;
 	if (demo_pump(d, 1, 3600))
 		goto out;
-	const double wall = cli_now() - t0;
+	const double wall = clock_mono_s() - t0;
 
 	/* Everyone is still attached (waiting at the exit barrier): measure. */
 	uint64_t pss_b, rss_b, pss_a = 0, rss_t = 0;

@@ -8,6 +8,7 @@
 #include "model/chat.h"
 #include "model/sampler.h"
 #include "model/textstream.h"
+#include "common/clock.h"
 
 static void run_usage(void)
 {
@@ -135,9 +136,9 @@ int cmd_run(int argc, char **argv)
 		goto out;
 	for (int i = 0; i < n; i++)
 		sampler_accept(smp, ids[i]);
-	double t0 = cli_now();
+	double t0 = clock_mono_s();
 	rc = llama_eval(c, &seq, ids, n, 0, logits);
-	double t1 = cli_now();
+	double t1 = clock_mono_s();
 	int gen = 0;
 	/* Pieces not yet printed: a UTF-8 character split over byte tokens is
 	 * printed when its last byte arrives. */
@@ -164,7 +165,7 @@ int cmd_run(int argc, char **argv)
 		llama_batch_seq b = {&seq, &tok, 1, LLAMA_LOGITS_LAST, logits};
 		rc = llama_decode(c, &b, 1);
 	}
-	double t2 = cli_now();
+	double t2 = clock_mono_s();
 	fwrite(pend, 1, n_pend, stdout);
 	fputc('\n', stdout);
 	if (rc) {

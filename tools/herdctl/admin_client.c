@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "herd/error.h"
+#include "common/clock.h"
 
 #define ADM_MAX_REPLY (64u << 20) /* a segments list of thousands still fits */
 
@@ -63,17 +64,11 @@ int adm_connect(adm_client *a, const char *path, char *err, size_t errlen)
 	return 0;
 }
 
-static double mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
 
 /* Reads the next frame into a->msg. */
 static int adm_read(adm_client *a, char *err, size_t errlen)
 {
-	const double deadline = mono_ms() + a->timeout_ms;
+	const double deadline = clock_mono_ms() + a->timeout_ms;
 	proto_msg_free(&a->msg);
 	for (;;) {
 		size_t flen = 0;
@@ -104,7 +99,7 @@ static int adm_read(adm_client *a, char *err, size_t errlen)
 			a->buf = nb;
 			a->cap = cap;
 		}
-		const double left = deadline - mono_ms();
+		const double left = deadline - clock_mono_ms();
 		struct pollfd p = {.fd = a->fd, .events = POLLIN};
 		int pr = left > 0 ? poll(&p, 1, (int)left + 1) : 0;
 		if (pr < 0 && errno == EINTR)

@@ -9,7 +9,7 @@
 
 #include <stddef.h>
 
-#include "broker/proto.h"
+#include "proto/proto.h"
 
 typedef struct adm_client {
 	int fd;          /* -1 when not connected */

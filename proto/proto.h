@@ -28,8 +28,8 @@
  *   release them with proto_msg_free() (also after a failed decode, which is
  *   harmless: a failed decode leaves nothing allocated).
  */
-#ifndef HERD_BROKER_PROTO_H
-#define HERD_BROKER_PROTO_H
+#ifndef HERD_PROTO_PROTO_H
+#define HERD_PROTO_PROTO_H
 
 #include <stddef.h>
 #include <stdint.h>

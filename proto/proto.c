@@ -1,6 +1,6 @@
 /* Wire protocol codec: bounds-checking pre-scan, strict decoding of every
  * frame type, encoders, stream framing. See proto.h and docs/protocol.md. */
-#include "broker/proto.h"
+#include "proto/proto.h"
 
 #include <errno.h>
 #include <limits.h>
