@@ -463,7 +463,6 @@ static void check_file_arrays(gguf_ctx *c)
 	assert_int_equal(gguf_get_arr_str(c, "a.str", 4, &sv), HERD_E_RANGE);
 	assert_int_equal(gguf_get_arr_str(c, "a.i32", 0, &sv), HERD_E_FORMAT);
 	assert_int_equal(gguf_get_arr_str(c, "zzz", 0, &sv), HERD_E_MISSING);
-
 }
 
 /* Every tensor: name, type, shape, size, aligned offset, bytes. */
