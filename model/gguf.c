@@ -188,8 +188,14 @@ static int vtype_size(uint32_t t)
 static const char *vtype_name(uint32_t t)
 {
 	static const char *const names[GGUF_VT_COUNT] = {
-		"uint8", "int8", "uint16", "int16", "uint32", "int32",   "float32",
-		"bool",  "string", "array", "uint64", "int64", "float64"};
+		[GGUF_VT_UINT8] = "uint8",     [GGUF_VT_INT8] = "int8",
+		[GGUF_VT_UINT16] = "uint16",   [GGUF_VT_INT16] = "int16",
+		[GGUF_VT_UINT32] = "uint32",   [GGUF_VT_INT32] = "int32",
+		[GGUF_VT_FLOAT32] = "float32", [GGUF_VT_BOOL] = "bool",
+		[GGUF_VT_STRING] = "string",   [GGUF_VT_ARRAY] = "array",
+		[GGUF_VT_UINT64] = "uint64",   [GGUF_VT_INT64] = "int64",
+		[GGUF_VT_FLOAT64] = "float64",
+	};
 	return t < GGUF_VT_COUNT ? names[t] : "unknown";
 }
 

@@ -24,8 +24,10 @@
 #include "model/gguf.h"
 
 static const mkmodel_shape shapes[] = {
-	{"tinyllama-1.1b", 32000, 2048, 5632, 22, 32, 4, 2048, 10000.0f, 1e-5f},
-	{"mini", 2048, 256, 768, 2, 8, 2, 2048, 10000.0f, 1e-5f},
+	{.name = "tinyllama-1.1b", .n_vocab = 32000, .n_embd = 2048, .n_ff = 5632, .n_layer = 22,
+	 .n_head = 32, .n_head_kv = 4, .n_ctx = 2048, .rope_base = 10000.0f, .rms_eps = 1e-5f},
+	{.name = "mini", .n_vocab = 2048, .n_embd = 256, .n_ff = 768, .n_layer = 2,
+	 .n_head = 8, .n_head_kv = 2, .n_ctx = 2048, .rope_base = 10000.0f, .rms_eps = 1e-5f},
 };
 
 static const char chat_template[] =

@@ -433,15 +433,15 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 			size_t off;
 			long lo, hi;
 		} nums[] = {
-			{"--index", offsetof(agent_opts, index), 0, 1 << 20},
-			{"--requests", offsetof(agent_opts, requests), 0, 1 << 20},
-			{"--max-tokens", offsetof(agent_opts, max_tokens), 0, 1 << 20},
-			{"--stream-every", offsetof(agent_opts, stream_every), 0, 1 << 20},
-			{"--local-tokens", offsetof(agent_opts, local_tokens), 0, 4096},
-			{"--threads", offsetof(agent_opts, threads), 1, 256},
-			{"--go-fd", offsetof(agent_opts, go_fd), 0, 1 << 20},
-			{"--exit-fd", offsetof(agent_opts, exit_fd), 0, 1 << 20},
-			{"--reconnect-ms", offsetof(agent_opts, reconnect_ms), 0, 3600000},
+			{.name = "--index", .off = offsetof(agent_opts, index), .lo = 0, .hi = 1 << 20},
+			{.name = "--requests", .off = offsetof(agent_opts, requests), .lo = 0, .hi = 1 << 20},
+			{.name = "--max-tokens", .off = offsetof(agent_opts, max_tokens), .lo = 0, .hi = 1 << 20},
+			{.name = "--stream-every", .off = offsetof(agent_opts, stream_every), .lo = 0, .hi = 1 << 20},
+			{.name = "--local-tokens", .off = offsetof(agent_opts, local_tokens), .lo = 0, .hi = 4096},
+			{.name = "--threads", .off = offsetof(agent_opts, threads), .lo = 1, .hi = 256},
+			{.name = "--go-fd", .off = offsetof(agent_opts, go_fd), .lo = 0, .hi = 1 << 20},
+			{.name = "--exit-fd", .off = offsetof(agent_opts, exit_fd), .lo = 0, .hi = 1 << 20},
+			{.name = "--reconnect-ms", .off = offsetof(agent_opts, reconnect_ms), .lo = 0, .hi = 3600000},
 		};
 		int done = 0;
 		for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]) && !done; k++)
