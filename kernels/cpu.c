@@ -78,9 +78,9 @@ kern_isa kern_isa_detect(void)
 kern_isa kern_isa_clamp(kern_isa isa)
 {
 	const kern_isa best = kern_isa_detect();
-	if (isa > best)
-		return best;
-	return isa < KERN_ISA_REF ? KERN_ISA_REF : isa;
+	if ((int)isa < (int)KERN_ISA_REF) /* the enum may be unsigned: compare as int */
+		return KERN_ISA_REF;
+	return (int)isa > (int)best ? best : isa;
 }
 
 const char *kern_isa_name(kern_isa isa)
