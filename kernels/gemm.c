@@ -1,5 +1,5 @@
 /* Row-interleaved layouts: repacking, activation preparation, the scalar
- * reference GEMMs, and their dispatch. */
+ * reference GEMMs, and their variant table. */
 #include "gemm.h"
 
 #include <stdlib.h>
@@ -9,6 +9,7 @@
 #include "herd/error.h"
 #include "kquant.h"
 #include "legacy.h"
+#include "variant.h"
 
 int kern_repack_worthwhile(void)
 {
@@ -304,13 +305,22 @@ void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *rest
 	}
 }
 
+/* The interleaved types have no per-row dot: only activation preparation
+ * and the 16-row GEMM, with AVX-512 (VNNI) variants and no AVX2 ones
+ * (kern_repack_worthwhile keeps AVX2 machines on the plain types). */
+static const kern_type_variants gemm_variants[] = {
+	{.type = KERN_TYPE_Q4_0_R16,
+	 .act = {[KERN_ISA_REF] = kern_act_q8_ref, [KERN_ISA_AVX512] = kern_act_q8_avx512},
+	 .gemm = {[KERN_ISA_REF] = kern_gemm_q4_0_r16_ref, [KERN_ISA_AVX512] = kern_gemm_q4_0_r16_avx512}},
+	{.type = KERN_TYPE_Q8_0_R16,
+	 .act = {[KERN_ISA_REF] = kern_act_q8u_ref, [KERN_ISA_AVX512] = kern_act_q8u_avx512},
+	 .gemm = {[KERN_ISA_REF] = kern_gemm_q8_0_r16_ref, [KERN_ISA_AVX512] = kern_gemm_q8_0_r16_avx512}},
+	{.type = KERN_TYPE_Q4_K_R16,
+	 .act = {[KERN_ISA_REF] = kern_act_q8k_ref, [KERN_ISA_AVX512] = kern_act_q8k_avx512},
+	 .gemm = {[KERN_ISA_REF] = kern_gemm_q4_k_r16_ref, [KERN_ISA_AVX512] = kern_gemm_q4_k_r16_avx512}},
+};
+
 void kern_ops_init_gemm(kern_ops *ops, kern_isa isa)
 {
-	const int simd = isa >= KERN_ISA_AVX512;
-	ops->act[KERN_TYPE_Q4_0_R16] = simd ? kern_act_q8_avx512 : kern_act_q8_ref;
-	ops->act[KERN_TYPE_Q8_0_R16] = simd ? kern_act_q8u_avx512 : kern_act_q8u_ref;
-	ops->gemm[KERN_TYPE_Q4_0_R16] = simd ? kern_gemm_q4_0_r16_avx512 : kern_gemm_q4_0_r16_ref;
-	ops->gemm[KERN_TYPE_Q8_0_R16] = simd ? kern_gemm_q8_0_r16_avx512 : kern_gemm_q8_0_r16_ref;
-	ops->act[KERN_TYPE_Q4_K_R16] = simd ? kern_act_q8k_avx512 : kern_act_q8k_ref;
-	ops->gemm[KERN_TYPE_Q4_K_R16] = simd ? kern_gemm_q4_k_r16_avx512 : kern_gemm_q4_k_r16_ref;
+	kern_ops_fill_types(ops, gemm_variants, sizeof(gemm_variants) / sizeof(gemm_variants[0]), isa);
 }

@@ -27,8 +27,9 @@
  *                     nibbles elements 4c.. of sub-block 2j+1
  * A matrix of n_rows x K is n_rows/16 groups, each K/32 (K/256) blocks in
  * order. Q4_0/Q8_0_R16 hold exactly the plain type's bytes, so an image
- * stores them in place; Q4_K_R16 holds 156 bytes per row and super-block
- * against Q4_K's 144 (unpacked scales), which kern_row_size reports.
+ * stores them in place; Q4_K_R16 holds KERN_Q4_K_R16_ROW_BYTES (156) per row
+ * and super-block against Q4_K's 144 (unpacked scales), which kern_row_size
+ * reports.
  *
  * Activation rows for these kernels (kern_act_fn output), per row b at
  * b * kern_act_stride(K):
@@ -76,7 +77,14 @@ typedef struct {
 
 #define KERN_ACT_Q8K_BYTES 276 /* float d, int16 sums[8], int8 qs[256] */
 
-_Static_assert(sizeof(kern_block_q4_K_r16) == KERN_R * 156, "q4_K_r16 layout");
+/* Bytes of Q4_K_R16 per row and super-block (its type_size): d and dmin,
+ * 8 unpacked 6-bit scales as bytes, 8 mins as int16, 256 4-bit quants.
+ * 156 against Q4_K's 144, whose 12 bytes of scales are packed. */
+#define KERN_Q4_K_R16_ROW_BYTES                                             \
+	(2 * sizeof(kern_fp16_t) + 8 * sizeof(uint8_t) + 8 * sizeof(int16_t) + KERN_QK_K / 2)
+
+_Static_assert(KERN_Q4_K_R16_ROW_BYTES == 156, "Q4_K_R16 row bytes");
+_Static_assert(sizeof(kern_block_q4_K_r16) == KERN_R * KERN_Q4_K_R16_ROW_BYTES, "q4_K_r16 layout");
 _Static_assert(offsetof(kern_block_q4_K_r16, qs) == 448, "q4_K_r16 quants offset");
 _Static_assert(sizeof(kern_block_q4_0_r16) == KERN_R * sizeof(kern_block_q4_0), "q4_0_r16 layout");
 _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), "q8_0_r16 layout");

@@ -3,8 +3,9 @@
  *
  * Types use ggml's numeric ids, so a GGUF tensor's type field indexes these
  * tables directly. Every supported type has a scalar reference for each
- * operation; SIMD variants (_avx2, _avx512) are chosen at run time by
- * kern_isa_detect() and can be forced down to KERN_ISA_REF.
+ * operation; SIMD variants (_avx2, _avx512) are chosen at run time from the
+ * CPU-feature record (kernels/cpu.h), one way in every module
+ * (kernels/variant.h), and can be forced down to KERN_ISA_REF.
  *
  * Function naming: kern_dequant_<type>_ref, kern_quant_<type>_ref,
  * kern_dot_<type>_<vec_dot_type>_<isa>, lower case (q4_k, not q4_K).
@@ -15,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu.h"
 #include "quant_blocks.h"
 
 #ifdef __cplusplus
@@ -45,12 +47,6 @@ typedef enum kern_type {
 	KERN_TYPE_Q4_K_R16 = 130,
 	KERN_TYPE_COUNT = 131
 } kern_type;
-
-typedef enum kern_isa {
-	KERN_ISA_REF = 0,    /* portable scalar C */
-	KERN_ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
-	KERN_ISA_AVX512 = 2, /* AVX-512 F/BW/VL/DQ/VNNI (+ AVX2 set) */
-} kern_isa;
 
 /* y[0..n) = dequantized x. n is a multiple of the type's block size. */
 typedef void (*kern_to_float_fn)(const void *restrict x, float *restrict y, int64_t n);
@@ -105,15 +101,14 @@ const char *kern_type_name(int t);
  * 0 for an unknown type or a bad n. */
 size_t kern_row_size(int t, int64_t n);
 
-/* Best ISA this CPU supports (cpuid, checked once per call; cheap). */
-kern_isa kern_isa_detect(void);
-const char *kern_isa_name(kern_isa isa);
 /* Fill ops for isa: every supported type gets its fastest variant at or
  * below isa, falling back to the reference. isa above what the CPU supports
  * is clamped to kern_isa_detect(). */
 void kern_ops_init(kern_ops *ops, kern_isa isa);
 
-/* Per-family fillers used by kern_ops_init (each sets only its own types). */
+/* Per-family fillers used by kern_ops_init (each sets only its own entries,
+ * clamps isa to the CPU like kern_ops_init, and may be called directly, as
+ * the kernel tests do). */
 void kern_ops_init_legacy(kern_ops *ops, kern_isa isa); /* F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 */
 void kern_ops_init_kquant(kern_ops *ops, kern_isa isa); /* Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K */
 void kern_ops_init_gemm(kern_ops *ops, kern_isa isa);   /* Q4_0_R16 Q8_0_R16 Q4_K_R16 */

@@ -46,7 +46,8 @@ void kern_matmul_quantize(const kern_ops *ops, kern_pool *pool, kern_type wtype,
 			  const float *x, int64_t K, int n_b, void *xq)
 {
 	const kern_type vdt = kern_type_info(wtype)->vec_dot_type;
-	struct quant_task t = {ops->from_float[vdt], NULL, x, K, n_b, xq, kern_row_size(vdt, K)};
+	struct quant_task t = {.fn = ops->from_float[vdt], .x = x, .K = K, .n_b = n_b, .xq = xq,
+				.row_bytes = kern_row_size(vdt, K)};
 	if (kern_type_is_r16(wtype)) {
 		t.act = ops->act[wtype];
 		t.row_bytes = kern_act_stride(wtype, K);

@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "fp16.h"
+#include "variant.h"
 
 void kern_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
 {
@@ -64,7 +65,7 @@ void kern_add(float *y, const float *x, int n)
 		y[i] += x[i];
 }
 
-float kern_dot_f32_f16(const float *x, const kern_fp16_t *y, int n)
+float kern_dot_f32_f16_ref(const float *x, const kern_fp16_t *y, int n)
 {
 	float acc[8] = {0};
 	int i = 0;
@@ -79,30 +80,37 @@ float kern_dot_f32_f16(const float *x, const kern_fp16_t *y, int n)
 	return s;
 }
 
-void kern_axpy_f16(float *y, float a, const kern_fp16_t *x, int n)
+void kern_axpy_f16_ref(float *y, float a, const kern_fp16_t *x, int n)
 {
 	for (int i = 0; i < n; i++)
 		y[i] += a * kern_fp16_to_fp32(x[i]);
 }
 
-void kern_f32_to_f16_row(kern_fp16_t *y, const float *x, int n)
+void kern_f32_to_f16_row_ref(kern_fp16_t *y, const float *x, int n)
 {
 	for (int i = 0; i < n; i++)
 		y[i] = kern_fp32_to_fp16(x[i]);
 }
 
+/* Attention helpers over the f16 KV cache; f32 -> f16 rows have no
+ * AVX-512 variant of their own (the AVX2 one serves). */
+static const struct attn_variants {
+	float (*dot_f32_f16[KERN_ISA_COUNT])(const float *x, const kern_fp16_t *y, int n);
+	void (*axpy_f16[KERN_ISA_COUNT])(float *y, float a, const kern_fp16_t *x, int n);
+	void (*f32_to_f16_row[KERN_ISA_COUNT])(kern_fp16_t *y, const float *x, int n);
+} attn_variants = {
+	.dot_f32_f16 = {[KERN_ISA_REF] = kern_dot_f32_f16_ref, [KERN_ISA_AVX2] = kern_dot_f32_f16_avx2,
+			[KERN_ISA_AVX512] = kern_dot_f32_f16_avx512},
+	.axpy_f16 = {[KERN_ISA_REF] = kern_axpy_f16_ref, [KERN_ISA_AVX2] = kern_axpy_f16_avx2,
+		     [KERN_ISA_AVX512] = kern_axpy_f16_avx512},
+	.f32_to_f16_row = {[KERN_ISA_REF] = kern_f32_to_f16_row_ref,
+			   [KERN_ISA_AVX2] = kern_f32_to_f16_row_avx2},
+};
+
 void kern_ops_init_attn(kern_ops *ops, kern_isa isa)
 {
-	ops->dot_f32_f16 = kern_dot_f32_f16;
-	ops->axpy_f16 = kern_axpy_f16;
-	ops->f32_to_f16_row = kern_f32_to_f16_row;
-	if (isa >= KERN_ISA_AVX2) {
-		ops->dot_f32_f16 = kern_dot_f32_f16_avx2;
-		ops->axpy_f16 = kern_axpy_f16_avx2;
-		ops->f32_to_f16_row = kern_f32_to_f16_row_avx2;
-	}
-	if (isa >= KERN_ISA_AVX512) {
-		ops->dot_f32_f16 = kern_dot_f32_f16_avx512;
-		ops->axpy_f16 = kern_axpy_f16_avx512;
-	}
+	isa = kern_isa_clamp(isa);
+	KERN_VARIANT_PICK(ops->dot_f32_f16, attn_variants.dot_f32_f16, isa);
+	KERN_VARIANT_PICK(ops->axpy_f16, attn_variants.axpy_f16, isa);
+	KERN_VARIANT_PICK(ops->f32_to_f16_row, attn_variants.f32_to_f16_row, isa);
 }

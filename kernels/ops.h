@@ -33,11 +33,11 @@ void kern_add(float *y, const float *x, int n);
 /* Scalar references of the kern_ops attention helpers; SIMD variants carry
  * the _avx2 / _avx512 suffix. */
 /* dot of f32 x with f16 y, accumulated in f32 (n any). */
-float kern_dot_f32_f16(const float *x, const kern_fp16_t *y, int n);
+float kern_dot_f32_f16_ref(const float *x, const kern_fp16_t *y, int n);
 /* y[i] += a * x[i] with x in f16. */
-void kern_axpy_f16(float *y, float a, const kern_fp16_t *x, int n);
+void kern_axpy_f16_ref(float *y, float a, const kern_fp16_t *x, int n);
 /* y[i] = f16(x[i]). */
-void kern_f32_to_f16_row(kern_fp16_t *y, const float *x, int n);
+void kern_f32_to_f16_row_ref(kern_fp16_t *y, const float *x, int n);
 
 float kern_dot_f32_f16_avx2(const float *x, const kern_fp16_t *y, int n);
 void kern_axpy_f16_avx2(float *y, float a, const kern_fp16_t *x, int n);

@@ -11,15 +11,24 @@ static const struct {
 	ftype_id id;
 	kern_type base;
 } ftypes[] = {
-	{"F32", FTYPE_ALL_F32, KERN_TYPE_F32},   {"F16", FTYPE_F16, KERN_TYPE_F16},
-	{"BF16", FTYPE_BF16, KERN_TYPE_BF16},    {"Q8_0", FTYPE_Q8_0, KERN_TYPE_Q8_0},
-	{"Q4_0", FTYPE_Q4_0, KERN_TYPE_Q4_0},    {"Q4_1", FTYPE_Q4_1, KERN_TYPE_Q4_1},
-	{"Q5_0", FTYPE_Q5_0, KERN_TYPE_Q5_0},    {"Q5_1", FTYPE_Q5_1, KERN_TYPE_Q5_1},
-	{"Q2_K", FTYPE_Q2_K, KERN_TYPE_Q2_K},    {"Q2_K_S", FTYPE_Q2_K_S, KERN_TYPE_Q2_K},
-	{"Q3_K_S", FTYPE_Q3_K_S, KERN_TYPE_Q3_K}, {"Q3_K_M", FTYPE_Q3_K_M, KERN_TYPE_Q3_K},
-	{"Q3_K_L", FTYPE_Q3_K_L, KERN_TYPE_Q3_K}, {"Q4_K_S", FTYPE_Q4_K_S, KERN_TYPE_Q4_K},
-	{"Q4_K_M", FTYPE_Q4_K_M, KERN_TYPE_Q4_K}, {"Q5_K_S", FTYPE_Q5_K_S, KERN_TYPE_Q5_K},
-	{"Q5_K_M", FTYPE_Q5_K_M, KERN_TYPE_Q5_K}, {"Q6_K", FTYPE_Q6_K, KERN_TYPE_Q6_K},
+	{.name = "F32", .id = FTYPE_ALL_F32, .base = KERN_TYPE_F32},
+	{.name = "F16", .id = FTYPE_F16, .base = KERN_TYPE_F16},
+	{.name = "BF16", .id = FTYPE_BF16, .base = KERN_TYPE_BF16},
+	{.name = "Q8_0", .id = FTYPE_Q8_0, .base = KERN_TYPE_Q8_0},
+	{.name = "Q4_0", .id = FTYPE_Q4_0, .base = KERN_TYPE_Q4_0},
+	{.name = "Q4_1", .id = FTYPE_Q4_1, .base = KERN_TYPE_Q4_1},
+	{.name = "Q5_0", .id = FTYPE_Q5_0, .base = KERN_TYPE_Q5_0},
+	{.name = "Q5_1", .id = FTYPE_Q5_1, .base = KERN_TYPE_Q5_1},
+	{.name = "Q2_K", .id = FTYPE_Q2_K, .base = KERN_TYPE_Q2_K},
+	{.name = "Q2_K_S", .id = FTYPE_Q2_K_S, .base = KERN_TYPE_Q2_K},
+	{.name = "Q3_K_S", .id = FTYPE_Q3_K_S, .base = KERN_TYPE_Q3_K},
+	{.name = "Q3_K_M", .id = FTYPE_Q3_K_M, .base = KERN_TYPE_Q3_K},
+	{.name = "Q3_K_L", .id = FTYPE_Q3_K_L, .base = KERN_TYPE_Q3_K},
+	{.name = "Q4_K_S", .id = FTYPE_Q4_K_S, .base = KERN_TYPE_Q4_K},
+	{.name = "Q4_K_M", .id = FTYPE_Q4_K_M, .base = KERN_TYPE_Q4_K},
+	{.name = "Q5_K_S", .id = FTYPE_Q5_K_S, .base = KERN_TYPE_Q5_K},
+	{.name = "Q5_K_M", .id = FTYPE_Q5_K_M, .base = KERN_TYPE_Q5_K},
+	{.name = "Q6_K", .id = FTYPE_Q6_K, .base = KERN_TYPE_Q6_K},
 };
 #define N_FTYPES (sizeof(ftypes) / sizeof(ftypes[0]))
 
@@ -28,7 +37,11 @@ int ftype_parse(const char *name, ftype_id *out)
 	static const struct {
 		const char *alias;
 		ftype_id id;
-	} aliases[] = {{"Q3_K", FTYPE_Q3_K_M}, {"Q4_K", FTYPE_Q4_K_M}, {"Q5_K", FTYPE_Q5_K_M}};
+	} aliases[] = {
+		{.alias = "Q3_K", .id = FTYPE_Q3_K_M},
+		{.alias = "Q4_K", .id = FTYPE_Q4_K_M},
+		{.alias = "Q5_K", .id = FTYPE_Q5_K_M},
+	};
 	if (!name)
 		return HERD_E_UNSUPPORTED;
 	for (size_t i = 0; i < N_FTYPES; i++) {

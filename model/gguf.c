@@ -188,8 +188,14 @@ static int vtype_size(uint32_t t)
 static const char *vtype_name(uint32_t t)
 {
 	static const char *const names[GGUF_VT_COUNT] = {
-		"uint8", "int8", "uint16", "int16", "uint32", "int32",   "float32",
-		"bool",  "string", "array", "uint64", "int64", "float64"};
+		[GGUF_VT_UINT8] = "uint8",     [GGUF_VT_INT8] = "int8",
+		[GGUF_VT_UINT16] = "uint16",   [GGUF_VT_INT16] = "int16",
+		[GGUF_VT_UINT32] = "uint32",   [GGUF_VT_INT32] = "int32",
+		[GGUF_VT_FLOAT32] = "float32", [GGUF_VT_BOOL] = "bool",
+		[GGUF_VT_STRING] = "string",   [GGUF_VT_ARRAY] = "array",
+		[GGUF_VT_UINT64] = "uint64",   [GGUF_VT_INT64] = "int64",
+		[GGUF_VT_FLOAT64] = "float64",
+	};
 	return t < GGUF_VT_COUNT ? names[t] : "unknown";
 }
 
@@ -1163,18 +1169,16 @@ static size_t align_up(size_t x, size_t a)
 	return (x + a - 1) / a * a;
 }
 
-int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen)
-{
-	int rc = 0, fd = -1;
-	char *tmp = NULL;
-	void *tbuf = NULL;
-	wbuf b = {.fd = -1};
-	size_t align = GGUF_DEFAULT_ALIGNMENT;
-	if (err && errlen)
-		err[0] = '\0';
-	if (!w || !path)
-		return herd_errf(err, errlen, HERD_E_INVAL, "gguf writer: NULL argument");
+#define GGUF_WRITE_VERSION 3        /* the GGUF version herd writes */
+#define GGUF_WRITE_BUF (1u << 20)    /* output buffer, bytes */
+#define GGUF_FILE_MODE 0644
 
+/* *align = general.alignment when the writer has it (the last one wins;
+ * each must be a uint32 power of two), else GGUF_DEFAULT_ALIGNMENT. */
+static int writer_alignment(const gguf_writer *w, const char *path, size_t *align, char *err,
+			    size_t errlen)
+{
+	*align = GGUF_DEFAULT_ALIGNMENT;
 	for (int64_t i = 0; i < w->n_kv; i++) {
 		if (strcmp(w->kv[i].key, "general.alignment") != 0)
 			continue;
@@ -1184,9 +1188,15 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 		if (a == 0 || (a & (a - 1)) != 0)
 			return herd_errf(err, errlen, HERD_E_INVAL,
 				       "%s: general.alignment must be a uint32 power of two", path);
-		align = a;
+		*align = a;
 	}
-	/* tensor offsets and the total size */
+	return 0;
+}
+
+/* Gives each tensor its offset in the data section; returns the file's
+ * total size in bytes (header and tensor infos, padding, data). */
+static size_t writer_layout(gguf_writer *w, size_t align)
+{
 	size_t off = 0, header = GGUF_HEADER_SIZE;
 	for (int64_t i = 0; i < w->n_kv; i++)
 		header += 8 + strlen(w->kv[i].key) + 4 + w->kv[i].val_len;
@@ -1196,129 +1206,179 @@ int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen
 		t->offset = off;
 		off = align_up(off + t->size, align);
 	}
-	const size_t data_off = align_up(header, align);
-	const size_t total = data_off + off;
+	return align_up(header, align) + off;
+}
 
-	const size_t plen = strlen(path);
-	tmp = malloc(plen + 16);
-	if (!tmp) {
-		rc = herd_errf(err, errlen, -ENOMEM, "%s: out of memory", path);
-		goto fail;
-	}
-	snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-	fd = mkstemp(tmp);
-	if (fd < 0) {
-		rc = -errno;
-		herd_errf(err, errlen, rc, "%s: cannot create temporary file %s: %s", path, tmp,
+/* Creates the temporary file path.tmp.XXXXXX beside path (mode 0644) with
+ * total bytes reserved, so ENOSPC shows before the long write. On success
+ * *tmp (caller frees) and *fd are set; on failure *tmp is set only while
+ * the file exists (the caller unlinks and frees it) and *fd only while open. */
+static int create_temp(const char *path, size_t total, char **tmp, int *fd, char *err,
+		       size_t errlen)
+{
+	const size_t plen = strlen(path), cap = plen + 16;
+	char *name = malloc(cap);
+	if (!name)
+		return herd_errf(err, errlen, -ENOMEM, "%s: out of memory", path);
+	snprintf(name, cap, "%s.tmp.XXXXXX", path);
+	*fd = mkstemp(name);
+	if (*fd < 0) {
+		const int rc = -errno;
+		herd_errf(err, errlen, rc, "%s: cannot create temporary file %s: %s", path, name,
 			strerror(errno));
-		free(tmp);
-		tmp = NULL;
-		goto fail;
+		free(name);
+		return rc;
 	}
-	if (fchmod(fd, 0644) != 0) {
-		rc = -errno;
-		herd_errf(err, errlen, rc, "%s: chmod %s: %s", path, tmp, strerror(errno));
-		goto fail;
+	*tmp = name;
+	if (fchmod(*fd, GGUF_FILE_MODE) != 0) {
+		const int rc = -errno;
+		return herd_errf(err, errlen, rc, "%s: chmod %s: %s", path, name, strerror(errno));
 	}
-	/* reserve the space up front so ENOSPC shows before the long write */
-	if (total > 0 && fallocate(fd, 0, 0, (off_t)total) != 0 && errno != EOPNOTSUPP &&
+	if (total > 0 && fallocate(*fd, 0, 0, (off_t)total) != 0 && errno != EOPNOTSUPP &&
 	    errno != ENOSYS) {
-		rc = -errno;
-		herd_errf(err, errlen, rc, "%s: cannot reserve %zu bytes: %s", path, total,
-			strerror(errno));
-		goto fail;
+		const int rc = -errno;
+		return herd_errf(err, errlen, rc, "%s: cannot reserve %zu bytes: %s", path, total,
+			       strerror(errno));
 	}
+	return 0;
+}
+
+/* rc, with the message for a failed write of the temporary file. */
+static int write_failed(char *err, size_t errlen, int rc, const char *path, const char *tmp)
+{
+	return herd_errf(err, errlen, rc, "%s: writing %s failed: %s", path, tmp, herd_strerror(rc));
+}
+
+/* Magic, version, counts, key/values and tensor infos, padded to align.
+ * 0 or -errno. */
+static int write_header(wbuf *b, const gguf_writer *w, size_t align)
+{
+	const uint32_t magic = GGUF_MAGIC, version = GGUF_WRITE_VERSION;
+	const uint64_t n_t = (uint64_t)w->n_t, n_kv = (uint64_t)w->n_kv;
+	int rc;
+	if ((rc = wbuf_put(b, &magic, 4)) || (rc = wbuf_put(b, &version, 4)) ||
+	    (rc = wbuf_put(b, &n_t, 8)) || (rc = wbuf_put(b, &n_kv, 8)))
+		return rc;
+	for (int64_t i = 0; i < w->n_kv; i++) {
+		const wkv *kv = &w->kv[i];
+		if ((rc = wbuf_str(b, kv->key)) || (rc = wbuf_put(b, &kv->type, 4)) ||
+		    (rc = wbuf_put(b, kv->val, kv->val_len)))
+			return rc;
+	}
+	for (int64_t i = 0; i < w->n_t; i++) {
+		const wtensor *t = &w->t[i];
+		const uint32_t ty = (uint32_t)t->type;
+		if ((rc = wbuf_str(b, t->name)) || (rc = wbuf_put(b, &t->n_dims, 4)) ||
+		    (rc = wbuf_put(b, t->ne, 8 * (size_t)t->n_dims)) ||
+		    (rc = wbuf_put(b, &ty, 4)) || (rc = wbuf_put(b, &t->offset, 8)))
+			return rc;
+	}
+	return wbuf_pad(b, align);
+}
+
+/* Every tensor's bytes, each padded to align; a generated tensor is filled
+ * into a buffer of its size first. Sets err on failure. */
+static int write_data(wbuf *b, const gguf_writer *w, size_t align, const char *path,
+		      const char *tmp, char *err, size_t errlen)
+{
+	for (int64_t i = 0; i < w->n_t; i++) {
+		const wtensor *t = &w->t[i];
+		void *tbuf = NULL;
+		int rc;
+		if (t->fill) {
+			if (!(tbuf = malloc(t->size)))
+				return herd_errf(err, errlen, -ENOMEM,
+					       "%s: out of memory for tensor '%s' (%zu bytes)", path,
+					       t->name, t->size);
+			if ((rc = t->fill(t->user, tbuf, t->size))) {
+				free(tbuf);
+				return herd_errf(err, errlen, rc, "%s: generating tensor '%s' failed: %s",
+					       path, t->name, herd_strerror(rc));
+			}
+		}
+		rc = wbuf_put(b, tbuf ? tbuf : t->data, t->size);
+		if (!rc)
+			rc = wbuf_pad(b, align);
+		free(tbuf);
+		if (rc)
+			return write_failed(err, errlen, rc, path, tmp);
+	}
+	return 0;
+}
+
+/* Flushes, syncs and closes the temporary file (*fd = -1 once closed) and
+ * renames it into place. Sets err on failure. */
+static int commit_file(wbuf *b, int *fd, const char *tmp, const char *path, char *err,
+		       size_t errlen)
+{
+	int rc;
+	if ((rc = wbuf_flush(b)))
+		return write_failed(err, errlen, rc, path, tmp);
+	if (fsync(*fd) != 0)
+		return write_failed(err, errlen, -errno, path, tmp);
+	rc = close(*fd) != 0 ? -errno : 0;
+	*fd = -1;
+	if (rc)
+		return write_failed(err, errlen, rc, path, tmp);
+	if (rename(tmp, path) != 0) {
+		rc = -errno;
+		return herd_errf(err, errlen, rc, "%s: cannot rename %s into place: %s", path, tmp,
+			       strerror(errno));
+	}
+	return 0;
+}
+
+/* Makes the rename of path durable: fsync of its directory (best effort). */
+static void sync_parent_dir(const char *path)
+{
+	char *dir = strdup(path);
+	if (!dir)
+		return;
+	char *slash = strrchr(dir, '/');
+	const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
+	const int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	free(dir);
+}
+
+int gguf_writer_write(gguf_writer *w, const char *path, char *err, size_t errlen)
+{
+	int rc = 0, fd = -1;
+	char *tmp = NULL;
+	wbuf b = {.fd = -1};
+	size_t align;
+	if (err && errlen)
+		err[0] = '\0';
+	if (!w || !path)
+		return herd_errf(err, errlen, HERD_E_INVAL, "gguf writer: NULL argument");
+	if ((rc = writer_alignment(w, path, &align, err, errlen)))
+		return rc;
+	const size_t total = writer_layout(w, align);
+
+	if ((rc = create_temp(path, total, &tmp, &fd, err, errlen)))
+		goto fail;
 	b.fd = fd;
-	b.cap = 1u << 20;
+	b.cap = GGUF_WRITE_BUF;
 	b.buf = malloc(b.cap);
 	if (!b.buf) {
 		rc = herd_errf(err, errlen, -ENOMEM, "%s: out of memory", path);
 		goto fail;
 	}
-	const uint32_t magic = GGUF_MAGIC, version = 3;
-	const uint64_t n_t = (uint64_t)w->n_t, n_kv = (uint64_t)w->n_kv;
-	if ((rc = wbuf_put(&b, &magic, 4)) || (rc = wbuf_put(&b, &version, 4)) ||
-	    (rc = wbuf_put(&b, &n_t, 8)) || (rc = wbuf_put(&b, &n_kv, 8)))
-		goto fail_io;
-	for (int64_t i = 0; i < w->n_kv; i++) {
-		const wkv *kv = &w->kv[i];
-		if ((rc = wbuf_str(&b, kv->key)) || (rc = wbuf_put(&b, &kv->type, 4)) ||
-		    (rc = wbuf_put(&b, kv->val, kv->val_len)))
-			goto fail_io;
-	}
-	for (int64_t i = 0; i < w->n_t; i++) {
-		const wtensor *t = &w->t[i];
-		const uint32_t ty = (uint32_t)t->type;
-		if ((rc = wbuf_str(&b, t->name)) || (rc = wbuf_put(&b, &t->n_dims, 4)) ||
-		    (rc = wbuf_put(&b, t->ne, 8 * (size_t)t->n_dims)) ||
-		    (rc = wbuf_put(&b, &ty, 4)) || (rc = wbuf_put(&b, &t->offset, 8)))
-			goto fail_io;
-	}
-	if ((rc = wbuf_pad(&b, align)))
-		goto fail_io;
-	for (int64_t i = 0; i < w->n_t; i++) {
-		const wtensor *t = &w->t[i];
-		const void *src = t->data;
-		if (t->fill) {
-			tbuf = malloc(t->size);
-			if (!tbuf) {
-				rc = herd_errf(err, errlen, -ENOMEM,
-					     "%s: out of memory for tensor '%s' (%zu bytes)", path,
-					     t->name, t->size);
-				goto fail;
-			}
-			rc = t->fill(t->user, tbuf, t->size);
-			if (rc) {
-				herd_errf(err, errlen, rc, "%s: generating tensor '%s' failed: %s", path,
-					t->name, herd_strerror(rc));
-				goto fail;
-			}
-			src = tbuf;
-		}
-		if ((rc = wbuf_put(&b, src, t->size)) || (rc = wbuf_pad(&b, align)))
-			goto fail_io;
-		free(tbuf);
-		tbuf = NULL;
-	}
-	if ((rc = wbuf_flush(&b)))
-		goto fail_io;
-	if (fsync(fd) != 0) {
-		rc = -errno;
-		goto fail_io;
-	}
-	if (close(fd) != 0) {
-		fd = -1;
-		rc = -errno;
-		goto fail_io;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0) {
-		rc = -errno;
-		herd_errf(err, errlen, rc, "%s: cannot rename %s into place: %s", path, tmp,
-			strerror(errno));
+	if ((rc = write_header(&b, w, align))) {
+		write_failed(err, errlen, rc, path, tmp);
 		goto fail;
 	}
-	/* make the rename durable (best effort) */
-	{
-		char *dir = strdup(path);
-		if (dir) {
-			char *slash = strrchr(dir, '/');
-			const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
-			const int dfd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (dfd >= 0) {
-				fsync(dfd);
-				close(dfd);
-			}
-			free(dir);
-		}
-	}
+	if ((rc = write_data(&b, w, align, path, tmp, err, errlen)) ||
+	    (rc = commit_file(&b, &fd, tmp, path, err, errlen)))
+		goto fail;
+	sync_parent_dir(path);
 	free(b.buf);
 	free(tmp);
 	return 0;
-fail_io:
-	herd_errf(err, errlen, rc, "%s: writing %s failed: %s", path, tmp, herd_strerror(rc));
 fail:
-	free(tbuf);
 	free(b.buf);
 	if (fd >= 0)
 		close(fd);

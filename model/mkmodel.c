@@ -24,8 +24,10 @@
 #include "model/gguf.h"
 
 static const mkmodel_shape shapes[] = {
-	{"tinyllama-1.1b", 32000, 2048, 5632, 22, 32, 4, 2048, 10000.0f, 1e-5f},
-	{"mini", 2048, 256, 768, 2, 8, 2, 2048, 10000.0f, 1e-5f},
+	{.name = "tinyllama-1.1b", .n_vocab = 32000, .n_embd = 2048, .n_ff = 5632, .n_layer = 22,
+	 .n_head = 32, .n_head_kv = 4, .n_ctx = 2048, .rope_base = 10000.0f, .rms_eps = 1e-5f},
+	{.name = "mini", .n_vocab = 2048, .n_embd = 256, .n_ff = 768, .n_layer = 2,
+	 .n_head = 8, .n_head_kv = 2, .n_ctx = 2048, .rope_base = 10000.0f, .rms_eps = 1e-5f},
 };
 
 static const char chat_template[] =
@@ -442,91 +444,110 @@ static int key_is(const gguf_kv *kv, const char *k)
 	return kv->key.len == strlen(k) && !memcmp(kv->key.ptr, k, kv->key.len);
 }
 
+/* The vocabulary file has a tokenizer model and a string array of tokens,
+ * at least n_vocab of them (their count in *n_tok). */
+static int check_vocab_tokens(const gguf_ctx *g, const char *path, int n_vocab, uint64_t *n_tok,
+			      char *err, size_t errlen)
+{
+	gguf_vtype t;
+	const void *p;
+	if (gguf_find_key(g, "tokenizer.ggml.model") < 0)
+		return herd_errf(err, errlen, HERD_E_MISSING,
+			       "vocabulary %s: no tokenizer.ggml.model key", path);
+	int rc = gguf_get_arr(g, "tokenizer.ggml.tokens", &t, n_tok, &p);
+	if (rc || t != GGUF_VT_STRING)
+		return herd_errf(err, errlen, rc == HERD_E_MISSING ? rc : HERD_E_FORMAT,
+			       "vocabulary %s: tokenizer.ggml.tokens %s", path,
+			       rc == HERD_E_MISSING ? "is missing" : "is not a string array");
+	if (*n_tok < (uint64_t)n_vocab)
+		return herd_errf(err, errlen, HERD_E_SHAPE,
+			       "vocabulary %s has %llu tokens, the shape needs %d", path,
+			       (unsigned long long)*n_tok, n_vocab);
+	return 0;
+}
+
+/* rc from writing key; the message names it. */
+static int copy_failed(char *err, size_t errlen, int rc, const char *path, const char *key)
+{
+	if (rc)
+		herd_errf(err, errlen, rc, "vocabulary %s: copying %s failed", path, key);
+	return rc;
+}
+
+/* Writes the first n_vocab entries of the per-token array kv (tokens,
+ * scores or types) under key. Sets err, except for -ENOMEM of its own
+ * token list. */
+static int copy_truncated(gguf_writer *w, const gguf_ctx *g, const gguf_kv *kv, const char *key,
+			  const char *path, int n_vocab, char *err, size_t errlen)
+{
+	if (key_is(kv, "tokenizer.ggml.tokens")) {
+		gguf_str *toks = malloc(sizeof(*toks) * (size_t)n_vocab);
+		if (!toks)
+			return -ENOMEM;
+		for (int j = 0; j < n_vocab; j++)
+			gguf_get_arr_str(g, key, (uint64_t)j, &toks[j]);
+		const int rc = gguf_writer_set_arr_str(w, key, toks, (uint64_t)n_vocab);
+		free(toks);
+		return copy_failed(err, errlen, rc, path, key);
+	}
+	if (kv->type == GGUF_VT_ARRAY &&
+	    (kv->arr_type == GGUF_VT_FLOAT32 || kv->arr_type == GGUF_VT_INT32))
+		return copy_failed(err, errlen,
+				   gguf_writer_set_arr(w, key, kv->arr_type, kv->data, (uint64_t)n_vocab),
+				   path, key);
+	return herd_errf(err, errlen, HERD_E_FORMAT,
+		       "vocabulary %s: %s is not a float32/int32 array", path, key);
+}
+
+/* Copies key/value i of g when it is a tokenizer.* key: checked (per-token
+ * arrays as long as the token list, *_token_id inside the vocabulary) and
+ * cut to n_vocab entries where the file has more tokens. Sets
+ * *has_template for tokenizer.chat_template. Sets err on failure. */
+static int copy_vocab_kv(gguf_writer *w, const gguf_ctx *g, int64_t i, const char *path,
+			 int n_vocab, uint64_t n_tok, int *has_template, char *err, size_t errlen)
+{
+	const gguf_kv *kv = gguf_kv_at(g, i);
+	char key[256];
+	snprintf(key, sizeof(key), "%.*s", (int)(kv->key.len < 255 ? kv->key.len : 255), kv->key.ptr);
+	if (strncmp(key, "tokenizer.", 10) != 0)
+		return 0;
+	if (key_is(kv, "tokenizer.chat_template"))
+		*has_template = 1;
+	const int per_token = key_is(kv, "tokenizer.ggml.tokens") ||
+			      key_is(kv, "tokenizer.ggml.scores") ||
+			      key_is(kv, "tokenizer.ggml.token_type");
+	if (per_token && kv->type == GGUF_VT_ARRAY && kv->arr_n != n_tok)
+		return herd_errf(err, errlen, HERD_E_FORMAT,
+			       "vocabulary %s: %s has %llu entries, tokens has %llu", path, key,
+			       (unsigned long long)kv->arr_n, (unsigned long long)n_tok);
+	const size_t klen = strlen(key);
+	if (kv->type != GGUF_VT_ARRAY && klen > 9 && !strcmp(key + klen - 9, "_token_id")) {
+		int64_t id;
+		if (gguf_get_int(g, key, &id) == 0 && (id < 0 || id >= n_vocab))
+			return herd_errf(err, errlen, HERD_E_SHAPE,
+				       "vocabulary %s: %s = %lld is outside the %d-token vocabulary",
+				       path, key, (long long)id, n_vocab);
+	}
+	if (per_token && n_tok != (uint64_t)n_vocab)
+		return copy_truncated(w, g, kv, key, path, n_vocab, err, errlen);
+	return copy_failed(err, errlen, gguf_writer_copy_kv(w, g, i), path, key);
+}
+
 static int copy_vocab(gguf_writer *w, const char *path, int n_vocab, int *has_template, char *err,
 		      size_t errlen)
 {
 	char msg[512];
 	gguf_ctx *g = NULL;
-	gguf_str *toks = NULL;
+	uint64_t n_tok;
 	int rc = gguf_open(&g, path, msg, sizeof(msg));
 	if (rc)
 		return herd_errf(err, errlen, rc, "vocabulary: %s", msg);
-	gguf_vtype t;
-	uint64_t n_tok;
-	const void *p;
-	if (gguf_find_key(g, "tokenizer.ggml.model") < 0) {
-		rc = herd_errf(err, errlen, HERD_E_MISSING,
-			     "vocabulary %s: no tokenizer.ggml.model key", path);
+	if ((rc = check_vocab_tokens(g, path, n_vocab, &n_tok, err, errlen)))
 		goto out;
-	}
-	rc = gguf_get_arr(g, "tokenizer.ggml.tokens", &t, &n_tok, &p);
-	if (rc || t != GGUF_VT_STRING) {
-		rc = herd_errf(err, errlen, rc == HERD_E_MISSING ? rc : HERD_E_FORMAT,
-			     "vocabulary %s: tokenizer.ggml.tokens %s", path,
-			     rc == HERD_E_MISSING ? "is missing" : "is not a string array");
-		goto out;
-	}
-	if (n_tok < (uint64_t)n_vocab) {
-		rc = herd_errf(err, errlen, HERD_E_SHAPE,
-			     "vocabulary %s has %llu tokens, the shape needs %d", path,
-			     (unsigned long long)n_tok, n_vocab);
-		goto out;
-	}
 	*has_template = 0;
-	for (int64_t i = 0; i < gguf_n_kv(g); i++) {
-		const gguf_kv *kv = gguf_kv_at(g, i);
-		char key[256];
-		snprintf(key, sizeof(key), "%.*s", (int)(kv->key.len < 255 ? kv->key.len : 255),
-			 kv->key.ptr);
-		if (strncmp(key, "tokenizer.", 10) != 0)
-			continue;
-		if (key_is(kv, "tokenizer.chat_template"))
-			*has_template = 1;
-		const int per_token = key_is(kv, "tokenizer.ggml.tokens") ||
-				      key_is(kv, "tokenizer.ggml.scores") ||
-				      key_is(kv, "tokenizer.ggml.token_type");
-		if (per_token && kv->type == GGUF_VT_ARRAY && kv->arr_n != n_tok) {
-			rc = herd_errf(err, errlen, HERD_E_FORMAT,
-				     "vocabulary %s: %s has %llu entries, tokens has %llu", path, key,
-				     (unsigned long long)kv->arr_n, (unsigned long long)n_tok);
-			goto out;
-		}
-		const size_t klen = strlen(key);
-		if (kv->type != GGUF_VT_ARRAY && klen > 9 && !strcmp(key + klen - 9, "_token_id")) {
-			int64_t id;
-			if (gguf_get_int(g, key, &id) == 0 && (id < 0 || id >= n_vocab)) {
-				rc = herd_errf(err, errlen, HERD_E_SHAPE,
-					     "vocabulary %s: %s = %lld is outside the %d-token vocabulary",
-					     path, key, (long long)id, n_vocab);
-				goto out;
-			}
-		}
-		if (!per_token || n_tok == (uint64_t)n_vocab) {
-			rc = gguf_writer_copy_kv(w, g, i);
-		} else if (key_is(kv, "tokenizer.ggml.tokens")) {
-			toks = malloc(sizeof(*toks) * (size_t)n_vocab);
-			if (!toks) {
-				rc = -ENOMEM;
-				goto out;
-			}
-			for (int j = 0; j < n_vocab; j++)
-				gguf_get_arr_str(g, key, (uint64_t)j, &toks[j]);
-			rc = gguf_writer_set_arr_str(w, key, toks, (uint64_t)n_vocab);
-		} else if (kv->type == GGUF_VT_ARRAY && (kv->arr_type == GGUF_VT_FLOAT32 ||
-							 kv->arr_type == GGUF_VT_INT32)) {
-			rc = gguf_writer_set_arr(w, key, kv->arr_type, kv->data, (uint64_t)n_vocab);
-		} else {
-			rc = herd_errf(err, errlen, HERD_E_FORMAT,
-				     "vocabulary %s: %s is not a float32/int32 array", path, key);
-			goto out;
-		}
-		if (rc) {
-			herd_errf(err, errlen, rc, "vocabulary %s: copying %s failed", path, key);
-			goto out;
-		}
-	}
+	for (int64_t i = 0; i < gguf_n_kv(g) && rc == 0; i++)
+		rc = copy_vocab_kv(w, g, i, path, n_vocab, n_tok, has_template, err, errlen);
 out:
-	free(toks);
 	gguf_close(g);
 	return rc;
 }

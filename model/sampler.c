@@ -273,46 +273,110 @@ static int cand_top_p_unsorted(sampler_cand *c, int n, float top_p)
 	return m;
 }
 
+/* logits[i] with NaN as -inf and the repetition penalty applied when the
+ * token is in the window (llama.cpp: divide a positive logit, multiply a
+ * negative one). */
+static inline float penalized_logit(const sampler *s, const float *logits, int i, int penalize)
+{
+	float l = logits[i];
+	if (isnan(l))
+		l = -INFINITY;
+	if (penalize && s->hist_count[i] > 0)
+		l = l > 0.0f ? l / s->prm.repeat_penalty : l * s->prm.repeat_penalty;
+	return l;
+}
+
+/* Greedy: argmax of the penalized logits, lowest id on ties, without
+ * touching the candidate array. */
+static int32_t sample_greedy(const sampler *s, const float *logits, int penalize)
+{
+	int best = -1;
+	float bl = -INFINITY;
+	for (int i = 0; i < s->n_vocab; i++) {
+		const float l = penalized_logit(s, logits, i, penalize);
+		if (best < 0 || l > bl) {
+			best = i;
+			bl = l;
+		}
+	}
+	return best;
+}
+
+/* Fills the candidates with every token's penalized logit; returns the
+ * largest (-inf when nothing is finite). */
+static float cand_fill(sampler *s, const float *logits, int penalize)
+{
+	sampler_cand *c = s->cand;
+	float max = -INFINITY;
+	for (int i = 0; i < s->n_vocab; i++) {
+		c[i].id = i;
+		c[i].logit = penalized_logit(s, logits, i, penalize);
+	}
+	for (int i = 0; i < s->n_vocab; i++)
+		if (c[i].logit > max)
+			max = c[i].logit;
+	return max;
+}
+
+/* top-p over sorted c[0..n): the length of the shortest prefix whose
+ * probability reaches top_p (n when none does). */
+static int cand_top_p_sorted(sampler_cand *c, int n, float top_p)
+{
+	float cum = 0.0f;
+	cand_softmax_sorted(c, n);
+	for (int i = 0; i < n; i++) {
+		cum += c[i].p;
+		if (cum >= top_p)
+			return i + 1;
+	}
+	return n;
+}
+
+/* min-p: keeps logit >= max + log(min_p), i.e. p >= min_p * p_max (at least
+ * one candidate); sorted says whether c[0..n) is best first. Returns the
+ * new count. */
+static int cand_min_p(sampler_cand *c, int n, float max, float min_p, int sorted)
+{
+	const float min_logit = fminf(max + logf(min_p), max); /* keep >= 1 */
+	int keep = 0;
+	if (sorted) {
+		keep = 1;
+		while (keep < n && c[keep].logit >= min_logit)
+			keep++;
+	} else {
+		for (int i = 0; i < n; i++)
+			if (c[i].logit >= min_logit)
+				c[keep++] = c[i];
+	}
+	return keep;
+}
+
+/* Temperature, then the draw from sorted c[0..n). */
+static int32_t cand_draw(sampler *s, sampler_cand *c, int n, float temperature)
+{
+	for (int i = 0; i < n; i++)
+		c[i].logit /= temperature;
+	cand_softmax_sorted(c, n);
+	double u = rng_uniform(s->rng), cum = 0.0;
+	for (int i = 0; i < n; i++) {
+		cum += c[i].p;
+		if (u < cum)
+			return c[i].id;
+	}
+	return c[n - 1].id; /* rounding left cum just below u */
+}
+
 int32_t sampler_sample(sampler *s, const float *logits)
 {
 	const sampler_params *p = &s->prm;
 	sampler_cand *c = s->cand;
 	int n = s->n_vocab, sorted = 0;
-	int penalize = s->hist_count && s->hist_len > 0;
-	float max = -INFINITY;
+	const int penalize = s->hist_count && s->hist_len > 0;
 
-	if (p->temperature <= 0.0f) {
-		/* greedy: argmax of the penalized logits, lowest id on ties,
-		 * without touching the candidate array */
-		int best = -1;
-		float bl = -INFINITY;
-		for (int i = 0; i < n; i++) {
-			float l = logits[i];
-			if (isnan(l))
-				l = -INFINITY;
-			if (penalize && s->hist_count[i] > 0)
-				l = l > 0.0f ? l / p->repeat_penalty : l * p->repeat_penalty;
-			if (best < 0 || l > bl) {
-				best = i;
-				bl = l;
-			}
-		}
-		return best;
-	}
+	if (p->temperature <= 0.0f)
+		return sample_greedy(s, logits, penalize);
 
-	for (int i = 0; i < n; i++) {
-		float l = logits[i];
-		if (isnan(l))
-			l = -INFINITY;
-		if (penalize && s->hist_count[i] > 0)
-			l = l > 0.0f ? l / p->repeat_penalty : l * p->repeat_penalty;
-		c[i].id = i;
-		c[i].logit = l;
-	}
-
-	for (int i = 0; i < n; i++)
-		if (c[i].logit > max)
-			max = c[i].logit;
+	const float max = cand_fill(s, logits, penalize);
 	if (max == -INFINITY)
 		return 0; /* nothing finite to sample from */
 
@@ -322,54 +386,14 @@ int32_t sampler_sample(sampler *s, const float *logits)
 		n = p->top_k;
 		sorted = 1;
 	}
-
 	/* top-p: the shortest prefix whose probability reaches top_p */
 	if (p->top_p < 1.0f) {
-		if (!sorted) {
-			n = cand_top_p_unsorted(c, n, p->top_p);
-			sorted = 1;
-		} else {
-			float cum = 0.0f;
-			cand_softmax_sorted(c, n);
-			for (int i = 0; i < n; i++) {
-				cum += c[i].p;
-				if (cum >= p->top_p) {
-					n = i + 1;
-					break;
-				}
-			}
-		}
+		n = sorted ? cand_top_p_sorted(c, n, p->top_p) : cand_top_p_unsorted(c, n, p->top_p);
+		sorted = 1;
 	}
-
-	/* min-p: keep logit >= max + log(min_p), i.e. p >= min_p * p_max */
-	if (p->min_p > 0.0f) {
-		float min_logit = fminf(max + logf(p->min_p), max); /* keep >= 1 */
-		int keep = 0;
-		if (sorted) {
-			keep = 1;
-			while (keep < n && c[keep].logit >= min_logit)
-				keep++;
-		} else {
-			for (int i = 0; i < n; i++)
-				if (c[i].logit >= min_logit)
-					c[keep++] = c[i];
-		}
-		n = keep;
-	}
+	if (p->min_p > 0.0f)
+		n = cand_min_p(c, n, max, p->min_p, sorted);
 	if (!sorted)
 		cand_sort(c, n);
-
-	/* temperature, then the draw */
-	for (int i = 0; i < n; i++)
-		c[i].logit /= p->temperature;
-	cand_softmax_sorted(c, n);
-	{
-		double u = rng_uniform(s->rng), cum = 0.0;
-		for (int i = 0; i < n; i++) {
-			cum += c[i].p;
-			if (u < cum)
-				return c[i].id;
-		}
-	}
-	return c[n - 1].id; /* rounding left cum just below u */
+	return cand_draw(s, c, n, p->temperature);
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/text.h"
 #include "herd/error.h"
 
 /* "▁" (U+2581), SentencePiece's escaped space. */
@@ -177,146 +178,185 @@ static void add_eog(tok_vocab *v, int32_t id)
 		v->eog[v->n_eog++] = id;
 }
 
-int tok_create(tok_vocab **out, const gguf_ctx *g, char *err, size_t errlen)
+#define TOK_KEY_MODEL "tokenizer.ggml.model"
+#define TOK_KEY_TOKENS "tokenizer.ggml.tokens"
+#define TOK_KEY_SCORES "tokenizer.ggml.scores"
+#define TOK_KEY_TYPES "tokenizer.ggml.token_type"
+/* Longest piece a vocabulary may hold, in bytes (offsets are uint32). */
+#define TOK_MAX_PIECE 0xffff
+/* At most this many bytes of a malformed byte token are quoted. */
+#define TOK_QUOTE_BYTE_TOKEN 32
+
+/* Texts llama.cpp also treats as end of generation when they are CONTROL
+ * tokens of the vocabulary. */
+static const char *const tok_eog_texts[] = {
+	"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
+	"<EOT>", "_<EOT>", "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>",
+};
+
+/* tokenizer.ggml.model must be "llama" (SentencePiece). */
+static int check_model_kind(const gguf_ctx *g, char *err, size_t errlen)
 {
-	static const char *const eog_texts[] = {
-		"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-		"<EOT>", "_<EOT>", "<\xef\xbd\x9c" "end\xe2\x96\x81" "of\xe2\x96\x81" "sentence\xef\xbd\x9c>",
-	};
-	const char *k_tokens = "tokenizer.ggml.tokens";
-	const char *k_scores = "tokenizer.ggml.scores";
-	const char *k_types = "tokenizer.ggml.token_type";
-	tok_vocab *v = NULL;
-	tok_special_key *keys = NULL;
 	gguf_str s;
-	gguf_vtype at;
-	uint64_t an, total = 0;
-	const void *ad;
-	int rc;
-
-	if (err && errlen)
-		err[0] = '\0';
-	if (!out)
-		return HERD_E_INVAL;
-	*out = NULL;
-	if (!g) {
-		set_err(err, errlen, "no GGUF context");
-		return HERD_E_INVAL;
-	}
-
-	rc = gguf_get_str(g, "tokenizer.ggml.model", &s);
+	int rc = gguf_get_str(g, TOK_KEY_MODEL, &s);
 	if (rc == HERD_E_MISSING) {
-		set_err(err, errlen, "tokenizer.ggml.model: missing");
+		set_err(err, errlen, TOK_KEY_MODEL ": missing");
 		return rc;
 	}
 	if (rc) {
-		set_err(err, errlen, "tokenizer.ggml.model: not a string");
+		set_err(err, errlen, TOK_KEY_MODEL ": not a string");
 		return rc;
 	}
 	if (s.len != 5 || memcmp(s.ptr, "llama", 5) != 0) {
 		set_err(err, errlen,
 			"tokenizer model '%.*s' is not supported (only 'llama', SentencePiece)",
-			(int)(s.len > 64 ? 64 : s.len), s.ptr);
+			HERD_QUOTE_LEN(s.len), s.ptr);
 		return HERD_E_UNSUPPORTED;
 	}
+	return 0;
+}
 
-	rc = gguf_get_arr(g, k_tokens, &at, &an, &ad);
+/* The vocabulary size: tokenizer.ggml.tokens is a non-empty string array
+ * whose length fits an int32 id. */
+static int count_tokens(const gguf_ctx *g, int32_t *n, char *err, size_t errlen)
+{
+	gguf_vtype at;
+	uint64_t an;
+	const void *ad;
+	int rc = gguf_get_arr(g, TOK_KEY_TOKENS, &at, &an, &ad);
 	if (rc == HERD_E_MISSING) {
-		set_err(err, errlen, "%s: missing", k_tokens);
+		set_err(err, errlen, "%s: missing", TOK_KEY_TOKENS);
 		return rc;
 	}
 	if (rc || at != GGUF_VT_STRING) {
-		set_err(err, errlen, "%s: not an array of strings", k_tokens);
+		set_err(err, errlen, "%s: not an array of strings", TOK_KEY_TOKENS);
 		return HERD_E_FORMAT;
 	}
 	if (an == 0) {
-		set_err(err, errlen, "%s: empty vocabulary", k_tokens);
+		set_err(err, errlen, "%s: empty vocabulary", TOK_KEY_TOKENS);
 		return HERD_E_FORMAT;
 	}
 	if (an > INT32_MAX - 1) {
-		set_err(err, errlen, "%s: %llu tokens is too many", k_tokens,
+		set_err(err, errlen, "%s: %llu tokens is too many", TOK_KEY_TOKENS,
 			(unsigned long long)an);
 		return HERD_E_RANGE;
 	}
+	*n = (int32_t)an;
+	return 0;
+}
 
-	rc = -ENOMEM;
-	v = calloc(1, sizeof(*v));
+/* A vocabulary of n tokens with its per-token arrays allocated, or NULL. */
+static tok_vocab *vocab_alloc(int32_t n)
+{
+	tok_vocab *v = calloc(1, sizeof(*v));
 	if (!v)
-		goto fail;
-	v->n = (int32_t)an;
+		return NULL;
+	v->n = n;
 	v->off = malloc(((size_t)v->n + 1) * sizeof(*v->off));
 	v->score = calloc((size_t)v->n, sizeof(*v->score));
 	v->type = malloc((size_t)v->n);
 	v->byte_val = calloc((size_t)v->n, 1);
-	if (!v->off || !v->score || !v->type || !v->byte_val)
-		goto fail;
+	if (!v->off || !v->score || !v->type || !v->byte_val) {
+		tok_destroy(v);
+		return NULL;
+	}
+	return v;
+}
 
-	/* texts */
+static int token_text(const gguf_ctx *g, int32_t i, gguf_str *s, char *err, size_t errlen)
+{
+	const int rc = gguf_get_arr_str(g, TOK_KEY_TOKENS, (uint64_t)i, s);
+	if (rc)
+		set_err(err, errlen, "%s: cannot read element", TOK_KEY_TOKENS);
+	return rc;
+}
+
+/* Piece texts, back to back in v->text: one pass for the total size (and
+ * the longest piece), one to copy. */
+static int load_texts(tok_vocab *v, const gguf_ctx *g, char *err, size_t errlen)
+{
+	gguf_str s;
+	uint64_t total = 0;
+	int rc;
 	for (int32_t i = 0; i < v->n; i++) {
-		rc = gguf_get_arr_str(g, k_tokens, (uint64_t)i, &s);
-		if (rc)
-			goto fail_msg_tokens;
+		if ((rc = token_text(g, i, &s, err, errlen)))
+			return rc;
 		total += s.len;
-		if (s.len > 0xffff || total > UINT32_MAX - 1) {
-			rc = HERD_E_RANGE;
-			set_err(err, errlen, "%s: token %d: pieces too long", k_tokens, (int)i);
-			goto fail;
+		if (s.len > TOK_MAX_PIECE || total > UINT32_MAX - 1) {
+			set_err(err, errlen, "%s: token %d: pieces too long", TOK_KEY_TOKENS, (int)i);
+			return HERD_E_RANGE;
 		}
 		if ((int)s.len > v->max_piece)
 			v->max_piece = (int)s.len;
 	}
-	rc = -ENOMEM;
 	v->text = malloc(total ? total : 1);
 	if (!v->text)
-		goto fail;
+		return -ENOMEM;
 	total = 0;
 	for (int32_t i = 0; i < v->n; i++) {
-		rc = gguf_get_arr_str(g, k_tokens, (uint64_t)i, &s);
-		if (rc)
-			goto fail_msg_tokens;
+		if ((rc = token_text(g, i, &s, err, errlen)))
+			return rc;
 		v->off[i] = (uint32_t)total;
 		memcpy(v->text + total, s.ptr, s.len);
 		total += s.len;
 	}
 	v->off[v->n] = (uint32_t)total;
+	return 0;
+}
 
-	/* scores */
-	rc = gguf_get_arr(g, k_scores, &at, &an, &ad);
-	if (rc == 0) {
-		if (at != GGUF_VT_FLOAT32 || an != (uint64_t)v->n) {
-			rc = HERD_E_FORMAT;
-			set_err(err, errlen, "%s: expected %d float32 values, have %llu of type %d",
-				k_scores, (int)v->n, (unsigned long long)an, (int)at);
-			goto fail;
-		}
-		memcpy(v->score, ad, (size_t)v->n * sizeof(float));
-	} else if (rc != HERD_E_MISSING) {
-		set_err(err, errlen, "%s: not an array", k_scores);
-		goto fail;
+/* Optional scores: n float32 values (all 0 when the key is missing). */
+static int load_scores(tok_vocab *v, const gguf_ctx *g, char *err, size_t errlen)
+{
+	gguf_vtype at;
+	uint64_t an;
+	const void *ad;
+	int rc = gguf_get_arr(g, TOK_KEY_SCORES, &at, &an, &ad);
+	if (rc == HERD_E_MISSING)
+		return 0;
+	if (rc) {
+		set_err(err, errlen, "%s: not an array", TOK_KEY_SCORES);
+		return rc;
 	}
+	if (at != GGUF_VT_FLOAT32 || an != (uint64_t)v->n) {
+		set_err(err, errlen, "%s: expected %d float32 values, have %llu of type %d",
+			TOK_KEY_SCORES, (int)v->n, (unsigned long long)an, (int)at);
+		return HERD_E_FORMAT;
+	}
+	memcpy(v->score, ad, (size_t)v->n * sizeof(float));
+	return 0;
+}
 
-	/* types */
+/* Optional token types: n int32 values (all NORMAL when the key is missing). */
+static int load_types(tok_vocab *v, const gguf_ctx *g, char *err, size_t errlen)
+{
+	gguf_vtype at;
+	uint64_t an;
+	const void *ad;
 	memset(v->type, TOK_TYPE_NORMAL, (size_t)v->n);
-	rc = gguf_get_arr(g, k_types, &at, &an, &ad);
-	if (rc == 0) {
-		if ((at != GGUF_VT_INT32 && at != GGUF_VT_UINT32) || an != (uint64_t)v->n) {
-			rc = HERD_E_FORMAT;
-			set_err(err, errlen, "%s: expected %d int32 values, have %llu of type %d",
-				k_types, (int)v->n, (unsigned long long)an, (int)at);
-			goto fail;
-		}
-		for (int32_t i = 0; i < v->n; i++) {
-			int32_t t;
-			memcpy(&t, (const char *)ad + 4 * (size_t)i, 4);
-			/* unknown values behave as UNDEFINED: decoded as nothing */
-			v->type[i] = (t >= 0 && t <= TOK_TYPE_BYTE) ? (uint8_t)t : TOK_TYPE_UNDEFINED;
-		}
-	} else if (rc != HERD_E_MISSING) {
-		set_err(err, errlen, "%s: not an array", k_types);
-		goto fail;
+	int rc = gguf_get_arr(g, TOK_KEY_TYPES, &at, &an, &ad);
+	if (rc == HERD_E_MISSING)
+		return 0;
+	if (rc) {
+		set_err(err, errlen, "%s: not an array", TOK_KEY_TYPES);
+		return rc;
 	}
+	if ((at != GGUF_VT_INT32 && at != GGUF_VT_UINT32) || an != (uint64_t)v->n) {
+		set_err(err, errlen, "%s: expected %d int32 values, have %llu of type %d",
+			TOK_KEY_TYPES, (int)v->n, (unsigned long long)an, (int)at);
+		return HERD_E_FORMAT;
+	}
+	for (int32_t i = 0; i < v->n; i++) {
+		int32_t t;
+		memcpy(&t, (const char *)ad + sizeof(int32_t) * (size_t)i, sizeof(t));
+		/* unknown values behave as UNDEFINED: decoded as nothing */
+		v->type[i] = (t >= 0 && t <= TOK_TYPE_BYTE) ? (uint8_t)t : TOK_TYPE_UNDEFINED;
+	}
+	return 0;
+}
 
-	/* byte tokens: "<0xXX>" */
+/* The byte each BYTE token ("<0xXX>") stands for. */
+static int load_byte_values(tok_vocab *v, char *err, size_t errlen)
+{
 	for (int32_t i = 0; i < v->n; i++) {
 		size_t len;
 		const char *p;
@@ -325,49 +365,53 @@ int tok_create(tok_vocab **out, const gguf_ctx *g, char *err, size_t errlen)
 		p = piece_ptr(v, i, &len);
 		if (len != 6 || memcmp(p, "<0x", 3) != 0 || p[5] != '>' || hexval(p[3]) < 0 ||
 		    hexval(p[4]) < 0) {
-			rc = HERD_E_FORMAT;
 			set_err(err, errlen, "token %d: byte token '%.*s' is not of the form <0xXX>",
-				(int)i, (int)(len > 32 ? 32 : len), p);
-			goto fail;
+				(int)i, (int)(len > TOK_QUOTE_BYTE_TOKEN ? TOK_QUOTE_BYTE_TOKEN : len), p);
+			return HERD_E_FORMAT;
 		}
 		v->byte_val[i] = (uint8_t)(hexval(p[3]) * 16 + hexval(p[4]));
 	}
+	return 0;
+}
 
-	/* maps */
-	rc = map_init(&v->all, v->n);
+/* Text -> id maps: every piece, and the pieces text may produce. */
+static int build_maps(tok_vocab *v)
+{
+	int rc = map_init(&v->all, v->n);
 	if (rc)
-		goto fail;
-	rc = map_init(&v->merge, v->n);
-	if (rc)
-		goto fail;
+		return rc;
+	if ((rc = map_init(&v->merge, v->n)))
+		return rc;
 	for (int32_t i = 0; i < v->n; i++) {
 		map_put(v, &v->all, i);
 		if (v->type[i] != TOK_TYPE_CONTROL && v->type[i] != TOK_TYPE_UNKNOWN)
 			map_put(v, &v->merge, i);
 	}
+	return 0;
+}
 
-	/* special ids and flags */
+/* BOS/EOS/UNK/PAD ids (llama.cpp's defaults where a key is missing), the
+ * end-of-generation set, and the add-BOS / space-prefix flags. */
+static int load_special_ids(tok_vocab *v, const gguf_ctx *g, char *err, size_t errlen)
+{
+	int32_t eot = -1, eom = -1;
+	int rc;
 	v->bos = v->n > 1 ? 1 : -1;
 	v->eos = v->n > 2 ? 2 : -1;
 	v->unk = 0;
 	v->pad = -1;
-	{
-		int32_t eot = -1, eom = -1;
-		if ((rc = read_id(g, "tokenizer.ggml.bos_token_id", v->n, &v->bos, err, errlen)) ||
-		    (rc = read_id(g, "tokenizer.ggml.eos_token_id", v->n, &v->eos, err, errlen)) ||
-		    (rc = read_id(g, "tokenizer.ggml.unknown_token_id", v->n, &v->unk, err,
-				  errlen)) ||
-		    (rc = read_id(g, "tokenizer.ggml.padding_token_id", v->n, &v->pad, err,
-				  errlen)) ||
-		    (rc = read_id(g, "tokenizer.ggml.eot_token_id", v->n, &eot, err, errlen)) ||
-		    (rc = read_id(g, "tokenizer.ggml.eom_token_id", v->n, &eom, err, errlen)))
-			goto fail;
-		add_eog(v, v->eos);
-		add_eog(v, eot);
-		add_eog(v, eom);
-	}
-	for (size_t i = 0; i < sizeof(eog_texts) / sizeof(eog_texts[0]); i++) {
-		int32_t id = map_get(v, &v->all, eog_texts[i], strlen(eog_texts[i]));
+	if ((rc = read_id(g, "tokenizer.ggml.bos_token_id", v->n, &v->bos, err, errlen)) ||
+	    (rc = read_id(g, "tokenizer.ggml.eos_token_id", v->n, &v->eos, err, errlen)) ||
+	    (rc = read_id(g, "tokenizer.ggml.unknown_token_id", v->n, &v->unk, err, errlen)) ||
+	    (rc = read_id(g, "tokenizer.ggml.padding_token_id", v->n, &v->pad, err, errlen)) ||
+	    (rc = read_id(g, "tokenizer.ggml.eot_token_id", v->n, &eot, err, errlen)) ||
+	    (rc = read_id(g, "tokenizer.ggml.eom_token_id", v->n, &eom, err, errlen)))
+		return rc;
+	add_eog(v, v->eos);
+	add_eog(v, eot);
+	add_eog(v, eom);
+	for (size_t i = 0; i < sizeof(tok_eog_texts) / sizeof(tok_eog_texts[0]); i++) {
+		int32_t id = map_get(v, &v->all, tok_eog_texts[i], strlen(tok_eog_texts[i]));
 		if (id >= 0 && v->type[id] == TOK_TYPE_CONTROL)
 			add_eog(v, id);
 	}
@@ -376,9 +420,14 @@ int tok_create(tok_vocab **out, const gguf_ctx *g, char *err, size_t errlen)
 	if ((rc = read_bool(g, "tokenizer.ggml.add_bos_token", &v->add_bos, err, errlen)) ||
 	    (rc = read_bool(g, "tokenizer.ggml.add_space_prefix", &v->add_space_prefix, err,
 			    errlen)))
-		goto fail;
+		return rc;
+	return 0;
+}
 
-	/* byte fallback: "<0xXX>", else the single byte as a piece, else UNK */
+/* Byte fallback of each byte: its "<0xXX>" token, else the single byte as
+ * a piece, else UNK. */
+static void build_byte_fallback(tok_vocab *v)
+{
 	for (int b = 0; b < 256; b++)
 		v->byte_tok[b] = -1;
 	for (int32_t i = 0; i < v->n; i++)
@@ -396,45 +445,78 @@ int tok_create(tok_vocab **out, const gguf_ctx *g, char *err, size_t errlen)
 		if (v->byte_tok[b] < 0)
 			v->byte_tok[b] = v->unk;
 	}
+}
 
-	/* special tokens for the partition, longest first */
-	for (int32_t i = 0; i < v->n; i++) {
-		uint8_t t = v->type[i];
-		if ((t == TOK_TYPE_CONTROL || t == TOK_TYPE_USER_DEFINED || t == TOK_TYPE_UNKNOWN) &&
-		    v->off[i + 1] > v->off[i])
+/* Whether token i takes part in the special-token partition. */
+static int is_partition_special(const tok_vocab *v, int32_t i)
+{
+	const uint8_t t = v->type[i];
+	return (t == TOK_TYPE_CONTROL || t == TOK_TYPE_USER_DEFINED || t == TOK_TYPE_UNKNOWN) &&
+	       v->off[i + 1] > v->off[i];
+}
+
+/* v->special: the special tokens for the partition, longest text first. */
+static int build_special_list(tok_vocab *v)
+{
+	for (int32_t i = 0; i < v->n; i++)
+		if (is_partition_special(v, i))
 			v->n_special++;
+	if (v->n_special == 0)
+		return 0;
+	int32_t k = 0;
+	tok_special_key *keys = malloc((size_t)v->n_special * sizeof(*keys));
+	v->special = malloc((size_t)v->n_special * sizeof(*v->special));
+	if (!keys || !v->special) {
+		free(keys);
+		return -ENOMEM;
 	}
-	if (v->n_special > 0) {
-		int32_t k = 0;
-		rc = -ENOMEM;
-		keys = malloc((size_t)v->n_special * sizeof(*keys));
-		v->special = malloc((size_t)v->n_special * sizeof(*v->special));
-		if (!keys || !v->special)
-			goto fail;
-		for (int32_t i = 0; i < v->n; i++) {
-			uint8_t t = v->type[i];
-			if ((t == TOK_TYPE_CONTROL || t == TOK_TYPE_USER_DEFINED ||
-			     t == TOK_TYPE_UNKNOWN) &&
-			    v->off[i + 1] > v->off[i]) {
-				keys[k].len = v->off[i + 1] - v->off[i];
-				keys[k].id = i;
-				k++;
-			}
+	for (int32_t i = 0; i < v->n; i++)
+		if (is_partition_special(v, i)) {
+			keys[k].len = v->off[i + 1] - v->off[i];
+			keys[k].id = i;
+			k++;
 		}
-		qsort(keys, (size_t)k, sizeof(*keys), special_cmp);
-		for (int32_t i = 0; i < k; i++)
-			v->special[i] = keys[i].id;
-	}
+	qsort(keys, (size_t)k, sizeof(*keys), special_cmp);
+	for (int32_t i = 0; i < k; i++)
+		v->special[i] = keys[i].id;
 	free(keys);
+	return 0;
+}
+
+int tok_create(tok_vocab **out, const gguf_ctx *g, char *err, size_t errlen)
+{
+	tok_vocab *v = NULL;
+	int32_t n = 0;
+	int rc;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!out)
+		return HERD_E_INVAL;
+	*out = NULL;
+	if (!g) {
+		set_err(err, errlen, "no GGUF context");
+		return HERD_E_INVAL;
+	}
+	if ((rc = check_model_kind(g, err, errlen)) || (rc = count_tokens(g, &n, err, errlen)))
+		return rc;
+
+	rc = -ENOMEM;
+	if (!(v = vocab_alloc(n)))
+		goto fail;
+	if ((rc = load_texts(v, g, err, errlen)) || (rc = load_scores(v, g, err, errlen)) ||
+	    (rc = load_types(v, g, err, errlen)) || (rc = load_byte_values(v, err, errlen)) ||
+	    (rc = build_maps(v)) || (rc = load_special_ids(v, g, err, errlen)))
+		goto fail;
+	build_byte_fallback(v);
+	if ((rc = build_special_list(v)))
+		goto fail;
 	*out = v;
 	return 0;
 
-fail_msg_tokens:
-	set_err(err, errlen, "%s: cannot read element", k_tokens);
 fail:
 	if (rc == -ENOMEM)
 		set_err(err, errlen, "out of memory");
-	free(keys);
 	tok_destroy(v);
 	return rc;
 }
@@ -748,13 +830,100 @@ static const char *find_bytes(const char *hay, size_t hn, const char *needle, si
 	return memmem(hay, hn, needle, nn);
 }
 
+/* One raw fragment f of a, split at the allowed occurrences of special
+ * token id (text st, sl bytes), appended to b; *any is set when one was
+ * found. 0 or -ENOMEM. */
+static int split_fragment(const tok_vocab *v, const char *text, tok_frag f, int32_t id,
+			  const char *st, size_t sl, const uint8_t *special_ok, frag_list *b,
+			  int *any)
+{
+	size_t pos = f.off;
+	const size_t end = (size_t)f.off + f.n;
+	int rc;
+	while (pos < end) {
+		const char *hit = find_bytes(text + pos, end - pos, st, sl);
+		size_t at = hit ? (size_t)(hit - text) : end;
+		/* skip occurrences that touch bytes where specials are off */
+		while (hit && !special_allowed(v, id, special_ok, at, sl)) {
+			hit = find_bytes(text + at + 1, end - at - 1, st, sl);
+			at = hit ? (size_t)(hit - text) : end;
+		}
+		if (at > pos && (rc = frag_add(b, -1, pos, at - pos)))
+			return rc;
+		if (!hit)
+			break;
+		if ((rc = frag_add(b, id, 0, 0)))
+			return rc;
+		*any = 1;
+		pos = at + sl;
+	}
+	return 0;
+}
+
+/* Partitions text[0..len) into raw fragments and special tokens (a holds
+ * the result; b is scratch): each special token in turn, longest first, is
+ * split out of the raw fragments left so far. 0 or -ENOMEM. */
+static int partition_specials(const tok_vocab *v, const char *text, size_t len,
+			      const uint8_t *special_ok, frag_list *a, frag_list *b)
+{
+	int rc = frag_add(a, -1, 0, len);
+	if (rc)
+		return rc;
+	for (int32_t si = 0; si < v->n_special; si++) {
+		int32_t id = v->special[si];
+		size_t sl;
+		const char *st = piece_ptr(v, id, &sl);
+		int any = 0;
+
+		if (v->type[id] != TOK_TYPE_USER_DEFINED && !special_ok)
+			continue;
+		b->n = 0;
+		for (size_t fi = 0; fi < a->n; fi++) {
+			const tok_frag f = a->f[fi];
+			rc = f.tok >= 0 ? frag_add(b, f.tok, 0, 0)
+					: split_fragment(v, text, f, id, st, sl, special_ok, b, &any);
+			if (rc)
+				return rc;
+		}
+		if (any) {
+			frag_list t = *a;
+			*a = *b;
+			*b = t;
+		}
+	}
+	return 0;
+}
+
+/* Emits the partition's tokens: special tokens as they are, raw fragments
+ * through SentencePiece. 0 or an error of spm_fragment. */
+static int encode_fragments(const tok_vocab *v, const char *text, const frag_list *a, int flags,
+			    spm_work *w, tok_out *o)
+{
+	/* llama.cpp: the first raw fragment, and each one after a special
+	 * token, gets the dummy prefix */
+	int prev_special = !(flags & TOK_NO_SPACE_PREFIX);
+	for (size_t fi = 0; fi < a->n; fi++) {
+		if (a->f[fi].tok >= 0) {
+			out_push(o, a->f[fi].tok);
+			prev_special = 1;
+			continue;
+		}
+		int rc = spm_fragment(v, w, text + a->f[fi].off, a->f[fi].n,
+				      v->add_space_prefix && prev_special, o);
+		if (rc)
+			return rc;
+		prev_special = 0;
+	}
+	return 0;
+}
+
 int tok_encode_masked(const tok_vocab *v, const char *text, size_t len,
 		      const uint8_t *special_ok, int flags, int32_t *ids, int n_max)
 {
 	frag_list a = {0}, b = {0};
 	spm_work w = {0};
 	tok_out o = {ids, n_max, 0};
-	int prev_special, rc = 0;
+	int rc = 0;
 
 	if (!v || (!text && len > 0) || n_max < 0 || (!ids && n_max > 0))
 		return HERD_E_INVAL;
@@ -766,71 +935,9 @@ int tok_encode_masked(const tok_vocab *v, const char *text, size_t len,
 	if (len == 0)
 		return o.n;
 
-	rc = frag_add(&a, -1, 0, len);
-	if (rc)
+	if ((rc = partition_specials(v, text, len, special_ok, &a, &b)) ||
+	    (rc = encode_fragments(v, text, &a, flags, &w, &o)))
 		goto done;
-	for (int32_t si = 0; si < v->n_special; si++) {
-		int32_t id = v->special[si];
-		size_t sl;
-		const char *st = piece_ptr(v, id, &sl);
-		int any = 0;
-
-		if (v->type[id] != TOK_TYPE_USER_DEFINED && !special_ok)
-			continue;
-		b.n = 0;
-		for (size_t fi = 0; fi < a.n; fi++) {
-			tok_frag f = a.f[fi];
-			size_t pos = f.off, end = (size_t)f.off + f.n;
-			if (f.tok >= 0) {
-				rc = frag_add(&b, f.tok, 0, 0);
-				if (rc)
-					goto done;
-				continue;
-			}
-			while (pos < end) {
-				const char *hit = find_bytes(text + pos, end - pos, st, sl);
-				size_t at = hit ? (size_t)(hit - text) : end;
-				/* skip occurrences that touch bytes where specials are off */
-				while (hit && !special_allowed(v, id, special_ok, at, sl)) {
-					hit = find_bytes(text + at + 1, end - at - 1, st, sl);
-					at = hit ? (size_t)(hit - text) : end;
-				}
-				if (at > pos) {
-					rc = frag_add(&b, -1, pos, at - pos);
-					if (rc)
-						goto done;
-				}
-				if (!hit)
-					break;
-				rc = frag_add(&b, id, 0, 0);
-				if (rc)
-					goto done;
-				any = 1;
-				pos = at + sl;
-			}
-		}
-		if (any) {
-			frag_list t = a;
-			a = b;
-			b = t;
-		}
-	}
-
-	/* llama.cpp: the first raw fragment, and each one after a special
-	 * token, gets the dummy prefix */
-	prev_special = !(flags & TOK_NO_SPACE_PREFIX);
-	for (size_t fi = 0; fi < a.n; fi++) {
-		if (a.f[fi].tok >= 0) {
-			out_push(&o, a.f[fi].tok);
-			prev_special = 1;
-			continue;
-		}
-		rc = spm_fragment(v, &w, text + a.f[fi].off, a.f[fi].n,
-				  v->add_space_prefix && prev_special, &o);
-		if (rc)
-			goto done;
-		prev_special = 0;
-	}
 	rc = o.n;
 done:
 	free(w.heap);

@@ -533,15 +533,12 @@ static void test_hello_welcome(void **state)
 	peer_stop(&p);
 }
 
-static void test_generate_blocking(void **state)
+/* A prompt with stop strings: the result's every field, and what the
+ * broker received. */
+static void gen_check_prompt(herd_client *c, const peer *p)
 {
-	(void)state;
-	peer p;
-	peer_start(&p, "gen.sock");
-	herd_client *c = connect_to(p.path);
 	herd_request r;
 	herd_result res;
-
 	herd_request_init(&r);
 	r.model = "echo";
 	r.prompt = "hello there";
@@ -560,14 +557,21 @@ static void test_generate_blocking(void **state)
 	assert_true(res.t_queue_ms == 0.5 && res.t_first_ms == 1.5 && res.t_total_ms == 3.0);
 	assert_true(res.merged && !res.cached);
 	assert_true(res.id != 0);
-	assert_false(p.last_has_prio); /* connection default */
-	assert_int_equal(p.last_max_tokens, 9);
-	assert_true(p.last_temp == 0.5);
-	assert_int_equal(p.last_n_stop, 2);
-	assert_int_equal(p.last_cache, 1);
+	assert_false(p->last_has_prio); /* connection default */
+	assert_int_equal(p->last_max_tokens, 9);
+	assert_true(p->last_temp == 0.5);
+	assert_int_equal(p->last_n_stop, 2);
+	assert_int_equal(p->last_cache, 1);
 	herd_result_free(&res);
 	herd_result_free(&res); /* twice is fine */
+}
 
+/* Tokens, priority, no cache, own id; chat messages; frames of other ids
+ * are skipped. */
+static void gen_check_inputs(herd_client *c, const peer *p)
+{
+	herd_request r;
+	herd_result res;
 	/* tokens, priority, no cache, own id */
 	int32_t toks[3] = {1, 2, 3};
 	herd_request_init(&r);
@@ -580,7 +584,7 @@ static void test_generate_blocking(void **state)
 	assert_int_equal(herd_generate(c, &r, &res), 0);
 	assert_string_equal(res.text, "tokens:3");
 	assert_int_equal(res.id, 5555);
-	assert_true(p.last_has_prio && p.last_prio == 9 && p.last_cache == 0);
+	assert_true(p->last_has_prio && p->last_prio == 9 && p->last_cache == 0);
 	herd_result_free(&res);
 
 	/* chat messages */
@@ -600,7 +604,15 @@ static void test_generate_blocking(void **state)
 	assert_int_equal(herd_generate(c, &r, &res), 0);
 	assert_string_equal(res.text, "mine");
 	herd_result_free(&res);
+}
 
+/* Invalid requests never reach the broker; an err frame gives the code and
+ * the broker's message and keeps the connection. */
+static void gen_check_errors(herd_client *c)
+{
+	herd_request r;
+	herd_result res;
+	int32_t toks[3] = {1, 2, 3};
 	/* invalid requests never reach the broker */
 	herd_request_init(&r);
 	r.model = "echo";
@@ -629,7 +641,17 @@ static void test_generate_blocking(void **state)
 	r.model = "echo";
 	assert_int_equal(herd_generate(c, &r, &res), 0);
 	herd_result_free(&res);
+}
 
+static void test_generate_blocking(void **state)
+{
+	(void)state;
+	peer p;
+	peer_start(&p, "gen.sock");
+	herd_client *c = connect_to(p.path);
+	gen_check_prompt(c, &p);
+	gen_check_inputs(c, &p);
+	gen_check_errors(c);
 	herd_close(c);
 	peer_stop(&p);
 }
@@ -901,13 +923,13 @@ static int reference_greedy(const char *path, const char *prompt, int n_gen, int
 	return got;
 }
 
-static void test_attach(void **state)
+/* Makes the mini model in tmpdir and its shared image (skips the test when
+ * this machine cannot create one). */
+static void attach_make_image(char *model_path, size_t cap, shm_image_info *info)
 {
-	(void)state;
-	char model_path[128], err[512];
-	shm_image_info info;
+	char err[512];
 	make_tmpdir();
-	snprintf(model_path, sizeof(model_path), "%s/mini.gguf", tmpdir);
+	snprintf(model_path, cap, "%s/mini.gguf", tmpdir);
 	mkmodel_opts mo = {.shape = "mini", .ftype = "F32", .out_path = model_path, .seed = 7,
 			   .n_threads = 2};
 	int rc = mkmodel_write(&mo, err, sizeof(err));
@@ -918,22 +940,29 @@ static void test_attach(void **state)
 	shm_create_opts so = {.source_path = model_path, .model_name = mname, .gid = (gid_t)-1,
 			      .no_adopt = 1};
 	snprintf(model_file, sizeof(model_file), "%s", model_path);
-	rc = shm_image_create(&so, &info, err, sizeof(err));
+	rc = shm_image_create(&so, info, err, sizeof(err));
 	if (rc) {
 		print_message("cannot create a shared image (%s): skipping attach\n", err);
 		skip();
 	}
-	snprintf(image_name, sizeof(image_name), "%s", info.name);
+	snprintf(image_name, sizeof(image_name), "%s", info->name);
+}
 
-	peer p;
-	peer_start(&p, "attach.sock");
-	assert_int_equal(shm_image_open(info.name, &p.img_fd), 0);
-	snprintf(p.img_model, sizeof(p.img_model), "tiny");
-	snprintf(p.img_name, sizeof(p.img_name), "%s", info.name);
-	snprintf(p.img_digest, sizeof(p.img_digest), "%s", info.digest_hex);
-	p.img_size = info.image_size;
-	herd_client *c = connect_to(p.path);
+/* A fake broker that serves the image as model "tiny". */
+static void attach_peer_start(peer *p, const shm_image_info *info)
+{
+	peer_start(p, "attach.sock");
+	assert_int_equal(shm_image_open(info->name, &p->img_fd), 0);
+	snprintf(p->img_model, sizeof(p->img_model), "tiny");
+	snprintf(p->img_name, sizeof(p->img_name), "%s", info->name);
+	snprintf(p->img_digest, sizeof(p->img_digest), "%s", info->digest_hex);
+	p->img_size = info->image_size;
+}
 
+/* An unknown model is the broker's error with the connection kept; "tiny"
+ * attaches and describes itself. Returns the attachment. */
+static herd_local_model *check_attach_info(herd_client *c, const shm_image_info *info)
+{
 	/* unknown model: the broker's error, connection kept */
 	herd_local_model *lm = NULL;
 	assert_int_equal(herd_model_attach(c, "nope", &lm), HERD_E_MISSING);
@@ -941,7 +970,7 @@ static void test_attach(void **state)
 	assert_true(herd_connected(c));
 
 	double t0 = clock_mono_ms();
-	rc = herd_model_attach(c, "tiny", &lm);
+	int rc = herd_model_attach(c, "tiny", &lm);
 	double t_all = clock_mono_ms() - t0;
 	if (rc)
 		fail_msg("attach: %s", herd_client_errmsg(c));
@@ -951,43 +980,58 @@ static void test_attach(void **state)
 		      "%.3f ms; total %.3f ms; image %llu bytes (%s)\n",
 		      li.attach_ms, li.load_ms, t_all, (unsigned long long)li.image_bytes, li.segment);
 	assert_string_equal(li.model, "tiny");
-	assert_string_equal(li.segment, info.name);
-	assert_string_equal(li.digest, info.digest_hex);
-	assert_int_equal(li.image_bytes, info.image_size);
+	assert_string_equal(li.segment, info->name);
+	assert_string_equal(li.digest, info->digest_hex);
+	assert_int_equal(li.image_bytes, info->image_size);
 	assert_int_equal(li.n_vocab, 2048);
 	assert_int_equal(li.n_ctx, 512);
 	assert_int_equal(li.n_threads, 1);
 	assert_true(li.attach_ms > 0 && li.attach_ms <= li.load_ms);
+	return lm;
+}
 
-	/* in-process greedy generation equals the engine run directly on the file */
+/* The text of the reference ids up to the first end-of-generation token,
+ * decoded with the model file's vocabulary; returns its length. */
+static size_t reference_text(const char *model_path, const int32_t *ref, int n_ref, char *ref_text,
+			     size_t cap)
+{
+	char err[512];
+	llama_model *rm = NULL;
+	assert_int_equal(llama_model_load(&rm, model_path, err, sizeof(err)), 0);
+	size_t rl = 0;
+	for (int i = 0; i < n_ref && !tok_is_eog(rm->vocab, ref[i]); i++) {
+		int k = tok_piece(rm->vocab, ref[i], ref_text + rl, cap - rl - 1);
+		assert_true(k >= 0);
+		rl += (size_t)k;
+	}
+	ref_text[rl] = 0;
+	llama_model_destroy(rm);
+	return rl;
+}
+
+/* In-process greedy generation equals the engine run directly on the file
+ * (ids, text, streamed pieces). r is left set up for the next checks;
+ * ref_text (cap bytes) gets the reference text, its length returned. */
+static size_t check_local_greedy(herd_local_model *lm, const char *model_path, herd_request *r,
+				 char *ref_text, size_t cap)
+{
 	const char *prompt = "Once upon a time";
 	int32_t ref[16];
 	int n_ref = reference_greedy(model_path, prompt, 12, ref);
-	herd_request r;
 	herd_result res;
 	stream_rec s = {0};
-	herd_request_init(&r);
-	r.prompt = prompt;
-	r.max_tokens = 12;
-	r.id = 31;
-	rc = herd_local_generate(lm, &r, on_token, &s, &res);
+	herd_request_init(r);
+	r->prompt = prompt;
+	r->max_tokens = 12;
+	r->id = 31;
+	int rc = herd_local_generate(lm, r, on_token, &s, &res);
 	if (rc)
 		fail_msg("local generate: %s", herd_local_errmsg(lm));
 	assert_int_equal(res.id, 31);
 	assert_int_equal(res.n_gen, n_ref);
 	assert_true(res.n_prompt > 1);
 	/* decode the reference ids the same way */
-	llama_model *rm = NULL;
-	assert_int_equal(llama_model_load(&rm, model_path, err, sizeof(err)), 0);
-	char ref_text[1024] = "";
-	size_t rl = 0;
-	for (int i = 0; i < n_ref && !tok_is_eog(rm->vocab, ref[i]); i++) {
-		int k = tok_piece(rm->vocab, ref[i], ref_text + rl, sizeof(ref_text) - rl - 1);
-		assert_true(k >= 0);
-		rl += (size_t)k;
-	}
-	ref_text[rl] = 0;
-	llama_model_destroy(rm);
+	const size_t rl = reference_text(model_path, ref, n_ref, ref_text, cap);
 	assert_int_equal(res.text_len, rl);
 	assert_memory_equal(res.text, ref_text, rl);
 	assert_int_equal(s.len, rl); /* streamed pieces add up to the text */
@@ -995,8 +1039,15 @@ static void test_attach(void **state)
 	print_message("local greedy text (%u tokens): \"%s\" reason %s, %.1f ms\n", res.n_gen,
 		      res.text, herd_finish_name(res.reason), res.t_total_ms);
 	herd_result_free(&res);
+	return rl;
+}
 
-	/* a stop string cuts the text and is held back from the callback */
+/* A stop string cuts the text and is held back from the callback. */
+static void check_local_stop(herd_local_model *lm, herd_request *r, const char *ref_text,
+			     size_t rl)
+{
+	herd_result res;
+	stream_rec s;
 	if (rl >= 6) {
 		char stop[4];
 		memcpy(stop, ref_text + 3, 3);
@@ -1004,39 +1055,49 @@ static void test_attach(void **state)
 		const char *stops[1] = {stop};
 		const char *first = strstr(ref_text, stop);
 		memset(&s, 0, sizeof(s));
-		r.stop = stops;
-		r.n_stop = 1;
-		assert_int_equal(herd_local_generate(lm, &r, on_token, &s, &res), 0);
+		r->stop = stops;
+		r->n_stop = 1;
+		assert_int_equal(herd_local_generate(lm, r, on_token, &s, &res), 0);
 		assert_int_equal(res.reason, HERD_FINISH_STOP);
 		assert_int_equal(res.text_len, (size_t)(first - ref_text));
 		assert_memory_equal(res.text, ref_text, res.text_len);
 		assert_int_equal(s.len, res.text_len);
 		herd_result_free(&res);
-		r.stop = NULL;
-		r.n_stop = 0;
+		r->stop = NULL;
+		r->n_stop = 0;
 	}
+}
 
-	/* sampled generation is deterministic for a seed; callback cancel */
-	herd_result a, b;
-	r.temperature = 0.9f;
-	r.top_k = 40;
-	r.seed = 1234;
-	assert_int_equal(herd_local_generate(lm, &r, NULL, NULL, &a), 0);
-	assert_int_equal(herd_local_generate(lm, &r, NULL, NULL, &b), 0);
+/* Sampled generation is deterministic for a seed; callback cancel. */
+static void check_local_sampled(herd_local_model *lm, herd_request *r)
+{
+	herd_result a, b, res;
+	stream_rec s;
+	r->temperature = 0.9f;
+	r->top_k = 40;
+	r->seed = 1234;
+	assert_int_equal(herd_local_generate(lm, r, NULL, NULL, &a), 0);
+	assert_int_equal(herd_local_generate(lm, r, NULL, NULL, &b), 0);
 	assert_int_equal(a.text_len, b.text_len);
 	assert_memory_equal(a.text, b.text, a.text_len);
 	herd_result_free(&a);
 	herd_result_free(&b);
 	memset(&s, 0, sizeof(s));
 	s.cancel_after = 2;
-	r.max_tokens = 50;
-	assert_int_equal(herd_local_generate(lm, &r, on_token, &s, &res), 0);
+	r->max_tokens = 50;
+	assert_int_equal(herd_local_generate(lm, r, on_token, &s, &res), 0);
 	assert_true(res.reason == HERD_FINISH_CANCEL || res.reason == HERD_FINISH_STOP);
 	if (res.reason == HERD_FINISH_CANCEL)
 		assert_int_equal(res.n_gen, 2);
 	herd_result_free(&res);
+}
 
-	/* chat messages and errors */
+/* Chat messages, an out-of-vocabulary token, a prompt longer than the
+ * context. */
+static void check_local_chat_and_errors(herd_local_model *lm)
+{
+	herd_request r;
+	herd_result res;
 	herd_message msgs[1] = {{"user", "hi"}};
 	herd_request_init(&r);
 	r.messages = msgs;
@@ -1056,13 +1117,12 @@ static void test_attach(void **state)
 	r.n_tokens = 600;
 	assert_int_equal(herd_local_generate(lm, &r, NULL, NULL, &res), HERD_E_NOSPACE);
 	free(longp);
+}
 
-	/* the client remains usable; detach; the image outlives the mapping */
-	herd_local_detach(lm);
-	herd_local_detach(NULL);
-	assert_true(herd_connected(c));
-
-	/* several attachments share the pages */
+/* Several attachments of one image share its pages. */
+static void check_shared_attach(herd_client *c)
+{
+	herd_local_info li;
 	herd_local_model *l2 = NULL, *l3 = NULL;
 	assert_int_equal(herd_model_attach(c, "tiny", &l2), 0);
 	assert_int_equal(herd_model_attach(c, "tiny", &l3), 0);
@@ -1070,6 +1130,33 @@ static void test_attach(void **state)
 	print_message("second attach: %.3f ms to map\n", li.attach_ms);
 	herd_local_detach(l2);
 	herd_local_detach(l3);
+}
+
+static void test_attach(void **state)
+{
+	(void)state;
+	char model_path[128];
+	shm_image_info info;
+	attach_make_image(model_path, sizeof(model_path), &info);
+
+	peer p;
+	attach_peer_start(&p, &info);
+	herd_client *c = connect_to(p.path);
+	herd_local_model *lm = check_attach_info(c, &info);
+
+	herd_request r;
+	char ref_text[1024] = "";
+	const size_t rl = check_local_greedy(lm, model_path, &r, ref_text, sizeof(ref_text));
+	check_local_stop(lm, &r, ref_text, rl);
+	check_local_sampled(lm, &r);
+	check_local_chat_and_errors(lm);
+
+	/* the client remains usable; detach; the image outlives the mapping */
+	herd_local_detach(lm);
+	herd_local_detach(NULL);
+	assert_true(herd_connected(c));
+
+	check_shared_attach(c);
 
 	herd_close(c);
 	peer_stop(&p);

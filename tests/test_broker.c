@@ -540,107 +540,137 @@ static void test_concurrent(void **state)
 		cl_close(&cs[i]);
 }
 
-static void test_attach_and_admin(void **state)
+/* attach: the broker answers with the image's descriptor, which maps. */
+static void check_attach_image(client *c)
 {
-	(void)state;
-	client c;
-	cl_open(&c);
 	proto_buf b;
 	proto_buf_init(&b);
 	proto_attach at = {.model = proto_s(W.model_name)};
 	assert_int_equal(proto_encode_attach(&b, &at), 0);
-	cl_send_buf(&c, &b);
-	cl_expect(&c, PROTO_IMAGE);
-	assert_true(c.got_fd >= 0);
-	assert_true(proto_str_eq(c.m.image.model, W.model_name));
+	cl_send_buf(c, &b);
+	cl_expect(c, PROTO_IMAGE);
+	assert_true(c->got_fd >= 0);
+	assert_true(proto_str_eq(c->m.image.model, W.model_name));
 	shm_image_map_t map;
 	char err[256];
-	assert_int_equal(shm_image_map(c.got_fd, &map, err, sizeof(err)), 0);
-	assert_int_equal(map.size, c.m.image.size);
+	assert_int_equal(shm_image_map(c->got_fd, &map, err, sizeof(err)), 0);
+	assert_int_equal(map.size, c->m.image.size);
 	shm_image_unmap(&map);
+}
+
+/* status answers a map; rm of the loaded model's segment needs --force. */
+static void check_admin_status_and_rm(client *c)
+{
+	proto_buf b;
 	/* status */
 	proto_buf_init(&b);
 	proto_admin ad = {.cmd = proto_s("status")};
 	assert_int_equal(proto_encode_admin(&b, &ad), 0);
-	cl_send_buf(&c, &b);
-	cl_expect(&c, PROTO_ADMIN_OK);
-	assert_true(proto_str_eq(c.m.admin_ok.cmd, "status"));
-	assert_int_equal(c.m.admin_ok.result->type, MSGPACK_OBJECT_MAP);
+	cl_send_buf(c, &b);
+	cl_expect(c, PROTO_ADMIN_OK);
+	assert_true(proto_str_eq(c->m.admin_ok.cmd, "status"));
+	assert_int_equal(c->m.admin_ok.result->type, MSGPACK_OBJECT_MAP);
 	/* rm of the loaded model's segment is refused without --force */
 	proto_buf_init(&b);
 	proto_str args[1] = {proto_s(W.segment)};
 	proto_admin rm = {.cmd = proto_s("rm"), .args = args, .n_args = 1};
 	assert_int_equal(proto_encode_admin(&b, &rm), 0);
-	cl_send_buf(&c, &b);
-	cl_expect(&c, PROTO_ERR);
-	assert_int_equal(c.m.err.code, -EBUSY);
-	/* another uid is refused (-EPERM) and keeps its connection; needs root
-	 * to become someone else */
-	if (geteuid() == 0) {
-		chmod(W.dir, 0755);
-		chmod(W.sock, 0666);
-		pid_t p = fork();
-		assert_true(p >= 0);
-		if (p == 0) {
-			if (setgid(65534) || setuid(65534))
-				_exit(2);
-			/* no cmocka asserts in the child: plain calls, exit codes */
-			int fd = sock_connect();
-			if (fd < 0)
-				_exit(3);
-			proto_buf ob;
-			proto_buf_init(&ob);
-			proto_admin st = {.cmd = proto_s("status")};
-			proto_hello hh = {.v = PROTO_VERSION, .name = proto_s("nobody")};
-			if (proto_encode_admin(&ob, &st) || proto_encode_hello(&ob, &hh) ||
-			    send(fd, ob.data, ob.len, MSG_NOSIGNAL) != (ssize_t)ob.len)
-				_exit(4);
-			/* expect err -EPERM, then welcome (still served) */
-			uint8_t in[65536];
-			size_t have = 0;
-			int seen = 0;
-			while (seen < 2) {
-				size_t fl = 0;
-				if (proto_frame_next(in, have, sizeof(in), &fl) == PROTO_FRAME_READY) {
-					proto_msg pm;
-					if (proto_decode(in + 4, fl, &pm, NULL, 0))
-						_exit(5);
-					if (seen == 0 && (pm.type != PROTO_ERR || pm.err.code != -EPERM))
-						_exit(6);
-					if (seen == 1 && pm.type != PROTO_WELCOME)
-						_exit(7);
-					proto_msg_free(&pm);
-					memmove(in, in + 4 + fl, have - 4 - fl);
-					have -= 4 + fl;
-					seen++;
-					continue;
-				}
-				ssize_t r = recv(fd, in + have, sizeof(in) - have, 0);
-				if (r <= 0)
-					_exit(8);
-				have += (size_t)r;
-			}
-			close(fd);
-			_exit(0);
+	cl_send_buf(c, &b);
+	cl_expect(c, PROTO_ERR);
+	assert_int_equal(c->m.err.code, -EBUSY);
+}
+
+/* The child of check_other_uid (running as nobody): admin status gets err
+ * -EPERM and the connection still gets its welcome. No cmocka asserts in
+ * the child: plain calls, exit codes. Never returns. */
+__attribute__((noreturn)) static void other_uid_child(void)
+{
+	if (setgid(65534) || setuid(65534))
+		_exit(2);
+	int fd = sock_connect();
+	if (fd < 0)
+		_exit(3);
+	proto_buf ob;
+	proto_buf_init(&ob);
+	proto_admin st = {.cmd = proto_s("status")};
+	proto_hello hh = {.v = PROTO_VERSION, .name = proto_s("nobody")};
+	if (proto_encode_admin(&ob, &st) || proto_encode_hello(&ob, &hh) ||
+	    send(fd, ob.data, ob.len, MSG_NOSIGNAL) != (ssize_t)ob.len)
+		_exit(4);
+	/* expect err -EPERM, then welcome (still served) */
+	uint8_t in[65536];
+	size_t have = 0;
+	int seen = 0;
+	while (seen < 2) {
+		size_t fl = 0;
+		if (proto_frame_next(in, have, sizeof(in), &fl) == PROTO_FRAME_READY) {
+			proto_msg pm;
+			if (proto_decode(in + 4, fl, &pm, NULL, 0))
+				_exit(5);
+			if (seen == 0 && (pm.type != PROTO_ERR || pm.err.code != -EPERM))
+				_exit(6);
+			if (seen == 1 && pm.type != PROTO_WELCOME)
+				_exit(7);
+			proto_msg_free(&pm);
+			memmove(in, in + 4 + fl, have - 4 - fl);
+			have -= 4 + fl;
+			seen++;
+			continue;
 		}
-		int st;
-		assert_int_equal(waitpid(p, &st, 0), p);
-		assert_true(WIFEXITED(st));
-		assert_int_equal(WEXITSTATUS(st), 0);
-		chmod(W.sock, 0660);
-		chmod(W.dir, 0700);
+		ssize_t r = recv(fd, in + have, sizeof(in) - have, 0);
+		if (r <= 0)
+			_exit(8);
+		have += (size_t)r;
 	}
-	/* segments and agents */
+	close(fd);
+	_exit(0);
+}
+
+/* Another uid is refused (-EPERM) and keeps its connection; needs root to
+ * become someone else. */
+static void check_other_uid(void)
+{
+	if (geteuid() != 0)
+		return;
+	chmod(W.dir, 0755);
+	chmod(W.sock, 0666);
+	pid_t p = fork();
+	assert_true(p >= 0);
+	if (p == 0)
+		other_uid_child();
+	int st;
+	assert_int_equal(waitpid(p, &st, 0), p);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+	chmod(W.sock, 0660);
+	chmod(W.dir, 0700);
+}
+
+/* segments and agents answer non-empty arrays. */
+static void check_admin_lists(client *c)
+{
+	proto_buf b;
 	const char *cmds[] = {"segments", "agents"};
 	for (int i = 0; i < 2; i++) {
 		proto_buf_init(&b);
 		proto_admin x = {.cmd = proto_s(cmds[i])};
 		assert_int_equal(proto_encode_admin(&b, &x), 0);
-		cl_send_buf(&c, &b);
-		cl_expect(&c, PROTO_ADMIN_OK);
-		assert_int_equal(c.m.admin_ok.result->type, MSGPACK_OBJECT_ARRAY);
-		assert_true(c.m.admin_ok.result->via.array.size >= 1);
+		cl_send_buf(c, &b);
+		cl_expect(c, PROTO_ADMIN_OK);
+		assert_int_equal(c->m.admin_ok.result->type, MSGPACK_OBJECT_ARRAY);
+		assert_true(c->m.admin_ok.result->via.array.size >= 1);
 	}
+}
+
+static void test_attach_and_admin(void **state)
+{
+	(void)state;
+	client c;
+	cl_open(&c);
+	check_attach_image(&c);
+	check_admin_status_and_rm(&c);
+	check_other_uid();
+	check_admin_lists(&c);
 	cl_close(&c);
 }
 

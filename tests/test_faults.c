@@ -17,7 +17,8 @@
  *   restarted broker can only serve by adopting the existing image without
  *   reading the model: its log and `herdctl models` say "adopted", and the
  *   answers are still the engine's.
- * - test_agent_write_segv: an agent that writes into its read-only mapping
+ * - test_agent_write_segv: an agent (a child this test forks, attached
+ *   through libherd like any agent) that writes into its read-only mapping
  *   of the image dies of SIGSEGV; the image's digest still verifies and the
  *   broker keeps serving. */
 #include <setjmp.h>
@@ -26,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "herd/herd.h"
 #include "proto/proto.h"
 #include "harness.h"
 
@@ -324,49 +326,109 @@ static void test_broker_restart(void **state)
 
 /* ---- a write into the image ---------------------------------------------------- */
 
-static void test_agent_write_segv(void **state)
+/* What the writer child reports on its pipe, and how it exits when the store
+ * did not kill it (or it never got that far). */
+#define WRITER_WRITING "writing\n"
+#define WRITER_WROTE "wrote\n"
+enum { WRITER_EXIT_WROTE = 3, WRITER_EXIT_SETUP = 4 };
+
+/* The address and length of this process's mapping of /dev/shm/<segment>
+ * (from /proc/self/maps): 0, or -ENOENT / -errno. */
+static int find_image_mapping(const char *segment, unsigned char **start, size_t *len)
 {
-	h_world *w = *state;
-	h_broker_start(w, "16");
-	json_object *m = h_ctl_model(w);
-	char segment[SHM_IMAGE_NAME_MAX], digest[80];
-	snprintf(segment, sizeof(segment), "%s", h_str(m, "segment"));
-	snprintf(digest, sizeof(digest), "%s", h_str(m, "digest"));
-	json_object_put(m);
+	char want[256], line[1024];
+	snprintf(want, sizeof(want), "/dev/shm%s%s", segment[0] == '/' ? "" : "/", segment);
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return -errno;
+	int rc = -ENOENT;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long a, b;
+		char path[512] = "";
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %511s", &a, &b, path) != 3)
+			continue;
+		if (!strcmp(path, want)) {
+			*start = (unsigned char *)a;
+			*len = b - a;
+			rc = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
 
-	/* The environment with ASan's SEGV handler off (in the sanitizer build
-	 * it would turn the signal into an exit status). */
-	extern char **environ;
-	size_t n_env = 0;
-	while (environ[n_env])
-		n_env++;
-	char **env = calloc(n_env + 2, sizeof(char *));
-	assert_non_null(env);
-	size_t k = 0;
-	for (size_t i = 0; i < n_env; i++)
-		if (strncmp(environ[i], "ASAN_OPTIONS=", 13))
-			env[k++] = environ[i];
-	const char *old = getenv("ASAN_OPTIONS");
-	char asan[1024];
-	snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%shandle_segv=0", old ? old : "",
-		 old && *old ? ":" : "");
-	env[k++] = asan;
-	env[k] = NULL;
-	const char *args[] = {"--write-image", "--requests", "0", NULL};
-	h_agent *a = h_agent_start(w, 3, 0, env, args);
-	const int st = h_agent_reap(w, a, 60);
-	free(env);
-	size_t cur = 0;
-	assert_non_null(h_agent_wait_ev(w, a, "writing", &cur, 1));
-	cur = 0;
-	if (h_agent_wait_ev(w, a, "wrote", &cur, 1))
-		fail_msg("an agent wrote into the shared image");
-	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV)
-		fail_msg("the writing agent ended with wait status %d, not SIGSEGV", st);
-	printf("writing agent killed by SIGSEGV\n");
+/* The forked child: attaches the image through libherd exactly as an agent
+ * does (connect, attach frame, descriptor over SCM_RIGHTS, PROT_READ map),
+ * then stores one byte into the middle of the payload (weights, covered by
+ * the digest). The mapping is read-only, so the store must fault. Never
+ * returns; reports progress on report_fd. */
+__attribute__((noreturn)) static void writer_child(const h_world *w, int report_fd)
+{
+	herd_connect_opts co;
+	herd_connect_opts_init(&co);
+	co.socket_path = w->sock;
+	co.name = "writer";
+	herd_client *c = NULL;
+	herd_local_model *lm = NULL;
+	const herd_attach_opts ao = {.n_threads = 1};
+	if (herd_connect(&c, &co) || herd_model_attach_opts(c, w->model_name, &ao, &lm))
+		_exit(WRITER_EXIT_SETUP);
+	herd_local_info info;
+	herd_local_info_get(lm, &info);
+	unsigned char *base = NULL;
+	size_t len = 0;
+	if (find_image_mapping(info.segment, &base, &len))
+		_exit(WRITER_EXIT_SETUP);
+	/* The default action, not a sanitizer's SEGV handler (which would turn
+	 * the signal into an exit status). */
+	signal(SIGSEGV, SIG_DFL);
+	if (write(report_fd, WRITER_WRITING, strlen(WRITER_WRITING)) < 0)
+		_exit(WRITER_EXIT_SETUP);
+	((volatile unsigned char *)base)[len / 2] ^= 0x5a;
+	const ssize_t n = write(report_fd, WRITER_WROTE, strlen(WRITER_WROTE));
+	(void)n; /* exits WRITER_EXIT_WROTE whether or not the parent hears */
+	_exit(WRITER_EXIT_WROTE);
+}
 
-	/* The image is intact: the digest over every byte still verifies and is
-	 * the one the broker announced. */
+/* Forks the writer and waits for it (up to timeout_s, then SIGKILL); returns
+ * its wait status and what it reported (NUL-terminated) in report. */
+static int run_writer(h_world *w, char *report, size_t cap, double timeout_s)
+{
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	fflush(NULL); /* no buffered test output duplicated into the child */
+	const pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		writer_child(w, p[1]);
+	}
+	close(p[1]);
+	h_track(w, pid);
+	const double t0 = clock_mono_s();
+	int st = 0;
+	pid_t r;
+	while ((r = waitpid(pid, &st, WNOHANG)) == 0 && clock_mono_s() - t0 < timeout_s)
+		usleep(10000);
+	if (r == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &st, 0);
+	}
+	h_untrack(w, pid);
+	size_t n = 0;
+	ssize_t k;
+	while (n + 1 < cap && (k = read(p[0], report + n, cap - 1 - n)) > 0)
+		n += (size_t)k;
+	report[n] = 0;
+	close(p[0]);
+	return st;
+}
+
+/* The image is intact: the digest over every byte still verifies and is the
+ * one the broker announced. */
+static void check_image_intact(const char *segment, const char *digest)
+{
 	int fd = -1;
 	assert_int_equal(shm_image_open(segment, &fd), 0);
 	char err[512] = "";
@@ -379,6 +441,29 @@ static void test_agent_write_segv(void **state)
 	shm_image_describe(&map, &info);
 	assert_string_equal(info.digest_hex, digest);
 	shm_image_unmap(&map);
+}
+
+static void test_agent_write_segv(void **state)
+{
+	h_world *w = *state;
+	h_broker_start(w, "16");
+	json_object *m = h_ctl_model(w);
+	char segment[SHM_IMAGE_NAME_MAX], digest[80];
+	snprintf(segment, sizeof(segment), "%s", h_str(m, "segment"));
+	snprintf(digest, sizeof(digest), "%s", h_str(m, "digest"));
+	json_object_put(m);
+
+	char report[256];
+	const int st = run_writer(w, report, sizeof(report), 60);
+	if (!strstr(report, WRITER_WRITING))
+		fail_msg("the writer never reached its write (wait status %d)", st);
+	if (strstr(report, WRITER_WROTE))
+		fail_msg("an agent wrote into the shared image");
+	if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGSEGV)
+		fail_msg("the writing agent ended with wait status %d, not SIGSEGV", st);
+	printf("writing agent killed by SIGSEGV\n");
+
+	check_image_intact(segment, digest);
 
 	/* And the broker keeps serving. */
 	const char *ok_args[] = {"--attach", "--local", "--requests", "2", "--max-tokens", "16", NULL};

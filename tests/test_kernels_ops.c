@@ -1,6 +1,6 @@
 /* Row operations of the forward pass: known values for RMSNorm, RoPE,
  * softmax and SwiGLU; attention helpers of every ISA against the scalar
- * reference at awkward lengths. */
+ * reference at awkward lengths; the dispatch tables' contract. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "kernels/fp16.h"
+#include "kernels/gemm.h"
 #include "kernels/kernels.h"
 #include "kernels/ops.h"
 
@@ -87,6 +88,45 @@ static void test_attention_helpers(void **state)
 	}
 }
 
+/* The dispatch contract (kernels/variant.h): at every ISA the CPU runs,
+ * every type has all of its operations and no other; an ISA above the CPU's
+ * is clamped; the reference ISA hands out the scalar references. */
+static void test_dispatch_tables(void **state)
+{
+	(void)state;
+	const kern_isa best = kern_isa_detect();
+	assert_int_equal(kern_isa_detect(), best); /* the record is written once */
+	assert_int_equal(kern_isa_clamp(KERN_ISA_AVX512), best);
+	assert_int_equal(kern_isa_clamp((kern_isa)-1), KERN_ISA_REF);
+	assert_string_equal(kern_isa_name(KERN_ISA_REF), "ref");
+	assert_string_equal(kern_isa_name((kern_isa)KERN_ISA_COUNT), "unknown");
+	kern_ops o;
+	kern_ops_init(&o, KERN_ISA_AVX512);
+	assert_int_equal(o.isa, best);
+	for (int isa = KERN_ISA_REF; isa <= (int)best; isa++) {
+		kern_ops_init(&o, (kern_isa)isa);
+		assert_int_equal(o.isa, isa);
+		for (int t = 0; t < KERN_TYPE_COUNT; t++) {
+			const int known = kern_type_info(t) != NULL;
+			const int r16 = kern_type_is_r16(t);
+			assert_int_equal(o.to_float[t] != NULL, known && !r16);
+			assert_int_equal(o.from_float[t] != NULL, known && !r16);
+			assert_int_equal(o.vec_dot[t] != NULL, known && !r16);
+			assert_int_equal(o.act[t] != NULL, r16);
+			assert_int_equal(o.gemm[t] != NULL, r16);
+		}
+		assert_non_null(o.dot_f32_f16);
+		assert_non_null(o.axpy_f16);
+		assert_non_null(o.f32_to_f16_row);
+	}
+	kern_ops_init(&o, KERN_ISA_REF);
+	assert_ptr_equal(o.dot_f32_f16, kern_dot_f32_f16_ref);
+	assert_ptr_equal(o.axpy_f16, kern_axpy_f16_ref);
+	assert_ptr_equal(o.f32_to_f16_row, kern_f32_to_f16_row_ref);
+	assert_ptr_equal(o.gemm[KERN_TYPE_Q4_0_R16], kern_gemm_q4_0_r16_ref);
+	assert_ptr_equal(o.act[KERN_TYPE_Q4_K_R16], kern_act_q8k_ref);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -94,6 +134,7 @@ int main(void)
 		cmocka_unit_test(test_rope),
 		cmocka_unit_test(test_softmax_swiglu),
 		cmocka_unit_test(test_attention_helpers),
+		cmocka_unit_test(test_dispatch_tables),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

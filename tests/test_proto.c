@@ -139,15 +139,12 @@ static void test_rt_welcome(void **state)
 	proto_buf_fini(&b);
 }
 
-static void test_rt_gen(void **state)
+/* A gen with every field set round-trips field for field. */
+static void rt_gen_all_fields(void)
 {
-	(void)state;
 	proto_msg m = {.type = PROTO_GEN}, o;
 	proto_buf b;
 	proto_str stop[2] = {proto_s("\n\n"), proto_s("User:")};
-	int32_t toks[4] = {1, 15043, 0, INT32_MAX};
-	proto_chat_msg cm[2] = {{proto_s("system"), proto_s("be brief")},
-				{proto_s("user"), proto_s("hi</s>")}};
 
 	proto_gen_init(&m.gen);
 	m.gen.id = UINT64_MAX;
@@ -186,6 +183,16 @@ static void test_rt_gen(void **state)
 	assert_true(g->stream && !g->cache);
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
+}
+
+/* Token input with the defaults, an empty token list, chat messages. */
+static void rt_gen_inputs(void)
+{
+	proto_msg m = {.type = PROTO_GEN}, o;
+	proto_buf b;
+	int32_t toks[4] = {1, 15043, 0, INT32_MAX};
+	proto_chat_msg cm[2] = {{proto_s("system"), proto_s("be brief")},
+				{proto_s("user"), proto_s("hi</s>")}};
 
 	/* tokens, defaults */
 	proto_gen_init(&m.gen);
@@ -222,6 +229,13 @@ static void test_rt_gen(void **state)
 	assert_str(o.gen.messages[1].content, "hi</s>");
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
+}
+
+static void test_rt_gen(void **state)
+{
+	(void)state;
+	rt_gen_all_fields();
+	rt_gen_inputs();
 }
 
 static void test_rt_small(void **state)
@@ -727,121 +741,142 @@ static void frame(mp *m, const char *t, int n)
 	mp_str(m, t);
 }
 
+/* hello and welcome: required keys, types, ranges. */
+static void validate_hello_welcome(mp *m)
+{
+	frame(m, "hello", 0);
+	mp_expect(m, "hello: missing required key 'v'");
+	frame(m, "hello", 2);
+	mp_str(m, "v");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "name");
+	msgpack_pack_true(&m->pk);
+	mp_expect(m, "hello: key 'name' must be a str, got bool");
+
+	frame(m, "welcome", 4);
+	mp_str(m, "v");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "agent");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "max_frame");
+	msgpack_pack_int(&m->pk, 1024);
+	mp_str(m, "max_tokens");
+	msgpack_pack_int(&m->pk, 1024);
+	mp_expect(m, "welcome: missing required key 'models'");
+	frame(m, "welcome", 5);
+	mp_str(m, "v");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "agent");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "max_frame");
+	msgpack_pack_int(&m->pk, 1024);
+	mp_str(m, "max_tokens");
+	msgpack_pack_int(&m->pk, 1024);
+	mp_str(m, "models");
+	msgpack_pack_array(&m->pk, 1);
+	msgpack_pack_map(&m->pk, 1);
+	mp_str(m, "n_ctx");
+	msgpack_pack_int(&m->pk, 1);
+	mp_expect(m, "welcome: models: missing required key 'name'");
+	frame(m, "welcome", 1);
+	mp_str(m, "v");
+	msgpack_pack_uint64(&m->pk, 1ull << 33);
+	mp_expect(m, "key 'v' out of range");
+}
+
+/* tok and done: required keys, known finish reasons. */
+static void validate_tok_done(mp *m)
+{
+	frame(m, "tok", 2);
+	mp_str(m, "id");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "text");
+	mp_str(m, "a");
+	mp_expect(m, "tok: missing required key 'tok'");
+
+	frame(m, "done", 4);
+	mp_str(m, "id");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "reason");
+	mp_str(m, "bored");
+	mp_str(m, "n_prompt");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "n_gen");
+	msgpack_pack_int(&m->pk, 1);
+	mp_expect(m, "done: key 'reason' has unknown value 'bored'");
+	frame(m, "done", 3);
+	mp_str(m, "id");
+	msgpack_pack_int(&m->pk, 1);
+	mp_str(m, "reason");
+	mp_str(m, "stop");
+	mp_str(m, "n_prompt");
+	msgpack_pack_int(&m->pk, 1);
+	mp_expect(m, "done: missing required key 'n_gen'");
+}
+
+/* err: required keys, a nil id, an int code. */
+static void validate_err(mp *m)
+{
+	frame(m, "err", 1);
+	mp_str(m, "code");
+	msgpack_pack_int(&m->pk, -5);
+	mp_expect(m, "err: missing required key 'msg'");
+	frame(m, "err", 3); /* nil id is allowed */
+	mp_str(m, "id");
+	msgpack_pack_nil(&m->pk);
+	mp_str(m, "code");
+	msgpack_pack_int(&m->pk, -5);
+	mp_str(m, "msg");
+	mp_str(m, "x");
+	proto_msg o;
+	assert_int_equal(proto_decode(m->sb.data, m->sb.size, &o, NULL, 0), 0);
+	assert_false(o.err.has_id);
+	msgpack_sbuffer_destroy(&m->sb);
+	frame(m, "err", 2);
+	mp_str(m, "code");
+	mp_str(m, "bad");
+	mp_str(m, "msg");
+	mp_str(m, "x");
+	mp_expect(m, "err: key 'code' must be an int");
+}
+
+/* cancel, attach, image, admin, admin_ok. */
+static void validate_control(mp *m)
+{
+	frame(m, "cancel", 1);
+	mp_str(m, "id");
+	msgpack_pack_int(&m->pk, -1);
+	mp_expect(m, "cancel: key 'id' must be a non-negative int, got -1");
+	frame(m, "attach", 0);
+	mp_expect(m, "attach: missing required key 'model'");
+	frame(m, "image", 3);
+	mp_str(m, "model");
+	mp_str(m, "m");
+	mp_str(m, "segment");
+	mp_str(m, "/herd.m");
+	mp_str(m, "size");
+	msgpack_pack_int(&m->pk, 100);
+	mp_expect(m, "image: missing required key 'digest'");
+	frame(m, "admin", 2);
+	mp_str(m, "cmd");
+	mp_str(m, "rm");
+	mp_str(m, "args");
+	mp_str(m, "x");
+	mp_expect(m, "admin: key 'args' must be an array, got str");
+	frame(m, "admin_ok", 1);
+	mp_str(m, "cmd");
+	mp_str(m, "status");
+	mp_expect(m, "admin_ok: missing required key 'result'");
+}
+
 static void test_other_validation(void **state)
 {
 	(void)state;
 	mp m;
-	frame(&m, "hello", 0);
-	mp_expect(&m, "hello: missing required key 'v'");
-	frame(&m, "hello", 2);
-	mp_str(&m, "v");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "name");
-	msgpack_pack_true(&m.pk);
-	mp_expect(&m, "hello: key 'name' must be a str, got bool");
-
-	frame(&m, "welcome", 4);
-	mp_str(&m, "v");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "agent");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "max_frame");
-	msgpack_pack_int(&m.pk, 1024);
-	mp_str(&m, "max_tokens");
-	msgpack_pack_int(&m.pk, 1024);
-	mp_expect(&m, "welcome: missing required key 'models'");
-	frame(&m, "welcome", 5);
-	mp_str(&m, "v");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "agent");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "max_frame");
-	msgpack_pack_int(&m.pk, 1024);
-	mp_str(&m, "max_tokens");
-	msgpack_pack_int(&m.pk, 1024);
-	mp_str(&m, "models");
-	msgpack_pack_array(&m.pk, 1);
-	msgpack_pack_map(&m.pk, 1);
-	mp_str(&m, "n_ctx");
-	msgpack_pack_int(&m.pk, 1);
-	mp_expect(&m, "welcome: models: missing required key 'name'");
-	frame(&m, "welcome", 1);
-	mp_str(&m, "v");
-	msgpack_pack_uint64(&m.pk, 1ull << 33);
-	mp_expect(&m, "key 'v' out of range");
-
-	frame(&m, "tok", 2);
-	mp_str(&m, "id");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "text");
-	mp_str(&m, "a");
-	mp_expect(&m, "tok: missing required key 'tok'");
-
-	frame(&m, "done", 4);
-	mp_str(&m, "id");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "reason");
-	mp_str(&m, "bored");
-	mp_str(&m, "n_prompt");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "n_gen");
-	msgpack_pack_int(&m.pk, 1);
-	mp_expect(&m, "done: key 'reason' has unknown value 'bored'");
-	frame(&m, "done", 3);
-	mp_str(&m, "id");
-	msgpack_pack_int(&m.pk, 1);
-	mp_str(&m, "reason");
-	mp_str(&m, "stop");
-	mp_str(&m, "n_prompt");
-	msgpack_pack_int(&m.pk, 1);
-	mp_expect(&m, "done: missing required key 'n_gen'");
-
-	frame(&m, "err", 1);
-	mp_str(&m, "code");
-	msgpack_pack_int(&m.pk, -5);
-	mp_expect(&m, "err: missing required key 'msg'");
-	frame(&m, "err", 3); /* nil id is allowed */
-	mp_str(&m, "id");
-	msgpack_pack_nil(&m.pk);
-	mp_str(&m, "code");
-	msgpack_pack_int(&m.pk, -5);
-	mp_str(&m, "msg");
-	mp_str(&m, "x");
-	proto_msg o;
-	assert_int_equal(proto_decode(m.sb.data, m.sb.size, &o, NULL, 0), 0);
-	assert_false(o.err.has_id);
-	msgpack_sbuffer_destroy(&m.sb);
-	frame(&m, "err", 2);
-	mp_str(&m, "code");
-	mp_str(&m, "bad");
-	mp_str(&m, "msg");
-	mp_str(&m, "x");
-	mp_expect(&m, "err: key 'code' must be an int");
-
-	frame(&m, "cancel", 1);
-	mp_str(&m, "id");
-	msgpack_pack_int(&m.pk, -1);
-	mp_expect(&m, "cancel: key 'id' must be a non-negative int, got -1");
-	frame(&m, "attach", 0);
-	mp_expect(&m, "attach: missing required key 'model'");
-	frame(&m, "image", 3);
-	mp_str(&m, "model");
-	mp_str(&m, "m");
-	mp_str(&m, "segment");
-	mp_str(&m, "/herd.m");
-	mp_str(&m, "size");
-	msgpack_pack_int(&m.pk, 100);
-	mp_expect(&m, "image: missing required key 'digest'");
-	frame(&m, "admin", 2);
-	mp_str(&m, "cmd");
-	mp_str(&m, "rm");
-	mp_str(&m, "args");
-	mp_str(&m, "x");
-	mp_expect(&m, "admin: key 'args' must be an array, got str");
-	frame(&m, "admin_ok", 1);
-	mp_str(&m, "cmd");
-	mp_str(&m, "status");
-	mp_expect(&m, "admin_ok: missing required key 'result'");
+	validate_hello_welcome(&m);
+	validate_tok_done(&m);
+	validate_err(&m);
+	validate_control(&m);
 }
 
 /* ---- fuzz ------------------------------------------------------------------ */

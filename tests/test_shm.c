@@ -139,12 +139,9 @@ static void model_name(const test_state *s, const char *tag, char *out, size_t c
 	snprintf(out, cap, "%s-%s", s->prefix, tag);
 }
 
-/* Writes the tiny LLaMA model (F32 weights, F32 norms, a 64-token vocab). */
-static void write_tiny_model(const char *path, uint64_t seed)
+/* The tiny model's architecture keys. */
+static void tiny_set_hparams(gguf_writer *w)
 {
-	gguf_writer *w;
-	char err[256];
-	assert_int_equal(gguf_writer_create(&w), 0);
 	assert_int_equal(gguf_writer_set_str(w, "general.architecture", "llama"), 0);
 	assert_int_equal(gguf_writer_set_str(w, "general.name", "shm-test-tiny"), 0);
 	assert_int_equal(gguf_writer_set_u32(w, "general.file_type", 0), 0);
@@ -155,6 +152,11 @@ static void write_tiny_model(const char *path, uint64_t seed)
 	assert_int_equal(gguf_writer_set_u32(w, "llama.attention.head_count", T_HEAD), 0);
 	assert_int_equal(gguf_writer_set_u32(w, "llama.attention.head_count_kv", T_HEAD_KV), 0);
 	assert_int_equal(gguf_writer_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f), 0);
+}
+
+/* The tiny model's 64-token vocabulary: UNK, BOS, EOS, a..z, "▁w<i>". */
+static void tiny_set_vocab(gguf_writer *w)
+{
 	assert_int_equal(gguf_writer_set_str(w, "tokenizer.ggml.model", "llama"), 0);
 	char texts[T_VOCAB][16];
 	gguf_str toks[T_VOCAB];
@@ -181,10 +183,16 @@ static void write_tiny_model(const char *path, uint64_t seed)
 	assert_int_equal(gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1), 0);
 	assert_int_equal(gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2), 0);
 	assert_int_equal(gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0), 0);
+}
 
-	/* tensor data: kept alive until the write */
-	enum { MAXT = 4 + 9 * T_LAYER };
-	float *bufs[MAXT];
+/* Tensor data: kept alive until the write. */
+enum { MAXT = 4 + 9 * T_LAYER };
+
+/* Adds every tensor with random F32 values from seed (norms near 1); the
+ * malloc'd buffers go into bufs[0..*n_bufs) for the caller to free after
+ * the write. */
+static void tiny_add_tensors(gguf_writer *w, uint64_t seed, float *bufs[MAXT], int *n_bufs)
+{
 	int nb = 0;
 #define ADD(name, ne0, ne1, norm)                                                          \
 	do {                                                                               \
@@ -219,6 +227,22 @@ static void write_tiny_model(const char *path, uint64_t seed)
 #undef LN
 	}
 #undef ADD
+	*n_bufs = nb;
+}
+
+/* Writes the tiny LLaMA model (F32 weights, F32 norms, a 64-token vocab). */
+static void write_tiny_model(const char *path, uint64_t seed)
+{
+	gguf_writer *w;
+	char err[256];
+	assert_int_equal(gguf_writer_create(&w), 0);
+	tiny_set_hparams(w);
+	tiny_set_vocab(w);
+
+	/* tensor data: kept alive until the write */
+	float *bufs[MAXT];
+	int nb = 0;
+	tiny_add_tensors(w, seed, bufs, &nb);
 	const int rc = gguf_writer_write(w, path, err, sizeof(err));
 	if (rc)
 		fail_msg("writing %s: %s", path, err);
@@ -452,51 +476,59 @@ static void test_digest(void **state)
 
 /* ---- create / map / verify --------------------------------------------- */
 
-static void test_create_map_verify(void **state)
+/* The created image's description, name and file mode. */
+static void check_created(const shm_image_info *info, const char *model)
 {
-	test_state *s = *state;
-	shm_image_info info;
-	char err[512], model[64];
-	model_name(s, "a", model, sizeof(model));
-	create_ok(s, "a", s->src, NULL, &info);
-	assert_false(info.adopted);
-	assert_true(info.valid);
-	assert_string_equal(info.model, model);
-	assert_string_equal(info.target_type, "");
-	assert_string_equal(info.weight_type, "F32");
-	assert_int_equal(info.mode, 0440);
+	assert_false(info->adopted);
+	assert_true(info->valid);
+	assert_string_equal(info->model, model);
+	assert_string_equal(info->target_type, "");
+	assert_string_equal(info->weight_type, "F32");
+	assert_int_equal(info->mode, 0440);
 	char want[128];
 	char hex16[17];
-	memcpy(hex16, info.digest_hex, 16);
+	memcpy(hex16, info->digest_hex, 16);
 	hex16[16] = '\0';
 	snprintf(want, sizeof(want), "/herd.%s.%s", model, hex16);
-	assert_string_equal(info.name, want);
+	assert_string_equal(info->name, want);
 	assert_int_equal(tmp_leftovers(getpid()), 0);
 
 	char path[160];
-	snprintf(path, sizeof(path), SHM_IMAGE_DIR "%s", info.name);
+	snprintf(path, sizeof(path), SHM_IMAGE_DIR "%s", info->name);
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0440);
-	assert_int_equal((uint64_t)st.st_size, info.image_size);
+	assert_int_equal((uint64_t)st.st_size, info->image_size);
+}
 
-	shm_image_map_t m;
+/* Maps the image read-only (timed: the attach cost an agent pays). */
+static void map_timed(const shm_image_info *info, shm_image_map_t *m)
+{
+	char err[512];
 	int fd;
-	assert_int_equal(shm_image_open(info.name, &fd), 0);
+	assert_int_equal(shm_image_open(info->name, &fd), 0);
 	const double t0 = clock_mono_s();
-	int rc = shm_image_map(fd, &m, err, sizeof(err));
+	int rc = shm_image_map(fd, m, err, sizeof(err));
 	const double dt = clock_mono_s() - t0;
 	close(fd);
 	if (rc)
 		fail_msg("map: %s", err);
-	printf("# attach (map + header check) of %zu bytes: %.1f us\n", m.size, dt * 1e6);
-	const shm_image_header *h = m.hdr;
+	printf("# attach (map + header check) of %zu bytes: %.1f us\n", m->size, dt * 1e6);
+}
+
+/* The header: magic, version, sizes, offsets, source identity, digest,
+ * zero reserved bytes and padding; the digest verifies. */
+static void check_header(const test_state *s, const shm_image_map_t *m, const shm_image_info *info,
+			 const char *model)
+{
+	char err[512];
+	const shm_image_header *h = m->hdr;
 	assert_memory_equal(h->magic, "HERDIMG\0", 8);
 	assert_int_equal(h->version, SHM_IMAGE_VERSION);
 	assert_int_equal(h->header_size, 512);
 	assert_int_equal(h->digest_algo, SHM_DIGEST_HM256);
 	assert_int_equal(h->payload_offset % 4096, 0);
-	assert_int_equal(h->image_size, m.size);
+	assert_int_equal(h->image_size, m->size);
 	assert_int_equal(h->payload_offset + h->payload_size, h->image_size);
 	assert_int_equal(h->tensor_dir_offset, h->payload_offset);
 	assert_int_equal(h->tensor_align, 64);
@@ -508,21 +540,26 @@ static void test_create_map_verify(void **state)
 	assert_int_equal(h->source_size, (uint64_t)sst.st_size);
 	assert_true(h->source_mtime_ns == (int64_t)sst.st_mtim.tv_sec * 1000000000 + sst.st_mtim.tv_nsec);
 	assert_string_equal(h->model, model);
-	assert_memory_equal(h->digest, info.digest, 32);
+	assert_memory_equal(h->digest, info->digest, 32);
 	for (size_t i = 0; i < sizeof(h->reserved); i++)
 		assert_int_equal(h->reserved[i], 0);
 	/* the padding between header and payload is zero */
 	for (size_t i = h->header_size; i < h->payload_offset; i++)
-		assert_int_equal(m.base[i], 0);
-	assert_int_equal(shm_image_verify(&m, err, sizeof(err)), 0);
+		assert_int_equal(m->base[i], 0);
+	assert_int_equal(shm_image_verify(m, err, sizeof(err)), 0);
 
 	shm_image_info d;
-	shm_image_describe(&m, &d);
-	assert_string_equal(d.digest_hex, info.digest_hex);
+	shm_image_describe(m, &d);
+	assert_string_equal(d.digest_hex, info->digest_hex);
+}
 
-	/* the payload is a GGUF with every tensor 64-byte aligned, equal to the source */
+/* The payload is a GGUF with every tensor 64-byte aligned, equal to the
+ * source. */
+static void check_payload(const test_state *s, const shm_image_map_t *m)
+{
+	char err[512];
 	gguf_ctx *g, *sg;
-	assert_int_equal(shm_image_gguf(&m, &g, err, sizeof(err)), 0);
+	assert_int_equal(shm_image_gguf(m, &g, err, sizeof(err)), 0);
 	assert_int_equal(gguf_open(&sg, s->src, err, sizeof(err)), 0);
 	assert_int_equal(gguf_alignment(g), 64);
 	int64_t align_v;
@@ -530,19 +567,33 @@ static void test_create_map_verify(void **state)
 	assert_int_equal(align_v, 64);
 	assert_int_equal(gguf_n_tensors(g), gguf_n_tensors(sg));
 	assert_int_equal(gguf_n_kv(g), gguf_n_kv(sg) + 1);
-	assert_ptr_equal(gguf_base(g), m.payload);
+	assert_ptr_equal(gguf_base(g), m->payload);
 	for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
 		const gguf_tensor *t = gguf_tensor_at(g, i);
 		const gguf_tensor *u = gguf_tensor_at(sg, i);
 		assert_int_equal((uintptr_t)t->data % 64, 0);
-		assert_true((const uint8_t *)t->data >= m.payload &&
-			    (const uint8_t *)t->data + t->size <= m.base + m.size);
+		assert_true((const uint8_t *)t->data >= m->payload &&
+			    (const uint8_t *)t->data + t->size <= m->base + m->size);
 		assert_int_equal(t->type, u->type);
 		assert_int_equal(t->size, u->size);
 		assert_memory_equal(t->data, u->data, t->size);
 	}
 	gguf_close(sg);
 	gguf_close(g);
+}
+
+static void test_create_map_verify(void **state)
+{
+	test_state *s = *state;
+	shm_image_info info;
+	char model[64];
+	model_name(s, "a", model, sizeof(model));
+	create_ok(s, "a", s->src, NULL, &info);
+	check_created(&info, model);
+	shm_image_map_t m;
+	map_timed(&info, &m);
+	check_header(s, &m, &info, model);
+	check_payload(s, &m);
 
 	/* the model runs from the shared pages, bit-identical to the file */
 	float *a = source_logits(s->src), *b = image_logits(&m);
@@ -746,48 +797,53 @@ static void bad_algo(uint8_t *p, size_t n)
 	memcpy(p + offsetof(shm_image_header, digest_algo), &a, 4);
 }
 
-static void test_damaged(void **state)
+/* The name of a damaged copy of the image: "/herd.<prefix>-bad.<tag>" in
+ * the caller's name buffer. */
+#define BAD(tag) (snprintf(name, sizeof(name), "/herd.%s-bad.%s", s->prefix, tag), name)
+
+/* Damaged headers and sizes are refused at attach, each with its code. */
+static void damaged_headers(const test_state *s, const shm_image_info *info)
 {
-	test_state *s = *state;
-	shm_image_info info;
 	char err[512], name[128];
 	shm_image_map_t m;
-	create_ok(s, "dmg", s->src, NULL, &info);
-
-#define BAD(tag) (snprintf(name, sizeof(name), "/herd.%s-bad.%s", s->prefix, tag), name)
 	/* another format version: refused with both versions named */
-	copy_object(info.name, BAD("version"), SIZE_MAX, set_version_2);
+	copy_object(info->name, BAD("version"), SIZE_MAX, set_version_2);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_VERSION);
 	assert_non_null(strstr(err, "version 2"));
 	assert_non_null(strstr(err, "version 1"));
 	assert_null(m.base);
 
-	copy_object(info.name, BAD("trunc"), info.image_size - 100, NULL);
+	copy_object(info->name, BAD("trunc"), info->image_size - 100, NULL);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_TRUNCATED);
 	assert_non_null(strstr(err, "bytes"));
 
-	copy_object(info.name, BAD("tiny"), 10, NULL);
+	copy_object(info->name, BAD("tiny"), 10, NULL);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_TRUNCATED);
 
-	copy_object(info.name, BAD("empty"), 0, NULL);
+	copy_object(info->name, BAD("empty"), 0, NULL);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_FORMAT);
 
-	copy_object(info.name, BAD("noheader"), SIZE_MAX, zero_header);
+	copy_object(info->name, BAD("noheader"), SIZE_MAX, zero_header);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_FORMAT);
 	assert_non_null(strstr(err, "incomplete"));
 
-	copy_object(info.name, BAD("magic"), SIZE_MAX, bad_magic);
+	copy_object(info->name, BAD("magic"), SIZE_MAX, bad_magic);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_FORMAT);
 
-	copy_object(info.name, BAD("align"), SIZE_MAX, misalign_payload);
+	copy_object(info->name, BAD("align"), SIZE_MAX, misalign_payload);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_RANGE);
 
-	copy_object(info.name, BAD("algo"), SIZE_MAX, bad_algo);
+	copy_object(info->name, BAD("algo"), SIZE_MAX, bad_algo);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_UNSUPPORTED);
+}
 
-	/* one flipped payload bit: the header is fine (attach works) but the
-	 * digest check fails */
-	copy_object(info.name, BAD("flip"), SIZE_MAX, flip_payload);
+/* One flipped payload bit: the header is fine (attach works) but the digest
+ * check fails, through a mapping and through a descriptor. */
+static void damaged_payload(const test_state *s, const shm_image_info *info)
+{
+	char err[512], name[128];
+	shm_image_map_t m;
+	copy_object(info->name, BAD("flip"), SIZE_MAX, flip_payload);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), 0);
 	assert_int_equal(shm_image_verify(&m, err, sizeof(err)), HERD_E_FORMAT);
 	assert_non_null(strstr(err, "digest mismatch"));
@@ -801,12 +857,16 @@ static void test_damaged(void **state)
 		assert_int_equal(shm_image_open(BAD("version"), &vfd), 0);
 		assert_int_equal(shm_image_verify_fd(vfd, err, sizeof(err)), HERD_E_VERSION);
 		close(vfd);
-		assert_int_equal(shm_image_open(info.name, &vfd), 0);
+		assert_int_equal(shm_image_open(info->name, &vfd), 0);
 		assert_int_equal(shm_image_verify_fd(vfd, err, sizeof(err)), 0);
 		close(vfd);
 	}
+}
 
-	/* list reports each as it is */
+/* list reports each as it is. */
+static void damaged_list(const test_state *s, const shm_image_info *info)
+{
+	char name[128];
 	list_find f = list_one(BAD("version"), SHM_LIST_VERIFY);
 	assert_int_equal(f.seen, 1);
 	assert_false(f.found.valid);
@@ -820,10 +880,15 @@ static void test_damaged(void **state)
 	f = list_one(BAD("trunc"), 0);
 	assert_false(f.found.valid);
 	assert_int_equal(f.found.status, HERD_E_TRUNCATED);
-	assert_int_equal(f.found.image_size, info.image_size - 100);
+	assert_int_equal(f.found.image_size, info->image_size - 100);
+}
 #undef BAD
 
-	/* bad names and arguments */
+/* Bad names and arguments. */
+static void damaged_names(const test_state *s)
+{
+	char err[512];
+	shm_image_map_t m;
 	int fd;
 	assert_int_equal(shm_image_open("/other.x", &fd), HERD_E_INVAL);
 	assert_int_equal(fd, -1);
@@ -836,6 +901,17 @@ static void test_damaged(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(shm_image_map(fd, &m, err, sizeof(err)), HERD_E_FORMAT);
 	close(fd);
+}
+
+static void test_damaged(void **state)
+{
+	test_state *s = *state;
+	shm_image_info info;
+	create_ok(s, "dmg", s->src, NULL, &info);
+	damaged_headers(s, &info);
+	damaged_payload(s, &info);
+	damaged_list(s, &info);
+	damaged_names(s);
 }
 
 /* ---- conversion ----------------------------------------------------------- */
@@ -1202,26 +1278,22 @@ static void send_fds(int sock, const int *fds, int n)
 	assert_int_equal(sendmsg(sock, &msg, 0), 1);
 }
 
-static void test_fdpass(void **state)
-{
-	test_state *s = *state;
-	shm_image_info info;
-	char err[256];
-	create_ok(s, "fd", s->src, NULL, &info);
-	int sv[2];
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-	int img;
-	assert_int_equal(shm_image_open(info.name, &img), 0);
+/* The frame fdpass_with_image sends with the image descriptor. */
+static const char fdpass_frame[] = "\x10\x00\x00\x00image-frame-body";
 
-	/* a frame with the image fd */
-	const char frame[] = "\x10\x00\x00\x00image-frame-body";
-	assert_int_equal(shm_fd_send(sv[0], frame, sizeof(frame), img), 0);
+/* A frame with the image fd: the receiver gets a new close-on-exec,
+ * read-only descriptor of the same image. */
+static void fdpass_with_image(const int sv[2], int img, const shm_image_info *info)
+{
+	char err[256];
+	const char *frame = fdpass_frame;
+	assert_int_equal(shm_fd_send(sv[0], frame, sizeof(fdpass_frame), img), 0);
 	char buf[256];
 	size_t len;
 	int fd;
 	assert_int_equal(shm_fd_recv(sv[1], buf, sizeof(buf), &len, &fd), 0);
-	assert_int_equal(len, sizeof(frame));
-	assert_memory_equal(buf, frame, sizeof(frame));
+	assert_int_equal(len, sizeof(fdpass_frame));
+	assert_memory_equal(buf, frame, sizeof(fdpass_frame));
 	assert_true(fd >= 0 && fd != img);
 	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
 	assert_int_equal(fcntl(fd, F_GETFL) & O_ACCMODE, O_RDONLY);
@@ -1229,17 +1301,30 @@ static void test_fdpass(void **state)
 	assert_int_equal(shm_image_map(fd, &m, err, sizeof(err)), 0);
 	close(fd);
 	assert_int_equal(shm_image_verify(&m, err, sizeof(err)), 0);
-	assert_memory_equal(m.hdr->digest, info.digest, 32);
+	assert_memory_equal(m.hdr->digest, info->digest, 32);
 	shm_image_unmap(&m);
+}
 
-	/* data only */
+/* Data only; an empty send is refused. */
+static void fdpass_data_only(const int sv[2])
+{
+	char buf[256];
+	size_t len;
+	int fd;
 	assert_int_equal(shm_fd_send(sv[0], "plain", 5, -1), 0);
 	assert_int_equal(shm_fd_recv(sv[1], buf, sizeof(buf), &len, &fd), 0);
 	assert_int_equal(len, 5);
 	assert_int_equal(fd, -1);
 	assert_int_equal(shm_fd_send(sv[0], "", 0, -1), HERD_E_INVAL);
+}
 
-	/* two fds: protocol error, both closed */
+/* Two fds: protocol error, both closed; more than the control buffer
+ * holds: MSG_CTRUNC, nothing leaks. */
+static void fdpass_too_many(const int sv[2], int img)
+{
+	char buf[256];
+	size_t len;
+	int fd;
 	const int before = count_open_fds();
 	int two[2] = {img, img};
 	send_fds(sv[0], two, 2);
@@ -1255,20 +1340,27 @@ static void test_fdpass(void **state)
 	assert_int_equal(shm_fd_recv(sv[1], buf, sizeof(buf), &len, &fd), HERD_E_PROTO);
 	assert_int_equal(fd, -1);
 	assert_int_equal(count_open_fds(), before);
+}
 
-	/* the io_uring message helpers, driven here by plain sendmsg/recvmsg with
-	 * a short first send */
+/* The io_uring message helpers, driven here by plain sendmsg/recvmsg with a
+ * short first send. */
+static void fdpass_uring_helpers(const int sv[2], int img)
+{
+	const char *frame = fdpass_frame;
+	char buf[256];
+	size_t len;
+	int fd;
 	shm_fdmsg sm;
-	shm_fdmsg_init(&sm, frame, sizeof(frame), img);
+	shm_fdmsg_init(&sm, frame, sizeof(fdpass_frame), img);
 	sm.iov.iov_len = 4; /* pretend the kernel took only 4 bytes */
 	ssize_t r = sendmsg(sv[0], &sm.msg, MSG_NOSIGNAL);
 	assert_int_equal(r, 4);
-	sm.iov.iov_len = sizeof(frame);
+	sm.iov.iov_len = sizeof(fdpass_frame);
 	shm_fdmsg_advance(&sm, (size_t)r);
-	assert_int_equal(shm_fdmsg_remaining(&sm), sizeof(frame) - 4);
+	assert_int_equal(shm_fdmsg_remaining(&sm), sizeof(fdpass_frame) - 4);
 	assert_null(sm.msg.msg_control);
 	r = sendmsg(sv[0], &sm.msg, MSG_NOSIGNAL);
-	assert_int_equal(r, (ssize_t)(sizeof(frame) - 4));
+	assert_int_equal(r, (ssize_t)(sizeof(fdpass_frame) - 4));
 	shm_fdmsg_advance(&sm, (size_t)r);
 	assert_int_equal(shm_fdmsg_remaining(&sm), 0);
 
@@ -1280,10 +1372,29 @@ static void test_fdpass(void **state)
 	assert_true(fd >= 0);
 	close(fd);
 	assert_int_equal(shm_fd_recv(sv[1], buf, sizeof(buf), &len, &fd), 0);
-	assert_int_equal(len, sizeof(frame) - 4);
+	assert_int_equal(len, sizeof(fdpass_frame) - 4);
 	assert_int_equal(fd, -1);
 	assert_memory_equal(buf, frame + 4, len);
+}
 
+static void test_fdpass(void **state)
+{
+	test_state *s = *state;
+	shm_image_info info;
+	create_ok(s, "fd", s->src, NULL, &info);
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	int img;
+	assert_int_equal(shm_image_open(info.name, &img), 0);
+
+	fdpass_with_image(sv, img, &info);
+	fdpass_data_only(sv);
+	fdpass_too_many(sv, img);
+	fdpass_uring_helpers(sv, img);
+
+	char buf[256];
+	size_t len;
+	int fd;
 	/* peer closed: 0 bytes; send to a closed peer: -EPIPE, no signal */
 	close(sv[0]);
 	assert_int_equal(shm_fd_recv(sv[1], buf, sizeof(buf), &len, &fd), 0);

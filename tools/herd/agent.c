@@ -6,7 +6,7 @@
  *              [--requests R] [--max-tokens N] [--stream-every K]
  *              [--attach] [--local] [--local-tokens N] [--touch] [--threads T]
  *              [--go-fd FD] [--exit-fd FD] [--reconnect] [--reconnect-ms MS]
- *              [--report-first] [--write-image] [--cache] [--json]
+ *              [--report-first] [--cache] [--json]
  *
  * Sequence: connect (hello/welcome); with --attach, attach the model's
  * shared image (herd_model_attach), with --local run it in this process
@@ -31,13 +31,10 @@
  * broker died) is reported as an "error" event with the library's message,
  * then herd_reconnect is retried every 50 ms for up to --reconnect-ms (default
  * 30000) and the same request is sent again.
- * --write-image: after attaching, write one byte into the read-only mapping
- * (the process is expected to die of SIGSEGV; exit status 3 if it did not).
  *
  * Exit status: 0 when every request succeeded, 1 otherwise or on a fatal
  * error, 2 for a usage error. */
 #include <errno.h>
-#include <signal.h>
 #include <stddef.h>
 #include <sys/mman.h>
 #include <stdarg.h>
@@ -81,7 +78,7 @@ typedef struct agent_opts {
 	const char *socket, *model, *name;
 	long index, requests, max_tokens, stream_every, local_tokens, threads;
 	long go_fd, exit_fd, reconnect_ms;
-	int attach, local, touch, reconnect, report_first, write_image, cache;
+	int attach, local, touch, reconnect, report_first, cache;
 } agent_opts;
 
 /* A growable line of JSON. */
@@ -339,6 +336,58 @@ static int agent_request(herd_client *c, const agent_opts *o, long req)
 	return rc;
 }
 
+/* --local: one short greedy generation in this process (every weight matrix
+ * is read); its outcome goes into the "ready" line. 0 or an error. */
+static int agent_local_run(herd_local_model *lm, const agent_opts *o, jline *ready)
+{
+	herd_request r;
+	herd_request_init(&r);
+	r.prompt = AGENT_LOCAL_PROMPT;
+	r.max_tokens = (int)o->local_tokens;
+	r.temperature = 0;
+	herd_result res;
+	const double t0 = now_ms();
+	const int rc = herd_local_generate(lm, &r, NULL, NULL, &res);
+	jl_fmt(ready, ",\"local_ok\":%d,\"local_ms\":%.3f", rc == 0, now_ms() - t0);
+	jl_str(ready, "local_prompt", AGENT_LOCAL_PROMPT);
+	if (rc == 0) {
+		jl_fmt(ready, ",\"local_n_gen\":%u", res.n_gen);
+		jl_hex(ready, "local_text_hex", res.text, res.text_len);
+	} else {
+		jl_str(ready, "local_msg", herd_local_errmsg(lm));
+	}
+	herd_result_free(&res);
+	return rc;
+}
+
+/* --touch: maps every page of the image into this process (the worst case
+ * for memory accounting); counts go into the "ready" line. 0 or -errno. */
+static int agent_touch(const char *segment, jline *ready)
+{
+	unsigned char *base = NULL;
+	size_t len = 0;
+	const int rc = find_mapping(segment, &base, &len);
+	if (rc)
+		return rc;
+	/* Map every page: one madvise where the kernel has it (5.14+), else
+	 * a read per page. Both leave every page of the image in this
+	 * process's page tables, as if it had read all of it. */
+	const double t0 = now_ms();
+	const long pg = sysconf(_SC_PAGESIZE);
+	unsigned sum = 0;
+#ifdef MADV_POPULATE_READ
+	const int populated = madvise(base, len, MADV_POPULATE_READ) == 0;
+#else
+	const int populated = 0;
+#endif
+	if (!populated)
+		for (size_t off = 0; off < len; off += (size_t)pg)
+			sum += ((volatile unsigned char *)base)[off];
+	jl_fmt(ready, ",\"touched_pages\":%zu,\"touch_ms\":%.3f,\"touch_sum\":%u",
+	       len / (size_t)pg, now_ms() - t0, sum);
+	return 0;
+}
+
 /* Attach, local run, touch; fills the "ready" line. 0 or an error (reported). */
 static int agent_attach(herd_client *c, const agent_opts *o, herd_local_model **lm, jline *ready)
 {
@@ -357,70 +406,10 @@ static int agent_attach(herd_client *c, const agent_opts *o, herd_local_model **
 	jl_str(ready, "digest", info.digest);
 	jl_fmt(ready, ",\"image_bytes\":%llu,\"attach_ms\":%.3f,\"load_ms\":%.3f",
 	       (unsigned long long)info.image_bytes, info.attach_ms, info.load_ms);
-	if (o->write_image) {
-		unsigned char *base;
-		size_t len;
-		if ((rc = find_mapping(info.segment, &base, &len))) {
-			jline j = {0};
-			jl_fmt(&j, "{\"ev\":\"fatal\",\"stage\":\"write\",\"code\":%d", rc);
-			jl_str(&j, "msg", "mapping of the image not found in /proc/self/maps");
-			jl_emit(&j);
-			return rc;
-		}
-		signal(SIGSEGV, SIG_DFL);
-		jline j = {0};
-		jl_fmt(&j, "{\"ev\":\"writing\",\"pid\":%d,\"bytes\":%zu", (int)getpid(), len);
-		jl_emit(&j);
-		/* A byte in the middle of the payload (weights, covered by the
-		 * digest): the mapping is PROT_READ, so this store must fault. */
-		((volatile unsigned char *)base)[len / 2] ^= 0x5a;
-		jl_fmt(&j, "{\"ev\":\"wrote\",\"pid\":%d", (int)getpid());
-		jl_emit(&j);
-		exit(3);
-	}
-	if (o->local) {
-		herd_request r;
-		herd_request_init(&r);
-		r.prompt = AGENT_LOCAL_PROMPT;
-		r.max_tokens = (int)o->local_tokens;
-		r.temperature = 0;
-		herd_result res;
-		const double t0 = now_ms();
-		rc = herd_local_generate(*lm, &r, NULL, NULL, &res);
-		jl_fmt(ready, ",\"local_ok\":%d,\"local_ms\":%.3f", rc == 0, now_ms() - t0);
-		jl_str(ready, "local_prompt", AGENT_LOCAL_PROMPT);
-		if (rc == 0) {
-			jl_fmt(ready, ",\"local_n_gen\":%u", res.n_gen);
-			jl_hex(ready, "local_text_hex", res.text, res.text_len);
-		} else {
-			jl_str(ready, "local_msg", herd_local_errmsg(*lm));
-		}
-		herd_result_free(&res);
-		if (rc)
-			return rc;
-	}
-	if (o->touch) {
-		unsigned char *base;
-		size_t len;
-		if ((rc = find_mapping(info.segment, &base, &len)))
-			return rc;
-		/* Map every page: one madvise where the kernel has it (5.14+), else
-		 * a read per page. Both leave every page of the image in this
-		 * process's page tables, as if it had read all of it. */
-		const double t0 = now_ms();
-		const long pg = sysconf(_SC_PAGESIZE);
-		unsigned sum = 0;
-#ifdef MADV_POPULATE_READ
-		const int populated = madvise(base, len, MADV_POPULATE_READ) == 0;
-#else
-		const int populated = 0;
-#endif
-		if (!populated)
-			for (size_t off = 0; off < len; off += (size_t)pg)
-				sum += ((volatile unsigned char *)base)[off];
-		jl_fmt(ready, ",\"touched_pages\":%zu,\"touch_ms\":%.3f,\"touch_sum\":%u",
-		       len / (size_t)pg, now_ms() - t0, sum);
-	}
+	if (o->local && (rc = agent_local_run(*lm, o, ready)))
+		return rc;
+	if (o->touch && (rc = agent_touch(info.segment, ready)))
+		return rc;
 	return 0;
 }
 
@@ -429,8 +418,7 @@ static void agent_usage(FILE *f)
 	fprintf(f, "usage: herd agent --socket PATH --model NAME [--index I] [--name NAME]\n"
 		   "       [--requests R] [--max-tokens N] [--stream-every K] [--attach] [--local]\n"
 		   "       [--local-tokens N] [--touch] [--threads T] [--go-fd FD] [--exit-fd FD]\n"
-		   "       [--reconnect] [--reconnect-ms MS] [--report-first] [--write-image]\n"
-		   "       [--cache] [--json]\n"
+		   "       [--reconnect] [--reconnect-ms MS] [--report-first] [--cache] [--json]\n"
 		   "(internal: one agent process of `herd demo` and the tests; JSON lines on stdout)\n");
 }
 
@@ -445,15 +433,15 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 			size_t off;
 			long lo, hi;
 		} nums[] = {
-			{"--index", offsetof(agent_opts, index), 0, 1 << 20},
-			{"--requests", offsetof(agent_opts, requests), 0, 1 << 20},
-			{"--max-tokens", offsetof(agent_opts, max_tokens), 0, 1 << 20},
-			{"--stream-every", offsetof(agent_opts, stream_every), 0, 1 << 20},
-			{"--local-tokens", offsetof(agent_opts, local_tokens), 0, 4096},
-			{"--threads", offsetof(agent_opts, threads), 1, 256},
-			{"--go-fd", offsetof(agent_opts, go_fd), 0, 1 << 20},
-			{"--exit-fd", offsetof(agent_opts, exit_fd), 0, 1 << 20},
-			{"--reconnect-ms", offsetof(agent_opts, reconnect_ms), 0, 3600000},
+			{.name = "--index", .off = offsetof(agent_opts, index), .lo = 0, .hi = 1 << 20},
+			{.name = "--requests", .off = offsetof(agent_opts, requests), .lo = 0, .hi = 1 << 20},
+			{.name = "--max-tokens", .off = offsetof(agent_opts, max_tokens), .lo = 0, .hi = 1 << 20},
+			{.name = "--stream-every", .off = offsetof(agent_opts, stream_every), .lo = 0, .hi = 1 << 20},
+			{.name = "--local-tokens", .off = offsetof(agent_opts, local_tokens), .lo = 0, .hi = 4096},
+			{.name = "--threads", .off = offsetof(agent_opts, threads), .lo = 1, .hi = 256},
+			{.name = "--go-fd", .off = offsetof(agent_opts, go_fd), .lo = 0, .hi = 1 << 20},
+			{.name = "--exit-fd", .off = offsetof(agent_opts, exit_fd), .lo = 0, .hi = 1 << 20},
+			{.name = "--reconnect-ms", .off = offsetof(agent_opts, reconnect_ms), .lo = 0, .hi = 3600000},
 		};
 		int done = 0;
 		for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]) && !done; k++)
@@ -483,8 +471,6 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 			o->reconnect = 1;
 		} else if (!strcmp(a, "--report-first")) {
 			o->report_first = 1;
-		} else if (!strcmp(a, "--write-image")) {
-			o->write_image = 1;
 		} else if (!strcmp(a, "--cache")) {
 			o->cache = 1;
 		} else if (!strcmp(a, "--json")) {
@@ -500,7 +486,7 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 		fprintf(stderr, "herd agent: --socket and --model are required\n");
 		return -1;
 	}
-	if ((o->local || o->touch || o->write_image) && !o->attach)
+	if ((o->local || o->touch) && !o->attach)
 		o->attach = 1;
 	return 0;
 }

@@ -9,6 +9,8 @@
  * Medians of -r repetitions. The same run measures the machine's read
  * bandwidth and int8 multiply-add rate and reports the fraction of each that
  * generation and prompt processing reach. */
+#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +57,7 @@ static double bench_prefill(struct bench *b, int *err)
 	const int budget = llama_ctx_max_step_tokens(b->c);
 	int *done = calloc((size_t)b->B, sizeof(int));
 	if (!done) {
-		*err = -12;
+		*err = -ENOMEM;
 		return -1;
 	}
 	double t0 = clock_mono_s();
@@ -109,50 +111,75 @@ static void bench_usage(void)
 	fprintf(stderr, "usage: herd bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-b 1] [-r 3] [--json] [--no-probe]\n");
 }
 
-int cmd_bench(int argc, char **argv)
+/* Constants of a run. */
+#define BENCH_PROMPT_SEED 12345u      /* LCG seed of the fixed prompts */
+#define BENCH_FIRST_PROMPT_TOKEN 3    /* prompts avoid UNK, BOS and EOS */
+#define BENCH_PROBE_BYTES ((size_t)1 << 30) /* read-bandwidth buffer */
+#define BENCH_PROBE_REPS 3
+#define BENCH_PROBE_MAC_S 0.3         /* seconds of the int8 MAC probe */
+
+typedef struct bench_opts {
+	const char *model;
+	long threads, p, n, reps, B;
+	int json, probe;
+} bench_opts;
+
+/* The numeric options: flag, field, bounds. */
+static const struct bench_num_opt {
+	const char *flag;
+	size_t off;
+	long lo, hi;
+} bench_num_opts[] = {
+	{.flag = "-t", .off = offsetof(bench_opts, threads), .lo = 0, .hi = 4096},
+	{.flag = "-p", .off = offsetof(bench_opts, p), .lo = 0, .hi = 1 << 16},
+	{.flag = "-n", .off = offsetof(bench_opts, n), .lo = 0, .hi = 1 << 16},
+	{.flag = "-b", .off = offsetof(bench_opts, B), .lo = 1, .hi = 4096},
+	{.flag = "-r", .off = offsetof(bench_opts, reps), .lo = 1, .hi = 1000},
+};
+
+/* 0, or 2 (the exit status) after a usage error has been printed. */
+static int bench_parse(int argc, char **argv, bench_opts *o)
 {
-	const char *model = NULL;
-	long threads = 0, p = 128, n = 64, reps = 3, B = 1;
-	int json = 0, probe = 1;
+	*o = (bench_opts){.p = 128, .n = 64, .reps = 3, .B = 1, .probe = 1};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-		long *dst = NULL, lo = 0, hi = 0;
+		const struct bench_num_opt *num = NULL;
 		if (!strcmp(a, "-m") && next) {
-			model = argv[++i];
+			o->model = argv[++i];
 			continue;
 		} else if (!strcmp(a, "--json")) {
-			json = 1;
+			o->json = 1;
 			continue;
 		} else if (!strcmp(a, "--no-probe")) {
-			probe = 0;
+			o->probe = 0;
 			continue;
-		} else if (!strcmp(a, "-t"))
-			dst = &threads, lo = 0, hi = 4096;
-		else if (!strcmp(a, "-p"))
-			dst = &p, lo = 0, hi = 1 << 16;
-		else if (!strcmp(a, "-n"))
-			dst = &n, lo = 0, hi = 1 << 16;
-		else if (!strcmp(a, "-b"))
-			dst = &B, lo = 1, hi = 4096;
-		else if (!strcmp(a, "-r"))
-			dst = &reps, lo = 1, hi = 1000;
-		if (!dst) {
+		}
+		for (size_t k = 0; k < sizeof(bench_num_opts) / sizeof(bench_num_opts[0]); k++)
+			if (!strcmp(a, bench_num_opts[k].flag))
+				num = &bench_num_opts[k];
+		if (!num) {
 			fprintf(stderr, "herd bench: unknown option '%s'\n", a);
 			bench_usage();
 			return 2;
 		}
-		if (cli_int(a, next, lo, hi, dst))
+		if (cli_int(a, next, num->lo, num->hi, (long *)((char *)o + num->off)))
 			return 2;
 		i++;
 	}
-	if (!model) {
+	if (!o->model) {
 		bench_usage();
 		return 2;
 	}
-	if (B > 1 && p < 1) {
+	if (o->B > 1 && o->p < 1) {
 		fprintf(stderr, "herd bench: -b needs a prompt (-p >= 1)\n");
 		return 2;
 	}
+	return 0;
+}
+
+/* Loads the model, repacked as the engine would run it. 0 or 1 (printed). */
+static int bench_load(const char *model, llama_model **out)
+{
 	llama_model *m;
 	char err_text[512] = "";
 	int rc = llama_model_load(&m, model, err_text, sizeof(err_text));
@@ -165,108 +192,173 @@ int cmd_bench(int argc, char **argv)
 		llama_model_destroy(m);
 		return 1;
 	}
+	*out = m;
+	return 0;
+}
+
+/* A context with room for every sequence, and the run's buffers. 0, or 1
+ * after printing why (b->c may be set: bench_free releases it). */
+static int bench_create(struct bench *b, llama_model *m, const bench_opts *bo)
+{
+	const long B = bo->B, p = bo->p, n = bo->n, threads = bo->threads;
 	const int per_seq = (int)(B > 1 ? p + n : (p > n ? p : n)) + 1;
 	llama_ctx_opts o = {.n_threads = (int)threads, .n_ctx = per_seq,
 			    .n_kv_pages = (int)B * ((per_seq + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE),
 			    .force_ref = getenv("HERD_FORCE_REF") != NULL};
-	struct bench b = {.V = m->hp.n_vocab, .B = (int)B, .p = (int)p, .n = (int)n};
-	if ((rc = llama_ctx_create(&b.c, m, &o))) {
+	*b = (struct bench){.V = m->hp.n_vocab, .B = (int)B, .p = (int)p, .n = (int)n};
+	int rc = llama_ctx_create(&b->c, m, &o);
+	if (rc) {
 		fprintf(stderr, "herd bench: cannot create a context: %s\n", herd_strerror(rc));
-		llama_model_destroy(m);
 		return 1;
 	}
-	b.seqs = calloc((size_t)B, sizeof(*b.seqs));
-	b.batch = calloc((size_t)B, sizeof(*b.batch));
-	b.prompts = malloc(sizeof(int32_t) * (size_t)B * (p + 1));
-	b.next = calloc((size_t)B, sizeof(int32_t));
-	b.logits = malloc(sizeof(float) * (size_t)B * b.V);
-	double *pp = calloc((size_t)reps, sizeof(double)), *tg = calloc((size_t)reps, sizeof(double));
-	rc = 1;
-	if (!b.seqs || !b.batch || !b.prompts || !b.next || !b.logits || !pp || !tg)
-		goto out;
-	/* Fixed pseudo-random prompts, a different one per sequence. */
-	uint32_t x = 12345;
-	for (long s = 0; s < B; s++) {
-		int32_t *pr = b.prompts + (size_t)s * (p + 1);
-		pr[0] = tok_bos(m->vocab);
-		for (long i = 1; i <= p; i++) {
+	b->seqs = calloc((size_t)B, sizeof(*b->seqs));
+	b->batch = calloc((size_t)B, sizeof(*b->batch));
+	b->prompts = malloc(sizeof(int32_t) * (size_t)B * (p + 1));
+	b->next = calloc((size_t)B, sizeof(int32_t));
+	b->logits = malloc(sizeof(float) * (size_t)B * b->V);
+	return b->seqs && b->batch && b->prompts && b->next && b->logits ? 0 : 1;
+}
+
+static void bench_free(struct bench *b)
+{
+	free(b->seqs);
+	free(b->batch);
+	free(b->prompts);
+	free(b->next);
+	free(b->logits);
+	llama_ctx_destroy(b->c);
+}
+
+/* Fixed pseudo-random prompts (an LCG), a different one per sequence, BOS
+ * first. */
+static void bench_fill_prompts(struct bench *b, int32_t bos)
+{
+	uint32_t x = BENCH_PROMPT_SEED;
+	for (int s = 0; s < b->B; s++) {
+		int32_t *pr = b->prompts + (size_t)s * (b->p + 1);
+		pr[0] = bos;
+		for (int i = 1; i <= b->p; i++) {
 			x = x * 1664525u + 1013904223u;
-			pr[i] = (int32_t)(3 + (x >> 8) % (uint32_t)(b.V - 3));
+			pr[i] = (int32_t)(BENCH_FIRST_PROMPT_TOKEN +
+					  (x >> 8) % (uint32_t)(b->V - BENCH_FIRST_PROMPT_TOKEN));
 		}
 	}
+}
+
+/* llama-bench's tg: n tokens generated one at a time from BOS; tok/s. */
+static double bench_generate_single(struct bench *b, int *err)
+{
+	bench_reset(b);
+	b->next[0] = b->prompts[0];
+	double t0 = clock_mono_s();
+	for (long i = 0; i < b->n && !*err; i++) {
+		b->batch[0] = (llama_batch_seq){&b->seqs[0], &b->next[0], 1, LLAMA_LOGITS_LAST, b->logits};
+		*err = llama_decode(b->c, b->batch, 1);
+		b->next[0] = argmax(b->logits, b->V);
+	}
+	return b->n / (clock_mono_s() - t0);
+}
+
+/* One repetition: prompt processing into *pp and generation into *tg, in
+ * tokens per second (aggregate over the B sequences). 0 or an error. */
+static int bench_rep(struct bench *b, double *pp, double *tg)
+{
 	int err = 0;
-	for (long r = 0; r < reps && !err; r++) {
-		if (B == 1) {
-			/* llama-bench: pp and tg measured separately, tg from BOS */
-			if (p > 0) {
-				bench_reset(&b);
-				double dt = bench_prefill(&b, &err);
-				pp[r] = p / dt;
-			}
-			if (n > 0 && !err) {
-				bench_reset(&b);
-				b.next[0] = b.prompts[0];
-				double t0 = clock_mono_s();
-				for (long i = 0; i < n && !err; i++) {
-					b.batch[0] = (llama_batch_seq){&b.seqs[0], &b.next[0], 1, LLAMA_LOGITS_LAST, b.logits};
-					err = llama_decode(b.c, b.batch, 1);
-					b.next[0] = argmax(b.logits, b.V);
-				}
-				tg[r] = n / (clock_mono_s() - t0);
-			}
-		} else {
-			bench_reset(&b);
-			double dt = bench_prefill(&b, &err);
-			pp[r] = (double)B * p / dt;
-			if (n > 0 && !err)
-				tg[r] = (double)B * n / bench_decode(&b, &err);
+	if (b->B == 1) {
+		/* llama-bench: pp and tg measured separately, tg from BOS */
+		if (b->p > 0) {
+			bench_reset(b);
+			double dt = bench_prefill(b, &err);
+			*pp = b->p / dt;
 		}
+		if (b->n > 0 && !err)
+			*tg = bench_generate_single(b, &err);
+	} else {
+		bench_reset(b);
+		double dt = bench_prefill(b, &err);
+		*pp = (double)b->B * b->p / dt;
+		if (b->n > 0 && !err)
+			*tg = (double)b->B * b->n / bench_decode(b, &err);
 	}
-	bench_reset(&b);
-	if (err) {
-		fprintf(stderr, "herd bench: evaluation failed: %s\n", herd_strerror(err));
-		goto out;
+	return err;
+}
+
+/* The machine's limits with the context's threads (0 when not probed). */
+static void bench_probe(const struct bench *b, double *read_gbs, double *gmacs)
+{
+	kern_pool *pool;
+	*read_gbs = *gmacs = 0;
+	if (kern_pool_create(&pool, llama_ctx_n_threads(b->c)) == 0) {
+		*read_gbs = kern_probe_read_gbs(pool, BENCH_PROBE_BYTES, BENCH_PROBE_REPS);
+		*gmacs = kern_probe_int8_gmacs(pool, llama_ctx_isa(b->c), BENCH_PROBE_MAC_S);
+		kern_pool_destroy(pool);
 	}
-	const double pps = p > 0 ? median(pp, (int)reps) : 0, tgs = n > 0 ? median(tg, (int)reps) : 0;
+}
+
+/* Prints the figures (medians pps, tgs) as JSON or text. */
+static void bench_report(const struct bench *b, const llama_model *m, const bench_opts *o,
+			 double pps, double tgs)
+{
 	const double bytes = (double)m->weight_bytes, macs = (double)m->weight_macs;
 	double read_gbs = 0, gmacs = 0;
-	if (probe) {
-		kern_pool *pool;
-		if (kern_pool_create(&pool, llama_ctx_n_threads(b.c)) == 0) {
-			read_gbs = kern_probe_read_gbs(pool, (size_t)1 << 30, 3);
-			gmacs = kern_probe_int8_gmacs(pool, llama_ctx_isa(b.c), 0.3);
-			kern_pool_destroy(pool);
-		}
-	}
+	if (o->probe)
+		bench_probe(b, &read_gbs, &gmacs);
 	/* A decode step over B sequences reads the weights once. */
-	const double decode_gbs = tgs / (double)B * bytes / 1e9;
+	const double decode_gbs = tgs / (double)o->B * bytes / 1e9;
 	const double prefill_gmacs = pps * macs / 1e9;
-	if (json)
+	if (o->json)
 		printf("{\"model\":\"%s\",\"model_bytes\":%llu,\"weight_macs_per_token\":%llu,\"n_vocab\":%d,"
 		       "\"n_layer\":%d,\"threads\":%d,\"isa\":\"%s\",\"batch\":%ld,\"p\":%ld,\"n\":%ld,\"reps\":%ld,"
 		       "\"prefill_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"decode_weight_gb_s\":%.2f,"
 		       "\"prefill_int8_gmac_s\":%.1f,\"machine_read_gb_s\":%.2f,\"machine_int8_gmac_s\":%.1f,"
 		       "\"decode_bandwidth_fraction\":%.3f,\"prefill_compute_fraction\":%.3f}\n",
-		       model, (unsigned long long)m->weight_bytes, (unsigned long long)m->weight_macs, b.V,
-		       m->hp.n_layer, llama_ctx_n_threads(b.c), kern_isa_name(llama_ctx_isa(b.c)), B, p, n, reps,
-		       pps, tgs, decode_gbs, prefill_gmacs, read_gbs, gmacs,
+		       o->model, (unsigned long long)m->weight_bytes, (unsigned long long)m->weight_macs, b->V,
+		       m->hp.n_layer, llama_ctx_n_threads(b->c), kern_isa_name(llama_ctx_isa(b->c)), o->B, o->p,
+		       o->n, o->reps, pps, tgs, decode_gbs, prefill_gmacs, read_gbs, gmacs,
 		       read_gbs > 0 ? decode_gbs / read_gbs : 0, gmacs > 0 ? prefill_gmacs / gmacs : 0);
 	else
 		printf("model %s (%.1f MiB of weights), %d threads, %s kernels, batch %ld\n"
 		       "prompt processing: %.2f tok/s (%.1f G int8 MAC/s of %.1f measured)\n"
 		       "generation:        %.2f tok/s (%.2f GB/s of weights of %.2f measured)\n",
-		       model, bytes / 1048576.0, llama_ctx_n_threads(b.c), kern_isa_name(llama_ctx_isa(b.c)), B,
-		       pps, prefill_gmacs, gmacs, tgs, decode_gbs, read_gbs);
+		       o->model, bytes / 1048576.0, llama_ctx_n_threads(b->c),
+		       kern_isa_name(llama_ctx_isa(b->c)), o->B, pps, prefill_gmacs, gmacs, tgs, decode_gbs,
+		       read_gbs);
+}
+
+int cmd_bench(int argc, char **argv)
+{
+	bench_opts o;
+	llama_model *m;
+	struct bench b = {0};
+	double *pp = NULL, *tg = NULL;
+	int rc = bench_parse(argc, argv, &o);
+	if (rc)
+		return rc;
+	if (bench_load(o.model, &m))
+		return 1;
+	rc = 1;
+	if (bench_create(&b, m, &o))
+		goto out;
+	pp = calloc((size_t)o.reps, sizeof(double));
+	tg = calloc((size_t)o.reps, sizeof(double));
+	if (!pp || !tg)
+		goto out;
+	bench_fill_prompts(&b, tok_bos(m->vocab));
+	int err = 0;
+	for (long r = 0; r < o.reps && !err; r++)
+		err = bench_rep(&b, &pp[r], &tg[r]);
+	bench_reset(&b);
+	if (err) {
+		fprintf(stderr, "herd bench: evaluation failed: %s\n", herd_strerror(err));
+		goto out;
+	}
+	bench_report(&b, m, &o, o.p > 0 ? median(pp, (int)o.reps) : 0,
+		     o.n > 0 ? median(tg, (int)o.reps) : 0);
 	rc = 0;
 out:
-	free(b.seqs);
-	free(b.batch);
-	free(b.prompts);
-	free(b.next);
-	free(b.logits);
 	free(pp);
 	free(tg);
-	llama_ctx_destroy(b.c);
+	bench_free(&b);
 	llama_model_destroy(m);
 	return rc;
 }

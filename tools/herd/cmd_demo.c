@@ -56,6 +56,12 @@
 #define DEMO_DEFAULT_MODEL "models/tinyllama-1.1b-demo-q4_0.gguf"
 #define DEMO_MODEL_NAME "demo"
 #define DEMO_AGENT_MIB 4 /* private memory allowed per agent in the PSS bound */
+#define DEMO_READY_TIMEOUT_S 1800 /* for every agent to attach and be ready */
+#define DEMO_RUN_TIMEOUT_S 3600   /* for every agent to finish its requests */
+#define DEMO_REAP_MS 10000        /* wait for a process to exit, then SIGKILL */
+#define DEMO_TAIL_LINES 15        /* of each log shown after a failure */
+#define DEMO_NFTW_FDS 16          /* descriptors nftw may hold open */
+#define DEMO_EXIT_INTERRUPTED 130 /* 128 + SIGINT, as a shell reports it */
 
 typedef struct demo_opts {
 	long agents, requests, max_tokens, stream_every, threads, max_batch;
@@ -737,21 +743,11 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 	       DEMO_AGENT_MIB, (double)bound / mib, pss_total <= bound ? "within" : "EXCEEDED");
 }
 
-int cmd_demo(int argc, char **argv)
+/* Blocks the signals the demo handles (read from d->sig_fd) and makes the
+ * working directory with its socket and log paths, the agent table and the
+ * model. 0, or -1 after printing why. */
+static int demo_setup(demo *d)
 {
-	demo *d = calloc(1, sizeof(*d));
-	if (!d)
-		return 1;
-	herd_client *c = NULL;
-	int status = 1;
-	d->sig_fd = d->go_w = d->exit_w = -1;
-	int pr = demo_parse(argc, argv, &d->o);
-	if (pr) {
-		demo_usage(pr > 0 ? stdout : stderr);
-		free(d);
-		return pr > 0 ? 0 : 2;
-	}
-	d->n_ag = d->o.agents;
 	sigset_t ss;
 	sigemptyset(&ss);
 	sigaddset(&ss, SIGINT);
@@ -763,30 +759,36 @@ int cmd_demo(int argc, char **argv)
 	if (d->sig_fd < 0 || !mkdtemp(d->dir)) {
 		fprintf(stderr, "herd demo: %s\n", strerror(errno));
 		d->dir[0] = 0;
-		goto out;
+		return -1;
 	}
 	snprintf(d->sock, sizeof(d->sock), "%s/herd.sock", d->dir);
 	snprintf(d->log, sizeof(d->log), "%s/herdd.log", d->dir);
 	snprintf(d->alog, sizeof(d->alog), "%s/agents.log", d->dir);
 	d->ag = calloc((size_t)d->n_ag, sizeof(*d->ag));
 	if (!d->ag || demo_paths(d) || demo_model(d))
-		goto out;
+		return -1;
 	d->random_weights = is_random_demo(d->model);
 	for (long i = 0; i < d->n_ag; i++)
 		d->ag[i].fd = -1;
+	return 0;
+}
 
+/* Starts the broker and the agents and waits until every agent is ready
+ * (attached, at the go barrier). *c is the demo's own connection. 0 or -1. */
+static int demo_start(demo *d, herd_client **c)
+{
 	if (!d->o.json)
 		fprintf(stderr, "herd demo: starting herdd on %s\n", d->model);
 	double ts = clock_mono_s();
-	if (demo_start_broker(d) || !(c = demo_wait_broker(d)))
-		goto out;
+	if (demo_start_broker(d) || !(*c = demo_wait_broker(d)))
+		return -1;
 	d->broker_s = clock_mono_s() - ts;
 	ts = clock_mono_s();
 	if (!d->o.json)
 		fprintf(stderr, "herd demo: broker serving image %s (%.1f MiB); starting %ld agents\n",
 			d->segment, (double)d->image_bytes / (1 << 20), d->n_ag);
-	if (demo_start_agents(d) || demo_pump(d, 0, 1800))
-		goto out;
+	if (demo_start_agents(d) || demo_pump(d, 0, DEMO_READY_TIMEOUT_S))
+		return -1;
 	d->ready_s = clock_mono_s() - ts;
 	long n_ready = 0;
 	for (long i = 0; i < d->n_ag; i++)
@@ -794,17 +796,14 @@ int cmd_demo(int argc, char **argv)
 	if (!d->o.json)
 		fprintf(stderr, "herd demo: %ld agents attached%s; one request alone, then all at once\n",
 			n_ready, d->o.local ? " and ran the model locally once" : "");
-	const double single = single_speed(d, c);
-	herd_close(c);
-	c = NULL;
-	const double t0 = clock_mono_s();
-	close(d->go_w);
-	d->go_w = -1;
-	if (demo_pump(d, 1, 3600))
-		goto out;
-	const double wall = clock_mono_s() - t0;
+	return 0;
+}
 
-	/* Everyone is still attached (waiting at the exit barrier): measure. */
+/* With everyone still attached (waiting at the exit barrier): PSS and RSS
+ * of the broker and of every agent that finished, then the report.
+ * Returns the exit status: 0 when every request of every agent succeeded. */
+static int demo_measure(demo *d, double wall, double single)
+{
 	uint64_t pss_b, rss_b, pss_a = 0, rss_t = 0;
 	long n_measured = 0;
 	proc_mem(d->broker, &pss_b, &rss_b);
@@ -820,14 +819,14 @@ int cmd_demo(int argc, char **argv)
 	}
 	report(d, wall, single, pss_b, pss_a, rss_t, n_measured);
 	fflush(stdout);
-	status = d->req_failed == 0 && n_measured == d->n_ag &&
-			 d->req_ok == d->n_ag * d->o.requests
-		     ? 0
-		     : 1;
-out:
-	herd_close(c);
-	if (d->interrupted)
-		fprintf(stderr, "herd demo: interrupted; cleaning up\n");
+	return d->req_failed == 0 && n_measured == d->n_ag && d->req_ok == d->n_ag * d->o.requests
+		       ? 0
+		       : 1;
+}
+
+/* Stops and reaps the agents (killed first on failure) and the broker. */
+static void demo_stop_procs(demo *d, int status)
+{
 	if (d->go_w >= 0)
 		close(d->go_w);
 	if (d->exit_w >= 0)
@@ -840,20 +839,30 @@ out:
 	for (long i = 0; d->ag && i < d->n_ag; i++) {
 		demo_agent *a = &d->ag[i];
 		if (a->pid > 0)
-			reap(a->pid, 10000);
+			reap(a->pid, DEMO_REAP_MS);
 		if (a->fd >= 0)
 			close(a->fd);
 		free(a->buf);
 	}
 	if (d->broker > 0) {
 		kill(d->broker, SIGTERM);
-		int st = reap(d->broker, 10000);
+		int st = reap(d->broker, DEMO_REAP_MS);
 		if (status == 0 && !(WIFEXITED(st) && WEXITSTATUS(st) == 0))
 			fprintf(stderr, "herd demo: herdd did not exit cleanly (status %d)\n", st);
 	}
+}
+
+/* Shows the logs' tails on failure, removes the image (unless kept) and the
+ * working directory, restores the signal mask, frees d. Returns the final
+ * exit status (DEMO_EXIT_INTERRUPTED after a signal). */
+static int demo_cleanup(demo *d, int status)
+{
+	if (d->interrupted)
+		fprintf(stderr, "herd demo: interrupted; cleaning up\n");
+	demo_stop_procs(d, status);
 	if (status != 0 && !d->interrupted && d->dir[0]) {
-		tail_file(d->log, "herdd log", 15);
-		tail_file(d->alog, "agents' stderr", 15);
+		tail_file(d->log, "herdd log", DEMO_TAIL_LINES);
+		tail_file(d->alog, "agents' stderr", DEMO_TAIL_LINES);
 	}
 	if (d->segment[0] && !d->o.keep_image)
 		shm_image_remove(d->segment);
@@ -862,7 +871,7 @@ out:
 		unlink(d->log);
 		unlink(d->alog);
 		/* also the broker's state directory (LMDB files, when it keeps any) */
-		nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+		nftw(d->dir, rm_entry, DEMO_NFTW_FDS, FTW_DEPTH | FTW_PHYS);
 	}
 	if (d->sig_fd >= 0)
 		close(d->sig_fd);
@@ -873,7 +882,38 @@ out:
 	free(d->local.v);
 	free(d->ag);
 	if (d->interrupted)
-		status = 130;
+		status = DEMO_EXIT_INTERRUPTED;
 	free(d);
 	return status;
+}
+
+int cmd_demo(int argc, char **argv)
+{
+	demo *d = calloc(1, sizeof(*d));
+	if (!d)
+		return 1;
+	herd_client *c = NULL;
+	int status = 1;
+	d->sig_fd = d->go_w = d->exit_w = -1;
+	int pr = demo_parse(argc, argv, &d->o);
+	if (pr) {
+		demo_usage(pr > 0 ? stdout : stderr);
+		free(d);
+		return pr > 0 ? 0 : 2;
+	}
+	d->n_ag = d->o.agents;
+	if (demo_setup(d) || demo_start(d, &c))
+		goto out;
+	const double single = single_speed(d, c);
+	herd_close(c);
+	c = NULL;
+	const double t0 = clock_mono_s();
+	close(d->go_w); /* go: every agent sends its requests */
+	d->go_w = -1;
+	if (demo_pump(d, 1, DEMO_RUN_TIMEOUT_S))
+		goto out;
+	status = demo_measure(d, clock_mono_s() - t0, single);
+out:
+	herd_close(c);
+	return demo_cleanup(d, status);
 }

@@ -9,13 +9,19 @@ static const struct {
 	int (*fn)(int, char **);
 	const char *help;
 } commands[] = {
-	{"run", cmd_run, "generate text: -m MODEL -p TEXT [-n N] [-t THREADS] [--temp T] [--seed S] [--chat]"},
-	{"logits", cmd_logits, "write prompt logits: -m MODEL -p TEXT -o OUT"},
-	{"tokenize", cmd_tokenize, "print token ids: -m MODEL [--no-bos] TEXT"},
-	{"mkmodel", cmd_mkmodel, "make a random-weight model: --shape tinyllama-1.1b|mini -t TYPE -o OUT"},
-	{"bench", cmd_bench, "measure speed: -m MODEL [-t THREADS] [-p 128] [-n 64] [--json]"},
-	{"demo", cmd_demo, "herdd + N agent processes: [--agents 69] [--requests-per-agent 2] [-m MODEL] [--json]"},
-	{"agent", cmd_agent, NULL}, /* hidden: used by demo and the tests */
+	{.name = "run", .fn = cmd_run,
+	 .help = "generate text: -m MODEL -p TEXT [-n N] [-t THREADS] [--temp T] [--seed S] [--chat]"},
+	{.name = "logits", .fn = cmd_logits,
+	 .help = "write prompt logits: -m MODEL -p TEXT -o OUT"},
+	{.name = "tokenize", .fn = cmd_tokenize,
+	 .help = "print token ids: -m MODEL [--no-bos] TEXT"},
+	{.name = "mkmodel", .fn = cmd_mkmodel,
+	 .help = "make a random-weight model: --shape tinyllama-1.1b|mini -t TYPE -o OUT"},
+	{.name = "bench", .fn = cmd_bench,
+	 .help = "measure speed: -m MODEL [-t THREADS] [-p 128] [-n 64] [--json]"},
+	{.name = "demo", .fn = cmd_demo,
+	 .help = "herdd + N agent processes: [--agents 69] [--requests-per-agent 2] [-m MODEL] [--json]"},
+	{.name = "agent", .fn = cmd_agent}, /* hidden (no help): used by demo and the tests */
 };
 
 static void usage(FILE *f)
