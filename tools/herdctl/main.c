@@ -32,47 +32,46 @@
 #include "herd/herd.h"
 #include "shm/image.h"
 
-/* ---- msgpack -> JSON ----------------------------------------------------- */
+/* ---- result -> JSON ------------------------------------------------------ */
 
-static json_object *mp_to_json(const msgpack_object *o)
+#define JSON_KEY_MAX 128 /* bytes of a map key kept, NUL included */
+
+static json_object *value_to_json(const proto_value *v)
 {
-	switch (o->type) {
-	case MSGPACK_OBJECT_BOOLEAN:
-		return json_object_new_boolean(o->via.boolean);
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		return o->via.u64 > INT64_MAX ? json_object_new_uint64(o->via.u64)
-					      : json_object_new_int64((int64_t)o->via.u64);
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		return json_object_new_int64(o->via.i64);
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		return json_object_new_double(o->via.f64);
-	case MSGPACK_OBJECT_STR:
-		return json_object_new_string_len(o->via.str.ptr, (int)o->via.str.size);
-	case MSGPACK_OBJECT_BIN:
-		return json_object_new_string_len(o->via.bin.ptr, (int)o->via.bin.size);
-	case MSGPACK_OBJECT_ARRAY: {
+	switch (v->type) {
+	case PROTO_V_BOOL:
+		return json_object_new_boolean(v->b);
+	case PROTO_V_UINT:
+		return v->u > INT64_MAX ? json_object_new_uint64(v->u)
+					: json_object_new_int64((int64_t)v->u);
+	case PROTO_V_INT:
+		return json_object_new_int64(v->i);
+	case PROTO_V_FLOAT:
+		return json_object_new_double(v->f);
+	case PROTO_V_STR:
+		return json_object_new_string_len(v->s.ptr ? v->s.ptr : "", (int)v->s.len);
+	case PROTO_V_ARRAY: {
 		json_object *a = json_object_new_array();
-		for (uint32_t i = 0; a && i < o->via.array.size; i++)
-			json_object_array_add(a, mp_to_json(&o->via.array.ptr[i]));
+		for (size_t i = 0; a && i < v->arr.n; i++)
+			json_object_array_add(a, value_to_json(&v->arr.v[i]));
 		return a;
 	}
-	case MSGPACK_OBJECT_MAP: {
+	case PROTO_V_MAP: {
 		json_object *m = json_object_new_object();
-		for (uint32_t i = 0; m && i < o->via.map.size; i++) {
-			const msgpack_object_kv *kv = &o->via.map.ptr[i];
-			char key[128];
-			if (kv->key.type == MSGPACK_OBJECT_STR)
-				snprintf(key, sizeof(key), "%.*s", (int)kv->key.via.str.size,
-					 kv->key.via.str.ptr);
+		for (size_t i = 0; m && i < v->map.n; i++) {
+			const proto_pair *kv = &v->map.kv[i];
+			char key[JSON_KEY_MAX];
+			if (kv->key.type == PROTO_V_STR)
+				snprintf(key, sizeof(key), "%.*s", (int)kv->key.s.len,
+					 kv->key.s.ptr ? kv->key.s.ptr : "");
 			else
-				snprintf(key, sizeof(key), "key%u", i);
-			json_object_object_add(m, key, mp_to_json(&kv->val));
+				snprintf(key, sizeof(key), "key%zu", i);
+			json_object_object_add(m, key, value_to_json(&kv->val));
 		}
 		return m;
 	}
 	default:
-		return NULL; /* nil, ext */
+		return NULL; /* nil */
 	}
 }
 
@@ -425,7 +424,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "herdctl: %s: %s\n", cmd, herd_strerror(rc));
 		goto out;
 	}
-	json_object *res = mp_to_json(a.msg.admin_ok.result);
+	json_object *res = value_to_json(a.msg.admin_ok.result);
 	if (!strcmp(cmd, "agents"))
 		drop_self(res);
 	if (json)
