@@ -15,7 +15,7 @@
 
 #include "cli.h"
 #include "herd/error.h"
-#include "kernels/gemm.h"
+#include "model/convert.h"
 #include "kernels/probe.h"
 #include "common/clock.h"
 
@@ -155,12 +155,14 @@ int cmd_bench(int argc, char **argv)
 	}
 	llama_model *m;
 	char err_text[512] = "";
+	cli_env env;
+	cli_env_read(&env);
 	int rc = llama_model_load(&m, model, err_text, sizeof(err_text));
 	if (rc) {
 		fprintf(stderr, "herd bench: cannot load '%s': %s\n", model, err_text);
 		return 1;
 	}
-	if (kern_repack_worthwhile() && llama_model_repack(m)) {
+	if (convert_repack_enabled(env.no_repack) && llama_model_repack(m)) {
 		fprintf(stderr, "herd bench: out of memory repacking the model\n");
 		llama_model_destroy(m);
 		return 1;
@@ -168,7 +170,7 @@ int cmd_bench(int argc, char **argv)
 	const int per_seq = (int)(B > 1 ? p + n : (p > n ? p : n)) + 1;
 	llama_ctx_opts o = {.n_threads = (int)threads, .n_ctx = per_seq,
 			    .n_kv_pages = (int)B * ((per_seq + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE),
-			    .force_ref = getenv("HERD_FORCE_REF") != NULL};
+			    .force_ref = env.force_ref};
 	struct bench b = {.V = m->hp.n_vocab, .B = (int)B, .p = (int)p, .n = (int)n};
 	if ((rc = llama_ctx_create(&b.c, m, &o))) {
 		fprintf(stderr, "herd bench: cannot create a context: %s\n", herd_strerror(rc));
