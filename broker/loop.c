@@ -22,6 +22,9 @@
 #define LOOP_MAX_QUEUED (256u << 20) /* a peer that reads nothing is cut off */
 #define LOOP_GRACE_MS 3000.0
 #define LOOP_TICK_NS 50000000LL
+#define LOOP_LISTEN_BACKLOG 512     /* pending connections the kernel holds */
+#define LOOP_SOCKET_MODE 0660       /* owner and group may connect */
+#define LOOP_SOCKET_DIR_MODE 0755
 
 /* ---- listening socket ----------------------------------------------------- */
 
@@ -37,11 +40,11 @@ static int mkdir_parent(const char *path)
 		if (*p != '/')
 			continue;
 		*p = 0;
-		if (mkdir(dir, 0755) && errno != EEXIST)
+		if (mkdir(dir, LOOP_SOCKET_DIR_MODE) && errno != EEXIST)
 			return -errno;
 		*p = '/';
 	}
-	if (mkdir(dir, 0755) && errno != EEXIST)
+	if (mkdir(dir, LOOP_SOCKET_DIR_MODE) && errno != EEXIST)
 		return -errno;
 	return 0;
 }
@@ -85,8 +88,9 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 				     strerror(-rc));
 		}
 	}
-	/* 0660 from the start: no window in which others could connect. */
-	mode_t old = umask(0117);
+	/* LOOP_SOCKET_MODE from the start: no window in which others could
+	 * connect (the umask clears every bit outside it). */
+	mode_t old = umask(0777 & ~LOOP_SOCKET_MODE);
 	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	int e = errno;
 	umask(old);
@@ -94,7 +98,7 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 		close(fd);
 		return herd_errf(err, errlen, -e, "cannot bind '%s': %s", path, strerror(e));
 	}
-	if (chmod(path, 0660) || listen(fd, 512)) {
+	if (chmod(path, LOOP_SOCKET_MODE) || listen(fd, LOOP_LISTEN_BACKLOG)) {
 		rc = -errno;
 		close(fd);
 		unlink(path);
