@@ -16,6 +16,17 @@
 
 #include "herd/error.h"
 #include "common/clock.h"
+#include "common/text.h"
+
+#define ADMIN_CMD_MAX 32 /* bytes of a command name we look at, NUL included */
+
+/* Entries of each result map (the writer needs the count up front). */
+enum {
+	STATUS_KEYS = 15,
+	MODEL_KEYS = 33,
+	SEGMENT_KEYS = 11,
+	AGENT_KEYS = 9,
+};
 
 /* ---- permission ------------------------------------------------------------- */
 
@@ -66,46 +77,7 @@ int admin_allowed(const loop *l, const conn *c)
 	return c->gid == g || (c->pid > 0 && proc_in_group(c->pid, g));
 }
 
-/* ---- packing helpers ----------------------------------------------------- */
-
-static void pk_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = s ? strlen(s) : 0;
-	msgpack_pack_str_with_body(pk, s ? s : "", n);
-}
-
-static void kv_str(msgpack_packer *pk, const char *k, const char *v)
-{
-	pk_str(pk, k);
-	pk_str(pk, v);
-}
-
-static void kv_u64(msgpack_packer *pk, const char *k, uint64_t v)
-{
-	pk_str(pk, k);
-	msgpack_pack_uint64(pk, v);
-}
-
-static void kv_i64(msgpack_packer *pk, const char *k, int64_t v)
-{
-	pk_str(pk, k);
-	msgpack_pack_int64(pk, v);
-}
-
-static void kv_dbl(msgpack_packer *pk, const char *k, double v)
-{
-	pk_str(pk, k);
-	msgpack_pack_double(pk, v);
-}
-
-static void kv_bool(msgpack_packer *pk, const char *k, int v)
-{
-	pk_str(pk, k);
-	if (v)
-		msgpack_pack_true(pk);
-	else
-		msgpack_pack_false(pk);
-}
+/* ---- results ------------------------------------------------------------ */
 
 static double avg(double sum, uint64_t n)
 {
@@ -114,7 +86,7 @@ static double avg(double sum, uint64_t n)
 
 /* ---- commands -------------------------------------------------------------- */
 
-static void res_status(loop *l, msgpack_packer *pk)
+static void res_status(loop *l, proto_writer *pk)
 {
 	uint64_t steps = 0, tokens = 0, seqs = 0;
 	double step_ms = 0;
@@ -135,68 +107,68 @@ static void res_status(loop *l, msgpack_packer *pk)
 		}
 	}
 	const double up = (clock_mono_ms() - l->t_start) / 1e3;
-	msgpack_pack_map(pk, 15);
-	kv_i64(pk, "pid", (int64_t)getpid());
-	kv_dbl(pk, "uptime_s", up);
-	kv_str(pk, "socket", l->cfg->socket_path);
-	kv_i64(pk, "models", models_count(l->models));
-	kv_i64(pk, "agents", agents);
-	kv_i64(pk, "connections", l->n_conns);
-	kv_i64(pk, "requests_in_flight", in_flight);
-	kv_u64(pk, "requests_total", l->total_requests);
-	kv_u64(pk, "connections_total", l->total_conns);
-	kv_u64(pk, "protocol_errors", l->proto_errors);
-	kv_u64(pk, "steps", steps);
-	kv_u64(pk, "tokens", tokens);
-	kv_dbl(pk, "avg_batch", avg((double)seqs, steps));
+	proto_write_map(pk, STATUS_KEYS);
+	proto_write_kv_int(pk, "pid", (int64_t)getpid());
+	proto_write_kv_double(pk, "uptime_s", up);
+	proto_write_kv_str(pk, "socket", l->cfg->socket_path);
+	proto_write_kv_int(pk, "models", models_count(l->models));
+	proto_write_kv_int(pk, "agents", agents);
+	proto_write_kv_int(pk, "connections", l->n_conns);
+	proto_write_kv_int(pk, "requests_in_flight", in_flight);
+	proto_write_kv_uint(pk, "requests_total", l->total_requests);
+	proto_write_kv_uint(pk, "connections_total", l->total_conns);
+	proto_write_kv_uint(pk, "protocol_errors", l->proto_errors);
+	proto_write_kv_uint(pk, "steps", steps);
+	proto_write_kv_uint(pk, "tokens", tokens);
+	proto_write_kv_double(pk, "avg_batch", avg((double)seqs, steps));
 	/* generation rate while stepping, and averaged over the uptime */
-	kv_dbl(pk, "tokens_per_s", step_ms > 0 ? (double)tokens / (step_ms / 1e3) : 0);
-	kv_dbl(pk, "tokens_per_s_uptime", up > 0 ? (double)tokens / up : 0);
+	proto_write_kv_double(pk, "tokens_per_s", step_ms > 0 ? (double)tokens / (step_ms / 1e3) : 0);
+	proto_write_kv_double(pk, "tokens_per_s_uptime", up > 0 ? (double)tokens / up : 0);
 }
 
-static void res_models(loop *l, msgpack_packer *pk)
+static void res_models(loop *l, proto_writer *pk)
 {
 	const int n = models_count(l->models);
-	msgpack_pack_array(pk, (size_t)n);
+	proto_write_array(pk, (uint32_t)n);
 	for (int i = 0; i < n; i++) {
 		const models_entry *e = models_at(l->models, i);
 		sched_stats st;
 		sched_get_stats(e->sched, &st);
 		const llama_hparams *hp = &e->model->hp;
-		msgpack_pack_map(pk, 33);
-		kv_str(pk, "name", e->name);
-		kv_str(pk, "file", e->file);
-		kv_str(pk, "type", e->type ? e->type : "");
-		kv_str(pk, "segment", e->info.name);
-		kv_str(pk, "digest", e->info.digest_hex);
-		kv_u64(pk, "image_bytes", e->info.image_size);
-		kv_str(pk, "weight_type", e->info.weight_type);
-		kv_bool(pk, "adopted", e->adopted);
-		kv_dbl(pk, "load_ms", e->load_ms);
-		kv_i64(pk, "n_vocab", hp->n_vocab);
-		kv_i64(pk, "n_ctx", llama_ctx_n_ctx(e->ctx));
-		kv_i64(pk, "n_layer", hp->n_layer);
-		kv_i64(pk, "n_embd", hp->n_embd);
-		kv_i64(pk, "threads", llama_ctx_n_threads(e->ctx));
-		kv_str(pk, "isa", kern_isa_name(llama_ctx_isa(e->ctx)));
-		kv_i64(pk, "running", st.running);
-		kv_i64(pk, "waiting", st.waiting);
-		kv_i64(pk, "paused", st.paused);
-		kv_u64(pk, "steps", st.steps);
-		kv_dbl(pk, "avg_batch", avg((double)st.step_seqs, st.steps));
-		kv_i64(pk, "max_batch_seen", st.max_step_seqs);
-		kv_dbl(pk, "step_ms_avg", avg(st.step_ms, st.steps));
-		kv_u64(pk, "tokens_gen", st.tokens_gen);
-		kv_u64(pk, "tokens_prompt", st.tokens_prompt);
-		kv_u64(pk, "requests_done", st.requests_done);
-		kv_u64(pk, "requests_err", st.requests_err);
-		kv_u64(pk, "requests_cancelled", st.requests_cancelled);
-		kv_u64(pk, "preemptions", st.preemptions);
-		kv_i64(pk, "kv_pages_total", st.kv_pages_total);
-		kv_i64(pk, "kv_pages_free", st.kv_pages_free);
-		kv_dbl(pk, "queue_ms_avg", avg(st.queue.sum_ms, st.queue.n));
-		kv_dbl(pk, "first_token_ms_avg", avg(st.first.sum_ms, st.first.n));
-		kv_dbl(pk, "total_ms_avg", avg(st.total.sum_ms, st.total.n));
+		proto_write_map(pk, MODEL_KEYS);
+		proto_write_kv_str(pk, "name", e->name);
+		proto_write_kv_str(pk, "file", e->file);
+		proto_write_kv_str(pk, "type", e->type ? e->type : "");
+		proto_write_kv_str(pk, "segment", e->info.name);
+		proto_write_kv_str(pk, "digest", e->info.digest_hex);
+		proto_write_kv_uint(pk, "image_bytes", e->info.image_size);
+		proto_write_kv_str(pk, "weight_type", e->info.weight_type);
+		proto_write_kv_bool(pk, "adopted", e->adopted);
+		proto_write_kv_double(pk, "load_ms", e->load_ms);
+		proto_write_kv_int(pk, "n_vocab", hp->n_vocab);
+		proto_write_kv_int(pk, "n_ctx", llama_ctx_n_ctx(e->ctx));
+		proto_write_kv_int(pk, "n_layer", hp->n_layer);
+		proto_write_kv_int(pk, "n_embd", hp->n_embd);
+		proto_write_kv_int(pk, "threads", llama_ctx_n_threads(e->ctx));
+		proto_write_kv_str(pk, "isa", kern_isa_name(llama_ctx_isa(e->ctx)));
+		proto_write_kv_int(pk, "running", st.running);
+		proto_write_kv_int(pk, "waiting", st.waiting);
+		proto_write_kv_int(pk, "paused", st.paused);
+		proto_write_kv_uint(pk, "steps", st.steps);
+		proto_write_kv_double(pk, "avg_batch", avg((double)st.step_seqs, st.steps));
+		proto_write_kv_int(pk, "max_batch_seen", st.max_step_seqs);
+		proto_write_kv_double(pk, "step_ms_avg", avg(st.step_ms, st.steps));
+		proto_write_kv_uint(pk, "tokens_gen", st.tokens_gen);
+		proto_write_kv_uint(pk, "tokens_prompt", st.tokens_prompt);
+		proto_write_kv_uint(pk, "requests_done", st.requests_done);
+		proto_write_kv_uint(pk, "requests_err", st.requests_err);
+		proto_write_kv_uint(pk, "requests_cancelled", st.requests_cancelled);
+		proto_write_kv_uint(pk, "preemptions", st.preemptions);
+		proto_write_kv_int(pk, "kv_pages_total", st.kv_pages_total);
+		proto_write_kv_int(pk, "kv_pages_free", st.kv_pages_free);
+		proto_write_kv_double(pk, "queue_ms_avg", avg(st.queue.sum_ms, st.queue.n));
+		proto_write_kv_double(pk, "first_token_ms_avg", avg(st.first.sum_ms, st.first.n));
+		proto_write_kv_double(pk, "total_ms_avg", avg(st.total.sum_ms, st.total.n));
 	}
 }
 
@@ -220,7 +192,7 @@ static int seg_collect(void *user, const shm_image_info *info)
 	return 0;
 }
 
-static int res_segments(loop *l, msgpack_packer *pk, char *err, size_t errlen)
+static int res_segments(loop *l, proto_writer *pk, char *err, size_t errlen)
 {
 	seg_list s = {0};
 	int rc = shm_image_list(SHM_LIST_ATTACH, seg_collect, &s);
@@ -229,51 +201,51 @@ static int res_segments(loop *l, msgpack_packer *pk, char *err, size_t errlen)
 		free(s.v);
 		return rc;
 	}
-	msgpack_pack_array(pk, (size_t)s.n);
+	proto_write_array(pk, (uint32_t)s.n);
 	for (int i = 0; i < s.n; i++) {
 		const shm_image_info *in = &s.v[i];
-		msgpack_pack_map(pk, 11);
-		kv_str(pk, "name", in->name);
-		kv_str(pk, "model", in->model);
-		kv_u64(pk, "size", in->image_size);
-		kv_str(pk, "digest", in->digest_hex);
-		kv_i64(pk, "attached", in->n_attached);
-		kv_bool(pk, "valid", in->valid);
-		kv_bool(pk, "loaded", models_owns_segment(l->models, in->name));
-		kv_str(pk, "weight_type", in->weight_type);
-		kv_u64(pk, "mode", in->mode);
-		kv_u64(pk, "uid", in->uid);
-		kv_str(pk, "problem", in->valid ? "" : in->problem);
+		proto_write_map(pk, SEGMENT_KEYS);
+		proto_write_kv_str(pk, "name", in->name);
+		proto_write_kv_str(pk, "model", in->model);
+		proto_write_kv_uint(pk, "size", in->image_size);
+		proto_write_kv_str(pk, "digest", in->digest_hex);
+		proto_write_kv_int(pk, "attached", in->n_attached);
+		proto_write_kv_bool(pk, "valid", in->valid);
+		proto_write_kv_bool(pk, "loaded", models_owns_segment(l->models, in->name));
+		proto_write_kv_str(pk, "weight_type", in->weight_type);
+		proto_write_kv_uint(pk, "mode", in->mode);
+		proto_write_kv_uint(pk, "uid", in->uid);
+		proto_write_kv_str(pk, "problem", in->valid ? "" : in->problem);
 	}
 	free(s.v);
 	return 0;
 }
 
-static void res_agents(loop *l, msgpack_packer *pk)
+static void res_agents(loop *l, proto_writer *pk)
 {
 	int n = 0;
 	for (int i = 0; i < l->n_slots; i++)
 		n += l->slots[i] != NULL;
-	msgpack_pack_array(pk, (size_t)n);
+	proto_write_array(pk, (uint32_t)n);
 	const double now = clock_mono_ms();
 	for (int i = 0; i < l->n_slots; i++) {
 		const conn *c = l->slots[i];
 		if (!c)
 			continue;
-		msgpack_pack_map(pk, 9);
-		kv_u64(pk, "id", c->agent);
-		kv_str(pk, "name", c->name);
-		kv_i64(pk, "pid", c->pid);
-		kv_i64(pk, "uid", (int64_t)c->uid);
-		kv_u64(pk, "requests", c->n_requests);
-		kv_u64(pk, "tokens", c->n_tokens);
-		kv_i64(pk, "in_flight", c->in_flight);
-		kv_i64(pk, "prio", c->prio);
-		kv_dbl(pk, "connected_s", (now - c->t_connect) / 1e3);
+		proto_write_map(pk, AGENT_KEYS);
+		proto_write_kv_uint(pk, "id", c->agent);
+		proto_write_kv_str(pk, "name", c->name);
+		proto_write_kv_int(pk, "pid", c->pid);
+		proto_write_kv_int(pk, "uid", (int64_t)c->uid);
+		proto_write_kv_uint(pk, "requests", c->n_requests);
+		proto_write_kv_uint(pk, "tokens", c->n_tokens);
+		proto_write_kv_int(pk, "in_flight", c->in_flight);
+		proto_write_kv_int(pk, "prio", c->prio);
+		proto_write_kv_double(pk, "connected_s", (now - c->t_connect) / 1e3);
 	}
 }
 
-static int res_rm(loop *l, msgpack_packer *pk, const proto_admin *a, char *err, size_t errlen)
+static int res_rm(loop *l, proto_writer *pk, const proto_admin *a, char *err, size_t errlen)
 {
 	const char *seg = NULL;
 	char name[SHM_IMAGE_NAME_MAX + 1];
@@ -287,7 +259,7 @@ static int res_rm(loop *l, msgpack_packer *pk, const proto_admin *a, char *err, 
 			seg = name;
 		} else {
 			snprintf(err, errlen, "rm: unexpected argument '%.*s'",
-				 (int)(a->args[i].len > 96 ? 96 : a->args[i].len), a->args[i].ptr);
+				 HERD_QUOTE_LEN(a->args[i].len), a->args[i].ptr);
 			return HERD_E_INVAL;
 		}
 	}
@@ -308,73 +280,75 @@ static int res_rm(loop *l, msgpack_packer *pk, const proto_admin *a, char *err, 
 		return rc;
 	}
 	blog_msg(l->log, BLOG_INFO, "admin: removed segment %s", seg);
-	msgpack_pack_map(pk, 1);
-	kv_str(pk, "removed", seg);
+	proto_write_map(pk, 1);
+	proto_write_kv_str(pk, "removed", seg);
 	return 0;
 }
 
-void admin_frame(loop *l, conn *c, const proto_msg *m)
+/* Writes the result of cmd into w. Returns 0, or an error with a message
+ * in err (then the frame is abandoned and an err frame sent instead). Sets
+ * *stop for `shutdown`. */
+static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin *a, int *stop,
+		   char *err, size_t errlen)
+{
+	if (!strcmp(cmd, "status"))
+		res_status(l, w);
+	else if (!strcmp(cmd, "models"))
+		res_models(l, w);
+	else if (!strcmp(cmd, "segments"))
+		return res_segments(l, w, err, errlen);
+	else if (!strcmp(cmd, "agents"))
+		res_agents(l, w);
+	else if (!strcmp(cmd, "rm"))
+		return res_rm(l, w, a, err, errlen);
+	else if (!strcmp(cmd, "shutdown")) {
+		proto_write_map(w, 1);
+		proto_write_kv_bool(w, "shutting_down", 1);
+		*stop = 1;
+	} else {
+		snprintf(err, errlen,
+			 "unknown admin command '%s' (status, models, segments, agents, rm, shutdown)", cmd);
+		return HERD_E_INVAL;
+	}
+	return 0;
+}
+
+int admin_frame(loop *l, conn *c, const proto_msg *m)
 {
 	const proto_admin *a = &m->admin;
 	if (!admin_allowed(l, c)) {
 		blog_msg(l->log, BLOG_WARN, "admin '%.*s' refused for uid %d pid %d",
-			 (int)(a->cmd.len > 32 ? 32 : a->cmd.len), a->cmd.ptr, (int)c->uid, (int)c->pid);
-		loop_send_err(l, c, 0, 0, -EPERM, "admin commands need the broker's uid or group '%s'",
-			      l->cfg->admin_group ? l->cfg->admin_group : "(none configured)");
-		return;
+			 HERD_QUOTE_LEN(a->cmd.len), a->cmd.ptr, (int)c->uid, (int)c->pid);
+		conn_queue_err(c, 0, 0, -EPERM, "admin commands need the broker's uid or group '%s'",
+			       l->cfg->admin_group ? l->cfg->admin_group : "(none configured)");
+		return 0;
 	}
-	char cmd[32];
+	char cmd[ADMIN_CMD_MAX];
 	size_t n = a->cmd.len < sizeof(cmd) - 1 ? a->cmd.len : sizeof(cmd) - 1;
 	memcpy(cmd, a->cmd.ptr ? a->cmd.ptr : "", n);
 	cmd[n] = 0;
-	proto_buf *b = loop_outbuf(l, c);
-	if (!b) {
-		loop_close_conn(l, c);
-		return;
-	}
+	proto_buf *b = conn_outbuf(c);
+	proto_writer w;
 	size_t mark;
-	if (proto_frame_begin(b, &mark)) {
-		loop_close_conn(l, c);
-		return;
+	if (!b || proto_admin_ok_begin(&w, b, cmd, &mark)) {
+		conn_close_soon(c);
+		return 0;
 	}
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, b, proto_buf_write);
-	msgpack_pack_map(&pk, 3);
-	kv_str(&pk, "t", "admin_ok");
-	kv_str(&pk, "cmd", cmd);
-	pk_str(&pk, "result");
 	char err[512] = "";
-	int rc = 0, stop = 0;
-	if (!strcmp(cmd, "status"))
-		res_status(l, &pk);
-	else if (!strcmp(cmd, "models"))
-		res_models(l, &pk);
-	else if (!strcmp(cmd, "segments"))
-		rc = res_segments(l, &pk, err, sizeof(err));
-	else if (!strcmp(cmd, "agents"))
-		res_agents(l, &pk);
-	else if (!strcmp(cmd, "rm"))
-		rc = res_rm(l, &pk, a, err, sizeof(err));
-	else if (!strcmp(cmd, "shutdown")) {
-		msgpack_pack_map(&pk, 1);
-		kv_bool(&pk, "shutting_down", 1);
-		stop = 1;
-	} else {
-		rc = HERD_E_INVAL;
-		snprintf(err, sizeof(err),
-			 "unknown admin command '%s' (status, models, segments, agents, rm, shutdown)", cmd);
-	}
+	int stop = 0;
+	int rc = run_cmd(l, &w, cmd, a, &stop, err, sizeof(err));
+	if (!rc)
+		rc = proto_writer_error(&w);
 	if (!rc)
 		rc = proto_frame_end(b, mark);
 	if (rc) {
 		proto_frame_abort(b, mark);
-		loop_send_err(l, c, 0, 0, rc, "%s", err[0] ? err : herd_strerror(rc));
-		return;
+		conn_queue_err(c, 0, 0, rc, "%s", err[0] ? err : herd_strerror(rc));
+		return 0;
 	}
-	loop_kick(l, c);
-	if (stop) {
-		blog_msg(l->log, BLOG_INFO, "admin: shutdown requested by uid %d pid %d", (int)c->uid,
-			 (int)c->pid);
-		loop_stop(l);
-	}
+	if (!stop)
+		return 0;
+	blog_msg(l->log, BLOG_INFO, "admin: shutdown requested by uid %d pid %d", (int)c->uid,
+		 (int)c->pid);
+	return SESSION_SHUTDOWN;
 }

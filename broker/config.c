@@ -360,17 +360,17 @@ out:
 	return rc;
 }
 
-int cfg_default_socket(char *buf, size_t n)
+int cfg_default_socket(char *buf, size_t n, const cfg_env *env)
 {
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	const char *xdg = env ? env->runtime_dir : NULL;
 	int w = xdg && *xdg ? snprintf(buf, n, "%s/herd/herd.sock", xdg)
 			    : snprintf(buf, n, "/run/herd/herd.sock");
 	return w < 0 || (size_t)w >= n ? HERD_E_RANGE : 0;
 }
 
-int cfg_default_state_dir(char *buf, size_t n)
+int cfg_default_state_dir(char *buf, size_t n, const cfg_env *env)
 {
-	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	const char *xdg = env ? env->state_home : NULL, *home = env ? env->home : NULL;
 	int w;
 	if (xdg && *xdg)
 		w = snprintf(buf, n, "%s/herd", xdg);
@@ -381,18 +381,18 @@ int cfg_default_state_dir(char *buf, size_t n)
 	return w < 0 || (size_t)w >= n ? HERD_E_RANGE : 0;
 }
 
-int cfg_finish(cfg *c, char *err, size_t errlen)
+int cfg_finish(cfg *c, const cfg_env *env, char *err, size_t errlen)
 {
-	char buf[4096];
+	char buf[CFG_PATH_MAX];
 	int rc;
 	if (!c->socket_path) {
-		if ((rc = cfg_default_socket(buf, sizeof(buf))))
+		if ((rc = cfg_default_socket(buf, sizeof(buf), env)))
 			return herd_errf(err, errlen, HERD_E_INVAL, "default socket path too long");
 		if ((rc = cfg_set_str(&c->socket_path, buf)))
 			return rc;
 	}
 	if (!c->state_dir) {
-		if ((rc = cfg_default_state_dir(buf, sizeof(buf))))
+		if ((rc = cfg_default_state_dir(buf, sizeof(buf), env)))
 			return herd_errf(err, errlen, HERD_E_INVAL, "default state directory too long");
 		if ((rc = cfg_set_str(&c->state_dir, buf)))
 			return rc;

@@ -24,8 +24,9 @@
  *
  * Call order: cfg_init, then cfg_load_file / cfg_parse_json (file values),
  * then the cfg_set_* / cfg_add_model_spec flag overrides, then
- * cfg_finish (defaults that depend on the environment, validation), then
- * read the fields. cfg_fini releases everything. A cfg is plain data owned
+ * cfg_finish (defaults from the environment values the program passes in,
+ * validation), then read the fields. This module reads no environment
+ * variable itself: tools/herdd does, into a cfg_env. cfg_fini releases everything. A cfg is plain data owned
  * by the caller; not thread-safe while being modified.
  */
 #ifndef HERD_BROKER_CONFIG_H
@@ -83,18 +84,28 @@ int cfg_add_model(cfg *c, const char *name, const char *file, const char *type, 
 /* Replaces a string field (socket_path, state_dir, admin_group). */
 int cfg_set_str(char **field, const char *v);
 
-/* Fills environment-dependent defaults (socket path, state directory) and
- * validates: at least one model, batch limits in range. Returns 0,
- * HERD_E_INVAL with a message, or -ENOMEM. */
-int cfg_finish(cfg *c, char *err, size_t errlen);
+#define CFG_PATH_MAX 4096 /* bytes of a default path, NUL included */
 
-/* The default socket path: $XDG_RUNTIME_DIR/herd/herd.sock, or
- * /run/herd/herd.sock when XDG_RUNTIME_DIR is unset (root or system
- * service). Returns 0 or HERD_E_RANGE when it does not fit in n. */
-int cfg_default_socket(char *buf, size_t n);
-/* The default state directory: $XDG_STATE_HOME/herd, $HOME/.local/state/herd,
- * or /var/lib/herd for root. */
-int cfg_default_state_dir(char *buf, size_t n);
+/* The environment values the defaults depend on, as the program read them
+ * (NULL or "" = unset). */
+typedef struct cfg_env {
+	const char *runtime_dir; /* $XDG_RUNTIME_DIR */
+	const char *state_home;  /* $XDG_STATE_HOME */
+	const char *home;        /* $HOME */
+} cfg_env;
+
+/* Fills the defaults that depend on env (socket path, state directory;
+ * env may be NULL: all unset) and validates: at least one model, batch
+ * limits in range. Returns 0, HERD_E_INVAL with a message, or -ENOMEM. */
+int cfg_finish(cfg *c, const cfg_env *env, char *err, size_t errlen);
+
+/* The default socket path: <runtime_dir>/herd/herd.sock, or
+ * /run/herd/herd.sock when runtime_dir is unset (root or system service).
+ * Returns 0 or HERD_E_RANGE when it does not fit in n. */
+int cfg_default_socket(char *buf, size_t n, const cfg_env *env);
+/* The default state directory: <state_home>/herd, <home>/.local/state/herd,
+ * or /var/lib/herd for root. Same returns. */
+int cfg_default_state_dir(char *buf, size_t n, const cfg_env *env);
 
 #ifdef __cplusplus
 }

@@ -22,6 +22,9 @@
 #define LOOP_MAX_QUEUED (256u << 20) /* a peer that reads nothing is cut off */
 #define LOOP_GRACE_MS 3000.0
 #define LOOP_TICK_NS 50000000LL
+#define LOOP_LISTEN_BACKLOG 512     /* pending connections the kernel holds */
+#define LOOP_SOCKET_MODE 0660       /* owner and group may connect */
+#define LOOP_SOCKET_DIR_MODE 0755
 
 /* ---- listening socket ----------------------------------------------------- */
 
@@ -37,11 +40,11 @@ static int mkdir_parent(const char *path)
 		if (*p != '/')
 			continue;
 		*p = 0;
-		if (mkdir(dir, 0755) && errno != EEXIST)
+		if (mkdir(dir, LOOP_SOCKET_DIR_MODE) && errno != EEXIST)
 			return -errno;
 		*p = '/';
 	}
-	if (mkdir(dir, 0755) && errno != EEXIST)
+	if (mkdir(dir, LOOP_SOCKET_DIR_MODE) && errno != EEXIST)
 		return -errno;
 	return 0;
 }
@@ -85,8 +88,9 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 				     strerror(-rc));
 		}
 	}
-	/* 0660 from the start: no window in which others could connect. */
-	mode_t old = umask(0117);
+	/* LOOP_SOCKET_MODE from the start: no window in which others could
+	 * connect (the umask clears every bit outside it). */
+	mode_t old = umask(0777 & ~LOOP_SOCKET_MODE);
 	rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	int e = errno;
 	umask(old);
@@ -94,7 +98,7 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 		close(fd);
 		return herd_errf(err, errlen, -e, "cannot bind '%s': %s", path, strerror(e));
 	}
-	if (chmod(path, 0660) || listen(fd, 512)) {
+	if (chmod(path, LOOP_SOCKET_MODE) || listen(fd, LOOP_LISTEN_BACKLOG)) {
 		rc = -errno;
 		close(fd);
 		unlink(path);
@@ -105,6 +109,8 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 }
 
 /* ---- ring helpers --------------------------------------------------------- */
+
+static void close_conn(loop *l, conn *c);
 
 static struct io_uring_sqe *get_sqe(loop *l)
 {
@@ -173,7 +179,7 @@ static void arm_recv(loop *l, conn *c)
 		size_t cap = c->rcap * 2;
 		uint8_t *nb = realloc(c->rbuf, cap);
 		if (!nb) {
-			loop_close_conn(l, c);
+			close_conn(l, c);
 			return;
 		}
 		c->rbuf = nb;
@@ -181,7 +187,7 @@ static void arm_recv(loop *l, conn *c)
 	}
 	struct io_uring_sqe *sqe = get_sqe(l);
 	if (!sqe) {
-		loop_close_conn(l, c);
+		close_conn(l, c);
 		return;
 	}
 	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
@@ -191,7 +197,8 @@ static void arm_recv(loop *l, conn *c)
 
 /* ---- connections ---------------------------------------------------------- */
 
-conn *loop_conn_by_id(loop *l, uint64_t id)
+/* Looks a connection up by id; NULL when gone. */
+static conn *conn_by_id(loop *l, uint64_t id)
 {
 	uint32_t slot = (uint32_t)id;
 	if ((int)slot >= l->n_slots)
@@ -200,20 +207,10 @@ conn *loop_conn_by_id(loop *l, uint64_t id)
 	return c && c->id == id && !c->closing ? c : NULL;
 }
 
-static void out_free(out_buf *o)
-{
-	proto_buf_fini(&o->buf);
-	free(o);
-}
-
 static void conn_free(loop *l, conn *c)
 {
 	(void)l;
-	while (c->sq_head) {
-		out_buf *o = c->sq_head;
-		c->sq_head = o->next;
-		out_free(o);
-	}
+	conn_drop_queue(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->rbuf);
@@ -233,7 +230,8 @@ static void conn_maybe_free(loop *l, conn *c)
 	conn_free(l, c);
 }
 
-void loop_close_conn(loop *l, conn *c)
+/* Closes c now (its requests are cancelled silently). */
+static void close_conn(loop *l, conn *c)
 {
 	if (c->closing)
 		return;
@@ -256,19 +254,13 @@ void loop_close_conn(loop *l, conn *c)
 	conn_maybe_free(l, c);
 }
 
-void loop_close_after_send(loop *l, conn *c)
-{
-	c->close_after_send = 1;
-	if (!c->sq_head && !c->send_inflight)
-		loop_close_conn(l, c);
-}
-
 static void conn_new(loop *l, int fd)
 {
 	conn *c = calloc(1, sizeof(*c));
 	if (!c)
 		goto fail;
 	c->fd = fd;
+	c->log = l->log;
 	c->rcap = LOOP_RBUF_INIT;
 	c->rbuf = malloc(c->rcap);
 	if (!c->rbuf)
@@ -325,41 +317,21 @@ fail:
 
 /* ---- sending -------------------------------------------------------------- */
 
-proto_buf *loop_outbuf(loop *l, conn *c)
-{
-	(void)l;
-	out_buf *t = c->sq_tail;
-	if (t && !t->inflight && t->fd < 0)
-		return &t->buf;
-	out_buf *o = calloc(1, sizeof(*o));
-	if (!o)
-		return NULL;
-	proto_buf_init(&o->buf);
-	o->fd = -1;
-	if (t)
-		t->next = o;
-	else
-		c->sq_head = o;
-	c->sq_tail = o;
-	return &o->buf;
-}
-
-void loop_kick(loop *l, conn *c)
+/* Starts sending c's queue if nothing is in flight; closes c when its
+ * queue is empty and it was to close after sending. */
+static void kick(loop *l, conn *c)
 {
 	if (c->closing || c->send_inflight)
 		return;
 	out_buf *o = c->sq_head;
 	while (o && o->off >= o->buf.len) { /* empty runs (an encode that failed) */
-		c->sq_head = o->next;
-		if (!c->sq_head)
-			c->sq_tail = NULL;
-		out_free(o);
+		conn_pop_run(c);
 		o = c->sq_head;
 	}
 	if (!o) {
 		c->queued = 0;
 		if (c->close_after_send)
-			loop_close_conn(l, c);
+			close_conn(l, c);
 		return;
 	}
 	size_t q = 0;
@@ -368,12 +340,12 @@ void loop_kick(loop *l, conn *c)
 	c->queued = q;
 	if (q > LOOP_MAX_QUEUED) {
 		blog_msg(l->log, BLOG_WARN, "connection pid %d: %zu bytes unread, closing", (int)c->pid, q);
-		loop_close_conn(l, c);
+		close_conn(l, c);
 		return;
 	}
 	struct io_uring_sqe *sqe = get_sqe(l);
 	if (!sqe) {
-		loop_close_conn(l, c);
+		close_conn(l, c);
 		return;
 	}
 	o->inflight = 1;
@@ -387,40 +359,14 @@ void loop_kick(loop *l, conn *c)
 	c->send_inflight = 1;
 }
 
-int loop_send_fd(loop *l, conn *c, const uint8_t *frame, size_t len, int fd)
+/* After a frame handler: closes c when the handler asked for it, else
+ * sends what it queued (and closes c once sent when asked to). */
+static void settle(loop *l, conn *c)
 {
-	out_buf *o = calloc(1, sizeof(*o));
-	if (!o)
-		return -ENOMEM;
-	proto_buf_init(&o->buf);
-	o->fd = fd;
-	if (proto_buf_append(&o->buf, frame, len)) {
-		out_free(o);
-		return -ENOMEM;
-	}
-	if (c->sq_tail)
-		c->sq_tail->next = o;
+	if (c->close_now)
+		close_conn(l, c);
 	else
-		c->sq_head = o;
-	c->sq_tail = o;
-	loop_kick(l, c);
-	return 0;
-}
-
-void loop_send_err(loop *l, conn *c, int has_id, uint64_t id, int code, const char *fmt, ...)
-{
-	char msg[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	proto_buf *b = loop_outbuf(l, c);
-	if (!b)
-		return;
-	proto_err e = {.has_id = has_id, .id = id, .code = code, .msg = proto_s(msg)};
-	if (proto_encode_err(b, &e))
-		blog_msg(l->log, BLOG_ERR, "cannot encode an err frame");
-	loop_kick(l, c);
+		kick(l, c);
 }
 
 static void on_send(loop *l, conn *c, int res)
@@ -435,21 +381,17 @@ static void on_send(loop *l, conn *c, int res)
 	}
 	if (res < 0) {
 		blog_msg(l->log, BLOG_DEBUG, "send to pid %d: %s", (int)c->pid, strerror(-res));
-		loop_close_conn(l, c);
+		close_conn(l, c);
 		return;
 	}
 	if (o) {
 		o->off += (size_t)res;
 		if (o->fd >= 0)
 			o->fd = -1; /* the fd went with the first byte */
-		if (o->off >= o->buf.len) {
-			c->sq_head = o->next;
-			if (!c->sq_head)
-				c->sq_tail = NULL;
-			out_free(o);
-		}
+		if (o->off >= o->buf.len)
+			conn_pop_run(c);
 	}
-	loop_kick(l, c);
+	kick(l, c);
 }
 
 /* ---- receiving ------------------------------------------------------------ */
@@ -464,7 +406,7 @@ static void on_recv(loop *l, conn *c, int res)
 	if (res <= 0) {
 		if (res < 0 && res != -ECONNRESET)
 			blog_msg(l->log, BLOG_DEBUG, "recv from pid %d: %s", (int)c->pid, strerror(-res));
-		loop_close_conn(l, c);
+		close_conn(l, c);
 		return;
 	}
 	c->rlen += (size_t)res;
@@ -476,8 +418,11 @@ static void on_recv(loop *l, conn *c, int res)
 		size_t flen = 0;
 		int r = proto_frame_next(c->rbuf + off, c->rlen - off, l->cfg->max_frame, &flen);
 		if (r == PROTO_FRAME_READY) {
-			session_frame(l, c, c->rbuf + off + PROTO_HDR_SIZE, flen);
+			const int sr = session_frame(l, c, c->rbuf + off + PROTO_HDR_SIZE, flen);
 			off += PROTO_HDR_SIZE + flen;
+			settle(l, c);
+			if (sr == SESSION_SHUTDOWN)
+				loop_stop(l);
 			continue;
 		}
 		if (r == PROTO_FRAME_NEED_MORE) {
@@ -491,7 +436,7 @@ static void on_recv(loop *l, conn *c, int res)
 				}
 				uint8_t *nb = realloc(c->rbuf, need);
 				if (!nb) {
-					loop_close_conn(l, c);
+					close_conn(l, c);
 					break;
 				}
 				c->rbuf = nb;
@@ -500,10 +445,10 @@ static void on_recv(loop *l, conn *c, int res)
 			break;
 		}
 		l->proto_errors++;
-		loop_send_err(l, c, 0, 0, HERD_E_PROTO,
-			      "frame of %zu bytes exceeds the maximum of %u bytes", flen,
-			      (unsigned)l->cfg->max_frame);
-		loop_close_after_send(l, c);
+		conn_queue_err(c, 0, 0, HERD_E_PROTO, "frame of %zu bytes exceeds the maximum of %u bytes",
+			       flen, (unsigned)l->cfg->max_frame);
+		conn_close_after_send(c);
+		kick(l, c);
 		break;
 	}
 	c->recv_inflight = 0;
@@ -533,16 +478,16 @@ static proto_reason reason_of(const char *s)
 
 static void deliver(loop *l, sched_event *e)
 {
-	conn *c = loop_conn_by_id(l, e->conn);
+	conn *c = conn_by_id(l, e->conn);
 	if (!c || c->close_after_send)
 		return;
 	if (e->type != SCHED_EV_TOK) {
 		c->in_flight--;
 		c->n_tokens += (uint64_t)e->n_gen;
 	}
-	proto_buf *b = loop_outbuf(l, c);
+	proto_buf *b = conn_outbuf(c);
 	if (!b) {
-		loop_close_conn(l, c);
+		close_conn(l, c);
 		return;
 	}
 	int rc;
@@ -568,7 +513,7 @@ static void deliver(loop *l, sched_event *e)
 	if (rc)
 		blog_msg(l->log, BLOG_ERR, "cannot encode a frame for request %llu: %s",
 			 (unsigned long long)e->id, herd_strerror(rc));
-	loop_kick(l, c);
+	kick(l, c);
 }
 
 static void drain_events(loop *l)
@@ -708,7 +653,7 @@ int loop_run(loop *l)
 	for (int i = 0; i < l->n_slots; i++) {
 		conn *c = l->slots[i];
 		if (c) {
-			loop_close_conn(l, c);
+			close_conn(l, c);
 		}
 	}
 	return rc;
@@ -746,7 +691,7 @@ void loop_destroy(loop *l)
 	 * completion will come; free them here. */
 	for (int i = 0; i < l->n_slots; i++)
 		if (l->slots[i])
-			loop_close_conn(l, l->slots[i]);
+			close_conn(l, l->slots[i]);
 	if (l->ring_ok)
 		io_uring_queue_exit(&l->ring);
 	while (l->zombies) {

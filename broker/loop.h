@@ -3,8 +3,9 @@
  * One ring drives everything: a multishot accept on the listening socket,
  * one recv per connection into its buffer (frames cut with
  * proto_frame_next, decoded with proto_decode, dispatched by session.c and
- * admin.c), a send queue per connection (IORING_OP_SEND, or SENDMSG for a
- * frame that carries an image fd), a read on the schedulers' eventfd (their
+ * admin.c, which write their replies into the connection's outbox,
+ * broker/conn.h), a send queue per connection (IORING_OP_SEND, or SENDMSG
+ * for a frame that carries an image fd), a read on the schedulers' eventfd (their
  * tok/done/err events are encoded and queued to their connections), and a
  * read on a signalfd (SIGTERM/SIGINT: graceful shutdown). Each iteration
  * submits and waits, drains a batch of completions and dispatches on the

@@ -45,7 +45,7 @@ static void entry_fini(models_entry *e)
 static int entry_image(models_entry *e, const models_opts *o, char *err, size_t errlen)
 {
 	char sub[512] = "";
-	int rc = shm_image_find(e->name, e->file, e->type, &e->info, sub, sizeof(sub));
+	int rc = shm_image_find(e->name, e->file, e->type, o->no_repack, &e->info, sub, sizeof(sub));
 	if (rc == 0) {
 		rc = shm_image_open(e->info.name, &e->image_fd);
 		if (rc == 0)
@@ -65,7 +65,7 @@ static int entry_image(models_entry *e, const models_opts *o, char *err, size_t 
 			     sub[0] ? sub : herd_strerror(rc));
 	}
 	shm_create_opts co = {.source_path = e->file, .model_name = e->name, .weight_type = e->type,
-			      .gid = (gid_t)-1, .mode = 0440};
+			      .gid = (gid_t)-1, .mode = 0440, .no_repack = o->no_repack};
 	sub[0] = 0;
 	rc = shm_image_create(&co, &e->info, sub, sizeof(sub));
 	if (rc)

@@ -50,7 +50,9 @@ typedef struct models_opts {
 	const cfg *cfg;  /* models, threads, ctx_size, kv_cache_mb, batch settings */
 	int wake_fd;     /* eventfd every scheduler writes when it posts events */
 	const blog *log;
-	int force_ref;   /* reference kernels (tests) */
+	int force_ref;   /* reference kernels (herdd: HERD_FORCE_REF) */
+	int no_repack;   /* interleaving policy off for the images (herdd:
+			  * HERD_NO_REPACK; model/convert.h) */
 } models_opts;
 
 /* Loads every configured model. On failure returns the first error (-errno,

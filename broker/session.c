@@ -29,10 +29,10 @@ static void ensure_agent(loop *l, conn *c)
 static void on_hello(loop *l, conn *c, const proto_hello *h)
 {
 	if (h->v != PROTO_VERSION) {
-		loop_send_err(l, c, 0, 0, HERD_E_VERSION,
+		conn_queue_err(c, 0, 0, HERD_E_VERSION,
 			      "protocol version %u is not supported (this broker speaks %d)", (unsigned)h->v,
 			      PROTO_VERSION);
-		loop_close_after_send(l, c);
+		conn_close_after_send(c);
 		return;
 	}
 	ensure_agent(l, c);
@@ -44,7 +44,7 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 	const int nm = models_count(l->models);
 	proto_model_info *mi = calloc((size_t)(nm > 0 ? nm : 1), sizeof(*mi));
 	if (!mi) {
-		loop_close_conn(l, c);
+		conn_close_soon(c);
 		return;
 	}
 	for (int i = 0; i < nm; i++) {
@@ -58,17 +58,16 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 	}
 	proto_welcome w = {.v = PROTO_VERSION, .agent = c->agent, .models = mi, .n_models = (size_t)nm,
 			   .max_frame = l->cfg->max_frame, .max_tokens = (uint32_t)l->cfg->max_tokens};
-	proto_buf *b = loop_outbuf(l, c);
+	proto_buf *b = conn_outbuf(c);
 	int rc = b ? proto_encode_welcome(b, &w) : -ENOMEM;
 	free(mi);
 	if (rc) {
 		blog_msg(l->log, BLOG_ERR, "cannot encode welcome: %s", herd_strerror(rc));
-		loop_close_conn(l, c);
+		conn_close_soon(c);
 		return;
 	}
 	blog_msg(l->log, BLOG_DEBUG, "agent %llu '%s' (pid %d) hello, prio %d",
 		 (unsigned long long)c->agent, c->name, (int)c->pid, c->prio);
-	loop_kick(l, c);
 }
 
 /* Builds the scheduler's request from a decoded gen (copies everything the
@@ -143,24 +142,24 @@ static void on_gen(loop *l, conn *c, const proto_gen *g)
 {
 	ensure_agent(l, c);
 	if (l->stopping) {
-		loop_send_err(l, c, 1, g->id, HERD_E_CANCELLED, "the broker is shutting down");
+		conn_queue_err(c, 1, g->id, HERD_E_CANCELLED, "the broker is shutting down");
 		return;
 	}
 	models_entry *e = models_find(l->models, g->model.ptr ? g->model.ptr : "", g->model.len);
 	if (!e) {
-		loop_send_err(l, c, 1, g->id, HERD_E_MISSING, "unknown model '%.*s'",
+		conn_queue_err(c, 1, g->id, HERD_E_MISSING, "unknown model '%.*s'",
 			      (int)(g->model.len > 64 ? 64 : g->model.len), g->model.ptr ? g->model.ptr : "");
 		return;
 	}
 	sched_req *r = req_from_gen(c, g);
 	if (!r) {
-		loop_send_err(l, c, 1, g->id, -ENOMEM, "out of memory");
+		conn_queue_err(c, 1, g->id, -ENOMEM, "out of memory");
 		return;
 	}
 	int rc = sched_submit(e->sched, r);
 	if (rc) {
 		sched_req_free(r);
-		loop_send_err(l, c, 1, g->id, rc, "cannot queue the request: %s", herd_strerror(rc));
+		conn_queue_err(c, 1, g->id, rc, "cannot queue the request: %s", herd_strerror(rc));
 		return;
 	}
 	c->n_requests++;
@@ -172,7 +171,7 @@ static void on_attach(loop *l, conn *c, const proto_attach *a)
 {
 	models_entry *e = models_find(l->models, a->model.ptr ? a->model.ptr : "", a->model.len);
 	if (!e) {
-		loop_send_err(l, c, 0, 0, HERD_E_MISSING, "attach: unknown model '%.*s'",
+		conn_queue_err(c, 0, 0, HERD_E_MISSING, "attach: unknown model '%.*s'",
 			      (int)(a->model.len > 64 ? 64 : a->model.len), a->model.ptr ? a->model.ptr : "");
 		return;
 	}
@@ -182,24 +181,25 @@ static void on_attach(loop *l, conn *c, const proto_attach *a)
 	proto_buf_init(&b);
 	int rc = proto_encode_image(&b, &im);
 	if (!rc)
-		rc = loop_send_fd(l, c, b.data, b.len, e->image_fd);
+		rc = conn_queue_fd(c, b.data, b.len, e->image_fd);
 	proto_buf_fini(&b);
 	if (rc)
-		loop_send_err(l, c, 0, 0, rc, "attach: %s", herd_strerror(rc));
+		conn_queue_err(c, 0, 0, rc, "attach: %s", herd_strerror(rc));
 }
 
-void session_frame(loop *l, conn *c, const uint8_t *body, size_t len)
+int session_frame(loop *l, conn *c, const uint8_t *body, size_t len)
 {
+	int ret = 0;
 	proto_msg m;
 	char err[256] = "";
 	int rc = proto_decode(body, len, &m, err, sizeof(err));
 	if (rc) {
 		l->proto_errors++;
 		blog_msg(l->log, BLOG_DEBUG, "pid %d: bad frame: %s", (int)c->pid, err);
-		loop_send_err(l, c, 0, 0, rc == -ENOMEM ? -ENOMEM : HERD_E_PROTO, "%s",
+		conn_queue_err(c, 0, 0, rc == -ENOMEM ? -ENOMEM : HERD_E_PROTO, "%s",
 			      err[0] ? err : herd_strerror(rc));
-		loop_close_after_send(l, c);
-		return;
+		conn_close_after_send(c);
+		return 0;
 	}
 	switch (m.type) {
 	case PROTO_HELLO:
@@ -216,14 +216,15 @@ void session_frame(loop *l, conn *c, const uint8_t *body, size_t len)
 		on_attach(l, c, &m.attach);
 		break;
 	case PROTO_ADMIN:
-		admin_frame(l, c, &m);
+		ret = admin_frame(l, c, &m);
 		break;
 	default:
 		l->proto_errors++;
-		loop_send_err(l, c, 0, 0, HERD_E_PROTO, "unexpected frame type '%s' from a client",
+		conn_queue_err(c, 0, 0, HERD_E_PROTO, "unexpected frame type '%s' from a client",
 			      proto_type_name(m.type));
-		loop_close_after_send(l, c);
+		conn_close_after_send(c);
 		break;
 	}
 	proto_msg_free(&m);
+	return ret;
 }

@@ -13,7 +13,7 @@
 
 int kern_repack_worthwhile(void)
 {
-	return kern_isa_detect() >= KERN_ISA_AVX512 && !getenv("HERD_NO_REPACK");
+	return kern_isa_detect() >= KERN_ISA_AVX512;
 }
 
 int kern_repack_type(kern_type t)

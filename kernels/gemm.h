@@ -89,11 +89,11 @@ _Static_assert(offsetof(kern_block_q4_K_r16, qs) == 448, "q4_K_r16 quants offset
 _Static_assert(sizeof(kern_block_q4_0_r16) == KERN_R * sizeof(kern_block_q4_0), "q4_0_r16 layout");
 _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), "q8_0_r16 layout");
 
-/* Whether matrices should be interleaved on this machine: the CPU has the
- * SIMD GEMMs (elsewhere the plain types' dot products are faster than the
- * reference GEMM) and HERD_NO_REPACK is not set in the environment. Shared
- * images and the herd command follow this one policy, so a model run from a
- * file and from an image compute the same numbers. */
+/* Whether interleaving pays on this machine: the CPU has the SIMD GEMMs
+ * (elsewhere the plain types' dot products are faster than the reference
+ * GEMM). The policy built on it, with the caller's opt-out, is
+ * convert_repack_enabled (model/convert.h); the kernels read no
+ * environment. */
 int kern_repack_worthwhile(void);
 
 /* The row-interleaved type for t (Q4_0 -> Q4_0_R16, ...), or -1. */

@@ -10,10 +10,29 @@
 #include <string.h>
 
 #include "herd/error.h"
+#include "common/text.h"
 #include "kernels/fp16.h"
 #include "kernels/gemm.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "model/convert.h"
+
+/* The weight matrices of one layer that go through matmul (wq, wk, wv, wo,
+ * w_gate, w_up, w_down); the model adds one more, output. */
+#define LLAMA_MATRICES_PER_LAYER 7
+/* Alignment of each interleaved matrix in the repack buffer (a cache line,
+ * as in a shared image). */
+#define LLAMA_REPACK_ALIGN 64
+/* Largest hyper-parameter value accepted from a file (2^24). */
+#define LLAMA_HP_MAX (1 << 24)
+#define LLAMA_MAX_LAYERS 4096
+#define LLAMA_MAX_ROT 1024
+
+/* Matrices model_matrices lists: every layer's plus output. */
+static int n_matrices(const llama_model *m)
+{
+	return m->hp.n_layer * LLAMA_MATRICES_PER_LAYER + 1;
+}
 
 /* ---- loading ---------------------------------------------------------- */
 
@@ -30,7 +49,7 @@ static int hp_int(const gguf_ctx *g, const char *key, int required, int dflt, in
 		return herd_errf(err, errlen, rc, "missing key '%s'", key);
 	if (rc)
 		return herd_errf(err, errlen, rc, "key '%s' is not an integer", key);
-	if (v <= 0 || v > (1 << 24))
+	if (v <= 0 || v > LLAMA_HP_MAX)
 		return herd_errf(err, errlen, HERD_E_RANGE, "key '%s' = %lld out of range", key,
 				 (long long)v);
 	*out = (int)v;
@@ -100,7 +119,7 @@ static int check_types(llama_model *m, char *err, size_t errlen)
 	if (kern_type_is_r16(m->tok_embd.type))
 		return herd_errf(err, errlen, HERD_E_UNSUPPORTED,
 				 "tensor 'token_embd.weight' has the row-interleaved type %s", kern_type_name(m->tok_embd.type));
-	const int cap = m->hp.n_layer * 7 + 1;
+	const int cap = n_matrices(m);
 	llama_weight **ws = malloc(sizeof(*ws) * cap);
 	if (!ws)
 		return -ENOMEM;
@@ -122,26 +141,25 @@ static int check_types(llama_model *m, char *err, size_t errlen)
 	return rc;
 }
 
-int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errlen)
+/* general.architecture must be "llama". */
+static int check_arch(const gguf_ctx *g, char *err, size_t errlen)
 {
-	*out = NULL;
-	int rc;
-	llama_model *m = calloc(1, sizeof(*m));
-	if (!m)
-		return -ENOMEM;
 	gguf_str arch;
-	rc = gguf_get_str(g, "general.architecture", &arch);
-	if (rc) {
-		herd_errf(err, errlen, rc, "missing or non-string key 'general.architecture'");
-		goto fail;
-	}
-	if (arch.len != 5 || memcmp(arch.ptr, "llama", 5) != 0) {
-		rc = herd_errf(err, errlen, HERD_E_UNSUPPORTED,
-			       "unsupported architecture '%.*s' (herd runs 'llama')",
-			       (int)(arch.len > 64 ? 64 : arch.len), arch.ptr);
-		goto fail;
-	}
-	llama_hparams *hp = &m->hp;
+	int rc = gguf_get_str(g, "general.architecture", &arch);
+	if (rc)
+		return herd_errf(err, errlen, rc, "missing or non-string key 'general.architecture'");
+	if (arch.len != 5 || memcmp(arch.ptr, "llama", 5) != 0)
+		return herd_errf(err, errlen, HERD_E_UNSUPPORTED,
+				 "unsupported architecture '%.*s' (herd runs 'llama')",
+				 HERD_QUOTE_LEN(arch.len), arch.ptr);
+	return 0;
+}
+
+/* The llama.* hyper-parameters, checked for consistency; n_vocab from
+ * token_embd.weight's rows. */
+static int read_hparams(const gguf_ctx *g, llama_hparams *hp, char *err, size_t errlen)
+{
+	int rc;
 	if ((rc = hp_int(g, "llama.embedding_length", 1, 0, &hp->n_embd, err, errlen)) ||
 	    (rc = hp_int(g, "llama.block_count", 1, 0, &hp->n_layer, err, errlen)) ||
 	    (rc = hp_int(g, "llama.feed_forward_length", 1, 0, &hp->n_ff, err, errlen)) ||
@@ -149,90 +167,118 @@ int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errl
 	    (rc = hp_int(g, "llama.context_length", 0, 2048, &hp->n_ctx_train, err, errlen)) ||
 	    (rc = hp_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps, err, errlen)) ||
 	    (rc = hp_float(g, "llama.rope.freq_base", 10000.0f, &hp->rope_base, err, errlen)))
-		goto fail;
+		return rc;
 	if ((rc = hp_int(g, "llama.attention.head_count_kv", 0, hp->n_head, &hp->n_head_kv, err, errlen)))
-		goto fail;
-	if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv || hp->n_layer > 4096) {
-		rc = herd_errf(err, errlen, HERD_E_RANGE,
-			       "inconsistent hyper-parameters: n_embd %d, n_head %d, n_head_kv %d, n_layer %d",
-			       hp->n_embd, hp->n_head, hp->n_head_kv, hp->n_layer);
-		goto fail;
-	}
+		return rc;
+	if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv || hp->n_layer > LLAMA_MAX_LAYERS)
+		return herd_errf(err, errlen, HERD_E_RANGE,
+				 "inconsistent hyper-parameters: n_embd %d, n_head %d, n_head_kv %d, n_layer %d",
+				 hp->n_embd, hp->n_head, hp->n_head_kv, hp->n_layer);
 	hp->head_dim = hp->n_embd / hp->n_head;
 	if ((rc = hp_int(g, "llama.rope.dimension_count", 0, hp->head_dim, &hp->n_rot, err, errlen)))
-		goto fail;
-	if (hp->n_rot > hp->head_dim || hp->n_rot % 2 || hp->head_dim % 2 || hp->n_rot > 1024) {
-		rc = herd_errf(err, errlen, HERD_E_RANGE, "rope dimension %d invalid for head size %d",
-			       hp->n_rot, hp->head_dim);
-		goto fail;
-	}
+		return rc;
+	if (hp->n_rot > hp->head_dim || hp->n_rot % 2 || hp->head_dim % 2 || hp->n_rot > LLAMA_MAX_ROT)
+		return herd_errf(err, errlen, HERD_E_RANGE, "rope dimension %d invalid for head size %d",
+				 hp->n_rot, hp->head_dim);
 	const gguf_tensor *te = gguf_find_tensor(g, "token_embd.weight");
-	if (!te) {
-		rc = herd_errf(err, errlen, HERD_E_MISSING, "missing tensor 'token_embd.weight'");
-		goto fail;
-	}
-	if (te->ne[1] <= 0 || te->ne[1] > (1 << 24)) {
-		rc = herd_errf(err, errlen, HERD_E_RANGE, "token_embd.weight: bad vocabulary size");
-		goto fail;
-	}
+	if (!te)
+		return herd_errf(err, errlen, HERD_E_MISSING, "missing tensor 'token_embd.weight'");
+	if (te->ne[1] <= 0 || te->ne[1] > LLAMA_HP_MAX)
+		return herd_errf(err, errlen, HERD_E_RANGE, "token_embd.weight: bad vocabulary size");
 	hp->n_vocab = (int)te->ne[1];
+	return 0;
+}
+
+/* One matmul weight of layer i ("blk.<i>.<nm>.weight", shape [a, b]),
+ * counted into the bytes and multiply-adds one token's step reads. */
+static int layer_weight(const gguf_ctx *g, llama_model *m, int i, const char *nm, int64_t a,
+			int64_t b, llama_weight *w, char *err, size_t errlen)
+{
+	char name[96];
+	snprintf(name, sizeof(name), "blk.%d.%s.weight", i, nm);
+	int rc = get_weight(g, name, a, b, w, err, errlen);
+	if (rc)
+		return rc;
+	m->weight_bytes += kern_row_size(w->type, a) * (uint64_t)b;
+	m->weight_macs += (uint64_t)a * (uint64_t)b;
+	return 0;
+}
+
+/* Layer i's seven matrices and two norms. */
+static int load_layer(const gguf_ctx *g, llama_model *m, int i, char *err, size_t errlen)
+{
+	const llama_hparams *hp = &m->hp;
 	const int64_t E = hp->n_embd, KV = (int64_t)hp->head_dim * hp->n_head_kv, F = hp->n_ff;
+	llama_layer *L = &m->layers[i];
+	char name[96];
+	int rc;
+	if ((rc = layer_weight(g, m, i, "attn_q", E, E, &L->wq, err, errlen)) ||
+	    (rc = layer_weight(g, m, i, "attn_k", E, KV, &L->wk, err, errlen)) ||
+	    (rc = layer_weight(g, m, i, "attn_v", E, KV, &L->wv, err, errlen)) ||
+	    (rc = layer_weight(g, m, i, "attn_output", E, E, &L->wo, err, errlen)) ||
+	    (rc = layer_weight(g, m, i, "ffn_gate", E, F, &L->w_gate, err, errlen)) ||
+	    (rc = layer_weight(g, m, i, "ffn_up", E, F, &L->w_up, err, errlen)) ||
+	    (rc = layer_weight(g, m, i, "ffn_down", F, E, &L->w_down, err, errlen)))
+		return rc;
+	snprintf(name, sizeof(name), "blk.%d.attn_norm.weight", i);
+	if ((rc = get_norm(g, name, E, &L->attn_norm, err, errlen)))
+		return rc;
+	snprintf(name, sizeof(name), "blk.%d.ffn_norm.weight", i);
+	return get_norm(g, name, E, &L->ffn_norm, err, errlen);
+}
+
+/* Every weight: embeddings, output (tied to the embeddings when the file
+ * has no output.weight), norms, the layers; then their types. */
+static int load_weights(const gguf_ctx *g, llama_model *m, char *err, size_t errlen)
+{
+	const llama_hparams *hp = &m->hp;
+	const int64_t E = hp->n_embd;
+	int rc;
 	if ((rc = get_weight(g, "token_embd.weight", E, hp->n_vocab, &m->tok_embd, err, errlen)))
-		goto fail;
+		return rc;
 	if (gguf_find_tensor(g, "output.weight")) {
 		if ((rc = get_weight(g, "output.weight", E, hp->n_vocab, &m->output, err, errlen)))
-			goto fail;
+			return rc;
 	} else {
 		m->output = m->tok_embd; /* tied embeddings */
 	}
 	if ((rc = get_norm(g, "output_norm.weight", E, &m->output_norm, err, errlen)))
-		goto fail;
+		return rc;
 	m->layers = calloc((size_t)hp->n_layer, sizeof(*m->layers));
-	if (!m->layers) {
-		rc = -ENOMEM;
-		goto fail;
-	}
+	if (!m->layers)
+		return -ENOMEM;
 	m->weight_bytes = kern_row_size(m->output.type, E) * hp->n_vocab;
 	m->weight_macs = (uint64_t)E * hp->n_vocab;
-	for (int i = 0; i < hp->n_layer; i++) {
-		llama_layer *L = &m->layers[i];
-		char name[96];
-#define LW(field, nm, a, b)                                                             \
-	do {                                                                            \
-		snprintf(name, sizeof(name), "blk.%d." nm ".weight", i);                \
-		if ((rc = get_weight(g, name, a, b, &L->field, err, errlen)))            \
-			goto fail;                                                      \
-		m->weight_bytes += kern_row_size(L->field.type, a) * (uint64_t)(b);     \
-		m->weight_macs += (uint64_t)(a) * (uint64_t)(b);                         \
-	} while (0)
-		LW(wq, "attn_q", E, E);
-		LW(wk, "attn_k", E, KV);
-		LW(wv, "attn_v", E, KV);
-		LW(wo, "attn_output", E, E);
-		LW(w_gate, "ffn_gate", E, F);
-		LW(w_up, "ffn_up", E, F);
-		LW(w_down, "ffn_down", F, E);
-#undef LW
-		snprintf(name, sizeof(name), "blk.%d.attn_norm.weight", i);
-		if ((rc = get_norm(g, name, E, &L->attn_norm, err, errlen)))
-			goto fail;
-		snprintf(name, sizeof(name), "blk.%d.ffn_norm.weight", i);
-		if ((rc = get_norm(g, name, E, &L->ffn_norm, err, errlen)))
-			goto fail;
-	}
-	if ((rc = check_types(m, err, errlen)))
-		goto fail;
+	for (int i = 0; i < hp->n_layer; i++)
+		if ((rc = load_layer(g, m, i, err, errlen)))
+			return rc;
+	return check_types(m, err, errlen);
+}
+
+/* The tokenizer, whose vocabulary must match token_embd's rows. */
+static int load_vocab(gguf_ctx *g, llama_model *m, char *err, size_t errlen)
+{
 	char terr[256] = "";
-	rc = tok_create(&m->vocab, g, terr, sizeof(terr));
-	if (rc) {
-		herd_errf(err, errlen, rc, "tokenizer: %s", terr);
+	int rc = tok_create(&m->vocab, g, terr, sizeof(terr));
+	if (rc)
+		return herd_errf(err, errlen, rc, "tokenizer: %s", terr);
+	if (tok_n_vocab(m->vocab) != m->hp.n_vocab)
+		return herd_errf(err, errlen, HERD_E_SHAPE,
+				 "vocabulary has %d tokens but token_embd.weight has %d rows",
+				 tok_n_vocab(m->vocab), m->hp.n_vocab);
+	return 0;
+}
+
+int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errlen)
+{
+	*out = NULL;
+	int rc;
+	llama_model *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	if ((rc = check_arch(g, err, errlen)) || (rc = read_hparams(g, &m->hp, err, errlen)) ||
+	    (rc = load_weights(g, m, err, errlen)) || (rc = load_vocab(g, m, err, errlen)))
 		goto fail;
-	}
-	if (tok_n_vocab(m->vocab) != hp->n_vocab) {
-		rc = herd_errf(err, errlen, HERD_E_SHAPE, "vocabulary has %d tokens but token_embd.weight has %d rows",
-			       tok_n_vocab(m->vocab), hp->n_vocab);
-		goto fail;
-	}
 	m->gguf = g;
 	*out = m;
 	return 0;
@@ -313,11 +359,23 @@ static void repack_run(void *p, int ith, int nth)
 	}
 }
 
+/* Bytes matmul weight w takes interleaved (padded to LLAMA_REPACK_ALIGN),
+ * or 0 when the policy (model/convert.h) keeps it as it is. Every matrix
+ * here is a matmul use, the tied output's copy of token_embd included. */
+static size_t repacked_size(const llama_weight *w)
+{
+	const kern_type run = convert_layout_type(1, w->type, w->ne1, 1);
+	if (run == w->type)
+		return 0;
+	const size_t bytes = kern_row_size(run, w->ne0) * (size_t)w->ne1;
+	return (bytes + LLAMA_REPACK_ALIGN - 1) / LLAMA_REPACK_ALIGN * LLAMA_REPACK_ALIGN;
+}
+
 int llama_model_repack(llama_model *m)
 {
 	if (m->repacked)
 		return 0;
-	const int cap = m->hp.n_layer * 7 + 1;
+	const int cap = n_matrices(m);
 	llama_weight **ws = malloc(sizeof(*ws) * cap);
 	struct repack_job *jobs = malloc(sizeof(*jobs) * cap);
 	char *buf = NULL;
@@ -328,22 +386,21 @@ int llama_model_repack(llama_model *m)
 	const int n = model_matrices(m, ws, cap);
 	size_t total = 0;
 	for (int i = 0; i < n; i++)
-		if (kern_repack_type(ws[i]->type) >= 0 && ws[i]->ne1 % KERN_R == 0)
-			total += (kern_row_size(kern_repack_type(ws[i]->type), ws[i]->ne0) * ws[i]->ne1 + 63) /
-				 64 * 64;
+		total += repacked_size(ws[i]);
 	if (total == 0) {
 		rc = 0;
 		goto out;
 	}
-	if (!(buf = aligned_alloc(64, total)))
+	if (!(buf = aligned_alloc(LLAMA_REPACK_ALIGN, total)))
 		goto out;
 	size_t off = 0;
 	for (int i = 0; i < n; i++) {
 		llama_weight *w = ws[i];
-		if (kern_repack_type(w->type) < 0 || w->ne1 % KERN_R != 0)
+		const size_t sz = repacked_size(w);
+		if (!sz)
 			continue;
 		jobs[nj++] = (struct repack_job){w, buf + off};
-		off += (kern_row_size(kern_repack_type(w->type), w->ne0) * w->ne1 + 63) / 64 * 64;
+		off += sz;
 	}
 	/* Every core: a TinyLlama Q4_0 model is 600 MB to rewrite. */
 	struct repack_task t = {.jobs = jobs, .n = nj};
@@ -352,7 +409,7 @@ int llama_model_repack(llama_model *m)
 		goto out;
 	kern_pool_run(pool, repack_run, &t);
 	for (int i = 0; i < nj; i++) {
-		jobs[i].w->type = (kern_type)kern_repack_type(jobs[i].w->type);
+		jobs[i].w->type = convert_layout_type(1, jobs[i].w->type, jobs[i].w->ne1, 1);
 		jobs[i].w->data = jobs[i].dst;
 	}
 	m->repacked = buf;

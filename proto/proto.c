@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <msgpack.h>
+
 #include "herd/error.h"
 
 static const char *const type_names[PROTO_TYPE_COUNT] = {
@@ -597,23 +599,112 @@ static int dec_admin(dec *d, const msgpack_object_map *m, proto_msg *msg)
 	return 0;
 }
 
+/* Adds the value slots (array elements) and map pairs that o's children
+ * take; the root's own slot is not counted. */
+static void tree_count(const msgpack_object *o, size_t *n_vals, size_t *n_pairs)
+{
+	if (o->type == MSGPACK_OBJECT_ARRAY) {
+		*n_vals += o->via.array.size;
+		for (uint32_t i = 0; i < o->via.array.size; i++)
+			tree_count(&o->via.array.ptr[i], n_vals, n_pairs);
+	} else if (o->type == MSGPACK_OBJECT_MAP) {
+		*n_pairs += o->via.map.size; /* a pair holds its key and value */
+		for (uint32_t i = 0; i < o->via.map.size; i++) {
+			tree_count(&o->via.map.ptr[i].key, n_vals, n_pairs);
+			tree_count(&o->via.map.ptr[i].val, n_vals, n_pairs);
+		}
+	}
+}
+
+/* Bump allocators over the one block a result tree lives in. */
+typedef struct tree_mem {
+	proto_value *vals;
+	proto_pair *pairs;
+} tree_mem;
+
+/* Converts o into *v; children come from mem. Strings point into the body
+ * (msgpack_unpack_next references the buffer it was given). */
+static void tree_fill(const msgpack_object *o, proto_value *v, tree_mem *mem)
+{
+	memset(v, 0, sizeof(*v));
+	switch (o->type) {
+	case MSGPACK_OBJECT_BOOLEAN: v->type = PROTO_V_BOOL; v->b = o->via.boolean ? 1 : 0; break;
+	case MSGPACK_OBJECT_POSITIVE_INTEGER: v->type = PROTO_V_UINT; v->u = o->via.u64; break;
+	case MSGPACK_OBJECT_NEGATIVE_INTEGER: v->type = PROTO_V_INT; v->i = o->via.i64; break;
+	case MSGPACK_OBJECT_FLOAT32:
+	case MSGPACK_OBJECT_FLOAT64: v->type = PROTO_V_FLOAT; v->f = o->via.f64; break;
+	case MSGPACK_OBJECT_STR:
+		v->type = PROTO_V_STR;
+		v->s = (proto_str){o->via.str.ptr, o->via.str.size};
+		break;
+	case MSGPACK_OBJECT_BIN:
+		v->type = PROTO_V_STR;
+		v->s = (proto_str){o->via.bin.ptr, o->via.bin.size};
+		break;
+	case MSGPACK_OBJECT_ARRAY: {
+		proto_value *items = mem->vals;
+		mem->vals += o->via.array.size;
+		for (uint32_t i = 0; i < o->via.array.size; i++)
+			tree_fill(&o->via.array.ptr[i], &items[i], mem);
+		v->type = PROTO_V_ARRAY;
+		v->arr.v = items;
+		v->arr.n = o->via.array.size;
+		break;
+	}
+	case MSGPACK_OBJECT_MAP: {
+		proto_pair *kv = mem->pairs;
+		mem->pairs += o->via.map.size;
+		for (uint32_t i = 0; i < o->via.map.size; i++) {
+			tree_fill(&o->via.map.ptr[i].key, &kv[i].key, mem);
+			tree_fill(&o->via.map.ptr[i].val, &kv[i].val, mem);
+		}
+		v->type = PROTO_V_MAP;
+		v->map.kv = kv;
+		v->map.n = o->via.map.size;
+		break;
+	}
+	default: v->type = PROTO_V_NIL; break; /* nil, ext */
+	}
+}
+
+/* A proto_value tree of o in one heap block (the root first). The pre-scan
+ * bounded every count by the frame's bytes, so the block is too. */
+static int tree_of(const msgpack_object *o, proto_value **out)
+{
+	size_t n_vals = 1, n_pairs = 0; /* the root's slot */
+	tree_count(o, &n_vals, &n_pairs);
+	char *blk = malloc(sizeof(proto_value) * n_vals + sizeof(proto_pair) * n_pairs);
+	if (!blk)
+		return -ENOMEM;
+	tree_mem mem = {.vals = (proto_value *)blk + 1,
+			.pairs = (proto_pair *)(blk + sizeof(proto_value) * n_vals)};
+	tree_fill(o, (proto_value *)blk, &mem);
+	*out = (proto_value *)blk;
+	return 0;
+}
+
 static int dec_admin_ok(dec *d, const msgpack_object_map *m, proto_msg *msg)
 {
 	int rc;
 	uint32_t i, hits = 0;
+	const msgpack_object *result = NULL;
 	if ((rc = get_str(d, m, "cmd", 1, &msg->admin_ok.cmd)))
 		return rc;
 	/* result: required, any value (nil included, so find() is not used) */
 	for (i = 0; i < m->size; i++)
 		if (key_is(&m->ptr[i].key, "result")) {
-			msg->own_result = m->ptr[i].val;
+			result = &m->ptr[i].val;
 			hits++;
 		}
 	if (hits == 0)
 		return fail(d, "missing required key 'result'");
 	if (hits > 1)
 		return fail(d, "key 'result' appears twice");
-	msg->admin_ok.result = &msg->own_result;
+	proto_value *tree;
+	if ((rc = tree_of(result, &tree)))
+		return rc;
+	msg->own_b = tree;
+	msg->admin_ok.result = tree;
 	return 0;
 }
 
@@ -1134,10 +1225,13 @@ int proto_encode_admin_ok(proto_buf *b, const proto_admin_ok *m)
 		return -ENOMEM;
 	kv_str(&e, "cmd", m->cmd);
 	k(&e, "result");
-	if (m->result)
-		ck(&e, msgpack_pack_object(&e.pk, *m->result));
-	else
-		ck(&e, msgpack_pack_nil(&e.pk));
+	proto_writer w;
+	proto_writer_init(&w, b);
+	proto_write_value(&w, m->result);
+	if (w.err == HERD_E_INVAL)
+		e.bad = 1;
+	else if (w.err)
+		e.nomem = 1;
 	return enc_end(&e);
 }
 

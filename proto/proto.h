@@ -24,7 +24,7 @@
  *   NUL-terminated, valid only while that body buffer is alive and
  *   unchanged. Copy what must outlive it.
  * - Arrays (gen tokens/messages/stop, welcome models, admin args) and the
- *   admin_ok result tree are heap allocations owned by the proto_msg:
+ *   admin_ok result tree (proto_value) are heap allocations owned by the proto_msg:
  *   release them with proto_msg_free() (also after a failed decode, which is
  *   harmless: a failed decode leaves nothing allocated).
  */
@@ -33,8 +33,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-
-#include <msgpack.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -215,11 +213,58 @@ typedef struct proto_admin {
 	size_t n_args;
 } proto_admin;
 
+/* ---- values ---------------------------------------------------------- */
+
+/* A msgpack value as proto's own type, so that no user of proto sees
+ * msgpack: the admin_ok result tree (decoded, and built for encoding). */
+typedef enum proto_vtype {
+	PROTO_V_NIL = 0,
+	PROTO_V_BOOL,
+	PROTO_V_INT,   /* signed; a decoder gives it to negative integers only */
+	PROTO_V_UINT,  /* unsigned; a decoder gives it to every non-negative one */
+	PROTO_V_FLOAT, /* float32 or float64, as double */
+	PROTO_V_STR,   /* str (and bin, read as bytes) */
+	PROTO_V_ARRAY,
+	PROTO_V_MAP
+} proto_vtype;
+
+typedef struct proto_value proto_value;
+typedef struct proto_pair proto_pair;
+
+struct proto_value {
+	proto_vtype type;
+	union {
+		int b;      /* PROTO_V_BOOL: 0 or 1 */
+		int64_t i;  /* PROTO_V_INT */
+		uint64_t u; /* PROTO_V_UINT */
+		double f;   /* PROTO_V_FLOAT */
+		proto_str s; /* PROTO_V_STR */
+		struct {
+			const proto_value *v; /* [n] */
+			size_t n;
+		} arr;      /* PROTO_V_ARRAY */
+		struct {
+			const proto_pair *kv; /* [n], in wire order */
+			size_t n;
+		} map;      /* PROTO_V_MAP */
+	};
+};
+
+struct proto_pair {
+	proto_value key; /* a str for every map herd writes */
+	proto_value val;
+};
+
+/* The value of key in map v (a PROTO_V_MAP with str keys), or NULL when v
+ * is not a map or has no such key. First match wins. */
+const proto_value *proto_value_get(const proto_value *v, const char *key);
+
 typedef struct proto_admin_ok {
 	proto_str cmd;
-	/* Decoded: a tree in a zone owned by the proto_msg; its strings point
-	 * into the body. Encoding: any msgpack object, or NULL for nil. */
-	const msgpack_object *result;
+	/* Decoded: a tree owned by the proto_msg (never NULL: nil is a
+	 * PROTO_V_NIL value); its strings point into the body. Encoding: any
+	 * tree, or NULL for nil. */
+	const proto_value *result;
 } proto_admin_ok;
 
 typedef struct proto_msg {
@@ -237,10 +282,10 @@ typedef struct proto_msg {
 		proto_admin admin;
 		proto_admin_ok admin_ok;
 	};
-	/* private: allocations of a decoded message */
+	/* private: allocations of a decoded message (own_zone: the decoder's
+	 * msgpack zone when it keeps one) */
 	void *own_a, *own_b;
-	msgpack_zone *own_zone;
-	msgpack_object own_result;
+	void *own_zone;
 } proto_msg;
 
 /* Zeroes m (type PROTO_NONE). Optional before proto_decode. */
@@ -276,19 +321,63 @@ int proto_buf_reserve(proto_buf *b, size_t n);
 int proto_buf_append(proto_buf *b, const void *p, size_t n);
 /* Drops the first n bytes (n <= len), moving the rest to the front. */
 void proto_buf_consume(proto_buf *b, size_t n);
-/* A msgpack_packer_write callback appending to the proto_buf in data:
- * msgpack_packer_init(&pk, buf, proto_buf_write). Returns 0 or -1 (ENOMEM). */
+/* A write callback appending p[0..n) to the proto_buf in data (the shape
+ * msgpack-c's packer wants). Returns 0 or -1 (ENOMEM). */
 int proto_buf_write(void *data, const char *p, size_t n);
 
-/* Hand-built frames (e.g. an admin_ok result packed straight from broker
+/* Hand-built frames (e.g. an admin_ok result written straight from broker
  * state): proto_frame_begin reserves the length prefix and returns its
- * position in *mark; pack one map with msgpack_packer over proto_buf_write;
+ * position in *mark; write one map with a proto_writer;
  * proto_frame_end patches the length. proto_frame_end returns HERD_E_RANGE
  * (and drops the frame) when the body exceeds UINT32_MAX. */
 int proto_frame_begin(proto_buf *b, size_t *mark);
 int proto_frame_end(proto_buf *b, size_t mark);
 /* Drops everything from mark on (abandon a frame after an error). */
 void proto_frame_abort(proto_buf *b, size_t mark);
+
+/* ---- writer ----------------------------------------------------------- */
+
+/* Appends msgpack values to a proto_buf one by one (for hand-built frames
+ * and results). The first failure (-ENOMEM) sticks: later calls do nothing
+ * and proto_writer_error returns it, so a caller checks once at the end.
+ * Containers are written as a header with the element count (a map of n
+ * pairs takes 2n values after it); the caller writes exactly that many.
+ * Caller-owned struct, no allocation of its own; not thread-safe. */
+typedef struct proto_writer {
+	proto_buf *b; /* borrowed */
+	int err;      /* 0 or the first error */
+} proto_writer;
+
+void proto_writer_init(proto_writer *w, proto_buf *b);
+/* 0, or the first error of any call since proto_writer_init. */
+int proto_writer_error(const proto_writer *w);
+
+void proto_write_map(proto_writer *w, uint32_t n_pairs);
+void proto_write_array(proto_writer *w, uint32_t n);
+void proto_write_str(proto_writer *w, proto_str s);   /* NULL ptr with len: HERD_E_INVAL */
+void proto_write_cstr(proto_writer *w, const char *s); /* NULL writes "" */
+void proto_write_int(proto_writer *w, int64_t v);
+void proto_write_uint(proto_writer *w, uint64_t v);
+void proto_write_double(proto_writer *w, double v);
+void proto_write_bool(proto_writer *w, int v);
+void proto_write_nil(proto_writer *w);
+/* A whole tree (NULL writes nil). HERD_E_INVAL for an unknown type or a
+ * NULL array with a count. */
+void proto_write_value(proto_writer *w, const proto_value *v);
+
+/* One map entry with a str key: the key, then the value. */
+void proto_write_kv_str(proto_writer *w, const char *key, const char *v); /* NULL v: "" */
+void proto_write_kv_int(proto_writer *w, const char *key, int64_t v);
+void proto_write_kv_uint(proto_writer *w, const char *key, uint64_t v);
+void proto_write_kv_double(proto_writer *w, const char *key, double v);
+void proto_write_kv_bool(proto_writer *w, const char *key, int v);
+
+/* Starts an admin_ok frame in b whose result the caller then writes as one
+ * value through w: frame prefix, the map of 3 entries, "t", "cmd" and the
+ * "result" key. Finish with proto_frame_end(b, *mark) (or
+ * proto_frame_abort(b, *mark) after an error). Returns 0 or -ENOMEM (b
+ * unchanged). */
+int proto_admin_ok_begin(proto_writer *w, proto_buf *b, const char *cmd, size_t *mark);
 
 /* ---- encoders -------------------------------------------------------- */
 

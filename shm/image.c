@@ -1,7 +1,6 @@
 /* Shared-memory model images: create, find, open, map, verify, list, remove.
  * Layout and contracts in image.h. */
 #include "shm/image.h"
-#include "kernels/gemm.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -20,6 +19,8 @@
 #include <unistd.h>
 
 #include "herd/error.h"
+#include "kernels/gemm.h" /* kern_r16_base_type: an interleaved type names its plain one */
+#include "model/convert.h"
 
 /* Bytes copied (and hashed) per step when moving the payload into the
  * object; also the granularity at which the temporary GGUF is released. */
@@ -104,28 +105,6 @@ int shm_image_parse_type(const char *name, kern_type *type)
 		}
 	}
 	return HERD_E_INVAL;
-}
-
-/* llama.cpp's general.file_type for a file made of one weight type (the
- * "_S" variant for k-quants), or -1. */
-static int file_type_of(kern_type t)
-{
-	switch (t) {
-	case KERN_TYPE_F32: return 0;
-	case KERN_TYPE_F16: return 1;
-	case KERN_TYPE_Q4_0: return 2;
-	case KERN_TYPE_Q4_1: return 3;
-	case KERN_TYPE_Q8_0: return 7;
-	case KERN_TYPE_Q5_0: return 8;
-	case KERN_TYPE_Q5_1: return 9;
-	case KERN_TYPE_Q2_K: return 10;
-	case KERN_TYPE_Q3_K: return 11;
-	case KERN_TYPE_Q4_K: return 14;
-	case KERN_TYPE_Q5_K: return 16;
-	case KERN_TYPE_Q6_K: return 18;
-	case KERN_TYPE_BF16: return 32;
-	default: return -1;
-	}
 }
 
 /* ---- header checks -------------------------------------------------------- */
@@ -496,7 +475,7 @@ out:
 }
 
 int shm_image_find(const char *model_name, const char *source_path, const char *weight_type,
-		   shm_image_info *out, char *err, size_t errlen)
+		   int no_repack, shm_image_info *out, char *err, size_t errlen)
 {
 	struct stat sst;
 	char real[PATH_MAX];
@@ -541,7 +520,7 @@ int shm_image_find(const char *model_name, const char *source_path, const char *
 			continue;
 		/* an image written under the other interleaving policy would run
 		 * other kernels than this process chooses: build a fresh one */
-		if (!!(h.flags & SHM_IMAGE_F_REPACKED) != kern_repack_worthwhile())
+		if (!!(h.flags & SHM_IMAGE_F_REPACKED) != convert_repack_enabled(no_repack))
 			continue;
 		if (strcmp(h.model, model_name) != 0 || strcmp(h.target_type, want_type) != 0 ||
 		    h.source_size != (uint64_t)sst.st_size ||
@@ -571,126 +550,6 @@ int shm_image_find(const char *model_name, const char *source_path, const char *
 }
 
 /* ---- create ------------------------------------------------------------ */
-
-/* One tensor to convert, handed to the writer's fill callback. */
-typedef struct conv_tensor {
-	const gguf_tensor *t;
-	kern_type dst;          /* plain type written (before any repacking) */
-	kern_to_float_fn to_float;   /* NULL: no conversion */
-	kern_from_float_fn from_float;
-	int repack;             /* then interleave rows for the GEMM kernels */
-} conv_tensor;
-
-/* Writes c->t into buf (size bytes): dequantized and requantized row by row
- * when converting, then repacked into the row-interleaved layout when asked. */
-static int conv_fill(void *user, void *buf, size_t size)
-{
-	const conv_tensor *c = user;
-	const int64_t ne0 = c->t->ne[0];
-	const int64_t rows = c->t->ne[1] * c->t->ne[2] * c->t->ne[3];
-	const size_t src_row = kern_row_size(c->t->type, ne0);
-	const size_t dst_row = kern_row_size(c->dst, ne0);
-	/* an interleaved layout may be larger than the plain one (Q4_K_R16) */
-	const size_t out_row = c->repack ? kern_row_size(kern_repack_type(c->dst), ne0) : dst_row;
-	if (!src_row || !dst_row || !out_row || out_row * (size_t)rows != size)
-		return HERD_E_INVAL;
-	if (!c->to_float) /* repack only */
-		return kern_repack(c->dst, c->t->data, rows, ne0, buf);
-	float *f = malloc(sizeof(float) * (size_t)ne0);
-	uint8_t *plain = c->repack ? malloc(dst_row * (size_t)rows) : buf;
-	if (!f || !plain) {
-		free(f);
-		if (plain != buf)
-			free(plain);
-		return -ENOMEM;
-	}
-	const uint8_t *src = c->t->data;
-	for (int64_t r = 0; r < rows; r++) {
-		c->to_float(src + (size_t)r * src_row, f, ne0);
-		c->from_float(f, plain + (size_t)r * dst_row, ne0);
-	}
-	free(f);
-	int rc = 0;
-	if (c->repack) {
-		rc = kern_repack(c->dst, plain, rows, ne0, buf);
-		free(plain);
-	}
-	return rc;
-}
-
-/* Whether a tensor is one the forward pass only multiplies (never indexes by
- * row), so it may be stored row-interleaved. token_embd is looked up. */
-static int is_matmul_weight(const char *name)
-{
-	static const char *const suffixes[] = {".attn_q.weight", ".attn_k.weight", ".attn_v.weight",
-					       ".attn_output.weight", ".ffn_gate.weight", ".ffn_up.weight",
-					       ".ffn_down.weight"};
-	if (!strcmp(name, "output.weight"))
-		return 1;
-	if (strncmp(name, "blk.", 4) != 0)
-		return 0;
-	const size_t n = strlen(name);
-	for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
-		const size_t k = strlen(suffixes[i]);
-		if (n > k && !strcmp(name + n - k, suffixes[i]))
-			return 1;
-	}
-	return 0;
-}
-
-/* Fills w with src's keys and tensors (converting 2-D ones to target when
- * convert is set; conv must hold n_tensors entries and outlive the write). */
-static int build_payload(gguf_writer *w, const gguf_ctx *src, int convert, kern_type target,
-			 conv_tensor *conv, int *repacked, char *msg, size_t msglen)
-{
-	int rc;
-	kern_ops ops;
-	kern_ops_init(&ops, kern_isa_detect());
-	const int repack_ok = kern_repack_worthwhile();
-	*repacked = repack_ok;
-	for (int64_t i = 0; i < gguf_n_kv(src); i++)
-		if ((rc = gguf_writer_copy_kv(w, src, i)))
-			return herd_errf(msg, msglen, rc, "copying key %lld: %s", (long long)i,
-				       herd_strerror(rc));
-	if ((rc = gguf_writer_set_u32(w, "general.alignment", SHM_IMAGE_TENSOR_ALIGN)))
-		return herd_errf(msg, msglen, rc, "setting general.alignment: %s", herd_strerror(rc));
-	if (convert && file_type_of(target) >= 0 &&
-	    (rc = gguf_writer_set_u32(w, "general.file_type", (uint32_t)file_type_of(target))))
-		return herd_errf(msg, msglen, rc, "setting general.file_type: %s", herd_strerror(rc));
-	const kern_type_traits *tt = kern_type_info(target);
-	for (int64_t i = 0; i < gguf_n_tensors(src); i++) {
-		const gguf_tensor *t = gguf_tensor_at(src, i);
-		const kern_type_traits *st = kern_type_info(t->type);
-		char name[256];
-		if (t->name.len >= sizeof(name))
-			return herd_errf(msg, msglen, HERD_E_RANGE, "tensor %lld: name too long",
-				       (long long)i);
-		memcpy(name, t->name.ptr, t->name.len);
-		name[t->name.len] = '\0';
-		const int conv_this = convert && t->n_dims == 2 && t->type != target && st && tt &&
-				      t->ne[0] % tt->blck_size == 0;
-		const kern_type plain = conv_this ? target : t->type;
-		const int repack = repack_ok && t->n_dims == 2 && kern_repack_type(plain) >= 0 &&
-				   t->ne[1] % KERN_R == 0 && is_matmul_weight(name);
-		if (conv_this || repack) {
-			if (conv_this && !ops.to_float[t->type])
-				return herd_errf(msg, msglen, HERD_E_UNSUPPORTED,
-					       "tensor '%s': cannot dequantize type %s", name,
-					       kern_type_name(t->type));
-			conv[i] = (conv_tensor){t, plain, conv_this ? ops.to_float[t->type] : NULL,
-						conv_this ? ops.from_float[target] : NULL, repack};
-
-			rc = gguf_writer_add_tensor_fill(w, name,
-							 repack ? (kern_type)kern_repack_type(plain) : plain,
-							 t->n_dims, t->ne, conv_fill, &conv[i]);
-		} else {
-			rc = gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data);
-		}
-		if (rc)
-			return herd_errf(msg, msglen, rc, "tensor '%s': %s", name, herd_strerror(rc));
-	}
-	return 0;
-}
 
 /* Type holding the most bytes among tensors of 2+ dimensions ("" if none). */
 static const char *main_weight_type(const gguf_ctx *g)
@@ -772,292 +631,348 @@ static int space_err(char *err, size_t errlen, int rc, const char *model, uint64
 		       herd_strerror(rc));
 }
 
-int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, size_t errlen)
-{
-	int rc = 0, fd = -1, gfd = -1, have_tmp = 0;
-	char tmp_obj[64], tmp_dir[128], gpath[160], tmp_path[128];
-	char final_name[SHM_IMAGE_NAME_MAX], final_path[SHM_IMAGE_NAME_MAX + 16];
-	char real[PATH_MAX], msg[512];
-	gguf_ctx *src = NULL, *pg = NULL;
-	gguf_writer *w = NULL;
-	conv_tensor *conv = NULL;
-	int repacked = 0;
-	void *gmap = MAP_FAILED;
-	size_t gsize = 0;
-	kern_type target = KERN_TYPE_F32;
-	int convert = 0;
-	struct stat sst, st;
+/* One image under construction: what shm_image_create's phases share, and
+ * what create_cleanup releases on failure. */
+typedef struct create_job {
+	const shm_create_opts *o;
+	char *err;
+	size_t errlen;
+	kern_type target;       /* with convert */
+	int convert;            /* o->weight_type given */
+	int repack;             /* the interleaving policy (model/convert.h) */
+	mode_t mode;            /* final mode of the object */
+	struct stat sst;        /* the source */
+	char real[PATH_MAX];    /* realpath of the source */
+	int fd;                 /* the temporary object, -1 */
+	int have_tmp;           /* tmp_obj and tmp_dir exist */
+	char tmp_obj[64], tmp_dir[128], tmp_path[128];
+	char gpath[160];        /* the payload GGUF in tmp_dir, "" once gone */
+	int gfd;                /* gpath, -1 */
+	void *gmap;             /* gpath mapped, MAP_FAILED */
+	size_t gsize;
 	shm_image_header h;
-	gpath[0] = '\0';
+	char final_name[SHM_IMAGE_NAME_MAX], final_path[SHM_IMAGE_NAME_MAX + 16];
+} create_job;
 
-	if (err && errlen)
-		err[0] = '\0';
-	if (!o || !out || !o->source_path)
-		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_create: NULL argument");
-	info_init(out);
+/* Checks the options and the source; fills the job's target, mode, source
+ * stat and realpath. */
+static int create_check(create_job *j)
+{
+	const shm_create_opts *o = j->o;
 	if (!valid_model_name(o->model_name))
-		return herd_errf(err, errlen, HERD_E_INVAL,
+		return herd_errf(j->err, j->errlen, HERD_E_INVAL,
 			       "bad model name '%s' (1..63 of A-Z a-z 0-9 _ . + -, not starting "
 			       "with '.', not 'tmp' or 'tmp.*')",
 			       o->model_name ? o->model_name : "(null)");
 	if (o->weight_type && o->weight_type[0]) {
-		if (shm_image_parse_type(o->weight_type, &target))
-			return herd_errf(err, errlen, HERD_E_INVAL,
+		if (shm_image_parse_type(o->weight_type, &j->target))
+			return herd_errf(j->err, j->errlen, HERD_E_INVAL,
 				       "unknown weight type '%s' (use F32, F16, BF16, Q4_0, Q4_1, "
 				       "Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K or Q6_K)",
 				       o->weight_type);
 		kern_ops ops;
 		kern_ops_init(&ops, KERN_ISA_REF);
-		if (!ops.from_float[target] || !ops.to_float[target])
-			return herd_errf(err, errlen, HERD_E_INVAL, "weight type %s cannot be produced",
-				       kern_type_name(target));
-		convert = 1;
+		if (!ops.from_float[j->target] || !ops.to_float[j->target])
+			return herd_errf(j->err, j->errlen, HERD_E_INVAL, "weight type %s cannot be produced",
+				       kern_type_name(j->target));
+		j->convert = 1;
 	}
-	const mode_t mode = o->mode ? (o->mode & 07777) : 0440;
-	if (mode & 0222)
-		return herd_errf(err, errlen, HERD_E_INVAL,
-			       "image mode %04o has write bits: images are read-only", (unsigned)mode);
-	if (stat(o->source_path, &sst) != 0 || !realpath(o->source_path, real))
-		return herd_errf(err, errlen, -errno, "source %s: %s", o->source_path, strerror(errno));
+	j->mode = o->mode ? (o->mode & 07777) : 0440;
+	if (j->mode & 0222)
+		return herd_errf(j->err, j->errlen, HERD_E_INVAL,
+			       "image mode %04o has write bits: images are read-only", (unsigned)j->mode);
+	if (stat(o->source_path, &j->sst) != 0 || !realpath(o->source_path, j->real))
+		return herd_errf(j->err, j->errlen, -errno, "source %s: %s", o->source_path,
+			       strerror(errno));
+	return 0;
+}
 
-	/* 1. re-adopt an image of the same model and source */
-	if (!o->no_adopt) {
-		shm_image_info found;
-		if (shm_image_find(o->model_name, o->source_path, convert ? kern_type_name(target) : NULL,
-				   &found, NULL, 0) == 0) {
-			if (verify_name(found.name, NULL, NULL, 0) == 0) {
-				*out = found;
-				out->adopted = 1;
-				return 0;
-			}
-		}
-	}
+/* Phase 1: an image of the same model, source and policy whose digest
+ * verifies. 1 (out filled) or 0 (none: build one). */
+static int create_adopt(const create_job *j, shm_image_info *out)
+{
+	shm_image_info found;
+	const shm_create_opts *o = j->o;
+	if (o->no_adopt ||
+	    shm_image_find(o->model_name, o->source_path, j->convert ? kern_type_name(j->target) : NULL,
+			   o->no_repack, &found, NULL, 0) != 0 ||
+	    verify_name(found.name, NULL, NULL, 0) != 0)
+		return 0;
+	*out = found;
+	out->adopted = 1;
+	return 1;
+}
 
-	/* 2. write the payload GGUF into a private temporary directory */
-	if ((rc = gguf_open(&src, o->source_path, msg, sizeof(msg)))) {
-		herd_errf(err, errlen, rc, "cannot create image of '%s': bad source: %s", o->model_name,
-			msg);
-		goto fail;
+/* The payload GGUF written into gpath from the source under the policy. */
+static int write_gguf(create_job *j, gguf_ctx *src, gguf_writer *w)
+{
+	char msg[512];
+	convert_plan *plan = NULL;
+	const char *model = j->o->model_name;
+	const convert_opts co = {.requantize = j->convert, .target = j->target, .repack = j->repack,
+				 .alignment = SHM_IMAGE_TENSOR_ALIGN};
+	int rc = convert_payload(w, src, &co, &plan, msg, sizeof(msg));
+	if (rc)
+		return herd_errf(j->err, j->errlen, rc, "cannot create image of '%s' from %s: %s", model,
+			       j->o->source_path, msg);
+	rc = make_tmp(j->tmp_obj, sizeof(j->tmp_obj), j->tmp_dir, sizeof(j->tmp_dir), &j->fd);
+	if (rc) {
+		herd_errf(j->err, j->errlen, rc, "cannot create image of '%s': temporary object in %s: %s",
+			model, SHM_IMAGE_DIR, herd_strerror(rc));
+		goto out;
 	}
-	if ((rc = gguf_writer_create(&w)))
-		goto fail_sys;
-	if (gguf_n_tensors(src) > 0) {
-		conv = calloc((size_t)gguf_n_tensors(src), sizeof(*conv));
-		if (!conv) {
-			rc = -ENOMEM;
-			goto fail_sys;
-		}
-	}
-	if ((rc = build_payload(w, src, convert, target, conv, &repacked, msg, sizeof(msg)))) {
-		herd_errf(err, errlen, rc, "cannot create image of '%s' from %s: %s", o->model_name,
-			o->source_path, msg);
-		goto fail;
-	}
-	if ((rc = make_tmp(tmp_obj, sizeof(tmp_obj), tmp_dir, sizeof(tmp_dir), &fd))) {
-		herd_errf(err, errlen, rc, "cannot create image of '%s': temporary object in %s: %s",
-			o->model_name, SHM_IMAGE_DIR, herd_strerror(rc));
-		goto fail;
-	}
-	have_tmp = 1;
-	snprintf(tmp_path, sizeof(tmp_path), SHM_IMAGE_DIR "%s", tmp_obj);
-	snprintf(gpath, sizeof(gpath), "%s/payload.gguf", tmp_dir);
-	if ((rc = gguf_writer_write(w, gpath, msg, sizeof(msg)))) {
+	j->have_tmp = 1;
+	snprintf(j->tmp_path, sizeof(j->tmp_path), SHM_IMAGE_DIR "%s", j->tmp_obj);
+	snprintf(j->gpath, sizeof(j->gpath), "%s/payload.gguf", j->tmp_dir);
+	if ((rc = gguf_writer_write(w, j->gpath, msg, sizeof(msg)))) {
 		if (rc == -ENOSPC || rc == -EFBIG || rc == -ENOMEM)
-			herd_errf(err, errlen, rc,
+			herd_errf(j->err, j->errlen, rc,
 				"cannot create image of '%s': %s is full or limited while writing the "
 				"payload: %s",
-				o->model_name, SHM_IMAGE_DIR, msg);
+				model, SHM_IMAGE_DIR, msg);
 		else
-			herd_errf(err, errlen, rc, "cannot create image of '%s': writing the payload: %s",
-				o->model_name, msg);
-		goto fail;
+			herd_errf(j->err, j->errlen, rc, "cannot create image of '%s': writing the payload: %s",
+				model, msg);
 	}
+out:
+	convert_plan_free(plan);
+	return rc;
+}
+
+/* Phase 2: write the payload GGUF into a private temporary directory. */
+static int create_payload(create_job *j)
+{
+	char msg[512];
+	gguf_ctx *src = NULL;
+	gguf_writer *w = NULL;
+	int rc = gguf_open(&src, j->o->source_path, msg, sizeof(msg));
+	if (rc)
+		return herd_errf(j->err, j->errlen, rc, "cannot create image of '%s': bad source: %s",
+			       j->o->model_name, msg);
+	if ((rc = gguf_writer_create(&w)))
+		herd_errf(j->err, j->errlen, rc, "cannot create image of '%s': %s", j->o->model_name,
+			herd_strerror(rc));
+	else
+		rc = write_gguf(j, src, w);
 	gguf_writer_destroy(w);
-	w = NULL;
-	free(conv);
-	conv = NULL;
 	gguf_close(src); /* the writer is done with the source's pages */
-	src = NULL;
+	return rc;
+}
 
-	/* 3. check the payload and lay out the image */
-	gfd = open(gpath, O_RDWR | O_CLOEXEC);
-	if (gfd < 0 || fstat(gfd, &st) != 0) {
-		rc = -errno;
-		herd_errf(err, errlen, rc, "cannot create image of '%s': %s: %s", o->model_name, gpath,
-			strerror(errno));
-		goto fail;
-	}
-	gsize = (size_t)st.st_size;
-	gmap = mmap(NULL, gsize, PROT_READ, MAP_SHARED, gfd, 0);
-	if (gmap == MAP_FAILED) {
-		rc = -errno;
-		herd_errf(err, errlen, rc, "cannot create image of '%s': mmap %s: %s", o->model_name,
-			gpath, strerror(errno));
-		goto fail;
-	}
-	if ((rc = gguf_open_mem(&pg, gmap, gsize, msg, sizeof(msg)))) {
-		herd_errf(err, errlen, rc, "cannot create image of '%s': written payload is invalid: %s",
-			o->model_name, msg);
-		goto fail;
-	}
-	memset(&h, 0, sizeof(h));
-	memcpy(h.magic, SHM_IMAGE_MAGIC, 8);
-	h.version = SHM_IMAGE_VERSION;
-	h.header_size = sizeof(h);
-	h.flags = (convert ? SHM_IMAGE_F_CONVERTED : 0) | (repacked ? SHM_IMAGE_F_REPACKED : 0);
-	h.digest_algo = SHM_DIGEST_HM256;
-	h.payload_offset = SHM_IMAGE_PAYLOAD_ALIGN;
-	h.payload_size = gsize;
-	h.image_size = h.payload_offset + h.payload_size;
-	h.tensor_dir_offset = h.payload_offset;
-	h.tensor_data_offset = h.payload_offset + gguf_data_offset(pg);
-	h.n_tensors = (uint64_t)gguf_n_tensors(pg);
-	h.tensor_align = (uint32_t)gguf_alignment(pg);
-	h.source_size = (uint64_t)sst.st_size;
-	h.source_mtime_ns = ts_ns(sst.st_mtim);
-	{
-		struct timespec now;
-		clock_gettime(CLOCK_REALTIME, &now);
-		h.created_ns = ts_ns(now);
-	}
-	h.creator_pid = (uint32_t)getpid();
-	put_field(h.model, sizeof(h.model), o->model_name);
-	put_field(h.target_type, sizeof(h.target_type), convert ? kern_type_name(target) : "");
-	put_field(h.weight_type, sizeof(h.weight_type), main_weight_type(pg));
-	put_field(h.source_path, sizeof(h.source_path), real);
+/* The header of the image around the payload pg (digest still zero). */
+static void fill_header(create_job *j, const gguf_ctx *pg)
+{
+	shm_image_header *h = &j->h;
+	memset(h, 0, sizeof(*h));
+	memcpy(h->magic, SHM_IMAGE_MAGIC, 8);
+	h->version = SHM_IMAGE_VERSION;
+	h->header_size = sizeof(*h);
+	h->flags = (j->convert ? SHM_IMAGE_F_CONVERTED : 0) | (j->repack ? SHM_IMAGE_F_REPACKED : 0);
+	h->digest_algo = SHM_DIGEST_HM256;
+	h->payload_offset = SHM_IMAGE_PAYLOAD_ALIGN;
+	h->payload_size = j->gsize;
+	h->image_size = h->payload_offset + h->payload_size;
+	h->tensor_dir_offset = h->payload_offset;
+	h->tensor_data_offset = h->payload_offset + gguf_data_offset(pg);
+	h->n_tensors = (uint64_t)gguf_n_tensors(pg);
+	h->tensor_align = (uint32_t)gguf_alignment(pg);
+	h->source_size = (uint64_t)j->sst.st_size;
+	h->source_mtime_ns = ts_ns(j->sst.st_mtim);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	h->created_ns = ts_ns(now);
+	h->creator_pid = (uint32_t)getpid();
+	put_field(h->model, sizeof(h->model), j->o->model_name);
+	put_field(h->target_type, sizeof(h->target_type), j->convert ? kern_type_name(j->target) : "");
+	put_field(h->weight_type, sizeof(h->weight_type), main_weight_type(pg));
+	put_field(h->source_path, sizeof(h->source_path), j->real);
+}
+
+/* Phase 3: map and check the written payload and lay out the header. */
+static int create_layout(create_job *j)
+{
+	char msg[512];
+	struct stat st;
+	const char *model = j->o->model_name;
+	j->gfd = open(j->gpath, O_RDWR | O_CLOEXEC);
+	if (j->gfd < 0 || fstat(j->gfd, &st) != 0)
+		return herd_errf(j->err, j->errlen, -errno, "cannot create image of '%s': %s: %s", model,
+			       j->gpath, strerror(errno));
+	j->gsize = (size_t)st.st_size;
+	j->gmap = mmap(NULL, j->gsize, PROT_READ, MAP_SHARED, j->gfd, 0);
+	if (j->gmap == MAP_FAILED)
+		return herd_errf(j->err, j->errlen, -errno, "cannot create image of '%s': mmap %s: %s",
+			       model, j->gpath, strerror(errno));
+	gguf_ctx *pg = NULL;
+	int rc = gguf_open_mem(&pg, j->gmap, j->gsize, msg, sizeof(msg));
+	if (rc)
+		return herd_errf(j->err, j->errlen, rc,
+			       "cannot create image of '%s': written payload is invalid: %s", model, msg);
+	fill_header(j, pg);
 	gguf_close(pg);
-	pg = NULL;
-	if (h.tensor_align != SHM_IMAGE_TENSOR_ALIGN) {
-		rc = herd_errf(err, errlen, HERD_E_FORMAT,
-			     "cannot create image of '%s': payload alignment %u, expected %u",
-			     o->model_name, h.tensor_align, SHM_IMAGE_TENSOR_ALIGN);
-		goto fail;
-	}
+	if (j->h.tensor_align != SHM_IMAGE_TENSOR_ALIGN)
+		return herd_errf(j->err, j->errlen, HERD_E_FORMAT,
+			       "cannot create image of '%s': payload alignment %u, expected %u", model,
+			       j->h.tensor_align, SHM_IMAGE_TENSOR_ALIGN);
+	return 0;
+}
 
-	/* 4. copy the payload behind the header, hashing it, releasing the
-	 * temporary file as we go */
-	if (ftruncate(fd, (off_t)h.image_size) != 0) {
-		rc = space_err(err, errlen, -errno, o->model_name, h.image_size, "ftruncate");
-		goto fail;
-	}
+/* Phase 4: copy the payload behind the header, hashing it, releasing the
+ * temporary file as we go. */
+static int create_copy(create_job *j)
+{
+	shm_image_header *h = &j->h;
+	const char *model = j->o->model_name;
+	int rc;
+	if (ftruncate(j->fd, (off_t)h->image_size) != 0)
+		return space_err(j->err, j->errlen, -errno, model, h->image_size, "ftruncate");
 	shm_digest_state ds;
 	shm_digest_init(&ds);
-	shm_digest_update_zeros(&ds, h.payload_offset - h.header_size);
-	for (size_t off = 0; off < gsize;) {
-		const size_t n = gsize - off < COPY_CHUNK ? gsize - off : COPY_CHUNK;
-		const uint8_t *p = (const uint8_t *)gmap + off;
+	shm_digest_update_zeros(&ds, h->payload_offset - h->header_size);
+	for (size_t off = 0; off < j->gsize;) {
+		const size_t n = j->gsize - off < COPY_CHUNK ? j->gsize - off : COPY_CHUNK;
+		const uint8_t *p = (const uint8_t *)j->gmap + off;
 		shm_digest_update(&ds, p, n);
-		if ((rc = pwrite_all(fd, p, n, (off_t)(h.payload_offset + off)))) {
-			rc = space_err(err, errlen, rc, o->model_name, h.image_size, "writing");
-			goto fail;
-		}
+		if ((rc = pwrite_all(j->fd, p, n, (off_t)(h->payload_offset + off))))
+			return space_err(j->err, j->errlen, rc, model, h->image_size, "writing");
 		/* best effort: tmpfs frees the pages, keeping peak use near one copy */
-		(void)fallocate(gfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n);
+		(void)fallocate(j->gfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)n);
 		off += n;
 	}
-	shm_digest_final(&ds, h.digest);
-	munmap(gmap, gsize);
-	gmap = MAP_FAILED;
-	close(gfd);
-	gfd = -1;
-	unlink(gpath);
-	rmdir(tmp_dir);
-	gpath[0] = '\0';
+	shm_digest_final(&ds, h->digest);
+	munmap(j->gmap, j->gsize);
+	j->gmap = MAP_FAILED;
+	close(j->gfd);
+	j->gfd = -1;
+	unlink(j->gpath);
+	rmdir(j->tmp_dir);
+	j->gpath[0] = '\0';
+	return 0;
+}
 
-	/* 5. header last, then read-only, then the final name */
-	if ((rc = pwrite_all(fd, &h, sizeof(h), 0))) {
-		rc = space_err(err, errlen, rc, o->model_name, h.image_size, "writing the header");
-		goto fail;
-	}
-	if (o->gid != (gid_t)-1 && fchown(fd, (uid_t)-1, o->gid) != 0) {
-		rc = -errno;
-		herd_errf(err, errlen, rc, "cannot create image of '%s': chown to group %u: %s",
-			o->model_name, (unsigned)o->gid, strerror(errno));
-		goto fail;
-	}
-	if (fchmod(fd, mode) != 0) {
-		rc = -errno;
-		herd_errf(err, errlen, rc, "cannot create image of '%s': chmod: %s", o->model_name,
-			strerror(errno));
-		goto fail;
-	}
+/* Phase 5a: the header, the group and the read-only mode. */
+static int create_seal(create_job *j)
+{
+	const char *model = j->o->model_name;
+	int rc = pwrite_all(j->fd, &j->h, sizeof(j->h), 0);
+	if (rc)
+		return space_err(j->err, j->errlen, rc, model, j->h.image_size, "writing the header");
+	if (j->o->gid != (gid_t)-1 && fchown(j->fd, (uid_t)-1, j->o->gid) != 0)
+		return herd_errf(j->err, j->errlen, -errno,
+			       "cannot create image of '%s': chown to group %u: %s", model,
+			       (unsigned)j->o->gid, strerror(errno));
+	if (fchmod(j->fd, j->mode) != 0)
+		return herd_errf(j->err, j->errlen, -errno, "cannot create image of '%s': chmod: %s", model,
+			       strerror(errno));
 	char hex[17];
-	shm_digest_hex(h.digest, 8, hex);
-	snprintf(final_name, sizeof(final_name), "/" SHM_IMAGE_PREFIX "%s.%s", o->model_name, hex);
-	snprintf(final_path, sizeof(final_path), SHM_IMAGE_DIR "%s", final_name);
-	int adopted = 0;
-	if (renameat2(AT_FDCWD, tmp_path, AT_FDCWD, final_path, RENAME_NOREPLACE) != 0) {
-		const int e = errno;
-		if (e == EEXIST) {
-			/* same digest: reuse it if it is sound and of the same source,
-			 * else replace it below (its mappings stay as they are) */
-			shm_image_header xh;
-			if (verify_name(final_name, &xh, NULL, 0) == 0) {
-				/* adopt only an image that also records our source, so
-				 * that shm_image_find keeps finding it */
-				const shm_image_header *x = &xh;
-				adopted = memcmp(x->digest, h.digest, SHM_DIGEST_SIZE) == 0 &&
-					  x->source_size == h.source_size &&
-					  x->source_mtime_ns == h.source_mtime_ns &&
-					  strcmp(x->source_path, h.source_path) == 0 &&
-					  strcmp(x->target_type, h.target_type) == 0 &&
-					  strcmp(x->model, h.model) == 0;
-				if (adopted)
-					h = xh;
-			}
-		}
-		if (adopted) {
-			shm_unlink(tmp_obj);
-		} else if (e != EEXIST && e != EINVAL && e != ENOSYS) {
-			rc = -e;
-			herd_errf(err, errlen, rc, "cannot create image of '%s': rename %s to %s: %s",
-				o->model_name, tmp_path, final_path, strerror(e));
-			goto fail;
-		} else if (rename(tmp_path, final_path) != 0) {
-			/* EEXIST with a damaged object, or no RENAME_NOREPLACE */
-			rc = -errno;
-			herd_errf(err, errlen, rc, "cannot create image of '%s': rename %s to %s: %s",
-				o->model_name, tmp_path, final_path, strerror(errno));
-			goto fail;
-		}
+	shm_digest_hex(j->h.digest, 8, hex);
+	snprintf(j->final_name, sizeof(j->final_name), "/" SHM_IMAGE_PREFIX "%s.%s", model, hex);
+	snprintf(j->final_path, sizeof(j->final_path), SHM_IMAGE_DIR "%s", j->final_name);
+	return 0;
+}
+
+/* 1 when the existing object final_name is sound and records the same
+ * digest, source and target as ours (then *h becomes its header), so that
+ * shm_image_find keeps finding it. */
+static int same_image(const create_job *j, shm_image_header *h)
+{
+	shm_image_header x;
+	if (verify_name(j->final_name, &x, NULL, 0) != 0)
+		return 0;
+	if (memcmp(x.digest, h->digest, SHM_DIGEST_SIZE) != 0 || x.source_size != h->source_size ||
+	    x.source_mtime_ns != h->source_mtime_ns || strcmp(x.source_path, h->source_path) != 0 ||
+	    strcmp(x.target_type, h->target_type) != 0 || strcmp(x.model, h->model) != 0)
+		return 0;
+	*h = x;
+	return 1;
+}
+
+/* Phase 5b: the final name, atomically. An object already under that name
+ * is reused when it is the same image (*adopted = 1, ours dropped), else
+ * replaced (its mappings stay as they are). */
+static int create_publish(create_job *j, int *adopted)
+{
+	*adopted = 0;
+	if (renameat2(AT_FDCWD, j->tmp_path, AT_FDCWD, j->final_path, RENAME_NOREPLACE) == 0) {
+		j->have_tmp = 0;
+		return 0;
 	}
-	have_tmp = 0;
+	const int e = errno;
+	if (e == EEXIST && same_image(j, &j->h)) {
+		shm_unlink(j->tmp_obj);
+		j->have_tmp = 0;
+		*adopted = 1;
+		return 0;
+	}
+	if (e != EEXIST && e != EINVAL && e != ENOSYS)
+		return herd_errf(j->err, j->errlen, -e, "cannot create image of '%s': rename %s to %s: %s",
+			       j->o->model_name, j->tmp_path, j->final_path, strerror(e));
+	/* EEXIST with a damaged or foreign object, or no RENAME_NOREPLACE */
+	if (rename(j->tmp_path, j->final_path) != 0)
+		return herd_errf(j->err, j->errlen, -errno,
+			       "cannot create image of '%s': rename %s to %s: %s", j->o->model_name,
+			       j->tmp_path, j->final_path, strerror(errno));
+	j->have_tmp = 0;
+	return 0;
+}
+
+/* Releases whatever a failed job left: mapping, files, temporary object. */
+static void create_cleanup(create_job *j)
+{
+	if (j->gmap != MAP_FAILED)
+		munmap(j->gmap, j->gsize);
+	if (j->gfd >= 0)
+		close(j->gfd);
+	if (j->gpath[0])
+		unlink(j->gpath);
+	if (j->have_tmp) {
+		rmdir(j->tmp_dir);
+		shm_unlink(j->tmp_obj);
+	}
+	if (j->fd >= 0)
+		close(j->fd);
+}
+
+int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, size_t errlen)
+{
+	if (err && errlen)
+		err[0] = '\0';
+	if (!o || !out || !o->source_path)
+		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_create: NULL argument");
+	info_init(out);
+	create_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return herd_errf(err, errlen, -ENOMEM, "cannot create image: %s", herd_strerror(-ENOMEM));
+	*j = (create_job){.o = o, .err = err, .errlen = errlen, .target = KERN_TYPE_F32,
+			  .repack = convert_repack_enabled(o->no_repack), .fd = -1, .gfd = -1,
+			  .gmap = MAP_FAILED};
+	int rc, adopted = 0;
+	if ((rc = create_check(j)))
+		goto fail;
+	if (create_adopt(j, out))
+		goto done;
+	if ((rc = create_payload(j)) || (rc = create_layout(j)) || (rc = create_copy(j)) ||
+	    (rc = create_seal(j)) || (rc = create_publish(j, &adopted)))
+		goto fail;
+	struct stat st;
 	if (adopted) {
-		close(fd);
-		fd = -1;
-		if (stat(final_path, &st) != 0)
-			memset(&st, 0, sizeof(st));
-	} else if (fstat(fd, &st) != 0) {
-		memset(&st, 0, sizeof(st));
+		close(j->fd);
+		j->fd = -1;
 	}
-	info_from_header(&h, out);
+	if (adopted ? stat(j->final_path, &st) != 0 : fstat(j->fd, &st) != 0)
+		memset(&st, 0, sizeof(st));
+	info_from_header(&j->h, out);
 	info_from_stat(&st, out);
-	snprintf(out->name, sizeof(out->name), "%s", final_name);
+	snprintf(out->name, sizeof(out->name), "%s", j->final_name);
 	out->valid = 1;
 	out->adopted = adopted;
-	if (fd >= 0)
-		close(fd);
+done:
+	create_cleanup(j);
+	free(j);
 	return 0;
-
-fail_sys:
-	herd_errf(err, errlen, rc, "cannot create image of '%s': %s", o->model_name, herd_strerror(rc));
 fail:
-	gguf_close(pg);
-	if (gmap != MAP_FAILED)
-		munmap(gmap, gsize);
-	if (gfd >= 0)
-		close(gfd);
-	if (gpath[0])
-		unlink(gpath);
-	if (have_tmp) {
-		rmdir(tmp_dir);
-		shm_unlink(tmp_obj);
-	}
-	if (fd >= 0)
-		close(fd);
-	gguf_writer_destroy(w);
-	free(conv);
-	gguf_close(src);
+	create_cleanup(j);
+	free(j);
 	info_init(out);
 	return rc;
 }

@@ -70,10 +70,10 @@ extern "C" {
 
 enum {
 	SHM_IMAGE_F_CONVERTED = 1u << 0, /* weights converted to target_type */
-	SHM_IMAGE_F_REPACKED = 1u << 1,  /* written under the interleaving policy
-					  * (kern_repack_worthwhile): matmul weights
-					  * whose type allows it are row-interleaved
-					  * for the GEMM kernels (kernels/gemm.h) */
+	SHM_IMAGE_F_REPACKED = 1u << 1,  /* written with the interleaving policy on
+					  * (model/convert.h): matmul weights whose
+					  * type allows it are row-interleaved for
+					  * the GEMM kernels (kernels/gemm.h) */
 };
 
 enum { SHM_DIGEST_HM256 = 1 };
@@ -168,6 +168,9 @@ typedef struct shm_create_opts {
 	int no_adopt;            /* 1: do not look for an image of the same model
 				  * and source first (one with the same final name
 				  * is still reused) */
+	int no_repack;           /* 1: interleaving policy off even where the CPU
+				  * would gain (convert_repack_enabled; the tools
+				  * set it from HERD_NO_REPACK) */
 } shm_create_opts;
 
 /* Builds an image of o->source_path named after o->model_name.
@@ -181,7 +184,9 @@ typedef struct shm_create_opts {
  * every 2-D tensor whose row length is a multiple of the target's block size
  * is dequantized (kern_ops to_float) and requantized (from_float), and
  * general.file_type is updated; 1-D tensors such as norms are copied as
- * they are) into a private directory in /dev/shm, then copies it into a new
+ * they are; matmul weights interleaved under the policy of model/convert.h,
+ * which decides and converts: this module only writes the bytes) into a
+ * private directory in /dev/shm, then copies it into a new
  * object "/herd.tmp.<pid>.<n>" (O_CREAT|O_EXCL, mode 0600) behind the
  * header, releasing the temporary file as it goes (hole punching), so the
  * peak extra memory is the payload plus a few MB. Then it computes the
@@ -206,13 +211,16 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 
 /* Looks for an image of model_name built from source_path (matching the
  * source's realpath, size and mtime recorded in the header) with the given
- * target type (NULL or "" = kept). Checks headers only: milliseconds, no
- * digest pass, the source is only stat()ed. The newest match wins.
+ * target type (NULL or "" = kept), written under the interleaving policy
+ * this process runs with (convert_repack_enabled(no_repack)): an image of
+ * the other policy would run other kernels. Checks headers only:
+ * milliseconds, no digest pass, the source is only stat()ed. The newest
+ * match wins.
  * Returns 0 and fills out, HERD_E_MISSING when there is none, -errno when
  * the source cannot be stat()ed or /dev/shm not read, HERD_E_INVAL for a
  * bad model name or type. */
 int shm_image_find(const char *model_name, const char *source_path, const char *weight_type,
-		   shm_image_info *out, char *err, size_t errlen);
+		   int no_repack, shm_image_info *out, char *err, size_t errlen);
 
 /* Opens an image object read-only (close-on-exec). name is "/herd.x" or
  * "herd.x" (no other '/'). On success *fd is the caller's to close.

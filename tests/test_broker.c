@@ -520,19 +520,16 @@ static void test_concurrent(void **state)
 	assert_int_equal(proto_encode_admin(&b, &ad), 0);
 	cl_send_buf(&a, &b);
 	cl_expect(&a, PROTO_ADMIN_OK);
-	const msgpack_object *r = a.m.admin_ok.result;
+	const proto_value *r = a.m.admin_ok.result;
 	assert_non_null(r);
-	assert_int_equal(r->type, MSGPACK_OBJECT_ARRAY);
-	assert_int_equal(r->via.array.size, 1);
-	const msgpack_object *mm = &r->via.array.ptr[0];
-	assert_int_equal(mm->type, MSGPACK_OBJECT_MAP);
+	assert_int_equal(r->type, PROTO_V_ARRAY);
+	assert_int_equal(r->arr.n, 1);
+	const proto_value *mm = &r->arr.v[0];
+	assert_int_equal(mm->type, PROTO_V_MAP);
 	int64_t max_batch = -1;
-	for (uint32_t k = 0; k < mm->via.map.size; k++) {
-		const msgpack_object_kv *kv = &mm->via.map.ptr[k];
-		if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 14 &&
-		    !memcmp(kv->key.via.str.ptr, "max_batch_seen", 14))
-			max_batch = (int64_t)kv->val.via.u64;
-	}
+	const proto_value *seen = proto_value_get(mm, "max_batch_seen");
+	if (seen && seen->type == PROTO_V_UINT)
+		max_batch = (int64_t)seen->u;
 	printf("max sequences in one step: %lld\n", (long long)max_batch);
 	assert_true(max_batch >= 2);
 	cl_close(&a);
@@ -569,7 +566,7 @@ static void check_admin_status_and_rm(client *c)
 	cl_send_buf(c, &b);
 	cl_expect(c, PROTO_ADMIN_OK);
 	assert_true(proto_str_eq(c->m.admin_ok.cmd, "status"));
-	assert_int_equal(c->m.admin_ok.result->type, MSGPACK_OBJECT_MAP);
+	assert_int_equal(c->m.admin_ok.result->type, PROTO_V_MAP);
 	/* rm of the loaded model's segment is refused without --force */
 	proto_buf_init(&b);
 	proto_str args[1] = {proto_s(W.segment)};
@@ -657,8 +654,8 @@ static void check_admin_lists(client *c)
 		assert_int_equal(proto_encode_admin(&b, &x), 0);
 		cl_send_buf(c, &b);
 		cl_expect(c, PROTO_ADMIN_OK);
-		assert_int_equal(c->m.admin_ok.result->type, MSGPACK_OBJECT_ARRAY);
-		assert_true(c->m.admin_ok.result->via.array.size >= 1);
+		assert_int_equal(c->m.admin_ok.result->type, PROTO_V_ARRAY);
+		assert_true(c->m.admin_ok.result->arr.n >= 1);
 	}
 }
 

@@ -194,11 +194,10 @@ static void test_bad_frames(void **state)
 	proto_buf_init(&b);
 	size_t mark;
 	assert_int_equal(proto_frame_begin(&b, &mark), 0);
-	msgpack_packer pk;
-	msgpack_packer_init(&pk, &b, proto_buf_write);
-	msgpack_pack_map(&pk, 1);
-	msgpack_pack_str_with_body(&pk, "t", 1);
-	msgpack_pack_str_with_body(&pk, "launch", 6);
+	proto_writer pk;
+	proto_writer_init(&pk, &b);
+	proto_write_map(&pk, 1);
+	proto_write_kv_str(&pk, "t", "launch");
 	assert_int_equal(proto_frame_end(&b, mark), 0);
 	bad_conn(w, b.data, b.len, HERD_E_PROTO, "unknown frame type");
 	proto_buf_fini(&b);

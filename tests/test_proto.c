@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include <msgpack.h>
+
 #include "proto/proto.h"
 #include "herd/error.h"
 
@@ -325,60 +327,75 @@ static void test_rt_admin(void **state)
 	proto_buf_fini(&b);
 
 	/* admin_ok with a nested result */
-	msgpack_sbuffer sb;
-	msgpack_packer pk;
-	msgpack_sbuffer_init(&sb);
-	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, 2);
-	msgpack_pack_str_with_body(&pk, "agents", 6);
-	msgpack_pack_uint32(&pk, 69);
-	msgpack_pack_str_with_body(&pk, "models", 6);
-	msgpack_pack_array(&pk, 2);
-	msgpack_pack_str_with_body(&pk, "a", 1);
-	msgpack_pack_double(&pk, 2.5);
-	msgpack_unpacked u;
-	msgpack_unpacked_init(&u);
-	size_t off = 0;
-	assert_int_equal(msgpack_unpack_next(&u, sb.data, sb.size, &off), MSGPACK_UNPACK_SUCCESS);
+	const proto_value items[2] = {{.type = PROTO_V_STR, .s = proto_s("a")},
+				      {.type = PROTO_V_FLOAT, .f = 2.5}};
+	const proto_pair kv[2] = {
+		{.key = {.type = PROTO_V_STR, .s = proto_s("agents")},
+		 .val = {.type = PROTO_V_UINT, .u = 69}},
+		{.key = {.type = PROTO_V_STR, .s = proto_s("models")},
+		 .val = {.type = PROTO_V_ARRAY, .arr = {items, 2}}},
+	};
+	const proto_value tree = {.type = PROTO_V_MAP, .map = {kv, 2}};
 	m = (proto_msg){.type = PROTO_ADMIN_OK};
-	m.admin_ok = (proto_admin_ok){proto_s("status"), &u.data};
+	m.admin_ok = (proto_admin_ok){proto_s("status"), &tree};
 	round_trip(&m, &b, &o);
 	assert_str(o.admin_ok.cmd, "status");
-	const msgpack_object *r = o.admin_ok.result;
-	assert_int_equal(r->type, MSGPACK_OBJECT_MAP);
-	assert_int_equal(r->via.map.size, 2);
-	assert_int_equal(r->via.map.ptr[0].val.via.u64, 69);
-	assert_int_equal(r->via.map.ptr[1].val.via.array.size, 2);
-	assert_true(r->via.map.ptr[1].val.via.array.ptr[1].via.f64 == 2.5);
+	const proto_value *r = o.admin_ok.result;
+	assert_int_equal(r->type, PROTO_V_MAP);
+	assert_int_equal(r->map.n, 2);
+	assert_int_equal(r->map.kv[0].val.u, 69);
+	assert_int_equal(proto_value_get(r, "agents")->u, 69);
+	assert_null(proto_value_get(r, "nope"));
+	assert_int_equal(r->map.kv[1].val.arr.n, 2);
+	assert_true(r->map.kv[1].val.arr.v[1].f == 2.5);
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
-	msgpack_unpacked_destroy(&u);
-	msgpack_sbuffer_destroy(&sb);
 
 	/* nil result */
 	m.admin_ok.result = NULL;
 	round_trip(&m, &b, &o);
-	assert_int_equal(o.admin_ok.result->type, MSGPACK_OBJECT_NIL);
+	assert_int_equal(o.admin_ok.result->type, PROTO_V_NIL);
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
 
 	/* hand-built frame with begin/end */
 	size_t mark, n;
+	proto_writer w;
 	proto_buf_init(&b);
-	assert_int_equal(proto_frame_begin(&b, &mark), 0);
-	msgpack_packer_init(&pk, &b, proto_buf_write);
-	msgpack_pack_map(&pk, 3);
-	msgpack_pack_str_with_body(&pk, "t", 1);
-	msgpack_pack_str_with_body(&pk, "admin_ok", 8);
-	msgpack_pack_str_with_body(&pk, "cmd", 3);
-	msgpack_pack_str_with_body(&pk, "segments", 8);
-	msgpack_pack_str_with_body(&pk, "result", 6);
-	msgpack_pack_array(&pk, 0);
+	assert_int_equal(proto_admin_ok_begin(&w, &b, "segments", &mark), 0);
+	proto_write_array(&w, 0);
+	assert_int_equal(proto_writer_error(&w), 0);
 	assert_int_equal(proto_frame_end(&b, mark), 0);
 	assert_int_equal(proto_frame_next(b.data, b.len, 1 << 20, &n), PROTO_FRAME_READY);
 	assert_int_equal(proto_decode(b.data + 4, n, &o, NULL, 0), 0);
 	assert_str(o.admin_ok.cmd, "segments");
-	assert_int_equal(o.admin_ok.result->type, MSGPACK_OBJECT_ARRAY);
+	assert_int_equal(o.admin_ok.result->type, PROTO_V_ARRAY);
+	proto_msg_free(&o);
+	proto_buf_fini(&b);
+
+	/* every writer call, read back as values */
+	proto_buf_init(&b);
+	assert_int_equal(proto_admin_ok_begin(&w, &b, "status", &mark), 0);
+	proto_write_map(&w, 6);
+	proto_write_kv_str(&w, "s", NULL);
+	proto_write_kv_int(&w, "i", -7);
+	proto_write_kv_uint(&w, "u", UINT64_MAX);
+	proto_write_kv_double(&w, "d", 0.25);
+	proto_write_kv_bool(&w, "b", 1);
+	proto_write_cstr(&w, "n");
+	proto_write_nil(&w);
+	assert_int_equal(proto_writer_error(&w), 0);
+	assert_int_equal(proto_frame_end(&b, mark), 0);
+	assert_int_equal(proto_frame_next(b.data, b.len, 1 << 20, &n), PROTO_FRAME_READY);
+	assert_int_equal(proto_decode(b.data + 4, n, &o, NULL, 0), 0);
+	r = o.admin_ok.result;
+	assert_int_equal(proto_value_get(r, "s")->type, PROTO_V_STR);
+	assert_int_equal(proto_value_get(r, "s")->s.len, 0);
+	assert_int_equal(proto_value_get(r, "i")->i, -7);
+	assert_true(proto_value_get(r, "u")->u == UINT64_MAX);
+	assert_true(proto_value_get(r, "d")->f == 0.25);
+	assert_int_equal(proto_value_get(r, "b")->b, 1);
+	assert_int_equal(proto_value_get(r, "n")->type, PROTO_V_NIL);
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
 }

@@ -968,11 +968,11 @@ static void test_convert_q8_0(void **state)
 
 	/* find tells the two apart by target type */
 	shm_image_info x;
-	assert_int_equal(shm_image_find(q8.model, s->src, "Q8_0", &x, err, sizeof(err)), 0);
+	assert_int_equal(shm_image_find(q8.model, s->src, "Q8_0", 0, &x, err, sizeof(err)), 0);
 	assert_string_equal(x.name, q8.name);
-	assert_int_equal(shm_image_find(q8.model, s->src, NULL, &x, err, sizeof(err)), 0);
+	assert_int_equal(shm_image_find(q8.model, s->src, NULL, 0, &x, err, sizeof(err)), 0);
 	assert_string_equal(x.name, f32.name);
-	assert_int_equal(shm_image_find(q8.model, s->src, "Q4_0", &x, err, sizeof(err)),
+	assert_int_equal(shm_image_find(q8.model, s->src, "Q4_0", 0, &x, err, sizeof(err)),
 			 HERD_E_MISSING);
 
 	/* Q4_0 as well (block 32 fits every row) */
@@ -1036,7 +1036,7 @@ static void test_adopt_find(void **state)
 	assert_false(a.adopted);
 	/* found by model + source, headers only */
 	const double t0 = clock_mono_s();
-	assert_int_equal(shm_image_find(a.model, s->src, NULL, &x, err, sizeof(err)), 0);
+	assert_int_equal(shm_image_find(a.model, s->src, NULL, 0, &x, err, sizeof(err)), 0);
 	printf("# find: %.1f us\n", (clock_mono_s() - t0) * 1e6);
 	assert_string_equal(x.name, a.name);
 	assert_true(x.valid);
@@ -1056,26 +1056,26 @@ static void test_adopt_find(void **state)
 	assert_int_equal(tmp_leftovers(getpid()), 0);
 
 	/* another model name or another source: not found */
-	assert_int_equal(shm_image_find("nosuchmodel", s->src, NULL, &x, err, sizeof(err)),
+	assert_int_equal(shm_image_find("nosuchmodel", s->src, NULL, 0, &x, err, sizeof(err)),
 			 HERD_E_MISSING);
 	snprintf(src2, sizeof(src2), "%s/tiny2.gguf", s->dir);
 	write_tiny_model(src2, 43);
-	assert_int_equal(shm_image_find(a.model, src2, NULL, &x, err, sizeof(err)), HERD_E_MISSING);
-	assert_int_equal(shm_image_find(a.model, "/nonexistent/x.gguf", NULL, &x, err, sizeof(err)),
+	assert_int_equal(shm_image_find(a.model, src2, NULL, 0, &x, err, sizeof(err)), HERD_E_MISSING);
+	assert_int_equal(shm_image_find(a.model, "/nonexistent/x.gguf", NULL, 0, &x, err, sizeof(err)),
 			 -ENOENT);
-	assert_int_equal(shm_image_find("bad/name", s->src, NULL, &x, err, sizeof(err)),
+	assert_int_equal(shm_image_find("bad/name", s->src, NULL, 0, &x, err, sizeof(err)),
 			 HERD_E_INVAL);
 
 	/* a source whose mtime changed (same bytes) is rebuilt; the digest (and
 	 * so the name) is the same, and the new header records the new mtime */
 	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = 1000000000, .tv_nsec = 5}};
 	assert_int_equal(utimensat(AT_FDCWD, s->src, ts, 0), 0);
-	assert_int_equal(shm_image_find(a.model, s->src, NULL, &x, err, sizeof(err)), HERD_E_MISSING);
+	assert_int_equal(shm_image_find(a.model, s->src, NULL, 0, &x, err, sizeof(err)), HERD_E_MISSING);
 	create_ok(s, "adopt", s->src, NULL, &b);
 	assert_false(b.adopted);
 	assert_string_equal(b.name, a.name);
 	assert_int_equal(b.source_mtime_ns, 1000000000000000005ll);
-	assert_int_equal(shm_image_find(a.model, s->src, NULL, &x, err, sizeof(err)), 0);
+	assert_int_equal(shm_image_find(a.model, s->src, NULL, 0, &x, err, sizeof(err)), 0);
 	assert_string_equal(x.name, a.name);
 
 	/* a damaged image under the final name is not adopted but replaced */

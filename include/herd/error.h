@@ -9,6 +9,15 @@
 
 #include <stddef.h>
 
+/* Marks a function of libherd's public ABI. Everything else in the library
+ * is built with hidden visibility, so libherd.so exports exactly the
+ * functions declared with HERD_API in include/herd/. */
+#if defined(__GNUC__) || defined(__clang__)
+#define HERD_API __attribute__((visibility("default")))
+#else
+#define HERD_API
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -31,12 +40,13 @@ enum {
 
 /* Returns a static string naming err (a HERD_E_* code or -errno). Never NULL.
  * Thread-safe. */
-const char *herd_strerror(int err);
+HERD_API const char *herd_strerror(int err);
 
 /* Formats a message into err (when err and errlen are non-zero) and returns
  * code, for the "return herd_errf(err, errlen, HERD_E_X, ...)" pattern of
- * functions that report what went wrong in words. */
-int herd_errf(char *err, size_t errlen, int code, const char *fmt, ...)
+ * functions that report what went wrong in words. Exported because this
+ * public header declares it; meant for herd's own modules. */
+HERD_API int herd_errf(char *err, size_t errlen, int code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 
 #ifdef __cplusplus

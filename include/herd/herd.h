@@ -74,11 +74,11 @@ typedef struct herd_connect_opts {
 } herd_connect_opts;
 
 /* Fills o with the defaults (all zero / NULL). */
-void herd_connect_opts_init(herd_connect_opts *o);
+HERD_API void herd_connect_opts_init(herd_connect_opts *o);
 
 /* The default socket path (see herd_connect_opts.socket_path) into buf.
  * Returns the length, or -ENAMETOOLONG when it does not fit in n bytes. */
-int herd_default_socket_path(char *buf, size_t n);
+HERD_API int herd_default_socket_path(char *buf, size_t n);
 
 /* Connects to the broker, sends hello and waits for welcome, all within
  * o->timeout_ms. o may be NULL (defaults); its strings are copied.
@@ -95,32 +95,32 @@ int herd_default_socket_path(char *buf, size_t n);
  * HERD_E_VERSION (the broker speaks another protocol version), HERD_E_PROTO
  * (malformed welcome), -ECONNRESET (the broker closed the connection), the
  * code of an `err` the broker answered hello with, -ENOMEM. */
-int herd_connect(herd_client **out, const herd_connect_opts *o);
+HERD_API int herd_connect(herd_client **out, const herd_connect_opts *o);
 
 /* Closes the connection and frees the client and everything it returned
  * (model list). Accepts NULL. No other call on c may be running. Local
  * models attached through c stay valid (they do not depend on the
  * connection). */
-void herd_close(herd_client *c);
+HERD_API void herd_close(herd_client *c);
 
 /* Drops the current connection (if any) and connects again with the same
  * options, e.g. after the broker restarted. Same errors as herd_connect.
  * No other call on c may be running. */
-int herd_reconnect(herd_client *c);
+HERD_API int herd_reconnect(herd_client *c);
 
 /* 1 while the connection is believed usable: 0 after a connection error
  * until herd_reconnect() succeeds. */
-int herd_connected(const herd_client *c);
+HERD_API int herd_connected(const herd_client *c);
 
 /* A message about the last failed call on c ("" when there was none).
  * Valid until the next call on c; never NULL (c may be NULL: then a
  * message about that). Not updated by herd_cancel(). */
-const char *herd_client_errmsg(const herd_client *c);
+HERD_API const char *herd_client_errmsg(const herd_client *c);
 
 /* From the broker's welcome. */
-uint64_t herd_agent_id(const herd_client *c);
+HERD_API uint64_t herd_agent_id(const herd_client *c);
 /* Broker limits: its max frame size and max tokens per request. */
-void herd_limits(const herd_client *c, uint32_t *max_frame, uint32_t *max_tokens);
+HERD_API void herd_limits(const herd_client *c, uint32_t *max_frame, uint32_t *max_tokens);
 
 typedef struct herd_model_info {
 	const char *name;     /* NUL-terminated */
@@ -134,7 +134,7 @@ typedef struct herd_model_info {
 /* The models the broker offered in its welcome. *models stays valid until
  * herd_reconnect() or herd_close(); owned by c. Returns 0 or HERD_E_INVAL
  * (NULL arguments), -ENOTCONN (never connected). */
-int herd_models(const herd_client *c, const herd_model_info **models, size_t *n);
+HERD_API int herd_models(const herd_client *c, const herd_model_info **models, size_t *n);
 
 /* ---- generation -------------------------------------------------------- */
 
@@ -171,10 +171,10 @@ typedef struct herd_request {
 } herd_request;
 
 /* Fills r with the defaults above. */
-void herd_request_init(herd_request *r);
+HERD_API void herd_request_init(herd_request *r);
 
 /* A fresh request id for c, unique on this client. Thread-safe. */
-uint64_t herd_request_id(herd_client *c);
+HERD_API uint64_t herd_request_id(herd_client *c);
 
 typedef enum herd_finish {
 	HERD_FINISH_NONE = 0,
@@ -185,7 +185,7 @@ typedef enum herd_finish {
 } herd_finish;
 
 /* "stop", "length", "cancel", "deadline", "none". */
-const char *herd_finish_name(herd_finish f);
+HERD_API const char *herd_finish_name(herd_finish f);
 
 /* A finished request. The functions filling it zero it first; release with
  * herd_result_free(). */
@@ -206,7 +206,7 @@ typedef struct herd_result {
 } herd_result;
 
 /* Frees r->text and zeroes r. Accepts NULL and a zeroed result. */
-void herd_result_free(herd_result *r);
+HERD_API void herd_result_free(herd_result *r);
 
 /* Generates text for req and waits for the whole answer (the broker sends
  * it in one `done` frame). res is zeroed first and filled on success; on
@@ -224,7 +224,7 @@ void herd_result_free(herd_result *r);
  * HERD_E_CANCELLED, ... with its message in herd_client_errmsg(). A request
  * cancelled while running normally ends with 0 and reason
  * HERD_FINISH_CANCEL (partial text). */
-int herd_generate(herd_client *c, const herd_request *req, herd_result *res);
+HERD_API int herd_generate(herd_client *c, const herd_request *req, herd_result *res);
 
 /* Streaming callback: one call per generated piece of text, in order, from
  * the thread that called herd_generate_stream / herd_local_generate. text is
@@ -238,7 +238,7 @@ typedef int (*herd_token_cb)(void *user, const char *text, size_t len, int32_t t
  * called for each; res->text is the concatenation of every piece received,
  * including pieces that were already on the way when a cancel was sent
  * (cb is not called for those). Same errors. */
-int herd_generate_stream(herd_client *c, const herd_request *req, herd_token_cb cb, void *user,
+HERD_API int herd_generate_stream(herd_client *c, const herd_request *req, herd_token_cb cb, void *user,
 			 herd_result *res);
 
 /* Asks the broker to stop request id (0: whatever request is in flight on
@@ -247,7 +247,7 @@ int herd_generate_stream(herd_client *c, const herd_request *req, herd_token_cb 
  * is not an error. Returns 0, -ENOTCONN (never connected or closed by
  * herd_reconnect), -ECONNRESET (the broker closed the connection), -ENOMEM.
  * Does not touch herd_client_errmsg(). */
-int herd_cancel(herd_client *c, uint64_t id);
+HERD_API int herd_cancel(herd_client *c, uint64_t id);
 
 /* ---- in-process models on the shared image ------------------------------ */
 
@@ -273,9 +273,9 @@ typedef struct herd_attach_opts {
  * incompatible image header, or a size or digest that does not match the
  * frame), the model loader's errors (HERD_E_UNSUPPORTED, HERD_E_MISSING,
  * HERD_E_SHAPE ...), -ENOMEM. The message is in herd_client_errmsg(c). */
-int herd_model_attach(herd_client *c, const char *model, herd_local_model **out);
+HERD_API int herd_model_attach(herd_client *c, const char *model, herd_local_model **out);
 /* Same with options (o may be NULL). */
-int herd_model_attach_opts(herd_client *c, const char *model, const herd_attach_opts *o,
+HERD_API int herd_model_attach_opts(herd_client *c, const char *model, const herd_attach_opts *o,
 			   herd_local_model **out);
 
 /* Runs req in this process on the attached model: tokenizes the prompt
@@ -292,7 +292,7 @@ int herd_model_attach_opts(herd_client *c, const char *model, const herd_attach_
  * Errors: HERD_E_INVAL (bad request or sampling parameter), HERD_E_NOSPACE
  * (prompt does not fit the context), HERD_E_RANGE (token id outside the
  * vocabulary), -ENOMEM; message in herd_local_errmsg(). */
-int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token_cb cb,
+HERD_API int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token_cb cb,
 			void *user, herd_result *res);
 
 typedef struct herd_local_info {
@@ -308,15 +308,15 @@ typedef struct herd_local_info {
 } herd_local_info;
 
 /* Describes m. Strings stay valid until herd_local_detach(m). */
-void herd_local_info_get(const herd_local_model *m, herd_local_info *info);
+HERD_API void herd_local_info_get(const herd_local_model *m, herd_local_info *info);
 
 /* Message about the last failed herd_local_generate on m ("" if none). */
-const char *herd_local_errmsg(const herd_local_model *m);
+HERD_API const char *herd_local_errmsg(const herd_local_model *m);
 
 /* Frees the context and model and unmaps the image. Accepts NULL. The
  * broker may remove the shared object meanwhile; the mapping stays valid
  * until here. */
-void herd_local_detach(herd_local_model *m);
+HERD_API void herd_local_detach(herd_local_model *m);
 
 #ifdef __cplusplus
 }

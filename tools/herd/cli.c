@@ -7,7 +7,13 @@
 #include <time.h>
 
 #include "herd/error.h"
-#include "kernels/gemm.h"
+#include "model/convert.h"
+
+void cli_env_read(cli_env *e)
+{
+	e->force_ref = getenv("HERD_FORCE_REF") != NULL;
+	e->no_repack = getenv("HERD_NO_REPACK") != NULL;
+}
 
 int cli_int(const char *opt, const char *s, long lo, long hi, long *out)
 {
@@ -48,20 +54,20 @@ uint64_t cli_u64_or(const char *s, int *ok)
 int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_ctx **c)
 {
 	char err[512] = "";
+	cli_env env;
+	cli_env_read(&env);
 	int rc = llama_model_load(m, path, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "herd: cannot load '%s': %s (%s)\n", path, err, herd_strerror(rc));
 		return rc;
 	}
-	if (kern_repack_worthwhile() && (rc = llama_model_repack(*m))) {
+	if (convert_repack_enabled(env.no_repack) && (rc = llama_model_repack(*m))) {
 		fprintf(stderr, "herd: cannot repack '%s': %s\n", path, herd_strerror(rc));
 		llama_model_destroy(*m);
 		*m = NULL;
 		return rc;
 	}
-	llama_ctx_opts o = {.n_threads = n_threads, .n_ctx = n_ctx};
-	if (getenv("HERD_FORCE_REF"))
-		o.force_ref = 1;
+	llama_ctx_opts o = {.n_threads = n_threads, .n_ctx = n_ctx, .force_ref = env.force_ref};
 	rc = llama_ctx_create(c, *m, &o);
 	if (rc) {
 		fprintf(stderr, "herd: cannot create a context: %s\n", herd_strerror(rc));

@@ -20,7 +20,16 @@ int cli_int(const char *opt, const char *s, long lo, long hi, long *out);
 int cli_float(const char *opt, const char *s, double *out);
 uint64_t cli_u64_or(const char *s, int *ok);
 
-/* Loads a model and makes a context; prints the error itself. */
+/* The engine switches the environment gives the herd command. tools/ is
+ * the only place that reads them; the libraries take them as options. */
+typedef struct cli_env {
+	int force_ref; /* HERD_FORCE_REF set: scalar reference kernels */
+	int no_repack; /* HERD_NO_REPACK set: interleaving policy off */
+} cli_env;
+void cli_env_read(cli_env *e);
+
+/* Loads a model (interleaved under the policy, model/convert.h) and makes a
+ * context, with the cli_env switches; prints the error itself. */
 int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_ctx **c);
 
 /* Tokenizes text into a malloc'd array (*n ids); BOS first when add_bos. */

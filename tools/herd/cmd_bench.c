@@ -17,7 +17,7 @@
 
 #include "cli.h"
 #include "herd/error.h"
-#include "kernels/gemm.h"
+#include "model/convert.h"
 #include "kernels/probe.h"
 #include "common/clock.h"
 
@@ -182,12 +182,14 @@ static int bench_load(const char *model, llama_model **out)
 {
 	llama_model *m;
 	char err_text[512] = "";
+	cli_env env;
+	cli_env_read(&env);
 	int rc = llama_model_load(&m, model, err_text, sizeof(err_text));
 	if (rc) {
 		fprintf(stderr, "herd bench: cannot load '%s': %s\n", model, err_text);
 		return 1;
 	}
-	if (kern_repack_worthwhile() && llama_model_repack(m)) {
+	if (convert_repack_enabled(env.no_repack) && llama_model_repack(m)) {
 		fprintf(stderr, "herd bench: out of memory repacking the model\n");
 		llama_model_destroy(m);
 		return 1;
@@ -202,9 +204,11 @@ static int bench_create(struct bench *b, llama_model *m, const bench_opts *bo)
 {
 	const long B = bo->B, p = bo->p, n = bo->n, threads = bo->threads;
 	const int per_seq = (int)(B > 1 ? p + n : (p > n ? p : n)) + 1;
+	cli_env env;
+	cli_env_read(&env);
 	llama_ctx_opts o = {.n_threads = (int)threads, .n_ctx = per_seq,
 			    .n_kv_pages = (int)B * ((per_seq + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE),
-			    .force_ref = getenv("HERD_FORCE_REF") != NULL};
+			    .force_ref = env.force_ref};
 	*b = (struct bench){.V = m->hp.n_vocab, .B = (int)B, .p = (int)p, .n = (int)n};
 	int rc = llama_ctx_create(&b->c, m, &o);
 	if (rc) {

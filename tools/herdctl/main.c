@@ -32,47 +32,46 @@
 #include "herd/herd.h"
 #include "shm/image.h"
 
-/* ---- msgpack -> JSON ----------------------------------------------------- */
+/* ---- result -> JSON ------------------------------------------------------ */
 
-static json_object *mp_to_json(const msgpack_object *o)
+#define JSON_KEY_MAX 128 /* bytes of a map key kept, NUL included */
+
+static json_object *value_to_json(const proto_value *v)
 {
-	switch (o->type) {
-	case MSGPACK_OBJECT_BOOLEAN:
-		return json_object_new_boolean(o->via.boolean);
-	case MSGPACK_OBJECT_POSITIVE_INTEGER:
-		return o->via.u64 > INT64_MAX ? json_object_new_uint64(o->via.u64)
-					      : json_object_new_int64((int64_t)o->via.u64);
-	case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-		return json_object_new_int64(o->via.i64);
-	case MSGPACK_OBJECT_FLOAT32:
-	case MSGPACK_OBJECT_FLOAT64:
-		return json_object_new_double(o->via.f64);
-	case MSGPACK_OBJECT_STR:
-		return json_object_new_string_len(o->via.str.ptr, (int)o->via.str.size);
-	case MSGPACK_OBJECT_BIN:
-		return json_object_new_string_len(o->via.bin.ptr, (int)o->via.bin.size);
-	case MSGPACK_OBJECT_ARRAY: {
+	switch (v->type) {
+	case PROTO_V_BOOL:
+		return json_object_new_boolean(v->b);
+	case PROTO_V_UINT:
+		return v->u > INT64_MAX ? json_object_new_uint64(v->u)
+					: json_object_new_int64((int64_t)v->u);
+	case PROTO_V_INT:
+		return json_object_new_int64(v->i);
+	case PROTO_V_FLOAT:
+		return json_object_new_double(v->f);
+	case PROTO_V_STR:
+		return json_object_new_string_len(v->s.ptr ? v->s.ptr : "", (int)v->s.len);
+	case PROTO_V_ARRAY: {
 		json_object *a = json_object_new_array();
-		for (uint32_t i = 0; a && i < o->via.array.size; i++)
-			json_object_array_add(a, mp_to_json(&o->via.array.ptr[i]));
+		for (size_t i = 0; a && i < v->arr.n; i++)
+			json_object_array_add(a, value_to_json(&v->arr.v[i]));
 		return a;
 	}
-	case MSGPACK_OBJECT_MAP: {
+	case PROTO_V_MAP: {
 		json_object *m = json_object_new_object();
-		for (uint32_t i = 0; m && i < o->via.map.size; i++) {
-			const msgpack_object_kv *kv = &o->via.map.ptr[i];
-			char key[128];
-			if (kv->key.type == MSGPACK_OBJECT_STR)
-				snprintf(key, sizeof(key), "%.*s", (int)kv->key.via.str.size,
-					 kv->key.via.str.ptr);
+		for (size_t i = 0; m && i < v->map.n; i++) {
+			const proto_pair *kv = &v->map.kv[i];
+			char key[JSON_KEY_MAX];
+			if (kv->key.type == PROTO_V_STR)
+				snprintf(key, sizeof(key), "%.*s", (int)kv->key.s.len,
+					 kv->key.s.ptr ? kv->key.s.ptr : "");
 			else
-				snprintf(key, sizeof(key), "key%u", i);
-			json_object_object_add(m, key, mp_to_json(&kv->val));
+				snprintf(key, sizeof(key), "key%zu", i);
+			json_object_object_add(m, key, value_to_json(&kv->val));
 		}
 		return m;
 	}
 	default:
-		return NULL; /* nil, ext */
+		return NULL; /* nil */
 	}
 }
 
@@ -317,118 +316,94 @@ static void perm_group(const char *msg, char *g, size_t n)
 		snprintf(g, n, "%.*s", (int)(e - p), p);
 }
 
-int main(int argc, char **argv)
-{
-	const char *sock = NULL, *cmd = NULL;
-	const char *args[8];
-	size_t n_args = 0;
-	int json = 0, status = 1;
-	char path[256], err[1024] = "";
-	adm_client a;
-	adm_init(&a);
+#define MAX_ARGS 8 /* command arguments passed on to the broker */
 
+typedef struct cmdline {
+	const char *sock, *cmd;
+	const char *args[MAX_ARGS];
+	size_t n_args;
+	int json;
+} cmdline;
+
+static const char *const known_cmds[] = {"status", "models", "segments", "agents", "rm", "shutdown"};
+
+/* Parses the command line. Returns -1 to go on, else the exit status. */
+static int parse_cmdline(int argc, char **argv, cmdline *cl)
+{
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--socket") || !strcmp(argv[i], "-s")) {
 			if (i + 1 >= argc) {
 				fprintf(stderr, "herdctl: --socket needs a path\n");
 				return 2;
 			}
-			sock = argv[++i];
+			cl->sock = argv[++i];
 		} else if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j")) {
-			json = 1;
+			cl->json = 1;
 		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help") ||
 			   !strcmp(argv[i], "help")) {
 			usage(stdout);
 			return 0;
-		} else if (!cmd) {
-			cmd = argv[i];
-		} else if (n_args < sizeof(args) / sizeof(args[0])) {
-			args[n_args++] = argv[i];
+		} else if (!cl->cmd) {
+			cl->cmd = argv[i];
+		} else if (cl->n_args < MAX_ARGS) {
+			cl->args[cl->n_args++] = argv[i];
 		} else {
 			fprintf(stderr, "herdctl: too many arguments\n");
 			return 2;
 		}
 	}
-	static const char *const known[] = {"status", "models", "segments", "agents", "rm", "shutdown"};
 	int ok = 0;
-	for (size_t i = 0; cmd && i < sizeof(known) / sizeof(known[0]); i++)
-		ok |= !strcmp(cmd, known[i]);
+	for (size_t i = 0; cl->cmd && i < sizeof(known_cmds) / sizeof(known_cmds[0]); i++)
+		ok |= !strcmp(cl->cmd, known_cmds[i]);
 	if (!ok) {
-		if (cmd)
-			fprintf(stderr, "herdctl: unknown command '%s'\n", cmd);
+		if (cl->cmd)
+			fprintf(stderr, "herdctl: unknown command '%s'\n", cl->cmd);
 		usage(stderr);
 		return 2;
 	}
-	const int is_rm = !strcmp(cmd, "rm");
-	if (is_rm && n_args == 0) {
+	const int is_rm = !strcmp(cl->cmd, "rm");
+	if (is_rm && cl->n_args == 0) {
 		fprintf(stderr, "herdctl: rm needs a segment name (see herdctl segments)\n");
 		return 2;
 	}
-	if (!is_rm && n_args) {
-		fprintf(stderr, "herdctl: %s takes no arguments\n", cmd);
+	if (!is_rm && cl->n_args) {
+		fprintf(stderr, "herdctl: %s takes no arguments\n", cl->cmd);
 		return 2;
 	}
-	if (sock)
-		snprintf(path, sizeof(path), "%s", sock);
-	else if (herd_default_socket_path(path, sizeof(path)) < 0) {
-		fprintf(stderr, "herdctl: default socket path too long; use --socket\n");
-		return 2;
-	}
+	return -1;
+}
 
-	int rc = adm_connect(&a, path, err, sizeof(err));
-	if (rc == -ENOENT || rc == -ECONNREFUSED) {
-		if (!strcmp(cmd, "segments")) {
-			fprintf(stderr, "herdctl: no broker at %s; listing %s directly\n", path,
-				SHM_IMAGE_DIR);
-			status = local_segments(json);
-			goto out;
-		}
-		if (is_rm) {
-			const char *seg = NULL;
-			for (size_t i = 0; i < n_args; i++)
-				if (strcmp(args[i], "--force") && strcmp(args[i], "-f"))
-					seg = args[i];
-			if (!seg) {
-				fprintf(stderr, "herdctl: rm needs a segment name\n");
-				status = 2;
-				goto out;
-			}
-			rc = shm_image_remove(seg);
-			if (rc) {
-				fprintf(stderr, "herdctl: rm %s: %s\n", seg, herd_strerror(rc));
-				goto out;
-			}
-			if (json)
-				printf("{\"removed\":\"%s\",\"broker\":false}\n", seg);
-			else
-				printf("removed %s (no broker at %s: unlinked directly)\n", seg, path);
-			status = 0;
-			goto out;
-		}
+/* `rm` without a broker: unlinks the object itself. Returns the exit status. */
+static int local_rm(const cmdline *cl, const char *path)
+{
+	const char *seg = NULL;
+	for (size_t i = 0; i < cl->n_args; i++)
+		if (strcmp(cl->args[i], "--force") && strcmp(cl->args[i], "-f"))
+			seg = cl->args[i];
+	if (!seg) {
+		fprintf(stderr, "herdctl: rm needs a segment name\n");
+		return 2;
 	}
+	int rc = shm_image_remove(seg);
 	if (rc) {
-		fprintf(stderr, "herdctl: %s\n", err);
-		goto out;
+		fprintf(stderr, "herdctl: rm %s: %s\n", seg, herd_strerror(rc));
+		return 1;
 	}
-	rc = adm_call(&a, cmd, args, n_args, err, sizeof(err));
-	if (rc == -EPERM) {
-		char g[128];
-		perm_group(err, g, sizeof(g));
-		fprintf(stderr, "herdctl: permission denied: admin requires the broker's uid or group %s\n",
-			g[0] ? g : "(no admin group configured)");
-		goto out;
-	}
-	if (rc) {
-		if (err[0])
-			fprintf(stderr, "herdctl: %s\n", err);
-		else
-			fprintf(stderr, "herdctl: %s: %s\n", cmd, herd_strerror(rc));
-		goto out;
-	}
-	json_object *res = mp_to_json(a.msg.admin_ok.result);
+	if (cl->json)
+		printf("{\"removed\":\"%s\",\"broker\":false}\n", seg);
+	else
+		printf("removed %s (no broker at %s: unlinked directly)\n", seg, path);
+	return 0;
+}
+
+/* Prints the broker's result of cl->cmd: JSON, a table or key/value lines. */
+static void print_result(const cmdline *cl, const proto_value *result, const char *path)
+{
+	const char *cmd = cl->cmd;
+	json_object *res = value_to_json(result);
 	if (!strcmp(cmd, "agents"))
 		drop_self(res);
-	if (json)
+	if (cl->json)
 		printf("%s\n", res ? json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE) : "null");
 	else if (!strcmp(cmd, "models"))
 		print_table(res, models_cols, N_COLS(models_cols));
@@ -436,17 +411,68 @@ int main(int argc, char **argv)
 		print_table(res, segments_cols, N_COLS(segments_cols));
 	else if (!strcmp(cmd, "agents"))
 		print_table(res, agents_cols, N_COLS(agents_cols));
-	else if (is_rm) {
+	else if (!strcmp(cmd, "rm")) {
 		json_object *v = NULL;
 		json_object_object_get_ex(res, "removed", &v);
-		printf("removed %s\n", v ? json_object_get_string(v) : args[0]);
+		printf("removed %s\n", v ? json_object_get_string(v) : cl->args[0]);
 	} else if (!strcmp(cmd, "shutdown"))
 		printf("broker at %s is shutting down\n", path);
 	else
 		print_kv(res);
 	json_object_put(res);
-	status = 0;
-out:
+}
+
+/* Sends the command and prints the reply or the broker's error. Returns
+ * the exit status. */
+static int call_broker(adm_client *a, const cmdline *cl, const char *path)
+{
+	char err[1024] = "";
+	int rc = adm_call(a, cl->cmd, cl->args, cl->n_args, err, sizeof(err));
+	if (rc == -EPERM) {
+		char g[128];
+		perm_group(err, g, sizeof(g));
+		fprintf(stderr, "herdctl: permission denied: admin requires the broker's uid or group %s\n",
+			g[0] ? g : "(no admin group configured)");
+		return 1;
+	}
+	if (rc) {
+		if (err[0])
+			fprintf(stderr, "herdctl: %s\n", err);
+		else
+			fprintf(stderr, "herdctl: %s: %s\n", cl->cmd, herd_strerror(rc));
+		return 1;
+	}
+	print_result(cl, a->msg.admin_ok.result, path);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	cmdline cl = {0};
+	char path[256], err[1024] = "";
+	int status = parse_cmdline(argc, argv, &cl);
+	if (status >= 0)
+		return status;
+	if (cl.sock)
+		snprintf(path, sizeof(path), "%s", cl.sock);
+	else if (herd_default_socket_path(path, sizeof(path)) < 0) {
+		fprintf(stderr, "herdctl: default socket path too long; use --socket\n");
+		return 2;
+	}
+	adm_client a;
+	adm_init(&a);
+	int rc = adm_connect(&a, path, err, sizeof(err));
+	if ((rc == -ENOENT || rc == -ECONNREFUSED) && !strcmp(cl.cmd, "segments")) {
+		fprintf(stderr, "herdctl: no broker at %s; listing %s directly\n", path, SHM_IMAGE_DIR);
+		status = local_segments(cl.json);
+	} else if ((rc == -ENOENT || rc == -ECONNREFUSED) && !strcmp(cl.cmd, "rm")) {
+		status = local_rm(&cl, path);
+	} else if (rc) {
+		fprintf(stderr, "herdctl: %s\n", err);
+		status = 1;
+	} else {
+		status = call_broker(&a, &cl, path);
+	}
 	adm_fini(&a);
 	return status;
 }

@@ -242,160 +242,188 @@ static void report_ready(int *ready_fd, int ok)
 	}
 }
 
+/* ---- start-up phases ------------------------------------------------------- */
+
+/* Everything main sets up, released by herdd_fini in reverse order. */
+typedef struct herdd {
+	args a;
+	cfg c;
+	blog log;
+	models *ms;
+	loop *lp;
+	int listen_fd, wake_fd, sig_fd, ready_fd;
+	int pid_written, bound; /* pid file written; socket file bound (sock_st) */
+	char *pid_path;
+	struct stat sock_st;
+	sigset_t signals;       /* SIGTERM, SIGINT: read from sig_fd */
+	char err[1024];
+} herdd;
+
+/* Prints "herdd: msg" and returns -1 (start-up failed). */
+static int fail_msg(const char *msg)
+{
+	fprintf(stderr, "herdd: %s\n", msg);
+	return -1;
+}
+
+/* Applies the command line over the configuration file. */
+static int apply_args(herdd *d)
+{
+	const args *a = &d->a;
+	cfg *c = &d->c;
+	if (a->config && cfg_load_file(c, a->config, d->err, sizeof(d->err)))
+		return fail_msg(d->err);
+	for (int i = 0; i < a->n_models; i++)
+		if (cfg_add_model_spec(c, a->models[i], d->err, sizeof(d->err)))
+			return fail_msg(d->err);
+	if ((a->socket && cfg_set_str(&c->socket_path, a->socket)) ||
+	    (a->state_dir && cfg_set_str(&c->state_dir, a->state_dir)))
+		return fail_msg("out of memory");
+	if (a->threads >= 0)
+		c->threads = (int)a->threads;
+	if (a->max_batch > 0)
+		c->max_batch_size = (int)a->max_batch;
+	if (a->verbose)
+		c->verbose = 1;
+	if (a->pid_file && !(d->pid_path = strdup(a->pid_file)))
+		return fail_msg("out of memory");
+	/* the environment is read here, in the program, not in broker/ */
+	const cfg_env env = {.runtime_dir = getenv("XDG_RUNTIME_DIR"),
+			     .state_home = getenv("XDG_STATE_HOME"),
+			     .home = getenv("HOME")};
+	if (cfg_finish(c, &env, d->err, sizeof(d->err)))
+		return fail_msg(d->err);
+	blog_init(&d->log, c->verbose);
+	return 0;
+}
+
+/* Before anything is bound: the models are readable, paths absolute for a
+ * daemon (it runs in "/"), no live herdd owns the pid file. */
+static int check_start(herdd *d)
+{
+	cfg *c = &d->c;
+	for (int i = 0; i < c->n_models; i++)
+		if (access(c->models[i].file, R_OK)) {
+			fprintf(stderr, "herdd: model %s: cannot read '%s': %s\n", c->models[i].name,
+				c->models[i].file, strerror(errno));
+			return -1;
+		}
+	if (d->a.daemon) {
+		int bad = make_abs(&c->socket_path) || make_abs(&c->state_dir) || make_abs(&d->pid_path);
+		for (int i = 0; i < c->n_models; i++)
+			bad = bad || make_abs(&c->models[i].file);
+		if (bad)
+			return fail_msg("cannot resolve relative paths");
+	}
+	pid_t other = d->pid_path ? pidfile_live(d->pid_path) : 0;
+	if (other) {
+		fprintf(stderr, "herdd: already running as pid %d (pid file %s)\n", (int)other,
+			d->pid_path);
+		return -1;
+	}
+	return 0;
+}
+
+/* Blocks the signals, binds the socket, and daemonizes (before any thread
+ * exists: threads do not survive fork). */
+static int bind_socket(herdd *d)
+{
+	/* Signals: blocked in every thread (the schedulers and kernel pools
+	 * inherit this mask) and read from a signalfd in the ring. */
+	sigemptyset(&d->signals);
+	sigaddset(&d->signals, SIGTERM);
+	sigaddset(&d->signals, SIGINT);
+	if (sigprocmask(SIG_BLOCK, &d->signals, NULL)) {
+		fprintf(stderr, "herdd: sigprocmask: %s\n", strerror(errno));
+		return -1;
+	}
+	if (loop_listen(d->c.socket_path, &d->listen_fd, d->err, sizeof(d->err)))
+		return fail_msg(d->err);
+	d->bound = stat(d->c.socket_path, &d->sock_st) == 0;
+	int rc = d->a.daemon ? daemonize(&d->ready_fd) : 0;
+	if (rc) {
+		fprintf(stderr, "herdd: cannot daemonize: %s\n", strerror(-rc));
+		return -1;
+	}
+	return 0;
+}
+
+/* The descriptors, the pid file, the models and the loop. */
+static int start(herdd *d)
+{
+	/* Blocking descriptors on purpose: io_uring polls them itself, while an
+	 * O_NONBLOCK file may make a read complete at once with -EAGAIN. */
+	d->sig_fd = signalfd(-1, &d->signals, SFD_CLOEXEC);
+	d->wake_fd = eventfd(0, EFD_CLOEXEC);
+	if (d->sig_fd < 0 || d->wake_fd < 0) {
+		fprintf(stderr, "herdd: %s: %s\n", d->sig_fd < 0 ? "signalfd" : "eventfd", strerror(errno));
+		return -1;
+	}
+	int rc;
+	if (d->pid_path) {
+		if ((rc = pidfile_write(d->pid_path))) {
+			fprintf(stderr, "herdd: cannot write pid file %s: %s\n", d->pid_path, strerror(-rc));
+			return -1;
+		}
+		d->pid_written = 1;
+	}
+	/* engine switches from the environment, passed down as options */
+	models_opts mo = {.cfg = &d->c, .wake_fd = d->wake_fd, .log = &d->log,
+			  .force_ref = getenv("HERD_FORCE_REF") != NULL,
+			  .no_repack = getenv("HERD_NO_REPACK") != NULL};
+	d->err[0] = 0;
+	if ((rc = models_create(&d->ms, &mo, d->err, sizeof(d->err))))
+		return fail_msg(d->err[0] ? d->err : herd_strerror(rc));
+	loop_opts lo = {.cfg = &d->c, .models = d->ms, .log = &d->log, .listen_fd = d->listen_fd,
+			.wake_fd = d->wake_fd, .signal_fd = d->sig_fd};
+	if ((rc = loop_create(&d->lp, &lo))) {
+		fprintf(stderr, "herdd: cannot set up io_uring: %s\n", strerror(-rc));
+		return -1;
+	}
+	d->listen_fd = -1; /* the loop owns it */
+	return 0;
+}
+
+static void herdd_fini(herdd *d)
+{
+	report_ready(&d->ready_fd, 0);
+	loop_destroy(d->lp);
+	models_destroy(d->ms);
+	if (d->listen_fd >= 0)
+		close(d->listen_fd);
+	if (d->bound) {
+		/* remove the socket file only if it is still ours */
+		struct stat now;
+		if (stat(d->c.socket_path, &now) == 0 && now.st_ino == d->sock_st.st_ino &&
+		    now.st_dev == d->sock_st.st_dev)
+			unlink(d->c.socket_path);
+	}
+	if (d->pid_written)
+		unlink(d->pid_path);
+	free(d->pid_path);
+	if (d->sig_fd >= 0)
+		close(d->sig_fd);
+	if (d->wake_fd >= 0)
+		close(d->wake_fd);
+	cfg_fini(&d->c);
+	free(d->a.models);
+}
+
 int main(int argc, char **argv)
 {
-	args a = {0};
-	cfg c;
-	cfg_init(&c);
-	blog log;
-	models *ms = NULL;
-	loop *lp = NULL;
-	int listen_fd = -1, wake_fd = -1, sig_fd = -1, ready_fd = -1, pid_written = 0, bound = 0;
+	herdd d = {.listen_fd = -1, .wake_fd = -1, .sig_fd = -1, .ready_fd = -1};
 	int status = 1;
-	char *pid_path = NULL;
-	struct stat sock_st;
-	char err[1024] = "";
-
+	cfg_init(&d.c);
 	signal(SIGPIPE, SIG_IGN);
-	int pr = parse_args(argc, argv, &a);
+	int pr = parse_args(argc, argv, &d.a);
 	if (pr) {
 		usage(pr > 0 ? stdout : stderr);
 		status = pr > 0 ? 0 : 1;
-		goto out;
+	} else if (!apply_args(&d) && !check_start(&d) && !bind_socket(&d) && !start(&d)) {
+		report_ready(&d.ready_fd, 1);
+		status = loop_run(d.lp) ? 1 : 0;
+		blog_msg(&d.log, BLOG_INFO, "stopped");
 	}
-	if (a.config && cfg_load_file(&c, a.config, err, sizeof(err))) {
-		fprintf(stderr, "herdd: %s\n", err);
-		goto out;
-	}
-	for (int i = 0; i < a.n_models; i++)
-		if (cfg_add_model_spec(&c, a.models[i], err, sizeof(err))) {
-			fprintf(stderr, "herdd: %s\n", err);
-			goto out;
-		}
-	if ((a.socket && cfg_set_str(&c.socket_path, a.socket)) ||
-	    (a.state_dir && cfg_set_str(&c.state_dir, a.state_dir))) {
-		fprintf(stderr, "herdd: out of memory\n");
-		goto out;
-	}
-	if (a.threads >= 0)
-		c.threads = (int)a.threads;
-	if (a.max_batch > 0)
-		c.max_batch_size = (int)a.max_batch;
-	if (a.verbose)
-		c.verbose = 1;
-	if (a.pid_file && !(pid_path = strdup(a.pid_file))) {
-		fprintf(stderr, "herdd: out of memory\n");
-		goto out;
-	}
-	if (cfg_finish(&c, err, sizeof(err))) {
-		fprintf(stderr, "herdd: %s\n", err);
-		goto out;
-	}
-	blog_init(&log, c.verbose);
-	for (int i = 0; i < c.n_models; i++)
-		if (access(c.models[i].file, R_OK)) {
-			fprintf(stderr, "herdd: model %s: cannot read '%s': %s\n", c.models[i].name,
-				c.models[i].file, strerror(errno));
-			goto out;
-		}
-	if (a.daemon) {
-		int bad = make_abs(&c.socket_path) || make_abs(&c.state_dir) || make_abs(&pid_path);
-		for (int i = 0; i < c.n_models; i++)
-			bad = bad || make_abs(&c.models[i].file);
-		if (bad) {
-			fprintf(stderr, "herdd: cannot resolve relative paths\n");
-			goto out;
-		}
-	}
-	if (pid_path) {
-		pid_t other = pidfile_live(pid_path);
-		if (other) {
-			fprintf(stderr, "herdd: already running as pid %d (pid file %s)\n", (int)other,
-				pid_path);
-			goto out;
-		}
-	}
-
-	/* Signals: blocked in every thread (the schedulers and kernel pools
-	 * inherit this mask) and read from a signalfd in the ring. */
-	sigset_t ss;
-	sigemptyset(&ss);
-	sigaddset(&ss, SIGTERM);
-	sigaddset(&ss, SIGINT);
-	if (sigprocmask(SIG_BLOCK, &ss, NULL)) {
-		fprintf(stderr, "herdd: sigprocmask: %s\n", strerror(errno));
-		goto out;
-	}
-	int rc = loop_listen(c.socket_path, &listen_fd, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "herdd: %s\n", err);
-		goto out;
-	}
-	bound = stat(c.socket_path, &sock_st) == 0;
-	if (a.daemon) {
-		/* before any thread exists: threads do not survive fork */
-		rc = daemonize(&ready_fd);
-		if (rc) {
-			fprintf(stderr, "herdd: cannot daemonize: %s\n", strerror(-rc));
-			goto out;
-		}
-	}
-	/* Blocking descriptors on purpose: io_uring polls them itself, while an
-	 * O_NONBLOCK file may make a read complete at once with -EAGAIN. */
-	sig_fd = signalfd(-1, &ss, SFD_CLOEXEC);
-	wake_fd = eventfd(0, EFD_CLOEXEC);
-	if (sig_fd < 0 || wake_fd < 0) {
-		fprintf(stderr, "herdd: %s: %s\n", sig_fd < 0 ? "signalfd" : "eventfd", strerror(errno));
-		goto out;
-	}
-	if (pid_path) {
-		if ((rc = pidfile_write(pid_path))) {
-			fprintf(stderr, "herdd: cannot write pid file %s: %s\n", pid_path, strerror(-rc));
-			goto out;
-		}
-		pid_written = 1;
-	}
-	models_opts mo = {.cfg = &c, .wake_fd = wake_fd, .log = &log,
-			  .force_ref = getenv("HERD_FORCE_REF") != NULL};
-	err[0] = 0;
-	rc = models_create(&ms, &mo, err, sizeof(err));
-	if (rc) {
-		fprintf(stderr, "herdd: %s\n", err[0] ? err : herd_strerror(rc));
-		goto out;
-	}
-	loop_opts lo = {.cfg = &c, .models = ms, .log = &log, .listen_fd = listen_fd,
-			.wake_fd = wake_fd, .signal_fd = sig_fd};
-	rc = loop_create(&lp, &lo);
-	if (rc) {
-		fprintf(stderr, "herdd: cannot set up io_uring: %s\n", strerror(-rc));
-		goto out;
-	}
-	listen_fd = -1; /* the loop owns it */
-	report_ready(&ready_fd, 1);
-	rc = loop_run(lp);
-	status = rc ? 1 : 0;
-	blog_msg(&log, BLOG_INFO, "stopped");
-out:
-	report_ready(&ready_fd, 0);
-	loop_destroy(lp);
-	models_destroy(ms);
-	if (listen_fd >= 0)
-		close(listen_fd);
-	if (bound) {
-		/* remove the socket file only if it is still ours */
-		struct stat now;
-		if (stat(c.socket_path, &now) == 0 && now.st_ino == sock_st.st_ino &&
-		    now.st_dev == sock_st.st_dev)
-			unlink(c.socket_path);
-	}
-	if (pid_written)
-		unlink(pid_path);
-	free(pid_path);
-	if (sig_fd >= 0)
-		close(sig_fd);
-	if (wake_fd >= 0)
-		close(wake_fd);
-	cfg_fini(&c);
-	free(a.models);
+	herdd_fini(&d);
 	return status;
 }
