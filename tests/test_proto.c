@@ -175,10 +175,9 @@ static void test_rt_gen(void **state)
 	assert_int_equal(g->input, GEN_INPUT_PROMPT);
 	assert_str(g->prompt, "Once upon a time");
 	assert_int_equal(g->params.max_tokens, 0);
-	assert_true(g->params.sampling.temperature == 0.7f && g->params.sampling.top_k == 40 &&
-		    g->params.sampling.top_p == 0.95f && g->params.sampling.min_p == 0.05f &&
-		    g->params.sampling.repeat_penalty == 1.1f);
-	assert_true(g->params.sampling.seed == 0xdeadbeefcafeull);
+	const sampler_params *sp = &g->params.sampling;
+	assert_true(sp->temperature == 0.7f && sp->top_k == 40 && sp->top_p == 0.95f &&
+		    sp->min_p == 0.05f && sp->repeat_penalty == 1.1f && sp->seed == 0xdeadbeefcafeull);
 	assert_int_equal(g->params.n_stop, 2);
 	assert_str(g->params.stop[0], "\n\n");
 	assert_str(g->params.stop[1], "User:");
