@@ -563,6 +563,9 @@ static void admit(sched *s, double t)
 	}
 }
 
+_Static_assert(HERD_FINISH_NONE == 0 && HERD_FINISH_COUNT > HERD_FINISH_NONE,
+	       "sample_next returns a finish reason (>= 0) or an error (< 0) in one int");
+
 /* One generation step for q from q->logits (model/generate.h): posts the
  * piece of a streamed request (one tok event per token that became text,
  * and one for a last held-back piece). Returns HERD_FINISH_NONE when q goes

@@ -33,31 +33,35 @@ void gen_request_init(gen_request *r)
 	r->cache = 1;
 }
 
-/* Bytes a deep copy of r needs after the struct itself (every piece
- * aligned for the widest member). */
-static int dup_size(const gen_request *r, size_t *out)
+/* n rounded up for the most aligned type: every piece of a request copy
+ * starts at such an offset. */
+static size_t align_up(size_t n)
 {
 	const size_t al = _Alignof(max_align_t);
-#define GEN_ALIGN(n) (((n) + al - 1) / al * al)
-	size_t n = GEN_ALIGN(r->model.len + 1) + GEN_ALIGN(r->prompt.len + 1);
+	return (n + al - 1) / al * al;
+}
+
+/* Bytes a deep copy of r needs after the struct itself. */
+static int dup_size(const gen_request *r, size_t *out)
+{
+	size_t n = align_up(r->model.len + 1) + align_up(r->prompt.len + 1);
 	if ((!r->model.ptr && r->model.len) || (!r->prompt.ptr && r->prompt.len) ||
 	    (!r->tokens && r->n_tokens) || (!r->messages && r->n_messages) ||
 	    (!r->params.stop && r->params.n_stop))
 		return HERD_E_INVAL;
-	n += GEN_ALIGN(sizeof(int32_t) * r->n_tokens);
-	n += GEN_ALIGN(sizeof(gen_msg) * r->n_messages) + GEN_ALIGN(sizeof(gen_str) * r->params.n_stop);
+	n += align_up(sizeof(int32_t) * r->n_tokens);
+	n += align_up(sizeof(gen_msg) * r->n_messages) + align_up(sizeof(gen_str) * r->params.n_stop);
 	for (size_t i = 0; i < r->n_messages; i++) {
 		const gen_msg *m = &r->messages[i];
 		if ((!m->role.ptr && m->role.len) || (!m->content.ptr && m->content.len))
 			return HERD_E_INVAL;
-		n += GEN_ALIGN(m->role.len + 1) + GEN_ALIGN(m->content.len + 1);
+		n += align_up(m->role.len + 1) + align_up(m->content.len + 1);
 	}
 	for (size_t i = 0; i < r->params.n_stop; i++) {
 		if (!r->params.stop[i].ptr && r->params.stop[i].len)
 			return HERD_E_INVAL;
-		n += GEN_ALIGN(r->params.stop[i].len + 1);
+		n += align_up(r->params.stop[i].len + 1);
 	}
-#undef GEN_ALIGN
 	*out = n;
 	return 0;
 }
@@ -69,9 +73,8 @@ typedef struct bump {
 
 static void *bump_take(bump *b, size_t n)
 {
-	const size_t al = _Alignof(max_align_t);
 	void *r = b->p;
-	b->p += (n + al - 1) / al * al;
+	b->p += align_up(n);
 	return r;
 }
 
@@ -93,8 +96,7 @@ int gen_request_dup(gen_request **out, const gen_request *r)
 	int rc = dup_size(r, &extra);
 	if (rc)
 		return rc;
-	const size_t head = (sizeof(gen_request) + _Alignof(max_align_t) - 1) /
-			    _Alignof(max_align_t) * _Alignof(max_align_t);
+	const size_t head = align_up(sizeof(gen_request));
 	gen_request *c = malloc(head + extra);
 	if (!c)
 		return -ENOMEM;
