@@ -9,6 +9,7 @@
 
 #include "herd/error.h"
 #include "model/chat.h"
+#include "model/llama.h"
 #include "model/textstream.h"
 #include "model/tokenizer.h"
 

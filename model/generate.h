@@ -51,8 +51,13 @@
 #include <stdint.h>
 
 #include "herd/herd.h" /* herd_finish */
-#include "model/llama.h"
 #include "model/sampler.h"
+
+/* Only pointers to these cross this header (model/llama.h, model/tokenizer.h
+ * define them), so the wire codec that includes it stays light. C11 allows
+ * the repeated typedefs. */
+typedef struct llama_model llama_model;
+typedef struct tok_vocab tok_vocab;
 
 #ifdef __cplusplus
 extern "C" {
