@@ -774,74 +774,103 @@ static double next_wake(const sched *s, double t)
 	return w;
 }
 
+/* Waits on the condition variable (mu held) until there is something to
+ * do: new requests or cancellations, shutdown or stop, running sequences,
+ * a batch ready to start, or a deadline. */
+static void wait_for_work(sched *s)
+{
+	for (;;) {
+		if (s->stop || s->in_head || s->n_cancels || (s->shutdown && !s->shutdown_done))
+			return;
+		if (s->running.n > 0 || s->paused.n > 0)
+			return;
+		double t = clock_mono_ms();
+		if (s->waiting.n > 0 && batch_ready(s, t, NULL) && (s->dynamic || s->running.n == 0))
+			return;
+		double w = next_wake(s, t);
+		if (w > 0 && w <= t)
+			return;
+		if (w > 0) {
+			struct timespec ts;
+			abs_time(w, &ts);
+			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+		} else {
+			pthread_cond_wait(&s->cv, &s->mu);
+		}
+	}
+}
+
+/* What one iteration takes from the shared queues. */
+typedef struct inbox {
+	sreq *in;                           /* new requests, in order */
+	cancel_req buf[SCHED_CANCEL_BATCH]; /* cancellations without a heap copy */
+	cancel_req *cancels;                /* buf, or a malloc'd array */
+	int n_cancels;
+	int do_shutdown;
+} inbox;
+
+/* Moves the submit queue, the cancellations (as many as fit when memory is
+ * short: the rest wait for the next iteration) and a pending shutdown into
+ * box. mu held. */
+static void take_inbox(sched *s, inbox *box)
+{
+	box->in = s->in_head;
+	s->in_head = s->in_tail = NULL;
+	s->n_in = 0;
+	box->n_cancels = s->n_cancels;
+	box->cancels = box->buf;
+	if (box->n_cancels > SCHED_CANCEL_BATCH) {
+		box->cancels = malloc(sizeof(*box->cancels) * (size_t)box->n_cancels);
+		if (!box->cancels) {
+			box->cancels = box->buf;
+			box->n_cancels = SCHED_CANCEL_BATCH;
+		}
+	}
+	if (box->n_cancels > 0) {
+		memcpy(box->cancels, s->cancels, sizeof(*box->cancels) * (size_t)box->n_cancels);
+		memmove(s->cancels, s->cancels + box->n_cancels,
+			sizeof(*box->cancels) * (size_t)(s->n_cancels - box->n_cancels));
+		s->n_cancels -= box->n_cancels;
+	}
+	box->do_shutdown = s->shutdown && !s->shutdown_done;
+	if (box->do_shutdown)
+		s->shutdown_done = 1;
+}
+
+/* New requests begin (or fail), then cancellations and shutdown apply. */
+static void apply_inbox(sched *s, inbox *box)
+{
+	while (box->in) {
+		sreq *q = box->in;
+		box->in = q->next;
+		q->next = NULL;
+		if (intake(s, q))
+			continue;
+		if (vec_push(&s->waiting, q))
+			end_err(s, q, -ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < box->n_cancels; i++)
+		apply_cancel(s, &box->cancels[i]);
+	if (box->cancels != box->buf)
+		free(box->cancels);
+	if (box->do_shutdown)
+		cancel_everything(s);
+}
+
 static void *sched_main(void *arg)
 {
 	sched *s = arg;
+	inbox box;
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
-		for (;;) {
-			if (s->stop || s->in_head || s->n_cancels || (s->shutdown && !s->shutdown_done))
-				break;
-			if (s->running.n > 0 || s->paused.n > 0)
-				break;
-			double t = clock_mono_ms();
-			if (s->waiting.n > 0 && batch_ready(s, t, NULL) &&
-			    (s->dynamic || s->running.n == 0))
-				break;
-			double w = next_wake(s, t);
-			if (w > 0 && w <= t)
-				break;
-			if (w > 0) {
-				struct timespec ts;
-				abs_time(w, &ts);
-				pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-			} else {
-				pthread_cond_wait(&s->cv, &s->mu);
-			}
-		}
+		wait_for_work(s);
 		if (s->stop) {
 			pthread_mutex_unlock(&s->mu);
 			break;
 		}
-		sreq *in = s->in_head;
-		s->in_head = s->in_tail = NULL;
-		s->n_in = 0;
-		int n_cancels = s->n_cancels;
-		cancel_req cbuf[SCHED_CANCEL_BATCH];
-		cancel_req *cancels = cbuf;
-		if (n_cancels > SCHED_CANCEL_BATCH) {
-			cancels = malloc(sizeof(*cancels) * (size_t)n_cancels);
-			if (!cancels) {
-				cancels = cbuf;
-				n_cancels = SCHED_CANCEL_BATCH;
-			}
-		}
-		if (n_cancels > 0) {
-			memcpy(cancels, s->cancels, sizeof(*cancels) * (size_t)n_cancels);
-			memmove(s->cancels, s->cancels + n_cancels,
-				sizeof(*cancels) * (size_t)(s->n_cancels - n_cancels));
-			s->n_cancels -= n_cancels;
-		}
-		const int do_shutdown = s->shutdown && !s->shutdown_done;
-		if (do_shutdown)
-			s->shutdown_done = 1;
+		take_inbox(s, &box);
 		pthread_mutex_unlock(&s->mu);
-
-		while (in) {
-			sreq *q = in;
-			in = in->next;
-			q->next = NULL;
-			if (intake(s, q))
-				continue;
-			if (vec_push(&s->waiting, q))
-				end_err(s, q, -ENOMEM, "out of memory");
-		}
-		for (int i = 0; i < n_cancels; i++)
-			apply_cancel(s, &cancels[i]);
-		if (cancels != cbuf)
-			free(cancels);
-		if (do_shutdown)
-			cancel_everything(s);
+		apply_inbox(s, &box);
 		double t = clock_mono_ms();
 		expire_deadlines(s, t);
 		admit(s, t);
