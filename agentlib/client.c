@@ -548,7 +548,7 @@ void herd_close(herd_client *c)
 void herd_request_init(herd_request *r)
 {
 	memset(r, 0, sizeof(*r));
-	r->max_tokens = PROTO_DEFAULT_MAX_TOKENS;
+	r->max_tokens = GEN_DEFAULT_MAX_TOKENS;
 	r->top_p = 1.0f;
 	r->repeat_penalty = 1.0f;
 	r->priority = HERD_PRIORITY_DEFAULT;
@@ -556,13 +556,7 @@ void herd_request_init(herd_request *r)
 
 const char *herd_finish_name(herd_finish f)
 {
-	switch (f) {
-	case HERD_FINISH_STOP: return "stop";
-	case HERD_FINISH_LENGTH: return "length";
-	case HERD_FINISH_CANCEL: return "cancel";
-	case HERD_FINISH_DEADLINE: return "deadline";
-	default: return "none";
-	}
+	return proto_finish_name(f); /* the wire's names; "none" otherwise */
 }
 
 void herd_result_free(herd_result *r)
@@ -607,6 +601,53 @@ int herd_request_check(const herd_request *r, int need_model, char *err, size_t 
 		return 0;
 	snprintf(err, errlen, "invalid request: %s", why);
 	return HERD_E_INVAL;
+}
+
+static gen_str view_of(const char *s)
+{
+	return (gen_str){s, s ? strlen(s) : 0};
+}
+
+int herd_request_describe(const herd_request *r, gen_request *g, void **scratch)
+{
+	const size_t bytes = sizeof(gen_msg) * r->n_messages + sizeof(gen_str) * r->n_stop;
+	gen_request_init(g);
+	*scratch = NULL;
+	if (bytes && !(*scratch = malloc(bytes)))
+		return -ENOMEM;
+	gen_msg *msgs = *scratch;
+	gen_str *stop = (gen_str *)(msgs + r->n_messages);
+	g->id = r->id;
+	g->model = view_of(r->model);
+	if (r->prompt) {
+		g->input = GEN_INPUT_PROMPT;
+		g->prompt = view_of(r->prompt);
+	} else if (r->tokens) {
+		g->input = GEN_INPUT_TOKENS;
+		g->tokens = r->tokens;
+		g->n_tokens = r->n_tokens;
+	} else {
+		g->input = GEN_INPUT_MESSAGES;
+		for (size_t i = 0; i < r->n_messages; i++)
+			msgs[i] = (gen_msg){view_of(r->messages[i].role), view_of(r->messages[i].content)};
+		g->messages = msgs;
+		g->n_messages = r->n_messages;
+	}
+	for (size_t i = 0; i < r->n_stop; i++)
+		stop[i] = view_of(r->stop[i]);
+	g->params = (gen_params){.max_tokens = r->max_tokens, .sampling = g->params.sampling,
+				 .stop = r->n_stop ? stop : NULL, .n_stop = r->n_stop,
+				 .deadline_ms = r->deadline_ms};
+	g->params.sampling.temperature = r->temperature;
+	g->params.sampling.top_k = r->top_k;
+	g->params.sampling.top_p = r->top_p;
+	g->params.sampling.min_p = r->min_p;
+	g->params.sampling.repeat_penalty = r->repeat_penalty;
+	g->params.sampling.seed = r->seed;
+	g->has_prio = r->priority != HERD_PRIORITY_DEFAULT;
+	g->prio = r->priority;
+	g->cache = !r->no_cache; /* reserved: the broker ignores it */
+	return 0;
 }
 
 /* Claims c's in-flight slot. */
@@ -655,15 +696,136 @@ out:
 	return rc;
 }
 
+/* Encodes req as a `gen` frame (stream as given) and sends it; *id gets
+ * the request id. Returns 0 or an error with the message set. */
+static int send_gen(herd_client *c, const herd_request *req, int stream, uint64_t *id)
+{
+	gen_request g;
+	void *scratch;
+	int rc = herd_request_describe(req, &g, &scratch);
+	if (rc)
+		return herd_client_fail(c, rc, "out of memory");
+	g.id = req->id ? req->id : herd_request_id(c);
+	g.stream = stream;
+	*id = g.id;
+	c->tx.len = 0;
+	rc = proto_encode_gen(&c->tx, &g);
+	free(scratch);
+	if (rc)
+		return herd_client_fail(c, rc, "cannot encode the request: %s", herd_strerror(rc));
+	if (c->tx.len - PROTO_HDR_SIZE > c->broker_max_frame && c->broker_max_frame) {
+		rc = herd_client_fail(c, HERD_E_INVAL, "request of %zu bytes exceeds the broker's "
+				      "frame limit (%u bytes)", c->tx.len, c->broker_max_frame);
+		c->tx.len = 0;
+		return rc;
+	}
+	atomic_store(&c->cur_id, g.id);
+	return send_tx(c);
+}
+
+/* A request being received: its text and whether a cancel went out. */
+typedef struct rx_req {
+	uint64_t id;
+	int stream;
+	herd_token_cb cb;
+	void *user;
+	herd_text text;
+	int cancelled;
+	int rc;          /* a local error kept while reading on to `done` */
+} rx_req;
+
+/* A `tok` of the request: text, callback, cancel. Returns 0, or an error
+ * that ends the request (the cancel could not be sent). */
+static int on_tok(herd_client *c, rx_req *q, const proto_tok *t)
+{
+	int rc = herd_text_append(&q->text, t->text.ptr, t->text.len);
+	if (rc) {
+		q->rc = rc;
+		herd_client_fail(c, rc, "out of memory");
+		/* keep reading until done so the connection stays in sync */
+		if (!q->cancelled)
+			herd_cancel(c, q->id);
+		q->cancelled = 1;
+		return 0;
+	}
+	if (!q->cb || q->cancelled || !q->cb(q->user, t->text.ptr ? t->text.ptr : "", t->text.len, t->tok))
+		return 0;
+	q->cancelled = 1;
+	int crc = herd_cancel(c, q->id);
+	if (crc)
+		return broken(c, herd_client_fail(c, crc,
+						  "cannot send cancel: broker closed the connection"));
+	return 0;
+}
+
+/* The request's `done`: fills res (not its text). Returns the kept error,
+ * or 0. */
+static int on_done(herd_client *c, rx_req *q, const proto_done *d, herd_result *res)
+{
+	int rc = q->rc;
+	res->reason = d->reason; /* herd_finish on both sides of the codec */
+	res->n_prompt = d->n_prompt;
+	res->n_gen = d->n_gen;
+	res->n_cached = d->n_cached;
+	res->t_queue_ms = d->t_queue_ms;
+	res->t_first_ms = d->t_first_ms;
+	res->t_total_ms = d->t_total_ms;
+	res->merged = d->merged;
+	res->cached = d->cached;
+	if (!rc && d->has_text && !q->stream) {
+		q->text.len = 0;
+		rc = herd_text_append(&q->text, d->text.ptr, d->text.len);
+	} else if (!rc) {
+		rc = herd_text_append(&q->text, "", 0);
+	}
+	if (rc)
+		herd_client_fail(c, rc, "out of memory");
+	return rc;
+}
+
+/* The broker's `err` for the request (or the connection). */
+static int on_err(herd_client *c, const proto_err *e)
+{
+	int rc = e->code < 0 ? e->code : HERD_E_PROTO;
+	herd_client_fail(c, rc, "broker: %.*s", (int)e->msg.len, e->msg.ptr ? e->msg.ptr : "");
+	if (!e->has_id && (rc == HERD_E_PROTO || rc == HERD_E_VERSION))
+		broken(c, rc); /* the broker closes the connection after these */
+	return rc;
+}
+
+/* Reads frames until the request's `done` or `err`. */
+static int recv_until_done(herd_client *c, rx_req *q, herd_result *res)
+{
+	proto_msg msg;
+	int rc;
+	for (;;) {
+		if ((rc = recv_frame(c, -1, &msg))) {
+			if (rc == -ECONNRESET)
+				herd_client_fail(c, rc, "broker closed the connection during request %llu",
+						 (unsigned long long)q->id);
+			return rc;
+		}
+		close_fds(c); /* no frame of a request carries descriptors */
+		int end = 1;
+		if (msg.type == PROTO_TOK && msg.tok.id == q->id)
+			end = (rc = on_tok(c, q, &msg.tok)) != 0;
+		else if (msg.type == PROTO_DONE && msg.done.id == q->id)
+			rc = on_done(c, q, &msg.done, res);
+		else if (msg.type == PROTO_ERR && (!msg.err.has_id || msg.err.id == q->id))
+			rc = on_err(c, &msg.err);
+		else
+			end = 0; /* frames of other (earlier, cancelled) requests are dropped */
+		proto_msg_free(&msg);
+		if (end)
+			return rc;
+	}
+}
+
 static int run_request(herd_client *c, const herd_request *req, int stream, herd_token_cb cb,
 		       void *user, herd_result *res)
 {
-	proto_chat_msg *cm = NULL;
-	proto_str *stop = NULL;
-	herd_text text = {0};
-	proto_msg msg;
-	proto_gen g;
-	int rc, cancelled = 0;
+	rx_req q = {.stream = stream, .cb = cb, .user = user};
+	int rc;
 
 	if (res)
 		memset(res, 0, sizeof(*res));
@@ -671,145 +833,18 @@ static int run_request(herd_client *c, const herd_request *req, int stream, herd
 		return c ? herd_client_fail(c, HERD_E_INVAL, "NULL request or result") : HERD_E_INVAL;
 	if ((rc = begin_request(c)))
 		return rc;
-	if ((rc = herd_request_check(req, 1, c->errmsg, sizeof(c->errmsg))))
-		goto out;
-
-	proto_gen_init(&g);
-	g.id = req->id ? req->id : herd_request_id(c);
-	g.model = proto_s(req->model);
-	if (req->prompt) {
-		g.input = PROTO_INPUT_PROMPT;
-		g.prompt = proto_s(req->prompt);
-	} else if (req->tokens) {
-		g.input = PROTO_INPUT_TOKENS;
-		g.tokens = req->tokens;
-		g.n_tokens = req->n_tokens;
-	} else {
-		g.input = PROTO_INPUT_MESSAGES;
-		cm = calloc(req->n_messages, sizeof(*cm));
-		if (!cm) {
-			rc = herd_client_fail(c, -ENOMEM, "out of memory");
-			goto out;
-		}
-		for (size_t i = 0; i < req->n_messages; i++) {
-			cm[i].role = proto_s(req->messages[i].role);
-			cm[i].content = proto_s(req->messages[i].content);
-		}
-		g.messages = cm;
-		g.n_messages = req->n_messages;
+	if (!(rc = herd_request_check(req, 1, c->errmsg, sizeof(c->errmsg))) &&
+	    !(rc = send_gen(c, req, stream, &q.id))) {
+		res->id = q.id;
+		rc = recv_until_done(c, &q, res);
 	}
-	if (req->n_stop) {
-		stop = calloc(req->n_stop, sizeof(*stop));
-		if (!stop) {
-			rc = herd_client_fail(c, -ENOMEM, "out of memory");
-			goto out;
-		}
-		for (size_t i = 0; i < req->n_stop; i++)
-			stop[i] = proto_s(req->stop[i]);
-		g.stop = stop;
-		g.n_stop = req->n_stop;
-	}
-	g.max_tokens = req->max_tokens;
-	g.temp = req->temperature;
-	g.top_k = req->top_k;
-	g.top_p = req->top_p;
-	g.min_p = req->min_p;
-	g.rep_pen = req->repeat_penalty;
-	g.seed = req->seed;
-	g.has_prio = req->priority != HERD_PRIORITY_DEFAULT;
-	g.prio = req->priority;
-	g.deadline_ms = req->deadline_ms;
-	g.stream = stream;
-	g.cache = !req->no_cache;
-	res->id = g.id;
-
-	c->tx.len = 0;
-	if ((rc = proto_encode_gen(&c->tx, &g))) {
-		herd_client_fail(c, rc, "cannot encode the request: %s", herd_strerror(rc));
-		goto out;
-	}
-	if (c->tx.len - PROTO_HDR_SIZE > c->broker_max_frame && c->broker_max_frame) {
-		rc = herd_client_fail(c, HERD_E_INVAL, "request of %zu bytes exceeds the broker's "
-				      "frame limit (%u bytes)", c->tx.len, c->broker_max_frame);
-		c->tx.len = 0;
-		goto out;
-	}
-	atomic_store(&c->cur_id, g.id);
-	if ((rc = send_tx(c)))
-		goto out;
-
-	for (;;) {
-		if ((rc = recv_frame(c, -1, &msg))) {
-			if (rc == -ECONNRESET)
-				herd_client_fail(c, rc, "broker closed the connection during request %llu",
-						 (unsigned long long)g.id);
-			goto out;
-		}
-		close_fds(c); /* no frame of a request carries descriptors */
-		if (msg.type == PROTO_TOK && msg.tok.id == g.id) {
-			if ((rc = herd_text_append(&text, msg.tok.text.ptr, msg.tok.text.len))) {
-				herd_client_fail(c, rc, "out of memory");
-				/* keep reading until done so the connection stays in sync */
-				if (!cancelled)
-					herd_cancel(c, g.id);
-				cancelled = 1;
-				proto_msg_free(&msg);
-				continue;
-			}
-			if (cb && !cancelled &&
-			    cb(user, msg.tok.text.ptr ? msg.tok.text.ptr : "", msg.tok.text.len,
-			       msg.tok.tok)) {
-				cancelled = 1;
-				int crc = herd_cancel(c, g.id);
-				if (crc) {
-					proto_msg_free(&msg);
-					rc = broken(c, herd_client_fail(c, crc,
-						"cannot send cancel: broker closed the connection"));
-					goto out;
-				}
-			}
-		} else if (msg.type == PROTO_DONE && msg.done.id == g.id) {
-			const proto_done *d = &msg.done;
-			res->reason = (herd_finish)d->reason; /* same numbering */
-			res->n_prompt = d->n_prompt;
-			res->n_gen = d->n_gen;
-			res->n_cached = d->n_cached;
-			res->t_queue_ms = d->t_queue_ms;
-			res->t_first_ms = d->t_first_ms;
-			res->t_total_ms = d->t_total_ms;
-			res->merged = d->merged;
-			res->cached = d->cached;
-			if (!rc && d->has_text && !stream) {
-				text.len = 0;
-				rc = herd_text_append(&text, d->text.ptr, d->text.len);
-			} else if (!rc)
-				rc = herd_text_append(&text, "", 0);
-			proto_msg_free(&msg);
-			if (rc)
-				herd_client_fail(c, rc, "out of memory");
-			goto out;
-		} else if (msg.type == PROTO_ERR && (!msg.err.has_id || msg.err.id == g.id)) {
-			rc = msg.err.code < 0 ? msg.err.code : HERD_E_PROTO;
-			herd_client_fail(c, rc, "broker: %.*s", (int)msg.err.msg.len,
-					 msg.err.msg.ptr ? msg.err.msg.ptr : "");
-			if (!msg.err.has_id && (rc == HERD_E_PROTO || rc == HERD_E_VERSION))
-				broken(c, rc); /* the broker closes the connection after these */
-			proto_msg_free(&msg);
-			goto out;
-		}
-		/* frames of other (earlier, cancelled) requests are dropped */
-		proto_msg_free(&msg);
-	}
-out:
 	if (rc == 0) {
-		res->text = text.p;
-		res->text_len = text.len;
+		res->text = q.text.p;
+		res->text_len = q.text.len;
 	} else {
-		free(text.p);
+		free(q.text.p);
 		memset(res, 0, sizeof(*res));
 	}
-	free(cm);
-	free(stop);
 	end_request(c);
 	return rc;
 }

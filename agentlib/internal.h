@@ -7,12 +7,14 @@
 #include <stdint.h>
 
 #include "herd/herd.h"
+#include "model/generate.h"
+#include "shm/image.h"
 
 /* What the broker's `image` frame said, NUL-terminated copies. */
 typedef struct herd_image_reply {
 	int fd;              /* read-only descriptor; the caller closes it */
 	uint64_t size;
-	char segment[128];
+	char segment[SHM_IMAGE_NAME_MAX];
 	char digest[80];
 } herd_image_reply;
 
@@ -31,6 +33,14 @@ int herd_client_fail(herd_client *c, int rc, const char *fmt, ...);
  * need_model), exactly one input, ranges. Returns 0 or HERD_E_INVAL with a
  * message in err. */
 int herd_request_check(const herd_request *r, int need_model, char *err, size_t errlen);
+
+/* The generation request r describes (model/generate.h), for the wire and
+ * for local generation alike: the one place a herd_request's fields are
+ * mapped. g's strings are views into r's; the message and stop-string views
+ * live in *scratch (malloc'd, NULL when none), which the caller frees once
+ * g is no longer used. r must have passed herd_request_check. g->stream is
+ * 0. Returns 0 or -ENOMEM. */
+int herd_request_describe(const herd_request *r, gen_request *g, void **scratch);
 
 /* Growable byte string for result text. */
 typedef struct herd_text {

@@ -10,17 +10,13 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "model/chat.h"
+#include "model/generate.h"
 #include "model/llama.h"
-#include "model/sampler.h"
-#include "model/textstream.h"
-#include "model/tokenizer.h"
 #include "shm/digest.h"
 #include "shm/image.h"
 #include "common/clock.h"
 
 #define LOCAL_DEFAULT_CTX 512
-#define LOCAL_REPEAT_LAST_N 64
 
 struct herd_local_model {
 	shm_image_map_t map;   /* the shared pages (PROT_READ) */
@@ -31,7 +27,7 @@ struct herd_local_model {
 	int n_ctx;
 	int n_threads;
 	char name[SHM_IMAGE_MODEL_MAX];
-	char segment[128];
+	char segment[SHM_IMAGE_NAME_MAX];
 	char digest[SHM_DIGEST_HEX + 1];
 	double attach_ms, load_ms;
 	char errmsg[512];
@@ -165,80 +161,41 @@ static int lfail(herd_local_model *m, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* The prompt's token ids into a malloc'd array. */
-static int prompt_tokens(herd_local_model *m, const herd_request *req, int32_t **ids, int *n)
+/* Decodes and steps until the sequence finishes (model/generate.h), with
+ * one callback per piece; a callback that returns nonzero cancels. Returns
+ * 0 or an error with the message set. */
+static int local_steps(herd_local_model *m, gen_seq *g, llama_seq *seq, herd_token_cb cb,
+		       void *user, double t0, herd_result *res)
 {
-	const tok_vocab *v = m->model->vocab;
-	int cap = 256, k = 0;
-	chat_msg *cm = NULL;
-	int32_t *p = NULL;
-
-	*ids = NULL;
-	*n = 0;
-	if (req->tokens) {
-		p = malloc(sizeof(*p) * (req->n_tokens ? req->n_tokens : 1));
-		if (!p)
-			return lfail(m, -ENOMEM, "out of memory");
-		for (size_t i = 0; i < req->n_tokens; i++) {
-			if (req->tokens[i] >= m->model->hp.n_vocab) {
-				free(p);
-				return lfail(m, HERD_E_RANGE, "token id %d at position %zu is outside "
-					     "the vocabulary (%d)", req->tokens[i], i,
-					     m->model->hp.n_vocab);
-			}
-			p[i] = req->tokens[i];
+	for (int first = 1;; first = 0) {
+		gen_step st;
+		int rc = gen_seq_next(g, m->logits, clock_mono_ms(), &st);
+		if (rc)
+			return lfail(m, rc, "out of memory");
+		if (first && st.token >= 0)
+			res->t_first_ms = clock_mono_ms() - t0;
+		if (cb && (st.is_text || st.len > 0) && cb(user, st.piece, st.len, st.token) &&
+		    st.finish == HERD_FINISH_NONE) {
+			gen_seq_stop(g, HERD_FINISH_CANCEL, &st); /* the rest goes to res->text only */
+			return 0;
 		}
-		*ids = p;
-		*n = (int)req->n_tokens;
-		return 0;
+		if (st.finish != HERD_FINISH_NONE)
+			return 0;
+		llama_batch_seq b = {seq, &st.token, 1, LLAMA_LOGITS_LAST, m->logits};
+		if ((rc = llama_decode(m->ctx, &b, 1)))
+			return lfail(m, rc, "decoding failed after %d tokens: %s", g->n_gen,
+				     herd_strerror(rc));
 	}
-	if (req->messages) {
-		cm = calloc(req->n_messages, sizeof(*cm));
-		if (!cm)
-			return lfail(m, -ENOMEM, "out of memory");
-		for (size_t i = 0; i < req->n_messages; i++)
-			cm[i] = (chat_msg){req->messages[i].role, req->messages[i].content};
-	}
-	for (;;) {
-		int32_t *q = realloc(p, sizeof(*p) * (size_t)cap);
-		if (!q) {
-			k = -ENOMEM;
-			break;
-		}
-		p = q;
-		if (cm)
-			k = chat_tokenize(v, cm, (int)req->n_messages, 1, p, cap);
-		else
-			k = tok_encode(v, req->prompt, strlen(req->prompt),
-				       tok_add_bos(v) ? TOK_ADD_BOS : 0, p, cap);
-		if (k < 0 || k <= cap)
-			break;
-		cap = k;
-	}
-	free(cm);
-	if (k < 0) {
-		free(p);
-		return lfail(m, k, "cannot tokenize the %s: %s", req->messages ? "messages" : "prompt",
-			     herd_strerror(k));
-	}
-	*ids = p;
-	*n = k;
-	return 0;
 }
 
 int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token_cb cb,
 			void *user, herd_result *res)
 {
-	const tok_vocab *v;
-	sampler *smp = NULL;
-	int32_t *ids = NULL;
-	herd_text text = {0};
+	gen_request g;
+	gen_seq gs = {0};
+	void *scratch = NULL;
 	llama_seq seq;
-	int n = 0, rc, gen = 0, cancelled = 0;
-	size_t emitted = 0;
-	int32_t tok = -1;
-	herd_finish reason = HERD_FINISH_LENGTH;
-	char piece[512];
+	int rc;
 
 	if (res)
 		memset(res, 0, sizeof(*res));
@@ -247,109 +204,34 @@ int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token
 	m->errmsg[0] = 0;
 	if ((rc = herd_request_check(req, 0, m->errmsg, sizeof(m->errmsg))))
 		return rc;
-	v = m->model->vocab;
 	llama_seq_init(&seq);
-	double t0 = clock_mono_ms();
-	double deadline = req->deadline_ms ? t0 + req->deadline_ms : -1;
-
-	if ((rc = prompt_tokens(m, req, &ids, &n)))
-		goto out;
-	if (n == 0) {
-		rc = lfail(m, HERD_E_INVAL, "empty prompt: nothing to continue from");
+	const double t0 = clock_mono_ms();
+	const gen_bounds b = {.n_ctx = m->n_ctx, .t_start = t0};
+	if ((rc = herd_request_describe(req, &g, &scratch))) {
+		lfail(m, rc, "out of memory");
 		goto out;
 	}
-	if (n >= m->n_ctx) {
-		rc = lfail(m, HERD_E_NOSPACE, "prompt of %d tokens does not fit the context (%d)", n,
-			   m->n_ctx);
+	if ((rc = gen_seq_begin(&gs, m->model, &b, &g, m->errmsg, sizeof(m->errmsg))))
 		goto out;
-	}
-	sampler_params sp = sampler_params_default();
-	sp.temperature = req->temperature;
-	sp.top_k = req->top_k;
-	sp.top_p = req->top_p;
-	sp.min_p = req->min_p;
-	sp.repeat_penalty = req->repeat_penalty;
-	sp.repeat_last_n = LOCAL_REPEAT_LAST_N;
-	sp.seed = req->seed;
-	if ((rc = sampler_create(&smp, &sp, m->model->hp.n_vocab))) {
-		lfail(m, rc, "bad sampling parameters: %s", herd_strerror(rc));
-		goto out;
-	}
-	for (int i = 0; i < n; i++)
-		sampler_accept(smp, ids[i]);
-	if ((rc = herd_text_append(&text, "", 0)) ||
-	    (rc = llama_eval(m->ctx, &seq, ids, n, 0, m->logits))) {
+	if ((rc = llama_eval(m->ctx, &seq, gs.prompt, gs.n_prompt, 0, m->logits))) {
 		lfail(m, rc, "evaluating the prompt failed: %s", herd_strerror(rc));
 		goto out;
 	}
-	for (;;) {
-		if (gen >= req->max_tokens) {
-			reason = HERD_FINISH_LENGTH;
-			break;
-		}
-		if (deadline >= 0 && clock_mono_ms() >= deadline) {
-			reason = HERD_FINISH_DEADLINE;
-			break;
-		}
-		tok = sampler_sample(smp, m->logits);
-		sampler_accept(smp, tok);
-		if (gen++ == 0)
-			res->t_first_ms = clock_mono_ms() - t0;
-		if (tok_is_eog(v, tok)) {
-			reason = HERD_FINISH_STOP;
-			break;
-		}
-		int len = tok_piece(v, tok, piece, sizeof(piece));
-		if (len < 0 || len > (int)sizeof(piece))
-			len = 0;
-		size_t before = text.len;
-		if ((rc = herd_text_append(&text, piece, (size_t)len))) {
-			lfail(m, rc, "out of memory");
-			goto out;
-		}
-		long hit = req->n_stop ? text_find_stop(text.p, text.len, before, req->stop, req->n_stop)
-				       : -1;
-		if (hit >= 0) {
-			text.len = (size_t)hit;
-			text.p[hit] = 0;
-			reason = HERD_FINISH_STOP;
-			break;
-		}
-		size_t upto = text.len - text_holdback(text.p + emitted, text.len - emitted, req->stop,
-						       req->n_stop);
-		if (cb && cb(user, text.p + emitted, upto - emitted, tok)) {
-			emitted = upto;
-			cancelled = 1;
-			reason = HERD_FINISH_CANCEL;
-			break;
-		}
-		emitted = upto;
-		if (seq.n_past >= m->n_ctx) {
-			reason = HERD_FINISH_LENGTH;
-			break;
-		}
-		llama_batch_seq b = {&seq, &tok, 1, LLAMA_LOGITS_LAST, m->logits};
-		if ((rc = llama_decode(m->ctx, &b, 1))) {
-			lfail(m, rc, "decoding failed after %d tokens: %s", gen, herd_strerror(rc));
-			goto out;
-		}
-	}
-	/* text held back for a stop string that did not come */
-	if (cb && !cancelled && emitted < text.len)
-		cb(user, text.p + emitted, text.len - emitted, tok);
+	if ((rc = local_steps(m, &gs, &seq, cb, user, t0, res)))
+		goto out;
 	res->id = req->id;
-	res->text = text.p;
-	res->text_len = text.len;
-	text.p = NULL;
-	res->reason = reason;
-	res->n_prompt = (uint32_t)n;
-	res->n_gen = (uint32_t)gen;
+	res->reason = gs.finish;
+	res->n_prompt = (uint32_t)gs.n_prompt;
+	res->n_gen = (uint32_t)gs.n_gen;
+	res->text = gen_seq_take_text(&gs, &res->text_len);
 	res->t_total_ms = clock_mono_ms() - t0;
-	rc = 0;
+	if (!res->text) {
+		memset(res, 0, sizeof(*res));
+		rc = lfail(m, -ENOMEM, "out of memory");
+	}
 out:
-	free(text.p);
-	free(ids);
-	sampler_destroy(smp);
+	gen_seq_end(&gs);
+	free(scratch);
 	llama_seq_reset(m->ctx, &seq);
 	return rc;
 }

@@ -465,17 +465,6 @@ static void on_recv(loop *l, conn *c, int res)
 
 /* ---- scheduler events ----------------------------------------------------- */
 
-static proto_reason reason_of(const char *s)
-{
-	if (!s || !strcmp(s, "stop"))
-		return PROTO_REASON_STOP;
-	if (!strcmp(s, "length"))
-		return PROTO_REASON_LENGTH;
-	if (!strcmp(s, "cancel"))
-		return PROTO_REASON_CANCEL;
-	return PROTO_REASON_DEADLINE;
-}
-
 static void deliver(loop *l, sched_event *e)
 {
 	conn *c = conn_by_id(l, e->conn);
@@ -496,7 +485,7 @@ static void deliver(loop *l, sched_event *e)
 		rc = proto_encode_tok(b, &t);
 	} else if (e->type == SCHED_EV_DONE) {
 		proto_done d = {.id = e->id,
-				.reason = reason_of(e->reason),
+				.reason = e->reason, /* herd_finish end to end */
 				.has_text = e->text != NULL,
 				.text = {e->text, e->text_len},
 				.n_prompt = (uint32_t)e->n_prompt,

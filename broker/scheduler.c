@@ -11,33 +11,34 @@
 #include <unistd.h>
 
 #include "herd/error.h"
-#include "model/chat.h"
-#include "model/textstream.h"
-#include "model/tokenizer.h"
 #include "common/clock.h"
 
 enum { ST_WAITING = 0, ST_RUNNING = 1, ST_PAUSED = 2 };
+
+/* Defaults of sched_opts fields left <= 0. */
+#define SCHED_DEFAULT_MAX_BATCH 32
+#define SCHED_DEFAULT_AGING_MS 1000
+#define SCHED_DEFAULT_PREFILL_CHUNK 128
+/* Cancellations taken per iteration without a heap copy. */
+#define SCHED_CANCEL_BATCH 64
+/* Bytes of an err event's message (sched_event.msg). */
+#define SCHED_ERR_MSG_MAX sizeof(((sched_event *)0)->msg)
 
 /* Scheduler-side state of one request. Owned by the scheduler thread once
  * taken from the submit queue. */
 typedef struct sreq {
 	struct sreq *next;  /* submit queue link */
-	sched_req *r;
+	gen_request *r;     /* owned copy of the request */
+	sched_origin from;  /* connection, agent, priority */
 	int state;
 	uint64_t arrival;   /* submission order */
-	double t_arrive, t_admit, t_first, t_deadline; /* ms, monotonic; deadline 0 = none */
-	int32_t *prompt;    /* tokenized prompt [n_prompt] */
-	int n_prompt;
+	double t_arrive, t_admit, t_first; /* ms, monotonic */
+	gen_seq gen;        /* prompt, sampler, text; begun at intake */
 	int n_fed;          /* prompt tokens already in the KV cache */
-	int max_gen;        /* max_tokens clamped to what the context can hold */
-	int n_gen;
 	int32_t pending;    /* sampled token still to be fed; -1 none */
 	int reserve;        /* KV pages reserved for the worst case */
 	llama_seq seq;
-	sampler *smp;
 	float *logits;      /* [n_vocab] */
-	char *text;         /* generated text [text_len], NUL-terminated */
-	size_t text_len, text_cap, emitted;
 	int eff_prio;       /* admission sort keys, refreshed before sorting */
 	int agent_running;
 } sreq;
@@ -57,7 +58,6 @@ struct sched {
 	/* immutable after create */
 	llama_ctx *ctx;
 	const llama_model *m;
-	const tok_vocab *vocab;
 	int n_vocab, n_ctx, max_step;
 	int max_batch, max_wait_ms, dynamic, prio_threshold, aging_ms, prefill_chunk, max_tokens;
 	int wake_fd;
@@ -89,45 +89,10 @@ struct sched {
 	int32_t *step_tok;      /* scratch: step token storage (decode tokens) */
 	llama_batch_seq *batch;
 	sreq **batch_req;
-	char *piece;
-	int piece_cap;
 };
 
 
 /* ---- requests and events ---------------------------------------------- */
-
-sched_req *sched_req_new(void)
-{
-	sched_req *r = calloc(1, sizeof(*r));
-	if (!r)
-		return NULL;
-	r->max_tokens = 128;
-	r->sp = sampler_params_default();
-	r->sp.temperature = 0;
-	r->cache = 1;
-	return r;
-}
-
-static void free_strv(char **v, int n)
-{
-	if (!v)
-		return;
-	for (int i = 0; i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
-void sched_req_free(sched_req *r)
-{
-	if (!r)
-		return;
-	free(r->prompt);
-	free(r->tokens);
-	free_strv(r->roles, r->n_msgs);
-	free_strv(r->contents, r->n_msgs);
-	free_strv(r->stop, r->n_stop);
-	free(r);
-}
 
 void sched_event_free(sched_event *e)
 {
@@ -165,11 +130,9 @@ static void sreq_free(sched *s, sreq *q)
 	if (!q)
 		return;
 	llama_seq_reset(s->ctx, &q->seq);
-	sampler_destroy(q->smp);
-	free(q->prompt);
+	gen_seq_end(&q->gen);
 	free(q->logits);
-	free(q->text);
-	sched_req_free(q->r);
+	gen_request_free(q->r);
 	free(q);
 }
 
@@ -179,9 +142,9 @@ static sched_event *ev_new(sched_ev_type t, const sreq *q)
 	if (!e)
 		return NULL;
 	e->type = t;
-	e->conn = q->r->conn;
+	e->conn = q->from.conn;
 	e->id = q->r->id;
-	e->agent = q->r->agent;
+	e->agent = q->from.agent;
 	return e;
 }
 
@@ -232,30 +195,54 @@ static void end_err(sched *s, sreq *q, int code, const char *fmt, ...)
 	sreq_free(s, q);
 }
 
+/* Posts a tok event with a piece of q's text. */
+static void emit_piece(sched *s, sreq *q, const gen_step *st)
+{
+	sched_event *e = ev_new(SCHED_EV_TOK, q);
+	if (e) {
+		e->tok = st->token;
+		e->text = malloc(st->len + 1);
+		if (!e->text) {
+			free(e);
+			return;
+		}
+		if (st->len)
+			memcpy(e->text, st->piece, st->len);
+		e->text[st->len] = 0;
+		e->text_len = st->len;
+	}
+	ev_post(s, e);
+}
+
+/* Posts q's done event (after a last tok with the text a streamed request
+ * still held back, when it ends for a reason of ours: cancel, deadline). */
+static void post_done(sched *s, sreq *q, herd_finish reason, double t)
+{
+	gen_step st;
+	gen_seq_stop(&q->gen, reason, &st); /* nothing when a step finished it */
+	if (q->r->stream && st.len > 0)
+		emit_piece(s, q, &st);
+	sched_event *e = ev_new(SCHED_EV_DONE, q);
+	if (e) {
+		e->reason = reason;
+		e->n_prompt = q->gen.n_prompt;
+		e->n_gen = q->gen.n_gen;
+		e->t_queue_ms = (q->t_admit > 0 ? q->t_admit : t) - q->t_arrive;
+		e->t_first_ms = q->t_first > 0 ? q->t_first - q->t_arrive : -1;
+		e->t_total_ms = t - q->t_arrive;
+		if (!q->r->stream)
+			e->text = gen_seq_take_text(&q->gen, &e->text_len);
+	}
+	ev_post(s, e);
+}
+
 /* Ends q with a done event (notify == 0: silently). q must be out of every list. */
-static void end_done(sched *s, sreq *q, const char *reason, int notify)
+static void end_done(sched *s, sreq *q, herd_finish reason, int notify)
 {
 	const double t = clock_mono_ms();
-	if (notify) {
-		sched_event *e = ev_new(SCHED_EV_DONE, q);
-		if (e) {
-			e->reason = reason;
-			e->n_prompt = q->n_prompt;
-			e->n_gen = q->n_gen;
-			e->t_queue_ms = (q->t_admit > 0 ? q->t_admit : t) - q->t_arrive;
-			e->t_first_ms = q->t_first > 0 ? q->t_first - q->t_arrive : -1;
-			e->t_total_ms = t - q->t_arrive;
-			if (!q->r->stream) {
-				e->text = q->text;
-				e->text_len = q->text_len;
-				q->text = NULL;
-				if (!e->text)
-					e->text = strdup("");
-			}
-		}
-		ev_post(s, e);
-	}
-	if (!strcmp(reason, "cancel"))
+	if (notify)
+		post_done(s, q, reason, t);
+	if (reason == HERD_FINISH_CANCEL)
 		s->st.requests_cancelled++;
 	else
 		s->st.requests_done++;
@@ -280,21 +267,26 @@ static void wake_loop(sched *s)
 	(void)w; /* EAGAIN: the counter is already non-zero, the loop will wake */
 }
 
-int sched_submit(sched *s, sched_req *r)
+int sched_submit(sched *s, const sched_origin *from, const gen_request *r)
 {
-	if (!s || !r)
+	if (!s || !from || !r)
 		return HERD_E_INVAL;
 	sreq *q = calloc(1, sizeof(*q));
 	if (!q)
 		return -ENOMEM;
-	q->r = r;
+	int rc = gen_request_dup(&q->r, r);
+	if (rc) {
+		free(q);
+		return rc;
+	}
+	q->from = *from;
 	q->pending = -1;
 	q->t_arrive = clock_mono_ms();
-	q->t_deadline = r->deadline_ms ? q->t_arrive + r->deadline_ms : 0;
 	llama_seq_init(&q->seq);
 	pthread_mutex_lock(&s->mu);
 	if (s->shutdown || s->stop) {
 		pthread_mutex_unlock(&s->mu);
+		gen_request_free(q->r);
 		free(q);
 		return HERD_E_CANCELLED;
 	}
@@ -378,85 +370,21 @@ void sched_get_stats(sched *s, sched_stats *st)
 
 /* ---- the scheduler thread --------------------------------------------- */
 
-/* Tokenizes q's input. Returns 0 or ends q with an err event and returns
- * nonzero. */
+/* Begins q's generation (model/generate.h: tokenize within the context,
+ * sampler) and reserves its worst case of KV pages. Returns 0 or ends q
+ * with an err event and returns nonzero. */
 static int intake(sched *s, sreq *q)
 {
-	sched_req *r = q->r;
-	int n = 0, rc = 0;
-	if (r->input == SCHED_IN_TOKENS) {
-		if (r->n_tokens > 0) {
-			q->prompt = malloc(sizeof(int32_t) * (size_t)r->n_tokens);
-			if (!q->prompt) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-			for (int i = 0; i < r->n_tokens; i++)
-				if (r->tokens[i] < 0 || r->tokens[i] >= s->n_vocab) {
-					end_err(s, q, HERD_E_INVAL, "token %d at index %d is outside the vocabulary (%d)",
-						(int)r->tokens[i], i, s->n_vocab);
-					return -1;
-				}
-			memcpy(q->prompt, r->tokens, sizeof(int32_t) * (size_t)r->n_tokens);
-		}
-		n = r->n_tokens;
-	} else {
-		chat_msg *msgs = NULL;
-		if (r->input == SCHED_IN_CHAT) {
-			msgs = calloc((size_t)(r->n_msgs > 0 ? r->n_msgs : 1), sizeof(*msgs));
-			if (!msgs) {
-				rc = -ENOMEM;
-				goto fail;
-			}
-			for (int i = 0; i < r->n_msgs; i++)
-				msgs[i] = (chat_msg){r->roles[i], r->contents[i]};
-		}
-		int cap = 64;
-		if (r->input == SCHED_IN_PROMPT)
-			cap = (int)(r->prompt_len < (1u << 28) ? r->prompt_len : (1u << 28)) + 8;
-		for (int tries = 0; tries < 2; tries++) {
-			free(q->prompt);
-			q->prompt = malloc(sizeof(int32_t) * (size_t)cap);
-			if (!q->prompt) {
-				rc = -ENOMEM;
-				break;
-			}
-			if (r->input == SCHED_IN_PROMPT)
-				n = tok_encode(s->vocab, r->prompt ? r->prompt : "", r->prompt_len,
-					       tok_add_bos(s->vocab) ? TOK_ADD_BOS : 0, q->prompt, cap);
-			else
-				n = chat_tokenize(s->vocab, msgs, r->n_msgs, 1, q->prompt, cap);
-			if (n < 0) {
-				rc = n;
-				break;
-			}
-			if (n <= cap)
-				break;
-			cap = n;
-		}
-		free(msgs);
-		if (rc)
-			goto fail;
-	}
-	q->n_prompt = n;
-	if (n == 0) {
-		end_err(s, q, HERD_E_INVAL, "empty prompt");
+	char err[SCHED_ERR_MSG_MAX];
+	const gen_bounds b = {.n_ctx = s->n_ctx, .max_tokens = s->max_tokens,
+			      .t_start = q->t_arrive};
+	int rc = gen_seq_begin(&q->gen, s->m, &b, q->r, err, sizeof(err));
+	if (rc) {
+		end_err(s, q, rc, "%s", err);
 		return -1;
 	}
-	if (n > s->n_ctx) {
-		end_err(s, q, HERD_E_NOSPACE, "prompt of %d tokens is longer than the context (%d)", n,
-			s->n_ctx);
-		return -1;
-	}
-	int max_gen = r->max_tokens;
-	if (s->max_tokens > 0 && max_gen > s->max_tokens)
-		max_gen = s->max_tokens;
-	if (max_gen > s->n_ctx - n + 1)
-		max_gen = s->n_ctx - n + 1;
-	if (max_gen < 0)
-		max_gen = 0;
-	q->max_gen = max_gen;
-	int positions = n + (max_gen > 0 ? max_gen - 1 : 0);
+	const int max_gen = q->gen.max_gen;
+	const int positions = q->gen.n_prompt + (max_gen > 0 ? max_gen - 1 : 0);
 	q->reserve = (positions + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
 	if (q->reserve > s->kv_total) {
 		end_err(s, q, HERD_E_NOSPACE,
@@ -464,21 +392,10 @@ static int intake(sched *s, sreq *q)
 			s->kv_total * LLAMA_KV_PAGE);
 		return -1;
 	}
-	rc = sampler_create(&q->smp, &r->sp, s->n_vocab);
-	if (rc) {
-		end_err(s, q, rc == HERD_E_INVAL ? HERD_E_INVAL : rc, "bad sampling parameters: %s",
-			herd_strerror(rc));
-		return -1;
-	}
-	for (int i = 0; i < n; i++)
-		sampler_accept(q->smp, q->prompt[i]);
 	return 0;
-fail:
-	end_err(s, q, rc, "cannot prepare the prompt: %s", herd_strerror(rc));
-	return -1;
 }
 
-/* Removes and ends (silently or with a "cancel" done) the requests that
+/* Removes and ends (silently or with a HERD_FINISH_CANCEL done) the requests that
  * match c from every list. */
 static void apply_cancel(sched *s, const cancel_req *c)
 {
@@ -487,9 +404,9 @@ static void apply_cancel(sched *s, const cancel_req *c)
 		sreq_vec *v = lists[l];
 		for (int i = 0; i < v->n;) {
 			sreq *q = v->v[i];
-			if (q->r->conn == c->conn && (c->whole_conn || q->r->id == c->id)) {
+			if (q->from.conn == c->conn && (c->whole_conn || q->r->id == c->id)) {
 				vec_del(v, i);
-				end_done(s, q, "cancel", !c->whole_conn);
+				end_done(s, q, HERD_FINISH_CANCEL, !c->whole_conn);
 				if (!c->whole_conn)
 					return;
 			} else {
@@ -507,7 +424,7 @@ static void cancel_everything(sched *s)
 		while (v->n > 0) {
 			sreq *q = v->v[0];
 			vec_del(v, 0);
-			end_done(s, q, "cancel", 1);
+			end_done(s, q, HERD_FINISH_CANCEL, 1);
 		}
 	}
 }
@@ -519,9 +436,9 @@ static void expire_deadlines(sched *s, double t)
 		sreq_vec *v = lists[l];
 		for (int i = 0; i < v->n;) {
 			sreq *q = v->v[i];
-			if (q->t_deadline > 0 && t >= q->t_deadline) {
+			if (gen_seq_expired(&q->gen, t)) {
 				vec_del(v, i);
-				end_done(s, q, "deadline", 1);
+				end_done(s, q, HERD_FINISH_DEADLINE, 1);
 			} else {
 				i++;
 			}
@@ -543,7 +460,7 @@ static int agent_running(const sched *s, uint64_t agent)
 {
 	int n = 0;
 	for (int i = 0; i < s->running.n; i++)
-		n += s->running.v[i]->r->agent == agent;
+		n += s->running.v[i]->from.agent == agent;
 	return n;
 }
 
@@ -553,7 +470,7 @@ static int batch_ready(const sched *s, double t, double *wake)
 	double oldest = -1;
 	for (int i = 0; i < s->waiting.n; i++) {
 		const sreq *q = s->waiting.v[i];
-		if (q->r->prio >= s->prio_threshold)
+		if (q->from.prio >= s->prio_threshold)
 			return 1;
 		if (oldest < 0 || q->t_arrive < oldest)
 			oldest = q->t_arrive;
@@ -592,7 +509,7 @@ static void admit(sched *s, double t)
 	while (s->paused.n > 0 && s->running.n < s->max_batch) {
 		int best = 0;
 		for (int i = 1; i < s->paused.n; i++)
-			if (s->paused.v[i]->r->prio > s->paused.v[best]->r->prio)
+			if (s->paused.v[i]->from.prio > s->paused.v[best]->from.prio)
 				best = i;
 		sreq *q = s->paused.v[best];
 		vec_del(&s->paused, best);
@@ -609,8 +526,8 @@ static void admit(sched *s, double t)
 	for (int i = 0; i < s->waiting.n; i++) {
 		sreq *q = s->waiting.v[i];
 		double waited = t - q->t_arrive;
-		q->eff_prio = q->r->prio + (int)(waited / s->aging_ms);
-		q->agent_running = agent_running(s, q->r->agent);
+		q->eff_prio = q->from.prio + (int)(waited / s->aging_ms);
+		q->agent_running = agent_running(s, q->from.agent);
 	}
 	qsort(s->waiting.v, (size_t)s->waiting.n, sizeof(*s->waiting.v), cmp_admission);
 	while (s->waiting.n > 0) {
@@ -618,17 +535,17 @@ static void admit(sched *s, double t)
 		if (s->reserved + q->reserve > s->kv_total)
 			break; /* keep the order: no overtaking by smaller requests */
 		if (s->running.n >= s->max_batch) {
-			if (q->r->prio < s->prio_threshold)
+			if (q->from.prio < s->prio_threshold)
 				break;
 			/* Preempt the lowest-priority running sequence below the threshold
 			 * (the latest arrival among equals). It keeps its pages. */
 			int victim = -1;
 			for (int i = 0; i < s->running.n; i++) {
 				const sreq *v = s->running.v[i];
-				if (v->r->prio >= s->prio_threshold)
+				if (v->from.prio >= s->prio_threshold)
 					continue;
-				if (victim < 0 || v->r->prio < s->running.v[victim]->r->prio ||
-				    (v->r->prio == s->running.v[victim]->r->prio &&
+				if (victim < 0 || v->from.prio < s->running.v[victim]->from.prio ||
+				    (v->from.prio == s->running.v[victim]->from.prio &&
 				     v->arrival > s->running.v[victim]->arrival))
 					victim = i;
 			}
@@ -646,191 +563,159 @@ static void admit(sched *s, double t)
 	}
 }
 
-static int text_append(sreq *q, const char *p, size_t n)
-{
-	if (q->text_len + n + 1 > q->text_cap) {
-		size_t cap = q->text_cap ? q->text_cap * 2 : 256;
-		while (cap < q->text_len + n + 1)
-			cap *= 2;
-		char *t = realloc(q->text, cap);
-		if (!t)
-			return -ENOMEM;
-		q->text = t;
-		q->text_cap = cap;
-	}
-	memcpy(q->text + q->text_len, p, n);
-	q->text_len += n;
-	q->text[q->text_len] = 0;
-	return 0;
-}
+_Static_assert(HERD_FINISH_NONE == 0 && HERD_FINISH_COUNT > HERD_FINISH_NONE,
+	       "sample_next returns a finish reason (>= 0) or an error (< 0) in one int");
 
-/* Streams text[emitted..upto) as a tok event for token tok. */
-static void emit_tok(sched *s, sreq *q, int32_t tok, size_t upto)
+/* One generation step for q from q->logits (model/generate.h): posts the
+ * piece of a streamed request (one tok event per token that became text,
+ * and one for a last held-back piece). Returns HERD_FINISH_NONE when q goes
+ * on (its token is pending), the finish reason when it has finished, or a
+ * negative error. */
+static int sample_next(sched *s, sreq *q, double t)
 {
-	sched_event *e = ev_new(SCHED_EV_TOK, q);
-	if (e) {
-		size_t n = upto > q->emitted ? upto - q->emitted : 0;
-		e->tok = tok;
-		e->text = malloc(n + 1);
-		if (!e->text) {
-			free(e);
-			return;
-		}
-		if (n)
-			memcpy(e->text, q->text + q->emitted, n);
-		e->text[n] = 0;
-		e->text_len = n;
-		if (upto > q->emitted)
-			q->emitted = upto;
-	}
-	ev_post(s, e);
-}
-
-/* Samples q's next token from q->logits. Returns 1 when q has finished (and
- * has been ended: the caller must already have removed it from running). */
-static int sample_next(sched *s, sreq *q, double t, const char **reason)
-{
-	int32_t tok = sampler_sample(q->smp, q->logits);
-	sampler_accept(q->smp, tok);
-	if (q->t_first <= 0)
+	gen_step st;
+	int rc = gen_seq_next(&q->gen, q->logits, t, &st);
+	if (rc)
+		return rc;
+	if (st.token >= 0 && q->t_first <= 0)
 		q->t_first = t;
-	if (tok_is_eog(s->vocab, tok)) {
-		if (q->r->stream && q->emitted < q->text_len)
-			emit_tok(s, q, tok, q->text_len);
-		*reason = "stop";
-		return 1;
-	}
-	q->n_gen++;
-	s->st.tokens_gen++;
-	int len = tok_piece(s->vocab, tok, s->piece, (size_t)s->piece_cap);
-	size_t old = q->text_len;
-	if (len > 0 && len <= s->piece_cap && text_append(q, s->piece, (size_t)len)) {
-		*reason = "error";
-		return 1;
-	}
-	const char *why = NULL;
-	if (q->r->n_stop > 0) {
-		long at = text_find_stop(q->text, q->text_len, old, (const char *const *)q->r->stop,
-					 (size_t)q->r->n_stop);
-		if (at >= 0) {
-			q->text_len = (size_t)at;
-			q->text[at] = 0;
-			why = "stop";
-		}
-	}
-	if (!why && q->n_gen >= q->max_gen)
-		why = "length";
-	if (q->r->stream) {
-		size_t upto = why ? q->text_len
-				  : q->text_len - text_holdback(q->text, q->text_len,
-								(const char *const *)q->r->stop,
-								(size_t)q->r->n_stop);
-		emit_tok(s, q, tok, upto);
-	}
-	if (why) {
-		*reason = why;
-		return 1;
-	}
-	q->pending = tok;
-	return 0;
+	s->st.tokens_gen += (uint64_t)st.is_text;
+	if (q->r->stream && (st.is_text || st.len > 0))
+		emit_piece(s, q, &st);
+	if (st.finish == HERD_FINISH_NONE)
+		q->pending = st.token;
+	return (int)st.finish;
 }
 
-static void finish_running(sched *s, int idx, const char *reason)
+/* Takes running q out of the batch and ends it: a done event with its
+ * finish reason, or an err event for an error (< 0). */
+static void finish_running(sched *s, sreq *q, int finish)
 {
-	sreq *q = s->running.v[idx];
-	vec_del(&s->running, idx);
-	if (!strcmp(reason, "error"))
-		end_err(s, q, -ENOMEM, "out of memory");
+	for (int i = 0; i < s->running.n; i++)
+		if (s->running.v[i] == q) {
+			vec_del(&s->running, i);
+			break;
+		}
+	if (finish < 0)
+		end_err(s, q, finish, "generation failed: %s", herd_strerror(finish));
 	else
-		end_done(s, q, reason, 1);
+		end_done(s, q, (herd_finish)finish, 1);
+}
+
+/* What one step runs: the batch and its counts. */
+typedef struct step_plan {
+	int n;      /* sequences in the batch */
+	int T;      /* tokens in the batch */
+	int n_dec;  /* sequences decoding one token */
+	int n_pre;  /* sequences with a prompt chunk */
+	int pre_tok;/* prompt tokens */
+} step_plan;
+
+/* Generating sequences: one token each. */
+static void plan_decode(sched *s, step_plan *p)
+{
+	for (int i = 0; i < s->running.n && p->T < s->max_step; i++) {
+		sreq *q = s->running.v[i];
+		if (q->pending < 0)
+			continue;
+		s->step_tok[p->n] = q->pending;
+		s->batch[p->n] = (llama_batch_seq){&q->seq, &s->step_tok[p->n], 1, LLAMA_LOGITS_LAST,
+						   q->logits};
+		s->batch_req[p->n++] = q;
+		p->T++;
+		p->n_dec++;
+	}
+}
+
+/* Prompt chunks, first admitted first, within the step's token budget. */
+static void plan_prefill(sched *s, step_plan *p)
+{
+	int budget = s->max_step - p->T;
+	if (p->n_dec > 0 && budget > s->prefill_chunk)
+		budget = s->prefill_chunk;
+	for (int i = 0; i < s->running.n && budget > 0; i++) {
+		sreq *q = s->running.v[i];
+		if (q->pending >= 0 || q->n_fed >= q->gen.n_prompt)
+			continue;
+		int chunk = q->gen.n_prompt - q->n_fed;
+		if (chunk > budget)
+			chunk = budget;
+		const int last = q->n_fed + chunk == q->gen.n_prompt;
+		s->batch[p->n] = (llama_batch_seq){&q->seq, q->gen.prompt + q->n_fed, chunk,
+						   last ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE,
+						   last ? q->logits : NULL};
+		s->batch_req[p->n++] = q;
+		budget -= chunk;
+		p->T += chunk;
+		p->n_pre++;
+		p->pre_tok += chunk;
+	}
+}
+
+/* The step failed: every request in it ends with an err event. */
+static void fail_step(sched *s, const step_plan *p, int rc)
+{
+	blog_msg(s->log, BLOG_ERR, "%s: step failed (%s); failing its %d requests", s->name,
+		 herd_strerror(rc), p->n);
+	for (int j = 0; j < p->n; j++)
+		for (int i = 0; i < s->running.n; i++)
+			if (s->running.v[i] == s->batch_req[j]) {
+				sreq *q = s->running.v[i];
+				vec_del(&s->running, i);
+				end_err(s, q, rc, "evaluation failed: %s", herd_strerror(rc));
+				break;
+			}
+}
+
+static void count_step(sched *s, const step_plan *p, double ms)
+{
+	s->st.steps++;
+	s->st.step_seqs += (uint64_t)p->n;
+	s->st.step_hist[p->n < SCHED_HIST_N - 1 ? p->n : SCHED_HIST_N - 1]++;
+	if (p->n > s->st.max_step_seqs)
+		s->st.max_step_seqs = p->n;
+	s->st.step_ms += ms;
+	s->st.tokens_prompt += (uint64_t)p->pre_tok;
+}
+
+/* Samples every sequence that got logits; requests that finish leave the
+ * batch now. */
+static void sample_step(sched *s, const step_plan *p, double t)
+{
+	for (int j = 0; j < p->n; j++) {
+		sreq *q = s->batch_req[j];
+		if (q->pending < 0) { /* a prompt chunk */
+			q->n_fed += s->batch[j].n_tokens;
+			if (q->n_fed < q->gen.n_prompt)
+				continue;
+		}
+		const int finish = sample_next(s, q, t);
+		if (finish != HERD_FINISH_NONE)
+			finish_running(s, q, finish);
+	}
 }
 
 static void step(sched *s)
 {
 	const double t0 = clock_mono_ms();
-	int n = 0, T = 0, n_dec = 0, n_pre = 0, pre_tok = 0;
-	/* Generating sequences: one token each. */
-	for (int i = 0; i < s->running.n && T < s->max_step; i++) {
-		sreq *q = s->running.v[i];
-		if (q->pending < 0)
-			continue;
-		s->step_tok[n] = q->pending;
-		s->batch[n] = (llama_batch_seq){&q->seq, &s->step_tok[n], 1, LLAMA_LOGITS_LAST, q->logits};
-		s->batch_req[n++] = q;
-		T++;
-		n_dec++;
-	}
-	/* Prompt chunks, first admitted first. */
-	int budget = s->max_step - T;
-	if (n_dec > 0 && budget > s->prefill_chunk)
-		budget = s->prefill_chunk;
-	for (int i = 0; i < s->running.n && budget > 0; i++) {
-		sreq *q = s->running.v[i];
-		if (q->pending >= 0 || q->n_fed >= q->n_prompt)
-			continue;
-		int chunk = q->n_prompt - q->n_fed;
-		if (chunk > budget)
-			chunk = budget;
-		const int last = q->n_fed + chunk == q->n_prompt;
-		s->batch[n] = (llama_batch_seq){&q->seq, q->prompt + q->n_fed, chunk,
-						last ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE,
-						last ? q->logits : NULL};
-		s->batch_req[n++] = q;
-		budget -= chunk;
-		T += chunk;
-		n_pre++;
-		pre_tok += chunk;
-	}
-	if (n == 0)
+	step_plan p = {0};
+	plan_decode(s, &p);
+	plan_prefill(s, &p);
+	if (p.n == 0)
 		return;
-	int rc = llama_decode(s->ctx, s->batch, n);
+	int rc = llama_decode(s->ctx, s->batch, p.n);
 	const double t1 = clock_mono_ms();
 	if (rc) {
-		blog_msg(s->log, BLOG_ERR, "%s: step failed (%s); failing its %d requests", s->name,
-			 herd_strerror(rc), n);
-		for (int j = 0; j < n; j++)
-			for (int i = 0; i < s->running.n; i++)
-				if (s->running.v[i] == s->batch_req[j]) {
-					sreq *q = s->running.v[i];
-					vec_del(&s->running, i);
-					end_err(s, q, rc, "evaluation failed: %s", herd_strerror(rc));
-					break;
-				}
+		fail_step(s, &p, rc);
 		return;
 	}
-	s->st.steps++;
-	s->st.step_seqs += (uint64_t)n;
-	s->st.step_hist[n < SCHED_HIST_N - 1 ? n : SCHED_HIST_N - 1]++;
-	if (n > s->st.max_step_seqs)
-		s->st.max_step_seqs = n;
-	s->st.step_ms += t1 - t0;
-	s->st.tokens_prompt += (uint64_t)pre_tok;
-	/* Sample; requests that finish leave the batch now. */
-	for (int j = 0; j < n; j++) {
-		sreq *q = s->batch_req[j];
-		const int was_prefill = q->pending < 0;
-		if (was_prefill) {
-			q->n_fed += s->batch[j].n_tokens;
-			if (q->n_fed < q->n_prompt)
-				continue;
-		}
-		const char *reason = NULL;
-		if (q->max_gen == 0) {
-			reason = "length";
-		} else if (!sample_next(s, q, t1, &reason)) {
-			continue;
-		}
-		for (int i = 0; i < s->running.n; i++)
-			if (s->running.v[i] == q) {
-				finish_running(s, i, reason);
-				break;
-			}
-	}
+	count_step(s, &p, t1 - t0);
+	sample_step(s, &p, t1);
 	blog_msg(s->log, BLOG_DEBUG,
 		 "%s: step %llu: %d seqs (%d decode, %d prefill / %d tokens), %d tokens, %.2f ms, "
 		 "waiting %d, paused %d, kv free %d/%d",
-		 s->name, (unsigned long long)s->st.steps, n, n_dec, n_pre, pre_tok, T, t1 - t0,
-		 s->waiting.n, s->paused.n, llama_ctx_free_pages(s->ctx), s->kv_total);
+		 s->name, (unsigned long long)s->st.steps, p.n, p.n_dec, p.n_pre, p.pre_tok, p.T,
+		 t1 - t0, s->waiting.n, s->paused.n, llama_ctx_free_pages(s->ctx), s->kv_total);
 }
 
 /* Publishes this iteration's events and stats; wakes the loop. */
@@ -879,7 +764,7 @@ static double next_wake(const sched *s, double t)
 {
 	double w = 0;
 	for (int i = 0; i < s->waiting.n; i++) {
-		double d = s->waiting.v[i]->t_deadline;
+		double d = s->waiting.v[i]->gen.t_deadline;
 		if (d > 0 && (w == 0 || d < w))
 			w = d;
 	}
@@ -889,74 +774,103 @@ static double next_wake(const sched *s, double t)
 	return w;
 }
 
+/* Waits on the condition variable (mu held) until there is something to
+ * do: new requests or cancellations, shutdown or stop, running sequences,
+ * a batch ready to start, or a deadline. */
+static void wait_for_work(sched *s)
+{
+	for (;;) {
+		if (s->stop || s->in_head || s->n_cancels || (s->shutdown && !s->shutdown_done))
+			return;
+		if (s->running.n > 0 || s->paused.n > 0)
+			return;
+		double t = clock_mono_ms();
+		if (s->waiting.n > 0 && batch_ready(s, t, NULL) && (s->dynamic || s->running.n == 0))
+			return;
+		double w = next_wake(s, t);
+		if (w > 0 && w <= t)
+			return;
+		if (w > 0) {
+			struct timespec ts;
+			abs_time(w, &ts);
+			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+		} else {
+			pthread_cond_wait(&s->cv, &s->mu);
+		}
+	}
+}
+
+/* What one iteration takes from the shared queues. */
+typedef struct inbox {
+	sreq *in;                           /* new requests, in order */
+	cancel_req buf[SCHED_CANCEL_BATCH]; /* cancellations without a heap copy */
+	cancel_req *cancels;                /* buf, or a malloc'd array */
+	int n_cancels;
+	int do_shutdown;
+} inbox;
+
+/* Moves the submit queue, the cancellations (as many as fit when memory is
+ * short: the rest wait for the next iteration) and a pending shutdown into
+ * box. mu held. */
+static void take_inbox(sched *s, inbox *box)
+{
+	box->in = s->in_head;
+	s->in_head = s->in_tail = NULL;
+	s->n_in = 0;
+	box->n_cancels = s->n_cancels;
+	box->cancels = box->buf;
+	if (box->n_cancels > SCHED_CANCEL_BATCH) {
+		box->cancels = malloc(sizeof(*box->cancels) * (size_t)box->n_cancels);
+		if (!box->cancels) {
+			box->cancels = box->buf;
+			box->n_cancels = SCHED_CANCEL_BATCH;
+		}
+	}
+	if (box->n_cancels > 0) {
+		memcpy(box->cancels, s->cancels, sizeof(*box->cancels) * (size_t)box->n_cancels);
+		memmove(s->cancels, s->cancels + box->n_cancels,
+			sizeof(*box->cancels) * (size_t)(s->n_cancels - box->n_cancels));
+		s->n_cancels -= box->n_cancels;
+	}
+	box->do_shutdown = s->shutdown && !s->shutdown_done;
+	if (box->do_shutdown)
+		s->shutdown_done = 1;
+}
+
+/* New requests begin (or fail), then cancellations and shutdown apply. */
+static void apply_inbox(sched *s, inbox *box)
+{
+	while (box->in) {
+		sreq *q = box->in;
+		box->in = q->next;
+		q->next = NULL;
+		if (intake(s, q))
+			continue;
+		if (vec_push(&s->waiting, q))
+			end_err(s, q, -ENOMEM, "out of memory");
+	}
+	for (int i = 0; i < box->n_cancels; i++)
+		apply_cancel(s, &box->cancels[i]);
+	if (box->cancels != box->buf)
+		free(box->cancels);
+	if (box->do_shutdown)
+		cancel_everything(s);
+}
+
 static void *sched_main(void *arg)
 {
 	sched *s = arg;
+	inbox box;
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
-		for (;;) {
-			if (s->stop || s->in_head || s->n_cancels || (s->shutdown && !s->shutdown_done))
-				break;
-			if (s->running.n > 0 || s->paused.n > 0)
-				break;
-			double t = clock_mono_ms();
-			if (s->waiting.n > 0 && batch_ready(s, t, NULL) &&
-			    (s->dynamic || s->running.n == 0))
-				break;
-			double w = next_wake(s, t);
-			if (w > 0 && w <= t)
-				break;
-			if (w > 0) {
-				struct timespec ts;
-				abs_time(w, &ts);
-				pthread_cond_timedwait(&s->cv, &s->mu, &ts);
-			} else {
-				pthread_cond_wait(&s->cv, &s->mu);
-			}
-		}
+		wait_for_work(s);
 		if (s->stop) {
 			pthread_mutex_unlock(&s->mu);
 			break;
 		}
-		sreq *in = s->in_head;
-		s->in_head = s->in_tail = NULL;
-		s->n_in = 0;
-		int n_cancels = s->n_cancels;
-		cancel_req cbuf[64];
-		cancel_req *cancels = cbuf;
-		if (n_cancels > 64) {
-			cancels = malloc(sizeof(*cancels) * (size_t)n_cancels);
-			if (!cancels) {
-				cancels = cbuf;
-				n_cancels = 64;
-			}
-		}
-		if (n_cancels > 0) {
-			memcpy(cancels, s->cancels, sizeof(*cancels) * (size_t)n_cancels);
-			memmove(s->cancels, s->cancels + n_cancels,
-				sizeof(*cancels) * (size_t)(s->n_cancels - n_cancels));
-			s->n_cancels -= n_cancels;
-		}
-		const int do_shutdown = s->shutdown && !s->shutdown_done;
-		if (do_shutdown)
-			s->shutdown_done = 1;
+		take_inbox(s, &box);
 		pthread_mutex_unlock(&s->mu);
-
-		while (in) {
-			sreq *q = in;
-			in = in->next;
-			q->next = NULL;
-			if (intake(s, q))
-				continue;
-			if (vec_push(&s->waiting, q))
-				end_err(s, q, -ENOMEM, "out of memory");
-		}
-		for (int i = 0; i < n_cancels; i++)
-			apply_cancel(s, &cancels[i]);
-		if (cancels != cbuf)
-			free(cancels);
-		if (do_shutdown)
-			cancel_everything(s);
+		apply_inbox(s, &box);
 		double t = clock_mono_ms();
 		expire_deadlines(s, t);
 		admit(s, t);
@@ -980,29 +894,26 @@ int sched_create(sched **out, const sched_opts *o)
 	int rc = -ENOMEM;
 	s->ctx = o->ctx;
 	s->m = llama_ctx_model(o->ctx);
-	s->vocab = s->m->vocab;
 	s->n_vocab = s->m->hp.n_vocab;
 	s->n_ctx = llama_ctx_n_ctx(o->ctx);
 	s->max_step = llama_ctx_max_step_tokens(o->ctx);
-	s->max_batch = o->max_batch > 0 ? o->max_batch : 32;
+	s->max_batch = o->max_batch > 0 ? o->max_batch : SCHED_DEFAULT_MAX_BATCH;
 	if (s->max_batch > s->max_step)
 		s->max_batch = s->max_step;
 	s->max_wait_ms = o->max_wait_ms > 0 ? o->max_wait_ms : 0;
 	s->dynamic = o->dynamic_batching;
 	s->prio_threshold = o->priority_threshold;
-	s->aging_ms = o->aging_ms > 0 ? o->aging_ms : 1000;
-	s->prefill_chunk = o->prefill_chunk > 0 ? o->prefill_chunk : 128;
+	s->aging_ms = o->aging_ms > 0 ? o->aging_ms : SCHED_DEFAULT_AGING_MS;
+	s->prefill_chunk = o->prefill_chunk > 0 ? o->prefill_chunk : SCHED_DEFAULT_PREFILL_CHUNK;
 	s->max_tokens = o->max_tokens;
 	s->wake_fd = o->wake_fd;
 	s->log = o->log;
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "model");
 	s->kv_total = llama_ctx_free_pages(o->ctx);
-	s->piece_cap = tok_max_piece_len(s->vocab) + 8;
-	s->piece = malloc((size_t)s->piece_cap);
 	s->step_tok = malloc(sizeof(int32_t) * (size_t)s->max_batch);
 	s->batch = malloc(sizeof(*s->batch) * (size_t)s->max_batch);
 	s->batch_req = malloc(sizeof(*s->batch_req) * (size_t)s->max_batch);
-	if (!s->piece || !s->step_tok || !s->batch || !s->batch_req)
+	if (!s->step_tok || !s->batch || !s->batch_req)
 		goto fail;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -1021,7 +932,6 @@ int sched_create(sched **out, const sched_opts *o)
 	*out = s;
 	return 0;
 fail:
-	free(s->piece);
 	free(s->step_tok);
 	free(s->batch);
 	free(s->batch_req);
@@ -1053,7 +963,6 @@ void sched_destroy(sched *s)
 	sched_event_free(s->ev_head);
 	sched_event_free(s->out_head);
 	free(s->cancels);
-	free(s->piece);
 	free(s->step_tok);
 	free(s->batch);
 	free(s->batch_req);

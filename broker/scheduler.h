@@ -3,8 +3,9 @@
  * Requests come in from the event loop (sched_submit, any thread); every
  * step the scheduler thread
  *   1. takes new requests and cancellations from its queue (mutex),
- *      tokenizes new prompts and rejects impossible ones (err events),
- *   2. drops requests past their deadline (done, reason "deadline"),
+ *      begins their generation (model/generate.h: tokenize, prompt-fit
+ *      rule, sampler) and rejects impossible ones (err events),
+ *   2. drops requests past their deadline (done, HERD_FINISH_DEADLINE),
  *   3. admits waiting requests, highest effective priority first (priority
  *      plus one per aging period waited), then the agent with the fewest
  *      running sequences, then arrival order, while the batch has a free slot
@@ -17,10 +18,8 @@
  *      sequence that is generating, and prompt chunks (chunked prefill) for
  *      the others, bounded by prefill_chunk tokens per step while any
  *      sequence is generating, by the ctx's max_step_tokens otherwise,
- *   5. samples each sequence that got logits with its own sampler,
- *      detokenizes (tok_piece), applies stop strings (text from the stop
- *      string on is dropped; in streaming mode text that might begin a stop
- *      string or ends inside a UTF-8 character is held back) and posts
+ *   5. takes one generation step (gen_seq_next: sample, detokenize, stop
+ *      strings, hold-back) for each sequence that got logits and posts
  *      `tok`, `done` and `err` events to the outbound queue; then writes 1 to
  *      the wake eventfd,
  *   6. frees the slot, sampler and KV pages of every finished or cancelled
@@ -42,8 +41,8 @@
 #include <stdint.h>
 
 #include "broker/log.h"
+#include "model/generate.h"
 #include "model/llama.h"
-#include "model/sampler.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -65,35 +64,13 @@ typedef struct sched_opts {
 	const char *name;       /* model name for log lines; copied */
 } sched_opts;
 
-enum { SCHED_IN_PROMPT = 0, SCHED_IN_TOKENS = 1, SCHED_IN_CHAT = 2 };
-
-/* A generation request. Everything it points to is owned by it and freed by
- * sched_req_free (allocate strings and arrays with malloc). */
-typedef struct sched_req {
-	uint64_t conn;         /* connection id: events carry it back */
-	uint64_t id;           /* the agent's request id */
-	uint64_t agent;        /* agent id, for fair share and stats */
-	int input;             /* SCHED_IN_* */
-	char *prompt;          /* PROMPT: text[prompt_len], need not be NUL-terminated */
-	size_t prompt_len;
-	int32_t *tokens;       /* TOKENS */
-	int n_tokens;
-	char **roles, **contents; /* CHAT: n_msgs NUL-terminated strings each */
-	int n_msgs;
-	int max_tokens;        /* tokens to generate (the protocol's default is 128) */
-	sampler_params sp;     /* temperature <= 0: greedy */
-	char **stop;           /* n_stop non-empty NUL-terminated strings */
-	int n_stop;
-	int prio;              /* higher runs first; 0 = normal */
-	uint32_t deadline_ms;  /* relative to submission; 0 = none */
-	int stream;            /* tok events per token; done carries no text */
-	int cache;             /* response cache allowed (not used yet) */
-} sched_req;
-
-/* A zeroed request with the protocol's defaults (max_tokens 128, greedy
- * sampling with llama.cpp's other defaults, cache on). NULL on ENOMEM. */
-sched_req *sched_req_new(void);
-void sched_req_free(sched_req *r); /* accepts NULL */
+/* Who sent a request: events carry conn and the request's id back. */
+typedef struct sched_origin {
+	uint64_t conn;  /* connection id */
+	uint64_t agent; /* agent id, for fair share and stats */
+	int prio;       /* the request's priority (its own, or its agent's
+			 * default); higher runs first, 0 = normal */
+} sched_origin;
 
 typedef enum sched_ev_type { SCHED_EV_TOK = 1, SCHED_EV_DONE = 2, SCHED_EV_ERR = 3 } sched_ev_type;
 
@@ -104,9 +81,10 @@ typedef struct sched_event {
 	uint64_t conn, id, agent;
 	int32_t tok;           /* TOK: the token id */
 	char *text;            /* TOK: the piece (may be empty); DONE: full text when not
-				* streaming, else NULL. Owned, NUL-terminated. */
+				* streaming, else NULL. Owned, NUL-terminated. The
+				* pieces of a streamed request add up to its text. */
 	size_t text_len;
-	const char *reason;    /* DONE: "stop", "length", "cancel", "deadline" (static) */
+	herd_finish reason;    /* DONE: STOP, LENGTH, CANCEL or DEADLINE */
 	int code;              /* ERR: HERD_E_* or -errno */
 	char msg[192];         /* ERR */
 	int n_prompt, n_gen, n_cached;
@@ -146,16 +124,21 @@ int sched_create(sched **out, const sched_opts *o);
  * frees everything; the ctx is not destroyed. Accepts NULL. */
 void sched_destroy(sched *s);
 
-/* Queues r. On 0 the scheduler owns r; on error the caller keeps it:
- * HERD_E_CANCELLED after sched_shutdown. */
-int sched_submit(sched *s, sched_req *r);
-/* Cancels request id of connection conn: a DONE with reason "cancel" follows
- * if it was still queued or running; nothing when unknown or finished. */
+/* Queues an owned copy of r (gen_request_dup; r stays the caller's) sent by
+ * from. r->params.max_tokens is capped by sched_opts.max_tokens; its
+ * has_prio/prio are not read (from->prio is the priority). Errors come as
+ * events later (an ERR for a request that cannot run, see
+ * gen_seq_begin), except: HERD_E_CANCELLED after sched_shutdown,
+ * HERD_E_INVAL (NULL arguments, a NULL string with a length), -ENOMEM. */
+int sched_submit(sched *s, const sched_origin *from, const gen_request *r);
+/* Cancels request id of connection conn: a DONE with HERD_FINISH_CANCEL
+ * follows if it was still queued or running (after a last TOK with any
+ * held-back text of a streamed request); nothing when unknown or finished. */
 void sched_cancel(sched *s, uint64_t conn, uint64_t id);
 /* Drops every request of conn without events (the connection is gone). */
 void sched_cancel_conn(sched *s, uint64_t conn);
 /* Refuses new requests and cancels every queued and running one, each with a
- * DONE reason "cancel". */
+ * DONE HERD_FINISH_CANCEL. */
 void sched_shutdown(sched *s);
 
 /* Takes every posted event, oldest first (NULL when none). The caller frees

@@ -7,18 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/text.h"
 #include "herd/error.h"
-
-static char *dup_str(proto_str s)
-{
-	char *d = malloc(s.len + 1);
-	if (d) {
-		if (s.len)
-			memcpy(d, s.ptr, s.len);
-		d[s.len] = 0;
-	}
-	return d;
-}
 
 static void ensure_agent(loop *l, conn *c)
 {
@@ -70,75 +60,9 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 		 (unsigned long long)c->agent, c->name, (int)c->pid, c->prio);
 }
 
-/* Builds the scheduler's request from a decoded gen (copies everything the
- * frame body holds). NULL on ENOMEM. */
-static sched_req *req_from_gen(conn *c, const proto_gen *g)
-{
-	sched_req *r = sched_req_new();
-	if (!r)
-		return NULL;
-	r->conn = c->id;
-	r->id = g->id;
-	r->agent = c->agent;
-	r->max_tokens = g->max_tokens;
-	r->sp.temperature = (float)g->temp;
-	r->sp.top_k = g->top_k;
-	r->sp.top_p = (float)g->top_p;
-	r->sp.min_p = (float)g->min_p;
-	r->sp.repeat_penalty = (float)g->rep_pen;
-	r->sp.seed = g->seed;
-	r->prio = g->has_prio ? g->prio : c->prio;
-	r->deadline_ms = g->deadline_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)g->deadline_ms;
-	r->stream = g->stream;
-	r->cache = g->cache;
-	switch (g->input) {
-	case PROTO_INPUT_PROMPT:
-		r->input = SCHED_IN_PROMPT;
-		if (!(r->prompt = dup_str(g->prompt)))
-			goto fail;
-		r->prompt_len = g->prompt.len;
-		break;
-	case PROTO_INPUT_TOKENS:
-		r->input = SCHED_IN_TOKENS;
-		r->tokens = malloc(sizeof(int32_t) * (g->n_tokens ? g->n_tokens : 1));
-		if (!r->tokens)
-			goto fail;
-		if (g->n_tokens)
-			memcpy(r->tokens, g->tokens, sizeof(int32_t) * g->n_tokens);
-		r->n_tokens = (int)g->n_tokens;
-		break;
-	default:
-		r->input = SCHED_IN_CHAT;
-		r->roles = calloc(g->n_messages ? g->n_messages : 1, sizeof(char *));
-		r->contents = calloc(g->n_messages ? g->n_messages : 1, sizeof(char *));
-		if (!r->roles || !r->contents)
-			goto fail;
-		r->n_msgs = (int)g->n_messages;
-		for (size_t i = 0; i < g->n_messages; i++)
-			if (!(r->roles[i] = dup_str(g->messages[i].role)) ||
-			    !(r->contents[i] = dup_str(g->messages[i].content)))
-				goto fail;
-		break;
-	}
-	if (g->n_stop) {
-		r->stop = calloc(g->n_stop, sizeof(char *));
-		if (!r->stop)
-			goto fail;
-		for (size_t i = 0; i < g->n_stop; i++) {
-			if (g->stop[i].len == 0)
-				continue; /* an empty stop string would stop at once: ignore it */
-			if (!(r->stop[r->n_stop] = dup_str(g->stop[i])))
-				goto fail;
-			r->n_stop++;
-		}
-	}
-	return r;
-fail:
-	sched_req_free(r);
-	return NULL;
-}
-
-static void on_gen(loop *l, conn *c, const proto_gen *g)
+/* The decoded request goes to the model's scheduler as it is (it makes
+ * its own copy): no field is copied here. */
+static void on_gen(loop *l, conn *c, const gen_request *g)
 {
 	ensure_agent(l, c);
 	if (l->stopping) {
@@ -148,17 +72,13 @@ static void on_gen(loop *l, conn *c, const proto_gen *g)
 	models_entry *e = models_find(l->models, g->model.ptr ? g->model.ptr : "", g->model.len);
 	if (!e) {
 		conn_queue_err(c, 1, g->id, HERD_E_MISSING, "unknown model '%.*s'",
-			      (int)(g->model.len > 64 ? 64 : g->model.len), g->model.ptr ? g->model.ptr : "");
+			       HERD_QUOTE_LEN(g->model.len), g->model.ptr ? g->model.ptr : "");
 		return;
 	}
-	sched_req *r = req_from_gen(c, g);
-	if (!r) {
-		conn_queue_err(c, 1, g->id, -ENOMEM, "out of memory");
-		return;
-	}
-	int rc = sched_submit(e->sched, r);
+	const sched_origin from = {.conn = c->id, .agent = c->agent,
+				   .prio = g->has_prio ? g->prio : c->prio};
+	int rc = sched_submit(e->sched, &from, g);
 	if (rc) {
-		sched_req_free(r);
 		conn_queue_err(c, 1, g->id, rc, "cannot queue the request: %s", herd_strerror(rc));
 		return;
 	}
@@ -172,7 +92,7 @@ static void on_attach(loop *l, conn *c, const proto_attach *a)
 	models_entry *e = models_find(l->models, a->model.ptr ? a->model.ptr : "", a->model.len);
 	if (!e) {
 		conn_queue_err(c, 0, 0, HERD_E_MISSING, "attach: unknown model '%.*s'",
-			      (int)(a->model.len > 64 ? 64 : a->model.len), a->model.ptr ? a->model.ptr : "");
+			       HERD_QUOTE_LEN(a->model.len), a->model.ptr ? a->model.ptr : "");
 		return;
 	}
 	proto_image im = {.model = proto_s(e->name), .segment = proto_s(e->info.name),

@@ -3,8 +3,9 @@
  * string, which a later token may complete, or the first bytes of a UTF-8
  * character whose remaining bytes come with a later token).
  * Pure functions over caller buffers: thread-safe. Empty stop strings are
- * ignored. Used by the broker's scheduler, libherd's local generation and
- * herd run, so all three stream the same way. */
+ * ignored. Used by the one generation step (model/generate.h) that the
+ * broker's scheduler, libherd's local generation and herd run share, so all
+ * three stream the same way. */
 #ifndef HERD_MODEL_TEXTSTREAM_H
 #define HERD_MODEL_TEXTSTREAM_H
 

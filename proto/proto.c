@@ -21,12 +21,23 @@ static const char *const type_names[PROTO_TYPE_COUNT] = {
 	[PROTO_IMAGE] = "image",    [PROTO_ADMIN] = "admin",   [PROTO_ADMIN_OK] = "admin_ok",
 };
 
-static const char *const reason_names[] = {
-	[PROTO_REASON_STOP] = "stop",
-	[PROTO_REASON_LENGTH] = "length",
-	[PROTO_REASON_CANCEL] = "cancel",
-	[PROTO_REASON_DEADLINE] = "deadline",
+/* herd_finish <-> `done.reason`: the one table. NONE has a name for
+ * messages but never travels. */
+static const char *const finish_names[] = {
+	[HERD_FINISH_NONE] = "none",
+	[HERD_FINISH_STOP] = "stop",
+	[HERD_FINISH_LENGTH] = "length",
+	[HERD_FINISH_CANCEL] = "cancel",
+	[HERD_FINISH_DEADLINE] = "deadline",
 };
+_Static_assert(sizeof(finish_names) / sizeof(finish_names[0]) == HERD_FINISH_COUNT,
+	       "one wire name per herd_finish value");
+
+/* 1 for the values a `done` frame may carry. */
+static int finish_on_wire(herd_finish f)
+{
+	return f > HERD_FINISH_NONE && f < HERD_FINISH_COUNT;
+}
 
 const char *proto_type_name(proto_type t)
 {
@@ -35,11 +46,9 @@ const char *proto_type_name(proto_type t)
 	return type_names[t];
 }
 
-const char *proto_reason_name(proto_reason r)
+const char *proto_finish_name(herd_finish f)
 {
-	if (r < PROTO_REASON_STOP || r > PROTO_REASON_DEADLINE)
-		return "?";
-	return reason_names[r];
+	return finish_on_wire(f) ? finish_names[f] : finish_names[HERD_FINISH_NONE];
 }
 
 int proto_str_eq(proto_str s, const char *c)
@@ -58,12 +67,71 @@ static uint64_t be_read(const uint8_t *p, int n)
 	return v;
 }
 
+/* What a msgpack header byte announces. */
+typedef struct scan_head {
+	uint64_t n;   /* container count or payload length */
+	int kind;     /* 0 scalar payload, 1 array, 2 map */
+	int hdr;      /* big-endian length bytes that follow the header byte */
+	size_t extra; /* ext type byte */
+} scan_head;
+
+enum { SCAN_SCALAR = 0, SCAN_ARRAY = 1, SCAN_MAP = 2 };
+
+/* Classifies header byte b (not a fixint/nil/bool, which the caller
+ * handled). Returns 0 or -1 with a reason in *why. */
+static int scan_classify(uint8_t b, scan_head *h, const char **why)
+{
+	*h = (scan_head){0};
+	if (b >= 0x80 && b <= 0x8f) {
+		h->kind = SCAN_MAP;
+		h->n = b & 0x0f;
+		return 0;
+	}
+	if (b >= 0x90 && b <= 0x9f) {
+		h->kind = SCAN_ARRAY;
+		h->n = b & 0x0f;
+		return 0;
+	}
+	if (b >= 0xa0 && b <= 0xbf) {
+		h->n = b & 0x1f;
+		return 0;
+	}
+	switch (b) {
+	case 0xc4: case 0xd9: h->hdr = 1; break;               /* bin8, str8 */
+	case 0xc5: case 0xda: h->hdr = 2; break;               /* bin16, str16 */
+	case 0xc6: case 0xdb: h->hdr = 4; break;               /* bin32, str32 */
+	case 0xc7: h->hdr = 1; h->extra = 1; break;            /* ext8 */
+	case 0xc8: h->hdr = 2; h->extra = 1; break;            /* ext16 */
+	case 0xc9: h->hdr = 4; h->extra = 1; break;            /* ext32 */
+	case 0xca: h->n = 4; break;                            /* float32 */
+	case 0xcb: h->n = 8; break;                            /* float64 */
+	case 0xcc: case 0xd0: h->n = 1; break;
+	case 0xcd: case 0xd1: h->n = 2; break;
+	case 0xce: case 0xd2: h->n = 4; break;
+	case 0xcf: case 0xd3: h->n = 8; break;
+	case 0xd4: h->n = 2; break;                            /* fixext1..16 */
+	case 0xd5: h->n = 3; break;
+	case 0xd6: h->n = 5; break;
+	case 0xd7: h->n = 9; break;
+	case 0xd8: h->n = 17; break;
+	case 0xdc: h->kind = SCAN_ARRAY; h->hdr = 2; break;
+	case 0xdd: h->kind = SCAN_ARRAY; h->hdr = 4; break;
+	case 0xde: h->kind = SCAN_MAP; h->hdr = 2; break;
+	case 0xdf: h->kind = SCAN_MAP; h->hdr = 4; break;
+	default: /* 0xc1 */
+		*why = "invalid msgpack byte 0xc1";
+		return -1;
+	}
+	return 0;
+}
+
 /* Checks one msgpack value at p[*off..len) without allocating: every length
  * and container count must fit in the bytes left (each element takes at
  * least one byte), depth <= PROTO_MAX_DEPTH. Advances *off past the value.
  * Returns 0 or -1 with a reason in *why. */
 static int scan_value(const uint8_t *p, size_t len, size_t *off, int depth, const char **why)
 {
+	scan_head h;
 	if (depth > PROTO_MAX_DEPTH) {
 		*why = "nested too deeply";
 		return -1;
@@ -74,60 +142,21 @@ static int scan_value(const uint8_t *p, size_t len, size_t *off, int depth, cons
 	}
 	uint8_t b = p[(*off)++];
 	size_t left = len - *off;
-	uint64_t n = 0;  /* container count or payload length */
-	int kind = 0;    /* 0 scalar payload, 1 array, 2 map */
-	int hdr = 0;     /* length bytes to read */
-	size_t extra = 0;
-
 	if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
 		return 0;
-	if (b >= 0x80 && b <= 0x8f) {
-		kind = 2;
-		n = b & 0x0f;
-	} else if (b >= 0x90 && b <= 0x9f) {
-		kind = 1;
-		n = b & 0x0f;
-	} else if (b >= 0xa0 && b <= 0xbf) {
-		n = b & 0x1f;
-	} else {
-		switch (b) {
-		case 0xc4: case 0xd9: hdr = 1; break;            /* bin8, str8 */
-		case 0xc5: case 0xda: hdr = 2; break;            /* bin16, str16 */
-		case 0xc6: case 0xdb: hdr = 4; break;            /* bin32, str32 */
-		case 0xc7: hdr = 1; extra = 1; break;            /* ext8 */
-		case 0xc8: hdr = 2; extra = 1; break;            /* ext16 */
-		case 0xc9: hdr = 4; extra = 1; break;            /* ext32 */
-		case 0xca: n = 4; break;                         /* float32 */
-		case 0xcb: n = 8; break;                         /* float64 */
-		case 0xcc: case 0xd0: n = 1; break;
-		case 0xcd: case 0xd1: n = 2; break;
-		case 0xce: case 0xd2: n = 4; break;
-		case 0xcf: case 0xd3: n = 8; break;
-		case 0xd4: n = 2; break;                         /* fixext1..16 */
-		case 0xd5: n = 3; break;
-		case 0xd6: n = 5; break;
-		case 0xd7: n = 9; break;
-		case 0xd8: n = 17; break;
-		case 0xdc: kind = 1; hdr = 2; break;
-		case 0xdd: kind = 1; hdr = 4; break;
-		case 0xde: kind = 2; hdr = 2; break;
-		case 0xdf: kind = 2; hdr = 4; break;
-		default: /* 0xc1 */
-			*why = "invalid msgpack byte 0xc1";
-			return -1;
-		}
-	}
-	if (hdr) {
-		if (left < (size_t)hdr) {
+	if (scan_classify(b, &h, why))
+		return -1;
+	if (h.hdr) {
+		if (left < (size_t)h.hdr) {
 			*why = "truncated msgpack";
 			return -1;
 		}
-		n = be_read(p + *off, hdr);
-		*off += (size_t)hdr;
-		left -= (size_t)hdr;
+		h.n = be_read(p + *off, h.hdr);
+		*off += (size_t)h.hdr;
+		left -= (size_t)h.hdr;
 	}
-	if (kind == 0) {
-		uint64_t need = n + extra;
+	if (h.kind == SCAN_SCALAR) {
+		uint64_t need = h.n + h.extra;
 		if (need > left) {
 			*why = "truncated msgpack";
 			return -1;
@@ -135,7 +164,7 @@ static int scan_value(const uint8_t *p, size_t len, size_t *off, int depth, cons
 		*off += (size_t)need;
 		return 0;
 	}
-	uint64_t items = kind == 2 ? 2 * n : n;
+	uint64_t items = h.kind == SCAN_MAP ? 2 * h.n : h.n;
 	if (items > left) {
 		*why = "container count exceeds the frame";
 		return -1;
@@ -436,96 +465,131 @@ static int dec_welcome(dec *d, const msgpack_object_map *m, proto_msg *msg)
 	return 0;
 }
 
-static int dec_gen(dec *d, const msgpack_object_map *m, proto_msg *msg)
+/* gen `tokens`: ids in [0, INT32_MAX], into an array msg owns. */
+static int dec_gen_tokens(dec *d, const msgpack_object_array *toks, proto_msg *msg)
 {
-	proto_gen *g = &msg->gen;
-	const msgpack_object_array *toks, *msgs, *stop;
-	const msgpack_object *prompt;
-	double num;
-	int rc, n_inputs;
+	gen_request *g = &msg->gen;
+	g->input = GEN_INPUT_TOKENS;
+	if (!toks->size)
+		return 0;
+	int32_t *t = malloc(sizeof(*t) * toks->size);
+	if (!t)
+		return -ENOMEM;
+	msg->own_a = t;
+	for (uint32_t i = 0; i < toks->size; i++) {
+		const msgpack_object *o = &toks->ptr[i];
+		if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT32_MAX)
+			t[i] = (int32_t)o->via.u64;
+		else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
+			 o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+			return fail(d, "key 'tokens' element %u is not a token id (out of range)", i);
+		else
+			return fail(d, "key 'tokens' element %u must be an int, got %s", i, obj_kind(o));
+	}
+	g->tokens = t;
+	g->n_tokens = toks->size;
+	return 0;
+}
 
-	proto_gen_init(g);
-	if ((rc = get_uint(d, m, "id", 1, UINT64_MAX, &g->id)) ||
-	    (rc = get_str(d, m, "model", 1, &g->model)) || (rc = find(d, m, "prompt", &prompt)) ||
+/* gen `messages`: at least one {role, content} map, into an array msg owns. */
+static int dec_gen_messages(dec *d, const msgpack_object_array *msgs, proto_msg *msg)
+{
+	gen_request *g = &msg->gen;
+	int rc;
+	g->input = GEN_INPUT_MESSAGES;
+	if (!msgs->size)
+		return fail(d, "key 'messages' must not be empty");
+	gen_msg *cm = calloc(msgs->size, sizeof(*cm));
+	if (!cm)
+		return -ENOMEM;
+	msg->own_a = cm;
+	for (uint32_t i = 0; i < msgs->size; i++) {
+		const msgpack_object *o = &msgs->ptr[i];
+		if (o->type != MSGPACK_OBJECT_MAP)
+			return fail(d, "key 'messages' element %u must be a map, got %s", i,
+				    obj_kind(o));
+		d->type = "gen: messages";
+		if ((rc = get_str(d, &o->via.map, "role", 1, &cm[i].role)) ||
+		    (rc = get_str(d, &o->via.map, "content", 1, &cm[i].content)))
+			return rc;
+		d->type = "gen";
+	}
+	g->messages = cm;
+	g->n_messages = msgs->size;
+	return 0;
+}
+
+/* Exactly one of `prompt`, `tokens`, `messages`. */
+static int dec_gen_input(dec *d, const msgpack_object_map *m, proto_msg *msg)
+{
+	const msgpack_object_array *toks, *msgs;
+	const msgpack_object *prompt;
+	int rc;
+	if ((rc = find(d, m, "prompt", &prompt)) ||
 	    (rc = get_arr(d, m, "tokens", 0, PROTO_MAX_TOKENS, &toks)) ||
 	    (rc = get_arr(d, m, "messages", 0, PROTO_MAX_MESSAGES, &msgs)))
 		return rc;
-	n_inputs = (prompt != NULL) + (toks != NULL) + (msgs != NULL);
+	const int n_inputs = (prompt != NULL) + (toks != NULL) + (msgs != NULL);
 	if (n_inputs == 0)
 		return fail(d, "one of keys 'prompt', 'tokens', 'messages' is required");
 	if (n_inputs > 1)
 		return fail(d, "only one of keys 'prompt', 'tokens', 'messages' is allowed, got %d",
 			    n_inputs);
-	if (prompt) {
-		if ((rc = get_str(d, m, "prompt", 1, &g->prompt)))
-			return rc;
-		g->input = PROTO_INPUT_PROMPT;
-	} else if (toks) {
-		g->input = PROTO_INPUT_TOKENS;
-		if (toks->size) {
-			int32_t *t = malloc(sizeof(*t) * toks->size);
-			if (!t)
-				return -ENOMEM;
-			msg->own_a = t;
-			for (uint32_t i = 0; i < toks->size; i++) {
-				const msgpack_object *o = &toks->ptr[i];
-				if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT32_MAX)
-					t[i] = (int32_t)o->via.u64;
-				else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER ||
-					 o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-					return fail(d, "key 'tokens' element %u is not a token id (out of range)", i);
-				else
-					return fail(d, "key 'tokens' element %u must be an int, got %s", i,
-						    obj_kind(o));
-			}
-			g->tokens = t;
-			g->n_tokens = toks->size;
-		}
-	} else {
-		g->input = PROTO_INPUT_MESSAGES;
-		if (!msgs->size)
-			return fail(d, "key 'messages' must not be empty");
-		proto_chat_msg *cm = calloc(msgs->size, sizeof(*cm));
-		if (!cm)
-			return -ENOMEM;
-		msg->own_a = cm;
-		for (uint32_t i = 0; i < msgs->size; i++) {
-			const msgpack_object *o = &msgs->ptr[i];
-			if (o->type != MSGPACK_OBJECT_MAP)
-				return fail(d, "key 'messages' element %u must be a map, got %s", i,
-					    obj_kind(o));
-			d->type = "gen: messages";
-			if ((rc = get_str(d, &o->via.map, "role", 1, &cm[i].role)) ||
-			    (rc = get_str(d, &o->via.map, "content", 1, &cm[i].content)))
-				return rc;
-			d->type = "gen";
-		}
-		g->messages = cm;
-		g->n_messages = msgs->size;
-	}
-	if ((rc = get_i32(d, m, "max_tokens", 0, 0, &g->max_tokens, NULL)) ||
-	    (rc = get_i32(d, m, "top_k", 0, INT32_MIN, &g->top_k, NULL)) ||
-	    (rc = get_uint(d, m, "seed", 0, UINT64_MAX, &g->seed)) ||
-	    (rc = get_i32(d, m, "prio", 0, INT32_MIN, &g->prio, &g->has_prio)) ||
-	    (rc = get_uint(d, m, "deadline_ms", 0, UINT64_MAX, &g->deadline_ms)) ||
-	    (rc = get_bool(d, m, "stream", &g->stream)) || (rc = get_bool(d, m, "cache", &g->cache)))
-		return rc;
-	num = g->temp;
-	if ((rc = get_num(d, m, "temp", &num)))
-		return rc;
-	g->temp = num;
-	if ((rc = get_num(d, m, "top_p", &g->top_p)) || (rc = get_num(d, m, "min_p", &g->min_p)) ||
-	    (rc = get_num(d, m, "rep_pen", &g->rep_pen)))
-		return rc;
-	if ((rc = get_arr(d, m, "stop", 0, PROTO_MAX_STOP, &stop)))
-		return rc;
+	if (toks)
+		return dec_gen_tokens(d, toks, msg);
+	if (msgs)
+		return dec_gen_messages(d, msgs, msg);
+	msg->gen.input = GEN_INPUT_PROMPT;
+	return get_str(d, m, "prompt", 1, &msg->gen.prompt);
+}
+
+/* A float field of the request from a number key (absent: unchanged). */
+static int get_float(dec *d, const msgpack_object_map *m, const char *key, float *out)
+{
+	double v = *out;
+	int rc = get_num(d, m, key, &v);
+	if (!rc)
+		*out = (float)v;
+	return rc;
+}
+
+/* The generation parameters and the transport keys. */
+static int dec_gen_params(dec *d, const msgpack_object_map *m, proto_msg *msg)
+{
+	gen_request *g = &msg->gen;
+	sampler_params *sp = &g->params.sampling;
+	const msgpack_object_array *stop;
 	proto_str *s;
-	if ((rc = str_array(d, stop, "stop", &s)))
+	int rc;
+	if ((rc = get_i32(d, m, "max_tokens", 0, 0, &g->params.max_tokens, NULL)) ||
+	    (rc = get_i32(d, m, "top_k", 0, INT32_MIN, &sp->top_k, NULL)) ||
+	    (rc = get_uint(d, m, "seed", 0, UINT64_MAX, &sp->seed)) ||
+	    (rc = get_i32(d, m, "prio", 0, INT32_MIN, &g->prio, &g->has_prio)) ||
+	    (rc = get_uint(d, m, "deadline_ms", 0, UINT64_MAX, &g->params.deadline_ms)) ||
+	    (rc = get_bool(d, m, "stream", &g->stream)) || (rc = get_bool(d, m, "cache", &g->cache)) ||
+	    (rc = get_float(d, m, "temp", &sp->temperature)) ||
+	    (rc = get_float(d, m, "top_p", &sp->top_p)) ||
+	    (rc = get_float(d, m, "min_p", &sp->min_p)) ||
+	    (rc = get_float(d, m, "rep_pen", &sp->repeat_penalty)))
+		return rc;
+	if ((rc = get_arr(d, m, "stop", 0, PROTO_MAX_STOP, &stop)) ||
+	    (rc = str_array(d, stop, "stop", &s)))
 		return rc;
 	msg->own_b = s;
-	g->stop = s;
-	g->n_stop = stop ? stop->size : 0;
+	g->params.stop = s;
+	g->params.n_stop = stop ? stop->size : 0;
 	return 0;
+}
+
+static int dec_gen(dec *d, const msgpack_object_map *m, proto_msg *msg)
+{
+	gen_request *g = &msg->gen;
+	int rc;
+	gen_request_init(g);
+	if ((rc = get_uint(d, m, "id", 1, UINT64_MAX, &g->id)) ||
+	    (rc = get_str(d, m, "model", 1, &g->model)) || (rc = dec_gen_input(d, m, msg)))
+		return rc;
+	return dec_gen_params(d, m, msg);
 }
 
 static int dec_tok(dec *d, const msgpack_object_map *m, proto_tok *t)
@@ -554,11 +618,11 @@ static int dec_done(dec *d, const msgpack_object_map *m, proto_done *o)
 	    (rc = get_bool(d, m, "merged", &o->merged)) || (rc = get_bool(d, m, "cached", &o->cached)) ||
 	    (rc = find(d, m, "text", &text)))
 		return rc;
-	o->reason = 0;
-	for (int r = PROTO_REASON_STOP; r <= PROTO_REASON_DEADLINE; r++)
-		if (proto_str_eq(reason, reason_names[r]))
-			o->reason = (proto_reason)r;
-	if (!o->reason)
+	o->reason = HERD_FINISH_NONE;
+	for (int r = HERD_FINISH_NONE + 1; r < HERD_FINISH_COUNT; r++)
+		if (proto_str_eq(reason, finish_names[r]))
+			o->reason = (herd_finish)r;
+	if (o->reason == HERD_FINISH_NONE)
 		return fail(d, "key 'reason' has unknown value '%.*s'", (int)(reason.len > 32 ? 32 : reason.len),
 			    reason.ptr ? reason.ptr : "");
 	if (text) {
@@ -719,9 +783,68 @@ void proto_msg_free(proto_msg *m)
 		return;
 	free(m->own_a);
 	free(m->own_b);
-	if (m->own_zone)
-		msgpack_zone_free(m->own_zone);
 	memset(m, 0, sizeof(*m));
+}
+
+/* The bounds-checking pre-scan: exactly one msgpack value, and a map. */
+static int decode_precheck(dec *d, const uint8_t *body, size_t len)
+{
+	size_t off = 0;
+	const char *why = NULL;
+	if (len == 0)
+		return fail(d, "empty body");
+	if (scan_value(body, len, &off, 1, &why))
+		return fail(d, "malformed msgpack (%s)", why);
+	if (off != len)
+		return fail(d, "%zu trailing bytes after the map", len - off);
+	if (body[0] < 0x80 || (body[0] > 0x8f && body[0] != 0xde && body[0] != 0xdf))
+		return fail(d, "body is not a map");
+	return 0;
+}
+
+/* String keys only, and a known `t`: sets out->type and d->type. */
+static int decode_type(dec *d, const msgpack_object_map *m, proto_msg *out)
+{
+	proto_str t = {0};
+	int rc;
+	for (uint32_t i = 0; i < m->size; i++)
+		if (m->ptr[i].key.type != MSGPACK_OBJECT_STR)
+			return fail(d, "map key %u is a %s, not a str", i, obj_kind(&m->ptr[i].key));
+	if ((rc = get_str(d, m, "t", 1, &t)))
+		return rc;
+	for (int i = PROTO_HELLO; i < PROTO_TYPE_COUNT; i++)
+		if (proto_str_eq(t, type_names[i]))
+			out->type = (proto_type)i;
+	if (out->type == PROTO_NONE)
+		return fail(d, "unknown frame type '%.*s'", (int)(t.len > 32 ? 32 : t.len),
+			    t.ptr ? t.ptr : "");
+	d->type = type_names[out->type];
+	return 0;
+}
+
+/* The frame type's own keys. */
+static int decode_fields(dec *d, const msgpack_object_map *m, proto_msg *out)
+{
+	int rc;
+	switch (out->type) {
+	case PROTO_HELLO: return dec_hello(d, m, &out->hello);
+	case PROTO_WELCOME: return dec_welcome(d, m, out);
+	case PROTO_GEN: return dec_gen(d, m, out);
+	case PROTO_TOK: return dec_tok(d, m, &out->tok);
+	case PROTO_DONE: return dec_done(d, m, &out->done);
+	case PROTO_ERR: return dec_err(d, m, &out->err);
+	case PROTO_CANCEL: return get_uint(d, m, "id", 1, UINT64_MAX, &out->cancel.id);
+	case PROTO_ATTACH: return get_str(d, m, "model", 1, &out->attach.model);
+	case PROTO_IMAGE:
+		if (!(rc = get_str(d, m, "model", 1, &out->image.model)) &&
+		    !(rc = get_str(d, m, "segment", 1, &out->image.segment)) &&
+		    !(rc = get_uint(d, m, "size", 1, UINT64_MAX, &out->image.size)))
+			rc = get_str(d, m, "digest", 1, &out->image.digest);
+		return rc;
+	case PROTO_ADMIN: return dec_admin(d, m, out);
+	case PROTO_ADMIN_OK: return dec_admin_ok(d, m, out);
+	default: return fail(d, "unknown frame type");
+	}
 }
 
 int proto_decode(const void *body, size_t len, proto_msg *out, char *err, size_t errlen)
@@ -729,8 +852,6 @@ int proto_decode(const void *body, size_t len, proto_msg *out, char *err, size_t
 	msgpack_unpacked u;
 	dec d = {NULL, "frame", err, errlen};
 	size_t off = 0;
-	const char *why = NULL;
-	proto_str t = {0};
 	int rc;
 
 	if (err && errlen)
@@ -738,19 +859,9 @@ int proto_decode(const void *body, size_t len, proto_msg *out, char *err, size_t
 	if (!out || (!body && len))
 		return HERD_E_INVAL;
 	proto_msg_init(out);
-	if (len == 0)
-		return fail(&d, "empty body");
-	if (scan_value(body, len, &off, 1, &why))
-		return fail(&d, "malformed msgpack (%s)", why);
-	if (off != len)
-		return fail(&d, "%zu trailing bytes after the map", len - off);
-	if (((const uint8_t *)body)[0] < 0x80 ||
-	    (((const uint8_t *)body)[0] > 0x8f && ((const uint8_t *)body)[0] != 0xde &&
-	     ((const uint8_t *)body)[0] != 0xdf))
-		return fail(&d, "body is not a map");
-
+	if ((rc = decode_precheck(&d, body, len)))
+		return rc;
 	msgpack_unpacked_init(&u);
-	off = 0;
 	msgpack_unpack_return ur = msgpack_unpack_next(&u, body, len, &off);
 	if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
 		rc = -ENOMEM;
@@ -761,46 +872,7 @@ int proto_decode(const void *body, size_t len, proto_msg *out, char *err, size_t
 		goto fail;
 	}
 	const msgpack_object_map *m = &u.data.via.map;
-	for (uint32_t i = 0; i < m->size; i++)
-		if (m->ptr[i].key.type != MSGPACK_OBJECT_STR) {
-			rc = fail(&d, "map key %u is a %s, not a str", i, obj_kind(&m->ptr[i].key));
-			goto fail;
-		}
-	if ((rc = get_str(&d, m, "t", 1, &t)))
-		goto fail;
-	for (int i = PROTO_HELLO; i < PROTO_TYPE_COUNT; i++)
-		if (proto_str_eq(t, type_names[i]))
-			out->type = (proto_type)i;
-	if (out->type == PROTO_NONE) {
-		rc = fail(&d, "unknown frame type '%.*s'", (int)(t.len > 32 ? 32 : t.len),
-			  t.ptr ? t.ptr : "");
-		goto fail;
-	}
-	d.type = type_names[out->type];
-	switch (out->type) {
-	case PROTO_HELLO: rc = dec_hello(&d, m, &out->hello); break;
-	case PROTO_WELCOME: rc = dec_welcome(&d, m, out); break;
-	case PROTO_GEN: rc = dec_gen(&d, m, out); break;
-	case PROTO_TOK: rc = dec_tok(&d, m, &out->tok); break;
-	case PROTO_DONE: rc = dec_done(&d, m, &out->done); break;
-	case PROTO_ERR: rc = dec_err(&d, m, &out->err); break;
-	case PROTO_CANCEL: rc = get_uint(&d, m, "id", 1, UINT64_MAX, &out->cancel.id); break;
-	case PROTO_ATTACH: rc = get_str(&d, m, "model", 1, &out->attach.model); break;
-	case PROTO_IMAGE:
-		if (!(rc = get_str(&d, m, "model", 1, &out->image.model)) &&
-		    !(rc = get_str(&d, m, "segment", 1, &out->image.segment)) &&
-		    !(rc = get_uint(&d, m, "size", 1, UINT64_MAX, &out->image.size)))
-			rc = get_str(&d, m, "digest", 1, &out->image.digest);
-		break;
-	case PROTO_ADMIN: rc = dec_admin(&d, m, out); break;
-	case PROTO_ADMIN_OK:
-		rc = dec_admin_ok(&d, m, out);
-		if (!rc) /* the result tree lives in the unpack zone: keep it */
-			out->own_zone = msgpack_unpacked_release_zone(&u);
-		break;
-	default: rc = fail(&d, "unknown frame type"); break;
-	}
-	if (rc)
+	if ((rc = decode_type(&d, m, out)) || (rc = decode_fields(&d, m, out)))
 		goto fail;
 	msgpack_unpacked_destroy(&u);
 	return 0;
@@ -1061,70 +1133,68 @@ int proto_encode_welcome(proto_buf *b, const proto_welcome *m)
 	return enc_end(&e);
 }
 
-void proto_gen_init(proto_gen *g)
+/* gen's input key: exactly one of prompt, tokens, messages. */
+static void enc_gen_input(enc *e, const gen_request *m)
 {
-	memset(g, 0, sizeof(*g));
-	g->max_tokens = PROTO_DEFAULT_MAX_TOKENS;
-	g->top_p = 1.0;
-	g->rep_pen = 1.0;
-	g->cache = 1;
+	switch (m->input) {
+	case GEN_INPUT_PROMPT: kv_str(e, "prompt", m->prompt); break;
+	case GEN_INPUT_TOKENS:
+		if (!m->tokens && m->n_tokens) {
+			e->bad = 1;
+			break;
+		}
+		k(e, "tokens");
+		ck(e, msgpack_pack_array(&e->pk, m->n_tokens));
+		for (size_t i = 0; i < m->n_tokens; i++) {
+			if (m->tokens[i] < 0)
+				e->bad = 1;
+			ck(e, msgpack_pack_int32(&e->pk, m->tokens[i]));
+		}
+		break;
+	case GEN_INPUT_MESSAGES:
+		if (!m->messages || !m->n_messages) {
+			e->bad = 1;
+			break;
+		}
+		k(e, "messages");
+		ck(e, msgpack_pack_array(&e->pk, m->n_messages));
+		for (size_t i = 0; i < m->n_messages; i++) {
+			unsigned saved = e->n;
+			ck(e, msgpack_pack_map(&e->pk, 2));
+			kv_str(e, "role", m->messages[i].role);
+			kv_str(e, "content", m->messages[i].content);
+			e->n = saved;
+		}
+		break;
+	default: e->bad = 1; break;
+	}
 }
 
-int proto_encode_gen(proto_buf *b, const proto_gen *m)
+int proto_encode_gen(proto_buf *b, const gen_request *m)
 {
 	enc e;
-	if (m->max_tokens < 0 || (m->n_tokens > PROTO_MAX_TOKENS) ||
-	    m->n_messages > PROTO_MAX_MESSAGES || m->n_stop > PROTO_MAX_STOP)
+	const gen_params *p = &m->params;
+	if (p->max_tokens < 0 || (m->n_tokens > PROTO_MAX_TOKENS) ||
+	    m->n_messages > PROTO_MAX_MESSAGES || p->n_stop > PROTO_MAX_STOP)
 		return HERD_E_INVAL;
 	if (enc_begin(&e, b, "gen"))
 		return -ENOMEM;
 	kv_u64(&e, "id", m->id);
 	kv_str(&e, "model", m->model);
-	switch (m->input) {
-	case PROTO_INPUT_PROMPT: kv_str(&e, "prompt", m->prompt); break;
-	case PROTO_INPUT_TOKENS:
-		if (!m->tokens && m->n_tokens) {
-			e.bad = 1;
-			break;
-		}
-		k(&e, "tokens");
-		ck(&e, msgpack_pack_array(&e.pk, m->n_tokens));
-		for (size_t i = 0; i < m->n_tokens; i++) {
-			if (m->tokens[i] < 0)
-				e.bad = 1;
-			ck(&e, msgpack_pack_int32(&e.pk, m->tokens[i]));
-		}
-		break;
-	case PROTO_INPUT_MESSAGES:
-		if (!m->messages || !m->n_messages) {
-			e.bad = 1;
-			break;
-		}
-		k(&e, "messages");
-		ck(&e, msgpack_pack_array(&e.pk, m->n_messages));
-		for (size_t i = 0; i < m->n_messages; i++) {
-			unsigned saved = e.n;
-			ck(&e, msgpack_pack_map(&e.pk, 2));
-			kv_str(&e, "role", m->messages[i].role);
-			kv_str(&e, "content", m->messages[i].content);
-			e.n = saved;
-		}
-		break;
-	default: e.bad = 1; break;
-	}
-	kv_i64(&e, "max_tokens", m->max_tokens);
-	kv_f64(&e, "temp", m->temp);
-	kv_i64(&e, "top_k", m->top_k);
-	kv_f64(&e, "top_p", m->top_p);
-	kv_f64(&e, "min_p", m->min_p);
-	kv_f64(&e, "rep_pen", m->rep_pen);
-	kv_u64(&e, "seed", m->seed);
-	if (m->n_stop)
-		kv_str_array(&e, "stop", m->stop, m->n_stop);
+	enc_gen_input(&e, m);
+	kv_i64(&e, "max_tokens", p->max_tokens);
+	kv_f64(&e, "temp", p->sampling.temperature);
+	kv_i64(&e, "top_k", p->sampling.top_k);
+	kv_f64(&e, "top_p", p->sampling.top_p);
+	kv_f64(&e, "min_p", p->sampling.min_p);
+	kv_f64(&e, "rep_pen", p->sampling.repeat_penalty);
+	kv_u64(&e, "seed", p->sampling.seed);
+	if (p->n_stop)
+		kv_str_array(&e, "stop", p->stop, p->n_stop);
 	if (m->has_prio)
 		kv_i64(&e, "prio", m->prio);
-	if (m->deadline_ms)
-		kv_u64(&e, "deadline_ms", m->deadline_ms);
+	if (p->deadline_ms)
+		kv_u64(&e, "deadline_ms", p->deadline_ms);
 	kv_bool(&e, "stream", m->stream);
 	kv_bool(&e, "cache", m->cache);
 	return enc_end(&e);
@@ -1146,12 +1216,12 @@ int proto_encode_tok(proto_buf *b, const proto_tok *m)
 int proto_encode_done(proto_buf *b, const proto_done *m)
 {
 	enc e;
-	if (m->reason < PROTO_REASON_STOP || m->reason > PROTO_REASON_DEADLINE)
+	if (!finish_on_wire(m->reason))
 		return HERD_E_INVAL;
 	if (enc_begin(&e, b, "done"))
 		return -ENOMEM;
 	kv_u64(&e, "id", m->id);
-	kv_str(&e, "reason", proto_s(reason_names[m->reason]));
+	kv_str(&e, "reason", proto_s(finish_names[m->reason]));
 	if (m->has_text)
 		kv_str(&e, "text", m->text);
 	kv_u64(&e, "n_prompt", m->n_prompt);

@@ -34,6 +34,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/generate.h" /* gen_request, gen_str; herd_finish */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -49,7 +51,6 @@ extern "C" {
 #define PROTO_MAX_STOP 64
 #define PROTO_MAX_MODELS 4096
 #define PROTO_MAX_ARGS 256
-#define PROTO_DEFAULT_MAX_TOKENS 128
 
 typedef enum proto_type {
 	PROTO_NONE = 0,
@@ -70,11 +71,10 @@ typedef enum proto_type {
 /* The wire name ("hello", ...) of t, or "?" for an invalid value. */
 const char *proto_type_name(proto_type t);
 
-/* A byte string: ptr may be NULL only when len == 0. Not NUL-terminated. */
-typedef struct proto_str {
-	const char *ptr;
-	size_t len;
-} proto_str;
+/* A byte string: ptr may be NULL only when len == 0. Not NUL-terminated.
+ * The same type as a generation request's strings, so a `gen` frame
+ * decodes straight into a gen_request. */
+typedef gen_str proto_str;
 
 /* View of a NUL-terminated C string (NULL gives the empty string). */
 static inline proto_str proto_s(const char *s)
@@ -115,43 +115,14 @@ typedef struct proto_welcome {
 	uint32_t max_tokens;
 } proto_welcome;
 
-typedef enum proto_input {
-	PROTO_INPUT_PROMPT = 1,
-	PROTO_INPUT_TOKENS,
-	PROTO_INPUT_MESSAGES
-} proto_input;
-
-typedef struct proto_chat_msg {
-	proto_str role;    /* required */
-	proto_str content; /* required */
-} proto_chat_msg;
-
-/* Absent sampling keys decode to the neutral values below, which disable
- * their stage (see model/sampler.h); the encoder always writes them. */
-typedef struct proto_gen {
-	uint64_t id;
-	proto_str model;
-	proto_input input;              /* which one of the three is present */
-	proto_str prompt;               /* PROTO_INPUT_PROMPT */
-	const int32_t *tokens;          /* PROTO_INPUT_TOKENS, ids in [0, INT32_MAX] */
-	size_t n_tokens;
-	const proto_chat_msg *messages; /* PROTO_INPUT_MESSAGES, n >= 1 */
-	size_t n_messages;
-	int32_t max_tokens;             /* >= 0; default 128 */
-	double temp;                    /* default 0 (greedy) */
-	int32_t top_k;                  /* default 0 (off) */
-	double top_p;                   /* default 1 (off) */
-	double min_p;                   /* default 0 (off) */
-	double rep_pen;                 /* default 1 (off) */
-	uint64_t seed;                  /* default 0 */
-	const proto_str *stop;          /* default none */
-	size_t n_stop;
-	int has_prio;                   /* prio given; otherwise the hello's */
-	int32_t prio;
-	uint64_t deadline_ms;           /* relative; 0 = none */
-	int stream;                     /* default 0 */
-	int cache;                      /* default 1 */
-} proto_gen;
+/* `gen` decodes into and encodes from the generation request itself
+ * (model/generate.h): one description of a request from libherd to the
+ * scheduler. Key mapping: id, model, prompt / tokens / messages (input),
+ * max_tokens, temp -> params.sampling.temperature, top_k, top_p, min_p,
+ * rep_pen -> params.sampling.repeat_penalty, seed, stop, prio (has_prio),
+ * deadline_ms, stream, cache. Absent keys keep gen_request_init's values,
+ * which disable their sampling stage; the encoder always writes the
+ * sampling keys. */
 
 typedef struct proto_tok {
 	uint64_t id;
@@ -159,29 +130,24 @@ typedef struct proto_tok {
 	int32_t tok;
 } proto_tok;
 
-typedef enum proto_reason {
-	PROTO_REASON_STOP = 1, /* EOS or a stop string */
-	PROTO_REASON_LENGTH,
-	PROTO_REASON_CANCEL,
-	PROTO_REASON_DEADLINE
-} proto_reason;
-
-/* "stop", "length", "cancel", "deadline"; "?" otherwise. */
-const char *proto_reason_name(proto_reason r);
+/* The wire name of a finish reason: "stop", "length", "cancel",
+ * "deadline"; "none" for HERD_FINISH_NONE and any other value, which never
+ * travel (the encoder refuses them, the decoder accepts only the four). */
+const char *proto_finish_name(herd_finish f);
 
 typedef struct proto_done {
 	uint64_t id;
-	proto_reason reason;
+	herd_finish reason;  /* STOP, LENGTH, CANCEL or DEADLINE */
 	int has_text;        /* text present (non-streaming requests) */
 	proto_str text;
 	uint32_t n_prompt;
 	uint32_t n_gen;
-	uint32_t n_cached;   /* 0 when absent */
+	uint32_t n_cached;   /* 0 when absent; reserved (prefix cache): 0 */
 	double t_queue_ms;   /* 0 when absent */
 	double t_first_ms;
 	double t_total_ms;
-	int merged;
-	int cached;
+	int merged;          /* reserved (request merging): 0 */
+	int cached;          /* reserved (response cache): 0 */
 } proto_done;
 
 typedef struct proto_err {
@@ -272,7 +238,7 @@ typedef struct proto_msg {
 	union {
 		proto_hello hello;
 		proto_welcome welcome;
-		proto_gen gen;
+		gen_request gen;
 		proto_tok tok;
 		proto_done done;
 		proto_err err;
@@ -282,10 +248,9 @@ typedef struct proto_msg {
 		proto_admin admin;
 		proto_admin_ok admin_ok;
 	};
-	/* private: allocations of a decoded message (own_zone: the decoder's
-	 * msgpack zone when it keeps one) */
+	/* private: allocations of a decoded message (arrays, the admin_ok
+	 * result tree); strings point into the body */
 	void *own_a, *own_b;
-	void *own_zone;
 } proto_msg;
 
 /* Zeroes m (type PROTO_NONE). Optional before proto_decode. */
@@ -391,7 +356,7 @@ int proto_admin_ok_begin(proto_writer *w, proto_buf *b, const char *cmd, size_t 
 int proto_encode(proto_buf *b, const proto_msg *m);
 int proto_encode_hello(proto_buf *b, const proto_hello *m);
 int proto_encode_welcome(proto_buf *b, const proto_welcome *m);
-int proto_encode_gen(proto_buf *b, const proto_gen *m);
+int proto_encode_gen(proto_buf *b, const gen_request *m);
 int proto_encode_tok(proto_buf *b, const proto_tok *m);
 int proto_encode_done(proto_buf *b, const proto_done *m);
 int proto_encode_err(proto_buf *b, const proto_err *m);
@@ -400,10 +365,6 @@ int proto_encode_attach(proto_buf *b, const proto_attach *m);
 int proto_encode_image(proto_buf *b, const proto_image *m);
 int proto_encode_admin(proto_buf *b, const proto_admin *m);
 int proto_encode_admin_ok(proto_buf *b, const proto_admin_ok *m);
-
-/* Fills a gen with the protocol defaults (max_tokens 128, top_p 1, rep_pen
- * 1, cache 1, everything else 0/empty). */
-void proto_gen_init(proto_gen *g);
 
 /* ---- stream framing -------------------------------------------------- */
 

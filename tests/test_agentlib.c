@@ -151,7 +151,7 @@ static int send_buf(int fd, proto_buf *b)
 	return 0;
 }
 
-static void send_done(int fd, proto_buf *b, uint64_t id, proto_reason r, const char *text,
+static void send_done(int fd, proto_buf *b, uint64_t id, herd_finish r, const char *text,
 		      size_t text_len, uint32_t n_prompt, uint32_t n_gen)
 {
 	proto_done d = {.id = id, .reason = r, .has_text = text != NULL,
@@ -171,7 +171,7 @@ static void send_tok(int fd, proto_buf *b, uint64_t id, const char *text, int32_
 
 /* "slow": tokens every 2 ms (streaming) or nothing (blocking) until a cancel
  * for this id arrives (or 5 s pass). Returns 0, or -1 when the client left. */
-static int serve_slow(peer *p, conn *c, proto_buf *b, const proto_gen *g)
+static int serve_slow(peer *p, conn *c, proto_buf *b, const gen_request *g)
 {
 	uint64_t id = g->id;
 	int sent = 0;
@@ -191,30 +191,30 @@ static int serve_slow(peer *p, conn *c, proto_buf *b, const proto_gen *g)
 		if (k == 1 && m.type == PROTO_CANCEL) {
 			atomic_fetch_add(&p->n_cancel, 1);
 			if (m.cancel.id == id) {
-				send_done(c->fd, b, id, PROTO_REASON_CANCEL, g->stream ? NULL : "partial",
+				send_done(c->fd, b, id, HERD_FINISH_CANCEL, g->stream ? NULL : "partial",
 					  7, 3, (uint32_t)sent);
 				return 0;
 			}
 		}
 		proto_msg_free(&m);
 	}
-	send_done(c->fd, b, id, PROTO_REASON_LENGTH, g->stream ? NULL : "", 0, 3, (uint32_t)sent);
+	send_done(c->fd, b, id, HERD_FINISH_LENGTH, g->stream ? NULL : "", 0, 3, (uint32_t)sent);
 	return 0;
 }
 
-static void serve_gen(peer *p, conn *c, proto_buf *b, const proto_gen *g, int *close_now)
+static void serve_gen(peer *p, conn *c, proto_buf *b, const gen_request *g, int *close_now)
 {
 	char text[4096];
 	p->last_has_prio = g->has_prio;
 	p->last_prio = g->prio;
 	p->last_cache = g->cache;
-	p->last_max_tokens = g->max_tokens;
-	p->last_temp = g->temp;
-	p->last_n_stop = g->n_stop;
+	p->last_max_tokens = g->params.max_tokens;
+	p->last_temp = g->params.sampling.temperature;
+	p->last_n_stop = g->params.n_stop;
 	if (proto_str_eq(g->model, "echo")) {
-		if (g->input == PROTO_INPUT_PROMPT)
+		if (g->input == GEN_INPUT_PROMPT)
 			snprintf(text, sizeof(text), "echo:%.*s", (int)g->prompt.len, g->prompt.ptr);
-		else if (g->input == PROTO_INPUT_TOKENS)
+		else if (g->input == GEN_INPUT_TOKENS)
 			snprintf(text, sizeof(text), "tokens:%zu", g->n_tokens);
 		else
 			snprintf(text, sizeof(text), "chat:%zu:%.*s:%.*s", g->n_messages,
@@ -230,9 +230,9 @@ static void serve_gen(peer *p, conn *c, proto_buf *b, const proto_gen *g, int *c
 				if (i == 2)
 					send_tok(c->fd, b, g->id, "", 999);
 			}
-			send_done(c->fd, b, g->id, PROTO_REASON_STOP, NULL, 0, 5, (uint32_t)n + 1);
+			send_done(c->fd, b, g->id, HERD_FINISH_STOP, NULL, 0, 5, (uint32_t)n + 1);
 		} else {
-			send_done(c->fd, b, g->id, PROTO_REASON_LENGTH, text, strlen(text), 5, 7);
+			send_done(c->fd, b, g->id, HERD_FINISH_LENGTH, text, strlen(text), 5, 7);
 		}
 	} else if (proto_str_eq(g->model, "missing")) {
 		proto_err e = {1, g->id, HERD_E_MISSING, proto_s("unknown model 'missing'")};
@@ -250,15 +250,15 @@ static void serve_gen(peer *p, conn *c, proto_buf *b, const proto_gen *g, int *c
 	} else if (proto_str_eq(g->model, "huge")) {
 		static char big[10000];
 		memset(big, 'h', sizeof(big));
-		send_done(c->fd, b, g->id, PROTO_REASON_LENGTH, big, sizeof(big), 1, 1);
+		send_done(c->fd, b, g->id, HERD_FINISH_LENGTH, big, sizeof(big), 1, 1);
 	} else if (proto_str_eq(g->model, "slow")) {
 		if (serve_slow(p, c, b, g))
 			*close_now = 1;
 	} else if (proto_str_eq(g->model, "other-id")) {
 		/* frames of some earlier request first: must be ignored */
 		send_tok(c->fd, b, g->id + 1000, "zzz", 1);
-		send_done(c->fd, b, g->id + 1000, PROTO_REASON_STOP, "old", 3, 1, 1);
-		send_done(c->fd, b, g->id, PROTO_REASON_STOP, "mine", 4, 1, 1);
+		send_done(c->fd, b, g->id + 1000, HERD_FINISH_STOP, "old", 3, 1, 1);
+		send_done(c->fd, b, g->id, HERD_FINISH_STOP, "mine", 4, 1, 1);
 	} else {
 		proto_err e = {1, g->id, HERD_E_INVAL, proto_s("fake broker: unknown test model")};
 		proto_encode_err(b, &e);

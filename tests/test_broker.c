@@ -294,13 +294,13 @@ static void cl_gen(client *c, uint64_t id, const char *model, const char *prompt
 {
 	proto_buf b;
 	proto_buf_init(&b);
-	proto_gen g;
-	proto_gen_init(&g);
+	gen_request g;
+	gen_request_init(&g);
 	g.id = id;
 	g.model = proto_s(model);
-	g.input = PROTO_INPUT_PROMPT;
+	g.input = GEN_INPUT_PROMPT;
 	g.prompt = proto_s(prompt);
-	g.max_tokens = max_tokens;
+	g.params.max_tokens = max_tokens;
 	g.stream = stream;
 	assert_int_equal(proto_encode_gen(&b, &g), 0);
 	cl_send_buf(c, &b);
@@ -310,7 +310,7 @@ typedef struct gen_out {
 	char text[16384];
 	size_t len;
 	int n_tok, n_gen, done, is_err, code;
-	proto_reason reason;
+	herd_finish reason;
 } gen_out;
 
 /* Applies c->m to outs[id - base]; returns 1 when it ended a request. */
@@ -453,7 +453,7 @@ static void test_gen_blocking_and_streaming(void **state)
 	collect(&c, outs, 2, 1, 1);
 	for (int i = 0; i < 2; i++) {
 		assert_false(outs[i].is_err);
-		assert_true(outs[i].reason == PROTO_REASON_LENGTH || outs[i].reason == PROTO_REASON_STOP);
+		assert_true(outs[i].reason == HERD_FINISH_LENGTH || outs[i].reason == HERD_FINISH_STOP);
 		assert_true(outs[i].n_gen > 0 && outs[i].n_gen <= 24);
 	}
 	assert_int_equal(outs[0].n_tok, 0);
@@ -798,7 +798,7 @@ static void test_sigterm(void **state)
 	}
 	assert_false(outs[0].is_err);
 	if (outs[0].n_gen < 1900)
-		assert_int_equal(outs[0].reason, PROTO_REASON_CANCEL);
+		assert_int_equal(outs[0].reason, HERD_FINISH_CANCEL);
 	assert_int_equal(cl_next(&c), -1); /* then the broker closes */
 	cl_close(&c);
 	int st = 0;

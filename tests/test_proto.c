@@ -148,40 +148,40 @@ static void rt_gen_all_fields(void)
 	proto_buf b;
 	proto_str stop[2] = {proto_s("\n\n"), proto_s("User:")};
 
-	proto_gen_init(&m.gen);
+	gen_request_init(&m.gen);
 	m.gen.id = UINT64_MAX;
 	m.gen.model = proto_s("tiny");
-	m.gen.input = PROTO_INPUT_PROMPT;
+	m.gen.input = GEN_INPUT_PROMPT;
 	m.gen.prompt = proto_s("Once upon a time");
-	m.gen.max_tokens = 0;
-	m.gen.temp = 0.7;
-	m.gen.top_k = 40;
-	m.gen.top_p = 0.95;
-	m.gen.min_p = 0.05;
-	m.gen.rep_pen = 1.1;
-	m.gen.seed = 0xdeadbeefcafeull;
-	m.gen.stop = stop;
-	m.gen.n_stop = 2;
+	m.gen.params.max_tokens = 0;
+	m.gen.params.sampling.temperature = 0.7f;
+	m.gen.params.sampling.top_k = 40;
+	m.gen.params.sampling.top_p = 0.95f;
+	m.gen.params.sampling.min_p = 0.05f;
+	m.gen.params.sampling.repeat_penalty = 1.1f;
+	m.gen.params.sampling.seed = 0xdeadbeefcafeull;
+	m.gen.params.stop = stop;
+	m.gen.params.n_stop = 2;
 	m.gen.has_prio = 1;
 	m.gen.prio = 5;
-	m.gen.deadline_ms = 1500;
+	m.gen.params.deadline_ms = 1500;
 	m.gen.stream = 1;
 	m.gen.cache = 0;
 	round_trip(&m, &b, &o);
-	const proto_gen *g = &o.gen;
+	const gen_request *g = &o.gen;
 	assert_true(g->id == UINT64_MAX);
 	assert_str(g->model, "tiny");
-	assert_int_equal(g->input, PROTO_INPUT_PROMPT);
+	assert_int_equal(g->input, GEN_INPUT_PROMPT);
 	assert_str(g->prompt, "Once upon a time");
-	assert_int_equal(g->max_tokens, 0);
-	assert_true(g->temp == 0.7 && g->top_k == 40 && g->top_p == 0.95 && g->min_p == 0.05 &&
-		    g->rep_pen == 1.1);
-	assert_true(g->seed == 0xdeadbeefcafeull);
-	assert_int_equal(g->n_stop, 2);
-	assert_str(g->stop[0], "\n\n");
-	assert_str(g->stop[1], "User:");
+	assert_int_equal(g->params.max_tokens, 0);
+	const sampler_params *sp = &g->params.sampling;
+	assert_true(sp->temperature == 0.7f && sp->top_k == 40 && sp->top_p == 0.95f &&
+		    sp->min_p == 0.05f && sp->repeat_penalty == 1.1f && sp->seed == 0xdeadbeefcafeull);
+	assert_int_equal(g->params.n_stop, 2);
+	assert_str(g->params.stop[0], "\n\n");
+	assert_str(g->params.stop[1], "User:");
 	assert_true(g->has_prio && g->prio == 5);
-	assert_int_equal(g->deadline_ms, 1500);
+	assert_int_equal(g->params.deadline_ms, 1500);
 	assert_true(g->stream && !g->cache);
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
@@ -193,22 +193,22 @@ static void rt_gen_inputs(void)
 	proto_msg m = {.type = PROTO_GEN}, o;
 	proto_buf b;
 	int32_t toks[4] = {1, 15043, 0, INT32_MAX};
-	proto_chat_msg cm[2] = {{proto_s("system"), proto_s("be brief")},
-				{proto_s("user"), proto_s("hi</s>")}};
+	gen_msg cm[2] = {{proto_s("system"), proto_s("be brief")},
+			 {proto_s("user"), proto_s("hi</s>")}};
 
 	/* tokens, defaults */
-	proto_gen_init(&m.gen);
+	gen_request_init(&m.gen);
 	m.gen.id = 7;
 	m.gen.model = proto_s("tiny");
-	m.gen.input = PROTO_INPUT_TOKENS;
+	m.gen.input = GEN_INPUT_TOKENS;
 	m.gen.tokens = toks;
 	m.gen.n_tokens = 4;
 	round_trip(&m, &b, &o);
-	assert_int_equal(o.gen.input, PROTO_INPUT_TOKENS);
+	assert_int_equal(o.gen.input, GEN_INPUT_TOKENS);
 	assert_int_equal(o.gen.n_tokens, 4);
 	assert_memory_equal(o.gen.tokens, toks, sizeof(toks));
-	assert_int_equal(o.gen.max_tokens, PROTO_DEFAULT_MAX_TOKENS);
-	assert_true(o.gen.cache && !o.gen.stream && !o.gen.has_prio && o.gen.n_stop == 0);
+	assert_int_equal(o.gen.params.max_tokens, GEN_DEFAULT_MAX_TOKENS);
+	assert_true(o.gen.cache && !o.gen.stream && !o.gen.has_prio && o.gen.params.n_stop == 0);
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
 
@@ -221,11 +221,11 @@ static void rt_gen_inputs(void)
 	proto_buf_fini(&b);
 
 	/* messages */
-	m.gen.input = PROTO_INPUT_MESSAGES;
+	m.gen.input = GEN_INPUT_MESSAGES;
 	m.gen.messages = cm;
 	m.gen.n_messages = 2;
 	round_trip(&m, &b, &o);
-	assert_int_equal(o.gen.input, PROTO_INPUT_MESSAGES);
+	assert_int_equal(o.gen.input, GEN_INPUT_MESSAGES);
 	assert_int_equal(o.gen.n_messages, 2);
 	assert_str(o.gen.messages[0].role, "system");
 	assert_str(o.gen.messages[1].content, "hi</s>");
@@ -259,9 +259,9 @@ static void test_rt_small(void **state)
 	assert_int_equal(o.tok.text.len, 0);
 	proto_buf_fini(&b);
 
-	for (int r = PROTO_REASON_STOP; r <= PROTO_REASON_DEADLINE; r++) {
+	for (int r = HERD_FINISH_STOP; r <= HERD_FINISH_DEADLINE; r++) {
 		m = (proto_msg){.type = PROTO_DONE};
-		m.done = (proto_done){.id = 3, .reason = (proto_reason)r, .has_text = r & 1,
+		m.done = (proto_done){.id = 3, .reason = (herd_finish)r, .has_text = r & 1,
 				      .text = proto_s("full text"), .n_prompt = 10, .n_gen = 20,
 				      .n_cached = 8, .t_queue_ms = 1.5, .t_first_ms = 20.25,
 				      .t_total_ms = 300.125, .merged = 1, .cached = r == 2};
@@ -276,7 +276,7 @@ static void test_rt_small(void **state)
 		assert_true(o.done.merged == 1 && o.done.cached == (r == 2));
 		proto_buf_fini(&b);
 	}
-	assert_string_equal(proto_reason_name(PROTO_REASON_DEADLINE), "deadline");
+	assert_string_equal(proto_finish_name(HERD_FINISH_DEADLINE), "deadline");
 
 	m = (proto_msg){.type = PROTO_ERR};
 	m.err = (proto_err){1, 77, HERD_E_MISSING, proto_s("unknown model 'x'")};
@@ -312,9 +312,9 @@ static void test_rt_small(void **state)
 	proto_buf_fini(&b);
 }
 
-static void test_rt_admin(void **state)
+/* admin with arguments. */
+static void rt_admin_args(void)
 {
-	(void)state;
 	proto_msg m = {.type = PROTO_ADMIN}, o;
 	proto_buf b;
 	proto_str args[2] = {proto_s("/herd.tiny.01"), proto_s("--force")};
@@ -325,8 +325,13 @@ static void test_rt_admin(void **state)
 	assert_str(o.admin.args[1], "--force");
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
+}
 
-	/* admin_ok with a nested result */
+/* admin_ok with a nested result, and with a nil one. */
+static void rt_admin_ok_tree(void)
+{
+	proto_msg m, o;
+	proto_buf b;
 	const proto_value items[2] = {{.type = PROTO_V_STR, .s = proto_s("a")},
 				      {.type = PROTO_V_FLOAT, .f = 2.5}};
 	const proto_pair kv[2] = {
@@ -357,8 +362,14 @@ static void test_rt_admin(void **state)
 	assert_int_equal(o.admin_ok.result->type, PROTO_V_NIL);
 	proto_msg_free(&o);
 	proto_buf_fini(&b);
+}
 
-	/* hand-built frame with begin/end */
+/* Hand-built frames: begin/end, and every writer call read back as values. */
+static void rt_admin_ok_writer(void)
+{
+	proto_msg o;
+	proto_buf b;
+	const proto_value *r;
 	size_t mark, n;
 	proto_writer w;
 	proto_buf_init(&b);
@@ -400,6 +411,14 @@ static void test_rt_admin(void **state)
 	proto_buf_fini(&b);
 }
 
+static void test_rt_admin(void **state)
+{
+	(void)state;
+	rt_admin_args();
+	rt_admin_ok_tree();
+	rt_admin_ok_writer();
+}
+
 /* Several frames back to back in one buffer, as a sender would batch them. */
 static void test_rt_stream_of_frames(void **state)
 {
@@ -431,22 +450,22 @@ static void test_encode_errors(void **state)
 	(void)state;
 	proto_buf b;
 	proto_buf_init(&b);
-	proto_gen g;
-	proto_gen_init(&g);
+	gen_request g;
+	gen_request_init(&g);
 	g.model = proto_s("m");
 	assert_int_equal(proto_encode_gen(&b, &g), HERD_E_INVAL); /* no input */
-	g.input = PROTO_INPUT_PROMPT;
-	g.max_tokens = -1;
+	g.input = GEN_INPUT_PROMPT;
+	g.params.max_tokens = -1;
 	assert_int_equal(proto_encode_gen(&b, &g), HERD_E_INVAL);
-	g.max_tokens = 5;
+	g.params.max_tokens = 5;
 	g.prompt = (proto_str){NULL, 3};
 	assert_int_equal(proto_encode_gen(&b, &g), HERD_E_INVAL);
 	int32_t bad[2] = {1, -5};
-	g.input = PROTO_INPUT_TOKENS;
+	g.input = GEN_INPUT_TOKENS;
 	g.tokens = bad;
 	g.n_tokens = 2;
 	assert_int_equal(proto_encode_gen(&b, &g), HERD_E_INVAL);
-	g.input = PROTO_INPUT_MESSAGES;
+	g.input = GEN_INPUT_MESSAGES;
 	assert_int_equal(proto_encode_gen(&b, &g), HERD_E_INVAL); /* no messages */
 	assert_int_equal(b.len, 0); /* failed encodes leave nothing behind */
 	proto_done d = {0};
@@ -743,8 +762,8 @@ static void test_gen_validation(void **state)
 	msgpack_pack_int(&m.pk, 1);
 	proto_msg o;
 	assert_int_equal(proto_decode(m.sb.data, m.sb.size, &o, NULL, 0), 0);
-	assert_int_equal(o.gen.max_tokens, PROTO_DEFAULT_MAX_TOKENS);
-	assert_true(o.gen.temp == 1.0);
+	assert_int_equal(o.gen.params.max_tokens, GEN_DEFAULT_MAX_TOKENS);
+	assert_true(o.gen.params.sampling.temperature == 1.0f);
 	proto_msg_free(&o);
 	msgpack_sbuffer_destroy(&m.sb);
 }
@@ -928,24 +947,24 @@ static void test_fuzz(void **state)
 	proto_buf_init(&b);
 	proto_str stop[1] = {proto_s("END")};
 	int32_t toks[3] = {1, 2, 3};
-	proto_chat_msg cm[1] = {{proto_s("user"), proto_s("hi")}};
+	gen_msg cm[1] = {{proto_s("user"), proto_s("hi")}};
 	proto_model_info mi[1] = {{proto_s("tiny"), proto_s("ab"), proto_s("/herd.t"), 5, 6, 7}};
-	proto_gen g;
-	proto_gen_init(&g);
+	gen_request g;
+	gen_request_init(&g);
 	g.model = proto_s("tiny");
-	g.input = PROTO_INPUT_TOKENS;
+	g.input = GEN_INPUT_TOKENS;
 	g.tokens = toks;
 	g.n_tokens = 3;
-	g.stop = stop;
-	g.n_stop = 1;
+	g.params.stop = stop;
+	g.params.n_stop = 1;
 	proto_encode_gen(&b, &g);
-	g.input = PROTO_INPUT_MESSAGES;
+	g.input = GEN_INPUT_MESSAGES;
 	g.messages = cm;
 	g.n_messages = 1;
 	proto_encode_gen(&b, &g);
 	proto_welcome w = {1, 2, mi, 1, 1024, 64};
 	proto_encode_welcome(&b, &w);
-	proto_done d = {.id = 1, .reason = PROTO_REASON_LENGTH, .has_text = 1, .text = proto_s("t")};
+	proto_done d = {.id = 1, .reason = HERD_FINISH_LENGTH, .has_text = 1, .text = proto_s("t")};
 	proto_encode_done(&b, &d);
 	proto_err e = {1, 4, -2, proto_s("boom")};
 	proto_encode_err(&b, &e);

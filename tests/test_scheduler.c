@@ -154,7 +154,7 @@ static void apply_events(sched_event *e, result *res, int n, uint64_t id_base)
 		} else if (e->type == SCHED_EV_DONE) {
 			r->ended = 1;
 			r->order = n_ended_total++;
-			snprintf(r->reason, sizeof(r->reason), "%s", e->reason);
+			snprintf(r->reason, sizeof(r->reason), "%s", herd_finish_name(e->reason));
 			r->n_gen = e->n_gen;
 			r->n_prompt = e->n_prompt;
 			if (e->text) {
@@ -225,22 +225,36 @@ static sched *start(fixture *f, int max_batch, int prefill_chunk, int threshold)
 	return s;
 }
 
-static sched_req *tok_req(uint64_t conn, uint64_t id, const int32_t *toks, int n, int max_tokens,
-			  int stream)
+/* A request as the tests build it: who sends it and what it asks (views
+ * into the caller's arrays: sched_submit copies them). */
+typedef struct test_req {
+	sched_origin from;
+	gen_request g;
+	gen_str stop[1];
+} test_req;
+
+static test_req *tok_req(uint64_t conn, uint64_t id, const int32_t *toks, int n, int max_tokens,
+			 int stream)
 {
-	sched_req *r = sched_req_new();
+	test_req *r = calloc(1, sizeof(*r));
 	assert_non_null(r);
-	r->conn = conn;
-	r->id = id;
-	r->agent = conn;
-	r->input = SCHED_IN_TOKENS;
-	r->tokens = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
-	assert_non_null(r->tokens);
-	memcpy(r->tokens, toks, sizeof(int32_t) * (size_t)n);
-	r->n_tokens = n;
-	r->max_tokens = max_tokens;
-	r->stream = stream;
+	r->from = (sched_origin){.conn = conn, .agent = conn};
+	gen_request_init(&r->g);
+	r->g.id = id;
+	r->g.input = GEN_INPUT_TOKENS;
+	r->g.tokens = toks;
+	r->g.n_tokens = (size_t)n;
+	r->g.params.max_tokens = max_tokens;
+	r->g.stream = stream;
 	return r;
+}
+
+/* sched_submit, then frees the test's request (the scheduler has its copy). */
+static int submit(sched *s, test_req *r)
+{
+	int rc = sched_submit(s, &r->from, &r->g);
+	free(r);
+	return rc;
 }
 
 /* A prompt of n tokens: BOS then a deterministic pseudo-random walk over
@@ -279,7 +293,7 @@ static void test_batched_equals_alone(void **state)
 	const int free0 = llama_ctx_free_pages(f->c);
 	sched *s = start(f, 6, 32, 10);
 	for (int i = 0; i < N; i++)
-		assert_int_equal(sched_submit(s, tok_req(1 + (uint64_t)i % 5, 100 + (uint64_t)i, prompts[i],
+		assert_int_equal(submit(s, tok_req(1 + (uint64_t)i % 5, 100 + (uint64_t)i, prompts[i],
 							 plen[i], GEN, i % 2)),
 				 0);
 	pump(f, s, res, N, 100, pred_all_ended, NULL);
@@ -352,8 +366,8 @@ static void test_cancel_frees_pages(void **state)
 	for (int i = 0; i < 3; i++) {
 		make_prompt(f, 50 + i, p[i], 40);
 		/* max_tokens is large: a cancel (or, rarely, EOS) ends them */
-		sched_req *r = tok_req(10 + (uint64_t)i, (uint64_t)i, p[i], 40, 200, 1);
-		assert_int_equal(sched_submit(s, r), 0);
+		test_req *r = tok_req(10 + (uint64_t)i, (uint64_t)i, p[i], 40, 200, 1);
+		assert_int_equal(submit(s, r), 0);
 	}
 	pump(f, s, res, 3, 0, pred_two_toks, NULL);
 	sched_stats st;
@@ -390,19 +404,19 @@ static void test_errors(void **state)
 	sched *s = start(f, 4, 64, 10);
 	static int32_t big[N_CTX + 10];
 	make_prompt(f, 9, big, N_CTX + 10);
-	assert_int_equal(sched_submit(s, tok_req(1, 0, big, N_CTX + 1, 8, 0)), 0);
+	assert_int_equal(submit(s, tok_req(1, 0, big, N_CTX + 1, 8, 0)), 0);
 	int32_t bad[3] = {1, 5, 99999};
-	assert_int_equal(sched_submit(s, tok_req(1, 1, bad, 3, 8, 0)), 0);
-	assert_int_equal(sched_submit(s, tok_req(1, 2, bad, 0, 8, 0)), 0);
+	assert_int_equal(submit(s, tok_req(1, 1, bad, 3, 8, 0)), 0);
+	assert_int_equal(submit(s, tok_req(1, 2, bad, 0, 8, 0)), 0);
 	/* max_tokens 0: evaluates the prompt, generates nothing */
-	assert_int_equal(sched_submit(s, tok_req(1, 3, big, 10, 0, 0)), 0);
+	assert_int_equal(submit(s, tok_req(1, 3, big, 10, 0, 0)), 0);
 	/* a prompt exactly as long as the context still yields one token */
-	assert_int_equal(sched_submit(s, tok_req(1, 4, big, N_CTX, 8, 1)), 0);
+	assert_int_equal(submit(s, tok_req(1, 4, big, N_CTX, 8, 1)), 0);
 	pump(f, s, res, N, 0, pred_all_ended, NULL);
 	assert_true(res[0].is_err);
 	assert_int_equal(res[0].code, HERD_E_NOSPACE);
 	assert_true(res[1].is_err);
-	assert_int_equal(res[1].code, HERD_E_INVAL);
+	assert_int_equal(res[1].code, HERD_E_RANGE); /* one code on every path */
 	assert_true(res[2].is_err);
 	assert_int_equal(res[2].code, HERD_E_INVAL);
 	assert_false(res[3].is_err);
@@ -412,9 +426,8 @@ static void test_errors(void **state)
 	assert_true(res[4].n_gen <= 1);
 	wait_idle(s);
 	sched_shutdown(s);
-	sched_req *late = tok_req(1, 9, big, 4, 4, 0);
-	assert_int_equal(sched_submit(s, late), HERD_E_CANCELLED);
-	sched_req_free(late);
+	test_req *late = tok_req(1, 9, big, 4, 4, 0);
+	assert_int_equal(submit(s, late), HERD_E_CANCELLED);
 	sched_destroy(s);
 }
 
@@ -445,20 +458,15 @@ static void test_text_prompt_and_stop(void **state)
 	size_t cut = (size_t)(first - rt);
 	sched *s = start(f, 4, 16, 10);
 	for (int i = 0; i < 3; i++) {
-		sched_req *r = sched_req_new();
-		r->conn = 1;
-		r->id = (uint64_t)i;
-		r->input = SCHED_IN_PROMPT;
-		r->prompt = strdup(text);
-		r->prompt_len = strlen(text);
-		r->max_tokens = GEN;
-		r->stream = i == 1;
+		test_req *r = tok_req(1, (uint64_t)i, NULL, 0, GEN, i == 1);
+		r->g.input = GEN_INPUT_PROMPT;
+		r->g.prompt = (gen_str){text, strlen(text)};
 		if (i > 0) {
-			r->stop = calloc(1, sizeof(char *));
-			r->stop[0] = strdup(stop);
-			r->n_stop = 1;
+			r->stop[0] = (gen_str){stop, strlen(stop)};
+			r->g.params.stop = r->stop;
+			r->g.params.n_stop = 1;
 		}
-		assert_int_equal(sched_submit(s, r), 0);
+		assert_int_equal(submit(s, r), 0);
 	}
 	pump(f, s, res, 3, 0, pred_all_ended, NULL);
 	assert_int_equal(res[0].n_prompt, n);
@@ -481,11 +489,11 @@ static void test_deadline(void **state)
 	sched *s = start(f, 4, 64, 10);
 	int32_t p[8];
 	make_prompt(f, 3, p, 8);
-	sched_req *r = tok_req(1, 0, p, 8, 100000, 0);
-	r->deadline_ms = 30;
+	test_req *r = tok_req(1, 0, p, 8, 100000, 0);
+	r->g.params.deadline_ms = 30;
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	assert_int_equal(sched_submit(s, r), 0);
+	assert_int_equal(submit(s, r), 0);
 	pump(f, s, res, 1, 0, pred_all_ended, NULL);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	assert_false(res[0].is_err);
@@ -518,15 +526,15 @@ static void test_priority(void **state)
 	/* X runs; Y (prio 0) and Z (prio 5) wait: Z goes first. W (prio 20,
 	 * above the threshold) preempts X, which resumes with its pages kept
 	 * and still produces exactly its solo tokens. */
-	assert_int_equal(sched_submit(s, tok_req(1, 0, p[0], 12, GEN, 1)), 0);
+	assert_int_equal(submit(s, tok_req(1, 0, p[0], 12, GEN, 1)), 0);
 	pump(f, s, res, 4, 0, pred_x_has_tok, NULL);
-	assert_int_equal(sched_submit(s, tok_req(2, 1, p[1], 12, 4, 0)), 0);
-	sched_req *z = tok_req(3, 2, p[2], 12, 4, 0);
-	z->prio = 5;
-	assert_int_equal(sched_submit(s, z), 0);
-	sched_req *w = tok_req(4, 3, p[3], 12, 4, 0);
-	w->prio = 20;
-	assert_int_equal(sched_submit(s, w), 0);
+	assert_int_equal(submit(s, tok_req(2, 1, p[1], 12, 4, 0)), 0);
+	test_req *z = tok_req(3, 2, p[2], 12, 4, 0);
+	z->from.prio = 5;
+	assert_int_equal(submit(s, z), 0);
+	test_req *w = tok_req(4, 3, p[3], 12, 4, 0);
+	w->from.prio = 20;
+	assert_int_equal(submit(s, w), 0);
 	pump(f, s, res, 4, 0, pred_all_ended, NULL);
 	for (int i = 0; i < 4; i++)
 		assert_false(res[i].is_err);

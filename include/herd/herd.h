@@ -156,7 +156,9 @@ typedef struct herd_request {
 	size_t n_tokens;
 	const herd_message *messages;   /* rendered with the chat template */
 	size_t n_messages;
-	int max_tokens;                 /* >= 0; default 128 */
+	int max_tokens;                 /* >= 0; default 128 (tokens that become
+					 * text: an end-of-sequence token ends the
+					 * request and is not counted) */
 	float temperature;              /* default 0: greedy */
 	int top_k;                      /* default 0: off */
 	float top_p;                    /* default 1: off */
@@ -167,7 +169,9 @@ typedef struct herd_request {
 	size_t n_stop;
 	int priority;                   /* default HERD_PRIORITY_DEFAULT */
 	uint32_t deadline_ms;           /* relative; 0: none */
-	int no_cache;                   /* 1: bypass the broker's response cache */
+	int no_cache;                   /* reserved for the broker's response cache,
+					 * which does not exist yet: sent (as the
+					 * wire's `cache` key) and ignored */
 } herd_request;
 
 /* Fills r with the defaults above. */
@@ -182,6 +186,8 @@ typedef enum herd_finish {
 	HERD_FINISH_LENGTH,   /* max_tokens or the context is full */
 	HERD_FINISH_CANCEL,   /* cancelled (herd_cancel or the callback) */
 	HERD_FINISH_DEADLINE, /* deadline_ms passed */
+	HERD_FINISH_COUNT     /* the number of values above, not a reason: tables
+			       * indexed by herd_finish assert their size on it */
 } herd_finish;
 
 /* "stop", "length", "cancel", "deadline", "none". */
@@ -196,13 +202,17 @@ typedef struct herd_result {
 	size_t text_len;
 	herd_finish reason;
 	uint32_t n_prompt;   /* prompt tokens */
-	uint32_t n_gen;      /* generated tokens */
-	uint32_t n_cached;   /* prompt tokens served from the prefix cache */
+	uint32_t n_gen;      /* generated tokens that became text (an
+			      * end-of-sequence token is not counted) */
+	uint32_t n_cached;   /* reserved for the prefix cache, which does not
+			      * exist yet: always 0 */
 	double t_queue_ms;   /* waiting in the broker's queue */
 	double t_first_ms;   /* request to first token */
 	double t_total_ms;   /* request to done */
-	int merged;          /* ran together with an identical request */
-	int cached;          /* served from the response cache */
+	int merged;          /* reserved for request merging, which does not
+			      * exist yet: always 0 */
+	int cached;          /* reserved for the response cache, which does not
+			      * exist yet: always 0 */
 } herd_result;
 
 /* Frees r->text and zeroes r. Accepts NULL and a zeroed result. */
@@ -220,18 +230,28 @@ HERD_API void herd_result_free(herd_result *r);
  * use deadline_ms), HERD_E_PROTO (the broker sent a malformed or oversized
  * frame: the client disconnects), and whatever code the broker's `err`
  * carries: HERD_E_MISSING (unknown model), HERD_E_NOSPACE (prompt longer
- * than the context), HERD_E_INVAL (bad sampling parameter),
- * HERD_E_CANCELLED, ... with its message in herd_client_errmsg(). A request
- * cancelled while running normally ends with 0 and reason
- * HERD_FINISH_CANCEL (partial text). */
+ * than the context), HERD_E_RANGE (token id outside the vocabulary),
+ * HERD_E_INVAL (empty prompt, bad sampling parameter), HERD_E_CANCELLED, ...
+ * with its message in herd_client_errmsg(). A request cancelled while
+ * running normally ends with 0 and reason HERD_FINISH_CANCEL (partial text).
+ *
+ * The rules of a generation are the same here, in herd_local_generate and
+ * in `herd run` (model/generate.h): a prompt fits when it has at most n_ctx
+ * tokens, and generation then stops (HERD_FINISH_LENGTH) after at most
+ * n_ctx - n_prompt + 1 tokens; a stop string cuts the text where it begins;
+ * the same request and seed give the same text on all three. */
 HERD_API int herd_generate(herd_client *c, const herd_request *req, herd_result *res);
 
 /* Streaming callback: one call per generated piece of text, in order, from
  * the thread that called herd_generate_stream / herd_local_generate. text is
  * not NUL-terminated and valid only during the call; it may be empty (a
- * token that ends inside a UTF-8 character). token is the token id. Return
- * 0 to go on, nonzero to cancel the request (the call then returns after
- * the broker confirms, with reason HERD_FINISH_CANCEL). */
+ * token that ends inside a UTF-8 character, or text held back because it
+ * may begin a stop string). token is the token id. There is one call per
+ * token that becomes text, plus one with the held-back rest when the
+ * request ends (its token is the last one sampled), so the pieces add up to
+ * the result's text unless the callback cancelled. Return 0 to go on,
+ * nonzero to cancel the request (the call then returns after the broker
+ * confirms, with reason HERD_FINISH_CANCEL). */
 typedef int (*herd_token_cb)(void *user, const char *text, size_t len, int32_t token);
 
 /* As herd_generate, but the broker streams tokens and cb (may be NULL) is
@@ -282,16 +302,18 @@ HERD_API int herd_model_attach_opts(herd_client *c, const char *model, const her
  * (with BOS) or the chat messages, evaluates, and samples with req's
  * parameters (model/sampler.h semantics: the same seed gives the same text)
  * until an end-of-generation token, a stop string, max_tokens, the end of
- * the context, req->deadline_ms, or cb returning nonzero. req->model,
- * priority and no_cache are ignored; req->id is copied to res->id. cb may be
- * NULL. With stop strings, text that could begin a stop string is held back
- * from cb until it is known not to; the callback's token is then the most
- * recent one. res->t_queue_ms is 0.
+ * the context, req->deadline_ms, or cb returning nonzero (the rules of
+ * herd_generate). req->model, priority and no_cache are ignored; req->id is
+ * copied to res->id. cb may be NULL. With stop strings, text that could
+ * begin a stop string is held back from cb until it is known not to; the
+ * callback's token is then the most recent one. res->t_queue_ms is 0.
  * One thread at a time per herd_local_model (it owns a compute context);
  * different local models may run in parallel.
- * Errors: HERD_E_INVAL (bad request or sampling parameter), HERD_E_NOSPACE
- * (prompt does not fit the context), HERD_E_RANGE (token id outside the
- * vocabulary), -ENOMEM; message in herd_local_errmsg(). */
+ * Errors: HERD_E_INVAL (bad request, empty prompt or bad sampling
+ * parameter), HERD_E_NOSPACE (prompt longer than the context), HERD_E_RANGE
+ * (token id outside the vocabulary), -ENOMEM; message in
+ * herd_local_errmsg(). The same codes as herd_generate's for the same
+ * request. */
 HERD_API int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token_cb cb,
 			void *user, herd_result *res);
 

@@ -1,187 +1,238 @@
-/* herd run: generate text from a prompt (or a one-turn chat). */
+/* herd run: generate text from a prompt (or a one-turn chat) with the one
+ * generation step every path shares (model/generate.h). */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "herd/error.h"
-#include "model/chat.h"
-#include "model/sampler.h"
-#include "model/textstream.h"
+#include "model/generate.h"
 #include "common/clock.h"
+
+#define RUN_DEFAULT_N_GEN 64       /* -n */
+#define RUN_MAX_N_GEN (1L << 20)
+#define RUN_MAX_THREADS 4096L
+#define RUN_MAX_CTX (1L << 20)
+#define RUN_MAX_TOP_K (1L << 24)
+#define RUN_MAX_STOP 64            /* --stop, as many as the wire allows */
+
+typedef struct run_opts {
+	const char *model, *prompt, *system;
+	long n_gen, threads, n_ctx, top_k;
+	int chat;
+	float temp, top_p, min_p, repeat_penalty;
+	uint64_t seed;
+	gen_str stop[RUN_MAX_STOP];
+	size_t n_stop;
+} run_opts;
+
+typedef enum run_opt_kind {
+	RUN_OPT_STR,   /* const char * */
+	RUN_OPT_LONG,  /* long in [lo, hi] */
+	RUN_OPT_FLOAT, /* float */
+	RUN_OPT_U64,   /* uint64_t */
+	RUN_OPT_FLAG,  /* int set to 1, no value */
+	RUN_OPT_STOP,  /* appended to stop[] */
+} run_opt_kind;
+
+typedef struct run_opt {
+	const char *name, *alias;
+	run_opt_kind kind;
+	size_t off; /* field of run_opts */
+	long lo, hi;
+} run_opt;
+
+static const run_opt run_opt_table[] = {
+	{.name = "-m", .kind = RUN_OPT_STR, .off = offsetof(run_opts, model)},
+	{.name = "-p", .kind = RUN_OPT_STR, .off = offsetof(run_opts, prompt)},
+	{.name = "--system", .kind = RUN_OPT_STR, .off = offsetof(run_opts, system)},
+	{.name = "-n", .kind = RUN_OPT_LONG, .off = offsetof(run_opts, n_gen), .hi = RUN_MAX_N_GEN},
+	{.name = "-t", .alias = "--threads", .kind = RUN_OPT_LONG,
+	 .off = offsetof(run_opts, threads), .hi = RUN_MAX_THREADS},
+	{.name = "--ctx", .kind = RUN_OPT_LONG, .off = offsetof(run_opts, n_ctx), .lo = 1,
+	 .hi = RUN_MAX_CTX},
+	{.name = "--temp", .kind = RUN_OPT_FLOAT, .off = offsetof(run_opts, temp)},
+	{.name = "--top-k", .kind = RUN_OPT_LONG, .off = offsetof(run_opts, top_k),
+	 .hi = RUN_MAX_TOP_K},
+	{.name = "--top-p", .kind = RUN_OPT_FLOAT, .off = offsetof(run_opts, top_p)},
+	{.name = "--min-p", .kind = RUN_OPT_FLOAT, .off = offsetof(run_opts, min_p)},
+	{.name = "--repeat-penalty", .kind = RUN_OPT_FLOAT, .off = offsetof(run_opts, repeat_penalty)},
+	{.name = "--seed", .kind = RUN_OPT_U64, .off = offsetof(run_opts, seed)},
+	{.name = "--chat", .kind = RUN_OPT_FLAG, .off = offsetof(run_opts, chat)},
+	{.name = "--stop", .kind = RUN_OPT_STOP},
+};
 
 static void run_usage(void)
 {
 	fprintf(stderr,
 		"usage: herd run -m MODEL -p TEXT [-n N] [-t THREADS] [--temp T] [--seed S]\n"
 		"                [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
-		"                [--chat] [--system TEXT] [--ctx N]\n");
+		"                [--chat] [--system TEXT] [--ctx N] [--stop TEXT]...\n");
 }
 
-int cmd_run(int argc, char **argv)
+/* Stores the value of option d (next, NULL when absent) into o. Returns 0,
+ * or 2 after printing why. */
+static int run_opt_set(const run_opt *d, const char *next, run_opts *o)
 {
-	const char *model = NULL, *prompt = NULL, *system = NULL;
-	long n_gen = 64, threads = 0, n_ctx = 0, v;
-	int chat = 0, ok;
+	char *field = (char *)o + d->off;
 	double f;
-	sampler_params sp = sampler_params_default();
+	int ok;
+	switch (d->kind) {
+	case RUN_OPT_STR: *(const char **)field = next; return 0;
+	case RUN_OPT_LONG: return cli_int(d->name, next, d->lo, d->hi, (long *)field) ? 2 : 0;
+	case RUN_OPT_FLOAT:
+		if (cli_float(d->name, next, &f))
+			return 2;
+		*(float *)field = (float)f;
+		return 0;
+	case RUN_OPT_U64:
+		*(uint64_t *)field = cli_u64_or(next, &ok);
+		if (ok)
+			return 0;
+		fprintf(stderr, "herd: %s expects a non-negative integer, got '%s'\n", d->name,
+			next ? next : "(nothing)");
+		return 2;
+	case RUN_OPT_FLAG: *(int *)field = 1; return 0;
+	case RUN_OPT_STOP:
+		if (o->n_stop == RUN_MAX_STOP) {
+			fprintf(stderr, "herd run: at most %d --stop strings\n", RUN_MAX_STOP);
+			return 2;
+		}
+		o->stop[o->n_stop++] = (gen_str){next, strlen(next)};
+		return 0;
+	}
+	return 2;
+}
+
+/* Parses argv into o (llama.cpp's sampling defaults, RUN_DEFAULT_N_GEN).
+ * Returns 0, or 2 after printing the problem and the usage. */
+static int run_parse(int argc, char **argv, run_opts *o)
+{
+	const sampler_params sp = sampler_params_default();
+	*o = (run_opts){.n_gen = RUN_DEFAULT_N_GEN, .top_k = sp.top_k, .temp = sp.temperature,
+			.top_p = sp.top_p, .min_p = sp.min_p, .repeat_penalty = sp.repeat_penalty,
+			.seed = sp.seed};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(a, "-m") && next)
-			model = argv[++i];
-		else if (!strcmp(a, "-p") && next)
-			prompt = argv[++i];
-		else if (!strcmp(a, "--system") && next)
-			system = argv[++i];
-		else if (!strcmp(a, "-n")) {
-			if (cli_int(a, next, 0, 1 << 20, &n_gen))
-				return 2;
-			i++;
-		} else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-			if (cli_int(a, next, 0, 4096, &threads))
-				return 2;
-			i++;
-		} else if (!strcmp(a, "--ctx")) {
-			if (cli_int(a, next, 1, 1 << 20, &n_ctx))
-				return 2;
-			i++;
-		} else if (!strcmp(a, "--temp")) {
-			if (cli_float(a, next, &f))
-				return 2;
-			sp.temperature = (float)f;
-			i++;
-		} else if (!strcmp(a, "--top-k")) {
-			if (cli_int(a, next, 0, 1 << 24, &v))
-				return 2;
-			sp.top_k = (int32_t)v;
-			i++;
-		} else if (!strcmp(a, "--top-p")) {
-			if (cli_float(a, next, &f))
-				return 2;
-			sp.top_p = (float)f;
-			i++;
-		} else if (!strcmp(a, "--min-p")) {
-			if (cli_float(a, next, &f))
-				return 2;
-			sp.min_p = (float)f;
-			i++;
-		} else if (!strcmp(a, "--repeat-penalty")) {
-			if (cli_float(a, next, &f))
-				return 2;
-			sp.repeat_penalty = (float)f;
-			i++;
-		} else if (!strcmp(a, "--seed")) {
-			sp.seed = cli_u64_or(next, &ok);
-			if (!ok) {
-				fprintf(stderr, "herd: --seed expects a non-negative integer, got '%s'\n",
-					next ? next : "(nothing)");
-				return 2;
-			}
-			i++;
-		} else if (!strcmp(a, "--chat"))
-			chat = 1;
-		else {
+		const run_opt *d = NULL;
+		for (size_t k = 0; k < sizeof(run_opt_table) / sizeof(run_opt_table[0]); k++)
+			if (!strcmp(a, run_opt_table[k].name) ||
+			    (run_opt_table[k].alias && !strcmp(a, run_opt_table[k].alias)))
+				d = &run_opt_table[k];
+		const int string_arg = d && (d->kind == RUN_OPT_STR || d->kind == RUN_OPT_STOP);
+		if (!d || (string_arg && !next)) {
 			fprintf(stderr, "herd run: unknown or incomplete option '%s'\n", a);
 			run_usage();
 			return 2;
 		}
+		if (run_opt_set(d, next, o))
+			return 2;
+		i += d->kind != RUN_OPT_FLAG;
 	}
-	if (!model || !prompt) {
-		fprintf(stderr, "herd run: %s is required\n", !model ? "-m MODEL" : "-p TEXT");
+	if (!o->model || !o->prompt) {
+		fprintf(stderr, "herd run: %s is required\n", !o->model ? "-m MODEL" : "-p TEXT");
 		run_usage();
 		return 2;
 	}
-	llama_model *m = NULL;
-	llama_ctx *c = NULL;
-	sampler *smp = NULL;
-	int32_t *ids = NULL;
-	float *logits = NULL;
-	int n = 0, rc = 1;
+	return 0;
+}
+
+/* The request o describes: the prompt, or a chat of an optional system
+ * message and the prompt as the user's (msgs holds those). */
+static void run_request(const run_opts *o, gen_msg msgs[2], gen_request *g)
+{
+	gen_request_init(g);
+	if (o->chat) {
+		size_t n = 0;
+		if (o->system)
+			msgs[n++] = (gen_msg){{"system", strlen("system")}, {o->system, strlen(o->system)}};
+		msgs[n++] = (gen_msg){{"user", strlen("user")}, {o->prompt, strlen(o->prompt)}};
+		g->input = GEN_INPUT_MESSAGES;
+		g->messages = msgs;
+		g->n_messages = n;
+	} else {
+		g->input = GEN_INPUT_PROMPT;
+		g->prompt = (gen_str){o->prompt, strlen(o->prompt)};
+	}
+	g->params.max_tokens = (int32_t)o->n_gen;
+	g->params.sampling = sampler_params_default();
+	g->params.sampling.temperature = o->temp;
+	g->params.sampling.top_k = (int32_t)o->top_k;
+	g->params.sampling.top_p = o->top_p;
+	g->params.sampling.min_p = o->min_p;
+	g->params.sampling.repeat_penalty = o->repeat_penalty;
+	g->params.sampling.seed = o->seed;
+	g->params.stop = o->stop;
+	g->params.n_stop = o->n_stop;
+}
+
+/* Evaluates the prompt, then steps and prints each piece as it may be
+ * shown; the summary line goes to stderr. Returns 0 or 1 after printing
+ * the error. */
+static int run_generate(llama_ctx *c, gen_seq *g, float *logits)
+{
 	llama_seq seq;
 	llama_seq_init(&seq);
-	if (cli_load(model, (int)threads, (int)n_ctx, &m, &c))
-		return 1;
-	if (chat) {
-		chat_msg msgs[2];
-		int nm = 0;
-		if (system)
-			msgs[nm++] = (chat_msg){"system", system};
-		msgs[nm++] = (chat_msg){"user", prompt};
-		int cap = (int)strlen(prompt) + (system ? (int)strlen(system) : 0) + 64;
-		ids = malloc(sizeof(int32_t) * cap);
-		n = ids ? chat_tokenize(m->vocab, msgs, nm, 1, ids, cap) : -1;
-		if (n < 0 || n > cap) {
-			fprintf(stderr, "herd run: cannot apply the chat template\n");
-			goto out;
-		}
-	} else if ((rc = cli_tokenize(m->vocab, prompt, 1, &ids, &n))) {
-		fprintf(stderr, "herd run: cannot tokenize the prompt: %s\n", herd_strerror(rc));
-		rc = 1;
-		goto out;
-	}
-	if (n + n_gen > llama_ctx_n_ctx(c)) {
-		fprintf(stderr, "herd run: prompt (%d tokens) + %ld to generate exceeds the context (%d)\n",
-			n, n_gen, llama_ctx_n_ctx(c));
-		rc = 1;
-		goto out;
-	}
-	rc = sampler_create(&smp, &sp, m->hp.n_vocab);
-	if (rc) {
-		fprintf(stderr, "herd run: bad sampling parameters: %s\n", herd_strerror(rc));
-		rc = 1;
-		goto out;
-	}
-	logits = malloc(sizeof(float) * m->hp.n_vocab);
-	if (!logits)
-		goto out;
-	for (int i = 0; i < n; i++)
-		sampler_accept(smp, ids[i]);
-	double t0 = clock_mono_s();
-	rc = llama_eval(c, &seq, ids, n, 0, logits);
-	double t1 = clock_mono_s();
-	int gen = 0;
-	/* Pieces not yet printed: a UTF-8 character split over byte tokens is
-	 * printed when its last byte arrives. */
-	char piece[256], pend[sizeof(piece) + 4];
-	size_t n_pend = 0;
-	while (!rc && gen < n_gen) {
-		int32_t tok = sampler_sample(smp, logits);
-		sampler_accept(smp, tok);
-		gen++;
-		if (tok_is_eog(m->vocab, tok))
+	const double t0 = clock_mono_s();
+	int rc = llama_eval(c, &seq, g->prompt, g->n_prompt, 0, logits);
+	const double t1 = clock_mono_s();
+	while (!rc) {
+		gen_step st;
+		if ((rc = gen_seq_next(g, logits, clock_mono_ms(), &st)))
 			break;
-		int len = tok_piece(m->vocab, tok, piece, sizeof(piece));
-		if (len > 0 && len <= (int)sizeof(piece)) {
-			memcpy(pend + n_pend, piece, (size_t)len);
-			n_pend += (size_t)len;
-			const size_t keep = text_utf8_incomplete(pend, n_pend);
-			fwrite(pend, 1, n_pend - keep, stdout);
-			fflush(stdout);
-			memmove(pend, pend + n_pend - keep, keep);
-			n_pend = keep;
-		}
-		if (gen == n_gen)
+		fwrite(st.piece, 1, st.len, stdout);
+		fflush(stdout);
+		if (st.finish != HERD_FINISH_NONE)
 			break;
-		llama_batch_seq b = {&seq, &tok, 1, LLAMA_LOGITS_LAST, logits};
+		llama_batch_seq b = {&seq, &st.token, 1, LLAMA_LOGITS_LAST, logits};
 		rc = llama_decode(c, &b, 1);
 	}
-	double t2 = clock_mono_s();
-	fwrite(pend, 1, n_pend, stdout);
+	const double t2 = clock_mono_s();
+	llama_seq_reset(c, &seq);
 	fputc('\n', stdout);
 	if (rc) {
 		fprintf(stderr, "herd run: evaluation failed: %s\n", herd_strerror(rc));
-		rc = 1;
+		return 1;
+	}
+	const int n = g->n_prompt, gen = g->n_gen;
+	fprintf(stderr, "herd: prompt %d tokens in %.3f s (%.1f tok/s), generated %d tokens in %.3f s (%.1f tok/s), %d threads, %s kernels, finish %s\n",
+		n, t1 - t0, n / (t1 - t0), gen, t2 - t1, gen > 1 ? (gen - 1) / (t2 - t1) : 0.0,
+		llama_ctx_n_threads(c), kern_isa_name(llama_ctx_isa(c)), herd_finish_name(g->finish));
+	return 0;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	run_opts o;
+	gen_msg msgs[2];
+	gen_request g;
+	gen_seq gs = {0};
+	llama_model *m = NULL;
+	llama_ctx *c = NULL;
+	float *logits = NULL;
+	char err[256];
+	int rc = run_parse(argc, argv, &o);
+	if (rc)
+		return rc;
+	if (cli_load(o.model, (int)o.threads, (int)o.n_ctx, &m, &c))
+		return 1;
+	run_request(&o, msgs, &g);
+	const gen_bounds b = {.n_ctx = llama_ctx_n_ctx(c), .t_start = clock_mono_ms()};
+	rc = 1;
+	if (gen_seq_begin(&gs, m, &b, &g, err, sizeof(err))) {
+		fprintf(stderr, "herd run: %s\n", err);
 		goto out;
 	}
-	fprintf(stderr, "herd: prompt %d tokens in %.3f s (%.1f tok/s), generated %d tokens in %.3f s (%.1f tok/s), %d threads, %s kernels\n",
-		n, t1 - t0, n / (t1 - t0), gen, t2 - t1, gen > 1 ? (gen - 1) / (t2 - t1) : 0.0,
-		llama_ctx_n_threads(c), kern_isa_name(llama_ctx_isa(c)));
-	rc = 0;
+	logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+	if (!logits) {
+		fprintf(stderr, "herd run: out of memory\n");
+		goto out;
+	}
+	rc = run_generate(c, &gs, logits);
 out:
 	free(logits);
-	free(ids);
-	sampler_destroy(smp);
-	llama_seq_reset(c, &seq);
+	gen_seq_end(&gs);
 	llama_ctx_destroy(c);
 	llama_model_destroy(m);
 	return rc;
