@@ -19,6 +19,8 @@ const char *herd_strerror(int err)
 	case HERD_E_PROTO: return "protocol error";
 	case HERD_E_VERSION: return "incompatible version";
 	case HERD_E_CANCELLED: return "cancelled";
+	case HERD_E_LIMIT: return "limit exceeded";
+	case HERD_E_UNTRUSTED: return "not trusted";
 	default: break;
 	}
 	if (err < 0 && err > HERD_E_BASE)

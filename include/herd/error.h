@@ -35,7 +35,9 @@ enum {
 	HERD_E_PROTO = -10009,       /* wire protocol violation */
 	HERD_E_VERSION = -10010,     /* incompatible version */
 	HERD_E_CANCELLED = -10011,   /* request cancelled */
-	HERD_E_LAST = -10012
+	HERD_E_LIMIT = -10012,       /* a configured limit of the broker refused it */
+	HERD_E_UNTRUSTED = -10013,   /* an object failed a trust check (owner, mode, digest) */
+	HERD_E_LAST = -10014
 };
 
 /* Returns a static string naming err (a HERD_E_* code or -errno). Never NULL.
