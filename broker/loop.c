@@ -503,11 +503,13 @@ static int sendq_limit(loop *l, conn *c, size_t q)
 }
 
 /* Starts sending c's queue if nothing is in flight; closes c when its
- * queue is empty and it was to close after sending. */
-static void kick(loop *l, conn *c)
+ * queue is empty and it was to close after sending, or when it is past the
+ * send-queue cap. Returns -1 when c was closed (and may have been freed:
+ * the caller must not touch it unless it holds an operation on it). */
+static int kick(loop *l, conn *c)
 {
 	if (c->closing)
-		return;
+		return -1;
 	out_buf *o = c->sq_head;
 	while (o && o->off >= o->buf.len && !o->inflight) { /* empty runs (an encode that failed) */
 		conn_pop_run(c);
@@ -515,17 +517,21 @@ static void kick(loop *l, conn *c)
 	}
 	if (!o) {
 		c->queued = 0;
-		if (c->close_after_send && !c->send_inflight)
+		if (c->close_after_send && !c->send_inflight) {
 			close_conn(l, c);
-		return;
+			return -1;
+		}
+		return 0;
 	}
 	c->queued = sendq_bytes(c);
-	if (sendq_limit(l, c, c->queued) || c->send_inflight)
-		return;
+	if (sendq_limit(l, c, c->queued))
+		return -1;
+	if (c->send_inflight)
+		return 0;
 	struct io_uring_sqe *sqe = get_sqe(l);
 	if (!sqe) {
 		close_conn(l, c);
-		return;
+		return -1;
 	}
 	o->inflight = 1;
 	if (o->fd >= 0 && o->off == 0) {
@@ -536,6 +542,7 @@ static void kick(loop *l, conn *c)
 	}
 	io_uring_sqe_set_data64(sqe, pack(c, LOOP_OP_SEND));
 	c->send_inflight = 1;
+	return 0;
 }
 
 /* After a frame handler: closes c when the handler asked for it, else
@@ -573,8 +580,9 @@ static void on_send(loop *l, conn *c, int res)
 		if (o->off >= o->buf.len)
 			conn_pop_run(c);
 	}
-	kick(l, c);
-	if (!c->closing && c->rx_paused && c->queued <= l->cfg->limits.send_queue_pause_bytes / 2) {
+	if (kick(l, c))
+		return; /* closed: c may be gone */
+	if (c->rx_paused && c->queued <= l->cfg->limits.send_queue_pause_bytes / 2) {
 		/* the peer reads again: take the frames it sent meanwhile (a recv
 		 * still in flight does that when it completes) */
 		c->rx_paused = 0;
@@ -818,8 +826,14 @@ static void check_timeouts(loop *l, double now)
 	const cfg_limits *L = &l->cfg->limits;
 	for (int i = 0; i < l->n_slots; i++) {
 		conn *c = l->slots[i];
-		if (!c || c->closing || c->close_after_send)
+		if (!c || c->closing)
 			continue;
+		if (c->close_after_send) {
+			/* its last frames were never read: do not wait for ever */
+			if (now - c->t_active > L->frame_timeout_ms)
+				close_conn(l, c);
+			continue;
+		}
 		if (c->t_frame > 0 && !c->rx_paused && now - c->t_frame > L->frame_timeout_ms) {
 			l->lim.frame_timeouts++;
 			timeout_close(l, c, "a frame left incomplete", "limits.frame_timeout_ms",
