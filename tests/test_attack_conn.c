@@ -9,6 +9,8 @@
  *   the victim is answered.
  * - test_partial_frames: 200 connections each hold a partial frame; every
  *   one gets an err HERD_E_LIMIT and is closed after limits.frame_timeout_ms.
+ * - test_idle_timeout: with limits.idle_timeout_ms set (it is off by
+ *   default), a quiet connection is closed, one awaiting its reply is not.
  * - test_connection_caps: connections past limits.max_connections_per_uid
  *   and limits.max_connections get an err HERD_E_LIMIT naming the limit and
  *   are closed; the others are served.
@@ -373,6 +375,39 @@ static void test_partial_frames(void **state)
 	h_broker_stop(w);
 }
 
+/* With limits.idle_timeout_ms set, a connection with nothing in flight is
+ * closed after it (err naming the key); one waiting for its reply is not. */
+static void test_idle_timeout(void **state)
+{
+	h_world *w = *state;
+	broker_start_cfg(w, "{\"idle_timeout_ms\": 1000}", 0, 0);
+	int idle = h_sock_connect(w), busy = h_sock_connect(w);
+	assert_true(idle >= 0 && busy >= 0);
+	send_hello(idle, "idle");
+	frame f;
+	assert_int_equal(read_frame(idle, &f, clock_mono_s() + 10), 0);
+	msg_free(&f);
+	send_hello(busy, "busy");
+	proto_buf b;
+	proto_buf_init(&b);
+	encode_gen(&b, w, 1, 1800, 0); /* blocking: no byte for a while */
+	send_all(busy, &b);
+	proto_buf_fini(&b);
+	expect_limit_err(idle, "limits.idle_timeout_ms", 15);
+	close(idle);
+	/* the busy one gets its welcome and its done, not an err */
+	int got_done = 0;
+	while (!got_done && read_frame(busy, &f, clock_mono_s() + 60) == 0) {
+		assert_int_not_equal(f.m.type, PROTO_ERR);
+		got_done = f.m.type == PROTO_DONE;
+		msg_free(&f);
+	}
+	assert_true(got_done);
+	close(busy);
+	assert_true(status_num(w, "limit_idle_timeouts") >= 1);
+	h_broker_stop(w);
+}
+
 /* ---- connection caps ------------------------------------------------------------- */
 
 /* Opens n connections that each got their welcome. */
@@ -600,6 +635,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_never_reads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_partial_frames, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_caps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fd_exhaustion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_forging, setup, teardown),
