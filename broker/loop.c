@@ -586,6 +586,8 @@ static void on_send(loop *l, conn *c, int res)
 		/* the peer reads again: take the frames it sent meanwhile (a recv
 		 * still in flight does that when it completes) */
 		c->rx_paused = 0;
+		if (c->t_frame > 0)
+			c->t_frame = clock_mono_ms(); /* the pause is not the peer's delay */
 		if (!c->recv_inflight)
 			process_input(l, c);
 	}
