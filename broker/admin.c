@@ -1,8 +1,8 @@
 /* `admin` frames (herdctl): status, models, segments, agents, rm, shutdown.
  *
  * Allowed for the broker's own uid, root, and members (primary or
- * supplementary group of the peer process, from SO_PEERCRED and
- * /proc/<pid>/status) of the configured admin_group; anyone else gets
+ * supplementary group of the peer, from SO_PEERCRED and SO_PEERGROUPS
+ * captured at accept) of the configured admin_group; anyone else gets
  * `err` -EPERM and keeps the connection. Results are packed straight from
  * broker state into an admin_ok frame. */
 #include "loop_int.h"
@@ -22,7 +22,7 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15,
+	STATUS_KEYS = 15 + 8, /* + the connection limits' counters */
 	MODEL_KEYS = 33,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -40,31 +40,17 @@ static int group_gid(const char *name, gid_t *gid)
 	return 0;
 }
 
-/* 1 when process pid has gid among its supplementary groups. */
-static int proc_in_group(pid_t pid, gid_t gid)
+/* 1 when gid is c's primary group or one of the supplementary groups
+ * captured at accept (SO_PEERGROUPS): never looked up by pid later, which
+ * may by then name another process. */
+static int conn_in_group(const conn *c, gid_t gid)
 {
-	char path[64], line[4096];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	int found = 0;
-	while (fgets(line, sizeof(line), f)) {
-		if (strncmp(line, "Groups:", 7))
-			continue;
-		char *p = line + 7, *end;
-		for (;;) {
-			unsigned long g = strtoul(p, &end, 10);
-			if (end == p)
-				break;
-			if ((gid_t)g == gid)
-				found = 1;
-			p = end;
-		}
-		break;
-	}
-	fclose(f);
-	return found;
+	if (c->gid == gid)
+		return 1;
+	for (int i = 0; i < c->n_groups; i++)
+		if (c->groups[i] == gid)
+			return 1;
+	return 0;
 }
 
 int admin_allowed(const loop *l, const conn *c)
@@ -74,7 +60,7 @@ int admin_allowed(const loop *l, const conn *c)
 	gid_t g;
 	if (!l->cfg->admin_group || group_gid(l->cfg->admin_group, &g))
 		return 0;
-	return c->gid == g || (c->pid > 0 && proc_in_group(c->pid, g));
+	return conn_in_group(c, g);
 }
 
 /* ---- results ------------------------------------------------------------ */
@@ -85,6 +71,20 @@ static double avg(double sum, uint64_t n)
 }
 
 /* ---- commands -------------------------------------------------------------- */
+
+/* How often each connection limit triggered (the limits' names). */
+static void res_status_limits(const loop *l, proto_writer *pk)
+{
+	const loop_limit_stats *s = &l->lim;
+	proto_write_kv_uint(pk, "limit_send_queue_paused", s->sendq_paused);
+	proto_write_kv_uint(pk, "limit_send_queue_cutoffs", s->sendq_cutoffs);
+	proto_write_kv_uint(pk, "limit_frame_timeouts", s->frame_timeouts);
+	proto_write_kv_uint(pk, "limit_idle_timeouts", s->idle_timeouts);
+	proto_write_kv_uint(pk, "limit_refused_max_connections", s->refused_total);
+	proto_write_kv_uint(pk, "limit_refused_per_uid", s->refused_uid);
+	proto_write_kv_uint(pk, "limit_accept_backoffs", s->accept_backoffs);
+	proto_write_kv_uint(pk, "sighup_ignored", s->sighups);
+}
 
 static void res_status(loop *l, proto_writer *pk)
 {
@@ -124,6 +124,7 @@ static void res_status(loop *l, proto_writer *pk)
 	/* generation rate while stepping, and averaged over the uptime */
 	proto_write_kv_double(pk, "tokens_per_s", step_ms > 0 ? (double)tokens / (step_ms / 1e3) : 0);
 	proto_write_kv_double(pk, "tokens_per_s_uptime", up > 0 ? (double)tokens / up : 0);
+	res_status_limits(l, pk);
 }
 
 static void res_models(loop *l, proto_writer *pk)

@@ -22,6 +22,13 @@ void cfg_init(cfg *c)
 	c->priority_threshold = 10;
 	c->prefill_chunk = 128;
 	c->max_tokens = 4096;
+	c->limits = (cfg_limits){.send_queue_bytes = 8u << 20,
+				 .send_queue_pause_bytes = 2u << 20,
+				 .frame_timeout_ms = 10000,
+				 .idle_timeout_ms = 0,
+				 .max_connections = 1024,
+				 .max_connections_per_uid = 256,
+				 .accept_backoff_ms = 100};
 }
 
 static void model_free(cfg_model *m)
@@ -221,6 +228,59 @@ static int parse_batch_key(cfg *c, const char *k, json_object *v, const char *ke
 	return rc;
 }
 
+#define LIMITS_KNOWN                                                                              \
+	"send_queue_bytes, send_queue_pause_bytes, frame_timeout_ms, idle_timeout_ms, "           \
+	"max_connections, max_connections_per_uid, accept_backoff_ms"
+
+/* One key of the "limits" object. */
+static int parse_limit_key(cfg_limits *L, const char *k, json_object *v, const char *key, char *err,
+			   size_t errlen)
+{
+	long x;
+	int rc;
+	if (!strcmp(k, "send_queue_bytes")) {
+		if (!(rc = get_int(v, key, 65536, 1L << 30, &x, err, errlen)))
+			L->send_queue_bytes = (uint32_t)x;
+	} else if (!strcmp(k, "send_queue_pause_bytes")) {
+		if (!(rc = get_int(v, key, 4096, 1L << 30, &x, err, errlen)))
+			L->send_queue_pause_bytes = (uint32_t)x;
+	} else if (!strcmp(k, "frame_timeout_ms")) {
+		if (!(rc = get_int(v, key, 100, 3600000, &x, err, errlen)))
+			L->frame_timeout_ms = (int)x;
+	} else if (!strcmp(k, "idle_timeout_ms")) {
+		if (!(rc = get_int(v, key, 0, 1L << 30, &x, err, errlen)))
+			L->idle_timeout_ms = (int)x;
+	} else if (!strcmp(k, "max_connections")) {
+		if (!(rc = get_int(v, key, 1, 1 << 20, &x, err, errlen)))
+			L->max_connections = (int)x;
+	} else if (!strcmp(k, "max_connections_per_uid")) {
+		if (!(rc = get_int(v, key, 1, 1 << 20, &x, err, errlen)))
+			L->max_connections_per_uid = (int)x;
+	} else if (!strcmp(k, "accept_backoff_ms")) {
+		if (!(rc = get_int(v, key, 1, 60000, &x, err, errlen)))
+			L->accept_backoff_ms = (int)x;
+	} else {
+		rc = herd_errf(err, errlen, HERD_E_FORMAT, "unknown key '%s' (known: " LIMITS_KNOWN ")",
+			       key);
+	}
+	return rc;
+}
+
+static int parse_limits(cfg *c, json_object *obj, char *err, size_t errlen)
+{
+	int rc = want_type(obj, json_type_object, "limits", "an object", err, errlen);
+	if (rc)
+		return rc;
+	json_object_object_foreach(obj, k, v)
+	{
+		char key[96];
+		snprintf(key, sizeof(key), "limits.%.80s", k);
+		if ((rc = parse_limit_key(&c->limits, k, v, key, err, errlen)))
+			return rc;
+	}
+	return 0;
+}
+
 static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 {
 	if (json_object_get_type(root) != json_type_object)
@@ -260,6 +320,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 		} else if (!strcmp(k, "max_tokens")) {
 			if (!(rc = get_int(v, k, 1, 1 << 20, &x, err, errlen)))
 				c->max_tokens = (int)x;
+		} else if (!strcmp(k, "limits")) {
+			rc = parse_limits(c, v, err, errlen);
 		} else if (!strcmp(k, "batch")) {
 			if ((rc = want_type(v, json_type_object, k, "an object", err, errlen)))
 				return rc;
@@ -279,7 +341,7 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			return herd_errf(err, errlen, HERD_E_FORMAT,
 					"unknown key '%s' (known: socket, models, threads, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
-					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens)",
+					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits)",
 					k);
 		if (rc)
 			return rc;
@@ -405,5 +467,9 @@ int cfg_finish(cfg *c, const cfg_env *env, char *err, size_t errlen)
 				c->max_batch_size);
 	if (c->max_frame < 4096)
 		return herd_errf(err, errlen, HERD_E_INVAL, "max_frame %u is below 4096", c->max_frame);
+	if (c->limits.send_queue_pause_bytes > c->limits.send_queue_bytes)
+		return herd_errf(err, errlen, HERD_E_INVAL,
+				 "limits.send_queue_pause_bytes %u is above limits.send_queue_bytes %u",
+				 c->limits.send_queue_pause_bytes, c->limits.send_queue_bytes);
 	return 0;
 }

@@ -19,7 +19,16 @@
  *     "ctx_size": 0,              positions per sequence; 0 = the model's
  *     "kv_cache_mb": 0,           KV pool per model; 0 = max_batch_size x ctx_size, capped at 1 GiB
  *     "prefill_chunk": 128,       prompt tokens per step while others decode
- *     "max_tokens": 4096          cap on a request's max_tokens
+ *     "max_tokens": 4096,         cap on a request's max_tokens
+ *     "limits": {                 per-connection limits of the loop (cfg_limits)
+ *       "send_queue_bytes": 8388608,   unsent bytes after which a peer is cut off
+ *       "send_queue_pause_bytes": 2097152, unsent bytes past which its input is not read
+ *       "frame_timeout_ms": 10000,     a frame once begun completes within it
+ *       "idle_timeout_ms": 0,          0 = off: quiet agents stay connected
+ *       "max_connections": 1024,       connections in total
+ *       "max_connections_per_uid": 256,
+ *       "accept_backoff_ms": 100       accept pauses this long at EMFILE/ENFILE
+ *     }
  *   }
  *
  * Call order: cfg_init, then cfg_load_file / cfg_parse_json (file values),
@@ -45,6 +54,18 @@ typedef struct cfg_model {
 	char *type; /* owned; weight type to convert to, NULL = keep the file's */
 } cfg_model;
 
+/* Connection limits (the "limits" object). Every one has a herdctl status
+ * counter of how often it triggered. */
+typedef struct cfg_limits {
+	uint32_t send_queue_bytes;       /* default 8 MiB: past it the peer is cut off */
+	uint32_t send_queue_pause_bytes; /* default 2 MiB: past it its input is not read */
+	int frame_timeout_ms;            /* default 10000 */
+	int idle_timeout_ms;             /* default 0: off */
+	int max_connections;             /* default 1024 */
+	int max_connections_per_uid;     /* default 256 */
+	int accept_backoff_ms;           /* default 100 */
+} cfg_limits;
+
 typedef struct cfg {
 	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
 	cfg_model *models;
@@ -62,6 +83,7 @@ typedef struct cfg {
 	int prefill_chunk;      /* default 128 */
 	int max_tokens;         /* default 4096 */
 	int verbose;            /* 0 info, 1 debug */
+	cfg_limits limits;
 } cfg;
 
 void cfg_init(cfg *c);

@@ -51,9 +51,14 @@ typedef struct conn {
 	int closing;        /* no more input or output; freed when no op is pending */
 	int close_after_send; /* input stopped; close once the queue is sent */
 	int close_now;      /* a handler asked: the loop closes it when the handler returns */
-	pid_t pid;          /* SO_PEERCRED */
+	pid_t pid;          /* SO_PEERCRED, captured at accept */
 	uid_t uid;
 	gid_t gid;
+	gid_t *groups;      /* SO_PEERGROUPS at accept (supplementary groups), owned */
+	int n_groups;
+	int rx_paused;      /* send queue past limits.send_queue_pause_bytes: input not read */
+	double t_frame;     /* monotonic ms when the pending partial frame began; 0: none */
+	double t_active;    /* monotonic ms of the last byte received or sent */
 	int hello;
 	uint64_t agent;     /* agent id (assigned at hello or first gen) */
 	char name[CONN_NAME_MAX]; /* agent name from hello */

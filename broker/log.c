@@ -17,12 +17,36 @@ int blog_enabled(const blog *l, int level)
 	return level <= (l ? l->level : BLOG_INFO);
 }
 
+size_t blog_escape(char *dst, size_t cap, const char *src)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0;
+	if (!cap)
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)src; *p; p++) {
+		const int ctl = *p < 0x20 || *p == 0x7f || *p == '\\';
+		const size_t need = ctl ? 4 : 1;
+		if (n + need >= cap)
+			break;
+		if (!ctl) {
+			dst[n++] = (char)*p;
+		} else {
+			dst[n++] = '\\';
+			dst[n++] = 'x';
+			dst[n++] = hex[*p >> 4];
+			dst[n++] = hex[*p & 15];
+		}
+	}
+	dst[n] = 0;
+	return n;
+}
+
 void blog_msg(const blog *l, int level, const char *fmt, ...)
 {
 	if (!blog_enabled(l, level))
 		return;
 	static const char *const names[] = {"error", "warning", "info", "debug"};
-	char line[1024];
+	char line[1024], msg[1024];
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	struct tm tm;
@@ -32,9 +56,13 @@ void blog_msg(const blog *l, int level, const char *fmt, ...)
 			 names[level < 0 ? 0 : level > 3 ? 3 : level]);
 	va_list ap;
 	va_start(ap, fmt);
-	if (n > 0 && (size_t)n < sizeof(line))
-		vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* A message is one line: peer data in it (names, commands, model names)
+	 * can neither start a forged line nor send escape sequences to a
+	 * terminal. */
+	if (n > 0 && (size_t)n < sizeof(line))
+		blog_escape(line + n, sizeof(line) - (size_t)n, msg);
 	size_t len = strlen(line);
 	if (len + 1 < sizeof(line)) {
 		line[len] = '\n';

@@ -6,6 +6,7 @@
 #ifndef HERD_BROKER_LOG_H
 #define HERD_BROKER_LOG_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 #ifdef __cplusplus
@@ -25,6 +26,10 @@ void blog_init(blog *l, int verbose);
 void blog_msg(const blog *l, int level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 int blog_enabled(const blog *l, int level);
+/* Copies src into dst[cap] (NUL-terminated, cut at a whole character) with
+ * every control character, DEL and backslash written as \xNN. Returns the
+ * length written. blog_msg applies it to every message. */
+size_t blog_escape(char *dst, size_t cap, const char *src);
 
 #ifdef __cplusplus
 }

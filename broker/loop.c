@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +20,17 @@
 
 #define LOOP_RING_ENTRIES 256
 #define LOOP_RBUF_INIT (64u << 10)
-#define LOOP_MAX_QUEUED (256u << 20) /* a peer that reads nothing is cut off */
 #define LOOP_GRACE_MS 3000.0
 #define LOOP_TICK_NS 50000000LL
 #define LOOP_LISTEN_BACKLOG 512     /* pending connections the kernel holds */
 #define LOOP_SOCKET_MODE 0660       /* owner and group may connect */
 #define LOOP_SOCKET_DIR_MODE 0755
+#define LOOP_HOUSE_NS 100000000LL   /* housekeeping tick: timeouts, accept back-off */
+#define LOOP_RATELOG_MS 1000.0      /* peer-triggered log lines: at most one a second */
+#define LOOP_MAX_GROUPS 65536       /* supplementary groups kept from SO_PEERGROUPS */
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
+#endif
 
 /* ---- listening socket ----------------------------------------------------- */
 
@@ -49,6 +55,37 @@ static int mkdir_parent(const char *path)
 	return 0;
 }
 
+/* Refuses the socket's directory when another uid (not root) owns it or
+ * group or others may write it without the sticky bit: they could replace
+ * the socket with their own (OpenSSH's StrictModes). */
+static int check_socket_dir(const char *path, char *err, size_t errlen)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = 0;
+	else
+		*slash = 0;
+	struct stat st;
+	if (stat(dir, &st))
+		return herd_errf(err, errlen, -errno, "socket directory '%s': %s", dir, strerror(errno));
+	if (st.st_uid != geteuid() && st.st_uid != 0)
+		return herd_errf(err, errlen, -EPERM,
+				 "socket directory '%s' is owned by uid %u, not by this broker's uid %u "
+				 "or root: refused",
+				 dir, (unsigned)st.st_uid, (unsigned)geteuid());
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))
+		return herd_errf(err, errlen, -EPERM,
+				 "socket directory '%s' is writable by %s (mode %04o): refused "
+				 "(chmod go-w it)",
+				 dir, (st.st_mode & S_IWOTH) ? "others" : "its group",
+				 (unsigned)(st.st_mode & 07777));
+	return 0;
+}
+
 int loop_listen(const char *path, int *out, char *err, size_t errlen)
 {
 	*out = -1;
@@ -61,6 +98,8 @@ int loop_listen(const char *path, int *out, char *err, size_t errlen)
 	if (rc)
 		return herd_errf(err, errlen, rc, "cannot create the directory of socket '%s': %s", path,
 			     strerror(-rc));
+	if ((rc = check_socket_dir(path, err, errlen)))
+		return rc;
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return herd_errf(err, errlen, -errno, "socket: %s", strerror(errno));
@@ -129,11 +168,49 @@ static inline uint64_t pack(const void *p, unsigned op)
 
 static void arm_accept(loop *l)
 {
+	if (l->accept_armed || l->accept_paused || l->stopping)
+		return;
 	struct io_uring_sqe *sqe = get_sqe(l);
 	if (!sqe)
 		return;
 	io_uring_prep_multishot_accept(sqe, l->listen_fd, NULL, NULL, SOCK_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_ACCEPT));
+	l->accept_armed = 1;
+}
+
+static void arm_house(loop *l)
+{
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (!sqe)
+		return;
+	l->house_ts.tv_sec = 0;
+	l->house_ts.tv_nsec = LOOP_HOUSE_NS;
+	io_uring_prep_timeout(sqe, &l->house_ts, 0, 0);
+	io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_HOUSE));
+}
+
+/* Logs a line peers can trigger at any rate through r: at most one a
+ * second, with the count of the ones left out since. */
+__attribute__((format(printf, 4, 5))) static void log_limited(loop *l, loop_ratelog *r,
+							      int level, const char *fmt, ...)
+{
+	const double now = clock_mono_ms();
+	if (r->t_last > 0 && now - r->t_last < LOOP_RATELOG_MS) {
+		r->suppressed++;
+		return;
+	}
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (r->suppressed)
+		blog_msg(l->log, level, "%s (and %llu more like it)", msg,
+			 (unsigned long long)r->suppressed);
+	else
+		blog_msg(l->log, level, "%s", msg);
+	r->t_last = now;
+	r->suppressed = 0;
 }
 
 static void arm_wake(loop *l)
@@ -172,7 +249,7 @@ static void arm_timer(loop *l)
 
 static void arm_recv(loop *l, conn *c)
 {
-	if (c->closing || c->close_after_send || c->recv_inflight)
+	if (c->closing || c->close_after_send || c->recv_inflight || c->rx_paused)
 		return;
 	if (c->rlen == c->rcap) {
 		/* proto_frame_next said the frame fits in max_frame: make room */
@@ -214,6 +291,7 @@ static void conn_free(loop *l, conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->rbuf);
+	free(c->groups);
 	free(c);
 }
 
@@ -254,20 +332,14 @@ static void close_conn(loop *l, conn *c)
 	conn_maybe_free(l, c);
 }
 
-static void conn_new(loop *l, int fd)
+/* The peer's credentials, once, at accept: uid, gid, pid (SO_PEERCRED) and
+ * supplementary groups (SO_PEERGROUPS), so that admin checks never look
+ * the pid up later (it may have been reused). */
+static void peer_creds(conn *c)
 {
-	conn *c = calloc(1, sizeof(*c));
-	if (!c)
-		goto fail;
-	c->fd = fd;
-	c->log = l->log;
-	c->rcap = LOOP_RBUF_INIT;
-	c->rbuf = malloc(c->rcap);
-	if (!c->rbuf)
-		goto fail;
 	struct ucred cr;
 	socklen_t crl = sizeof(cr);
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0) {
+	if (getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &crl) == 0) {
 		c->pid = cr.pid;
 		c->uid = cr.uid;
 		c->gid = cr.gid;
@@ -275,78 +347,191 @@ static void conn_new(loop *l, int fd)
 		c->uid = (uid_t)-1;
 		c->gid = (gid_t)-1;
 	}
-	int slot = -1;
+	gid_t small[64];
+	socklen_t len = sizeof(small);
+	gid_t *g = small;
+	int rc = getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+	if (rc && errno == ERANGE && len <= LOOP_MAX_GROUPS * sizeof(gid_t) && len > 0) {
+		g = malloc(len);
+		rc = g ? getsockopt(c->fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) : -1;
+	}
+	size_t n = rc == 0 ? len / sizeof(gid_t) : 0;
+	if (n && (c->groups = malloc(n * sizeof(gid_t)))) {
+		memcpy(c->groups, g, n * sizeof(gid_t));
+		c->n_groups = (int)n;
+	}
+	if (g != small)
+		free(g);
+}
+
+/* A free slot (the table grows when full), or -1 on ENOMEM. */
+static int slot_take(loop *l)
+{
 	for (int i = 0; i < l->n_slots; i++)
-		if (!l->slots[i]) {
-			slot = i;
-			break;
-		}
+		if (!l->slots[i])
+			return i;
+	int n = l->n_slots ? l->n_slots * 2 : 64;
+	conn **ns = realloc(l->slots, sizeof(*ns) * (size_t)n);
+	if (!ns)
+		return -1;
+	l->slots = ns;
+	uint32_t *ng = realloc(l->gens, sizeof(*ng) * (size_t)n);
+	if (!ng)
+		return -1;
+	l->gens = ng;
+	for (int i = l->n_slots; i < n; i++) {
+		l->slots[i] = NULL;
+		l->gens[i] = 0;
+	}
+	int slot = l->n_slots;
+	l->n_slots = n;
+	return slot;
+}
+
+/* Sends an err frame on a connection that is refused before it has a conn,
+ * without blocking (the socket's buffer is empty), and closes it. */
+static void refuse(loop *l, int fd, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void refuse(loop *l, int fd, const char *fmt, ...)
+{
+	char msg[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	proto_buf b;
+	proto_buf_init(&b);
+	proto_err e = {.code = HERD_E_LIMIT, .msg = proto_s(msg)};
+	if (!proto_encode_err(&b, &e) && send(fd, b.data, b.len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		(void)0; /* the peer may already be gone */
+	proto_buf_fini(&b);
+	close(fd);
+	log_limited(l, &l->rl_refused, BLOG_WARN, "connection refused: %s", msg);
+}
+
+/* 1 when c may stay: within max_connections and max_connections_per_uid
+ * (c is not in the table yet). Else it is refused and freed. */
+static int conn_admit(loop *l, conn *c)
+{
+	const cfg_limits *L = &l->cfg->limits;
+	if (l->n_conns >= L->max_connections) {
+		l->lim.refused_total++;
+		refuse(l, c->fd, "too many connections: the broker's limit is %d (limits.max_connections)",
+		       L->max_connections);
+		return 0;
+	}
+	int same = 0;
+	for (int i = 0; i < l->n_slots; i++)
+		same += l->slots[i] && l->slots[i]->uid == c->uid;
+	if (same >= L->max_connections_per_uid) {
+		l->lim.refused_uid++;
+		refuse(l, c->fd,
+		       "too many connections from uid %u: the limit is %d (limits.max_connections_per_uid)",
+		       (unsigned)c->uid, L->max_connections_per_uid);
+		return 0;
+	}
+	return 1;
+}
+
+static void conn_new(loop *l, int fd)
+{
+	conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		blog_msg(l->log, BLOG_ERR, "out of memory accepting a connection");
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	c->log = l->log;
+	peer_creds(c);
+	if (!conn_admit(l, c)) {
+		free(c->groups);
+		free(c);
+		return;
+	}
+	c->rcap = LOOP_RBUF_INIT;
+	c->rbuf = malloc(c->rcap);
+	int slot = c->rbuf ? slot_take(l) : -1;
 	if (slot < 0) {
-		int n = l->n_slots ? l->n_slots * 2 : 64;
-		conn **ns = realloc(l->slots, sizeof(*ns) * (size_t)n);
-		if (!ns)
-			goto fail;
-		l->slots = ns;
-		uint32_t *ng = realloc(l->gens, sizeof(*ng) * (size_t)n);
-		if (!ng)
-			goto fail;
-		l->gens = ng;
-		for (int i = l->n_slots; i < n; i++) {
-			l->slots[i] = NULL;
-			l->gens[i] = 0;
-		}
-		slot = l->n_slots;
-		l->n_slots = n;
+		blog_msg(l->log, BLOG_ERR, "out of memory accepting a connection");
+		conn_free(l, c);
+		return;
 	}
 	l->gens[slot]++;
 	c->id = (uint64_t)l->gens[slot] << 32 | (uint32_t)slot;
-	c->t_connect = clock_mono_ms();
+	c->t_connect = c->t_active = clock_mono_ms();
 	l->slots[slot] = c;
 	l->n_conns++;
 	l->total_conns++;
 	blog_msg(l->log, BLOG_DEBUG, "connection %d from pid %d uid %d", slot, (int)c->pid, (int)c->uid);
 	arm_recv(l, c);
-	return;
-fail:
-	blog_msg(l->log, BLOG_ERR, "out of memory accepting a connection");
-	if (c)
-		free(c->rbuf);
-	free(c);
-	close(fd);
 }
 
 /* ---- sending -------------------------------------------------------------- */
 
-/* Starts sending c's queue if nothing is in flight; closes c when its
- * queue is empty and it was to close after sending. */
-static void kick(loop *l, conn *c)
+static size_t sendq_bytes(const conn *c)
 {
-	if (c->closing || c->send_inflight)
-		return;
+	size_t q = 0;
+	for (const out_buf *p = c->sq_head; p; p = p->next)
+		q += p->buf.len - p->off;
+	return q;
+}
+
+/* Applies the send-queue limits to c's queue of q bytes, whether or not a
+ * send is in flight (a peer that reads nothing keeps one in flight for
+ * ever): past send_queue_pause_bytes its input is not read (it can ask for
+ * nothing more), past send_queue_bytes it is cut off. Returns -1 when c
+ * was closed. */
+static int sendq_limit(loop *l, conn *c, size_t q)
+{
+	const cfg_limits *L = &l->cfg->limits;
+	if (q > L->send_queue_bytes) {
+		l->lim.sendq_cutoffs++;
+		blog_msg(l->log, BLOG_WARN,
+			 "connection pid %d uid %d agent '%s': %zu bytes unread, over "
+			 "limits.send_queue_bytes %u: cut off",
+			 (int)c->pid, (int)c->uid, c->name, q, L->send_queue_bytes);
+		close_conn(l, c);
+		return -1;
+	}
+	if (q > L->send_queue_pause_bytes && !c->rx_paused) {
+		c->rx_paused = 1;
+		l->lim.sendq_paused++;
+		blog_msg(l->log, BLOG_DEBUG, "connection pid %d: %zu bytes unsent; not reading from it",
+			 (int)c->pid, q);
+	}
+	return 0;
+}
+
+/* Starts sending c's queue if nothing is in flight; closes c when its
+ * queue is empty and it was to close after sending, or when it is past the
+ * send-queue cap. Returns -1 when c was closed (and may have been freed:
+ * the caller must not touch it unless it holds an operation on it). */
+static int kick(loop *l, conn *c)
+{
+	if (c->closing)
+		return -1;
 	out_buf *o = c->sq_head;
-	while (o && o->off >= o->buf.len) { /* empty runs (an encode that failed) */
+	while (o && o->off >= o->buf.len && !o->inflight) { /* empty runs (an encode that failed) */
 		conn_pop_run(c);
 		o = c->sq_head;
 	}
 	if (!o) {
 		c->queued = 0;
-		if (c->close_after_send)
+		if (c->close_after_send && !c->send_inflight) {
 			close_conn(l, c);
-		return;
+			return -1;
+		}
+		return 0;
 	}
-	size_t q = 0;
-	for (out_buf *p = o; p; p = p->next)
-		q += p->buf.len - p->off;
-	c->queued = q;
-	if (q > LOOP_MAX_QUEUED) {
-		blog_msg(l->log, BLOG_WARN, "connection pid %d: %zu bytes unread, closing", (int)c->pid, q);
-		close_conn(l, c);
-		return;
-	}
+	c->queued = sendq_bytes(c);
+	if (sendq_limit(l, c, c->queued))
+		return -1;
+	if (c->send_inflight)
+		return 0;
 	struct io_uring_sqe *sqe = get_sqe(l);
 	if (!sqe) {
 		close_conn(l, c);
-		return;
+		return -1;
 	}
 	o->inflight = 1;
 	if (o->fd >= 0 && o->off == 0) {
@@ -357,6 +542,7 @@ static void kick(loop *l, conn *c)
 	}
 	io_uring_sqe_set_data64(sqe, pack(c, LOOP_OP_SEND));
 	c->send_inflight = 1;
+	return 0;
 }
 
 /* After a frame handler: closes c when the handler asked for it, else
@@ -368,6 +554,8 @@ static void settle(loop *l, conn *c)
 	else
 		kick(l, c);
 }
+
+static void process_input(loop *l, conn *c);
 
 static void on_send(loop *l, conn *c, int res)
 {
@@ -384,6 +572,7 @@ static void on_send(loop *l, conn *c, int res)
 		close_conn(l, c);
 		return;
 	}
+	c->t_active = clock_mono_ms();
 	if (o) {
 		o->off += (size_t)res;
 		if (o->fd >= 0)
@@ -391,10 +580,112 @@ static void on_send(loop *l, conn *c, int res)
 		if (o->off >= o->buf.len)
 			conn_pop_run(c);
 	}
-	kick(l, c);
+	if (kick(l, c))
+		return; /* closed: c may be gone */
+	if (c->rx_paused && c->queued <= l->cfg->limits.send_queue_pause_bytes / 2) {
+		/* the peer reads again: take the frames it sent meanwhile (a recv
+		 * still in flight does that when it completes) */
+		c->rx_paused = 0;
+		if (c->t_frame > 0)
+			c->t_frame = clock_mono_ms(); /* the pause is not the peer's delay */
+		if (!c->recv_inflight)
+			process_input(l, c);
+	}
 }
 
 /* ---- receiving ------------------------------------------------------------ */
+
+/* Grows c's buffer to hold a frame of need bytes (within max_frame), after
+ * moving the unread bytes from *off to the front. -1 on ENOMEM (closed). */
+static int rbuf_fit(loop *l, conn *c, size_t *off, size_t need)
+{
+	if (need <= c->rcap)
+		return 0;
+	if (*off) {
+		memmove(c->rbuf, c->rbuf + *off, c->rlen - *off);
+		c->rlen -= *off;
+		*off = 0;
+	}
+	uint8_t *nb = realloc(c->rbuf, need);
+	if (!nb) {
+		close_conn(l, c);
+		return -1;
+	}
+	c->rbuf = nb;
+	c->rcap = need;
+	return 0;
+}
+
+/* Handles the whole frames in c's buffer (until c stops reading or is
+ * closed). Returns the bytes consumed. */
+static size_t take_frames(loop *l, conn *c)
+{
+	size_t off = 0;
+	while (!c->closing && !c->close_after_send && !c->rx_paused) {
+		size_t flen = 0;
+		int r = proto_frame_next(c->rbuf + off, c->rlen - off, l->cfg->max_frame, &flen);
+		if (r == PROTO_FRAME_READY) {
+			const int sr = session_frame(l, c, c->rbuf + off + PROTO_HDR_SIZE, flen);
+			off += PROTO_HDR_SIZE + flen;
+			settle(l, c);
+			if (sr == SESSION_SHUTDOWN)
+				loop_stop(l);
+			continue;
+		}
+		if (r == PROTO_FRAME_NEED_MORE) {
+			if (flen)
+				rbuf_fit(l, c, &off, PROTO_HDR_SIZE + flen);
+			break;
+		}
+		l->proto_errors++;
+		conn_queue_err(c, 0, 0, HERD_E_PROTO, "frame of %zu bytes exceeds the maximum of %u bytes",
+			       flen, (unsigned)l->cfg->max_frame);
+		conn_close_after_send(c);
+		kick(l, c);
+		break;
+	}
+	return off;
+}
+
+/* After frames were taken: keeps the partial frame at the front (and when
+ * it began, for limits.frame_timeout_ms), gives a large buffer back once
+ * it is empty. */
+static void rbuf_compact(conn *c, size_t off)
+{
+	if (off) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+		c->t_frame = 0; /* a frame completed: what is left began now */
+	}
+	if (!c->rlen) {
+		c->t_frame = 0;
+		if (c->rcap > LOOP_RBUF_INIT) {
+			uint8_t *nb = realloc(c->rbuf, LOOP_RBUF_INIT);
+			if (nb) {
+				c->rbuf = nb;
+				c->rcap = LOOP_RBUF_INIT;
+			}
+		}
+	} else if (c->t_frame == 0) {
+		c->t_frame = clock_mono_ms();
+	}
+}
+
+static void process_input(loop *l, conn *c)
+{
+	/* Hold c while dispatching: a handler may close it, which must not free
+	 * it under us. */
+	const int held = c->recv_inflight;
+	c->recv_inflight = 1;
+	size_t off = take_frames(l, c);
+	c->recv_inflight = held;
+	if (c->closing) {
+		conn_maybe_free(l, c); /* or later, when its pending ops complete */
+		return;
+	}
+	rbuf_compact(c, off);
+	arm_recv(l, c);
+}
 
 static void on_recv(loop *l, conn *c, int res)
 {
@@ -410,57 +701,8 @@ static void on_recv(loop *l, conn *c, int res)
 		return;
 	}
 	c->rlen += (size_t)res;
-	size_t off = 0;
-	/* Hold c while dispatching: a handler may close it, which must not free
-	 * it under us. */
-	c->recv_inflight = 1;
-	while (!c->closing && !c->close_after_send) {
-		size_t flen = 0;
-		int r = proto_frame_next(c->rbuf + off, c->rlen - off, l->cfg->max_frame, &flen);
-		if (r == PROTO_FRAME_READY) {
-			const int sr = session_frame(l, c, c->rbuf + off + PROTO_HDR_SIZE, flen);
-			off += PROTO_HDR_SIZE + flen;
-			settle(l, c);
-			if (sr == SESSION_SHUTDOWN)
-				loop_stop(l);
-			continue;
-		}
-		if (r == PROTO_FRAME_NEED_MORE) {
-			size_t need = PROTO_HDR_SIZE + flen;
-			if (flen && need > c->rcap) {
-				/* grow to hold the announced frame (within max_frame) */
-				if (off) {
-					memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-					c->rlen -= off;
-					off = 0;
-				}
-				uint8_t *nb = realloc(c->rbuf, need);
-				if (!nb) {
-					close_conn(l, c);
-					break;
-				}
-				c->rbuf = nb;
-				c->rcap = need;
-			}
-			break;
-		}
-		l->proto_errors++;
-		conn_queue_err(c, 0, 0, HERD_E_PROTO, "frame of %zu bytes exceeds the maximum of %u bytes",
-			       flen, (unsigned)l->cfg->max_frame);
-		conn_close_after_send(c);
-		kick(l, c);
-		break;
-	}
-	c->recv_inflight = 0;
-	if (c->closing) {
-		conn_maybe_free(l, c); /* or later, when its pending send completes */
-		return;
-	}
-	if (off) {
-		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-		c->rlen -= off;
-	}
-	arm_recv(l, c);
+	c->t_active = clock_mono_ms();
+	process_input(l, c);
 }
 
 /* ---- scheduler events ----------------------------------------------------- */
@@ -565,6 +807,105 @@ not_yet:
 
 /* ---- the loop ---------------------------------------------------------------- */
 
+/* ---- housekeeping --------------------------------------------------------- */
+
+/* Closes c after an err naming the limit it overstayed. */
+static void timeout_close(loop *l, conn *c, const char *what, const char *key, int ms)
+{
+	log_limited(l, &l->rl_timeout, BLOG_WARN, "connection pid %d uid %d: %s for %d ms (%s): closed",
+		    (int)c->pid, (int)c->uid, what, ms, key);
+	conn_queue_err(c, 0, 0, HERD_E_LIMIT, "%s for more than %d ms (%s): connection closed", what,
+		       ms, key);
+	conn_close_after_send(c);
+	kick(l, c);
+}
+
+/* The time limits: a frame once begun completes within frame_timeout_ms;
+ * a connection with nothing in flight or queued is closed after
+ * idle_timeout_ms (when set). */
+static void check_timeouts(loop *l, double now)
+{
+	const cfg_limits *L = &l->cfg->limits;
+	for (int i = 0; i < l->n_slots; i++) {
+		conn *c = l->slots[i];
+		if (!c || c->closing)
+			continue;
+		if (c->close_after_send) {
+			/* its last frames were never read: do not wait for ever */
+			if (now - c->t_active > L->frame_timeout_ms)
+				close_conn(l, c);
+			continue;
+		}
+		if (c->t_frame > 0 && !c->rx_paused && now - c->t_frame > L->frame_timeout_ms) {
+			l->lim.frame_timeouts++;
+			timeout_close(l, c, "a frame left incomplete", "limits.frame_timeout_ms",
+				      L->frame_timeout_ms);
+		} else if (L->idle_timeout_ms > 0 && !c->in_flight && !c->sq_head &&
+			   now - c->t_active > L->idle_timeout_ms) {
+			l->lim.idle_timeouts++;
+			timeout_close(l, c, "idle", "limits.idle_timeout_ms", L->idle_timeout_ms);
+		}
+	}
+}
+
+static void housekeep(loop *l)
+{
+	const double now = clock_mono_ms();
+	if (l->accept_paused && now >= l->accept_resume) {
+		l->accept_paused = 0;
+		arm_accept(l);
+	}
+	check_timeouts(l, now);
+}
+
+/* accept failed for want of descriptors (or memory): re-arming at once
+ * would fail again at once, so accepting pauses for accept_backoff_ms
+ * (pending connections wait in the backlog). */
+static void accept_backoff(loop *l, int res)
+{
+	const int ms = l->cfg->limits.accept_backoff_ms;
+	l->lim.accept_backoffs++;
+	l->accept_paused = 1;
+	l->accept_resume = clock_mono_ms() + ms;
+	log_limited(l, &l->rl_accept, BLOG_WARN, "accept: %s; pausing accept for %d ms "
+		    "(limits.accept_backoff_ms)", strerror(-res), ms);
+}
+
+static void on_accept(loop *l, int res, unsigned flags)
+{
+	if (!(flags & IORING_CQE_F_MORE))
+		l->accept_armed = 0;
+	if (res >= 0) {
+		if (l->stopping)
+			close(res);
+		else
+			conn_new(l, res);
+	} else if (res == -EMFILE || res == -ENFILE || res == -ENOMEM || res == -ENOBUFS) {
+		accept_backoff(l, res);
+	} else if (res != -ECANCELED) {
+		log_limited(l, &l->rl_accept, BLOG_WARN, "accept: %s", strerror(-res));
+	}
+	arm_accept(l); /* no-op while armed, paused or stopping */
+}
+
+static void on_signal(loop *l, int res)
+{
+	if (res == (int)sizeof(l->siginfo)) {
+		if (l->siginfo.ssi_signo == SIGHUP) {
+			l->lim.sighups++;
+			blog_msg(l->log, BLOG_INFO,
+				 "SIGHUP ignored: the configuration is read at start-up only "
+				 "(restart herdd to change it)");
+		} else {
+			blog_msg(l->log, BLOG_INFO, "signal %d received", (int)l->siginfo.ssi_signo);
+			if (l->stopping)
+				l->stop_deadline = 0; /* a second signal: stop now */
+			loop_stop(l);
+		}
+	}
+	arm_signal(l);
+}
+
 static void dispatch(loop *l, struct io_uring_cqe *cqe)
 {
 	const uint64_t ud = io_uring_cqe_get_data64(cqe);
@@ -573,16 +914,7 @@ static void dispatch(loop *l, struct io_uring_cqe *cqe)
 	const int res = cqe->res;
 	switch (op) {
 	case LOOP_OP_ACCEPT:
-		if (res >= 0) {
-			if (l->stopping)
-				close(res);
-			else
-				conn_new(l, res);
-		} else if (res != -ECANCELED) {
-			blog_msg(l->log, BLOG_WARN, "accept: %s", strerror(-res));
-		}
-		if (!(cqe->flags & IORING_CQE_F_MORE) && !l->stopping)
-			arm_accept(l);
+		on_accept(l, res, cqe->flags);
 		break;
 	case LOOP_OP_RECV:
 		on_recv(l, c, res);
@@ -595,18 +927,16 @@ static void dispatch(loop *l, struct io_uring_cqe *cqe)
 		arm_wake(l);
 		break;
 	case LOOP_OP_SIGNAL:
-		if (res == (int)sizeof(l->siginfo)) {
-			blog_msg(l->log, BLOG_INFO, "signal %d received", (int)l->siginfo.ssi_signo);
-			if (l->stopping)
-				l->stop_deadline = 0; /* a second signal: stop now */
-			loop_stop(l);
-		}
-		arm_signal(l);
+		on_signal(l, res);
 		break;
 	case LOOP_OP_TIMER:
 		l->timer_armed = 0;
 		if (l->stopping)
 			arm_timer(l);
+		break;
+	case LOOP_OP_HOUSE:
+		housekeep(l);
+		arm_house(l);
 		break;
 	default:
 		break;
@@ -618,6 +948,7 @@ int loop_run(loop *l)
 	arm_accept(l);
 	arm_wake(l);
 	arm_signal(l);
+	arm_house(l);
 	blog_msg(l->log, BLOG_INFO, "serving %d model(s) on %s", models_count(l->models),
 		 l->cfg->socket_path);
 	int rc = 0;

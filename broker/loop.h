@@ -18,6 +18,17 @@
  * body is read. Closing a connection cancels its requests in the
  * schedulers.
  *
+ * Limits (cfg->limits, each counted for `herdctl status`): connections
+ * past max_connections / max_connections_per_uid get an `err`
+ * HERD_E_LIMIT at accept and are closed; a send queue past
+ * send_queue_pause_bytes stops reading from its peer, past
+ * send_queue_bytes the peer is cut off (checked whether or not a send is
+ * in flight); a partial frame older than frame_timeout_ms, or a connection
+ * idle longer than idle_timeout_ms (when set), gets an `err` and is
+ * closed (a 100 ms housekeeping tick checks); accept failing with
+ * EMFILE/ENFILE pauses accepting for accept_backoff_ms. SIGHUP is ignored
+ * with a log line.
+ *
  * Shutdown (signal or admin `shutdown`): accepting stops, every scheduler
  * cancels its requests with a `done` reason "cancel" that is delivered, and
  * loop_run returns once everything is sent (or after a 3 s grace period).
@@ -47,6 +58,9 @@ typedef struct loop_opts {
 } loop_opts;
 
 /* Binds path (mode 0660; creates its directory, mode 0755, when missing).
+ * The directory is refused (-EPERM, message naming it and the reason) when
+ * another uid than ours or root owns it, or group or others may write it
+ * without the sticky bit.
  * A stale socket file (nobody accepts on it) is removed first; a live one
  * is refused: -EADDRINUSE with "socket ... is in use by a running broker".
  * Returns 0 with *fd listening (close-on-exec) or -errno /

@@ -26,7 +26,27 @@ enum {
 	LOOP_OP_SIGNAL = 5,
 	LOOP_OP_TIMER = 6,
 	LOOP_OP_IGNORE = 7, /* cancel requests and the like */
+	LOOP_OP_HOUSE = 8,  /* housekeeping tick: timeouts, accept back-off */
 };
+
+/* A log line that peers can trigger at any rate: at most one a second,
+ * the others counted and reported with the next one. */
+typedef struct loop_ratelog {
+	double t_last;
+	uint64_t suppressed;
+} loop_ratelog;
+
+/* How often each limit triggered (herdctl status). */
+typedef struct loop_limit_stats {
+	uint64_t sendq_paused;     /* input paused: send queue past the pause mark */
+	uint64_t sendq_cutoffs;    /* cut off: send queue past send_queue_bytes */
+	uint64_t frame_timeouts;   /* partial frame older than frame_timeout_ms */
+	uint64_t idle_timeouts;    /* idle longer than idle_timeout_ms */
+	uint64_t refused_total;    /* refused: max_connections */
+	uint64_t refused_uid;      /* refused: max_connections_per_uid */
+	uint64_t accept_backoffs;  /* accept paused at EMFILE/ENFILE */
+	uint64_t sighups;          /* SIGHUPs received (ignored) */
+} loop_limit_stats;
 #define LOOP_OP_MASK 15u
 
 struct loop {
@@ -51,6 +71,12 @@ struct loop {
 	int timer_armed;
 	double t_start;     /* monotonic ms */
 	uint64_t total_conns, total_requests, proto_errors;
+	loop_limit_stats lim;
+	int accept_armed;   /* a multishot accept is pending */
+	int accept_paused;  /* backing off after EMFILE/ENFILE */
+	double accept_resume; /* monotonic ms */
+	struct __kernel_timespec house_ts;
+	loop_ratelog rl_accept, rl_refused, rl_timeout;
 };
 
 /* session.c: one frame body from c (decoded there). Writes replies and

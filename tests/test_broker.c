@@ -33,6 +33,8 @@
 
 #include <cmocka.h>
 
+#include "broker/config.h"
+#include "broker/log.h"
 #include "proto/proto.h"
 #include "herd/error.h"
 #include "model/mkmodel.h"
@@ -813,6 +815,68 @@ static void test_sigterm(void **state)
 	assert_int_not_equal(access(W.sock, F_OK), 0);
 }
 
+/* The "limits" object: defaults, every key, range and unknown-key errors
+ * naming the key, the pause mark above the cap refused. */
+static void test_config_limits(void **state)
+{
+	(void)state;
+	cfg c;
+	char err[512] = "";
+	cfg_init(&c);
+	assert_int_equal(c.limits.send_queue_bytes, 8u << 20);
+	assert_int_equal(c.limits.send_queue_pause_bytes, 2u << 20);
+	assert_int_equal(c.limits.frame_timeout_ms, 10000);
+	assert_int_equal(c.limits.idle_timeout_ms, 0);
+	assert_int_equal(c.limits.max_connections, 1024);
+	assert_int_equal(c.limits.max_connections_per_uid, 256);
+	assert_int_equal(c.limits.accept_backoff_ms, 100);
+	assert_int_equal(cfg_parse_json(&c,
+					"{\"limits\": {\"send_queue_bytes\": 1048576, "
+					"\"send_queue_pause_bytes\": 65536, \"frame_timeout_ms\": 500, "
+					"\"idle_timeout_ms\": 3600000, \"max_connections\": 100, "
+					"\"max_connections_per_uid\": 10, \"accept_backoff_ms\": 50}}",
+					err, sizeof(err)),
+			 0);
+	assert_int_equal(c.limits.send_queue_bytes, 1u << 20);
+	assert_int_equal(c.limits.send_queue_pause_bytes, 65536);
+	assert_int_equal(c.limits.frame_timeout_ms, 500);
+	assert_int_equal(c.limits.idle_timeout_ms, 3600000);
+	assert_int_equal(c.limits.max_connections, 100);
+	assert_int_equal(c.limits.max_connections_per_uid, 10);
+	assert_int_equal(c.limits.accept_backoff_ms, 50);
+	assert_int_equal(cfg_parse_json(&c, "{\"limits\": {\"bogus\": 1}}", err, sizeof(err)),
+			 HERD_E_FORMAT);
+	assert_non_null(strstr(err, "limits.bogus"));
+	assert_int_equal(cfg_parse_json(&c, "{\"limits\": {\"max_connections\": 0}}", err,
+					sizeof(err)),
+			 HERD_E_FORMAT);
+	assert_non_null(strstr(err, "limits.max_connections"));
+	assert_int_equal(cfg_parse_json(&c, "{\"limits\": {\"send_queue_bytes\": 1e99}}", err,
+					sizeof(err)),
+			 HERD_E_FORMAT);
+	assert_int_equal(cfg_parse_json(&c, "{\"limits\": []}", err, sizeof(err)), HERD_E_FORMAT);
+	assert_int_equal(cfg_add_model(&c, "m", "/x.gguf", NULL, err, sizeof(err)), 0);
+	c.limits.send_queue_pause_bytes = c.limits.send_queue_bytes + 1;
+	assert_int_equal(cfg_finish(&c, NULL, err, sizeof(err)), HERD_E_INVAL);
+	assert_non_null(strstr(err, "send_queue_pause_bytes"));
+	cfg_fini(&c);
+}
+
+/* Peer data in a log line cannot start a line of its own or reach the
+ * terminal as an escape sequence. */
+static void test_log_escape(void **state)
+{
+	(void)state;
+	char out[64];
+	assert_int_equal(blog_escape(out, sizeof(out), "a\nb\x1b[2J\\c\x7f"), 22);
+	assert_string_equal(out, "a\\x0ab\\x1b[2J\\x5cc\\x7f");
+	/* cut at a whole escape, always terminated */
+	assert_int_equal(blog_escape(out, 6, "ab\ncd"), 2);
+	assert_string_equal(out, "ab");
+	assert_int_equal(blog_escape(out, 1, "abc"), 0);
+	assert_string_equal(out, "");
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -824,6 +888,8 @@ int main(void)
 		cmocka_unit_test(test_malformed_and_oversized),
 		cmocka_unit_test(test_start_errors),
 		cmocka_unit_test(test_sigterm),
+		cmocka_unit_test(test_config_limits),
+		cmocka_unit_test(test_log_escape),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

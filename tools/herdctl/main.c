@@ -6,7 +6,11 @@
  * $XDG_RUNTIME_DIR/herd/herd.sock, else /run/herd/herd.sock) with `admin`
  * frames, which the broker accepts only from its own uid, root, or members of
  * its configured admin group (SO_PEERCRED). Prints tables, or with --json
- * the broker's result as one JSON value on one line.
+ * the broker's result as one JSON value on one line. `status` prints every
+ * key the broker sends, among them the counters of its limits
+ * (limit_send_queue_paused, limit_send_queue_cutoffs, limit_frame_timeouts,
+ * limit_idle_timeouts, limit_refused_max_connections, limit_refused_per_uid,
+ * limit_accept_backoffs, sighup_ignored).
  *
  * Without a running broker, `segments` lists the images in /dev/shm itself
  * (shm_image_list: header checks and attach counts from /proc/<pid>/maps of
@@ -287,7 +291,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: herdctl [--socket PATH] [--json] COMMAND\n"
 		"commands:\n"
-		"  status            broker pid, uptime, agents, requests, batching and speed\n"
+		"  status            broker pid, uptime, agents, requests, batching, speed, limit counters\n"
 		"  models            loaded models: image, type, scheduler and KV statistics\n"
 		"  segments          shared-memory images in %s: size, digest, attached processes\n"
 		"                    (works without a broker: then read from %s directly)\n"

@@ -10,6 +10,8 @@
  * waits until the daemon is serving (or has failed) and exits accordingly.
  * SIGTERM / SIGINT (read from a signalfd in the ring): stop accepting,
  * cancel in-flight requests (agents get `done` reason "cancel"), exit 0.
+ * SIGHUP is read from the same signalfd and ignored with a log line (the
+ * configuration is read at start-up only): it never kills the broker.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -255,7 +257,7 @@ typedef struct herdd {
 	int pid_written, bound; /* pid file written; socket file bound (sock_st) */
 	char *pid_path;
 	struct stat sock_st;
-	sigset_t signals;       /* SIGTERM, SIGINT: read from sig_fd */
+	sigset_t signals;       /* SIGTERM, SIGINT, SIGHUP: read from sig_fd */
 	char err[1024];
 } herdd;
 
@@ -333,6 +335,7 @@ static int bind_socket(herdd *d)
 	sigemptyset(&d->signals);
 	sigaddset(&d->signals, SIGTERM);
 	sigaddset(&d->signals, SIGINT);
+	sigaddset(&d->signals, SIGHUP);
 	if (sigprocmask(SIG_BLOCK, &d->signals, NULL)) {
 		fprintf(stderr, "herdd: sigprocmask: %s\n", strerror(errno));
 		return -1;
