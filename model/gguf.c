@@ -378,9 +378,11 @@ static int parse_alignment(gguf_ctx *ctx, char *err, size_t errlen)
 			       "key 'general.alignment' has type %s, expected uint32",
 			       vtype_name(kv->type));
 	const uint32_t a = rd_u32(kv->data);
-	if (a == 0 || (a & (a - 1)) != 0)
+	/* GGUF requires a multiple of 8: below that, tensor data (fp16 scales,
+	 * f32 values) would sit at misaligned addresses. */
+	if (a < 8 || (a & (a - 1)) != 0)
 		return herd_errf(err, errlen, HERD_E_FORMAT,
-			       "general.alignment %u is not a power of two", a);
+			       "general.alignment %u is not a power of two >= 8", a);
 	ctx->alignment = a;
 	return 0;
 }
@@ -1185,9 +1187,9 @@ static int writer_alignment(const gguf_writer *w, const char *path, size_t *alig
 		uint32_t a = 0;
 		if (w->kv[i].type == GGUF_VT_UINT32)
 			memcpy(&a, w->kv[i].val, 4);
-		if (a == 0 || (a & (a - 1)) != 0)
+		if (a < 8 || (a & (a - 1)) != 0)
 			return herd_errf(err, errlen, HERD_E_INVAL,
-				       "%s: general.alignment must be a uint32 power of two", path);
+				       "%s: general.alignment must be a uint32 power of two >= 8", path);
 		*align = a;
 	}
 	return 0;

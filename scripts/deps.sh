@@ -3,7 +3,8 @@
 # they are all present. Run as root (or with sudo available).
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config liburing-dev libbpf-dev libmsgpack-dev
-      liblmdb-dev libcmocka-dev libjson-c-dev python3)
+      liblmdb-dev libcmocka-dev libjson-c-dev python3
+      clang libclang-rt-14-dev) # clang + libFuzzer runtime: scripts/fuzz.sh
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -524,7 +524,7 @@ static void test_roundtrip(void **state)
 {
 	(void)state;
 	char *dir = tmp_dir();
-	const uint32_t aligns[3] = {0, 64, 1};
+	const uint32_t aligns[3] = {0, 64, 8};
 	for (int k = 0; k < 3; k++) {
 		uint8_t *data[N_TENSORS];
 		char *path = write_ref(dir, "rt.gguf", aligns[k], data);
@@ -819,6 +819,17 @@ static void validate_alignment(gbuf *b)
 	gb_header(b, 3, 0, 1);
 	gb_kv_u32(b, "general.alignment", 0);
 	expect_err(b, HERD_E_FORMAT, "power of two");
+	/* fuzz_gguf found it (tests/fuzz/corpus/gguf/regress_align1.gguf):
+	 * alignment 1 put fp16 norm weights at odd addresses, a misaligned
+	 * load in llama_model_from_gguf. GGUF requires a multiple of 8. */
+	for (uint32_t a = 1; a < 8; a *= 2) {
+		gb_header(b, 3, 1, 1);
+		gb_kv_u32(b, "general.alignment", a);
+		gb_tensor(b, "t", 1, ne4, KERN_TYPE_F32, 0);
+		gb_pad(b, a);
+		gb_put(b, (uint8_t[16]){0}, 16);
+		expect_err(b, HERD_E_FORMAT, "power of two >= 8");
+	}
 	gb_header(b, 3, 0, 1);
 	gb_str(b, "general.alignment");
 	gb_u32(b, GGUF_VT_UINT64);
@@ -1058,6 +1069,8 @@ static void test_writer_failures(void **state)
 	/* bad alignment */
 	assert_int_equal(gguf_writer_set_u32(w, "general.alignment", 24), 0);
 	snprintf(path, sizeof(path), "%s/al.gguf", dir);
+	assert_int_equal(gguf_writer_write(w, path, err, sizeof(err)), HERD_E_INVAL);
+	assert_int_equal(gguf_writer_set_u32(w, "general.alignment", 4), 0); /* GGUF: >= 8 */
 	assert_int_equal(gguf_writer_write(w, path, err, sizeof(err)), HERD_E_INVAL);
 	assert_non_null(strstr(err, "alignment"));
 	/* an empty writer gives a valid empty file */
