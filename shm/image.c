@@ -1002,11 +1002,14 @@ static int create_seal(create_job *j)
 	return 0;
 }
 
-/* The object under path: 0 and *fd open when it passes the trust rule for
- * j->mode; HERD_E_UNTRUSTED (msg says why: squatted) or -errno. */
-static int open_trusted(const create_job *j, const char *path, int *fd, char *msg, size_t msglen)
+/* The object under path: 0 and *fd open when it is a regular file of ours
+ * (*mode_ok: with the image mode too); HERD_E_UNTRUSTED when it is not ours
+ * (squatted: msg says why) or -errno. */
+static int open_ours(const create_job *j, const char *path, int *fd, int *mode_ok, char *msg,
+		     size_t msglen)
 {
 	struct stat st;
+	*mode_ok = 0;
 	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (*fd < 0) {
 		const int e = errno;
@@ -1014,8 +1017,13 @@ static int open_trusted(const create_job *j, const char *path, int *fd, char *ms
 			return herd_errf(msg, msglen, HERD_E_UNTRUSTED, "a symbolic link");
 		return herd_errf(msg, msglen, -e, "cannot open: %s", strerror(e));
 	}
-	int rc = fstat(*fd, &st) ? herd_errf(msg, msglen, -errno, "fstat: %s", strerror(errno))
-				 : shm_image_check_trust(&st, j->mode, msg, msglen);
+	int rc = 0;
+	if (fstat(*fd, &st) != 0)
+		rc = herd_errf(msg, msglen, -errno, "fstat: %s", strerror(errno));
+	else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+		rc = shm_image_check_trust(&st, j->mode, msg, msglen);
+	else
+		*mode_ok = shm_image_check_trust(&st, j->mode, NULL, 0) == 0;
 	if (rc) {
 		close(*fd);
 		*fd = -1;
@@ -1076,15 +1084,15 @@ static int publish_alt_name(create_job *j)
 static int publish_taken(create_job *j, int *adopted, shm_image_info *out)
 {
 	char msg[160];
-	int fd;
-	int rc = open_trusted(j, j->final_path, &fd, msg, sizeof(msg));
+	int fd, mode_ok;
+	int rc = open_ours(j, j->final_path, &fd, &mode_ok, msg, sizeof(msg));
 	if (rc == HERD_E_UNTRUSTED) {
 		out->n_untrusted++;
 		snprintf(out->notice, sizeof(out->notice), "name %.80s is taken by an object that is "
 			 "not ours (%.60s): skipped", j->final_name, msg);
 		return 2;
 	}
-	if (rc == 0 && same_image(fd, &j->h)) {
+	if (rc == 0 && mode_ok && same_image(fd, &j->h)) {
 		close(fd);
 		shm_unlink(j->tmp_obj);
 		j->have_tmp = 0;
@@ -1096,7 +1104,8 @@ static int publish_taken(create_job *j, int *adopted, shm_image_info *out)
 	if (rc && rc != -ENOENT)
 		return herd_errf(j->err, j->errlen, rc, "cannot create image of '%s': %s: %s",
 			       j->o->model_name, j->final_path, msg);
-	/* ours, damaged or from another source: replace it (mappings stay) */
+	/* ours, damaged, another mode or from another source: replace it
+	 * (its mappings stay as they are) */
 	rc = publish_rename(j, 0);
 	if (rc)
 		return herd_errf(j->err, j->errlen, rc, "cannot create image of '%s': rename %s to %s: %s",
