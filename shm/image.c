@@ -215,17 +215,19 @@ int shm_image_check_trust(const struct stat *st, mode_t mode, char *msg, size_t 
 
 int shm_image_open(const char *name, int *fd)
 {
-	char path[SHM_IMAGE_NAME_MAX + 1];
 	const char *base = object_base(name);
 	if (!fd)
 		return HERD_E_INVAL;
 	*fd = -1;
 	if (!base)
 		return HERD_E_INVAL;
-	snprintf(path, sizeof(path), "/%s", base);
-	const int f = shm_open(path, O_RDONLY, 0);
+	/* the file under /dev/shm, as shm_open would, but O_NOFOLLOW for sure */
+	char full[sizeof(SHM_IMAGE_DIR) + SHM_IMAGE_NAME_MAX + 1];
+	snprintf(full, sizeof(full), SHM_IMAGE_DIR "/%s", base);
+	const int f = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (f < 0)
 		return -errno;
+	(void)fcntl(f, F_SETFL, 0); /* O_NONBLOCK only for the open (a FIFO) */
 	*fd = f;
 	return 0;
 }

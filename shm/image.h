@@ -210,8 +210,9 @@ typedef struct shm_create_opts {
  * complete). The rename refuses to replace (RENAME_NOREPLACE): when an
  * object of that name exists, verifies and records the same source and
  * target and passes the trust rule, it is reused (out->adopted = 1) and the
- * new copy dropped; any other object of ours under that name (damaged, or
- * the same bytes from another source file or an older mtime) is replaced by
+ * new copy dropped; any other object of ours under that name (damaged,
+ * another mode, or the same bytes from another source file or an older
+ * mtime) is replaced by
  * the new one, whose header then lets shm_image_find() match (processes
  * mapping the old object keep it). A name held by an object failing the
  * trust rule (another owner, another mode, not a regular file: squatted)
@@ -267,7 +268,8 @@ int shm_image_find_fd(const char *model_name, const char *source_path, const cha
 int shm_image_find(const char *model_name, const char *source_path, const char *weight_type,
 		   int no_repack, shm_image_info *out, char *err, size_t errlen);
 
-/* Opens an image object read-only (close-on-exec). name is "/herd.x" or
+/* Opens an image object read-only (close-on-exec, O_NOFOLLOW: a symbolic
+ * link planted under the name is refused with -ELOOP). name is "/herd.x" or
  * "herd.x" (no other '/'). On success *fd is the caller's to close.
  * Returns 0, HERD_E_INVAL for a bad name, -errno (-ENOENT: no such object). */
 int shm_image_open(const char *name, int *fd);
