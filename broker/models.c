@@ -111,9 +111,10 @@ int models_usable(const models_entry *e, int attach, char *msg, size_t msglen)
 		return 0;
 	if (t == MODELS_TRUST_FAILED)
 		return herd_errf(msg, msglen, HERD_E_UNTRUSTED,
-			       "model %s: its image %s failed the digest check and was dropped (%.120s); "
+			       "model %s: its image %s failed the digest check (%s) and was dropped; "
 			       "herdd must be restarted to rebuild it",
-			       e->name, e->info.name, e->trust_msg);
+			       e->name, e->info.name,
+			       strstr(e->trust_msg, "digest mismatch") ? "changed or damaged" : e->trust_msg);
 	if (!attach)
 		return 0; /* the scheduler holds it until the check ends */
 	return herd_errf(msg, msglen, -EAGAIN,
