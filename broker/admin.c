@@ -22,7 +22,7 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15 + 8, /* + the connection limits' counters */
+	STATUS_KEYS = 15 + 8 + 4, /* + the connection limits' and image trust counters */
 	MODEL_KEYS = 33,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -86,6 +86,18 @@ static void res_status_limits(const loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "sighup_ignored", s->sighups);
 }
 
+/* Image trust: adopted images, objects the trust rule skipped (squatted
+ * names included), digest checks that failed, checks still running. */
+static void res_status_trust(const loop *l, proto_writer *pk)
+{
+	models_trust_stats ts;
+	models_get_trust_stats(l->models, &ts);
+	proto_write_kv_uint(pk, "images_adopted", ts.images_adopted);
+	proto_write_kv_uint(pk, "images_untrusted", ts.images_untrusted);
+	proto_write_kv_uint(pk, "image_digest_failures", ts.digest_failures);
+	proto_write_kv_int(pk, "images_verifying", ts.verifying);
+}
+
 static void res_status(loop *l, proto_writer *pk)
 {
 	uint64_t steps = 0, tokens = 0, seqs = 0;
@@ -125,6 +137,7 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_double(pk, "tokens_per_s", step_ms > 0 ? (double)tokens / (step_ms / 1e3) : 0);
 	proto_write_kv_double(pk, "tokens_per_s_uptime", up > 0 ? (double)tokens / up : 0);
 	res_status_limits(l, pk);
+	res_status_trust(l, pk);
 }
 
 static void res_models(loop *l, proto_writer *pk)

@@ -62,6 +62,8 @@ struct sched {
 	int max_batch, max_wait_ms, dynamic, prio_threshold, aging_ms, prefill_chunk, max_tokens;
 	int wake_fd;
 	const blog *log;
+	int (*hold)(void *arg); /* sched_opts.hold */
+	void *hold_arg;
 	char name[72];
 	int kv_total;
 	pthread_t thread;
@@ -780,6 +782,12 @@ static double next_wake(const sched *s, double t)
 static void wait_for_work(sched *s)
 {
 	for (;;) {
+		if (!s->stop && s->hold && s->hold(s->hold_arg) && !(s->shutdown && !s->shutdown_done)) {
+			struct timespec ts;
+			abs_time(clock_mono_ms() + SCHED_HOLD_POLL_MS, &ts);
+			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+			continue;
+		}
 		if (s->stop || s->in_head || s->n_cancels || (s->shutdown && !s->shutdown_done))
 			return;
 		if (s->running.n > 0 || s->paused.n > 0)
@@ -908,6 +916,8 @@ int sched_create(sched **out, const sched_opts *o)
 	s->max_tokens = o->max_tokens;
 	s->wake_fd = o->wake_fd;
 	s->log = o->log;
+	s->hold = o->hold;
+	s->hold_arg = o->hold_arg;
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "model");
 	s->kv_total = llama_ctx_free_pages(o->ctx);
 	s->step_tok = malloc(sizeof(int32_t) * (size_t)s->max_batch);

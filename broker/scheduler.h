@@ -62,7 +62,14 @@ typedef struct sched_opts {
 	int wake_fd;            /* eventfd written when events are posted; < 0: none */
 	const blog *log;        /* may be NULL; step lines at BLOG_DEBUG */
 	const char *name;       /* model name for log lines; copied */
+	int (*hold)(void *arg); /* NULL, or: while it returns nonzero nothing is taken
+				 * from the queue (no request begins or runs) except a
+				 * shutdown; polled every SCHED_HOLD_POLL_MS (the
+				 * broker's image digest check: broker/models.h) */
+	void *hold_arg;
 } sched_opts;
+
+#define SCHED_HOLD_POLL_MS 5
 
 /* Who sent a request: events carry conn and the request's id back. */
 typedef struct sched_origin {

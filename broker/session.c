@@ -75,9 +75,15 @@ static void on_gen(loop *l, conn *c, const gen_request *g)
 			       HERD_QUOTE_LEN(g->model.len), g->model.ptr ? g->model.ptr : "");
 		return;
 	}
+	char why[320];
+	int rc = models_usable(e, 0, why, sizeof(why)); /* image trust: models.h */
+	if (rc) {
+		conn_queue_err(c, 1, g->id, rc, "%s", why);
+		return;
+	}
 	const sched_origin from = {.conn = c->id, .agent = c->agent,
 				   .prio = g->has_prio ? g->prio : c->prio};
-	int rc = sched_submit(e->sched, &from, g);
+	rc = sched_submit(e->sched, &from, g);
 	if (rc) {
 		conn_queue_err(c, 1, g->id, rc, "cannot queue the request: %s", herd_strerror(rc));
 		return;
@@ -95,11 +101,17 @@ static void on_attach(loop *l, conn *c, const proto_attach *a)
 			       HERD_QUOTE_LEN(a->model.len), a->model.ptr ? a->model.ptr : "");
 		return;
 	}
+	char why[320];
+	int rc = models_usable(e, 1, why, sizeof(why)); /* image trust: models.h */
+	if (rc) {
+		conn_queue_err(c, 0, 0, rc, "attach: %s", why);
+		return;
+	}
 	proto_image im = {.model = proto_s(e->name), .segment = proto_s(e->info.name),
 			  .size = e->info.image_size, .digest = proto_s(e->info.digest_hex)};
 	proto_buf b;
 	proto_buf_init(&b);
-	int rc = proto_encode_image(&b, &im);
+	rc = proto_encode_image(&b, &im);
 	if (!rc)
 		rc = conn_queue_fd(c, b.data, b.len, e->image_fd);
 	proto_buf_fini(&b);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -80,14 +81,6 @@ static const char *object_base(const char *name)
 	    strncmp(name, SHM_IMAGE_PREFIX, strlen(SHM_IMAGE_PREFIX)) != 0 || strchr(name, '/'))
 		return NULL;
 	return name;
-}
-
-static int is_hex16(const char *s)
-{
-	for (int i = 0; i < 16; i++)
-		if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
-			return 0;
-	return s[16] == '\0';
 }
 
 int shm_image_parse_type(const char *name, kern_type *type)
@@ -180,6 +173,8 @@ static void info_from_header(const shm_image_header *h, shm_image_info *out)
 	out->source_size = h->source_size;
 	out->source_mtime_ns = h->source_mtime_ns;
 	out->created_ns = h->created_ns;
+	out->source_dev = h->source_dev;
+	out->source_ino = h->source_ino;
 }
 
 static void info_from_stat(const struct stat *st, shm_image_info *out)
@@ -195,21 +190,44 @@ static void info_init(shm_image_info *out)
 	out->n_attached = -1;
 }
 
+/* ---- trust ------------------------------------------------------------------ */
+
+int shm_image_check_trust(const struct stat *st, mode_t mode, char *msg, size_t msglen)
+{
+	const mode_t want = mode ? (mode & 07777) : SHM_IMAGE_MODE;
+	const uid_t me = geteuid();
+	if (!st)
+		return herd_errf(msg, msglen, HERD_E_INVAL, "shm_image_check_trust: NULL stat");
+	if (!S_ISREG(st->st_mode))
+		return herd_errf(msg, msglen, HERD_E_UNTRUSTED, "not a regular file (mode %06o)",
+			       (unsigned)st->st_mode);
+	if (st->st_uid != me)
+		return herd_errf(msg, msglen, HERD_E_UNTRUSTED,
+			       "owned by uid %u, not by this process's uid %u", (unsigned)st->st_uid,
+			       (unsigned)me);
+	if ((st->st_mode & 07777) != want)
+		return herd_errf(msg, msglen, HERD_E_UNTRUSTED, "mode %04o, not the %04o images are "
+			       "written with", (unsigned)(st->st_mode & 07777), (unsigned)want);
+	return 0;
+}
+
 /* ---- open / map / verify -------------------------------------------------- */
 
 int shm_image_open(const char *name, int *fd)
 {
-	char path[SHM_IMAGE_NAME_MAX + 1];
 	const char *base = object_base(name);
 	if (!fd)
 		return HERD_E_INVAL;
 	*fd = -1;
 	if (!base)
 		return HERD_E_INVAL;
-	snprintf(path, sizeof(path), "/%s", base);
-	const int f = shm_open(path, O_RDONLY, 0);
+	/* the file under /dev/shm, as shm_open would, but O_NOFOLLOW for sure */
+	char full[sizeof(SHM_IMAGE_DIR) + SHM_IMAGE_NAME_MAX + 1];
+	snprintf(full, sizeof(full), SHM_IMAGE_DIR "/%s", base);
+	const int f = open(full, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (f < 0)
 		return -errno;
+	(void)fcntl(f, F_SETFL, 0); /* O_NONBLOCK only for the open (a FIFO) */
 	*fd = f;
 	return 0;
 }
@@ -438,11 +456,15 @@ void shm_image_describe(const shm_image_map_t *m, shm_image_info *out)
 /* ---- find ------------------------------------------------------------------ */
 
 /* Reads and checks the header of the object dirfd/base. Returns 0 (hdr and
- * st filled) or an error with a message. */
-static int read_header(int dirfd, const char *base, shm_image_header *hdr, struct stat *st,
-		       char *msg, size_t msglen)
+ * st filled; with fd_out, *fd_out is the open descriptor, the caller's) or
+ * an error with a message. */
+static int read_header_fd(int dirfd, const char *base, shm_image_header *hdr, struct stat *st,
+			  int *fd_out, char *msg, size_t msglen)
 {
 	int rc = 0;
+	if (fd_out)
+		*fd_out = -1;
+	/* O_NONBLOCK: a FIFO planted under the name must not block the open */
 	const int fd = openat(dirfd, base, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
 	if (fd < 0)
 		return herd_errf(msg, msglen, -errno, "cannot open: %s", strerror(errno));
@@ -470,83 +492,182 @@ static int read_header(int dirfd, const char *base, shm_image_header *hdr, struc
 	if (pread(fd, &gmagic, 4, (off_t)hdr->payload_offset) != 4 || gmagic != GGUF_MAGIC)
 		rc = herd_errf(msg, msglen, HERD_E_FORMAT, "payload is not a GGUF file");
 out:
-	close(fd);
+	if (rc == 0 && fd_out) {
+		/* blocking again: later preads of a regular file never see EAGAIN anyway */
+		(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+		*fd_out = fd;
+	} else {
+		close(fd);
+	}
 	return rc;
+}
+
+static int read_header(int dirfd, const char *base, shm_image_header *hdr, struct stat *st,
+		       char *msg, size_t msglen)
+{
+	return read_header_fd(dirfd, base, hdr, st, NULL, msg, msglen);
+}
+
+/* What shm_image_find_fd looks for. */
+typedef struct find_want {
+	const char *model;
+	size_t mlen;
+	char type[SHM_IMAGE_TYPE_MAX]; /* canonical, "" = kept */
+	char path[256];                /* realpath of the source, as in headers */
+	struct stat sst;               /* the source */
+	int repack;                    /* the policy this process runs with */
+	mode_t mode;                   /* the trust rule's mode */
+} find_want;
+
+static int is_hexn(const char *s, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+			return 0;
+	return 1;
+}
+
+/* The 16 digest digits of n when n is "herd.<model>.<16 hex>" or
+ * "herd.<model>.<16 hex>.<8 hex>" (published beside a squatted name), else
+ * NULL. */
+static const char *name_digest(const find_want *w, const char *n)
+{
+	const size_t plen = strlen(SHM_IMAGE_PREFIX), base = plen + w->mlen + 1 + 16;
+	const size_t len = strlen(n);
+	if ((len != base && len != base + 9) || strncmp(n, SHM_IMAGE_PREFIX, plen) != 0 ||
+	    strncmp(n + plen, w->model, w->mlen) != 0 || n[plen + w->mlen] != '.' ||
+	    !is_hexn(n + plen + w->mlen + 1, 16))
+		return NULL;
+	if (len == base + 9 && (n[base] != '.' || !is_hexn(n + base + 1, 8)))
+		return NULL;
+	return n + plen + w->mlen + 1;
+}
+
+/* 1 when the checked header h describes an image of what w wants. */
+static int header_matches(const find_want *w, const shm_image_header *h, const char *hex16)
+{
+	/* an image written under the other interleaving policy would run
+	 * other kernels than this process chooses: build a fresh one */
+	if (!!(h->flags & SHM_IMAGE_F_REPACKED) != w->repack)
+		return 0;
+	if (strcmp(h->model, w->model) != 0 || strcmp(h->target_type, w->type) != 0 ||
+	    h->source_size != (uint64_t)w->sst.st_size ||
+	    h->source_mtime_ns != ts_ns(w->sst.st_mtim) ||
+	    h->source_dev != (uint64_t)w->sst.st_dev || h->source_ino != (uint64_t)w->sst.st_ino ||
+	    strncmp(h->source_path, w->path, sizeof(h->source_path)) != 0)
+		return 0;
+	/* the name must carry the digest */
+	char hex[17];
+	shm_digest_hex(h->digest, 8, hex);
+	return memcmp(hex16, hex, 16) == 0;
+}
+
+/* One directory entry: 0 and *fd open when it is a trusted match, else -1
+ * (untrusted ones are counted in *n_untrusted, the last described in
+ * notice). */
+static int find_entry(const find_want *w, int dirfd, const char *n, shm_image_header *h,
+		      struct stat *st, int *fd, int *n_untrusted, char *notice, size_t nlen)
+{
+	char msg[160];
+	const char *hex16 = name_digest(w, n);
+	if (!hex16 || read_header_fd(dirfd, n, h, st, fd, msg, sizeof(msg)))
+		return -1;
+	if (shm_image_check_trust(st, w->mode, msg, sizeof(msg))) {
+		(*n_untrusted)++;
+		snprintf(notice, nlen, "skipped /%.80s: %.100s", n, msg);
+	} else if (header_matches(w, h, hex16)) {
+		return 0;
+	}
+	close(*fd);
+	*fd = -1;
+	return -1;
+}
+
+/* Fills w from the arguments (the source is stat()ed here). */
+static int find_prepare(find_want *w, const char *model_name, const char *source_path,
+			const char *weight_type, int no_repack, mode_t mode, char *err, size_t errlen)
+{
+	char real[PATH_MAX];
+	if (!valid_model_name(model_name))
+		return herd_errf(err, errlen, HERD_E_INVAL, "bad model name '%s'",
+			       model_name ? model_name : "(null)");
+	memset(w, 0, sizeof(*w));
+	w->model = model_name;
+	w->mlen = strlen(model_name);
+	w->repack = convert_repack_enabled(no_repack);
+	w->mode = mode ? (mode & 07777) : SHM_IMAGE_MODE;
+	if (weight_type && weight_type[0]) {
+		kern_type t;
+		if (shm_image_parse_type(weight_type, &t))
+			return herd_errf(err, errlen, HERD_E_INVAL, "unknown weight type '%s'", weight_type);
+		put_field(w->type, sizeof(w->type), kern_type_name(t));
+	}
+	if (stat(source_path, &w->sst) != 0 || !realpath(source_path, real))
+		return herd_errf(err, errlen, -errno, "%s: %s", source_path, strerror(errno));
+	put_field(w->path, sizeof(w->path), real);
+	return 0;
+}
+
+int shm_image_find_fd(const char *model_name, const char *source_path, const char *weight_type,
+		      int no_repack, mode_t mode, int *fd, shm_image_info *out, char *err,
+		      size_t errlen)
+{
+	find_want w;
+	char notice[sizeof(out->notice)] = "";
+	int n_untrusted = 0, best = -1, rc;
+	int64_t best_created = 0;
+	if (err && errlen)
+		err[0] = '\0';
+	if (fd)
+		*fd = -1;
+	if (!out || !source_path)
+		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_find: NULL argument");
+	info_init(out);
+	if ((rc = find_prepare(&w, model_name, source_path, weight_type, no_repack, mode, err, errlen)))
+		return rc;
+	DIR *d = opendir(SHM_IMAGE_DIR);
+	if (!d)
+		return herd_errf(err, errlen, -errno, "%s: %s", SHM_IMAGE_DIR, strerror(errno));
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		shm_image_header h;
+		struct stat st;
+		int cfd;
+		if (find_entry(&w, dirfd(d), e->d_name, &h, &st, &cfd, &n_untrusted, notice,
+			       sizeof(notice)))
+			continue;
+		if (best >= 0 && h.created_ns <= best_created) {
+			close(cfd);
+			continue;
+		}
+		if (best >= 0)
+			close(best);
+		best = cfd;
+		best_created = h.created_ns;
+		info_init(out);
+		info_from_header(&h, out);
+		info_from_stat(&st, out);
+		snprintf(out->name, sizeof(out->name), "/%.*s", (int)sizeof(out->name) - 2, e->d_name);
+		out->valid = 1;
+	}
+	closedir(d);
+	out->n_untrusted = n_untrusted;
+	snprintf(out->notice, sizeof(out->notice), "%s", notice);
+	if (best < 0)
+		return herd_errf(err, errlen, HERD_E_MISSING, "no image of model '%s' from %s",
+			       model_name, source_path);
+	if (fd)
+		*fd = best;
+	else
+		close(best);
+	return 0;
 }
 
 int shm_image_find(const char *model_name, const char *source_path, const char *weight_type,
 		   int no_repack, shm_image_info *out, char *err, size_t errlen)
 {
-	struct stat sst;
-	char real[PATH_MAX];
-	char want_type[SHM_IMAGE_TYPE_MAX] = "";
-	char want_path[256];
-	int rc = HERD_E_MISSING, found = 0;
-	DIR *d = NULL;
-	if (err && errlen)
-		err[0] = '\0';
-	if (!out || !source_path)
-		return herd_errf(err, errlen, HERD_E_INVAL, "shm_image_find: NULL argument");
-	info_init(out);
-	if (!valid_model_name(model_name))
-		return herd_errf(err, errlen, HERD_E_INVAL, "bad model name '%s'",
-			       model_name ? model_name : "(null)");
-	if (weight_type && weight_type[0]) {
-		kern_type t;
-		if (shm_image_parse_type(weight_type, &t))
-			return herd_errf(err, errlen, HERD_E_INVAL, "unknown weight type '%s'", weight_type);
-		put_field(want_type, sizeof(want_type), kern_type_name(t));
-	}
-	if (stat(source_path, &sst) != 0 || !realpath(source_path, real))
-		return herd_errf(err, errlen, -errno, "%s: %s", source_path, strerror(errno));
-	put_field(want_path, sizeof(want_path), real);
-
-	d = opendir(SHM_IMAGE_DIR);
-	if (!d)
-		return herd_errf(err, errlen, -errno, "%s: %s", SHM_IMAGE_DIR, strerror(errno));
-	const size_t plen = strlen(SHM_IMAGE_PREFIX), mlen = strlen(model_name);
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		const char *n = e->d_name;
-		/* exactly "herd.<model>.<16 hex>" */
-		if (strlen(n) != plen + mlen + 1 + 16 || strncmp(n, SHM_IMAGE_PREFIX, plen) != 0 ||
-		    strncmp(n + plen, model_name, mlen) != 0 || n[plen + mlen] != '.' ||
-		    !is_hex16(n + plen + mlen + 1))
-			continue;
-		shm_image_header h;
-		struct stat st;
-		char msg[160];
-		if (read_header(dirfd(d), n, &h, &st, msg, sizeof(msg)))
-			continue;
-		/* an image written under the other interleaving policy would run
-		 * other kernels than this process chooses: build a fresh one */
-		if (!!(h.flags & SHM_IMAGE_F_REPACKED) != convert_repack_enabled(no_repack))
-			continue;
-		if (strcmp(h.model, model_name) != 0 || strcmp(h.target_type, want_type) != 0 ||
-		    h.source_size != (uint64_t)sst.st_size ||
-		    h.source_mtime_ns != ts_ns(sst.st_mtim) ||
-		    strncmp(h.source_path, want_path, sizeof(h.source_path)) != 0)
-			continue;
-		/* the name must carry the digest */
-		char hex[17];
-		shm_digest_hex(h.digest, 8, hex);
-		if (strcmp(n + plen + mlen + 1, hex) != 0)
-			continue;
-		if (found && h.created_ns <= out->created_ns)
-			continue;
-		info_init(out);
-		info_from_header(&h, out);
-		info_from_stat(&st, out);
-		snprintf(out->name, sizeof(out->name), "/%.*s", (int)sizeof(out->name) - 2, n);
-		out->valid = 1;
-		found = 1;
-	}
-	closedir(d);
-	if (found)
-		rc = 0;
-	else
-		herd_errf(err, errlen, rc, "no image of model '%s' from %s", model_name, source_path);
-	return rc;
+	return shm_image_find_fd(model_name, source_path, weight_type, no_repack, 0, NULL, out, err,
+				 errlen);
 }
 
 /* ---- create ------------------------------------------------------------ */
@@ -687,16 +808,26 @@ static int create_check(create_job *j)
 	return 0;
 }
 
-/* Phase 1: an image of the same model, source and policy whose digest
- * verifies. 1 (out filled) or 0 (none: build one). */
+/* Phase 1: an image of the same model, source and policy that passes the
+ * trust rule and whose digest verifies. 1 (out filled) or 0 (none: build
+ * one; out->notice keeps what was skipped). */
 static int create_adopt(const create_job *j, shm_image_info *out)
 {
 	shm_image_info found;
 	const shm_create_opts *o = j->o;
-	if (o->no_adopt ||
-	    shm_image_find(o->model_name, o->source_path, j->convert ? kern_type_name(j->target) : NULL,
-			   o->no_repack, &found, NULL, 0) != 0 ||
-	    verify_name(found.name, NULL, NULL, 0) != 0)
+	int fd = -1;
+	if (o->no_adopt)
+		return 0;
+	const int rc = shm_image_find_fd(o->model_name, o->source_path,
+					 j->convert ? kern_type_name(j->target) : NULL, o->no_repack,
+					 j->mode, &fd, &found, NULL, 0);
+	out->n_untrusted = found.n_untrusted;
+	snprintf(out->notice, sizeof(out->notice), "%s", found.notice);
+	if (rc)
+		return 0;
+	const int v = shm_image_verify_fd(fd, NULL, 0);
+	close(fd);
+	if (v)
 		return 0;
 	*out = found;
 	out->adopted = 1;
@@ -778,6 +909,8 @@ static void fill_header(create_job *j, const gguf_ctx *pg)
 	h->tensor_align = (uint32_t)gguf_alignment(pg);
 	h->source_size = (uint64_t)j->sst.st_size;
 	h->source_mtime_ns = ts_ns(j->sst.st_mtim);
+	h->source_dev = (uint64_t)j->sst.st_dev;
+	h->source_ino = (uint64_t)j->sst.st_ino;
 	struct timespec now;
 	clock_gettime(CLOCK_REALTIME, &now);
 	h->created_ns = ts_ns(now);
@@ -871,49 +1004,143 @@ static int create_seal(create_job *j)
 	return 0;
 }
 
-/* 1 when the existing object final_name is sound and records the same
+/* The object under path: 0 and *fd open when it is a regular file of ours
+ * (*mode_ok: with the image mode too); HERD_E_UNTRUSTED when it is not ours
+ * (squatted: msg says why) or -errno. */
+static int open_ours(const create_job *j, const char *path, int *fd, int *mode_ok, char *msg,
+		     size_t msglen)
+{
+	struct stat st;
+	*mode_ok = 0;
+	*fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (*fd < 0) {
+		const int e = errno;
+		if (e == ELOOP)
+			return herd_errf(msg, msglen, HERD_E_UNTRUSTED, "a symbolic link");
+		return herd_errf(msg, msglen, -e, "cannot open: %s", strerror(e));
+	}
+	int rc = 0;
+	if (fstat(*fd, &st) != 0)
+		rc = herd_errf(msg, msglen, -errno, "fstat: %s", strerror(errno));
+	else if (!S_ISREG(st.st_mode) || st.st_uid != geteuid())
+		rc = shm_image_check_trust(&st, j->mode, msg, msglen);
+	else
+		*mode_ok = shm_image_check_trust(&st, j->mode, NULL, 0) == 0;
+	if (rc) {
+		close(*fd);
+		*fd = -1;
+	}
+	return rc;
+}
+
+/* 1 when the existing trusted object fd is sound and records the same
  * digest, source and target as ours (then *h becomes its header), so that
  * shm_image_find keeps finding it. */
-static int same_image(const create_job *j, shm_image_header *h)
+static int same_image(int fd, shm_image_header *h)
 {
 	shm_image_header x;
-	if (verify_name(j->final_name, &x, NULL, 0) != 0)
+	if (shm_image_verify_fd(fd, NULL, 0) != 0 || pread(fd, &x, sizeof(x), 0) != (ssize_t)sizeof(x))
 		return 0;
 	if (memcmp(x.digest, h->digest, SHM_DIGEST_SIZE) != 0 || x.source_size != h->source_size ||
-	    x.source_mtime_ns != h->source_mtime_ns || strcmp(x.source_path, h->source_path) != 0 ||
+	    x.source_mtime_ns != h->source_mtime_ns || x.source_dev != h->source_dev ||
+	    x.source_ino != h->source_ino || strcmp(x.source_path, h->source_path) != 0 ||
 	    strcmp(x.target_type, h->target_type) != 0 || strcmp(x.model, h->model) != 0)
 		return 0;
 	*h = x;
 	return 1;
 }
 
-/* Phase 5b: the final name, atomically. An object already under that name
- * is reused when it is the same image (*adopted = 1, ours dropped), else
- * replaced (its mappings stay as they are). */
-static int create_publish(create_job *j, int *adopted)
+/* Renames the temporary object to final_path; 0, or -errno (-EEXIST when
+ * the name is taken and noreplace). */
+static int publish_rename(create_job *j, int noreplace)
 {
-	*adopted = 0;
-	if (renameat2(AT_FDCWD, j->tmp_path, AT_FDCWD, j->final_path, RENAME_NOREPLACE) == 0) {
-		j->have_tmp = 0;
-		return 0;
+	int r = noreplace ? renameat2(AT_FDCWD, j->tmp_path, AT_FDCWD, j->final_path, RENAME_NOREPLACE)
+			  : rename(j->tmp_path, j->final_path);
+	if (r != 0)
+		return -errno;
+	j->have_tmp = 0;
+	return 0;
+}
+
+/* Another name for the image, "/herd.<model>.<d16>.<r8>": the plain one is
+ * squatted. */
+static int publish_alt_name(create_job *j)
+{
+	uint32_t r = 0;
+	if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+		struct timespec t;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		r = (uint32_t)t.tv_nsec ^ (uint32_t)getpid() * 2654435761u;
 	}
-	const int e = errno;
-	if (e == EEXIST && same_image(j, &j->h)) {
+	char hex[17];
+	shm_digest_hex(j->h.digest, 8, hex);
+	snprintf(j->final_name, sizeof(j->final_name), "/" SHM_IMAGE_PREFIX "%s.%s.%08x",
+		 j->o->model_name, hex, (unsigned)r);
+	snprintf(j->final_path, sizeof(j->final_path), SHM_IMAGE_DIR "%s", j->final_name);
+	return 0;
+}
+
+/* The final name is taken: 1 when it holds our image (*adopted, ours
+ * dropped), 0 when it was ours but different and got replaced, 2 when it is
+ * squatted (notice written: try another name), <0 an error. */
+static int publish_taken(create_job *j, int *adopted, shm_image_info *out)
+{
+	char msg[160];
+	int fd, mode_ok;
+	int rc = open_ours(j, j->final_path, &fd, &mode_ok, msg, sizeof(msg));
+	if (rc == HERD_E_UNTRUSTED) {
+		out->n_untrusted++;
+		snprintf(out->notice, sizeof(out->notice), "name %.80s is taken by an object that is "
+			 "not ours (%.60s): skipped", j->final_name, msg);
+		return 2;
+	}
+	if (rc == 0 && mode_ok && same_image(fd, &j->h)) {
+		close(fd);
 		shm_unlink(j->tmp_obj);
 		j->have_tmp = 0;
 		*adopted = 1;
-		return 0;
+		return 1;
 	}
-	if (e != EEXIST && e != EINVAL && e != ENOSYS)
-		return herd_errf(j->err, j->errlen, -e, "cannot create image of '%s': rename %s to %s: %s",
-			       j->o->model_name, j->tmp_path, j->final_path, strerror(e));
-	/* EEXIST with a damaged or foreign object, or no RENAME_NOREPLACE */
-	if (rename(j->tmp_path, j->final_path) != 0)
-		return herd_errf(j->err, j->errlen, -errno,
-			       "cannot create image of '%s': rename %s to %s: %s", j->o->model_name,
-			       j->tmp_path, j->final_path, strerror(errno));
-	j->have_tmp = 0;
+	if (fd >= 0)
+		close(fd);
+	if (rc && rc != -ENOENT)
+		return herd_errf(j->err, j->errlen, rc, "cannot create image of '%s': %s: %s",
+			       j->o->model_name, j->final_path, msg);
+	/* ours, damaged, another mode or from another source: replace it
+	 * (its mappings stay as they are) */
+	rc = publish_rename(j, 0);
+	if (rc)
+		return herd_errf(j->err, j->errlen, rc, "cannot create image of '%s': rename %s to %s: %s",
+			       j->o->model_name, j->tmp_path, j->final_path, strerror(-rc));
 	return 0;
+}
+
+/* Phase 5b: the final name, atomically. An object already under that name
+ * is reused when it is the same image (*adopted = 1, ours dropped), else
+ * replaced when it is ours (its mappings stay as they are), else (squatted)
+ * skipped for a random name. */
+static int create_publish(create_job *j, int *adopted, shm_image_info *out)
+{
+	*adopted = 0;
+	for (int t = 0; t <= SHM_IMAGE_NAME_TRIES; t++) {
+		int rc = publish_rename(j, 1);
+		if (rc == 0)
+			return 0;
+		if (rc == -EINVAL || rc == -ENOSYS) /* no RENAME_NOREPLACE here */
+			rc = -EEXIST;
+		if (rc != -EEXIST)
+			return herd_errf(j->err, j->errlen, rc,
+				       "cannot create image of '%s': rename %s to %s: %s",
+				       j->o->model_name, j->tmp_path, j->final_path, strerror(-rc));
+		rc = publish_taken(j, adopted, out);
+		if (rc != 2)
+			return rc < 0 ? rc : 0;
+		publish_alt_name(j);
+	}
+	return herd_errf(j->err, j->errlen, HERD_E_UNTRUSTED,
+		       "cannot create image of '%s': %d names in %s are taken by objects that are "
+		       "not ours (last: %s)",
+		       j->o->model_name, SHM_IMAGE_NAME_TRIES + 1, SHM_IMAGE_DIR, out->notice);
 }
 
 /* Releases whatever a failed job left: mapping, files, temporary object. */
@@ -952,7 +1179,7 @@ int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, s
 	if (create_adopt(j, out))
 		goto done;
 	if ((rc = create_payload(j)) || (rc = create_layout(j)) || (rc = create_copy(j)) ||
-	    (rc = create_seal(j)) || (rc = create_publish(j, &adopted)))
+	    (rc = create_seal(j)) || (rc = create_publish(j, &adopted, out)))
 		goto fail;
 	struct stat st;
 	if (adopted) {

@@ -38,6 +38,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "model/gguf.h"
@@ -48,7 +49,8 @@ extern "C" {
 #endif
 
 #define SHM_IMAGE_MAGIC "HERDIMG" /* 8 bytes with the NUL */
-#define SHM_IMAGE_VERSION 1u
+/* 2: the header records the source file's device and inode */
+#define SHM_IMAGE_VERSION 2u
 #define SHM_IMAGE_HEADER_SIZE 512u
 /* Payload (GGUF) start: page aligned, so a mapping's tensors are 64-byte
  * aligned and the payload can be madvise()d separately. */
@@ -67,6 +69,7 @@ extern "C" {
 #define SHM_IMAGE_MODEL_MAX 64 /* model name field, NUL included */
 #define SHM_IMAGE_TYPE_MAX 16  /* weight type name field, NUL included */
 #define SHM_IMAGE_NAME_MAX 96  /* buffer for an object name, NUL included */
+#define SHM_IMAGE_NAME_TRIES 8 /* random names tried after a squatted one */
 
 enum {
 	SHM_IMAGE_F_CONVERTED = 1u << 0, /* weights converted to target_type */
@@ -104,7 +107,9 @@ typedef struct shm_image_header {
 	char weight_type[16];        /* 216 type holding most weight bytes ("Q4_0") */
 	char source_path[256];       /* 232 realpath of the source, NUL-padded
 				      *     (truncated when longer) */
-	uint8_t reserved[24];        /* 488 zero */
+	uint64_t source_dev;         /* 488 st_dev of the source file */
+	uint64_t source_ino;         /* 496 st_ino of the source file */
+	uint8_t reserved[8];         /* 504 zero */
 } shm_image_header;
 
 _Static_assert(sizeof(shm_image_header) == SHM_IMAGE_HEADER_SIZE, "image header size");
@@ -128,7 +133,9 @@ _Static_assert(offsetof(shm_image_header, model) == 136, "header layout");
 _Static_assert(offsetof(shm_image_header, target_type) == 200, "header layout");
 _Static_assert(offsetof(shm_image_header, weight_type) == 216, "header layout");
 _Static_assert(offsetof(shm_image_header, source_path) == 232, "header layout");
-_Static_assert(offsetof(shm_image_header, reserved) == 488, "header layout");
+_Static_assert(offsetof(shm_image_header, source_dev) == 488, "header layout");
+_Static_assert(offsetof(shm_image_header, source_ino) == 496, "header layout");
+_Static_assert(offsetof(shm_image_header, reserved) == 504, "header layout");
 
 /* A plain description of an image (caller-owned, no pointers). */
 typedef struct shm_image_info {
@@ -145,6 +152,7 @@ typedef struct shm_image_info {
 	uint64_t payload_offset, payload_size, n_tensors;
 	uint64_t source_size;
 	int64_t source_mtime_ns, created_ns;
+	uint64_t source_dev, source_ino;
 	uint32_t mode;         /* st_mode & 07777 of the object */
 	uint32_t uid, gid;
 	int adopted;           /* shm_image_create: an existing image was reused */
@@ -154,6 +162,10 @@ typedef struct shm_image_info {
 	char problem[160];     /* shm_image_list: message when !valid */
 	int n_attached;        /* shm_image_list with SHM_LIST_ATTACH: processes
 				* mapping it (readable /proc only); else -1 */
+	int n_untrusted;       /* shm_image_find / shm_image_create: objects of
+				* the model skipped by the trust rule (owner,
+				* mode, type) or names taken by someone else */
+	char notice[200];      /* the last of them and why ("" when none) */
 } shm_image_info;
 
 typedef struct shm_create_opts {
@@ -176,8 +188,9 @@ typedef struct shm_create_opts {
 /* Builds an image of o->source_path named after o->model_name.
  *
  * Unless o->no_adopt, first looks for an image of the same model built from
- * the same source (shm_image_find) and, when its full digest verifies,
- * returns it with out->adopted = 1 without reading the source.
+ * the same source (shm_image_find_fd with o->mode: the trust rule above)
+ * and, when its full digest verifies, returns it with out->adopted = 1
+ * without reading the source.
  *
  * Otherwise opens the source with gguf_open, writes a new GGUF (every key
  * and tensor of the source; general.alignment = 64; with o->weight_type set,
@@ -196,10 +209,17 @@ typedef struct shm_create_opts {
  * /dev/shm tmpfs, and rename(2) there is atomic: the final name appears only
  * complete). The rename refuses to replace (RENAME_NOREPLACE): when an
  * object of that name exists, verifies and records the same source and
- * target, it is reused (out->adopted = 1) and the new copy dropped; any
- * other object of that name (damaged, or the same bytes from another source
- * file or an older mtime) is replaced by the new one, whose header then
- * lets shm_image_find() match (processes mapping the old object keep it).
+ * target and passes the trust rule, it is reused (out->adopted = 1) and the
+ * new copy dropped; any other object of ours under that name (damaged,
+ * another mode, or the same bytes from another source file or an older
+ * mtime) is replaced by
+ * the new one, whose header then lets shm_image_find() match (processes
+ * mapping the old object keep it). A name held by an object failing the
+ * trust rule (another owner, another mode, not a regular file: squatted)
+ * is never replaced nor fatal: the image is published as
+ * "/herd.<model>.<d16>.<r8>" with a random 8-hex-digit suffix instead (up
+ * to SHM_IMAGE_NAME_TRIES names), out->notice says which name was skipped
+ * and why, and shm_image_find() accepts both forms.
  *
  * On any failure every temporary object and file is removed. Errors:
  * HERD_E_INVAL (bad options, unknown or unusable weight type: the message
@@ -209,20 +229,47 @@ typedef struct shm_create_opts {
  * how many bytes were needed), other -errno. */
 int shm_image_create(const shm_create_opts *o, shm_image_info *out, char *err, size_t errlen);
 
+/* Trust rule. An existing object is used (found, adopted, reused under its
+ * final name) only when the descriptor opened on it (O_NOFOLLOW, checked
+ * with fstat: no race with the name) shows a regular file owned by this
+ * process's effective uid with exactly the expected mode (the mode the
+ * creator writes: 0440 unless shm_create_opts.mode says otherwise). Then
+ * no other uid can write, truncate, rename or unlink it (/dev/shm is
+ * sticky), and the header's source identity (realpath, device, inode, size,
+ * mtime) is what this uid wrote. The payload's digest is a separate, slow
+ * check (shm_image_verify_fd) the adopter runs before trusting the bytes.
+ * Objects of the model's name failing the rule are skipped, counted in
+ * info.n_untrusted and described in info.notice, never an error. */
+#define SHM_IMAGE_MODE 0440 /* default final mode of an image */
+
+/* 0 when st (fstat of an opened object) passes the trust rule for mode
+ * (0 = SHM_IMAGE_MODE); else HERD_E_UNTRUSTED with a message naming the
+ * owner or the mode found and the one required. */
+int shm_image_check_trust(const struct stat *st, mode_t mode, char *msg, size_t msglen);
+
 /* Looks for an image of model_name built from source_path (matching the
- * source's realpath, size and mtime recorded in the header) with the given
- * target type (NULL or "" = kept), written under the interleaving policy
- * this process runs with (convert_repack_enabled(no_repack)): an image of
- * the other policy would run other kernels. Checks headers only:
+ * source's realpath, device, inode, size and mtime recorded in the header)
+ * with the given target type (NULL or "" = kept), written under the
+ * interleaving policy this process runs with (convert_repack_enabled(
+ * no_repack)): an image of the other policy would run other kernels. Only
+ * objects passing the trust rule for mode count. Checks headers only:
  * milliseconds, no digest pass, the source is only stat()ed. The newest
- * match wins.
- * Returns 0 and fills out, HERD_E_MISSING when there is none, -errno when
- * the source cannot be stat()ed or /dev/shm not read, HERD_E_INVAL for a
- * bad model name or type. */
+ * match wins. With fd non-NULL, *fd is a read-only descriptor of exactly
+ * the object that was checked (the caller's to close; -1 on failure): map
+ * it, do not reopen the name.
+ * Returns 0 and fills out, HERD_E_MISSING when there is none (out->notice
+ * and n_untrusted still say what was skipped), -errno when the source
+ * cannot be stat()ed or /dev/shm not read, HERD_E_INVAL for a bad model
+ * name or type. */
+int shm_image_find_fd(const char *model_name, const char *source_path, const char *weight_type,
+		      int no_repack, mode_t mode, int *fd, shm_image_info *out, char *err,
+		      size_t errlen);
+/* shm_image_find_fd with mode SHM_IMAGE_MODE and no descriptor. */
 int shm_image_find(const char *model_name, const char *source_path, const char *weight_type,
 		   int no_repack, shm_image_info *out, char *err, size_t errlen);
 
-/* Opens an image object read-only (close-on-exec). name is "/herd.x" or
+/* Opens an image object read-only (close-on-exec, O_NOFOLLOW: a symbolic
+ * link planted under the name is refused with -ELOOP). name is "/herd.x" or
  * "herd.x" (no other '/'). On success *fd is the caller's to close.
  * Returns 0, HERD_E_INVAL for a bad name, -errno (-ENOENT: no such object). */
 int shm_image_open(const char *name, int *fd);

@@ -757,10 +757,11 @@ static void test_list_attach(void **state)
 
 /* ---- damaged objects ------------------------------------------------------ */
 
-static void set_version_2(uint8_t *p, size_t n)
+/* an image of the previous format version (1: no source device and inode) */
+static void set_version_old(uint8_t *p, size_t n)
 {
 	(void)n;
-	const uint32_t v = 2;
+	const uint32_t v = SHM_IMAGE_VERSION - 1;
 	memcpy(p + offsetof(shm_image_header, version), &v, 4);
 }
 
@@ -807,7 +808,7 @@ static void damaged_headers(const test_state *s, const shm_image_info *info)
 	char err[512], name[128];
 	shm_image_map_t m;
 	/* another format version: refused with both versions named */
-	copy_object(info->name, BAD("version"), SIZE_MAX, set_version_2);
+	copy_object(info->name, BAD("version"), SIZE_MAX, set_version_old);
 	assert_int_equal(map_object(name, &m, err, sizeof(err)), HERD_E_VERSION);
 	assert_non_null(strstr(err, "version 2"));
 	assert_non_null(strstr(err, "version 1"));
@@ -1103,6 +1104,117 @@ static void test_adopt_find(void **state)
 	assert_int_equal(shm_image_verify(&m, NULL, 0), 0);
 	shm_image_unmap(&m);
 	unlink(src2);
+}
+
+/* ---- trust rule ---------------------------------------------------------------- */
+
+/* find: *fd, n_untrusted and notice of the model of tag from src. */
+static int find_tag(const test_state *s, const char *tag, const char *src, shm_image_info *x,
+		    int *fd)
+{
+	char name[64], err[256];
+	model_name(s, tag, name, sizeof(name));
+	return shm_image_find_fd(name, src, NULL, 0, 0, fd, x, err, sizeof(err));
+}
+
+static void set_mode(const char *name, mode_t mode)
+{
+	int fd = shm_open(name, O_RDONLY, 0);
+	assert_true(fd >= 0);
+	assert_int_equal(fchmod(fd, mode), 0);
+	close(fd);
+}
+
+/* Only objects of our uid with mode 0440 and the source's identity are
+ * found; the descriptor is the object that was checked. */
+static void test_trust_find(void **state)
+{
+	test_state *s = *state;
+	shm_image_info a, x;
+	struct stat st1, st2;
+	int fd;
+	create_ok(s, "trust", s->src, NULL, &a);
+	assert_int_equal(find_tag(s, "trust", s->src, &x, &fd), 0);
+	assert_true(fd >= 0);
+	assert_string_equal(x.name, a.name);
+	assert_int_equal(x.n_untrusted, 0);
+	char path[128];
+	snprintf(path, sizeof(path), "/dev/shm%s", a.name);
+	assert_int_equal(fstat(fd, &st1), 0);
+	assert_int_equal(stat(path, &st2), 0);
+	assert_true(st1.st_ino == st2.st_ino);
+	close(fd);
+	struct stat sst0;
+	assert_int_equal(stat(s->src, &sst0), 0);
+	assert_true(x.source_ino == (uint64_t)sst0.st_ino && x.source_dev == (uint64_t)sst0.st_dev);
+	/* another mode: skipped, said why */
+	set_mode(a.name, 0444);
+	assert_int_equal(find_tag(s, "trust", s->src, &x, &fd), HERD_E_MISSING);
+	assert_int_equal(fd, -1);
+	assert_int_equal(x.n_untrusted, 1);
+	assert_non_null(strstr(x.notice, "mode 0444"));
+	/* with the mode it was asked for, found */
+	char name[64], err[256];
+	model_name(s, "trust", name, sizeof(name));
+	assert_int_equal(shm_image_find_fd(name, s->src, NULL, 0, 0444, NULL, &x, err, sizeof(err)), 0);
+	set_mode(a.name, 0440);
+	/* another owner (root only: chown) */
+	if (geteuid() == 0) {
+		assert_int_equal(chown(path, 65534, (gid_t)-1), 0);
+		assert_int_equal(find_tag(s, "trust", s->src, &x, &fd), HERD_E_MISSING);
+		assert_non_null(strstr(x.notice, "owned by uid 65534"));
+		assert_int_equal(chown(path, 0, (gid_t)-1), 0);
+	}
+	/* the source replaced by a copy (same bytes, size and mtime, another
+	 * inode): not the file the image was made from */
+	struct stat sst;
+	char copy[160];
+	assert_int_equal(stat(s->src, &sst), 0);
+	snprintf(copy, sizeof(copy), "%s/copy.gguf", s->dir);
+	write_tiny_model(copy, 42);
+	const struct timespec ts[2] = {sst.st_atim, sst.st_mtim};
+	assert_int_equal(utimensat(AT_FDCWD, copy, ts, 0), 0);
+	char saved[160];
+	snprintf(saved, sizeof(saved), "%s/saved.gguf", s->dir);
+	assert_int_equal(rename(s->src, saved), 0);
+	assert_int_equal(rename(copy, s->src), 0);
+	assert_int_equal(find_tag(s, "trust", s->src, &x, &fd), HERD_E_MISSING);
+	assert_int_equal(rename(saved, s->src), 0);
+	assert_int_equal(find_tag(s, "trust", s->src, &x, &fd), 0);
+	close(fd);
+}
+
+/* A name taken by an object that is not ours is never replaced nor fatal:
+ * the image gets another name, which find accepts. */
+static void test_trust_squat(void **state)
+{
+	test_state *s = *state;
+	shm_image_info a, b, x;
+	int fd;
+	create_ok(s, "squat", s->src, NULL, &a);
+	assert_int_equal(shm_image_remove(a.name), 0);
+	char path[128];
+	snprintf(path, sizeof(path), "/dev/shm%s", a.name);
+	assert_int_equal(mkdir(path, 0755), 0); /* not a regular file: not ours */
+	create_ok(s, "squat", s->src, NULL, &b);
+	printf("# squatted %s: published as %s (%s)\n", a.name, b.name, b.notice);
+	assert_false(b.adopted);
+	assert_int_equal(strncmp(b.name, a.name, strlen(a.name)), 0);
+	assert_int_equal(strlen(b.name), strlen(a.name) + 9);
+	assert_int_equal(b.n_untrusted, 1);
+	assert_non_null(strstr(b.notice, "not ours"));
+	struct stat st;
+	assert_int_equal(lstat(path, &st), 0);
+	assert_true(S_ISDIR(st.st_mode));
+	assert_int_equal(find_tag(s, "squat", s->src, &x, &fd), 0);
+	assert_string_equal(x.name, b.name);
+	close(fd);
+	/* created again: the image under the other name is adopted */
+	create_ok(s, "squat", s->src, NULL, &x);
+	assert_true(x.adopted);
+	assert_string_equal(x.name, b.name);
+	assert_int_equal(rmdir(path), 0);
+	assert_int_equal(tmp_leftovers(getpid()), 0);
 }
 
 /* ---- failures leave nothing behind ------------------------------------ */
@@ -1415,6 +1527,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_convert_q8_0, test_teardown),
 		cmocka_unit_test_teardown(test_fixture_images, test_teardown),
 		cmocka_unit_test_teardown(test_adopt_find, test_teardown),
+		cmocka_unit_test_teardown(test_trust_find, test_teardown),
+		cmocka_unit_test_teardown(test_trust_squat, test_teardown),
 		cmocka_unit_test_teardown(test_bad_inputs, test_teardown),
 		cmocka_unit_test_teardown(test_space_cleanup, test_teardown),
 		cmocka_unit_test_teardown(test_remove, test_teardown),
