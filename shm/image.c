@@ -391,6 +391,30 @@ static int verify_name(const char *name, shm_image_header *hdr, char *err, size_
 	return rc;
 }
 
+int shm_image_mapped(const char *segment, unsigned char **start, size_t *len)
+{
+	char want[256], line[1024];
+	snprintf(want, sizeof(want), "/dev/shm%s%s", segment[0] == '/' ? "" : "/", segment);
+	FILE *f = fopen("/proc/self/maps", "r");
+	if (!f)
+		return -errno;
+	int rc = -ENOENT;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long a, b;
+		char path[512] = "";
+		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %511s", &a, &b, path) != 3)
+			continue;
+		if (!strcmp(path, want)) {
+			*start = (unsigned char *)a;
+			*len = b - a;
+			rc = 0;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
 void shm_image_unmap(shm_image_map_t *m)
 {
 	if (!m)

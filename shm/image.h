@@ -312,6 +312,13 @@ int shm_image_verify_fd(int fd, char *err, size_t errlen);
 /* Unmaps and zeroes m; accepts a zeroed or NULL m. */
 void shm_image_unmap(shm_image_map_t *m);
 
+/* Where this process has the image object `segment` ("/herd.x" or
+ * "herd.x") mapped, from /proc/self/maps: *start and *len of the first
+ * mapping of /dev/shm/<segment>. Returns 0, -ENOENT (not mapped) or
+ * -errno. For tools that inspect their own mapping (herd agent --touch)
+ * and tests. */
+int shm_image_mapped(const char *segment, unsigned char **start, size_t *len);
+
 /* Opens the payload GGUF in place (gguf_open_mem: no copy) and checks it
  * matches the header (tensor count, data offset, alignment 64). *g is the
  * caller's to gguf_close() before shm_image_unmap(m); tensor data pointers

@@ -331,32 +331,6 @@ static void test_broker_restart(void **state)
 #define WRITER_WROTE "wrote\n"
 enum { WRITER_EXIT_WROTE = 3, WRITER_EXIT_SETUP = 4 };
 
-/* The address and length of this process's mapping of /dev/shm/<segment>
- * (from /proc/self/maps): 0, or -ENOENT / -errno. */
-static int find_image_mapping(const char *segment, unsigned char **start, size_t *len)
-{
-	char want[256], line[1024];
-	snprintf(want, sizeof(want), "/dev/shm%s%s", segment[0] == '/' ? "" : "/", segment);
-	FILE *f = fopen("/proc/self/maps", "r");
-	if (!f)
-		return -errno;
-	int rc = -ENOENT;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long a, b;
-		char path[512] = "";
-		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %511s", &a, &b, path) != 3)
-			continue;
-		if (!strcmp(path, want)) {
-			*start = (unsigned char *)a;
-			*len = b - a;
-			rc = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return rc;
-}
-
 /* The forked child: attaches the image through libherd exactly as an agent
  * does (connect, attach frame, descriptor over SCM_RIGHTS, PROT_READ map),
  * then stores one byte into the middle of the payload (weights, covered by
@@ -377,7 +351,7 @@ __attribute__((noreturn)) static void writer_child(const h_world *w, int report_
 	herd_local_info_get(lm, &info);
 	unsigned char *base = NULL;
 	size_t len = 0;
-	if (find_image_mapping(info.segment, &base, &len))
+	if (shm_image_mapped(info.segment, &base, &len))
 		_exit(WRITER_EXIT_SETUP);
 	/* The default action, not a sanitizer's SEGV handler (which would turn
 	 * the signal into an exit status). */

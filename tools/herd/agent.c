@@ -47,6 +47,7 @@
 #include "cli.h"
 #include "herd/herd.h"
 #include "common/clock.h"
+#include "shm/image.h"
 
 #define AGENT_LOCAL_PROMPT "The quick brown fox"
 
@@ -187,31 +188,6 @@ static void barrier_wait(long fd)
 			break;
 	}
 	close((int)fd);
-}
-
-/* Finds this process's mapping of /dev/shm<segment> in /proc/self/maps. */
-static int find_mapping(const char *segment, unsigned char **start, size_t *len)
-{
-	char want[256], line[1024];
-	snprintf(want, sizeof(want), "/dev/shm%s%s", segment[0] == '/' ? "" : "/", segment);
-	FILE *f = fopen("/proc/self/maps", "r");
-	if (!f)
-		return -errno;
-	int rc = -ENOENT;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long a, b;
-		char path[512] = "";
-		if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %511s", &a, &b, path) != 3)
-			continue;
-		if (!strcmp(path, want)) {
-			*start = (unsigned char *)a;
-			*len = b - a;
-			rc = 0;
-			break;
-		}
-	}
-	fclose(f);
-	return rc;
 }
 
 typedef struct stream_acc {
@@ -366,7 +342,7 @@ static int agent_touch(const char *segment, jline *ready)
 {
 	unsigned char *base = NULL;
 	size_t len = 0;
-	const int rc = find_mapping(segment, &base, &len);
+	const int rc = shm_image_mapped(segment, &base, &len);
 	if (rc)
 		return rc;
 	/* Map every page: one madvise where the kernel has it (5.14+), else
