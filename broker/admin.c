@@ -22,7 +22,7 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15,
+	STATUS_KEYS = 15 + 3 + SCHED_NOTE_COUNT, /* + the fair-share counters (sched.h) */
 	MODEL_KEYS = 33,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -88,7 +88,7 @@ static double avg(double sum, uint64_t n)
 
 static void res_status(loop *l, proto_writer *pk)
 {
-	uint64_t steps = 0, tokens = 0, seqs = 0;
+	uint64_t steps = 0, tokens = 0, seqs = 0, notes[SCHED_NOTE_COUNT] = {0}, fair[3] = {0};
 	double step_ms = 0;
 	for (int i = 0; i < models_count(l->models); i++) {
 		sched_stats st;
@@ -97,6 +97,11 @@ static void res_status(loop *l, proto_writer *pk)
 		tokens += st.tokens_gen;
 		seqs += st.step_seqs;
 		step_ms += st.step_ms;
+		for (int k = 0; k < SCHED_NOTE_COUNT; k++)
+			notes[k] += st.notes[k];
+		fair[0] += st.preemptions;
+		fair[1] += st.agent_cap_waits;
+		fair[2] += st.cancels_dropped;
 	}
 	int agents = 0, in_flight = 0;
 	for (int i = 0; i < l->n_slots; i++) {
@@ -124,6 +129,14 @@ static void res_status(loop *l, proto_writer *pk)
 	/* generation rate while stepping, and averaged over the uptime */
 	proto_write_kv_double(pk, "tokens_per_s", step_ms > 0 ? (double)tokens / (step_ms / 1e3) : 0);
 	proto_write_kv_double(pk, "tokens_per_s_uptime", up > 0 ? (double)tokens / up : 0);
+	static const char *const note_keys[SCHED_NOTE_COUNT] = {
+		"limit_max_queued", "limit_max_prompt_bytes", "limit_max_stop", "clamped_max_tokens",
+		"clamped_prio", "clamped_deadline"};
+	for (int k = 0; k < SCHED_NOTE_COUNT; k++)
+		proto_write_kv_uint(pk, note_keys[k], notes[k]);
+	proto_write_kv_uint(pk, "preemptions", fair[0]);
+	proto_write_kv_uint(pk, "agent_running_cap_waits", fair[1]);
+	proto_write_kv_uint(pk, "cancels_dropped", fair[2]);
 }
 
 static void res_models(loop *l, proto_writer *pk)
