@@ -700,6 +700,46 @@ static void admit_one(sched *s, sreq *q, double t)
 	}
 }
 
+/* 1 when running sequence v may be paused for q at the threshold rule:
+ * v below the threshold and (lowest priority, then latest arrival) before
+ * the current choice b (NULL: none yet). */
+static int victim_by_prio(const sched *s, const sreq *v, const sreq *b)
+{
+	if (v->from.prio >= s->prio_threshold)
+		return 0;
+	return !b || v->from.prio < b->from.prio ||
+	       (v->from.prio == b->from.prio && v->arrival > b->arrival);
+}
+
+/* Fair share: v (no higher priority than q) may be paused for q when v's
+ * agent runs at least two more sequences than q's; among those, the agent
+ * running the most, then the latest arrival, before b. */
+static int victim_by_share(const sreq *q, const sreq *v, const sreq *b)
+{
+	if (v->from.prio > q->from.prio || v->ag->running < q->ag->running + 2)
+		return 0;
+	return !b || v->ag->running > b->ag->running ||
+	       (v->ag->running == b->ag->running && v->arrival > b->arrival);
+}
+
+/* The running sequence q may pause when the batch is full, or -1: at or
+ * above priority_threshold, the lowest-priority sequence below it; below
+ * it, one of an agent that holds more than its share (so a busy agent's
+ * long sequences cannot keep a newcomer out of a full batch). The paused
+ * sequence keeps its pages and resumes first when a slot frees. */
+static int pick_victim(const sched *s, const sreq *q)
+{
+	const int by_prio = q->from.prio >= s->prio_threshold;
+	int victim = -1;
+	for (int i = 0; i < s->running.n; i++) {
+		const sreq *v = s->running.v[i];
+		const sreq *b = victim >= 0 ? s->running.v[victim] : NULL;
+		if (by_prio ? victim_by_prio(s, v, b) : victim_by_share(q, v, b))
+			victim = i;
+	}
+	return victim;
+}
+
 static void admit(sched *s, double t)
 {
 	/* Paused sequences come back first: their pages are already held. */
@@ -728,20 +768,7 @@ static void admit(sched *s, double t)
 		if (s->reserved + q->reserve > s->kv_total)
 			break; /* keep the order: no overtaking by smaller requests */
 		if (s->running.n >= s->max_batch) {
-			if (q->from.prio < s->prio_threshold)
-				break;
-			/* Preempt the lowest-priority running sequence below the threshold
-			 * (the latest arrival among equals). It keeps its pages. */
-			int victim = -1;
-			for (int i = 0; i < s->running.n; i++) {
-				const sreq *v = s->running.v[i];
-				if (v->from.prio >= s->prio_threshold)
-					continue;
-				if (victim < 0 || v->from.prio < s->running.v[victim]->from.prio ||
-				    (v->from.prio == s->running.v[victim]->from.prio &&
-				     v->arrival > s->running.v[victim]->arrival))
-					victim = i;
-			}
+			const int victim = pick_victim(s, q);
 			if (victim < 0)
 				break;
 			sreq *v = s->running.v[victim];

@@ -20,10 +20,13 @@
  *      waits at most until one sequence ends. Admission goes on while the
  *      batch has a free slot (max_batch) and the KV pool can hold the
  *      request's whole worst case (prompt + max_tokens positions, so a
- *      running sequence never runs out of pages). A request at or above
- *      priority_threshold may pause the lowest-priority running sequence
- *      when the batch is full; a paused sequence keeps its KV pages and
- *      resumes before anyone is admitted.
+ *      running sequence never runs out of pages). When the batch is full, a
+ *      request at or above priority_threshold may pause the lowest-priority
+ *      running sequence below it, and any other request may pause a
+ *      sequence of no higher priority whose agent runs at least two more
+ *      sequences than the request's agent (fair share in a full batch); a
+ *      paused sequence keeps its KV pages and resumes before anyone is
+ *      admitted.
  *   4. runs ONE llama_decode over all running sequences: one token for each
  *      sequence that is generating, and prompt chunks (chunked prefill) for
  *      the others, bounded by prefill_chunk tokens per step while any
