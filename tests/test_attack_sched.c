@@ -11,6 +11,9 @@
  * - a cancel flood (unknown ids and one id repeated) keeps the broker's
  *   memory bounded and is dropped at the door (counted);
  * - stop lists past agents.max_stop are refused with HERD_E_LIMIT.
+ * Benchmark use: HERD_ATTACK_MODEL=FILE.gguf runs against that model (e.g.
+ * the TinyLlama-shape demo) instead of the mini one, HERD_ATTACK_ONLY=NAME
+ * runs one test (e.g. test_queue_flood, which prints the victim's latency).
  * Bounds are loose (a 2-core CI machine under ASan); each outcome fails on
  * the scheduler before fair share (aging ranked the flood first; prio was
  * the agent's own; the tokenizer ran over the whole prompt). */
@@ -484,7 +487,10 @@ static int group_setup(void **state)
 	}
 	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-attack-XXXXXX");
 	assert_non_null(mkdtemp(W.dir));
+	const char *given = getenv("HERD_ATTACK_MODEL");
 	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
+	if (given && *given)
+		snprintf(W.model_path, sizeof(W.model_path), "%s", given);
 	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
 	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
 	snprintf(W.conf, sizeof(W.conf), "%s/herdd.json", W.dir);
@@ -493,7 +499,7 @@ static int group_setup(void **state)
 	char err[512] = "";
 	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
 			   .n_threads = 2};
-	if (mkmodel_write(&mo, err, sizeof(err)))
+	if (!(given && *given) && mkmodel_write(&mo, err, sizeof(err)))
 		fail_msg("mkmodel_write: %s", err);
 	return 0;
 }
@@ -526,7 +532,9 @@ static int group_teardown(void **state)
 {
 	(void)state;
 	shm_image_list(0, remove_seg, NULL);
-	unlink(W.model_path);
+	const char *given = getenv("HERD_ATTACK_MODEL");
+	if (!(given && *given))
+		unlink(W.model_path);
 	unlink(W.conf);
 	char p[256];
 	const char *state_files[] = {"data.mdb", "lock.mdb"};
@@ -808,5 +816,15 @@ int main(void)
 		cmocka_unit_test_teardown(test_cancel_flood, test_teardown),
 		cmocka_unit_test_teardown(test_stop_caps, test_teardown),
 	};
+	const char *only = getenv("HERD_ATTACK_ONLY");
+	if (only && *only) {
+		for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
+			if (!strcmp(tests[i].name, only)) {
+				const struct CMUnitTest one[] = {tests[i]};
+				return cmocka_run_group_tests(one, group_setup, group_teardown);
+			}
+		fprintf(stderr, "no test named %s\n", only);
+		return 1;
+	}
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
