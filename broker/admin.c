@@ -22,7 +22,7 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15 + 8 + 4, /* + the connection limits' and image trust counters */
+	STATUS_KEYS = 15 + 8 + 4 + 3 + SCHED_NOTE_COUNT, /* + connection limits, image trust, fair share (sched.h) */
 	MODEL_KEYS = 33,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -37,19 +37,6 @@ static int group_gid(const char *name, gid_t *gid)
 	if (getgrnam_r(name, &gr, buf, sizeof(buf), &res) || !res)
 		return -1;
 	*gid = gr.gr_gid;
-	return 0;
-}
-
-/* 1 when gid is c's primary group or one of the supplementary groups
- * captured at accept (SO_PEERGROUPS): never looked up by pid later, which
- * may by then name another process. */
-static int conn_in_group(const conn *c, gid_t gid)
-{
-	if (c->gid == gid)
-		return 1;
-	for (int i = 0; i < c->n_groups; i++)
-		if (c->groups[i] == gid)
-			return 1;
 	return 0;
 }
 
@@ -100,7 +87,7 @@ static void res_status_trust(const loop *l, proto_writer *pk)
 
 static void res_status(loop *l, proto_writer *pk)
 {
-	uint64_t steps = 0, tokens = 0, seqs = 0;
+	uint64_t steps = 0, tokens = 0, seqs = 0, notes[SCHED_NOTE_COUNT] = {0}, fair[3] = {0};
 	double step_ms = 0;
 	for (int i = 0; i < models_count(l->models); i++) {
 		sched_stats st;
@@ -109,6 +96,11 @@ static void res_status(loop *l, proto_writer *pk)
 		tokens += st.tokens_gen;
 		seqs += st.step_seqs;
 		step_ms += st.step_ms;
+		for (int k = 0; k < SCHED_NOTE_COUNT; k++)
+			notes[k] += st.notes[k];
+		fair[0] += st.preemptions;
+		fair[1] += st.agent_cap_waits;
+		fair[2] += st.cancels_dropped;
 	}
 	int agents = 0, in_flight = 0;
 	for (int i = 0; i < l->n_slots; i++) {
@@ -138,6 +130,14 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_double(pk, "tokens_per_s_uptime", up > 0 ? (double)tokens / up : 0);
 	res_status_limits(l, pk);
 	res_status_trust(l, pk);
+	static const char *const note_keys[SCHED_NOTE_COUNT] = {
+		"limit_max_queued", "limit_max_prompt_bytes", "limit_max_stop", "clamped_max_tokens",
+		"clamped_prio", "clamped_deadline"};
+	for (int k = 0; k < SCHED_NOTE_COUNT; k++)
+		proto_write_kv_uint(pk, note_keys[k], notes[k]);
+	proto_write_kv_uint(pk, "preemptions", fair[0]);
+	proto_write_kv_uint(pk, "agent_running_cap_waits", fair[1]);
+	proto_write_kv_uint(pk, "cancels_dropped", fair[2]);
 }
 
 static void res_models(loop *l, proto_writer *pk)

@@ -29,6 +29,10 @@ void cfg_init(cfg *c)
 				 .max_connections = 1024,
 				 .max_connections_per_uid = 256,
 				 .accept_backoff_ms = 100};
+	c->agents.max_queued = 256;
+	c->agents.max_prompt_bytes = 1u << 20;
+	c->agents.max_stop = 8;
+	c->agents.max_stop_bytes = 64;
 }
 
 static void model_free(cfg_model *m)
@@ -48,6 +52,9 @@ void cfg_fini(cfg *c)
 	free(c->socket_path);
 	free(c->state_dir);
 	free(c->admin_group);
+	for (int i = 0; i < c->agents.n_rules; i++)
+		free(c->agents.rules[i].name);
+	free(c->agents.rules);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -266,6 +273,97 @@ static int parse_limit_key(cfg_limits *L, const char *k, json_object *v, const c
 	return rc;
 }
 
+/* agents.prio[i]: exactly one of uid, gid, group, name, and max_prio. */
+static int parse_prio_rule(cfg_prio_rule *r, json_object *o, size_t i, char *err, size_t errlen)
+{
+	char key[96];
+	snprintf(key, sizeof(key), "agents.prio[%zu]", i);
+	int rc = want_type(o, json_type_object, key, "an object", err, errlen), have_prio = 0;
+	long x;
+	json_object_object_foreach(o, k, v)
+	{
+		if (rc)
+			return rc;
+		snprintf(key, sizeof(key), "agents.prio[%zu].%s", i, k);
+		const int m = !strcmp(k, "uid") ? CFG_MATCH_UID : !strcmp(k, "gid") ? CFG_MATCH_GID
+			      : !strcmp(k, "group") ? CFG_MATCH_GROUP : !strcmp(k, "name") ? CFG_MATCH_NAME : 0;
+		if (!strcmp(k, "max_prio")) {
+			if (!(rc = get_int(v, key, -1000000, 1000000, &x, err, errlen)))
+				r->max_prio = (int)x, have_prio = 1;
+		} else if (!m) {
+			return herd_errf(err, errlen, HERD_E_FORMAT,
+					"unknown key '%s' (known: uid, gid, group, name, max_prio)", key);
+		} else if (r->match) {
+			return herd_errf(err, errlen, HERD_E_FORMAT, "%s: only one of uid, gid, group, name", key);
+		} else if ((r->match = (cfg_match)m) <= CFG_MATCH_GID) {
+			if (!(rc = get_int(v, key, 0, UINT32_MAX - 1, &x, err, errlen)))
+				r->id = (uint32_t)x;
+		} else {
+			rc = get_str(v, key, &r->name, err, errlen);
+		}
+	}
+	if (!rc && (!r->match || !have_prio))
+		rc = herd_errf(err, errlen, HERD_E_FORMAT, "agents.prio[%zu]: needs %s", i,
+			       r->match ? "max_prio" : "one of uid, gid, group, name");
+	return rc;
+}
+
+static int parse_prio_rules(cfg_agents *a, json_object *arr, char *err, size_t errlen)
+{
+	int rc = want_type(arr, json_type_array, "agents.prio", "an array", err, errlen);
+	if (rc)
+		return rc;
+	const size_t n = json_object_array_length(arr);
+	if (n > 1024)
+		return herd_errf(err, errlen, HERD_E_FORMAT, "agents.prio: %zu rules (at most 1024)", n);
+	for (int i = 0; i < a->n_rules; i++)
+		free(a->rules[i].name);
+	free(a->rules);
+	a->n_rules = 0;
+	a->rules = calloc(n ? n : 1, sizeof(*a->rules));
+	if (!a->rules)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !rc; i++, a->n_rules++)
+		rc = parse_prio_rule(&a->rules[i], json_object_array_get_idx(arr, i), i, err, errlen);
+	return rc;
+}
+
+/* The "agents" object: per-agent limits and the priority policy. */
+static int parse_agents(cfg *c, json_object *o, char *err, size_t errlen)
+{
+	cfg_agents *a = &c->agents;
+	int rc = want_type(o, json_type_object, "agents", "an object", err, errlen);
+	long x;
+	json_object_object_foreach(o, k, v)
+	{
+		if (rc)
+			return rc;
+		char key[96];
+		snprintf(key, sizeof(key), "agents.%s", k);
+		int *dst = !strcmp(k, "max_queued")       ? &a->max_queued
+			   : !strcmp(k, "max_running")    ? &a->max_running
+			   : !strcmp(k, "max_stop")       ? &a->max_stop
+			   : !strcmp(k, "max_stop_bytes") ? &a->max_stop_bytes
+			   : !strcmp(k, "max_prio")       ? &a->max_prio
+							  : NULL;
+		const long lo = !strcmp(k, "max_prio") ? -1000000 : !strcmp(k, "max_running") ? 0 : 1;
+		if (dst) {
+			if (!(rc = get_int(v, key, lo, 1000000, &x, err, errlen)))
+				*dst = (int)x;
+		} else if (!strcmp(k, "max_prompt_bytes")) {
+			if (!(rc = get_int(v, key, 1, 1L << 30, &x, err, errlen)))
+				a->max_prompt_bytes = (uint32_t)x;
+		} else if (!strcmp(k, "prio")) {
+			rc = parse_prio_rules(a, v, err, errlen);
+		} else {
+			return herd_errf(err, errlen, HERD_E_FORMAT,
+					"unknown key '%s' (known: max_queued, max_running, max_prompt_bytes, "
+					"max_stop, max_stop_bytes, max_prio, prio)", key);
+		}
+	}
+	return rc;
+}
+
 static int parse_limits(cfg *c, json_object *obj, char *err, size_t errlen)
 {
 	int rc = want_type(obj, json_type_object, "limits", "an object", err, errlen);
@@ -322,6 +420,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 				c->max_tokens = (int)x;
 		} else if (!strcmp(k, "limits")) {
 			rc = parse_limits(c, v, err, errlen);
+		} else if (!strcmp(k, "agents")) {
+			rc = parse_agents(c, v, err, errlen);
 		} else if (!strcmp(k, "batch")) {
 			if ((rc = want_type(v, json_type_object, k, "an object", err, errlen)))
 				return rc;
@@ -341,7 +441,7 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			return herd_errf(err, errlen, HERD_E_FORMAT,
 					"unknown key '%s' (known: socket, models, threads, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
-					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits)",
+					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits, agents)",
 					k);
 		if (rc)
 			return rc;

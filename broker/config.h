@@ -19,7 +19,7 @@
  *     "ctx_size": 0,              positions per sequence; 0 = the model's
  *     "kv_cache_mb": 0,           KV pool per model; 0 = max_batch_size x ctx_size, capped at 1 GiB
  *     "prefill_chunk": 128,       prompt tokens per step while others decode
- *     "max_tokens": 4096,         cap on a request's max_tokens
+ *     "max_tokens": 4096,         cap on a request's max_tokens (a larger one is clamped)
  *     "limits": {                 per-connection limits of the loop (cfg_limits)
  *       "send_queue_bytes": 8388608,   unsent bytes after which a peer is cut off
  *       "send_queue_pause_bytes": 2097152, unsent bytes past which its input is not read
@@ -28,6 +28,21 @@
  *       "max_connections": 1024,       connections in total
  *       "max_connections_per_uid": 256,
  *       "accept_backoff_ms": 100       accept pauses this long at EMFILE/ENFILE
+ *     },
+ *     "agents": {                 per-agent limits and the priority policy
+ *       "max_queued": 256,        requests of one connection without their done/err
+ *       "max_running": 0,         sequences of one agent in the batch; 0 = max_batch_size/4 (>= 1)
+ *       "max_prompt_bytes": 1048576, prompt text (or messages) of one request; a prompt
+ *                                 longer than the context is refused before tokenizing anyway
+ *       "max_stop": 8,            stop strings of one request
+ *       "max_stop_bytes": 64,     bytes of one stop string
+ *       "max_prio": 0,            priority allowance of an agent no rule matches
+ *       "prio": [                 first matching rule wins; match on one of
+ *         {"uid": 0, "max_prio": 100},          the peer's uid,
+ *         {"gid": 1000, "max_prio": 20},        one of its groups,
+ *         {"group": "ops", "max_prio": 20},     a group name (its gid),
+ *         {"name": "planner", "max_prio": 5}    the agent name from hello
+ *       ]
  *     }
  *   }
  *
@@ -66,6 +81,31 @@ typedef struct cfg_limits {
 	int accept_backoff_ms;           /* default 100 */
 } cfg_limits;
 
+typedef enum cfg_match { CFG_MATCH_UID = 1, CFG_MATCH_GID, CFG_MATCH_GROUP, CFG_MATCH_NAME } cfg_match;
+
+/* One rule of the priority policy: who (uid, gid, group name or agent
+ * name) may ask for priorities up to max_prio. */
+typedef struct cfg_prio_rule {
+	cfg_match match;
+	uint32_t id;     /* UID, GID */
+	char *name;      /* GROUP, NAME: owned */
+	int max_prio;
+} cfg_prio_rule;
+
+/* Per-agent limits (an agent = one connection) and the priority policy.
+ * Every limit refuses a request with HERD_E_LIMIT naming it; the priority
+ * is clamped to the allowance (agentlib sends no priority by default). */
+typedef struct cfg_agents {
+	int max_queued;          /* default 256 */
+	int max_running;         /* default 0: max_batch_size / 4, at least 1 */
+	uint32_t max_prompt_bytes; /* default 1 MiB (the frame limit) */
+	int max_stop;            /* default 8 */
+	int max_stop_bytes;      /* default 64 */
+	int max_prio;            /* default 0: nobody preempts unless a rule says so */
+	cfg_prio_rule *rules;
+	int n_rules;
+} cfg_agents;
+
 typedef struct cfg {
 	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
 	cfg_model *models;
@@ -84,6 +124,7 @@ typedef struct cfg {
 	int max_tokens;         /* default 4096 */
 	int verbose;            /* 0 info, 1 debug */
 	cfg_limits limits;
+	cfg_agents agents;
 } cfg;
 
 void cfg_init(cfg *c);

@@ -100,3 +100,13 @@ void conn_drop_queue(conn *c)
 	while (c->sq_head)
 		conn_pop_run(c);
 }
+
+int conn_in_group(const conn *c, gid_t gid)
+{
+	if (c->gid == gid)
+		return 1;
+	for (int i = 0; i < c->n_groups; i++)
+		if (c->groups[i] == gid)
+			return 1;
+	return 0;
+}

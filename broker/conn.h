@@ -62,7 +62,8 @@ typedef struct conn {
 	int hello;
 	uint64_t agent;     /* agent id (assigned at hello or first gen) */
 	char name[CONN_NAME_MAX]; /* agent name from hello */
-	int prio;           /* default priority from hello */
+	int prio;           /* default priority from hello (clamped to max_prio) */
+	int max_prio;       /* priority allowance (session.c, from cfg.agents) */
 	uint64_t n_requests, n_tokens;
 	int in_flight;      /* requests without their done/err yet */
 	double t_connect;   /* monotonic ms */
@@ -73,6 +74,11 @@ typedef struct conn {
  * run when the tail is being sent or carries an fd); NULL on ENOMEM. The
  * loop sends it after the handler returns. */
 proto_buf *conn_outbuf(conn *c);
+
+/* 1 when gid is c's primary group or one of the supplementary groups
+ * captured at accept (SO_PEERGROUPS): never looked up by pid later, which
+ * may by then name another process. */
+int conn_in_group(const conn *c, gid_t gid);
 
 /* Queues one frame (already encoded in frame[0..len)) with fd attached, as
  * a run of its own. Returns 0 or -ENOMEM (nothing queued). fd is borrowed:

@@ -17,17 +17,31 @@ enum { ST_WAITING = 0, ST_RUNNING = 1, ST_PAUSED = 2 };
 
 /* Defaults of sched_opts fields left <= 0. */
 #define SCHED_DEFAULT_MAX_BATCH 32
-#define SCHED_DEFAULT_AGING_MS 1000
 #define SCHED_DEFAULT_PREFILL_CHUNK 128
 /* Cancellations taken per iteration without a heap copy. */
 #define SCHED_CANCEL_BATCH 64
 /* Bytes of an err event's message (sched_event.msg). */
 #define SCHED_ERR_MSG_MAX sizeof(((sched_event *)0)->msg)
 
+/* Fair-share state of one agent with requests in the scheduler (scheduler
+ * thread only). Freed when its last request ends, so an agent that comes
+ * back starts again at the smallest virtual time of the active agents. */
+typedef struct sagent {
+	uint64_t id;
+	uint64_t vtime;  /* tokens served (prefill + generated) */
+	int running;     /* sequences running or paused */
+	int refs;        /* requests taken from the submit queue, not yet freed */
+} sagent;
+
 /* Scheduler-side state of one request. Owned by the scheduler thread once
  * taken from the submit queue. */
 typedef struct sreq {
 	struct sreq *next;  /* submit queue link */
+	struct sreq *hnext; /* live-request hash chain (under mu) */
+	int cancel_req;     /* under mu: 1 a cancel is queued for it, 2 taken */
+	int cancelled;      /* scheduler thread: cancel it at the next sweep */
+	int held;           /* was held back by the per-agent running cap */
+	sagent *ag;         /* set at intake */
 	gen_request *r;     /* owned copy of the request */
 	sched_origin from;  /* connection, agent, priority */
 	int state;
@@ -39,13 +53,12 @@ typedef struct sreq {
 	int reserve;        /* KV pages reserved for the worst case */
 	llama_seq seq;
 	float *logits;      /* [n_vocab] */
-	int eff_prio;       /* admission sort keys, refreshed before sorting */
-	int agent_running;
 } sreq;
 
 typedef struct cancel_req {
 	uint64_t conn, id;
 	int whole_conn; /* 1: every request of conn, silently */
+	sreq *q;        /* resolved under mu when taken (NULL: ended meanwhile) */
 } cancel_req;
 
 /* A growable array of request pointers. */
@@ -59,7 +72,8 @@ struct sched {
 	llama_ctx *ctx;
 	const llama_model *m;
 	int n_vocab, n_ctx, max_step;
-	int max_batch, max_wait_ms, dynamic, prio_threshold, aging_ms, prefill_chunk, max_tokens;
+	int max_batch, max_wait_ms, dynamic, prio_threshold, prefill_chunk, max_tokens;
+	int max_running_agent;  /* <= 0: no cap */
 	int wake_fd;
 	const blog *log;
 	int (*hold)(void *arg); /* sched_opts.hold */
@@ -79,11 +93,17 @@ struct sched {
 	int stop, shutdown, shutdown_done;
 	uint64_t next_arrival;
 	int n_live;             /* submitted and not yet ended (event published) */
+	sreq **htab;            /* live requests by (conn, id): chained, [hcap] */
+	int hcap, hn;
+	uint64_t notes[SCHED_NOTE_COUNT];
+	uint64_t cancels_dropped;
 	sched_event *ev_head, *ev_tail;
 	sched_stats pub;        /* published copy of st */
 
 	/* scheduler thread only */
 	sreq_vec waiting, running, paused;
+	sagent **agents;        /* active agents [n_agents] */
+	int n_agents, cap_agents;
 	int reserved;           /* KV pages reserved by running + paused */
 	sched_stats st;
 	sched_event *out_head, *out_tail; /* events of this iteration */
@@ -127,10 +147,134 @@ static void vec_del(sreq_vec *v, int i)
 	v->n--;
 }
 
+static void hash_remove(sched *s, sreq *q);
+static void agent_release(sched *s, sreq *q);
+
+/* ---- live requests by (conn, id): O(1) cancel ------------------------- */
+
+static size_t hash_slot(const sched *s, uint64_t conn, uint64_t id)
+{
+	uint64_t h = conn * 0x9E3779B97F4A7C15ull ^ (id + 0x632BE59BD9B4E019ull) * 0xC2B2AE3D27D4EB4Full;
+	h ^= h >> 29;
+	return (size_t)(h & (uint64_t)(s->hcap - 1));
+}
+
+/* Doubles the table when it is fuller than one entry per bucket (mu held).
+ * Out of memory: the chains just get longer. */
+static void hash_grow(sched *s)
+{
+	if (s->hn < s->hcap || s->hcap > (1 << 26))
+		return;
+	const int ncap = s->hcap * 2;
+	sreq **nt = calloc((size_t)ncap, sizeof(*nt));
+	if (!nt)
+		return;
+	sreq **old = s->htab;
+	const int ocap = s->hcap;
+	s->htab = nt;
+	s->hcap = ncap;
+	for (int i = 0; i < ocap; i++)
+		for (sreq *q = old[i], *n; q; q = n) {
+			n = q->hnext;
+			const size_t k = hash_slot(s, q->from.conn, q->r->id);
+			q->hnext = s->htab[k];
+			s->htab[k] = q;
+		}
+	free(old);
+}
+
+static void hash_insert(sched *s, sreq *q)
+{
+	hash_grow(s);
+	const size_t k = hash_slot(s, q->from.conn, q->r->id);
+	q->hnext = s->htab[k];
+	s->htab[k] = q;
+	s->hn++;
+}
+
+/* The first live request (conn, id) whose cancel_req is flag (mu held). */
+static sreq *hash_find(const sched *s, uint64_t conn, uint64_t id, int flag)
+{
+	for (sreq *q = s->htab[hash_slot(s, conn, id)]; q; q = q->hnext)
+		if (q->from.conn == conn && q->r->id == id && q->cancel_req == flag)
+			return q;
+	return NULL;
+}
+
+static void hash_remove(sched *s, sreq *q)
+{
+	for (sreq **pp = &s->htab[hash_slot(s, q->from.conn, q->r->id)]; *pp; pp = &(*pp)->hnext)
+		if (*pp == q) {
+			*pp = q->hnext;
+			s->hn--;
+			return;
+		}
+}
+
+/* ---- agents: fair share ------------------------------------------------ */
+
+/* q's agent record, created at the smallest virtual time of the active
+ * agents. Returns 0 or -ENOMEM. Linear in the active agents, once per
+ * request. */
+static int agent_attach(sched *s, sreq *q)
+{
+	uint64_t vmin = UINT64_MAX;
+	for (int i = 0; i < s->n_agents; i++) {
+		sagent *a = s->agents[i];
+		if (a->id == q->from.agent) {
+			a->refs++;
+			q->ag = a;
+			return 0;
+		}
+		if (a->vtime < vmin)
+			vmin = a->vtime;
+	}
+	if (s->n_agents == s->cap_agents) {
+		int cap = s->cap_agents ? s->cap_agents * 2 : 16;
+		sagent **na = realloc(s->agents, sizeof(*na) * (size_t)cap);
+		if (!na)
+			return -ENOMEM;
+		s->agents = na;
+		s->cap_agents = cap;
+	}
+	sagent *a = calloc(1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->id = q->from.agent;
+	a->vtime = s->n_agents ? vmin : 0;
+	a->refs = 1;
+	s->agents[s->n_agents++] = a;
+	q->ag = a;
+	return 0;
+}
+
+static void agent_release(sched *s, sreq *q)
+{
+	sagent *a = q->ag;
+	if (!a)
+		return;
+	q->ag = NULL;
+	if (q->state != ST_WAITING)
+		a->running--;
+	if (--a->refs > 0)
+		return;
+	for (int i = 0; i < s->n_agents; i++)
+		if (s->agents[i] == a) {
+			s->agents[i] = s->agents[--s->n_agents];
+			break;
+		}
+	free(a);
+}
+
+
 static void sreq_free(sched *s, sreq *q)
 {
 	if (!q)
 		return;
+	pthread_mutex_lock(&s->mu);
+	hash_remove(s, q);
+	pthread_mutex_unlock(&s->mu);
+	agent_release(s, q);
 	llama_seq_reset(s->ctx, &q->seq);
 	gen_seq_end(&q->gen);
 	free(q->logits);
@@ -300,39 +444,63 @@ int sched_submit(sched *s, const sched_origin *from, const gen_request *r)
 	s->in_tail = q;
 	s->n_in++;
 	s->n_live++;
+	hash_insert(s, q);
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	return 0;
 }
 
+/* Queues a cancellation (mu held): a whole connection, or one live request
+ * not yet queued for cancellation; anything else is dropped at once, so
+ * the queue never holds more than the live requests and closing
+ * connections. */
 static void push_cancel(sched *s, uint64_t conn, uint64_t id, int whole)
 {
-	pthread_mutex_lock(&s->mu);
+	if (!whole) {
+		sreq *q = hash_find(s, conn, id, 0);
+		if (!q) {
+			s->cancels_dropped++;
+			return;
+		}
+		q->cancel_req = 1;
+	}
 	if (s->n_cancels == s->cap_cancels) {
 		int cap = s->cap_cancels ? s->cap_cancels * 2 : 16;
 		cancel_req *n = realloc(s->cancels, sizeof(*n) * (size_t)cap);
-		if (!n) {
-			pthread_mutex_unlock(&s->mu);
+		if (!n)
 			return; /* the request runs to its end; its events go nowhere */
-		}
 		s->cancels = n;
 		s->cap_cancels = cap;
 	}
-	s->cancels[s->n_cancels++] = (cancel_req){conn, id, whole};
+	s->cancels[s->n_cancels++] = (cancel_req){conn, id, whole, NULL};
 	pthread_cond_signal(&s->cv);
-	pthread_mutex_unlock(&s->mu);
 }
 
 void sched_cancel(sched *s, uint64_t conn, uint64_t id)
 {
-	if (s)
-		push_cancel(s, conn, id, 0);
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	push_cancel(s, conn, id, 0);
+	pthread_mutex_unlock(&s->mu);
 }
 
 void sched_cancel_conn(sched *s, uint64_t conn)
 {
-	if (s)
-		push_cancel(s, conn, 0, 1);
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	push_cancel(s, conn, 0, 1);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void sched_note(sched *s, sched_note_kind k)
+{
+	if (!s || (int)k < 0 || k >= SCHED_NOTE_COUNT)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->notes[k]++;
+	pthread_mutex_unlock(&s->mu);
 }
 
 void sched_shutdown(sched *s)
@@ -367,6 +535,9 @@ void sched_get_stats(sched *s, sched_stats *st)
 	pthread_mutex_lock(&s->mu);
 	*st = s->pub;
 	st->waiting += s->n_in;
+	st->cancels_dropped = s->cancels_dropped;
+	for (int k = 0; k < SCHED_NOTE_COUNT; k++)
+		st->notes[k] = s->notes[k];
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -378,6 +549,14 @@ void sched_get_stats(sched *s, sched_stats *st)
 static int intake(sched *s, sreq *q)
 {
 	char err[SCHED_ERR_MSG_MAX];
+	if (q->cancelled) { /* cancelled before it began: no work at all */
+		end_done(s, q, HERD_FINISH_CANCEL, 1);
+		return -1;
+	}
+	if (agent_attach(s, q)) {
+		end_err(s, q, -ENOMEM, "out of memory");
+		return -1;
+	}
 	const gen_bounds b = {.n_ctx = s->n_ctx, .max_tokens = s->max_tokens,
 			      .t_start = q->t_arrive};
 	int rc = gen_seq_begin(&q->gen, s->m, &b, q->r, err, sizeof(err));
@@ -397,24 +576,24 @@ static int intake(sched *s, sreq *q)
 	return 0;
 }
 
-/* Removes and ends (silently or with a HERD_FINISH_CANCEL done) the requests that
- * match c from every list. */
-static void apply_cancel(sched *s, const cancel_req *c)
+/* Ends every request of the lists that is cancelled (with a
+ * HERD_FINISH_CANCEL done) or belongs to connection gone (silently, when
+ * gone != 0): one pass over the lists however many cancels came. */
+static void sweep_cancelled(sched *s, uint64_t gone)
 {
 	sreq_vec *lists[] = {&s->waiting, &s->running, &s->paused};
 	for (int l = 0; l < 3; l++) {
 		sreq_vec *v = lists[l];
-		for (int i = 0; i < v->n;) {
+		int k = 0;
+		for (int i = 0; i < v->n; i++) {
 			sreq *q = v->v[i];
-			if (q->from.conn == c->conn && (c->whole_conn || q->r->id == c->id)) {
-				vec_del(v, i);
-				end_done(s, q, HERD_FINISH_CANCEL, !c->whole_conn);
-				if (!c->whole_conn)
-					return;
-			} else {
-				i++;
-			}
+			const int silent = gone && q->from.conn == gone;
+			if (silent || q->cancelled)
+				end_done(s, q, HERD_FINISH_CANCEL, !silent);
+			else
+				v->v[k++] = q;
 		}
+		v->n = k;
 	}
 }
 
@@ -448,22 +627,39 @@ static void expire_deadlines(sched *s, double t)
 	}
 }
 
-static int cmp_admission(const void *a, const void *b)
+/* 1 when x goes before y: priority, then the agent with fewer running
+ * sequences, then the agent served fewer tokens, then arrival. Only
+ * comparisons: nothing here can overflow. */
+static int admits_before(const sreq *x, const sreq *y)
 {
-	const sreq *x = *(sreq *const *)a, *y = *(sreq *const *)b;
-	if (x->eff_prio != y->eff_prio)
-		return x->eff_prio > y->eff_prio ? -1 : 1;
-	if (x->agent_running != y->agent_running)
-		return x->agent_running < y->agent_running ? -1 : 1;
-	return x->arrival < y->arrival ? -1 : x->arrival > y->arrival;
+	if (x->from.prio != y->from.prio)
+		return x->from.prio > y->from.prio;
+	if (x->ag->running != y->ag->running)
+		return x->ag->running < y->ag->running;
+	if (x->ag->vtime != y->ag->vtime)
+		return x->ag->vtime < y->ag->vtime;
+	return x->arrival < y->arrival;
 }
 
-static int agent_running(const sched *s, uint64_t agent)
+/* Index of the waiting request to admit next, or -1 when every waiting
+ * agent is at its running cap. Linear in the waiting requests (bounded by
+ * the per-agent queue caps of session.c). */
+static int pick_next(sched *s)
 {
-	int n = 0;
-	for (int i = 0; i < s->running.n; i++)
-		n += s->running.v[i]->from.agent == agent;
-	return n;
+	int best = -1;
+	for (int i = 0; i < s->waiting.n; i++) {
+		sreq *q = s->waiting.v[i];
+		if (s->max_running_agent > 0 && q->ag->running >= s->max_running_agent) {
+			if (!q->held) {
+				q->held = 1;
+				s->st.agent_cap_waits++;
+			}
+			continue;
+		}
+		if (best < 0 || admits_before(q, s->waiting.v[best]))
+			best = i;
+	}
+	return best;
 }
 
 /* 1 when an idle batch may start now (the batch-forming wait is over). */
@@ -497,12 +693,53 @@ static void admit_one(sched *s, sreq *q, double t)
 		end_err(s, q, -ENOMEM, "out of memory");
 		return;
 	}
+	q->ag->running++;
 	if (!q->logits)
 		q->logits = malloc(sizeof(float) * (size_t)s->n_vocab);
 	if (!q->logits) {
 		s->running.n--;
 		end_err(s, q, -ENOMEM, "out of memory");
 	}
+}
+
+/* 1 when running sequence v may be paused for q at the threshold rule:
+ * v below the threshold and (lowest priority, then latest arrival) before
+ * the current choice b (NULL: none yet). */
+static int victim_by_prio(const sched *s, const sreq *v, const sreq *b)
+{
+	if (v->from.prio >= s->prio_threshold)
+		return 0;
+	return !b || v->from.prio < b->from.prio ||
+	       (v->from.prio == b->from.prio && v->arrival > b->arrival);
+}
+
+/* Fair share: v (no higher priority than q) may be paused for q when v's
+ * agent runs at least two more sequences than q's; among those, the agent
+ * running the most, then the latest arrival, before b. */
+static int victim_by_share(const sreq *q, const sreq *v, const sreq *b)
+{
+	if (v->from.prio > q->from.prio || v->ag->running < q->ag->running + 2)
+		return 0;
+	return !b || v->ag->running > b->ag->running ||
+	       (v->ag->running == b->ag->running && v->arrival > b->arrival);
+}
+
+/* The running sequence q may pause when the batch is full, or -1: at or
+ * above priority_threshold, the lowest-priority sequence below it; below
+ * it, one of an agent that holds more than its share (so a busy agent's
+ * long sequences cannot keep a newcomer out of a full batch). The paused
+ * sequence keeps its pages and resumes first when a slot frees. */
+static int pick_victim(const sched *s, const sreq *q)
+{
+	const int by_prio = q->from.prio >= s->prio_threshold;
+	int victim = -1;
+	for (int i = 0; i < s->running.n; i++) {
+		const sreq *v = s->running.v[i];
+		const sreq *b = victim >= 0 ? s->running.v[victim] : NULL;
+		if (by_prio ? victim_by_prio(s, v, b) : victim_by_share(q, v, b))
+			victim = i;
+	}
+	return victim;
 }
 
 static void admit(sched *s, double t)
@@ -525,32 +762,15 @@ static void admit(sched *s, double t)
 		return; /* static batching: wait for the whole batch to finish */
 	if (s->running.n == 0 && s->paused.n == 0 && !batch_ready(s, t, NULL))
 		return;
-	for (int i = 0; i < s->waiting.n; i++) {
-		sreq *q = s->waiting.v[i];
-		double waited = t - q->t_arrive;
-		q->eff_prio = q->from.prio + (int)(waited / s->aging_ms);
-		q->agent_running = agent_running(s, q->from.agent);
-	}
-	qsort(s->waiting.v, (size_t)s->waiting.n, sizeof(*s->waiting.v), cmp_admission);
 	while (s->waiting.n > 0) {
-		sreq *q = s->waiting.v[0];
+		const int qi = pick_next(s);
+		if (qi < 0)
+			break;
+		sreq *q = s->waiting.v[qi];
 		if (s->reserved + q->reserve > s->kv_total)
 			break; /* keep the order: no overtaking by smaller requests */
 		if (s->running.n >= s->max_batch) {
-			if (q->from.prio < s->prio_threshold)
-				break;
-			/* Preempt the lowest-priority running sequence below the threshold
-			 * (the latest arrival among equals). It keeps its pages. */
-			int victim = -1;
-			for (int i = 0; i < s->running.n; i++) {
-				const sreq *v = s->running.v[i];
-				if (v->from.prio >= s->prio_threshold)
-					continue;
-				if (victim < 0 || v->from.prio < s->running.v[victim]->from.prio ||
-				    (v->from.prio == s->running.v[victim]->from.prio &&
-				     v->arrival > s->running.v[victim]->arrival))
-					victim = i;
-			}
+			const int victim = pick_victim(s, q);
 			if (victim < 0)
 				break;
 			sreq *v = s->running.v[victim];
@@ -560,11 +780,13 @@ static void admit(sched *s, double t)
 				end_err(s, v, -ENOMEM, "out of memory");
 			s->st.preemptions++;
 		}
-		vec_del(&s->waiting, 0);
+		vec_del(&s->waiting, qi);
 		admit_one(s, q, t);
 	}
 }
 
+_Static_assert(SCHED_NOTE_COUNT <= sizeof(((sched_stats *)0)->notes) / sizeof(uint64_t),
+	       "sched_stats.notes holds every sched_note_kind");
 _Static_assert(HERD_FINISH_NONE == 0 && HERD_FINISH_COUNT > HERD_FINISH_NONE,
 	       "sample_next returns a finish reason (>= 0) or an error (< 0) in one int");
 
@@ -678,6 +900,8 @@ static void count_step(sched *s, const step_plan *p, double ms)
 		s->st.max_step_seqs = p->n;
 	s->st.step_ms += ms;
 	s->st.tokens_prompt += (uint64_t)p->pre_tok;
+	for (int j = 0; j < p->n; j++) /* fair share: what each agent was served */
+		s->batch_req[j]->ag->vtime += (uint64_t)s->batch[j].n_tokens;
 }
 
 /* Samples every sequence that got logits; requests that finish leave the
@@ -836,6 +1060,11 @@ static void take_inbox(sched *s, inbox *box)
 	}
 	if (box->n_cancels > 0) {
 		memcpy(box->cancels, s->cancels, sizeof(*box->cancels) * (size_t)box->n_cancels);
+		for (int i = 0; i < box->n_cancels; i++) { /* O(1) each, by (conn, id) */
+			cancel_req *c = &box->cancels[i];
+			if (!c->whole_conn && (c->q = hash_find(s, c->conn, c->id, 1)))
+				c->q->cancel_req = 2;
+		}
 		memmove(s->cancels, s->cancels + box->n_cancels,
 			sizeof(*box->cancels) * (size_t)(s->n_cancels - box->n_cancels));
 		s->n_cancels -= box->n_cancels;
@@ -845,9 +1074,17 @@ static void take_inbox(sched *s, inbox *box)
 		s->shutdown_done = 1;
 }
 
-/* New requests begin (or fail), then cancellations and shutdown apply. */
+/* Cancellations mark their requests (new ones included, which then end
+ * before any work), new requests begin (or fail), then one sweep ends the
+ * cancelled ones and those of closed connections; then shutdown. */
 static void apply_inbox(sched *s, inbox *box)
 {
+	int any = 0;
+	for (int i = 0; i < box->n_cancels; i++)
+		if (box->cancels[i].q) {
+			box->cancels[i].q->cancelled = 1;
+			any = 1;
+		}
 	while (box->in) {
 		sreq *q = box->in;
 		box->in = q->next;
@@ -857,8 +1094,11 @@ static void apply_inbox(sched *s, inbox *box)
 		if (vec_push(&s->waiting, q))
 			end_err(s, q, -ENOMEM, "out of memory");
 	}
+	if (any)
+		sweep_cancelled(s, 0);
 	for (int i = 0; i < box->n_cancels; i++)
-		apply_cancel(s, &box->cancels[i]);
+		if (box->cancels[i].whole_conn)
+			sweep_cancelled(s, box->cancels[i].conn);
 	if (box->cancels != box->buf)
 		free(box->cancels);
 	if (box->do_shutdown)
@@ -911,7 +1151,7 @@ int sched_create(sched **out, const sched_opts *o)
 	s->max_wait_ms = o->max_wait_ms > 0 ? o->max_wait_ms : 0;
 	s->dynamic = o->dynamic_batching;
 	s->prio_threshold = o->priority_threshold;
-	s->aging_ms = o->aging_ms > 0 ? o->aging_ms : SCHED_DEFAULT_AGING_MS;
+	s->max_running_agent = o->max_running_per_agent;
 	s->prefill_chunk = o->prefill_chunk > 0 ? o->prefill_chunk : SCHED_DEFAULT_PREFILL_CHUNK;
 	s->max_tokens = o->max_tokens;
 	s->wake_fd = o->wake_fd;
@@ -923,7 +1163,9 @@ int sched_create(sched **out, const sched_opts *o)
 	s->step_tok = malloc(sizeof(int32_t) * (size_t)s->max_batch);
 	s->batch = malloc(sizeof(*s->batch) * (size_t)s->max_batch);
 	s->batch_req = malloc(sizeof(*s->batch_req) * (size_t)s->max_batch);
-	if (!s->step_tok || !s->batch || !s->batch_req)
+	s->hcap = 64;
+	s->htab = calloc((size_t)s->hcap, sizeof(*s->htab));
+	if (!s->step_tok || !s->batch || !s->batch_req || !s->htab)
 		goto fail;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -942,6 +1184,7 @@ int sched_create(sched **out, const sched_opts *o)
 	*out = s;
 	return 0;
 fail:
+	free(s->htab);
 	free(s->step_tok);
 	free(s->batch);
 	free(s->batch_req);
@@ -973,6 +1216,10 @@ void sched_destroy(sched *s)
 	sched_event_free(s->ev_head);
 	sched_event_free(s->out_head);
 	free(s->cancels);
+	free(s->htab);
+	for (int i = 0; i < s->n_agents; i++)
+		free(s->agents[i]);
+	free(s->agents);
 	free(s->step_tok);
 	free(s->batch);
 	free(s->batch_req);

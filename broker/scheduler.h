@@ -6,14 +6,27 @@
  *      begins their generation (model/generate.h: tokenize, prompt-fit
  *      rule, sampler) and rejects impossible ones (err events),
  *   2. drops requests past their deadline (done, HERD_FINISH_DEADLINE),
- *   3. admits waiting requests, highest effective priority first (priority
- *      plus one per aging period waited), then the agent with the fewest
- *      running sequences, then arrival order, while the batch has a free slot
- *      (max_batch) and the KV pool can hold the request's whole worst case
- *      (prompt + max_tokens positions, so a running sequence never runs out
- *      of pages). A request at or above priority_threshold may pause the
- *      lowest-priority running sequence when the batch is full; a paused
- *      sequence keeps its KV pages and resumes before anyone is admitted.
+ *   3. admits waiting requests by fair share between agents: highest
+ *      priority first (the broker's policy has already clamped it, see
+ *      session.c), then the agent with the fewest running sequences, then
+ *      the agent that has been served the fewest tokens (prefill + generated,
+ *      a virtual time: an agent that comes back after being idle starts at the
+ *      smallest virtual time of the active agents, so it banks no credit),
+ *      then arrival order (so within one agent: first come, first served).
+ *      There is no cross-agent aging: an old backlog never outranks a
+ *      newcomer of the same priority. An agent runs at most
+ *      max_running_per_agent sequences at once, so one agent's backlog
+ *      leaves the other slots to the others: a request of another agent
+ *      waits at most until one sequence ends. Admission goes on while the
+ *      batch has a free slot (max_batch) and the KV pool can hold the
+ *      request's whole worst case (prompt + max_tokens positions, so a
+ *      running sequence never runs out of pages). When the batch is full, a
+ *      request at or above priority_threshold may pause the lowest-priority
+ *      running sequence below it, and any other request may pause a
+ *      sequence of no higher priority whose agent runs at least two more
+ *      sequences than the request's agent (fair share in a full batch); a
+ *      paused sequence keeps its KV pages and resumes before anyone is
+ *      admitted.
  *   4. runs ONE llama_decode over all running sequences: one token for each
  *      sequence that is generating, and prompt chunks (chunked prefill) for
  *      the others, bounded by prefill_chunk tokens per step while any
@@ -56,7 +69,8 @@ typedef struct sched_opts {
 	int max_wait_ms;        /* batch-forming wait, see above */
 	int dynamic_batching;
 	int priority_threshold;
-	int aging_ms;           /* <= 0: 1000; one priority level per period waited */
+	int aging_ms;           /* unused (no cross-agent aging any more); kept for callers */
+	int max_running_per_agent; /* sequences of one agent at once; <= 0: no cap */
 	int prefill_chunk;      /* <= 0: 128 */
 	int max_tokens;         /* cap on a request's max_tokens; <= 0: none */
 	int wake_fd;            /* eventfd written when events are posted; < 0: none */
@@ -76,7 +90,8 @@ typedef struct sched_origin {
 	uint64_t conn;  /* connection id */
 	uint64_t agent; /* agent id, for fair share and stats */
 	int prio;       /* the request's priority (its own, or its agent's
-			 * default); higher runs first, 0 = normal */
+			 * default, clamped by the broker's policy); higher runs
+			 * first, 0 = normal. Only compared, never added to. */
 } sched_origin;
 
 typedef enum sched_ev_type { SCHED_EV_TOK = 1, SCHED_EV_DONE = 2, SCHED_EV_ERR = 3 } sched_ev_type;
@@ -119,6 +134,9 @@ typedef struct sched_stats {
 	uint64_t tokens_prompt;    /* prompt tokens evaluated */
 	uint64_t requests_done, requests_err, requests_cancelled;
 	uint64_t preemptions;
+	uint64_t agent_cap_waits;  /* requests held back at least once by max_running_per_agent */
+	uint64_t cancels_dropped;  /* cancels for no live request (dropped, not queued) */
+	uint64_t notes[8];         /* sched_note counters, by sched_note_kind */
 	int waiting, running, paused; /* now; waiting includes the submit queue */
 	int kv_pages_total, kv_pages_free, kv_pages_reserved;
 	sched_lat queue, first, total;
@@ -140,13 +158,30 @@ void sched_destroy(sched *s);
 int sched_submit(sched *s, const sched_origin *from, const gen_request *r);
 /* Cancels request id of connection conn: a DONE with HERD_FINISH_CANCEL
  * follows if it was still queued or running (after a last TOK with any
- * held-back text of a streamed request); nothing when unknown or finished. */
+ * held-back text of a streamed request); nothing when unknown or finished.
+ * O(1): the live requests are hashed by (conn, id); a cancel for no live
+ * request is dropped at once and a request is queued for cancellation at
+ * most once, so a cancel flood holds no memory. */
 void sched_cancel(sched *s, uint64_t conn, uint64_t id);
 /* Drops every request of conn without events (the connection is gone). */
 void sched_cancel_conn(sched *s, uint64_t conn);
 /* Refuses new requests and cancels every queued and running one, each with a
  * DONE HERD_FINISH_CANCEL. */
 void sched_shutdown(sched *s);
+
+/* Counters of the limits the broker's front door enforces (session.c),
+ * kept here so `herdctl status` sums them over the models. */
+typedef enum sched_note_kind {
+	SCHED_NOTE_QUEUED = 0,  /* request refused: agent's queued-request cap */
+	SCHED_NOTE_PROMPT,      /* request refused: prompt bytes / tokens cap */
+	SCHED_NOTE_STOP,        /* request refused: stop-string count or length cap */
+	SCHED_NOTE_MAX_TOKENS,  /* max_tokens clamped to the cap */
+	SCHED_NOTE_PRIO,        /* priority clamped to the agent's allowance */
+	SCHED_NOTE_DEADLINE,    /* deadline_ms clamped */
+	SCHED_NOTE_COUNT
+} sched_note_kind;
+/* Counts one event of kind k (any thread). */
+void sched_note(sched *s, sched_note_kind k);
 
 /* Takes every posted event, oldest first (NULL when none). The caller frees
  * the list with sched_event_free. */

@@ -3,6 +3,7 @@
 #include "loop_int.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,10 +11,58 @@
 #include "common/text.h"
 #include "herd/error.h"
 
+/* Lowest priority a request may ask for: keeps every priority in a range
+ * where nothing built on it can overflow. */
+#define SESSION_PRIO_MIN (-1000000)
+/* Longest deadline a request may ask for (7 days, in ms); longer ones are
+ * clamped. */
+#define SESSION_DEADLINE_MAX_MS (7ull * 24 * 3600 * 1000)
+
+static int rule_matches(const cfg_prio_rule *r, const conn *c)
+{
+	switch (r->match) {
+	case CFG_MATCH_UID: return (uint32_t)c->uid == r->id;
+	case CFG_MATCH_GID: return conn_in_group(c, (gid_t)r->id);
+	case CFG_MATCH_NAME: return c->hello && r->name && !strcmp(c->name, r->name);
+	case CFG_MATCH_GROUP: {
+		char buf[4096];
+		struct group gr, *res = NULL;
+		return r->name && !getgrnam_r(r->name, &gr, buf, sizeof(buf), &res) && res &&
+		       conn_in_group(c, res->gr_gid);
+	}
+	}
+	return 0;
+}
+
+/* c's priority allowance: the first matching rule of cfg.agents.prio, or
+ * agents.max_prio. Computed at the first frame and again at hello (the
+ * name); never per request. */
+static void set_allowance(loop *l, conn *c)
+{
+	const cfg_agents *a = &l->cfg->agents;
+	c->max_prio = a->max_prio;
+	for (int i = 0; i < a->n_rules; i++)
+		if (rule_matches(&a->rules[i], c)) {
+			c->max_prio = a->rules[i].max_prio;
+			break;
+		}
+}
+
 static void ensure_agent(loop *l, conn *c)
 {
-	if (!c->agent)
+	if (!c->agent) {
 		c->agent = l->next_agent++;
+		set_allowance(l, c);
+	}
+}
+
+/* prio clamped to c's allowance (and the floor); *clamped set when it was. */
+static int clamp_prio(const conn *c, int32_t prio, int *clamped)
+{
+	*clamped = prio > c->max_prio;
+	if (prio > c->max_prio)
+		return c->max_prio;
+	return prio < SESSION_PRIO_MIN ? SESSION_PRIO_MIN : prio;
 }
 
 static void on_hello(loop *l, conn *c, const proto_hello *h)
@@ -30,7 +79,11 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 	size_t n = h->name.len < sizeof(c->name) - 1 ? h->name.len : sizeof(c->name) - 1;
 	memcpy(c->name, h->name.ptr ? h->name.ptr : "", n);
 	c->name[n] = 0;
-	c->prio = h->prio;
+	set_allowance(l, c);
+	int clamped;
+	c->prio = clamp_prio(c, h->prio, &clamped);
+	if (clamped && models_count(l->models) > 0)
+		sched_note(models_at(l->models, 0)->sched, SCHED_NOTE_PRIO);
 	const int nm = models_count(l->models);
 	proto_model_info *mi = calloc((size_t)(nm > 0 ? nm : 1), sizeof(*mi));
 	if (!mi) {
@@ -56,12 +109,78 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 		conn_close_soon(c);
 		return;
 	}
-	blog_msg(l->log, BLOG_DEBUG, "agent %llu '%s' (pid %d) hello, prio %d",
-		 (unsigned long long)c->agent, c->name, (int)c->pid, c->prio);
+	blog_msg(l->log, BLOG_DEBUG, "agent %llu (pid %d) hello, prio %d (allowance %d)",
+		 (unsigned long long)c->agent, (int)c->pid, c->prio, c->max_prio);
 }
 
-/* The decoded request goes to the model's scheduler as it is (it makes
- * its own copy): no field is copied here. */
+/* Bytes of the text a request asks to tokenize (prompt, or the messages'
+ * roles and contents); token input counts 0 (no tokenizer work, the
+ * scheduler checks the count against the context). Bounded by the frame. */
+static size_t prompt_bytes(const gen_request *g)
+{
+	if (g->input == GEN_INPUT_PROMPT)
+		return g->prompt.len;
+	size_t n = 0;
+	if (g->input == GEN_INPUT_MESSAGES)
+		for (size_t i = 0; i < g->n_messages; i++)
+			n += g->messages[i].role.len + g->messages[i].content.len;
+	return n;
+}
+
+/* The per-agent limits, checked at the door before any work: 0, or an err
+ * HERD_E_LIMIT naming the limit was queued (and counted on s). */
+static int check_limits(loop *l, conn *c, sched *s, const gen_request *g)
+{
+	const cfg_agents *a = &l->cfg->agents;
+	const size_t pb = prompt_bytes(g);
+	size_t longest = 0;
+	for (size_t i = 0; i < g->params.n_stop; i++)
+		if (g->params.stop[i].len > longest)
+			longest = g->params.stop[i].len;
+	if (c->in_flight >= a->max_queued) {
+		sched_note(s, SCHED_NOTE_QUEUED);
+		conn_queue_err(c, 1, g->id, HERD_E_LIMIT,
+			       "limit agents.max_queued: %d requests of this agent are already queued or running",
+			       a->max_queued);
+	} else if (pb > a->max_prompt_bytes) {
+		sched_note(s, SCHED_NOTE_PROMPT);
+		conn_queue_err(c, 1, g->id, HERD_E_LIMIT,
+			       "limit agents.max_prompt_bytes: the prompt has %zu bytes, at most %u are allowed",
+			       pb, (unsigned)a->max_prompt_bytes);
+	} else if (g->params.n_stop > (size_t)a->max_stop || longest > (size_t)a->max_stop_bytes) {
+		sched_note(s, SCHED_NOTE_STOP);
+		conn_queue_err(c, 1, g->id, HERD_E_LIMIT,
+			       "limit agents.max_stop / agents.max_stop_bytes: %zu stop strings (at most %d), "
+			       "the longest %zu bytes (at most %d)",
+			       g->params.n_stop, a->max_stop, longest, a->max_stop_bytes);
+	} else {
+		return 0;
+	}
+	return -1;
+}
+
+/* The request as the scheduler gets it: max_tokens, priority and deadline
+ * clamped by the broker's policy (counted on s). */
+static void clamp_request(loop *l, conn *c, sched *s, const gen_request *g, gen_request *out,
+			  sched_origin *from)
+{
+	*out = *g;
+	int clamped = 0;
+	from->prio = g->has_prio ? clamp_prio(c, g->prio, &clamped) : c->prio;
+	if (clamped)
+		sched_note(s, SCHED_NOTE_PRIO);
+	if (out->params.max_tokens > l->cfg->max_tokens) {
+		out->params.max_tokens = l->cfg->max_tokens;
+		sched_note(s, SCHED_NOTE_MAX_TOKENS);
+	}
+	if (out->params.deadline_ms > SESSION_DEADLINE_MAX_MS) {
+		out->params.deadline_ms = SESSION_DEADLINE_MAX_MS;
+		sched_note(s, SCHED_NOTE_DEADLINE);
+	}
+}
+
+/* The decoded request goes to the model's scheduler (it makes its own
+ * copy) once the per-agent limits passed, with the policy's clamps. */
 static void on_gen(loop *l, conn *c, const gen_request *g)
 {
 	ensure_agent(l, c);
@@ -81,9 +200,12 @@ static void on_gen(loop *l, conn *c, const gen_request *g)
 		conn_queue_err(c, 1, g->id, rc, "%s", why);
 		return;
 	}
-	const sched_origin from = {.conn = c->id, .agent = c->agent,
-				   .prio = g->has_prio ? g->prio : c->prio};
-	rc = sched_submit(e->sched, &from, g);
+	if (check_limits(l, c, e->sched, g))
+		return;
+	sched_origin from = {.conn = c->id, .agent = c->agent};
+	gen_request cg;
+	clamp_request(l, c, e->sched, g, &cg, &from);
+	rc = sched_submit(e->sched, &from, &cg);
 	if (rc) {
 		conn_queue_err(c, 1, g->id, rc, "cannot queue the request: %s", herd_strerror(rc));
 		return;
@@ -140,7 +262,7 @@ int session_frame(loop *l, conn *c, const uint8_t *body, size_t len)
 	case PROTO_GEN:
 		on_gen(l, c, &m.gen);
 		break;
-	case PROTO_CANCEL:
+	case PROTO_CANCEL: /* O(1) per model: dropped unless a live request has the id */
 		for (int i = 0; i < models_count(l->models); i++)
 			sched_cancel(models_at(l->models, i)->sched, c->id, m.cancel.id);
 		break;

@@ -162,12 +162,33 @@ static int take_tokens(gen_seq *s, const gen_request *r, int n_ctx, int n_vocab,
 	return 0;
 }
 
+/* Bytes of text a prompt or the messages' contents give the tokenizer. */
+static size_t text_bytes(const gen_request *r)
+{
+	if (r->input == GEN_INPUT_PROMPT)
+		return r->prompt.len;
+	size_t n = 0;
+	for (size_t i = 0; i < r->n_messages; i++)
+		n += r->messages[i].content.len;
+	return n;
+}
+
 /* Text or chat prompt, tokenized into s->prompt[n_ctx]: a longer prompt
- * is refused with its full length in the message. */
+ * is refused with its full length in the message. Cheap rejection first:
+ * a token covers at most tok_max_piece_len() bytes of the text, so a text
+ * of more than n_ctx times that many bytes cannot fit and is refused
+ * without tokenizing it (tokenizing costs memory and time linear in the
+ * text; after this check both are bounded by the context). */
 static int take_text(gen_seq *s, const gen_request *r, int n_ctx, char *err, size_t errlen)
 {
 	int n;
 	const char *what = r->input == GEN_INPUT_PROMPT ? "prompt" : "messages";
+	const size_t bytes = text_bytes(r);
+	const int maxp = tok_max_piece_len(s->vocab) > 0 ? tok_max_piece_len(s->vocab) : 1;
+	if (bytes / (size_t)maxp > (size_t)n_ctx)
+		return gen_fail(err, errlen, HERD_E_NOSPACE,
+				"%s of %zu bytes is longer than the context (%d): a token holds at most %d bytes",
+				what, bytes, n_ctx, maxp);
 	if (r->input == GEN_INPUT_PROMPT) {
 		n = tok_encode(s->vocab, r->prompt.ptr ? r->prompt.ptr : "", r->prompt.len,
 			       tok_add_bos(s->vocab) ? TOK_ADD_BOS : 0, s->prompt, n_ctx);

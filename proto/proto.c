@@ -177,12 +177,83 @@ static int scan_value(const uint8_t *p, size_t len, size_t *off, int depth, cons
 
 /* ---- decoding helpers --------------------------------------------------- */
 
+/* The frame's top-level map indexed once by key: one pass over its keys,
+ * each hashed into a fixed table of the key names the decoder knows, so
+ * every later lookup is O(1) and decoding a frame is linear in its size
+ * (a map of 100k keys is not scanned once per known key). Keys the table
+ * does not know are ignored, as before; a lookup of a name missing from
+ * the table falls back to a scan (correct, only slower). */
+#define KEY_SLOTS 128 /* > 2x the known names: probes stay short */
+typedef struct key_index {
+	const msgpack_object_map *map;
+	const char *name[KEY_SLOTS]; /* known name in this slot, or NULL */
+	int64_t at[KEY_SLOTS];       /* its position in map, -1: absent */
+	uint8_t twice[KEY_SLOTS];
+} key_index;
+
+static const char *const known_keys[] = {
+	"t", "v", "id", "name", "prio", "agent", "models", "max_frame", "max_tokens", "n_vocab",
+	"n_ctx", "image_bytes", "digest", "segment", "model", "prompt", "tokens", "messages",
+	"role", "content", "temp", "top_k", "top_p", "min_p", "rep_pen", "seed", "stop",
+	"deadline_ms", "stream", "cache", "text", "tok", "reason", "n_prompt", "n_gen", "n_cached",
+	"t_queue_ms", "t_first_ms", "t_total_ms", "merged", "cached", "code", "msg", "size", "cmd",
+	"args", "result",
+};
+_Static_assert(sizeof(known_keys) / sizeof(known_keys[0]) * 2 < KEY_SLOTS,
+	       "the key table stays at most half full");
+
 typedef struct dec {
 	const msgpack_object_map *map;
 	const char *type; /* frame type for messages */
 	char *err;
 	size_t errlen;
+	key_index *ix;    /* NULL until built */
+	size_t n_cmp;     /* key comparisons made (proto_msg.n_key_cmp) */
 } dec;
+
+static uint32_t key_hash(const char *p, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (uint8_t)p[i]) * 16777619u;
+	return h;
+}
+
+/* The slot of name p[0..n) in the table: its own, or the empty one where
+ * it would go (ix->name[slot] == NULL). At most KEY_SLOTS probes. */
+static int key_slot(dec *d, const key_index *ix, const char *p, size_t n)
+{
+	uint32_t s = key_hash(p, n) & (KEY_SLOTS - 1);
+	for (int i = 0; i < KEY_SLOTS && ix->name[s]; i++, s = (s + 1) & (KEY_SLOTS - 1)) {
+		d->n_cmp++;
+		if (strlen(ix->name[s]) == n && !memcmp(ix->name[s], p, n))
+			break;
+	}
+	return (int)s;
+}
+
+/* Builds d->ix over m (string keys only, checked before). */
+static void key_index_build(dec *d, key_index *ix, const msgpack_object_map *m)
+{
+	memset(ix, 0, sizeof(*ix));
+	ix->map = m;
+	for (size_t k = 0; k < sizeof(known_keys) / sizeof(known_keys[0]); k++) {
+		const int s = key_slot(d, ix, known_keys[k], strlen(known_keys[k]));
+		ix->name[s] = known_keys[k];
+		ix->at[s] = -1;
+	}
+	for (uint32_t i = 0; i < m->size; i++) {
+		const msgpack_object_str *k = &m->ptr[i].key.via.str;
+		const int s = key_slot(d, ix, k->ptr, k->size);
+		if (!ix->name[s])
+			continue; /* a key nobody asks for */
+		if (ix->at[s] >= 0)
+			ix->twice[s] = 1;
+		else
+			ix->at[s] = i;
+	}
+	d->ix = ix;
+}
 
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
@@ -208,18 +279,41 @@ static int key_is(const msgpack_object *k, const char *s)
 	       memcmp(k->via.str.ptr, s, n) == 0;
 }
 
+/* Finds key in m, nil included: *out NULL when absent. Returns 0, or 1
+ * when the key appears twice. O(1) on the indexed top-level map. */
+static int lookup(dec *d, const msgpack_object_map *m, const char *key, const msgpack_object **out)
+{
+	const msgpack_object *hit = NULL;
+	*out = NULL;
+	if (d->ix && d->ix->map == m) {
+		const int s = key_slot(d, d->ix, key, strlen(key));
+		if (d->ix->name[s]) {
+			if (d->ix->twice[s])
+				return 1;
+			*out = d->ix->at[s] >= 0 ? &m->ptr[d->ix->at[s]].val : NULL;
+			return 0;
+		}
+	}
+	for (uint32_t i = 0; i < m->size; i++) {
+		d->n_cmp++;
+		if (!key_is(&m->ptr[i].key, key))
+			continue;
+		if (hit)
+			return 1;
+		hit = &m->ptr[i].val;
+	}
+	*out = hit;
+	return 0;
+}
+
 /* Finds key in the map: *out is NULL when absent or nil. A key present twice
  * is an error. */
 static int find(dec *d, const msgpack_object_map *m, const char *key, const msgpack_object **out)
 {
-	const msgpack_object *hit = NULL;
-	for (uint32_t i = 0; i < m->size; i++) {
-		if (!key_is(&m->ptr[i].key, key))
-			continue;
-		if (hit)
-			return fail(d, "key '%s' appears twice", key);
-		hit = &m->ptr[i].val;
-	}
+	const msgpack_object *hit;
+	*out = NULL;
+	if (lookup(d, m, key, &hit))
+		return fail(d, "key '%s' appears twice", key);
 	*out = hit && hit->type != MSGPACK_OBJECT_NIL ? hit : NULL;
 	return 0;
 }
@@ -750,20 +844,14 @@ static int tree_of(const msgpack_object *o, proto_value **out)
 static int dec_admin_ok(dec *d, const msgpack_object_map *m, proto_msg *msg)
 {
 	int rc;
-	uint32_t i, hits = 0;
 	const msgpack_object *result = NULL;
 	if ((rc = get_str(d, m, "cmd", 1, &msg->admin_ok.cmd)))
 		return rc;
 	/* result: required, any value (nil included, so find() is not used) */
-	for (i = 0; i < m->size; i++)
-		if (key_is(&m->ptr[i].key, "result")) {
-			result = &m->ptr[i].val;
-			hits++;
-		}
-	if (hits == 0)
-		return fail(d, "missing required key 'result'");
-	if (hits > 1)
+	if (lookup(d, m, "result", &result))
 		return fail(d, "key 'result' appears twice");
+	if (!result)
+		return fail(d, "missing required key 'result'");
 	proto_value *tree;
 	if ((rc = tree_of(result, &tree)))
 		return rc;
@@ -803,13 +891,14 @@ static int decode_precheck(dec *d, const uint8_t *body, size_t len)
 }
 
 /* String keys only, and a known `t`: sets out->type and d->type. */
-static int decode_type(dec *d, const msgpack_object_map *m, proto_msg *out)
+static int decode_type(dec *d, key_index *ix, const msgpack_object_map *m, proto_msg *out)
 {
 	proto_str t = {0};
 	int rc;
 	for (uint32_t i = 0; i < m->size; i++)
 		if (m->ptr[i].key.type != MSGPACK_OBJECT_STR)
 			return fail(d, "map key %u is a %s, not a str", i, obj_kind(&m->ptr[i].key));
+	key_index_build(d, ix, m);
 	if ((rc = get_str(d, m, "t", 1, &t)))
 		return rc;
 	for (int i = PROTO_HELLO; i < PROTO_TYPE_COUNT; i++)
@@ -850,7 +939,8 @@ static int decode_fields(dec *d, const msgpack_object_map *m, proto_msg *out)
 int proto_decode(const void *body, size_t len, proto_msg *out, char *err, size_t errlen)
 {
 	msgpack_unpacked u;
-	dec d = {NULL, "frame", err, errlen};
+	key_index ix;
+	dec d = {NULL, "frame", err, errlen, NULL, 0};
 	size_t off = 0;
 	int rc;
 
@@ -872,13 +962,15 @@ int proto_decode(const void *body, size_t len, proto_msg *out, char *err, size_t
 		goto fail;
 	}
 	const msgpack_object_map *m = &u.data.via.map;
-	if ((rc = decode_type(&d, m, out)) || (rc = decode_fields(&d, m, out)))
+	if ((rc = decode_type(&d, &ix, m, out)) || (rc = decode_fields(&d, m, out)))
 		goto fail;
 	msgpack_unpacked_destroy(&u);
+	out->n_key_cmp = d.n_cmp;
 	return 0;
 fail:
 	msgpack_unpacked_destroy(&u);
 	proto_msg_free(out);
+	out->n_key_cmp = d.n_cmp;
 	return rc;
 }
 

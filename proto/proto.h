@@ -251,6 +251,9 @@ typedef struct proto_msg {
 	/* private: allocations of a decoded message (arrays, the admin_ok
 	 * result tree); strings point into the body */
 	void *own_a, *own_b;
+	/* key comparisons the decode made: linear in the frame (one pass
+	 * indexes the top-level map), whatever the keys; tests bound it */
+	size_t n_key_cmp;
 } proto_msg;
 
 /* Zeroes m (type PROTO_NONE). Optional before proto_decode. */

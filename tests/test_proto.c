@@ -507,6 +507,54 @@ static void test_malformed(void **state)
 	expect_proto_err(deep, 44, "deeply");
 }
 
+/* A gen frame with n unknown keys (and, when dup, "prompt" twice). */
+static void mp_huge_map(mp *m, uint32_t n, int dup)
+{
+	mp_init(m);
+	msgpack_pack_map(&m->pk, n + 4 + (dup ? 1 : 0));
+	mp_str(m, "t");
+	mp_str(m, "gen");
+	mp_str(m, "id");
+	msgpack_pack_uint8(&m->pk, 7);
+	mp_str(m, "model");
+	mp_str(m, "tiny");
+	for (uint32_t i = 0; i < n; i++) {
+		char k[16];
+		snprintf(k, sizeof(k), "k%u", i);
+		mp_str(m, k);
+		msgpack_pack_nil(&m->pk);
+	}
+	mp_str(m, "prompt");
+	mp_str(m, "hello");
+	if (dup) {
+		mp_str(m, "prompt");
+		mp_str(m, "again");
+	}
+}
+
+/* Map decoding is linear in the frame: a gen frame with 100k unknown keys
+ * costs a few key comparisons per key, not one scan of the map per key the
+ * decoder asks for (~30 of them for gen). Duplicates are still found. */
+static void test_huge_map_linear(void **state)
+{
+	(void)state;
+	enum { N = 100000 };
+	mp m;
+	mp_huge_map(&m, N, 0);
+	proto_msg o;
+	char err[256];
+	assert_int_equal(proto_decode(m.sb.data, m.sb.size, &o, err, sizeof(err)), 0);
+	assert_int_equal(o.type, PROTO_GEN);
+	assert_int_equal(o.gen.id, 7);
+	assert_int_equal(o.gen.prompt.len, 5);
+	printf("key comparisons for %d keys: %zu\n", N + 4, o.n_key_cmp);
+	assert_true(o.n_key_cmp <= (size_t)4 * N + 1000);
+	proto_msg_free(&o);
+	msgpack_sbuffer_destroy(&m.sb);
+	mp_huge_map(&m, N, 1);
+	mp_expect(&m, "key 'prompt' appears twice");
+}
+
 static void test_type_key(void **state)
 {
 	(void)state;
@@ -1087,6 +1135,7 @@ int main(void)
 		cmocka_unit_test(test_type_key),        cmocka_unit_test(test_gen_validation),
 		cmocka_unit_test(test_other_validation), cmocka_unit_test(test_fuzz),
 		cmocka_unit_test(test_frame_assembly),  cmocka_unit_test(test_frame_too_large),
+		cmocka_unit_test(test_huge_map_linear),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,8 @@
  * - the step statistics show steps with many sequences;
  * - cancel (by id and by connection) frees the KV pages;
  * - errors: prompt longer than the context, bad tokens, empty prompt;
- * - stop strings, deadlines, priority order and preemption. */
+ * - stop strings, deadlines, priority order and preemption;
+ * - a cancel flood is dropped at the door; fair share between agents. */
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -556,6 +557,119 @@ static void test_priority(void **state)
 	sched_destroy(s);
 }
 
+/* O(1) cancel: a million cancels of unknown ids and a thousand of one
+ * queued request are dropped at the door (counted), except the one that
+ * cancels it; nothing queues up. */
+static void test_cancel_flood(void **state)
+{
+	fixture *f = *state;
+	enum { N = 5, FLOOD = 1000000 };
+	static result res[N];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	int32_t p[N][12];
+	sched *s = start(f, 1, 64, 10);
+	for (int i = 0; i < N; i++) {
+		make_prompt(f, 90 + i, p[i], 12);
+		assert_int_equal(submit(s, tok_req(1, (uint64_t)i, p[i], 12, 100, 0)), 0);
+	}
+	for (uint64_t i = 0; i < FLOOD; i++)
+		sched_cancel(s, 1, 1000 + i);
+	for (int i = 0; i < 1000; i++)
+		sched_cancel(s, 1, N - 1);
+	pump(f, s, res, N, 0, pred_all_ended, NULL);
+	assert_string_equal(res[N - 1].reason, "cancel");
+	sched_stats st;
+	sched_get_stats(s, &st);
+	assert_int_equal(st.cancels_dropped, (uint64_t)FLOOD + 999);
+	sched_destroy(s);
+}
+
+static int pred_first_has_tok(const result *res, int n, void *arg)
+{
+	(void)n;
+	(void)arg;
+	return res[0].n_toks >= 1 || res[0].ended;
+}
+
+static int pred_last_ended(const result *res, int n, void *arg)
+{
+	(void)arg;
+	return res[n - 1].ended;
+}
+
+/* Fair share: agent A's backlog (60 requests of 240 tokens, one slot) has
+ * waited longer than an aging period when agent B's request arrives; B
+ * runs as soon as the slot frees (B has nothing running and was served
+ * less), not after A's whole backlog: most of A's requests are still
+ * waiting when B ends. */
+static void test_fair_share(void **state)
+{
+	fixture *f = *state;
+	enum { N = 61 };
+	static result res[N];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	static int32_t p[N][12];
+	sched *s = start(f, 1, 64, 10);
+	for (int i = 0; i < N - 1; i++) {
+		make_prompt(f, 110 + i, p[i], 12);
+		assert_int_equal(submit(s, tok_req(1, (uint64_t)i, p[i], 12, 240, i == 0)), 0);
+	}
+	pump(f, s, res, N, 0, pred_first_has_tok, NULL);
+	usleep(1100 * 1000); /* A's backlog is older than one aging period */
+	make_prompt(f, 140, p[N - 1], 12);
+	assert_int_equal(submit(s, tok_req(2, N - 1, p[N - 1], 12, 8, 0)), 0);
+	pump(f, s, res, N, 0, pred_last_ended, NULL);
+	int a_left = 0;
+	for (int i = 0; i < N - 1; i++)
+		a_left += !res[i].ended;
+	printf("B ended with %d of A's %d requests still open\n", a_left, N - 1);
+	assert_true(a_left >= 20);
+	sched_cancel_conn(s, 1);
+	wait_idle(s);
+	sched_event_free(sched_events_take(s));
+	sched_destroy(s);
+}
+
+/* Fair preemption: agent A fills the whole batch with long requests (no
+ * per-agent cap here); agent B's short request pauses one of A's (A runs
+ * at least two more than B) and ends first; A's paused request resumes
+ * with its pages kept and still ends normally. */
+static void test_fair_preempt(void **state)
+{
+	fixture *f = *state;
+	enum { N = 5 };
+	static result res[N];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	static int32_t p[N][12];
+	const int free0 = llama_ctx_free_pages(f->c);
+	sched *s = start(f, 4, 64, 10);
+	for (int i = 0; i < N - 1; i++) {
+		make_prompt(f, 150 + i, p[i], 12);
+		assert_int_equal(submit(s, tok_req(1, (uint64_t)i, p[i], 12, 200, 1)), 0);
+	}
+	pump(f, s, res, N, 0, pred_first_has_tok, NULL);
+	make_prompt(f, 160, p[N - 1], 12);
+	assert_int_equal(submit(s, tok_req(2, N - 1, p[N - 1], 12, 4, 0)), 0);
+	pump(f, s, res, N, 0, pred_all_ended, NULL);
+	sched_stats st;
+	sched_get_stats(s, &st);
+	printf("B ended at %d; A's first made %d tokens; preemptions %llu\n", res[N - 1].order,
+	       res[0].n_gen, (unsigned long long)st.preemptions);
+	if (res[0].n_gen == 200) { /* no early EOS: A's were all still running */
+		assert_int_equal(res[N - 1].order, 0);
+		assert_int_equal(st.preemptions, 1);
+	}
+	for (int i = 0; i < N; i++)
+		assert_false(res[i].is_err);
+	wait_idle(s);
+	sched_get_stats(s, &st);
+	assert_int_equal(st.kv_pages_free, free0);
+	sched_destroy(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -565,6 +679,9 @@ int main(void)
 		cmocka_unit_test(test_text_prompt_and_stop),
 		cmocka_unit_test(test_deadline),
 		cmocka_unit_test(test_priority),
+		cmocka_unit_test(test_cancel_flood),
+		cmocka_unit_test(test_fair_share),
+		cmocka_unit_test(test_fair_preempt),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
