@@ -280,6 +280,8 @@ static int parse_prio_rule(cfg_prio_rule *r, json_object *o, size_t i, char *err
 	snprintf(key, sizeof(key), "agents.prio[%zu]", i);
 	int rc = want_type(o, json_type_object, key, "an object", err, errlen), have_prio = 0;
 	long x;
+	if (rc)
+		return rc; /* not an object: json_object_object_foreach would read NULL */
 	json_object_object_foreach(o, k, v)
 	{
 		if (rc)
@@ -334,6 +336,8 @@ static int parse_agents(cfg *c, json_object *o, char *err, size_t errlen)
 	cfg_agents *a = &c->agents;
 	int rc = want_type(o, json_type_object, "agents", "an object", err, errlen);
 	long x;
+	if (rc)
+		return rc; /* not an object: json_object_object_foreach would read NULL */
 	json_object_object_foreach(o, k, v)
 	{
 		if (rc)

@@ -862,6 +862,30 @@ static void test_config_limits(void **state)
 	cfg_fini(&c);
 }
 
+/* Objects that must be objects are refused by name when they are not
+ * (fuzz_config found "agents": "..." read as a NULL hash table;
+ * tests/fuzz/corpus/config/regress_agents_string.json). */
+static void test_config_not_objects(void **state)
+{
+	(void)state;
+	static const char *const cases[][2] = {
+		{"{\"agents\": \"/tmp/x\"}", "agents"},
+		{"{\"agents\": 3}", "agents"},
+		{"{\"agents\": {\"prio\": [\"ops\"]}}", "agents.prio[0]"},
+		{"{\"agents\": {\"prio\": [7]}}", "agents.prio[0]"},
+		{"{\"limits\": \"x\"}", "limits"},
+		{"{\"batch\": null}", "batch"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cfg c;
+		char err[256] = "";
+		cfg_init(&c);
+		assert_int_equal(cfg_parse_json(&c, cases[i][0], err, sizeof(err)), HERD_E_FORMAT);
+		assert_non_null(strstr(err, cases[i][1]));
+		cfg_fini(&c);
+	}
+}
+
 /* Peer data in a log line cannot start a line of its own or reach the
  * terminal as an escape sequence. */
 static void test_log_escape(void **state)
@@ -889,6 +913,7 @@ int main(void)
 		cmocka_unit_test(test_start_errors),
 		cmocka_unit_test(test_sigterm),
 		cmocka_unit_test(test_config_limits),
+		cmocka_unit_test(test_config_not_objects),
 		cmocka_unit_test(test_log_escape),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
