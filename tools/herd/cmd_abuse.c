@@ -168,8 +168,9 @@ static void attacker_main(const abuse_opts *o, double deadline, int fd)
 }
 
 /* The victim: one request after the other until the deadline. Lines on fd:
- * "S <t_ms>" sent, "D <latency_ms> <rc> <msg>" ended, "C <rc> <msg>" could
- * not connect. */
+ * "K <t_ms>" connecting, "S <t_ms>" sent, "D <latency_ms> <rc> <msg>"
+ * ended, "C <rc> <msg>" could not connect. A connection still being made
+ * at the end counts as an unanswered request. */
 static void victim_main(const abuse_opts *o, double deadline, int fd)
 {
 	herd_connect_opts co;
@@ -182,6 +183,8 @@ static void victim_main(const abuse_opts *o, double deadline, int fd)
 	char line[512];
 	for (long i = 0; clock_mono_ms() < deadline; i++) {
 		if (!c || !herd_connected(c)) {
+			snprintf(line, sizeof(line), "K %.3f\n", clock_mono_ms());
+			write_all(fd, line, strlen(line));
 			const int rc = c ? herd_reconnect(c) : herd_connect(&c, &co);
 			if (rc) {
 				snprintf(line, sizeof(line), "C %d %.400s\n", rc, herd_client_errmsg(c));
@@ -255,9 +258,9 @@ static void victim_line(victim_view *v, const char *l)
 {
 	double x;
 	int rc = 0, off = 0;
-	if (l[0] == 'S' && sscanf(l + 1, "%lf", &x) == 1) {
-		v->sent++;
-		v->pending_since = x;
+	if ((l[0] == 'S' || l[0] == 'K') && sscanf(l + 1, "%lf", &x) == 1) {
+		v->sent += l[0] == 'S';
+		v->pending_since = x; /* a request, or a connection, not yet answered */
 		return;
 	}
 	if (l[0] == 'D' && sscanf(l + 1, "%lf %d %n", &x, &rc, &off) >= 2) {
@@ -267,6 +270,7 @@ static void victim_line(victim_view *v, const char *l)
 		else
 			lat_push(v, x);
 	} else if (l[0] == 'C' && sscanf(l + 1, "%d %n", &rc, &off) >= 1) {
+		v->pending_since = 0;
 		v->connect_failed++;
 	} else {
 		return;
