@@ -113,22 +113,25 @@ mem_kb() {
 	awk '/^Rss:/{r=$2} /^Pss:/{p=$2} END{print (r?r:0), (p?p:0)}' "/proc/$1/smaps_rollup" 2>/dev/null ||
 		echo "0 0"
 }
-# utime + stime of a pid in clock ticks.
-cpu_ticks() {
-	awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0
+# utime + stime of a pid in seconds.
+cpu_s() {
+	awk -v hz="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / hz}' \
+		"/proc/$1/stat" 2>/dev/null || echo 0
 }
+# Milliseconds on the wall clock (integers: no bc needed).
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 echo "== starting herdd on $model" >&2
 bargs=(--socket "$sock" --model "$name=$model" --state-dir "$work")
 [ -n "$threads" ] && bargs+=(--threads "$threads")
 "$herdd" "${bargs[@]}" >"$work/herdd.log" 2>&1 &
 broker=$!
-t_start=$(date +%s.%N)
+t_start=$(now_ms)
 until "$herdctl" --socket "$sock" status >/dev/null 2>&1; do
 	kill -0 "$broker" 2>/dev/null || { tail -20 "$work/herdd.log" >&2; echo "soak: herdd exited during start-up" >&2; exit 1; }
 	sleep 0.2
 done
-broker_start_s=$(echo "$(date +%s.%N) - $t_start" | bc)
+broker_start_s=$(awk -v ms=$(($(now_ms) - t_start)) 'BEGIN{printf "%.1f", ms / 1000}')
 segment=$("$herdctl" --socket "$sock" --json models | python3 -c \
 	'import json,sys; m=json.load(sys.stdin); print(m[0].get("segment","") if m else "")' 2>/dev/null || true)
 echo "== broker serving after ${broker_start_s}s (image ${segment:-?}); $agents agents for ${minutes} min" >&2
@@ -144,13 +147,11 @@ done
 # Samples: one JSON object per line.
 samples=$work/samples.jsonl
 : >"$samples"
-t0=$(date +%s.%N)
-hz=$(getconf CLK_TCK)
+t0=$(now_ms)
 next=0
 while :; do
-	now=$(date +%s.%N)
-	t=$(echo "$now - $t0" | bc)
-	if [ "$(echo "$t >= $next" | bc)" = 1 ]; then
+	t=$(($(now_ms) - t0))
+	if [ "$t" -ge "$next" ]; then
 		read -r brss bpss < <(mem_kb "$broker")
 		apss=0 arss=0 alive=0
 		for p in "${pids[@]}"; do
@@ -158,13 +159,12 @@ while :; do
 			[ "$r" -gt 0 ] && alive=$((alive + 1))
 			apss=$((apss + s)) arss=$((arss + r))
 		done
-		bcpu=$(cpu_ticks "$broker")
-		printf '{"t_s":%.1f,"broker_rss_kb":%d,"broker_pss_kb":%d,"agents_pss_kb":%d,"agents_rss_kb":%d,"total_pss_kb":%d,"agents_alive":%d,"broker_cpu_s":%s}\n' \
-			"$t" "$brss" "$bpss" "$apss" "$arss" $((bpss + apss)) "$alive" \
-			"$(echo "scale=2; $bcpu / $hz" | bc)" >>"$samples"
-		printf 'soak: t=%5.0fs broker RSS %6d MiB PSS %6d MiB, total PSS %6d MiB, %d agents running\n' \
-			"$t" $((brss / 1024)) $((bpss / 1024)) $(((bpss + apss) / 1024)) "$alive" >&2
-		next=$((next + interval))
+		printf '{"t_s":%d.%d,"broker_rss_kb":%d,"broker_pss_kb":%d,"agents_pss_kb":%d,"agents_rss_kb":%d,"total_pss_kb":%d,"agents_alive":%d,"broker_cpu_s":%s}\n' \
+			$((t / 1000)) $((t % 1000 / 100)) "$brss" "$bpss" "$apss" "$arss" $((bpss + apss)) \
+			"$alive" "$(cpu_s "$broker")" >>"$samples"
+		printf 'soak: t=%5ds broker RSS %6d MiB PSS %6d MiB, total PSS %6d MiB, %d agents running\n' \
+			$((t / 1000)) $((brss / 1024)) $((bpss / 1024)) $(((bpss + apss) / 1024)) "$alive" >&2
+		next=$((next + interval * 1000))
 		[ "$alive" = 0 ] && break
 	fi
 	kill -0 "$broker" 2>/dev/null || { echo "soak: herdd died (see below)" >&2; tail -20 "$work/herdd.log" >&2; break; }
@@ -173,7 +173,7 @@ while :; do
 	for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && { running=1; break; }; done
 	[ "$running" = 0 ] && break
 	# agents finish the request they began; give them 120 s past the end
-	if [ "$(echo "$t > $duration + 120" | bc)" = 1 ]; then
+	if [ "$t" -gt $(((duration + 120) * 1000)) ]; then
 		echo "soak: agents still running 120 s after the end; stopping them" >&2
 		break
 	fi

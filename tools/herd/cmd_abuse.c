@@ -10,7 +10,8 @@
  * issue's attacks, or `none` for the baseline) that attacks the broker at
  * PATH for the given seconds, and after the head start one victim process:
  * an ordinary libherd agent that sends one greedy request of
- * --victim-tokens new tokens after the other. Meanwhile it samples the
+ * --victim-tokens new tokens after the other (one such request runs first,
+ * unmeasured, to warm the broker up). Meanwhile it samples the
  * broker's RSS every 200 ms and its CPU time (/proc/PID). At the end it
  * stops both (a victim request still unanswered counts as unanswered, its
  * wait so far as a lower bound of its latency), waits 2 s and reads the
@@ -214,6 +215,34 @@ static void victim_main(const abuse_opts *o, double deadline, int fd)
 	herd_close(c);
 }
 
+/* One victim-sized request before anything is measured, so the broker
+ * has mapped the model's pages and grown its working buffers: the RSS
+ * growth reported is the attack's, not the first request's. 0 or -1. */
+static int warm_up(const abuse_opts *o)
+{
+	herd_connect_opts co;
+	herd_connect_opts_init(&co);
+	co.socket_path = o->socket;
+	co.name = "warm-up";
+	co.timeout_ms = ABUSE_VICTIM_CONNECT_MS;
+	herd_client *c = NULL;
+	int rc = herd_connect(&c, &co);
+	if (rc == 0) {
+		herd_request r;
+		herd_request_init(&r);
+		r.model = o->model;
+		r.prompt = "The victim warms up";
+		r.max_tokens = (int)o->victim_tokens;
+		herd_result res;
+		rc = herd_generate(c, &r, &res);
+		herd_result_free(&res);
+	}
+	if (rc)
+		fprintf(stderr, "herd abuse: warm-up request failed: %s\n", herd_client_errmsg(c));
+	herd_close(c);
+	return rc ? -1 : 0;
+}
+
 typedef void (*child_fn)(const abuse_opts *, double, int);
 
 /* Forks fn with the write end of a new pipe; *rfd gets the read end. */
@@ -391,7 +420,8 @@ static void report(const abuse_opts *o, victim_view *v, const broker_view *b, co
 	printf("\"broker\":{\"pid\":%ld,\"alive\":%s,\"rss_start_mib\":%.1f,\"rss_max_mib\":%.1f,"
 	       "\"rss_end_mib\":%.1f,\"rss_after_mib\":%.1f,\"rss_growth_mib\":%.1f,\"cpu_s\":%.2f,"
 	       "\"log_lines\":%ld},\"attacker\":%s}\n",
-	       o->broker_pid, kill((pid_t)o->broker_pid, 0) == 0 ? "true" : "false",
+	       o->broker_pid,
+	       o->broker_pid > 0 && kill((pid_t)o->broker_pid, 0) == 0 ? "true" : "false",
 	       (double)b->rss0 / mib, (double)b->rss_max / mib, (double)b->rss_end / mib,
 	       (double)b->rss_after / mib, (double)(b->rss_max - b->rss0) / mib,
 	       b->cpu_end - b->cpu0, b->log_end - b->log0, att);
@@ -464,6 +494,8 @@ int cmd_abuse(int argc, char **argv)
 	}
 	broker_view b = {0};
 	victim_view v = {0};
+	if (warm_up(&o))
+		return 1;
 	if (o.broker_pid) {
 		b.rss0 = b.rss_max = proc_rss_kb(o.broker_pid);
 		b.cpu0 = proc_cpu_s(o.broker_pid);
