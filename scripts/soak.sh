@@ -137,7 +137,7 @@ segment=$("$herdctl" --socket "$sock" --json models | python3 -c \
 echo "== broker serving after ${broker_start_s}s (image ${segment:-?}); $agents agents for ${minutes} min" >&2
 
 aargs=(--socket "$sock" --model "$name" --duration-s "$duration" --mix "$mix" --max-tokens "$max_tokens"
-	--think-ms "$think_ms" --quiet)
+	--think-ms "$think_ms" --quiet --reconnect)
 [ "$attach" = 1 ] && aargs+=(--attach --touch)
 for i in $(seq 0 $((agents - 1))); do
 	"$herd" agent "${aargs[@]}" --index "$i" >"$work/agent.$i.jsonl" 2>>"$work/agents.err" &

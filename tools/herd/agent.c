@@ -37,8 +37,10 @@
  * run is reproducible; --think-ms MS waits between 0 and MS ms (same hash)
  * before each request; --quiet drops the "req" lines of successful
  * requests (failures are still reported) and prints a "progress" line
- * with the counts every 10 s instead. The "finished" line carries the
- * counts (ok, failed, cancelled, streamed, blocking).
+ * with the counts every 10 s instead; after a failed request it waits
+ * 100 ms (a broker refusing everything is not hammered). The "finished"
+ * line carries the counts (ok: every success, cancelled ones included;
+ * failed, cancelled, and the requests of each kind).
  *
  * --reconnect: a request that fails because the connection broke (the
  * broker died) is reported as an "error" event with the library's message,
@@ -63,6 +65,7 @@
 
 #define AGENT_LOCAL_PROMPT "The quick brown fox"
 #define AGENT_PROGRESS_MS 10000.0 /* --quiet: a "progress" line this often */
+#define AGENT_FAIL_PAUSE_US 100000 /* --duration-s: pause after a failed request */
 
 /* Short prompts (the demo model's synthetic vocabulary spends about one
  * token per two characters); the agent index and request number are
@@ -631,7 +634,8 @@ static void agent_loop(herd_client *c, const agent_opts *o, agent_counts *cnt)
 		agent_think(o, r);
 		if (o->duration_s > 0 && now_ms() >= t_end)
 			break;
-		agent_request(c, o, r, cnt);
+		if (agent_request(c, o, r, cnt) && o->duration_s > 0)
+			usleep(AGENT_FAIL_PAUSE_US);
 		if (o->quiet && now_ms() >= t_progress) {
 			agent_emit_counts("progress", cnt);
 			t_progress = now_ms() + AGENT_PROGRESS_MS;
