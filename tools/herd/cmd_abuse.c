@@ -403,7 +403,8 @@ static double pct(const victim_view *v, double q)
 static void report(const abuse_opts *o, victim_view *v, const broker_view *b, const char *att,
 		   double end)
 {
-	qsort(v->lat, v->n_lat, sizeof(double), cmp_dbl);
+	if (v->n_lat)
+		qsort(v->lat, v->n_lat, sizeof(double), cmp_dbl);
 	const double waiting = v->pending_since > 0 ? end - v->pending_since : 0;
 	double vmax = v->n_lat ? v->lat[v->n_lat - 1] : 0;
 	if (waiting > vmax)
