@@ -7,6 +7,8 @@
  *              [--attach] [--local] [--local-tokens N] [--touch] [--threads T]
  *              [--go-fd FD] [--exit-fd FD] [--reconnect] [--reconnect-ms MS]
  *              [--report-first] [--cache] [--json]
+ *              [--duration-s S] [--mix S:B:C] [--cancel-after N] [--think-ms MS]
+ *              [--quiet]
  *
  * Sequence: connect (hello/welcome); with --attach, attach the model's
  * shared image (herd_model_attach), with --local run it in this process
@@ -26,6 +28,19 @@
  * list and carry the agent index and request number, so every request is
  * distinct (no merging, no response cache hit) and reproducible: a test can
  * rerun the same prompt through the engine and compare.
+ *
+ * Soak mode (scripts/soak.sh): --duration-s S sends requests until S
+ * seconds have passed (--requests is then ignored); --mix S:B:C picks each
+ * request's kind with weights S streamed, B blocking, C cancelled (a
+ * streamed request the callback cancels after --cancel-after tokens,
+ * default 2), chosen by a hash of the agent index and request number so a
+ * run is reproducible; --think-ms MS waits between 0 and MS ms (same hash)
+ * before each request; --quiet drops the "req" lines of successful
+ * requests (failures are still reported) and prints a "progress" line
+ * with the counts every 10 s instead; after a failed request it waits
+ * 100 ms (a broker refusing everything is not hammered). The "finished"
+ * line carries the counts (ok: every success, cancelled ones included;
+ * failed, cancelled, and the requests of each kind).
  *
  * --reconnect: a request that fails because the connection broke (the
  * broker died) is reported as an "error" event with the library's message,
@@ -50,6 +65,8 @@
 #include "shm/image.h"
 
 #define AGENT_LOCAL_PROMPT "The quick brown fox"
+#define AGENT_PROGRESS_MS 10000.0 /* --quiet: a "progress" line this often */
+#define AGENT_FAIL_PAUSE_US 100000 /* --duration-s: pause after a failed request */
 
 /* Short prompts (the demo model's synthetic vocabulary spends about one
  * token per two characters); the agent index and request number are
@@ -79,8 +96,38 @@ typedef struct agent_opts {
 	const char *socket, *model, *name;
 	long index, requests, max_tokens, stream_every, local_tokens, threads;
 	long go_fd, exit_fd, reconnect_ms;
-	int attach, local, touch, reconnect, report_first, cache;
+	long duration_s, cancel_after, think_ms;
+	long mix[3]; /* weights of streamed, blocking, cancelled; all 0: --stream-every */
+	int attach, local, touch, reconnect, report_first, cache, quiet;
 } agent_opts;
+
+/* The kind of one request. */
+typedef enum agent_kind { AGENT_STREAM = 0, AGENT_BLOCK, AGENT_CANCEL } agent_kind;
+
+/* Counts for the "progress" and "finished" lines. */
+typedef struct agent_counts {
+	long ok, failed, cancelled, kind[3]; /* ok: every success, cancelled ones included */
+} agent_counts;
+
+/* splitmix64: a reproducible per-request choice from (index, req, salt). */
+static uint64_t agent_hash(long index, long req, uint64_t salt)
+{
+	uint64_t z = ((uint64_t)index << 32) ^ (uint64_t)req ^ (salt * 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static agent_kind agent_pick(const agent_opts *o, long req)
+{
+	const long total = o->mix[0] + o->mix[1] + o->mix[2];
+	if (total <= 0)
+		return o->stream_every > 0 && req % o->stream_every == o->stream_every - 1
+			       ? AGENT_STREAM
+			       : AGENT_BLOCK;
+	long x = (long)(agent_hash(o->index, req, 1) % (uint64_t)total);
+	return x < o->mix[0] ? AGENT_STREAM : x < o->mix[0] + o->mix[1] ? AGENT_BLOCK : AGENT_CANCEL;
+}
 
 /* A growable line of JSON. */
 typedef struct jline {
@@ -196,6 +243,7 @@ typedef struct stream_acc {
 	double t0, t_first;
 	int report_first;
 	long req;
+	long cancel_after; /* > 0: cancel (return 1) once this many tokens came */
 } stream_acc;
 
 static int on_token(void *user, const char *text, size_t len, int32_t token)
@@ -220,7 +268,7 @@ static int on_token(void *user, const char *text, size_t len, int32_t token)
 		a->cap = cap;
 	}
 	a->toks[a->n++] = token;
-	return 0;
+	return a->cancel_after > 0 && a->n >= a->cancel_after;
 }
 
 static int is_conn_error(int rc)
@@ -251,13 +299,70 @@ static int agent_reconnect(herd_client *c, const agent_opts *o, long req)
 	return rc;
 }
 
-/* Runs request number req; reports it. Returns 0 or the error code. */
-static int agent_request(herd_client *c, const agent_opts *o, long req)
+/* Sends r (streamed when stream), reconnecting and resending after a
+ * broken connection with --reconnect. Returns 0 or the error code. */
+static int agent_send(herd_client *c, const agent_opts *o, const herd_request *r, int stream,
+		      stream_acc *acc, herd_result *res)
+{
+	int rc;
+	for (;;) {
+		acc->n = 0;
+		acc->t0 = now_ms();
+		acc->t_first = 0;
+		rc = stream ? herd_generate_stream(c, r, on_token, acc, res) : herd_generate(c, r, res);
+		if (rc == 0 || !o->reconnect || !is_conn_error(rc))
+			break;
+		jline j = {0};
+		jl_fmt(&j, "{\"ev\":\"error\",\"req\":%ld,\"code\":%d", acc->req, rc);
+		jl_str(&j, "msg", herd_client_errmsg(c));
+		jl_emit(&j);
+		herd_result_free(res);
+		if (agent_reconnect(c, o, acc->req))
+			break;
+	}
+	return rc;
+}
+
+/* The "req" line of a request that ended with rc. */
+static void agent_report(herd_client *c, const agent_opts *o, const char *prompt, agent_kind kind,
+			 const stream_acc *acc, int rc, const herd_result *res)
+{
+	const double lat = now_ms() - acc->t0;
+	const int stream = kind != AGENT_BLOCK;
+	jline j = {0};
+	jl_fmt(&j, "{\"ev\":\"req\",\"req\":%ld,\"stream\":%d,\"cancel\":%d", acc->req, stream,
+	       kind == AGENT_CANCEL);
+	jl_str(&j, "prompt", prompt);
+	jl_fmt(&j, ",\"max_tokens\":%ld,\"ok\":%d,\"code\":%d", o->max_tokens, rc == 0, rc);
+	if (rc) {
+		jl_str(&j, "msg", herd_client_errmsg(c));
+	} else {
+		jl_str(&j, "reason", herd_finish_name(res->reason));
+		jl_fmt(&j,
+		       ",\"n_prompt\":%u,\"n_gen\":%u,\"latency_ms\":%.3f,\"first_ms\":%.3f,"
+		       "\"queue_ms\":%.3f,\"broker_first_ms\":%.3f,\"broker_total_ms\":%.3f",
+		       res->n_prompt, res->n_gen, lat,
+		       stream && acc->n ? acc->t_first - acc->t0 : -1.0, res->t_queue_ms,
+		       res->t_first_ms, res->t_total_ms);
+		jl_hex(&j, "text_hex", res->text, res->text_len);
+		if (stream) {
+			jl_add(&j, ",\"toks\":[", 9);
+			for (int i = 0; i < acc->n; i++)
+				jl_fmt(&j, "%s%d", i ? "," : "", acc->toks[i]);
+			jl_add(&j, "]", 1);
+		}
+	}
+	jl_emit(&j);
+}
+
+/* Runs request number req; reports it (unless --quiet and it succeeded)
+ * and counts it. Returns 0 or the error code. */
+static int agent_request(herd_client *c, const agent_opts *o, long req, agent_counts *cnt)
 {
 	char prompt[256];
 	snprintf(prompt, sizeof(prompt), "%s %ld",
 		 agent_prompts[(size_t)(o->index + req) % AGENT_N_PROMPTS], o->index * 1000 + req);
-	const int stream = o->stream_every > 0 && req % o->stream_every == o->stream_every - 1;
+	const agent_kind kind = agent_pick(o, req);
 	herd_request r;
 	herd_request_init(&r);
 	r.model = o->model;
@@ -266,47 +371,18 @@ static int agent_request(herd_client *c, const agent_opts *o, long req)
 	r.temperature = 0;
 	r.no_cache = !o->cache;
 	herd_result res;
-	stream_acc acc = {.report_first = o->report_first, .req = req};
-	int rc;
-	for (;;) {
-		acc.n = 0;
-		acc.t0 = now_ms();
-		acc.t_first = 0;
-		rc = stream ? herd_generate_stream(c, &r, on_token, &acc, &res)
-			    : herd_generate(c, &r, &res);
-		if (rc == 0 || !o->reconnect || !is_conn_error(rc))
-			break;
-		jline j = {0};
-		jl_fmt(&j, "{\"ev\":\"error\",\"req\":%ld,\"code\":%d", req, rc);
-		jl_str(&j, "msg", herd_client_errmsg(c));
-		jl_emit(&j);
-		herd_result_free(&res);
-		if (agent_reconnect(c, o, req))
-			break;
-	}
-	const double lat = now_ms() - acc.t0;
-	jline j = {0};
-	jl_fmt(&j, "{\"ev\":\"req\",\"req\":%ld,\"stream\":%d", req, stream);
-	jl_str(&j, "prompt", prompt);
-	jl_fmt(&j, ",\"max_tokens\":%ld,\"ok\":%d,\"code\":%d", o->max_tokens, rc == 0, rc);
-	if (rc) {
-		jl_str(&j, "msg", herd_client_errmsg(c));
-	} else {
-		jl_str(&j, "reason", herd_finish_name(res.reason));
-		jl_fmt(&j,
-		       ",\"n_prompt\":%u,\"n_gen\":%u,\"latency_ms\":%.3f,\"first_ms\":%.3f,"
-		       "\"queue_ms\":%.3f,\"broker_first_ms\":%.3f,\"broker_total_ms\":%.3f",
-		       res.n_prompt, res.n_gen, lat, stream && acc.n ? acc.t_first - acc.t0 : -1.0,
-		       res.t_queue_ms, res.t_first_ms, res.t_total_ms);
-		jl_hex(&j, "text_hex", res.text, res.text_len);
-		if (stream) {
-			jl_add(&j, ",\"toks\":[", 9);
-			for (int i = 0; i < acc.n; i++)
-				jl_fmt(&j, "%s%d", i ? "," : "", acc.toks[i]);
-			jl_add(&j, "]", 1);
-		}
-	}
-	jl_emit(&j);
+	stream_acc acc = {.report_first = o->report_first, .req = req,
+			  .cancel_after = kind == AGENT_CANCEL ? o->cancel_after : 0};
+	const int rc = agent_send(c, o, &r, kind != AGENT_BLOCK, &acc, &res);
+	if (rc || !o->quiet)
+		agent_report(c, o, prompt, kind, &acc, rc, &res);
+	cnt->kind[kind]++;
+	if (rc)
+		cnt->failed++;
+	else
+		cnt->ok++;
+	if (rc == 0 && res.reason == HERD_FINISH_CANCEL)
+		cnt->cancelled++;
 	free(acc.toks);
 	herd_result_free(&res);
 	return rc;
@@ -395,13 +471,67 @@ static void agent_usage(FILE *f)
 		   "       [--requests R] [--max-tokens N] [--stream-every K] [--attach] [--local]\n"
 		   "       [--local-tokens N] [--touch] [--threads T] [--go-fd FD] [--exit-fd FD]\n"
 		   "       [--reconnect] [--reconnect-ms MS] [--report-first] [--cache] [--json]\n"
+		   "       [--duration-s S] [--mix S:B:C] [--cancel-after N] [--think-ms MS] [--quiet]\n"
 		   "(internal: one agent process of `herd demo` and the tests; JSON lines on stdout)\n");
+}
+
+/* --mix S:B:C into o->mix. 0 or -1 (printed). */
+static int agent_parse_mix(agent_opts *o, const char *v)
+{
+	char tail;
+	long m[3];
+	if (!v || sscanf(v, "%ld:%ld:%ld%c", &m[0], &m[1], &m[2], &tail) != 3 || m[0] < 0 ||
+	    m[1] < 0 || m[2] < 0 || m[0] > 1000000 || m[1] > 1000000 || m[2] > 1000000 ||
+	    m[0] + m[1] + m[2] == 0) {
+		fprintf(stderr, "herd agent: --mix wants S:B:C, three weights 0..1000000, "
+				"not all 0\n");
+		return -1;
+	}
+	memcpy(o->mix, m, sizeof(m));
+	return 0;
+}
+
+/* A non-numeric argument a (v: the next one or NULL). Returns 2 when a was
+ * a flag, 3 when it also took v, 1 for --help, -1 on an error (printed). */
+static int agent_parse_word(agent_opts *o, const char *a, const char *v)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} flags[] = {
+		{"--attach", offsetof(agent_opts, attach)}, {"--local", offsetof(agent_opts, local)},
+		{"--touch", offsetof(agent_opts, touch)}, {"--reconnect", offsetof(agent_opts, reconnect)},
+		{"--report-first", offsetof(agent_opts, report_first)},
+		{"--cache", offsetof(agent_opts, cache)}, {"--quiet", offsetof(agent_opts, quiet)},
+	};
+	for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]); k++)
+		if (!strcmp(a, flags[k].name)) {
+			*(int *)((char *)o + flags[k].off) = 1;
+			return 2;
+		}
+	if (!strcmp(a, "--json")) /* the only output format */
+		return 2;
+	if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+		return 1;
+	if (!strcmp(a, "--mix"))
+		return agent_parse_mix(o, v) ? -1 : 3;
+	if (!strcmp(a, "--socket") || !strcmp(a, "--model") || !strcmp(a, "--name")) {
+		if (!v) {
+			fprintf(stderr, "herd agent: %s needs a value\n", a);
+			return -1;
+		}
+		*(!strcmp(a, "--socket") ? &o->socket : !strcmp(a, "--model") ? &o->model : &o->name) = v;
+		return 3;
+	}
+	fprintf(stderr, "herd agent: unexpected argument '%s'\n", a);
+	return -1;
 }
 
 static int agent_parse(int argc, char **argv, agent_opts *o)
 {
 	*o = (agent_opts){.requests = 2, .max_tokens = 16, .stream_every = 2, .local_tokens = 2,
-			  .threads = 1, .go_fd = -1, .exit_fd = -1, .reconnect_ms = 30000};
+			  .threads = 1, .go_fd = -1, .exit_fd = -1, .reconnect_ms = 30000,
+			  .cancel_after = 2};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		static const struct {
@@ -418,6 +548,9 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 			{.name = "--go-fd", .off = offsetof(agent_opts, go_fd), .lo = 0, .hi = 1 << 20},
 			{.name = "--exit-fd", .off = offsetof(agent_opts, exit_fd), .lo = 0, .hi = 1 << 20},
 			{.name = "--reconnect-ms", .off = offsetof(agent_opts, reconnect_ms), .lo = 0, .hi = 3600000},
+			{.name = "--duration-s", .off = offsetof(agent_opts, duration_s), .lo = 0, .hi = 7 * 86400},
+			{.name = "--cancel-after", .off = offsetof(agent_opts, cancel_after), .lo = 1, .hi = 1 << 20},
+			{.name = "--think-ms", .off = offsetof(agent_opts, think_ms), .lo = 0, .hi = 3600000},
 		};
 		int done = 0;
 		for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]) && !done; k++)
@@ -430,33 +563,10 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 			}
 		if (done)
 			continue;
-		if (!strcmp(a, "--socket") || !strcmp(a, "--model") || !strcmp(a, "--name")) {
-			if (!v) {
-				fprintf(stderr, "herd agent: %s needs a value\n", a);
-				return -1;
-			}
-			*(!strcmp(a, "--socket") ? &o->socket : !strcmp(a, "--model") ? &o->model : &o->name) = v;
-			i++;
-		} else if (!strcmp(a, "--attach")) {
-			o->attach = 1;
-		} else if (!strcmp(a, "--local")) {
-			o->local = 1;
-		} else if (!strcmp(a, "--touch")) {
-			o->touch = 1;
-		} else if (!strcmp(a, "--reconnect")) {
-			o->reconnect = 1;
-		} else if (!strcmp(a, "--report-first")) {
-			o->report_first = 1;
-		} else if (!strcmp(a, "--cache")) {
-			o->cache = 1;
-		} else if (!strcmp(a, "--json")) {
-			/* the only output format */
-		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-			return 1;
-		} else {
-			fprintf(stderr, "herd agent: unexpected argument '%s'\n", a);
-			return -1;
-		}
+		const int f = agent_parse_word(o, a, v);
+		if (f < 0 || f == 1)
+			return f;
+		i += f == 3;
 	}
 	if (!o->socket || !o->model) {
 		fprintf(stderr, "herd agent: --socket and --model are required\n");
@@ -465,6 +575,48 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 	if ((o->local || o->touch) && !o->attach)
 		o->attach = 1;
 	return 0;
+}
+
+/* One "progress" or "finished" line with the counts. */
+static void agent_emit_counts(const char *ev, const agent_counts *cnt)
+{
+	jline j = {0};
+	jl_fmt(&j,
+	       "{\"ev\":\"%s\",\"pid\":%d,\"ok\":%ld,\"failed\":%ld,\"cancelled\":%ld,"
+	       "\"streamed\":%ld,\"blocking\":%ld,\"cancel_requests\":%ld",
+	       ev, (int)getpid(), cnt->ok, cnt->failed, cnt->cancelled, cnt->kind[AGENT_STREAM],
+	       cnt->kind[AGENT_BLOCK], cnt->kind[AGENT_CANCEL]);
+	jl_emit(&j);
+}
+
+/* Waits the request's think time: 0..think_ms ms, from the request's hash. */
+static void agent_think(const agent_opts *o, long req)
+{
+	if (o->think_ms <= 0)
+		return;
+	const uint64_t ms = agent_hash(o->index, req, 2) % ((uint64_t)o->think_ms + 1);
+	struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* The requests: --requests of them, or with --duration-s as many as fit
+ * (a request begun before the end runs to completion). */
+static void agent_loop(herd_client *c, const agent_opts *o, agent_counts *cnt)
+{
+	const double t_end = now_ms() + (double)o->duration_s * 1e3;
+	double t_progress = now_ms() + AGENT_PROGRESS_MS;
+	for (long r = 0; o->duration_s > 0 ? now_ms() < t_end : r < o->requests; r++) {
+		agent_think(o, r);
+		if (o->duration_s > 0 && now_ms() >= t_end)
+			break;
+		if (agent_request(c, o, r, cnt) && o->duration_s > 0)
+			usleep(AGENT_FAIL_PAUSE_US);
+		if (o->quiet && now_ms() >= t_progress) {
+			agent_emit_counts("progress", cnt);
+			t_progress = now_ms() + AGENT_PROGRESS_MS;
+		}
+	}
 }
 
 int cmd_agent(int argc, char **argv)
@@ -483,7 +635,6 @@ int cmd_agent(int argc, char **argv)
 	herd_client *c = NULL;
 	herd_local_model *lm = NULL;
 	jline ready = {0};
-	long n_ok = 0, n_failed = 0;
 	int status = 1;
 
 	herd_connect_opts co;
@@ -508,19 +659,12 @@ int cmd_agent(int argc, char **argv)
 	jl_emit(&ready);
 	barrier_wait(o.go_fd);
 	o.go_fd = -1;
-	for (long r = 0; r < o.requests; r++) {
-		if (agent_request(c, &o, r))
-			n_failed++;
-		else
-			n_ok++;
-	}
-	jline j = {0};
-	jl_fmt(&j, "{\"ev\":\"finished\",\"pid\":%d,\"ok\":%ld,\"failed\":%ld", (int)getpid(), n_ok,
-	       n_failed);
-	jl_emit(&j);
+	agent_counts cnt = {0};
+	agent_loop(c, &o, &cnt);
+	agent_emit_counts("finished", &cnt);
 	barrier_wait(o.exit_fd);
 	o.exit_fd = -1;
-	status = n_failed ? 1 : 0;
+	status = cnt.failed ? 1 : 0;
 out:
 	free(ready.p);
 	if (o.go_fd >= 0)

@@ -21,6 +21,8 @@ static const struct {
 	 .help = "measure speed: -m MODEL [-t THREADS] [-p 128] [-n 64] [--json]"},
 	{.name = "demo", .fn = cmd_demo,
 	 .help = "herdd + N agent processes: [--agents 69] [--requests-per-agent 2] [-m MODEL] [--json]"},
+	{.name = "abuse", .fn = cmd_abuse,
+	 .help = "victim latency under one attack: --socket PATH --model NAME --attack KIND (--list)"},
 	{.name = "agent", .fn = cmd_agent}, /* hidden (no help): used by demo and the tests */
 };
 
