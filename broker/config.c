@@ -33,6 +33,7 @@ void cfg_init(cfg *c)
 	c->agents.max_prompt_bytes = 1u << 20;
 	c->agents.max_stop = 8;
 	c->agents.max_stop_bytes = 64;
+	c->agents.max_deadline_ms = 7ull * 24 * 3600 * 1000; /* a week */
 }
 
 static void model_free(cfg_model *m)
@@ -357,12 +358,16 @@ static int parse_agents(cfg *c, json_object *o, char *err, size_t errlen)
 		} else if (!strcmp(k, "max_prompt_bytes")) {
 			if (!(rc = get_int(v, key, 1, 1L << 30, &x, err, errlen)))
 				a->max_prompt_bytes = (uint32_t)x;
+		} else if (!strcmp(k, "max_deadline_ms")) {
+			/* up to a year: far below any overflow of t_arrive + deadline */
+			if (!(rc = get_int(v, key, 1, 366L * 24 * 3600 * 1000, &x, err, errlen)))
+				a->max_deadline_ms = (uint64_t)x;
 		} else if (!strcmp(k, "prio")) {
 			rc = parse_prio_rules(a, v, err, errlen);
 		} else {
 			return herd_errf(err, errlen, HERD_E_FORMAT,
 					"unknown key '%s' (known: max_queued, max_running, max_prompt_bytes, "
-					"max_stop, max_stop_bytes, max_prio, prio)", key);
+					"max_stop, max_stop_bytes, max_deadline_ms, max_prio, prio)", key);
 		}
 	}
 	return rc;

@@ -36,6 +36,7 @@
  *                                 longer than the context is refused before tokenizing anyway
  *       "max_stop": 8,            stop strings of one request
  *       "max_stop_bytes": 64,     bytes of one stop string
+ *       "max_deadline_ms": 604800000, a longer deadline_ms is clamped (a week)
  *       "max_prio": 0,            priority allowance of an agent no rule matches
  *       "prio": [                 first matching rule wins; match on one of
  *         {"uid": 0, "max_prio": 100},          the peer's uid,
@@ -101,6 +102,7 @@ typedef struct cfg_agents {
 	uint32_t max_prompt_bytes; /* default 1 MiB (the frame limit) */
 	int max_stop;            /* default 8 */
 	int max_stop_bytes;      /* default 64 */
+	uint64_t max_deadline_ms; /* default a week; longer deadlines are clamped */
 	int max_prio;            /* default 0: nobody preempts unless a rule says so */
 	cfg_prio_rule *rules;
 	int n_rules;

@@ -14,9 +14,6 @@
 /* Lowest priority a request may ask for: keeps every priority in a range
  * where nothing built on it can overflow. */
 #define SESSION_PRIO_MIN (-1000000)
-/* Longest deadline a request may ask for (7 days, in ms); longer ones are
- * clamped. */
-#define SESSION_DEADLINE_MAX_MS (7ull * 24 * 3600 * 1000)
 
 static int rule_matches(const cfg_prio_rule *r, const conn *c)
 {
@@ -173,8 +170,8 @@ static void clamp_request(loop *l, conn *c, sched *s, const gen_request *g, gen_
 		out->params.max_tokens = l->cfg->max_tokens;
 		sched_note(s, SCHED_NOTE_MAX_TOKENS);
 	}
-	if (out->params.deadline_ms > SESSION_DEADLINE_MAX_MS) {
-		out->params.deadline_ms = SESSION_DEADLINE_MAX_MS;
+	if (out->params.deadline_ms > l->cfg->agents.max_deadline_ms) {
+		out->params.deadline_ms = l->cfg->agents.max_deadline_ms;
 		sched_note(s, SCHED_NOTE_DEADLINE);
 	}
 }

@@ -862,6 +862,58 @@ static void test_config_limits(void **state)
 	cfg_fini(&c);
 }
 
+/* The "agents" object: defaults, every key, the priority rules, range and
+ * unknown-key errors naming the key. */
+static void test_config_agents(void **state)
+{
+	(void)state;
+	cfg c;
+	char err[256] = "";
+	cfg_init(&c);
+	assert_int_equal(c.agents.max_queued, 256);
+	assert_int_equal(c.agents.max_running, 0);
+	assert_int_equal(c.agents.max_prompt_bytes, 1u << 20);
+	assert_int_equal(c.agents.max_stop, 8);
+	assert_int_equal(c.agents.max_stop_bytes, 64);
+	assert_true(c.agents.max_deadline_ms == 7ull * 24 * 3600 * 1000);
+	assert_int_equal(c.agents.max_prio, 0);
+	assert_int_equal(cfg_parse_json(&c,
+					"{\"agents\": {\"max_queued\": 9, \"max_running\": 2, "
+					"\"max_prompt_bytes\": 4096, \"max_stop\": 3, "
+					"\"max_stop_bytes\": 16, \"max_deadline_ms\": 60000, "
+					"\"max_prio\": -2, \"prio\": [{\"uid\": 0, \"max_prio\": 50}, "
+					"{\"group\": \"ops\", \"max_prio\": 20}]}}",
+					err, sizeof(err)),
+			 0);
+	assert_int_equal(c.agents.max_queued, 9);
+	assert_int_equal(c.agents.max_running, 2);
+	assert_int_equal(c.agents.max_prompt_bytes, 4096);
+	assert_int_equal(c.agents.max_stop, 3);
+	assert_int_equal(c.agents.max_stop_bytes, 16);
+	assert_true(c.agents.max_deadline_ms == 60000);
+	assert_int_equal(c.agents.max_prio, -2);
+	assert_int_equal(c.agents.n_rules, 2);
+	assert_int_equal(c.agents.rules[0].match, CFG_MATCH_UID);
+	assert_int_equal(c.agents.rules[0].max_prio, 50);
+	assert_int_equal(c.agents.rules[1].match, CFG_MATCH_GROUP);
+	assert_string_equal(c.agents.rules[1].name, "ops");
+	static const char *const bad[][2] = {
+		{"{\"agents\": {\"bogus\": 1}}", "agents.bogus"},
+		{"{\"agents\": {\"max_queued\": 0}}", "agents.max_queued"},
+		{"{\"agents\": {\"max_deadline_ms\": 0}}", "agents.max_deadline_ms"},
+		{"{\"agents\": {\"max_deadline_ms\": 1e30}}", "agents.max_deadline_ms"},
+		{"{\"agents\": {\"prio\": [{\"uid\": 1, \"name\": \"x\", \"max_prio\": 1}]}}",
+		 "agents.prio[0]"},
+		{"{\"agents\": {\"prio\": [{\"uid\": 1}]}}", "agents.prio[0]"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		assert_int_equal(cfg_parse_json(&c, bad[i][0], err, sizeof(err)), HERD_E_FORMAT);
+		assert_non_null(strstr(err, bad[i][1]));
+	}
+	cfg_fini(&c);
+}
+
 /* Objects that must be objects are refused by name when they are not
  * (fuzz_config found "agents": "..." read as a NULL hash table;
  * tests/fuzz/corpus/config/regress_agents_string.json). */
@@ -913,6 +965,7 @@ int main(void)
 		cmocka_unit_test(test_start_errors),
 		cmocka_unit_test(test_sigterm),
 		cmocka_unit_test(test_config_limits),
+		cmocka_unit_test(test_config_agents),
 		cmocka_unit_test(test_config_not_objects),
 		cmocka_unit_test(test_log_escape),
 	};
