@@ -1,0 +1,330 @@
+/* Helpers for the tests that start a real herdd and speak the wire
+ * protocol to it raw (tests/test_broker.c, tests/test_attack_sched.c): find
+ * the binaries, make the mini model, spawn herdd and wait for it, and a
+ * blocking client that sends frames and reads typed messages. Header-only
+ * (static inline), one world per test program. */
+#ifndef HERD_TESTS_BROKER_HARNESS_H
+#define HERD_TESTS_BROKER_HARNESS_H
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "herd/error.h"
+#include "model/mkmodel.h"
+#include "proto/proto.h"
+#include "shm/fdpass.h"
+#include "shm/image.h"
+
+typedef struct world {
+	char herdd[PATH_MAX];
+	char dir[64];
+	char model_path[192];
+	char sock[100];
+	char log[192];
+	char conf[192];       /* a config file the test writes, or "" */
+	char model_name[32];
+	char segment[SHM_IMAGE_NAME_MAX];
+	char spec[256];
+	pid_t pid;
+} world;
+
+static world W;
+
+/* ---- process helpers ------------------------------------------------------ */
+
+static inline int find_herdd(char *out, size_t n)
+{
+	const char *e = getenv("HERD_HERDD");
+	if (e && access(e, X_OK) == 0) {
+		snprintf(out, n, "%s", e);
+		return 0;
+	}
+	const char *hb = getenv("HERD_BIN");
+#ifdef HERD_BIN
+	if (!hb)
+		hb = HERD_BIN;
+#endif
+	if (hb) {
+		char tmp[PATH_MAX];
+		snprintf(tmp, sizeof(tmp), "%s", hb);
+		snprintf(out, n, "%s/herdd", dirname(tmp));
+		if (access(out, X_OK) == 0)
+			return 0;
+	}
+	char self[PATH_MAX];
+	ssize_t l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (l > 0) {
+		self[l] = 0;
+		char *d = dirname(self);
+		snprintf(out, n, "%s/herdd", d);
+		if (access(out, X_OK) == 0)
+			return 0;
+		snprintf(out, n, "%s/../herdd", d);
+		if (access(out, X_OK) == 0)
+			return 0;
+	}
+	return -1;
+}
+
+/* Starts herdd with extra args; stderr goes to W.log (appended). */
+static inline pid_t spawn(const char *const *extra)
+{
+	const char *argv[32];
+	int n = 0;
+	argv[n++] = W.herdd;
+	argv[n++] = "--socket";
+	argv[n++] = W.sock;
+	argv[n++] = "--model";
+	argv[n++] = W.spec;
+	argv[n++] = "--threads";
+	argv[n++] = "2";
+	argv[n++] = "--max-batch";
+	argv[n++] = "8";
+	for (int i = 0; extra && extra[i]; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(W.log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, STDERR_FILENO);
+			dup2(fd, STDOUT_FILENO);
+		}
+		execv(W.herdd, (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static inline int sock_connect(void)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", W.sock);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		close(fd);
+		return -1;
+	}
+	struct timeval tv = {30, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+static inline void dump_log(void)
+{
+	FILE *f = fopen(W.log, "r");
+	if (!f)
+		return;
+	char line[1024];
+	fprintf(stderr, "---- herdd log ----\n");
+	while (fgets(line, sizeof(line), f))
+		fputs(line, stderr);
+	fclose(f);
+}
+
+/* Waits until the broker accepts connections (or died). */
+static inline void wait_ready(pid_t pid)
+{
+	for (int i = 0; i < 600; i++) {
+		int fd = sock_connect();
+		if (fd >= 0) {
+			close(fd);
+			return;
+		}
+		int st;
+		if (waitpid(pid, &st, WNOHANG) == pid) {
+			dump_log();
+			fail_msg("herdd exited during start-up (status %d)", st);
+		}
+		usleep(50000);
+	}
+	dump_log();
+	fail_msg("herdd did not start listening");
+}
+
+/* ---- a protocol client ---------------------------------------------------- */
+
+typedef struct client {
+	int fd;
+	uint8_t *buf;   /* received bytes not yet returned */
+	size_t len, cap;
+	uint8_t *body;  /* body of the last frame: decoded strings point here */
+	int got_fd;     /* an fd received with the last read, or -1 */
+	proto_msg m;
+} client;
+
+static inline void cl_open(client *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = sock_connect();
+	assert_true(c->fd >= 0);
+	c->cap = 1 << 20;
+	c->buf = malloc(c->cap);
+	assert_non_null(c->buf);
+	c->got_fd = -1;
+}
+
+static inline void cl_close(client *c)
+{
+	proto_msg_free(&c->m);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->got_fd >= 0)
+		close(c->got_fd);
+	free(c->buf);
+	free(c->body);
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+}
+
+static inline void cl_send_raw(client *c, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	while (n) {
+		ssize_t w = send(c->fd, b, n, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			fail_msg("send: %s", strerror(errno));
+		b += w;
+		n -= (size_t)w;
+	}
+}
+
+static inline void cl_send_buf(client *c, proto_buf *b)
+{
+	cl_send_raw(c, b->data, b->len);
+	proto_buf_fini(b);
+}
+
+/* Reads the next frame into c->m. Returns 0, or -1 at EOF / connection
+ * reset (no frame). */
+static inline int cl_next(client *c)
+{
+	proto_msg_free(&c->m);
+	for (;;) {
+		size_t flen = 0;
+		int r = proto_frame_next(c->buf, c->len, 1u << 30, &flen);
+		if (r == PROTO_FRAME_READY) {
+			free(c->body);
+			c->body = malloc(flen ? flen : 1);
+			assert_non_null(c->body);
+			memcpy(c->body, c->buf + PROTO_HDR_SIZE, flen);
+			memmove(c->buf, c->buf + PROTO_HDR_SIZE + flen, c->len - PROTO_HDR_SIZE - flen);
+			c->len -= PROTO_HDR_SIZE + flen;
+			char err[256];
+			int rc = proto_decode(c->body, flen, &c->m, err, sizeof(err));
+			if (rc)
+				fail_msg("broker sent an undecodable frame: %s", err);
+			return 0;
+		}
+		assert_int_equal(r, PROTO_FRAME_NEED_MORE);
+		if (c->len == c->cap) {
+			c->cap *= 2;
+			c->buf = realloc(c->buf, c->cap);
+			assert_non_null(c->buf);
+		}
+		size_t got = 0;
+		int fd = -1;
+		int rc = shm_fd_recv(c->fd, c->buf + c->len, c->cap - c->len, &got, &fd);
+		if (rc == -ECONNRESET)
+			return -1;
+		if (rc)
+			fail_msg("recv: %s", herd_strerror(rc));
+		if (fd >= 0) {
+			if (c->got_fd >= 0)
+				close(c->got_fd);
+			c->got_fd = fd;
+		}
+		if (got == 0)
+			return -1;
+		c->len += got;
+	}
+}
+
+static inline void cl_expect(client *c, proto_type t)
+{
+	if (cl_next(c))
+		fail_msg("connection closed while waiting for '%s'", proto_type_name(t));
+	if (c->m.type != t) {
+		if (c->m.type == PROTO_ERR)
+			fail_msg("expected '%s', got err %d: %.*s", proto_type_name(t), c->m.err.code,
+				 (int)c->m.err.msg.len, c->m.err.msg.ptr);
+		fail_msg("expected '%s', got '%s'", proto_type_name(t), proto_type_name(c->m.type));
+	}
+}
+
+/* Streams of replies to several requests on one connection, by id. */
+typedef struct gen_out {
+	char text[16384];
+	size_t len;
+	int n_tok, n_gen, done, is_err, code;
+	herd_finish reason;
+} gen_out;
+
+/* Applies c->m to outs[id - base]; returns 1 when it ended a request. */
+static inline int apply(client *c, gen_out *outs, int n, uint64_t base)
+{
+	const proto_msg *m = &c->m;
+	uint64_t id = m->type == PROTO_TOK ? m->tok.id : m->type == PROTO_DONE ? m->done.id : m->err.id;
+	if (m->type == PROTO_ERR && !m->err.has_id)
+		fail_msg("connection error %d: %.*s", m->err.code, (int)m->err.msg.len, m->err.msg.ptr);
+	assert_true(m->type == PROTO_TOK || m->type == PROTO_DONE || m->type == PROTO_ERR);
+	assert_true(id >= base && id < base + (uint64_t)n);
+	gen_out *o = &outs[id - base];
+	assert_false(o->done);
+	if (m->type == PROTO_TOK) {
+		assert_true(o->len + m->tok.text.len < sizeof(o->text));
+		memcpy(o->text + o->len, m->tok.text.ptr, m->tok.text.len);
+		o->len += m->tok.text.len;
+		o->n_tok++;
+		return 0;
+	}
+	o->done = 1;
+	if (m->type == PROTO_ERR) {
+		o->is_err = 1;
+		o->code = m->err.code;
+		return 1;
+	}
+	o->reason = m->done.reason;
+	o->n_gen = (int)m->done.n_gen;
+	if (m->done.has_text) {
+		assert_true(m->done.text.len < sizeof(o->text));
+		memcpy(o->text, m->done.text.ptr, m->done.text.len);
+		o->len = m->done.text.len;
+	}
+	return 1;
+}
+
+static inline void collect(client *c, gen_out *outs, int n, uint64_t base, int n_end)
+{
+	for (int ended = 0; ended < n_end;) {
+		if (cl_next(c))
+			fail_msg("connection closed with %d of %d requests open", n_end - ended, n_end);
+		ended += apply(c, outs, n, base);
+	}
+}
+
+#endif
