@@ -49,6 +49,7 @@
 #include "model/tokenizer.h"
 #include "shm/image.h"
 #include "common/clock.h"
+#include "procfs.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define H_SANITIZE 1
@@ -587,19 +588,7 @@ static inline json_object *h_ctl_model(const h_world *w)
 
 static inline uint64_t h_pss(pid_t pid)
 {
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	uint64_t v = 0;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long kb;
-		if (sscanf(line, "Pss: %llu kB", &kb) == 1)
-			v = kb * 1024;
-	}
-	fclose(f);
-	return v;
+	return proc_mem_bytes(pid, "smaps_rollup", "Pss:");
 }
 
 /* ---- the reference ------------------------------------------------------------ */

@@ -246,23 +246,6 @@ static void expect_limit_err(int fd, const char *needle, double timeout_s)
 	assert_int_equal(recv(fd, &c, 1, MSG_DONTWAIT), 0);
 }
 
-static uint64_t rss_bytes(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return 0;
-	uint64_t v = 0;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long kb;
-		if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
-			v = kb * 1024;
-	}
-	fclose(f);
-	return v;
-}
-
 static double status_num(h_world *w, const char *key)
 {
 	json_object *s = h_ctl(w, "status");
@@ -282,7 +265,7 @@ static void test_never_reads(void **state)
 	h_world *w = *state;
 	broker_start_cfg(w, "{\"send_queue_bytes\": 65536, \"send_queue_pause_bytes\": 16384}", 0, 0);
 	assert_victim(w, "before the attack");
-	const uint64_t rss0 = rss_bytes(w->broker);
+	const uint64_t rss0 = proc_mem_bytes(w->broker, "status", "VmRSS:");
 	int fd = h_sock_connect(w);
 	assert_true(fd >= 0);
 	send_hello(fd, "never-reads");
@@ -322,7 +305,7 @@ static void test_never_reads(void **state)
 		cut = status_num(w, "limit_send_queue_cutoffs");
 		usleep(100000);
 	}
-	const uint64_t rss1 = rss_bytes(w->broker);
+	const uint64_t rss1 = proc_mem_bytes(w->broker, "status", "VmRSS:");
 	const double growth = ((double)rss1 - (double)rss0) / (1 << 20);
 	printf("never-reads: sent %zu bytes of requests; broker RSS %+.1f MiB; cut off %.0f; "
 	       "paused %.0f\n",

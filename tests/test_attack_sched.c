@@ -48,6 +48,7 @@
 #include "shm/image.h"
 
 #include "broker_harness.h"
+#include "procfs.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -115,20 +116,13 @@ static uint64_t status_u64(const char *key)
 	return v;
 }
 
-/* kB of a /proc/<pid>/status line (VmRSS:, VmHWM:). */
+/* kB of a /proc/<pid>/status line (VmRSS:, VmHWM:); the process must be
+ * alive. */
 static long proc_kb(pid_t pid, const char *field)
 {
-	char p[64], line[256];
-	snprintf(p, sizeof(p), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(p, "r");
-	assert_non_null(f);
-	long kb = -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, field, strlen(field)))
-			kb = strtol(line + strlen(field), NULL, 10);
-	fclose(f);
-	assert_true(kb >= 0);
-	return kb;
+	const uint64_t b = proc_mem_bytes(pid, "status", field);
+	assert_true(b > 0);
+	return (long)(b / 1024);
 }
 
 #if defined(__SANITIZE_ADDRESS__)
