@@ -60,6 +60,15 @@ for b in "$herd" "$herdd" "$herdctl"; do [ -x "$b" ] || { echo "bench-abuse: $b 
 [ -n "$attacks" ] || attacks=$("$herd" abuse --list | awk '/^  [a-z]/{print $1}' | paste -sd, -)
 
 work=$(mktemp -d /tmp/herd-abuse-XXXXXX)
+# As root, the attacker runs as another uid (nobody, keeping group 0 so the
+# socket's mode 0660 lets it in): the per-uid limits are there to protect
+# one user from another, and a victim sharing the attacker's uid would share
+# its connection budget too.
+as_other=()
+if [ "$(id -u)" -eq 0 ] && [ -z "${HERD_ABUSE_SAME_UID:-}" ]; then
+	as_other=(--attacker-uid "$(id -u nobody)")
+	chmod 0750 "$work"
+fi
 case $model in
 "") model=models/tinyllama-1.1b-demo-q4_0.gguf
 	if [ ! -f "$model" ]; then
@@ -124,7 +133,8 @@ for a in ${attacks//,/ }; do
 	start_broker
 	"$herd" abuse --socket "$sock" --model "$name" --attack "$a" --seconds "$seconds" \
 		--grace-s "$grace" --broker-pid "$broker" --log "$work/herdd.log" \
-		--victim-tokens "$vtok" >>"$out" || echo "bench-abuse: herd abuse failed on $a" >&2
+		--victim-tokens "$vtok" "${as_other[@]}" >>"$out" ||
+		echo "bench-abuse: herd abuse failed on $a" >&2
 	stop_broker
 done
 

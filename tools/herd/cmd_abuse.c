@@ -3,7 +3,7 @@
  *
  *   herd abuse --socket PATH --model NAME --attack KIND [--seconds 15]
  *              [--broker-pid PID] [--log FILE] [--victim-tokens 8]
- *              [--head-start-ms 1000]
+ *              [--head-start-ms 1000] [--attacker-uid UID]
  *   herd abuse --list
  *
  * Forks one attacker process (tools/herd/abuse_attack.c: KIND is one of the
@@ -11,7 +11,11 @@
  * PATH for the given seconds, and after the head start one victim process:
  * an ordinary libherd agent that sends one greedy request of
  * --victim-tokens new tokens after the other (one such request runs first,
- * unmeasured, to warm the broker up). Meanwhile it samples the
+ * unmeasured, to warm the broker up). With --attacker-uid (as root) the
+ * attacker runs as that uid, keeping this process's group as a
+ * supplementary one so that it may still reach a socket of mode 0660:
+ * the per-uid limits then stand between two users, as in a deployment
+ * where an attacker does not share the victim's uid. Meanwhile it samples the
  * broker's RSS every 200 ms and its CPU time (/proc/PID). At the end it
  * stops both (a victim request still unanswered counts as unanswered, its
  * wait so far as a lower bound of its latency), waits 2 s and reads the
@@ -26,6 +30,7 @@
  * not, 2 for a usage error. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
@@ -48,6 +53,7 @@
 typedef struct abuse_opts {
 	const char *socket, *model, *attack, *log;
 	long seconds, broker_pid, victim_tokens, head_start_ms, grace_s;
+	long attacker_uid;  /* -1: the attacker keeps this process's uid */
 	int stop_r, stop_w; /* the attacker stops at EOF on stop_r */
 } abuse_opts;
 
@@ -153,6 +159,16 @@ static void json_esc(char *out, size_t cap, const char *s)
 /* The attacker: runs the attack, then reports one JSON line on fd. */
 static void attacker_main(const abuse_opts *o, double deadline, int fd)
 {
+	if (o->attacker_uid >= 0) {
+		const gid_t g = getgid();
+		if (setgroups(1, &g) || setuid((uid_t)o->attacker_uid)) {
+			char line[256];
+			snprintf(line, sizeof(line), "{\"started\":false,\"first_err\":\"setuid %ld: %s\"}\n",
+				 o->attacker_uid, strerror(errno));
+			write_all(fd, line, strlen(line));
+			return;
+		}
+	}
 	/* the attack goes on while the victim's last request is waited for */
 	abuse_target t = {.socket = o->socket, .model = o->model,
 			  .deadline_ms = deadline + (double)o->grace_s * 1e3, .stop_fd = o->stop_r};
@@ -446,7 +462,8 @@ static void abuse_usage(FILE *f)
 
 static int abuse_parse(int argc, char **argv, abuse_opts *o)
 {
-	*o = (abuse_opts){.seconds = 15, .victim_tokens = 8, .head_start_ms = 1000, .grace_s = 10};
+	*o = (abuse_opts){.seconds = 15, .victim_tokens = 8, .head_start_ms = 1000, .grace_s = 10,
+			  .attacker_uid = -1};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		long *num = !strcmp(a, "--seconds")	    ? &o->seconds
@@ -454,6 +471,7 @@ static int abuse_parse(int argc, char **argv, abuse_opts *o)
 			    : !strcmp(a, "--victim-tokens") ? &o->victim_tokens
 			    : !strcmp(a, "--head-start-ms") ? &o->head_start_ms
 			    : !strcmp(a, "--grace-s")	    ? &o->grace_s
+			    : !strcmp(a, "--attacker-uid")  ? &o->attacker_uid
 							    : NULL;
 		const char **str = !strcmp(a, "--socket")   ? &o->socket
 				   : !strcmp(a, "--model")  ? &o->model
