@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +177,45 @@ static int get_str(json_object *v, const char *key, char **field, char *err, siz
 	return cfg_set_str(field, json_object_get_string(v));
 }
 
+/* An integer key of a JSON object: its name, the field it fills (offset in
+ * the struct the object describes, and the field's type) and the range it
+ * accepts. One table per object, read by get_int_key. */
+typedef enum cfg_int_type { CFG_T_INT, CFG_T_U32, CFG_T_U64 } cfg_int_type;
+typedef struct cfg_int_key {
+	const char *name;
+	size_t off;
+	cfg_int_type type;
+	long lo, hi;
+} cfg_int_key;
+
+#define CFG_N(tab) (sizeof(tab) / sizeof((tab)[0]))
+
+/* When k names an entry of tab[0..n), reads v (range-checked, messages
+ * naming key) into that field of base and sets *handled; otherwise leaves
+ * base alone and clears *handled. */
+static int get_int_key(const cfg_int_key *tab, size_t n, void *base, const char *k,
+		       json_object *v, const char *key, int *handled, char *err, size_t errlen)
+{
+	*handled = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(k, tab[i].name))
+			continue;
+		long x;
+		*handled = 1;
+		int rc = get_int(v, key, tab[i].lo, tab[i].hi, &x, err, errlen);
+		if (rc)
+			return rc;
+		char *p = (char *)base + tab[i].off;
+		switch (tab[i].type) {
+		case CFG_T_INT: *(int *)p = (int)x; break;
+		case CFG_T_U32: *(uint32_t *)p = (uint32_t)x; break;
+		case CFG_T_U64: *(uint64_t *)p = (uint64_t)x; break;
+		}
+		return 0;
+	}
+	return 0;
+}
+
 static int parse_models(cfg *c, json_object *arr, char *err, size_t errlen)
 {
 	int rc = want_type(arr, json_type_array, "models", "an array", err, errlen);
@@ -212,27 +252,25 @@ static int parse_models(cfg *c, json_object *arr, char *err, size_t errlen)
 	return 0;
 }
 
+static const cfg_int_key batch_ints[] = {
+	{.name = "max_batch_size", .off = offsetof(cfg, max_batch_size), .type = CFG_T_INT,
+	 .lo = 1, .hi = 256},
+	{.name = "max_wait_time_ms", .off = offsetof(cfg, max_wait_time_ms), .type = CFG_T_INT,
+	 .lo = 0, .hi = 60000},
+	{.name = "priority_threshold", .off = offsetof(cfg, priority_threshold), .type = CFG_T_INT,
+	 .lo = -1000000, .hi = 1000000},
+};
+
+/* A batch key (in "batch" or at the top level): *handled says whether k is one. */
 static int parse_batch_key(cfg *c, const char *k, json_object *v, const char *key, int *handled,
 			   char *err, size_t errlen)
 {
-	long x;
-	int rc = 0;
+	if (strcmp(k, "dynamic_batching"))
+		return get_int_key(batch_ints, CFG_N(batch_ints), c, k, v, key, handled, err, errlen);
 	*handled = 1;
-	if (!strcmp(k, "max_batch_size")) {
-		if (!(rc = get_int(v, key, 1, 256, &x, err, errlen)))
-			c->max_batch_size = (int)x;
-	} else if (!strcmp(k, "max_wait_time_ms")) {
-		if (!(rc = get_int(v, key, 0, 60000, &x, err, errlen)))
-			c->max_wait_time_ms = (int)x;
-	} else if (!strcmp(k, "dynamic_batching")) {
-		if (!(rc = want_type(v, json_type_boolean, key, "a boolean", err, errlen)))
-			c->dynamic_batching = json_object_get_boolean(v);
-	} else if (!strcmp(k, "priority_threshold")) {
-		if (!(rc = get_int(v, key, -1000000, 1000000, &x, err, errlen)))
-			c->priority_threshold = (int)x;
-	} else {
-		*handled = 0;
-	}
+	int rc = want_type(v, json_type_boolean, key, "a boolean", err, errlen);
+	if (!rc)
+		c->dynamic_batching = json_object_get_boolean(v);
 	return rc;
 }
 
@@ -240,41 +278,35 @@ static int parse_batch_key(cfg *c, const char *k, json_object *v, const char *ke
 	"send_queue_bytes, send_queue_pause_bytes, frame_timeout_ms, idle_timeout_ms, "           \
 	"max_connections, max_connections_per_uid, accept_backoff_ms"
 
+static const cfg_int_key limits_ints[] = {
+	{.name = "send_queue_bytes", .off = offsetof(cfg_limits, send_queue_bytes),
+	 .type = CFG_T_U32, .lo = 65536, .hi = 1L << 30},
+	{.name = "send_queue_pause_bytes", .off = offsetof(cfg_limits, send_queue_pause_bytes),
+	 .type = CFG_T_U32, .lo = 4096, .hi = 1L << 30},
+	{.name = "frame_timeout_ms", .off = offsetof(cfg_limits, frame_timeout_ms),
+	 .type = CFG_T_INT, .lo = 100, .hi = 3600000},
+	{.name = "idle_timeout_ms", .off = offsetof(cfg_limits, idle_timeout_ms),
+	 .type = CFG_T_INT, .lo = 0, .hi = 1L << 30},
+	{.name = "max_connections", .off = offsetof(cfg_limits, max_connections),
+	 .type = CFG_T_INT, .lo = 1, .hi = 1 << 20},
+	{.name = "max_connections_per_uid", .off = offsetof(cfg_limits, max_connections_per_uid),
+	 .type = CFG_T_INT, .lo = 1, .hi = 1 << 20},
+	{.name = "accept_backoff_ms", .off = offsetof(cfg_limits, accept_backoff_ms),
+	 .type = CFG_T_INT, .lo = 1, .hi = 60000},
+};
+
 /* One key of the "limits" object. */
 static int parse_limit_key(cfg_limits *L, const char *k, json_object *v, const char *key, char *err,
 			   size_t errlen)
 {
-	long x;
-	int rc;
-	if (!strcmp(k, "send_queue_bytes")) {
-		if (!(rc = get_int(v, key, 65536, 1L << 30, &x, err, errlen)))
-			L->send_queue_bytes = (uint32_t)x;
-	} else if (!strcmp(k, "send_queue_pause_bytes")) {
-		if (!(rc = get_int(v, key, 4096, 1L << 30, &x, err, errlen)))
-			L->send_queue_pause_bytes = (uint32_t)x;
-	} else if (!strcmp(k, "frame_timeout_ms")) {
-		if (!(rc = get_int(v, key, 100, 3600000, &x, err, errlen)))
-			L->frame_timeout_ms = (int)x;
-	} else if (!strcmp(k, "idle_timeout_ms")) {
-		if (!(rc = get_int(v, key, 0, 1L << 30, &x, err, errlen)))
-			L->idle_timeout_ms = (int)x;
-	} else if (!strcmp(k, "max_connections")) {
-		if (!(rc = get_int(v, key, 1, 1 << 20, &x, err, errlen)))
-			L->max_connections = (int)x;
-	} else if (!strcmp(k, "max_connections_per_uid")) {
-		if (!(rc = get_int(v, key, 1, 1 << 20, &x, err, errlen)))
-			L->max_connections_per_uid = (int)x;
-	} else if (!strcmp(k, "accept_backoff_ms")) {
-		if (!(rc = get_int(v, key, 1, 60000, &x, err, errlen)))
-			L->accept_backoff_ms = (int)x;
-	} else {
+	int handled;
+	int rc = get_int_key(limits_ints, CFG_N(limits_ints), L, k, v, key, &handled, err, errlen);
+	if (!handled)
 		rc = herd_errf(err, errlen, HERD_E_FORMAT, "unknown key '%s' (known: " LIMITS_KNOWN ")",
 			       key);
-	}
 	return rc;
 }
 
-/* agents.prio[i]: exactly one of uid, gid, group, name, and max_prio. */
 static int parse_prio_rule(cfg_prio_rule *r, json_object *o, size_t i, char *err, size_t errlen)
 {
 	char key[96];
@@ -332,11 +364,28 @@ static int parse_prio_rules(cfg_agents *a, json_object *arr, char *err, size_t e
 }
 
 /* The "agents" object: per-agent limits and the priority policy. */
+static const cfg_int_key agents_ints[] = {
+	{.name = "max_queued", .off = offsetof(cfg_agents, max_queued), .type = CFG_T_INT,
+	 .lo = 1, .hi = 1000000},
+	{.name = "max_running", .off = offsetof(cfg_agents, max_running), .type = CFG_T_INT,
+	 .lo = 0, .hi = 1000000},
+	{.name = "max_prompt_bytes", .off = offsetof(cfg_agents, max_prompt_bytes),
+	 .type = CFG_T_U32, .lo = 1, .hi = 1L << 30},
+	{.name = "max_stop", .off = offsetof(cfg_agents, max_stop), .type = CFG_T_INT,
+	 .lo = 1, .hi = 1000000},
+	{.name = "max_stop_bytes", .off = offsetof(cfg_agents, max_stop_bytes), .type = CFG_T_INT,
+	 .lo = 1, .hi = 1000000},
+	/* up to a year: far below any overflow of t_arrive + deadline */
+	{.name = "max_deadline_ms", .off = offsetof(cfg_agents, max_deadline_ms),
+	 .type = CFG_T_U64, .lo = 1, .hi = 366L * 24 * 3600 * 1000},
+	{.name = "max_prio", .off = offsetof(cfg_agents, max_prio), .type = CFG_T_INT,
+	 .lo = -1000000, .hi = 1000000},
+};
+
 static int parse_agents(cfg *c, json_object *o, char *err, size_t errlen)
 {
 	cfg_agents *a = &c->agents;
 	int rc = want_type(o, json_type_object, "agents", "an object", err, errlen);
-	long x;
 	if (rc)
 		return rc; /* not an object: json_object_object_foreach would read NULL */
 	json_object_object_foreach(o, k, v)
@@ -345,30 +394,15 @@ static int parse_agents(cfg *c, json_object *o, char *err, size_t errlen)
 			return rc;
 		char key[96];
 		snprintf(key, sizeof(key), "agents.%s", k);
-		int *dst = !strcmp(k, "max_queued")       ? &a->max_queued
-			   : !strcmp(k, "max_running")    ? &a->max_running
-			   : !strcmp(k, "max_stop")       ? &a->max_stop
-			   : !strcmp(k, "max_stop_bytes") ? &a->max_stop_bytes
-			   : !strcmp(k, "max_prio")       ? &a->max_prio
-							  : NULL;
-		const long lo = !strcmp(k, "max_prio") ? -1000000 : !strcmp(k, "max_running") ? 0 : 1;
-		if (dst) {
-			if (!(rc = get_int(v, key, lo, 1000000, &x, err, errlen)))
-				*dst = (int)x;
-		} else if (!strcmp(k, "max_prompt_bytes")) {
-			if (!(rc = get_int(v, key, 1, 1L << 30, &x, err, errlen)))
-				a->max_prompt_bytes = (uint32_t)x;
-		} else if (!strcmp(k, "max_deadline_ms")) {
-			/* up to a year: far below any overflow of t_arrive + deadline */
-			if (!(rc = get_int(v, key, 1, 366L * 24 * 3600 * 1000, &x, err, errlen)))
-				a->max_deadline_ms = (uint64_t)x;
-		} else if (!strcmp(k, "prio")) {
-			rc = parse_prio_rules(a, v, err, errlen);
-		} else {
+		int handled;
+		rc = get_int_key(agents_ints, CFG_N(agents_ints), a, k, v, key, &handled, err, errlen);
+		if (handled)
+			continue;
+		if (strcmp(k, "prio"))
 			return herd_errf(err, errlen, HERD_E_FORMAT,
 					"unknown key '%s' (known: max_queued, max_running, max_prompt_bytes, "
 					"max_stop, max_stop_bytes, max_deadline_ms, max_prio, prio)", key);
-		}
+		rc = parse_prio_rules(a, v, err, errlen);
 	}
 	return rc;
 }
@@ -388,16 +422,31 @@ static int parse_limits(cfg *c, json_object *obj, char *err, size_t errlen)
 	return 0;
 }
 
+static const cfg_int_key top_ints[] = {
+	{.name = "threads", .off = offsetof(cfg, threads), .type = CFG_T_INT, .lo = 0, .hi = 4096},
+	{.name = "max_frame", .off = offsetof(cfg, max_frame), .type = CFG_T_U32,
+	 .lo = 4096, .hi = 1L << 30},
+	{.name = "ctx_size", .off = offsetof(cfg, ctx_size), .type = CFG_T_INT, .lo = 0, .hi = 1 << 20},
+	{.name = "kv_cache_mb", .off = offsetof(cfg, kv_cache_mb), .type = CFG_T_INT,
+	 .lo = 0, .hi = 1 << 20},
+	{.name = "prefill_chunk", .off = offsetof(cfg, prefill_chunk), .type = CFG_T_INT,
+	 .lo = 1, .hi = 1 << 16},
+	{.name = "max_tokens", .off = offsetof(cfg, max_tokens), .type = CFG_T_INT,
+	 .lo = 1, .hi = 1 << 20},
+};
+
 static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 {
 	if (json_object_get_type(root) != json_type_object)
 		return herd_errf(err, errlen, HERD_E_FORMAT, "the configuration must be a JSON object, got %s",
 				json_type_to_name(json_object_get_type(root)));
 	int rc = 0, handled;
-	long x;
 	json_object_object_foreach(root, k, v)
 	{
 		if ((rc = parse_batch_key(c, k, v, k, &handled, err, errlen)))
+			return rc;
+		if (!handled && (rc = get_int_key(top_ints, CFG_N(top_ints), c, k, v, k, &handled, err,
+						  errlen)))
 			return rc;
 		if (handled)
 			continue;
@@ -405,29 +454,11 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			rc = get_str(v, k, &c->socket_path, err, errlen);
 		else if (!strcmp(k, "models"))
 			rc = parse_models(c, v, err, errlen);
-		else if (!strcmp(k, "threads")) {
-			if (!(rc = get_int(v, k, 0, 4096, &x, err, errlen)))
-				c->threads = (int)x;
-		} else if (!strcmp(k, "state_dir"))
+		else if (!strcmp(k, "state_dir"))
 			rc = get_str(v, k, &c->state_dir, err, errlen);
-		else if (!strcmp(k, "max_frame")) {
-			if (!(rc = get_int(v, k, 4096, 1L << 30, &x, err, errlen)))
-				c->max_frame = (uint32_t)x;
-		} else if (!strcmp(k, "admin_group"))
+		else if (!strcmp(k, "admin_group"))
 			rc = get_str(v, k, &c->admin_group, err, errlen);
-		else if (!strcmp(k, "ctx_size")) {
-			if (!(rc = get_int(v, k, 0, 1 << 20, &x, err, errlen)))
-				c->ctx_size = (int)x;
-		} else if (!strcmp(k, "kv_cache_mb")) {
-			if (!(rc = get_int(v, k, 0, 1 << 20, &x, err, errlen)))
-				c->kv_cache_mb = (int)x;
-		} else if (!strcmp(k, "prefill_chunk")) {
-			if (!(rc = get_int(v, k, 1, 1 << 16, &x, err, errlen)))
-				c->prefill_chunk = (int)x;
-		} else if (!strcmp(k, "max_tokens")) {
-			if (!(rc = get_int(v, k, 1, 1 << 20, &x, err, errlen)))
-				c->max_tokens = (int)x;
-		} else if (!strcmp(k, "limits")) {
+		else if (!strcmp(k, "limits")) {
 			rc = parse_limits(c, v, err, errlen);
 		} else if (!strcmp(k, "agents")) {
 			rc = parse_agents(c, v, err, errlen);
