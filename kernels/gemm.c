@@ -13,7 +13,15 @@
 
 int kern_repack_worthwhile(void)
 {
-	return kern_isa_detect() >= KERN_ISA_AVX512;
+	const kern_isa isa = kern_isa_detect();
+	return isa >= KERN_ISA_AVX512 ? KERN_REPACK_ALL : isa >= KERN_ISA_AVX2 ? KERN_REPACK_Q4_0 : 0;
+}
+
+int kern_repack_type_at(kern_type t, int policy)
+{
+	if (policy == KERN_REPACK_ALL || (policy == KERN_REPACK_Q4_0 && t == KERN_TYPE_Q4_0))
+		return kern_repack_type(t);
+	return -1;
 }
 
 int kern_repack_type(kern_type t)
@@ -306,12 +314,15 @@ void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *rest
 }
 
 /* The interleaved types have no per-row dot: only activation preparation
- * and the 16-row GEMM, with AVX-512 (VNNI) variants and no AVX2 ones
- * (kern_repack_worthwhile keeps AVX2 machines on the plain types). */
+ * and the 16-row GEMM, with AVX-512 (VNNI) variants, and an AVX2 one for
+ * Q4_0_R16 alone (kern_repack_worthwhile keeps AVX2 machines' other types
+ * plain). */
 static const kern_type_variants gemm_variants[] = {
 	{.type = KERN_TYPE_Q4_0_R16,
-	 .act = {[KERN_ISA_REF] = kern_act_q8_ref, [KERN_ISA_AVX512] = kern_act_q8_avx512},
-	 .gemm = {[KERN_ISA_REF] = kern_gemm_q4_0_r16_ref, [KERN_ISA_AVX512] = kern_gemm_q4_0_r16_avx512}},
+	 .act = {[KERN_ISA_REF] = kern_act_q8_ref, [KERN_ISA_AVX2] = kern_act_q8_avx2,
+		 [KERN_ISA_AVX512] = kern_act_q8_avx512},
+	 .gemm = {[KERN_ISA_REF] = kern_gemm_q4_0_r16_ref, [KERN_ISA_AVX2] = kern_gemm_q4_0_r16_avx2,
+		  [KERN_ISA_AVX512] = kern_gemm_q4_0_r16_avx512}},
 	{.type = KERN_TYPE_Q8_0_R16,
 	 .act = {[KERN_ISA_REF] = kern_act_q8u_ref, [KERN_ISA_AVX512] = kern_act_q8u_avx512},
 	 .gemm = {[KERN_ISA_REF] = kern_gemm_q8_0_r16_ref, [KERN_ISA_AVX512] = kern_gemm_q8_0_r16_avx512}},
