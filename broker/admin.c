@@ -22,7 +22,7 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15 + 8 + 4 + 3 + SCHED_NOTE_COUNT, /* + connection limits, image trust, fair share (sched.h) */
+	STATUS_KEYS = 15 + 9 + 4 + 3 + SCHED_NOTE_COUNT, /* + connection limits, image trust, fair share (sched.h) */
 	MODEL_KEYS = 33,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -70,6 +70,7 @@ static void res_status_limits(const loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "limit_refused_max_connections", s->refused_total);
 	proto_write_kv_uint(pk, "limit_refused_per_uid", s->refused_uid);
 	proto_write_kv_uint(pk, "limit_accept_backoffs", s->accept_backoffs);
+	proto_write_kv_uint(pk, "limit_frame_throttles", s->frame_throttles);
 	proto_write_kv_uint(pk, "sighup_ignored", s->sighups);
 }
 

@@ -29,7 +29,8 @@ void cfg_init(cfg *c)
 				 .idle_timeout_ms = 0,
 				 .max_connections = 1024,
 				 .max_connections_per_uid = 256,
-				 .accept_backoff_ms = 100};
+				 .accept_backoff_ms = 100,
+				 .frame_budget_per_s = 50000};
 	c->agents.max_queued = 256;
 	c->agents.max_prompt_bytes = 1u << 20;
 	c->agents.max_stop = 8;
@@ -276,7 +277,7 @@ static int parse_batch_key(cfg *c, const char *k, json_object *v, const char *ke
 
 #define LIMITS_KNOWN                                                                              \
 	"send_queue_bytes, send_queue_pause_bytes, frame_timeout_ms, idle_timeout_ms, "           \
-	"max_connections, max_connections_per_uid, accept_backoff_ms"
+	"max_connections, max_connections_per_uid, accept_backoff_ms, frame_budget_per_s"
 
 static const cfg_int_key limits_ints[] = {
 	{.name = "send_queue_bytes", .off = offsetof(cfg_limits, send_queue_bytes),
@@ -293,6 +294,8 @@ static const cfg_int_key limits_ints[] = {
 	 .type = CFG_T_INT, .lo = 1, .hi = 1 << 20},
 	{.name = "accept_backoff_ms", .off = offsetof(cfg_limits, accept_backoff_ms),
 	 .type = CFG_T_INT, .lo = 1, .hi = 60000},
+	{.name = "frame_budget_per_s", .off = offsetof(cfg_limits, frame_budget_per_s),
+	 .type = CFG_T_INT, .lo = 0, .hi = 1 << 30},
 };
 
 /* One key of the "limits" object. */

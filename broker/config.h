@@ -80,6 +80,9 @@ typedef struct cfg_limits {
 	int max_connections;             /* default 1024 */
 	int max_connections_per_uid;     /* default 256 */
 	int accept_backoff_ms;           /* default 100 */
+	int frame_budget_per_s;          /* default 50000: frame units a second per uid
+					  * (1 per frame + 1 per KiB; broker/budget.h);
+					  * 0: unlimited */
 } cfg_limits;
 
 typedef enum cfg_match { CFG_MATCH_UID = 1, CFG_MATCH_GID, CFG_MATCH_GROUP, CFG_MATCH_NAME } cfg_match;
