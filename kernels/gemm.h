@@ -123,11 +123,26 @@ int kern_unpack_r16(kern_type r16, const void *src, int64_t n_rows, int64_t K, v
  * type r16 (a 64-byte multiple). */
 size_t kern_act_stride(int r16, int64_t K);
 
+/* Row b of a Q4_0_R16/Q8_0_R16 activation buffer (layout above, nb blocks
+ * a row, rows stride bytes apart): its scales, zero-point sums and quants
+ * (for Q8_0_R16 the quants are the +128 uint8 form). */
+typedef struct kern_act_q8_row {
+	float *d;
+	int32_t *s;
+	int8_t *qs;
+} kern_act_q8_row;
+
+static inline kern_act_q8_row kern_act_q8_row_at(const void *act, size_t stride, int64_t nb, int b)
+{
+	char *row = (char *)act + (size_t)b * stride;
+	return (kern_act_q8_row){(float *)row, (int32_t *)(row + 4 * nb), (int8_t *)(row + 8 * nb)};
+}
+
 void kern_act_q8_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);
 /* The Q4_0_R16 (unsigned_q 0) or Q8_0_R16 (unsigned_q 1) activation rows,
- * quantizing each block with quant_q8_0 (a SIMD Q8_0 quantizer: the same
- * bytes as the reference). AVX2 code (gemm_avx2.c): call only where the CPU
- * has AVX2. */
+ * quantizing each block with quant_q8_0 (the reference or a SIMD Q8_0
+ * quantizer: the same bytes). Every ISA's act variant is this with its
+ * quantizer: the quantizer is the costly part. */
 void kern_act_q8_with(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q,
 		      kern_from_float_fn quant_q8_0);
 void kern_act_q8_avx2(const float *restrict x, int64_t K, int n_b, void *restrict dst);

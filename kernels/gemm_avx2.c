@@ -1,5 +1,4 @@
-/* AVX2 GEMM for Q4_0_R16, and the Q8_0 activation rows both SIMD levels
- * prepare for the interleaved Q4_0/Q8_0 types.
+/* AVX2 GEMM for Q4_0_R16 and its activation rows.
  *
  * AVX2 has no VNNI, but the Q4_0_R16 layout (kernels/gemm.h) still pays: a
  * 256-bit register holds the same 4-byte slice of 8 rows, maddubs (u8 x s8
@@ -21,38 +20,6 @@
 
 /* Activation rows per pass over the weights (columns of the output tile). */
 #define TILE 4
-
-void kern_act_q8_with(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q,
-		      kern_from_float_fn quant_q8_0)
-{
-	const int64_t nb = K / 32;
-	const __m256i flip = _mm256_set1_epi8((char)0x80);
-	for (int b = 0; b < n_b; b++) {
-		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_0_R16, K);
-		float *d = (float *)row;
-		int32_t *s = (int32_t *)(row + 4 * nb);
-		int8_t *qs = (int8_t *)(row + 8 * nb);
-		for (int64_t i = 0; i < nb; i++) {
-			kern_block_q8_0 blk;
-			quant_q8_0(x + (size_t)b * K + i * 32, &blk, 32);
-			d[i] = _cvtsh_ss(blk.d);
-			__m256i q = _mm256_loadu_si256((const __m256i *)blk.qs);
-			if (unsigned_q) {
-				s[i] = 0;
-				_mm256_storeu_si256((__m256i *)(qs + i * 32), _mm256_xor_si256(q, flip));
-			} else {
-				/* sum of 32 int8: widen to int16 pairs, then to int32 */
-				__m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q),
-							      _mm256_set1_epi16(1));
-				__m128i t = _mm_add_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-				t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
-				t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-				s[i] = 8 * _mm_cvtsi128_si32(t);
-				_mm256_storeu_si256((__m256i *)(qs + i * 32), q);
-			}
-		}
-	}
-}
 
 void kern_act_q8_avx2(const float *restrict x, int64_t K, int n_b, void *restrict dst)
 {
@@ -77,10 +44,11 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	const int8_t *qs[TILE];
 #pragma GCC unroll 4
 	for (int c = 0; c < nc; c++) {
+		const kern_act_q8_row a = kern_act_q8_row_at(act, stride, nb, c);
 		acc[c][0] = acc[c][1] = _mm256_setzero_ps();
-		d[c] = (const float *)(act + (size_t)c * stride);
-		s[c] = (const int32_t *)(act + (size_t)c * stride + 4 * nb);
-		qs[c] = (const int8_t *)(act + (size_t)c * stride + 8 * nb);
+		d[c] = a.d;
+		s[c] = a.s;
+		qs[c] = a.qs;
 	}
 	const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
 	for (int64_t i = 0; i < nb; i++) {

@@ -39,10 +39,11 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	const int8_t *qs[TILE];
 #pragma GCC unroll 8
 	for (int c = 0; c < nc; c++) {
+		const kern_act_q8_row a = kern_act_q8_row_at(act, stride, nb, c);
 		acc[c] = _mm512_setzero_ps();
-		d[c] = (const float *)(act + (size_t)c * stride);
-		s[c] = (const int32_t *)(act + (size_t)c * stride + 4 * nb);
-		qs[c] = (const int8_t *)(act + (size_t)c * stride + 8 * nb);
+		d[c] = a.d;
+		s[c] = a.s;
+		qs[c] = a.qs;
 	}
 	const __m512i m4 = _mm512_set1_epi8(0x0F);
 	for (int64_t i = 0; i < nb; i++) {
@@ -114,9 +115,10 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 	const int8_t *qs[TILE];
 #pragma GCC unroll 8
 	for (int c = 0; c < nc; c++) {
+		const kern_act_q8_row a = kern_act_q8_row_at(act, stride, nb, c);
 		acc[c] = _mm512_setzero_ps();
-		d[c] = (const float *)(act + (size_t)c * stride);
-		qs[c] = (const int8_t *)(act + (size_t)c * stride + 8 * nb);
+		d[c] = a.d;
+		qs[c] = a.qs;
 	}
 	const __m512i ones = _mm512_set1_epi8(1);
 	for (int64_t i = 0; i < nb; i++) {
