@@ -25,6 +25,7 @@ struct models {
 	models_entry *e;
 	int n;
 	const blog *log;
+	respcache *rcache; /* NULL: response cache off */
 };
 
 
@@ -209,8 +210,8 @@ static int entry_image(models_entry *e, const models_opts *o, char *err, size_t 
 	return entry_open_built(e, err, errlen);
 }
 
-static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o, char *err,
-		      size_t errlen)
+static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o, respcache *rcache,
+		      char *err, size_t errlen)
 {
 	const cfg *c = o->cfg;
 	const double t0 = clock_mono_ms();
@@ -262,7 +263,8 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 			 .max_running_per_agent = c->agents.max_running > 0 ? c->agents.max_running
 			 : (c->max_batch_size / 4 > 0 ? c->max_batch_size / 4 : 1),
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,
-			 .hold = entry_hold, .hold_arg = e};
+			 .hold = entry_hold, .hold_arg = e, .respcache = rcache,
+			 .digest = e->info.digest};
 	if ((rc = sched_create(&e->sched, &so)))
 		return herd_errf(err, errlen, rc, "model %s: cannot start the scheduler: %s", e->name,
 			     herd_strerror(rc));
@@ -282,6 +284,28 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 	return 0;
 }
 
+/* The response cache in the state directory, when the config enables it. */
+static int open_respcache(models *ms, const models_opts *o, char *err, size_t errlen)
+{
+	const cfg_respcache *rc = &o->cfg->response_cache;
+	if (!rc->enabled)
+		return 0;
+	if (!o->cfg->state_dir)
+		return herd_errf(err, errlen, HERD_E_INVAL, "response cache: no state directory");
+	const respcache_opts ro = {.dir = o->cfg->state_dir, .max_bytes = (uint64_t)rc->max_mb << 20,
+				   .ttl_s = rc->ttl_s, .log = o->log};
+	int r = respcache_open(&ms->rcache, &ro, err, errlen);
+	if (!r)
+		blog_msg(o->log, BLOG_INFO, "response cache: %s/%s, %d MiB, ttl %llu s",
+			 o->cfg->state_dir, RESPCACHE_FILE, rc->max_mb, (unsigned long long)rc->ttl_s);
+	return r;
+}
+
+respcache *models_respcache(models *ms)
+{
+	return ms ? ms->rcache : NULL;
+}
+
 int models_create(models **out, const models_opts *o, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -297,10 +321,12 @@ int models_create(models **out, const models_opts *o, char *err, size_t errlen)
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if ((rc = open_respcache(ms, o, err, errlen)))
+		goto fail;
 	for (int i = 0; i < o->cfg->n_models; i++) {
 		ms->e[i].image_fd = -1;
 		ms->n = i + 1;
-		if ((rc = entry_load(&ms->e[i], &o->cfg->models[i], o, err, errlen)))
+		if ((rc = entry_load(&ms->e[i], &o->cfg->models[i], o, ms->rcache, err, errlen)))
 			goto fail;
 	}
 	*out = ms;
@@ -318,6 +344,7 @@ void models_destroy(models *ms)
 		return;
 	for (int i = 0; i < ms->n; i++)
 		entry_fini(&ms->e[i]);
+	respcache_close(ms->rcache); /* after the schedulers have stopped */
 	free(ms->e);
 	free(ms);
 }
