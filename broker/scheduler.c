@@ -272,7 +272,7 @@ static void agent_release(sched *s, sreq *q)
 	if (!a)
 		return;
 	q->ag = NULL;
-	if (q->state != ST_WAITING)
+	if (q->state == ST_RUNNING || q->state == ST_PAUSED) /* not ST_FOLLOW */
 		a->running--;
 	if (--a->refs > 0)
 		return;

@@ -4,7 +4,11 @@
  * step the scheduler thread
  *   1. takes new requests and cancellations from its queue (mutex),
  *      begins their generation (model/generate.h: tokenize, prompt-fit
- *      rule, sampler) and rejects impossible ones (err events),
+ *      rule, sampler) and rejects impossible ones (err events); a
+ *      deterministic request identical to one in flight follows it (one
+ *      sequence, events fanned out to every requester, done.merged), or is
+ *      answered from the response cache (sched_opts.respcache, done.cached):
+ *      see "request merging and the response cache" in scheduler.c,
  *   2. drops requests past their deadline (done, HERD_FINISH_DEADLINE),
  *   3. admits waiting requests by fair share between agents: highest
  *      priority first (the broker's policy has already clamped it, see
@@ -36,7 +40,9 @@
  *      `tok`, `done` and `err` events to the outbound queue; then writes 1 to
  *      the wake eventfd,
  *   6. frees the slot, sampler and KV pages of every finished or cancelled
- *      request at once (llama_seq_reset).
+ *      request at once (llama_seq_reset); after publishing the events, writes
+ *      the answers that finished this iteration to the response cache in one
+ *      LMDB transaction.
  *
  * dynamic_batching on: new requests join between steps (continuous
  * batching). Off: a new batch is admitted only when the previous one has
