@@ -515,9 +515,8 @@ static void post_shared_done(sched *s, sreq *f, const sreq *lead, herd_finish re
 	e->merged = f->merged;
 	e->n_prompt = lead->gen.n_prompt;
 	e->n_gen = lead->gen.n_gen;
-	const double admit = lead->t_admit > f->t_arrive ? lead->t_admit : t;
-	e->t_queue_ms = f != lead && lead->t_admit > 0 && lead->t_admit <= f->t_arrive ? 0
-										    : admit - f->t_arrive;
+	const double admit = lead->t_admit > 0 ? lead->t_admit : t; /* the sequence's start */
+	e->t_queue_ms = admit > f->t_arrive ? admit - f->t_arrive : 0;
 	e->t_first_ms = f->t_first > 0 ? f->t_first - f->t_arrive : -1;
 	e->t_total_ms = t - f->t_arrive;
 	if (!f->r->stream) {
