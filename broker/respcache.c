@@ -368,8 +368,8 @@ static int value_copy(const MDB_val *v, const rc_hdr *h, respcache_entry *out)
 	return 0;
 }
 
-/* The age index key: created (big-endian, so the oldest sorts first) and
- * the hash. */
+/* The age index key: the last use (big-endian, so the least recently used
+ * sorts first) and the hash. */
 static void age_key(uint8_t out[8 + RESPCACHE_HASH], uint64_t t, const uint8_t *hash)
 {
 	for (int i = 0; i < 8; i++)
@@ -385,7 +385,7 @@ static void del_entry(respcache *rc, MDB_txn *txn, const uint8_t *hash)
 	char why[8];
 	if (mdb_get(txn, rc->resp, &k, &v) == 0 && value_check(&v, &h, why, sizeof(why)) == 0) {
 		uint8_t ak[8 + RESPCACHE_HASH];
-		age_key(ak, h.created, hash);
+		age_key(ak, h.used, hash);
 		MDB_val a = {sizeof(ak), ak};
 		mdb_del(txn, rc->age, &a, NULL);
 	}
@@ -505,6 +505,36 @@ static int put_one(respcache *rc, MDB_txn *txn, const respcache_item *it, uint64
 	return mdb_put(txn, rc->age, &a, &e, 0);
 }
 
+/* Moves hash's entry to the young end of the eviction order (its value's
+ * last use = now). Nothing when it is gone or unsound. */
+static int touch_one(respcache *rc, MDB_txn *txn, const uint8_t *hash, uint64_t now)
+{
+	MDB_val k = {RESPCACHE_HASH, (void *)hash}, v;
+	rc_hdr h;
+	char why[8];
+	if (mdb_get(txn, rc->resp, &k, &v) || value_check(&v, &h, why, sizeof(why)) || h.used >= now)
+		return 0;
+	uint8_t ak[8 + RESPCACHE_HASH];
+	age_key(ak, h.used, hash);
+	MDB_val a = {sizeof(ak), ak}, e = {0, NULL};
+	mdb_del(txn, rc->age, &a, NULL);
+	const size_t size = v.mv_size;
+	uint8_t *copy = malloc(size);
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, v.mv_data, size);
+	h.used = now;
+	memcpy(copy, &h, sizeof(h));
+	MDB_val nv = {size, copy};
+	int r = mdb_put(txn, rc->resp, &k, &nv, 0);
+	free(copy);
+	if (!r) {
+		age_key(ak, now, hash);
+		r = mdb_put(txn, rc->age, &a, &e, 0);
+	}
+	return r;
+}
+
 /* One attempt at storing the batch; MDB_MAP_FULL evicts n_full entries first. */
 static int put_txn(respcache *rc, const respcache_item *items, int n, int n_full, int *evicted)
 {
@@ -516,7 +546,8 @@ static int put_txn(respcache *rc, const respcache_item *items, int n, int n_full
 		ev += evict(rc, txn, 0, n_full);
 	const uint64_t now = unix_ms();
 	for (int i = 0; i < n && !r; i++)
-		r = put_one(rc, txn, &items[i], now);
+		r = items[i].text ? put_one(rc, txn, &items[i], now)
+				  : touch_one(rc, txn, items[i].key->hash, now);
 	if (!r)
 		ev += evict(rc, txn, rc->max_bytes, 0);
 	if (r) {
@@ -540,7 +571,8 @@ int respcache_put(respcache *rc, const respcache_item *items, int n)
 	if (r)
 		rc->st.write_errors++;
 	else
-		rc->st.stores += (uint64_t)n;
+		for (int i = 0; i < n; i++)
+			rc->st.stores += items[i].text != NULL;
 	pthread_mutex_unlock(&rc->mu);
 	if (r)
 		blog_msg(rc->log, BLOG_WARN, "response cache: cannot store %d answers: %s", n,

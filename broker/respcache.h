@@ -20,7 +20,8 @@
  * (last use, big-endian ms, + hash -> empty: the eviction order). The map
  * size is twice the byte cap (room for LMDB's copy-on-write pages); when
  * the used pages pass the cap, or a write meets MDB_MAP_FULL, the least
- * recently used entries are deleted. Expired entries (created more than
+ * recently used entries are deleted (a hit's use is written with the next
+ * batch of answers: respcache_item with text NULL). Expired entries (created more than
  * ttl_s ago) are misses and are deleted. A value whose lengths do not add
  * up, with a wrong magic, a finish reason other than stop/length or key
  * material that differs is logged, treated as a miss and deleted.
@@ -89,7 +90,8 @@ typedef struct respcache_entry {
 } respcache_entry;
 void respcache_entry_free(respcache_entry *e); /* accepts a zeroed entry */
 
-/* What a write stores: a key and its answer (borrowed). */
+/* What a write stores: a key and its answer (borrowed). text == NULL: only
+ * marks key's entry as used now (a hit), for the eviction order. */
 typedef struct respcache_item {
 	const respcache_key *key;
 	const char *text;
@@ -127,7 +129,7 @@ void respcache_close(respcache *rc); /* accepts NULL */
  * respcache_entry_free), 1 for a miss (absent, expired, or corrupt: the
  * last two are deleted and logged), or a negative error (treat as a miss). */
 int respcache_get(respcache *rc, const respcache_key *k, respcache_entry *out);
-/* Stores items[0..n) in one write transaction (replacing equal keys),
+/* Stores (or marks used) items[0..n) in one write transaction (replacing equal keys),
  * evicting the least recently used entries to stay under the cap. Returns
  * 0 or the first error (nothing of a failed transaction is stored). */
 int respcache_put(respcache *rc, const respcache_item *items, int n);

@@ -118,8 +118,10 @@ struct sched {
 	sched_event *out_head, *out_tail; /* events of this iteration */
 	int n_ended;            /* requests ended this iteration */
 	merge_table merge;      /* groups of identical in-flight requests */
-	struct sched_store *store; /* answers to write at the end of the iteration */
+	struct sched_store *store; /* answers (and hits' uses) to write after the iteration */
 	int n_store, cap_store;
+	int n_answers;          /* entries of store that are answers, not uses */
+	double t_first_use;     /* when the oldest queued use was queued */
 	int32_t *step_tok;      /* scratch: step token storage (decode tokens) */
 	llama_batch_seq *batch;
 	sreq **batch_req;
@@ -166,6 +168,7 @@ static void fan_piece(sched *s, sreq *q, const gen_step *st);
 static void followers_end(sched *s, sreq *q, herd_finish reason, double t);
 static void followers_err(sched *s, sreq *q, int code, const char *msg);
 static void cache_queue(sched *s, sreq *q, herd_finish reason);
+static void cache_note(sched *s, sreq *q, herd_finish reason, int answer);
 static void step_out(sched *s, sreq *q, const gen_step *st);
 
 /* ---- live requests by (conn, id): O(1) cancel ------------------------- */
@@ -663,6 +666,7 @@ static int cache_answer(sched *s, sreq *q)
 	ev_post(s, ev);
 	const herd_finish fin = e.finish;
 	respcache_entry_free(&e);
+	cache_note(s, q, HERD_FINISH_NONE, 0); /* the eviction order: used now */
 	q->t_admit = q->t_first = t;
 	s->st.cache_hits++;
 	end_done(s, q, fin, 0);
@@ -720,13 +724,9 @@ typedef struct sched_store {
 	int n_prompt, n_gen;
 } sched_store;
 
-/* Queues q's answer when it is one to keep: a leader that finished with
- * stop or length. */
-static void cache_queue(sched *s, sreq *q, herd_finish reason)
+/* Queues q's answer (answer = 1) or the use of its cached answer (0). */
+static void cache_note(sched *s, sreq *q, herd_finish reason, int answer)
 {
-	if (!s->rcache || !q->mg || q->mg->lead != q || !q->r->cache ||
-	    (reason != HERD_FINISH_STOP && reason != HERD_FINISH_LENGTH))
-		return;
 	if (s->n_store == s->cap_store) {
 		const int cap = s->cap_store ? s->cap_store * 2 : 8;
 		sched_store *n = realloc(s->store, sizeof(*n) * (size_t)cap);
@@ -739,13 +739,19 @@ static void cache_queue(sched *s, sreq *q, herd_finish reason)
 	memset(it, 0, sizeof(*it));
 	it->key = q->mg->key;
 	it->key.mat = malloc(it->key.len);
-	it->text = malloc(q->gen.len + 1);
-	if (!it->key.mat || !it->text) {
-		free(it->key.mat);
-		free(it->text);
+	if (!it->key.mat)
+		return;
+	memcpy(it->key.mat, q->mg->key.mat, it->key.len);
+	if (!answer) {
+		if (s->n_store++ == s->n_answers)
+			s->t_first_use = clock_mono_ms();
 		return;
 	}
-	memcpy(it->key.mat, q->mg->key.mat, it->key.len);
+	it->text = malloc(q->gen.len + 1);
+	if (!it->text) {
+		free(it->key.mat);
+		return;
+	}
 	memcpy(it->text, q->gen.text ? q->gen.text : "", q->gen.len);
 	it->len = q->gen.len;
 	it->toks = q->toks; /* taken */
@@ -756,13 +762,26 @@ static void cache_queue(sched *s, sreq *q, herd_finish reason)
 	it->n_prompt = q->gen.n_prompt;
 	it->n_gen = q->gen.n_gen;
 	s->n_store++;
+	s->n_answers++;
+}
+
+/* Queues q's answer when it is one to keep: a leader that finished with
+ * stop or length. */
+static void cache_queue(sched *s, sreq *q, herd_finish reason)
+{
+	if (s->rcache && q->mg && q->mg->lead == q && q->r->cache &&
+	    (reason == HERD_FINISH_STOP || reason == HERD_FINISH_LENGTH))
+		cache_note(s, q, reason, 1);
 }
 
 /* Writes the queued answers in one transaction (after the iteration's
- * events went out) and frees them. */
+ * events went out) and frees them. Uses alone wait for an answer, or until
+ * there are CACHE_USES_MAX of them or the oldest is a second old. */
+#define CACHE_USES_MAX 32
 static void cache_flush(sched *s)
 {
-	if (s->n_store == 0)
+	if (s->n_store == 0 || (s->n_answers == 0 && s->n_store < CACHE_USES_MAX &&
+				clock_mono_ms() - s->t_first_use < 1000))
 		return;
 	respcache_item items[64];
 	for (int i0 = 0; i0 < s->n_store; i0 += 64) {
@@ -779,7 +798,7 @@ static void cache_flush(sched *s)
 		free(s->store[i].text);
 		free(s->store[i].toks);
 	}
-	s->n_store = 0;
+	s->n_store = s->n_answers = 0;
 }
 
 /* ---- public API (any thread) ------------------------------------------ */
@@ -1602,6 +1621,7 @@ void sched_destroy(sched *s)
 	}
 	sched_event_free(s->ev_head);
 	sched_event_free(s->out_head);
+	s->t_first_use = -1e18; /* write queued uses too: everything goes */
 	cache_flush(s);
 	free(s->store);
 	merge_table_fini(&s->merge);

@@ -1,6 +1,6 @@
 /* The response cache's store (broker/respcache.c) on a real LMDB
  * environment in a temporary state directory, without a broker: the byte
- * cap evicts the oldest entries, a batch larger than the map fails cleanly
+ * cap evicts the least recently used entries, a batch larger than the map fails cleanly
  * (MDB_MAP_FULL after evicting) and leaves the environment usable, two keys
  * with one hash never answer for each other, the state directory's owner
  * and mode rules, and entries survive closing and reopening. */
@@ -42,13 +42,14 @@ static int put_n(respcache *rc, int first, int n, size_t text_len)
 {
 	respcache_key *keys = calloc((size_t)n, sizeof(*keys));
 	respcache_item *items = calloc((size_t)n, sizeof(*items));
-	char *text = malloc(text_len);
+	char *text = malloc(text_len * (size_t)n);
 	static const int32_t toks[3] = {5, 6, 2};
 	assert_true(keys && items && text);
 	for (int i = 0; i < n; i++) {
 		key_of(&keys[i], first + i, -1);
-		memset(text, 'a' + (first + i) % 26, text_len);
-		items[i] = (respcache_item){&keys[i], text, text_len, toks, 3, HERD_FINISH_LENGTH, 4, 3};
+		char *t = text + text_len * (size_t)i;
+		memset(t, 'a' + (first + i) % 26, text_len);
+		items[i] = (respcache_item){&keys[i], t, text_len, toks, 3, HERD_FINISH_LENGTH, 4, 3};
 	}
 	const int rc2 = respcache_put(rc, items, n);
 	for (int i = 0; i < n; i++)
@@ -149,6 +150,30 @@ static void test_cap_evicts_oldest(void **state)
 	rm_env();
 }
 
+/* A use (an item without text) moves an entry to the young end. */
+static void test_use_keeps_entry(void **state)
+{
+	(void)state;
+	respcache *rc = open_mb(1);
+	assert_int_equal(put_n(rc, 0, 100, 4096), 0);
+	usleep(2000); /* the use is later than every store (ms clock) */
+	respcache_key k;
+	key_of(&k, 0, -1);
+	const respcache_item use = {.key = &k};
+	assert_int_equal(respcache_put(rc, &use, 1), 0);
+	respcache_key_free(&k);
+	for (int b = 0; b < 5; b++) /* ~124 fit: some of the first 100 go */
+		assert_int_equal(put_n(rc, 100 + b * 10, 10, 4096), 0);
+	respcache_stats s;
+	respcache_get_stats(rc, &s);
+	assert_true(s.evictions > 1);
+	assert_int_equal(s.stores, 150);
+	assert_int_equal(get_i(rc, 0, -1, 4096), 0); /* used: kept */
+	assert_int_equal(get_i(rc, 1, -1, 4096), 1); /* the oldest unused: gone */
+	respcache_close(rc);
+	rm_env();
+}
+
 static void test_map_full(void **state)
 {
 	(void)state;
@@ -207,6 +232,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cap_evicts_oldest),
+		cmocka_unit_test(test_use_keeps_entry),
 		cmocka_unit_test(test_map_full),
 		cmocka_unit_test(test_collision_is_a_miss),
 		cmocka_unit_test(test_dir_rules),
