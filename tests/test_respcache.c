@@ -9,7 +9,9 @@
  *   a separate run, the followers say merged; a non-deterministic one is
  *   never merged;
  * - cancelling (or disconnecting) the first of two merged requesters leaves
- *   the other to complete with the whole identical text;
+ *   the other to complete with the whole identical text; a cancelled or
+ *   expired follower ends alone; an expired leader hands over;
+ * - libherd reports cached/merged and sends no_cache;
  * - ttl_s: an expired entry is a miss (and counted);
  * - a value whose lengths do not add up is logged, a miss, and deleted;
  * - kill -9 of the broker at random moments, 20 times: the environment
@@ -43,6 +45,7 @@
 
 #include "common/clock.h"
 #include "herd/error.h"
+#include "herd/herd.h"
 #include "model/mkmodel.h"
 #include "proto/proto.h"
 #include "shm/fdpass.h"
@@ -449,12 +452,47 @@ static void test_cache_corrupt(void **state)
 	same_text(&c, &a);
 }
 
+/* libherd: herd_result.cached / merged and herd_request.no_cache. */
+static void test_libherd_flags(void **state)
+{
+	(void)state;
+	write_conf(CONF_CACHE(""));
+	broker_start();
+	herd_connect_opts co;
+	herd_connect_opts_init(&co);
+	co.socket_path = W.sock;
+	herd_client *c = NULL;
+	assert_int_equal(herd_connect(&c, &co), 0);
+	herd_request r;
+	herd_request_init(&r);
+	r.model = W.model_name;
+	r.prompt = PROMPT;
+	r.max_tokens = 10;
+	herd_result a, b, n;
+	assert_int_equal(herd_generate(c, &r, &a), 0);
+	assert_int_equal(herd_generate(c, &r, &b), 0);
+	r.no_cache = 1;
+	assert_int_equal(herd_generate(c, &r, &n), 0);
+	assert_false(a.cached);
+	assert_true(b.cached);
+	assert_false(n.cached);
+	assert_false(a.merged || b.merged || n.merged);
+	assert_int_equal(a.text_len, b.text_len);
+	assert_memory_equal(a.text, b.text, a.text_len);
+	assert_int_equal(n.text_len, a.text_len);
+	assert_memory_equal(n.text, a.text, a.text_len);
+	herd_result_free(&a);
+	herd_result_free(&b);
+	herd_result_free(&n);
+	herd_close(c);
+}
+
 /* ---- request merging --------------------------------------------------------- */
 
 /* A blocker (another prompt, long) then n identical requests, all in one
  * write on one connection: with max_batch_size 1 they are taken together
  * and the n queue behind the blocker, so they merge whatever the speed. */
-static void send_burst(client *c, const req *r, int n, const int *stream)
+static void send_burst_dl(client *c, const req *r, int n, const int *stream, const int *deadline)
 {
 	const req blocker = {"The quick brown fox jumps over the lazy dog again and again", 64, 0, 0,
 			     0, 0};
@@ -472,10 +510,16 @@ static void send_burst(client *c, const req *r, int n, const int *stream)
 		g.params.sampling.temperature = x->temp;
 		g.params.sampling.seed = x->seed;
 		g.stream = i == 0 ? 0 : stream[i - 1];
+		g.params.deadline_ms = i == 0 || !deadline ? 0 : (uint64_t)deadline[i - 1];
 		g.cache = x->cache;
 		assert_int_equal(proto_encode_gen(&b, &g), 0);
 	}
 	cl_send_buf(c, &b);
+}
+
+static void send_burst(client *c, const req *r, int n, const int *stream)
+{
+	send_burst_dl(c, r, n, stream, NULL);
 }
 
 static void test_merge_identical(void **state)
@@ -588,6 +632,36 @@ static void test_merge_cancel_follower(void **state)
 	cl_close(&c);
 }
 
+/* Deadlines are each requester's own: a follower's passes and only it
+ * ends; the leader's passes and a follower takes the sequence over. */
+static void test_merge_deadlines(void **state)
+{
+	(void)state;
+	write_conf("{\"max_batch_size\": 1}");
+	broker_start();
+	static answer ref, out[4];
+	const req r = {PROMPT, 40, 0, 1, 0, 0};
+	ask(&r, &ref);
+	client c;
+	conn_open(&c);
+	const int stream[3] = {0, 1, 0}, deadline[3] = {0, 1, 0};
+	memset(out, 0, sizeof(out));
+	send_burst_dl(&c, &r, 3, stream, deadline); /* 102 expires behind the blocker */
+	read_all(&c, out, 4, 100, 4);
+	same_text(&out[1], &ref);
+	same_text(&out[3], &ref);
+	assert_int_equal(out[2].reason, HERD_FINISH_DEADLINE);
+	const int dl_lead[3] = {1, 0, 0};
+	memset(out, 0, sizeof(out));
+	send_burst_dl(&c, &r, 3, stream, dl_lead); /* the leader 101 expires */
+	read_all(&c, out, 4, 100, 4);
+	assert_int_equal(out[1].reason, HERD_FINISH_DEADLINE);
+	same_text(&out[2], &ref);
+	same_text(&out[3], &ref);
+	assert_true(out[2].merged && out[3].merged);
+	cl_close(&c);
+}
+
 /* ---- kill -9 ------------------------------------------------------------------ */
 
 /* Opens the environment as LMDB and checks every value's layout
@@ -695,10 +769,12 @@ int main(void)
 		cmocka_unit_test_teardown(test_cache_sampling, test_teardown),
 		cmocka_unit_test_teardown(test_cache_ttl, test_teardown),
 		cmocka_unit_test_teardown(test_cache_corrupt, test_teardown),
+		cmocka_unit_test_teardown(test_libherd_flags, test_teardown),
 		cmocka_unit_test_teardown(test_merge_identical, test_teardown),
 		cmocka_unit_test_teardown(test_merge_cancel_leader, test_teardown),
 		cmocka_unit_test_teardown(test_merge_disconnect_leader, test_teardown),
 		cmocka_unit_test_teardown(test_merge_cancel_follower, test_teardown),
+		cmocka_unit_test_teardown(test_merge_deadlines, test_teardown),
 		cmocka_unit_test_teardown(test_kill9_loop, test_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
