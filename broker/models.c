@@ -13,6 +13,7 @@
 
 #include "herd/error.h"
 #include "common/clock.h"
+#include "shm/digest.h"
 
 #define MODELS_KV_AUTO_CAP (1ull << 30) /* bytes of KV per model by default */
 /* Tokens per forward step. The step's activation scratch (about 90 KiB per
@@ -257,6 +258,12 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 	if ((rc = llama_ctx_create(&e->ctx, e->model, &lo)))
 		return herd_errf(err, errlen, rc, "model %s: cannot create a context (%d positions, %llu KV pages): %s",
 			     e->name, n_ctx, (unsigned long long)pages, herd_strerror(rc));
+	/* What an answer depends on: the weights (the image digest) and the
+	 * kernels that run them (another ISA may round differently). */
+	uint8_t answer_id[SHM_DIGEST_SIZE + 32] = {0};
+	memcpy(answer_id, e->info.digest, SHM_DIGEST_SIZE);
+	snprintf((char *)answer_id + SHM_DIGEST_SIZE, 32, "%s", kern_isa_name(llama_ctx_isa(e->ctx)));
+	shm_digest(answer_id, sizeof(answer_id), answer_id);
 	sched_opts so = {.ctx = e->ctx, .max_batch = c->max_batch_size, .max_wait_ms = c->max_wait_time_ms,
 			 .dynamic_batching = c->dynamic_batching, .priority_threshold = c->priority_threshold,
 			 .prefill_chunk = c->prefill_chunk, .max_tokens = c->max_tokens,
@@ -264,7 +271,7 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 			 : (c->max_batch_size / 4 > 0 ? c->max_batch_size / 4 : 1),
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,
 			 .hold = entry_hold, .hold_arg = e, .respcache = rcache,
-			 .digest = e->info.digest};
+			 .digest = answer_id};
 	if ((rc = sched_create(&e->sched, &so)))
 		return herd_errf(err, errlen, rc, "model %s: cannot start the scheduler: %s", e->name,
 			     herd_strerror(rc));
