@@ -3,7 +3,8 @@
  * cap evicts the least recently used entries, a batch larger than the map fails cleanly
  * (MDB_MAP_FULL after evicting) and leaves the environment usable, two keys
  * with one hash never answer for each other, the state directory's owner
- * and mode rules, and entries survive closing and reopening. */
+ * and mode rules, entries that survive closing and reopening, and the
+ * "response_cache" config keys. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "broker/config.h"
 #include "broker/respcache.h"
 #include "herd/error.h"
 
@@ -228,6 +230,40 @@ static void test_dir_rules(void **state)
 	rm_env();
 }
 
+/* The "response_cache" config object: defaults, values, and errors that
+ * name the key. */
+static void test_config_keys(void **state)
+{
+	(void)state;
+	cfg c;
+	char err[512];
+	cfg_init(&c);
+	assert_false(c.response_cache.enabled);
+	assert_int_equal(c.response_cache.max_mb, 256);
+	assert_int_equal(c.response_cache.ttl_s, 86400);
+	assert_int_equal(cfg_parse_json(&c, "{\"response_cache\": {\"enabled\": true, "
+					    "\"max_mb\": 8, \"ttl_s\": 0}}", err, sizeof(err)), 0);
+	assert_true(c.response_cache.enabled);
+	assert_int_equal(c.response_cache.max_mb, 8);
+	assert_int_equal(c.response_cache.ttl_s, 0);
+	static const struct {
+		const char *json, *needle;
+	} bad[] = {
+		{"{\"response_cache\": {\"max_mb\": 0}}", "response_cache.max_mb"},
+		{"{\"response_cache\": {\"ttl_s\": -1}}", "response_cache.ttl_s"},
+		{"{\"response_cache\": {\"enabled\": 1}}", "response_cache.enabled"},
+		{"{\"response_cache\": {\"size\": 1}}", "unknown key 'response_cache.size'"},
+		{"{\"response_cache\": true}", "response_cache"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		assert_int_equal(cfg_parse_json(&c, bad[i].json, err, sizeof(err)), HERD_E_FORMAT);
+		if (!strstr(err, bad[i].needle))
+			fail_msg("%s: message '%s' does not name %s", bad[i].json, err, bad[i].needle);
+	}
+	cfg_fini(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -236,6 +272,7 @@ int main(void)
 		cmocka_unit_test(test_map_full),
 		cmocka_unit_test(test_collision_is_a_miss),
 		cmocka_unit_test(test_dir_rules),
+		cmocka_unit_test(test_config_keys),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
