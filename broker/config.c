@@ -36,6 +36,7 @@ void cfg_init(cfg *c)
 	c->agents.max_stop = 8;
 	c->agents.max_stop_bytes = 64;
 	c->agents.max_deadline_ms = 7ull * 24 * 3600 * 1000; /* a week */
+	c->response_cache = (cfg_respcache){.enabled = 0, .max_mb = 256, .ttl_s = 86400};
 }
 
 static void model_free(cfg_model *m)
@@ -425,6 +426,40 @@ static int parse_limits(cfg *c, json_object *obj, char *err, size_t errlen)
 	return 0;
 }
 
+static const cfg_int_key respcache_ints[] = {
+	{.name = "max_mb", .off = offsetof(cfg_respcache, max_mb), .type = CFG_T_INT,
+	 .lo = 1, .hi = 1 << 20},
+	{.name = "ttl_s", .off = offsetof(cfg_respcache, ttl_s), .type = CFG_T_U64,
+	 .lo = 0, .hi = 100L * 366 * 24 * 3600},
+};
+
+/* The "response_cache" object. */
+static int parse_respcache(cfg *c, json_object *o, char *err, size_t errlen)
+{
+	int rc = want_type(o, json_type_object, "response_cache", "an object", err, errlen);
+	if (rc)
+		return rc;
+	json_object_object_foreach(o, k, v)
+	{
+		char key[96];
+		snprintf(key, sizeof(key), "response_cache.%.60s", k);
+		int handled;
+		rc = get_int_key(respcache_ints, CFG_N(respcache_ints), &c->response_cache, k, v, key,
+				 &handled, err, errlen);
+		if (rc)
+			return rc;
+		if (handled)
+			continue;
+		if (strcmp(k, "enabled"))
+			return herd_errf(err, errlen, HERD_E_FORMAT,
+					 "unknown key '%s' (known: enabled, max_mb, ttl_s)", key);
+		if ((rc = want_type(v, json_type_boolean, key, "a boolean", err, errlen)))
+			return rc;
+		c->response_cache.enabled = json_object_get_boolean(v);
+	}
+	return 0;
+}
+
 static const cfg_int_key top_ints[] = {
 	{.name = "threads", .off = offsetof(cfg, threads), .type = CFG_T_INT, .lo = 0, .hi = 4096},
 	{.name = "max_frame", .off = offsetof(cfg, max_frame), .type = CFG_T_U32,
@@ -465,6 +500,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			rc = parse_limits(c, v, err, errlen);
 		} else if (!strcmp(k, "agents")) {
 			rc = parse_agents(c, v, err, errlen);
+		} else if (!strcmp(k, "response_cache")) {
+			rc = parse_respcache(c, v, err, errlen);
 		} else if (!strcmp(k, "batch")) {
 			if ((rc = want_type(v, json_type_object, k, "an object", err, errlen)))
 				return rc;
@@ -484,7 +521,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			return herd_errf(err, errlen, HERD_E_FORMAT,
 					"unknown key '%s' (known: socket, models, threads, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
-					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits, agents)",
+					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits, agents, "
+					"response_cache)",
 					k);
 		if (rc)
 			return rc;

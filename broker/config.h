@@ -29,6 +29,11 @@
  *       "max_connections_per_uid": 256,
  *       "accept_backoff_ms": 100       accept pauses this long at EMFILE/ENFILE
  *     },
+ *     "response_cache": {         answers of deterministic requests, in
+ *       "enabled": false,         <state_dir>/respcache.mdb (LMDB; broker/respcache.h)
+ *       "max_mb": 256,            cap on the pages in use (LRU-ish eviction)
+ *       "ttl_s": 86400            older entries are misses (and deleted); 0 = none
+ *     },
  *     "agents": {                 per-agent limits and the priority policy
  *       "max_queued": 256,        requests of one connection without their done/err
  *       "max_running": 0,         sequences of one agent in the batch; 0 = max_batch_size/4 (>= 1)
@@ -111,6 +116,13 @@ typedef struct cfg_agents {
 	int n_rules;
 } cfg_agents;
 
+/* The "response_cache" object. */
+typedef struct cfg_respcache {
+	int enabled;     /* default 0 */
+	int max_mb;      /* default 256 */
+	uint64_t ttl_s;  /* default 86400; 0: entries never expire */
+} cfg_respcache;
+
 typedef struct cfg {
 	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
 	cfg_model *models;
@@ -130,6 +142,7 @@ typedef struct cfg {
 	int verbose;            /* 0 info, 1 debug */
 	cfg_limits limits;
 	cfg_agents agents;
+	cfg_respcache response_cache;
 } cfg;
 
 void cfg_init(cfg *c);

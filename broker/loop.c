@@ -756,7 +756,9 @@ static void deliver(loop *l, sched_event *e)
 				.n_cached = (uint32_t)e->n_cached,
 				.t_queue_ms = e->t_queue_ms,
 				.t_first_ms = e->t_first_ms > 0 ? e->t_first_ms : 0,
-				.t_total_ms = e->t_total_ms};
+				.t_total_ms = e->t_total_ms,
+				.merged = e->merged,
+				.cached = e->cached};
 		rc = proto_encode_done(b, &d);
 	} else {
 		proto_err x = {.has_id = 1, .id = e->id, .code = e->code, .msg = proto_s(e->msg)};
