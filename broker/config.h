@@ -29,6 +29,13 @@
  *       "max_connections_per_uid": 256,
  *       "accept_backoff_ms": 100       accept pauses this long at EMFILE/ENFILE
  *     },
+ *     "pressure": {               memory pressure (broker/pressure.h)
+ *       "enable": true, "bpf": true,
+ *       "trigger_us": 150000, "window_us": 1000000,  PSI trigger "some TRIGGER WINDOW"
+ *       "escalate_ms": 1000,      one more shedding action at most this often
+ *       "recover_ms": 10000,      quiet time before recovering
+ *       "stall_ms_per_s": 100     eBPF direct-reclaim stall rate that is pressure; 0 = off
+ *     },
  *     "agents": {                 per-agent limits and the priority policy
  *       "max_queued": 256,        requests of one connection without their done/err
  *       "max_running": 0,         sequences of one agent in the batch; 0 = max_batch_size/4 (>= 1)
@@ -111,6 +118,17 @@ typedef struct cfg_agents {
 	int n_rules;
 } cfg_agents;
 
+/* Memory pressure (the "pressure" object; broker/pressure.h). */
+typedef struct cfg_pressure {
+	int enable;              /* default 1: watch PSI (0: off) */
+	int bpf;                 /* default 1: load the eBPF counters when allowed */
+	uint32_t trigger_us;     /* default 150000: stall per window that is pressure */
+	uint32_t window_us;      /* default 1000000 (kernel range 500000..10000000) */
+	int escalate_ms;         /* default 1000: one more shedding action at most this often */
+	int recover_ms;          /* default 10000: quiet time before undoing "refuse" */
+	uint32_t stall_ms_per_s; /* default 100: eBPF direct-reclaim stall rate that is pressure; 0 off */
+} cfg_pressure;
+
 typedef struct cfg {
 	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
 	cfg_model *models;
@@ -130,6 +148,7 @@ typedef struct cfg {
 	int verbose;            /* 0 info, 1 debug */
 	cfg_limits limits;
 	cfg_agents agents;
+	cfg_pressure pressure;
 } cfg;
 
 void cfg_init(cfg *c);
