@@ -249,12 +249,11 @@ int pressure_create(pressure **out, const pressure_opts *o, int *degraded, char 
 	if (!p)
 		return herd_errf(err, errlen, -ENOMEM, "out of memory");
 	p->o = *o;
-	p->o.psi_path = NULL; /* not kept: source holds the path */
 	p->read_fd = p->trig_fd = p->stop_fd = -1;
 	pthread_mutex_init(&p->mu, NULL);
 	snprintf(p->bpf_status, sizeof(p->bpf_status), "off: not started");
 	if ((rc = open_source(p, err, errlen)) == 0) {
-		p->o.psi_path = NULL;
+		p->o.psi_path = NULL; /* not kept: source holds the path */
 		if (arm_trigger(p, err, errlen))
 			*degraded = 1;
 		p->stop_fd = eventfd(0, EFD_CLOEXEC);
