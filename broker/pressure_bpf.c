@@ -105,9 +105,10 @@ int pbpf_add_pid(pbpf *b, pid_t pid)
 {
 	struct herd_mem_stats zero = {0};
 	__u32 k = (__u32)pid;
+	/* one syscall: the loop thread calls this at attach; the mappings are
+	 * read by the pressure thread's next refresh (the agent maps later) */
 	if (bpf_map_update_elem(b->procs_fd, &k, &zero, BPF_NOEXIST) && errno != EEXIST)
 		return -errno;
-	pbpf_refresh(b);
 	return 0;
 }
 

@@ -17,7 +17,8 @@ typedef struct pbpf pbpf;
  * tracepoint the kernel lacks, built without eBPF). */
 int pbpf_open(pbpf **out, char *err, size_t errlen);
 void pbpf_close(pbpf *b); /* accepts NULL */
-/* Registers a process (its counters start at 0). Any thread. */
+/* Registers a process (its counters start at 0): one map update, no /proc
+ * reading (the next pbpf_refresh finds its mappings). Any thread. */
 int pbpf_add_pid(pbpf *b, pid_t pid);
 /* Drops processes that are gone and rereads every registered process's
  * image mappings (/proc/PID/maps lines of /dev/shm/herd.*). */

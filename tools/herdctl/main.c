@@ -10,7 +10,10 @@
  * key the broker sends, among them the counters of its limits
  * (limit_send_queue_paused, limit_send_queue_cutoffs, limit_frame_timeouts,
  * limit_idle_timeouts, limit_refused_max_connections, limit_refused_per_uid,
- * limit_accept_backoffs, sighup_ignored).
+ * limit_accept_backoffs, sighup_ignored) and the memory-pressure summary
+ * (pressure_*). `pressure` prints the PSI source and values, the shedding
+ * actions in order, the eBPF counters per process and the last actions run
+ * with the PSI values that triggered them (docs/protocol.md).
  *
  * Without a running broker, `segments` lists the images in /dev/shm itself
  * (shm_image_list: header checks and attach counts from /proc/<pid>/maps of
