@@ -107,6 +107,20 @@ static inline const char *pw_str(const proto_value *m, const char *key, char *bu
 	return buf;
 }
 
+/* Runs `herdctl --socket SOCK ARGS` (next to herdd) and returns its
+ * stdout in out (cut at n). */
+static inline void pw_herdctl(const char *args, char *out, size_t n)
+{
+	char cmd[PATH_MAX + 256], dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", W.herdd);
+	snprintf(cmd, sizeof(cmd), "%s/herdctl --socket %s %s", dirname(dir), W.sock, args);
+	FILE *f = popen(cmd, "r");
+	assert_non_null(f);
+	size_t got = fread(out, 1, n - 1, f);
+	out[got] = 0;
+	assert_int_equal(pclose(f), 0);
+}
+
 /* Sends a short gen request. */
 static inline void pw_gen(client *c, uint64_t id)
 {

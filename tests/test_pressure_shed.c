@@ -203,6 +203,13 @@ static void test_shed_in_order(void **state)
 	r = wait_for(&c, "refusing", 1);
 	check_order(r);
 	check_refused(&a);
+	static char out[16384];
+	pw_herdctl("pressure", out, sizeof(out));
+	assert_non_null(strstr(out, "REFUSING new requests"));
+	assert_non_null(strstr(out, "1.heap_trim 2.refuse"));
+	assert_non_null(strstr(out, "refusing new requests and loads with -EAGAIN"));
+	pw_herdctl("--json status", out, sizeof(out));
+	assert_non_null(strstr(out, "\"pressure_refusing\":true"));
 	assert_true(pw_num(pw_admin(&c, "status"), "pressure_refused") >= 1);
 	kill(hog, SIGKILL);
 	waitpid(hog, NULL, 0);
