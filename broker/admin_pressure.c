@@ -92,10 +92,11 @@ void admin_res_pressure(loop *l, proto_writer *pk)
 		return;
 	}
 	pressure_snapshot(l->pressure, s);
-	proto_write_map(pk, 22);
+	proto_write_map(pk, 23);
 	proto_write_kv_bool(pk, "enabled", 1);
 	proto_write_kv_str(pk, "source", s->source);
 	proto_write_kv_bool(pk, "trigger", s->trigger_ok);
+	proto_write_kv_str(pk, "trigger_armed", s->trigger_armed);
 	proto_write_kv_uint(pk, "trigger_us", s->trigger_us);
 	proto_write_kv_uint(pk, "window_us", s->window_us);
 	write_psi_line(pk, "some", &s->psi.some);

@@ -36,6 +36,7 @@ typedef struct pressure_action {
 struct pressure {
 	pressure_opts o;
 	char source[256];
+	char armed[64]; /* the trigger the kernel took, "" when polling */
 	int read_fd, trig_fd, stop_fd;
 	pthread_t thread;
 	int thread_on;
@@ -195,6 +196,7 @@ static int arm_trigger(pressure *p, char *err, size_t errlen)
 		const uint32_t t2us = (uint32_t)((uint64_t)p->o.trigger_us * w2 / p->o.window_us);
 		if (w2 <= 10000000 && write_trigger(fd, t2us, w2, t2, sizeof(t2)) == 0) {
 			p->trig_fd = fd;
+			snprintf(p->armed, sizeof(p->armed), "%s", t2);
 			return herd_errf(err, errlen, 1,
 					 "the kernel refused the PSI trigger '%s' on %s (without "
 					 "CAP_SYS_RESOURCE windows must be multiples of 2 s); armed '%s'",
@@ -208,6 +210,7 @@ static int arm_trigger(pressure *p, char *err, size_t errlen)
 				 p->source, strerror(-rc));
 	}
 	p->trig_fd = fd;
+	snprintf(p->armed, sizeof(p->armed), "%s", t);
 	return 0;
 }
 
@@ -550,8 +553,11 @@ static void *pressure_main(void *arg)
 		if (p->trig_fd >= 0 && (pf[1].revents & (POLLERR | POLLNVAL))) {
 			blog_msg(p->o.log, BLOG_WARN, "pressure: the PSI trigger on %s went away; polling",
 				 p->source);
+			pthread_mutex_lock(&p->mu);
 			close(p->trig_fd);
 			p->trig_fd = -1;
+			p->armed[0] = 0;
+			pthread_mutex_unlock(&p->mu);
 		}
 		if (read_psi(p, &obs.psi))
 			continue;
@@ -574,9 +580,10 @@ int pressure_start(pressure *p)
 	for (int i = 0; i < p->n_act && n < sizeof(order); i++)
 		n += (size_t)snprintf(order + n, sizeof(order) - n, "%s%s", i ? ", " : "", p->act[i].name);
 	blog_msg(p->o.log, BLOG_INFO,
-		 "pressure: watching %s (%s some %u us per %u us window); actions in order: %s",
-		 p->source, p->trig_fd >= 0 ? "trigger" : "polling", p->o.trigger_us, p->o.window_us,
-		 order[0] ? order : "(none)");
+		 "pressure: watching %s (trigger '%s', polled every %d ms for some %u us per %u us); "
+		 "actions in order: %s",
+		 p->source, p->armed[0] ? p->armed : "none", PRESSURE_TICK_MS, p->o.trigger_us,
+		 p->o.window_us, order[0] ? order : "(none)");
 	return 0;
 }
 
@@ -606,6 +613,7 @@ void pressure_snapshot(pressure *p, pressure_stats *st)
 	pthread_mutex_lock(&p->mu);
 	snprintf(st->source, sizeof(st->source), "%s", p->source);
 	st->trigger_ok = p->trig_fd >= 0;
+	snprintf(st->trigger_armed, sizeof(st->trigger_armed), "%s", p->armed);
 	st->trigger_us = p->o.trigger_us;
 	st->window_us = p->o.window_us;
 	st->psi = p->cur.psi;

@@ -174,6 +174,7 @@ typedef struct pressure_proc {
 typedef struct pressure_stats {
 	char source[256];
 	int trigger_ok;           /* a PSI trigger is armed (else polling) */
+	char trigger_armed[64];   /* the trigger the kernel took ("some T W"), or "" */
 	uint32_t trigger_us, window_us;
 	psi_sample psi;
 	double some_window_us, stall_ms_per_s;

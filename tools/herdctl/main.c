@@ -251,10 +251,11 @@ static void print_pressure(json_object *r)
 		printf("memory pressure is not watched (pressure.enable, or no PSI: see the broker's log)\n");
 		return;
 	}
-	printf("source     %s (%s some %" PRId64 " us per %" PRId64 " us)\n",
-	       json_object_get_string(get(r, "source")),
-	       json_object_get_boolean(get(r, "trigger")) ? "trigger" : "polled",
-	       json_object_get_int64(get(r, "trigger_us")), json_object_get_int64(get(r, "window_us")));
+	const char *armed = json_object_get_string(get(r, "trigger_armed"));
+	printf("source     %s (pressure: some %" PRId64 " us per %" PRId64 " us; trigger %s%s%s)\n",
+	       json_object_get_string(get(r, "source")), json_object_get_int64(get(r, "trigger_us")),
+	       json_object_get_int64(get(r, "window_us")), armed && armed[0] ? "'" : "",
+	       armed && armed[0] ? armed : "none: polled", armed && armed[0] ? "'" : "");
 	print_psi("some", get(r, "some"));
 	print_psi("full", get(r, "full"));
 	printf("level      %d of %d actions applied%s; %" PRId64 " requests refused\n",
