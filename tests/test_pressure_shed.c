@@ -19,7 +19,7 @@
 
 static char cg[256];        /* the cgroup directory we made */
 static char cg_procs[300];  /* its cgroup.procs */
-static char origin[300];    /* cgroup.procs of the test's own cgroup (to go back) */
+static char origin[1024];   /* cgroup.procs of the test's own cgroup (to go back) */
 static char hogfile[256];
 
 static int write_file(const char *path, const char *text)
