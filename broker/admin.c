@@ -1,4 +1,5 @@
-/* `admin` frames (herdctl): status, models, segments, agents, rm, shutdown.
+/* `admin` frames (herdctl): status, models, segments, agents, pressure
+ * (admin_pressure.c), rm, shutdown.
  *
  * Allowed for the broker's own uid, root, and members (primary or
  * supplementary group of the peer, from SO_PEERCRED and SO_PEERGROUPS
@@ -22,8 +23,9 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15 + 9 + 4 + 12 + 3 + SCHED_NOTE_COUNT, /* + connection limits, image trust,
-							       * merging and response cache, fair share (sched.h) */
+	STATUS_KEYS = 15 + 9 + 4 + 12 + 3 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
+	/* + connection limits, image trust, merging and response cache, fair share
+	 * (sched.h), memory pressure */
 	MODEL_KEYS = 33,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -166,6 +168,7 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "preemptions", fair[0]);
 	proto_write_kv_uint(pk, "agent_running_cap_waits", fair[1]);
 	proto_write_kv_uint(pk, "cancels_dropped", fair[2]);
+	admin_status_pressure(l, pk);
 }
 
 static void res_models(loop *l, proto_writer *pk)
@@ -341,6 +344,8 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		return res_segments(l, w, err, errlen);
 	else if (!strcmp(cmd, "agents"))
 		res_agents(l, w);
+	else if (!strcmp(cmd, "pressure"))
+		admin_res_pressure(l, w);
 	else if (!strcmp(cmd, "rm"))
 		return res_rm(l, w, a, err, errlen);
 	else if (!strcmp(cmd, "shutdown")) {
@@ -349,7 +354,8 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		*stop = 1;
 	} else {
 		snprintf(err, errlen,
-			 "unknown admin command '%s' (status, models, segments, agents, rm, shutdown)", cmd);
+			 "unknown admin command '%s' (status, models, segments, agents, pressure, rm, "
+			 "shutdown)", cmd);
 		return HERD_E_INVAL;
 	}
 	return 0;

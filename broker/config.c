@@ -37,6 +37,9 @@ void cfg_init(cfg *c)
 	c->agents.max_stop_bytes = 64;
 	c->agents.max_deadline_ms = 7ull * 24 * 3600 * 1000; /* a week */
 	c->response_cache = (cfg_respcache){.enabled = 0, .max_mb = 256, .ttl_s = 86400};
+	c->pressure = (cfg_pressure){.enable = 1, .bpf = 1, .trigger_us = 150000,
+				     .window_us = 1000000, .escalate_ms = 1000,
+				     .recover_ms = 10000, .stall_ms_per_s = 100};
 }
 
 static void model_free(cfg_model *m)
@@ -460,6 +463,53 @@ static int parse_respcache(cfg *c, json_object *o, char *err, size_t errlen)
 	return 0;
 }
 
+static const cfg_int_key pressure_ints[] = {
+	{.name = "trigger_us", .off = offsetof(cfg_pressure, trigger_us), .type = CFG_T_U32,
+	 .lo = 1, .hi = 10000000},
+	{.name = "window_us", .off = offsetof(cfg_pressure, window_us), .type = CFG_T_U32,
+	 .lo = 500000, .hi = 10000000},
+	{.name = "escalate_ms", .off = offsetof(cfg_pressure, escalate_ms), .type = CFG_T_INT,
+	 .lo = 0, .hi = 3600000},
+	{.name = "recover_ms", .off = offsetof(cfg_pressure, recover_ms), .type = CFG_T_INT,
+	 .lo = 0, .hi = 3600000},
+	{.name = "stall_ms_per_s", .off = offsetof(cfg_pressure, stall_ms_per_s), .type = CFG_T_U32,
+	 .lo = 0, .hi = 1000},
+};
+
+/* The "pressure" object. */
+static int parse_pressure(cfg *c, json_object *obj, char *err, size_t errlen)
+{
+	int rc = want_type(obj, json_type_object, "pressure", "an object", err, errlen), handled;
+	if (rc)
+		return rc;
+	json_object_object_foreach(obj, k, v)
+	{
+		char key[96];
+		snprintf(key, sizeof(key), "pressure.%.80s", k);
+		if ((rc = get_int_key(pressure_ints, CFG_N(pressure_ints), &c->pressure, k, v, key,
+				      &handled, err, errlen)))
+			return rc;
+		if (handled)
+			continue;
+		int *flag = !strcmp(k, "enable") ? &c->pressure.enable
+			    : !strcmp(k, "bpf")  ? &c->pressure.bpf
+						 : NULL;
+		if (!flag)
+			return herd_errf(err, errlen, HERD_E_FORMAT,
+					 "unknown key '%s' (known: enable, bpf, trigger_us, window_us, "
+					 "escalate_ms, recover_ms, stall_ms_per_s)",
+					 key);
+		if ((rc = want_type(v, json_type_boolean, key, "true or false", err, errlen)))
+			return rc;
+		*flag = json_object_get_boolean(v);
+	}
+	if (c->pressure.trigger_us > c->pressure.window_us)
+		return herd_errf(err, errlen, HERD_E_FORMAT,
+				 "pressure.trigger_us %u is above pressure.window_us %u",
+				 c->pressure.trigger_us, c->pressure.window_us);
+	return 0;
+}
+
 static const cfg_int_key top_ints[] = {
 	{.name = "threads", .off = offsetof(cfg, threads), .type = CFG_T_INT, .lo = 0, .hi = 4096},
 	{.name = "max_frame", .off = offsetof(cfg, max_frame), .type = CFG_T_U32,
@@ -502,6 +552,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			rc = parse_agents(c, v, err, errlen);
 		} else if (!strcmp(k, "response_cache")) {
 			rc = parse_respcache(c, v, err, errlen);
+		} else if (!strcmp(k, "pressure")) {
+			rc = parse_pressure(c, v, err, errlen);
 		} else if (!strcmp(k, "batch")) {
 			if ((rc = want_type(v, json_type_object, k, "an object", err, errlen)))
 				return rc;
@@ -522,7 +574,7 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 					"unknown key '%s' (known: socket, models, threads, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits, agents, "
-					"response_cache)",
+					"response_cache, pressure)",
 					k);
 		if (rc)
 			return rc;

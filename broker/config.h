@@ -33,6 +33,12 @@
  *       "enabled": false,         <state_dir>/respcache.mdb (LMDB; broker/respcache.h)
  *       "max_mb": 256,            cap on the pages in use (LRU-ish eviction)
  *       "ttl_s": 86400            older entries are misses (and deleted); 0 = none
+ *     "pressure": {               memory pressure (broker/pressure.h)
+ *       "enable": true, "bpf": true,
+ *       "trigger_us": 150000, "window_us": 1000000,  PSI trigger "some TRIGGER WINDOW"
+ *       "escalate_ms": 1000,      one more shedding action at most this often
+ *       "recover_ms": 10000,      quiet time before recovering
+ *       "stall_ms_per_s": 100     eBPF direct-reclaim stall rate that is pressure; 0 = off
  *     },
  *     "agents": {                 per-agent limits and the priority policy
  *       "max_queued": 256,        requests of one connection without their done/err
@@ -122,6 +128,16 @@ typedef struct cfg_respcache {
 	int max_mb;      /* default 256 */
 	uint64_t ttl_s;  /* default 86400; 0: entries never expire */
 } cfg_respcache;
+/* Memory pressure (the "pressure" object; broker/pressure.h). */
+typedef struct cfg_pressure {
+	int enable;              /* default 1: watch PSI (0: off) */
+	int bpf;                 /* default 1: load the eBPF counters when allowed */
+	uint32_t trigger_us;     /* default 150000: stall per window that is pressure */
+	uint32_t window_us;      /* default 1000000 (kernel range 500000..10000000) */
+	int escalate_ms;         /* default 1000: one more shedding action at most this often */
+	int recover_ms;          /* default 10000: quiet time before undoing "refuse" */
+	uint32_t stall_ms_per_s; /* default 100: eBPF direct-reclaim stall rate that is pressure; 0 off */
+} cfg_pressure;
 
 typedef struct cfg {
 	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
@@ -143,6 +159,7 @@ typedef struct cfg {
 	cfg_limits limits;
 	cfg_agents agents;
 	cfg_respcache response_cache;
+	cfg_pressure pressure;
 } cfg;
 
 void cfg_init(cfg *c);

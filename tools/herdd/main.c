@@ -28,6 +28,7 @@
 #include "broker/log.h"
 #include "broker/loop.h"
 #include "broker/models.h"
+#include "broker/pressure.h"
 #include "herd/error.h"
 
 static void usage(FILE *f)
@@ -252,6 +253,7 @@ typedef struct herdd {
 	cfg c;
 	blog log;
 	models *ms;
+	pressure *pr;           /* NULL: not watching memory pressure */
 	loop *lp;
 	int listen_fd, wake_fd, sig_fd, ready_fd;
 	int pid_written, bound; /* pid file written; socket file bound (sock_st) */
@@ -351,6 +353,40 @@ static int bind_socket(herdd *d)
 	return 0;
 }
 
+/* Memory pressure: PSI, the eBPF counters when allowed, the broker's own
+ * shedding actions. Nothing here is fatal: the broker says why once and
+ * runs without (no PSI) or on PSI alone (no eBPF). */
+static void start_pressure(herdd *d)
+{
+	const cfg_pressure *cp = &d->c.pressure;
+	if (!cp->enable) {
+		blog_msg(&d->log, BLOG_INFO, "pressure: off (pressure.enable is false)");
+		return;
+	}
+	pressure_opts po = {.trigger_us = cp->trigger_us, .window_us = cp->window_us,
+			    .escalate_ms = cp->escalate_ms, .recover_ms = cp->recover_ms,
+			    .stall_ms_per_s = cp->stall_ms_per_s, .bpf = cp->bpf, .log = &d->log};
+	char err[512];
+	int degraded, rc = pressure_create(&d->pr, &po, &degraded, err, sizeof(err));
+	if (rc) {
+		blog_msg(&d->log, BLOG_WARN, "pressure: %s; running without memory-pressure shedding", err);
+		return;
+	}
+	if (degraded)
+		blog_msg(&d->log, BLOG_WARN, "pressure: %s", err);
+	if ((rc = pressure_add_builtin_actions(d->pr)))
+		blog_msg(&d->log, BLOG_ERR, "pressure: cannot add actions: %s", herd_strerror(rc));
+	if (pressure_bpf_start(d->pr, err, sizeof(err)))
+		blog_msg(&d->log, BLOG_WARN, "pressure: eBPF memory counters off: %s; PSI alone", err);
+	else
+		blog_msg(&d->log, BLOG_INFO, "pressure: eBPF memory counters on");
+	if ((rc = pressure_start(d->pr))) {
+		blog_msg(&d->log, BLOG_ERR, "pressure: cannot start its thread: %s", herd_strerror(rc));
+		pressure_destroy(d->pr);
+		d->pr = NULL;
+	}
+}
+
 /* The descriptors, the pid file, the models and the loop. */
 static int start(herdd *d)
 {
@@ -377,8 +413,9 @@ static int start(herdd *d)
 	d->err[0] = 0;
 	if ((rc = models_create(&d->ms, &mo, d->err, sizeof(d->err))))
 		return fail_msg(d->err[0] ? d->err : herd_strerror(rc));
+	start_pressure(d);
 	loop_opts lo = {.cfg = &d->c, .models = d->ms, .log = &d->log, .listen_fd = d->listen_fd,
-			.wake_fd = d->wake_fd, .signal_fd = d->sig_fd};
+			.wake_fd = d->wake_fd, .signal_fd = d->sig_fd, .pressure = d->pr};
 	if ((rc = loop_create(&d->lp, &lo))) {
 		fprintf(stderr, "herdd: cannot set up io_uring: %s\n", strerror(-rc));
 		return -1;
@@ -391,6 +428,7 @@ static void herdd_fini(herdd *d)
 {
 	report_ready(&d->ready_fd, 0);
 	loop_destroy(d->lp);
+	pressure_destroy(d->pr); /* before the models its actions may touch */
 	models_destroy(d->ms);
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);
