@@ -29,6 +29,7 @@
 #include "broker/loop.h"
 #include "broker/models.h"
 #include "broker/pressure.h"
+#include "broker/respcache.h"
 #include "herd/error.h"
 
 static void usage(FILE *f)
@@ -353,6 +354,21 @@ static int bind_socket(herdd *d)
 	return 0;
 }
 
+/* Pressure action PRESSURE_RANK_RESPCACHE: halve the response cache. */
+static int shed_respcache(void *arg, const pressure_event *why, char *msg, size_t msglen)
+{
+	(void)why;
+	const int n = respcache_shrink(arg);
+	if (n > 0)
+		snprintf(msg, msglen, "response cache: evicted %d answers", n);
+	return n;
+}
+
+static void unshed_respcache(void *arg)
+{
+	respcache_unshrink(arg);
+}
+
 /* Memory pressure: PSI, the eBPF counters when allowed, the broker's own
  * shedding actions. Nothing here is fatal: the broker says why once and
  * runs without (no PSI) or on PSI alone (no eBPF). */
@@ -374,7 +390,10 @@ static void start_pressure(herdd *d)
 	}
 	if (degraded)
 		blog_msg(&d->log, BLOG_WARN, "pressure: %s", err);
-	if ((rc = pressure_add_builtin_actions(d->pr)))
+	if ((rc = pressure_add_builtin_actions(d->pr)) ||
+	    (models_respcache(d->ms) &&
+	     (rc = pressure_add_action(d->pr, PRESSURE_RANK_RESPCACHE, "respcache", shed_respcache,
+				       unshed_respcache, models_respcache(d->ms)))))
 		blog_msg(&d->log, BLOG_ERR, "pressure: cannot add actions: %s", herd_strerror(rc));
 	if (pressure_bpf_start(d->pr, err, sizeof(err)))
 		blog_msg(&d->log, BLOG_WARN, "pressure: eBPF memory counters off: %s; PSI alone", err);
