@@ -22,7 +22,7 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15 + 8 + 4 + 3 + SCHED_NOTE_COUNT, /* + connection limits, image trust, fair share (sched.h) */
+	STATUS_KEYS = 16 + 8 + 4 + 3 + SCHED_NOTE_COUNT, /* + connection limits, image trust, fair share (sched.h) */
 	MODEL_KEYS = 33,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -119,6 +119,7 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_int(pk, "pid", (int64_t)getpid());
 	proto_write_kv_double(pk, "uptime_s", up);
 	proto_write_kv_str(pk, "socket", l->cfg->socket_path);
+	proto_write_kv_str(pk, "cpu_affinity", l->cfg->cpu_affinity ? l->cfg->cpu_affinity : "");
 	proto_write_kv_int(pk, "models", models_count(l->models));
 	proto_write_kv_int(pk, "agents", agents);
 	proto_write_kv_int(pk, "connections", l->n_conns);

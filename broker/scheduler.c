@@ -1130,6 +1130,7 @@ static void *sched_main(void *arg)
 {
 	sched *s = arg;
 	inbox box;
+	pthread_setname_np(pthread_self(), "herd-sched"); /* for top -H, /proc/PID/task */
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
 		wait_for_work(s);
