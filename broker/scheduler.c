@@ -1207,6 +1207,7 @@ int sched_create(sched **out, const sched_opts *o)
 	*out = s;
 	return 0;
 fail:
+	sched_window_free(s->win);
 	free(s->htab);
 	free(s->step_tok);
 	free(s->batch);
