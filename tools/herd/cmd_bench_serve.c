@@ -31,6 +31,10 @@
  * busy fraction, prompt tokens evaluated, preemptions) with its recent TPOT
  * and TTFT percentiles.
  *
+ * The broker's figures (its pid for PSS, the step statistics) come through
+ * herdctl's admin commands: against a running broker of another uid
+ * without admin rights they are 0 / empty.
+ *
  * Exit status: 0 when every request succeeded (and, without --duration,
  * N x K of them ran), 1 otherwise, 2 for a usage error. */
 #include <errno.h>
