@@ -6,7 +6,10 @@
  *   {
  *     "socket": "/run/herd/herd.sock",
  *     "models": [ {"name": "tiny", "file": "/models/tiny.gguf", "type": "Q8_0"} ],
- *     "threads": 0,               0 = all online CPUs
+ *     "threads": 0,               0 = all online CPUs (or the CPUs of cpu_affinity)
+ *     "cpu_affinity": "0-3,8",    pin the compute threads and the scheduler thread
+ *                                 (a cpulist string or an array of CPU numbers; each
+ *                                 must be online); absent: no pinning
  *     "state_dir": "/var/lib/herd",
  *     "max_frame": 1048576,       bytes
  *     "admin_group": "herd",      group whose members may send `admin`
@@ -144,6 +147,9 @@ typedef struct cfg {
 	cfg_model *models;
 	int n_models;
 	int threads;            /* <= 0: all online CPUs */
+	int *cpus;              /* owned; cpu_affinity, ascending, each once; NULL: none */
+	int n_cpus;
+	char *cpu_affinity;     /* owned; cpus as a cpulist ("0-3,8"); NULL: none */
 	char *state_dir;        /* owned; NULL until cfg_finish */
 	uint32_t max_frame;     /* bytes; default 1 MiB */
 	char *admin_group;      /* owned; NULL: only the broker's uid is admin */
@@ -171,6 +177,10 @@ void cfg_fini(cfg *c);
  * message in err naming the file and the key. */
 int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen);
 int cfg_parse_json(cfg *c, const char *text, char *err, size_t errlen);
+/* Sets cpu_affinity from a cpulist ("0-3,8"): every CPU must be online.
+ * Returns 0, HERD_E_FORMAT / HERD_E_INVAL with a message naming the bad
+ * entry, or -ENOMEM. */
+int cfg_set_cpu_affinity(cfg *c, const char *list, char *err, size_t errlen);
 
 /* Adds (or replaces, by name) a model from "NAME=FILE[:TYPE]". The TYPE
  * suffix is the text after the last ':' when it holds no '/'. Returns 0,

@@ -1,6 +1,6 @@
 /* herdctl: the herd admin tool, in the spirit of ipcs / ipcrm.
  *
- *   herdctl [--socket PATH] [--json] status|models|segments|agents|pressure|rm SEGMENT [--force]|shutdown
+ *   herdctl [--socket PATH] [--json] status|models|segments|agents|batch|pressure|rm SEGMENT [--force]|shutdown
  *
  * Talks to herdd over its socket (default: $HERD_SOCKET, else
  * $XDG_RUNTIME_DIR/herd/herd.sock, else /run/herd/herd.sock) with `admin`
@@ -297,6 +297,105 @@ static void print_kv(json_object *obj)
 	}
 }
 
+/* ---- batch ------------------------------------------------------------------ */
+
+static json_object *jget(json_object *o, const char *k)
+{
+	json_object *v = NULL;
+	return json_object_object_get_ex(o, k, &v) ? v : NULL;
+}
+
+static double jnum(json_object *o, const char *k)
+{
+	json_object *v = jget(o, k);
+	return v ? json_object_get_double(v) : 0;
+}
+
+/* One row: the figure of the total and of the recent period. */
+static void batch_row(json_object *tot, json_object *rec, const char *head, const char *key,
+		      const char *fmt)
+{
+	char a[64], b[64];
+	snprintf(a, sizeof(a), fmt, jnum(tot, key));
+	snprintf(b, sizeof(b), fmt, jnum(rec, key));
+	printf("  %-22s %-24s %s\n", head, a, b);
+}
+
+static void batch_lat_row(json_object *tot, json_object *rec, const char *head, const char *key)
+{
+	char cell[2][64];
+	json_object *p[2] = {jget(tot, key), jget(rec, key)};
+	for (int i = 0; i < 2; i++)
+		snprintf(cell[i], sizeof(cell[i]), "%.1f / %.1f / %.1f (%.0f)", jnum(p[i], "p50"),
+			 jnum(p[i], "p95"), jnum(p[i], "p99"), jnum(p[i], "n"));
+	printf("  %-22s %-24s %s\n", head, cell[0], cell[1]);
+}
+
+/* "k:count" for every non-empty step_hist entry of period p. */
+static void batch_hist(json_object *p, const char *head)
+{
+	json_object *h = jget(p, "step_hist");
+	printf("  %-22s", head);
+	const size_t n = json_object_is_type(h, json_type_array) ? json_object_array_length(h) : 0;
+	int any = 0;
+	for (size_t k = 0; k < n; k++) {
+		const int64_t c = json_object_get_int64(json_object_array_get_idx(h, k));
+		if (c) {
+			printf(" %zu%s:%" PRId64, k, k + 1 == n ? "+" : "", c);
+			any = 1;
+		}
+	}
+	printf("%s\n", any ? "" : " -");
+}
+
+static void batch_model(json_object *m)
+{
+	json_object *tot = jget(m, "total"), *rec = jget(m, "recent");
+	json_object *name = jget(m, "name");
+	printf("model %s: waiting %.0f, running %.0f, paused %.0f; KV pages free %.0f of %.0f\n",
+	       name ? json_object_get_string(name) : "?", jnum(m, "waiting"), jnum(m, "running"),
+	       jnum(m, "paused"), jnum(m, "kv_pages_free"), jnum(m, "kv_pages_total"));
+	char ht[64], hr[64];
+	snprintf(ht, sizeof(ht), "since start (%.0f s)", jnum(tot, "span_s"));
+	snprintf(hr, sizeof(hr), "recent (%.0f s)", jnum(rec, "span_s"));
+	printf("  %-22s %-24s %s\n", "", ht, hr);
+	batch_row(tot, rec, "steps", "steps", "%.0f");
+	batch_row(tot, rec, "sequences per step", "avg_batch", "%.2f");
+	batch_row(tot, rec, "largest batch", "max_batch_seen", "%.0f");
+	batch_row(tot, rec, "step ms (avg)", "step_ms_avg", "%.2f");
+	batch_row(tot, rec, "busy", "busy_frac", "%.2f");
+	batch_row(tot, rec, "generated tok/s", "gen_tok_s", "%.1f");
+	batch_row(tot, rec, "prompt tokens", "tokens_prompt", "%.0f");
+	batch_row(tot, rec, "requests done", "requests_done", "%.0f");
+	batch_row(tot, rec, "requests/s", "requests_s", "%.2f");
+	batch_row(tot, rec, "errors", "requests_err", "%.0f");
+	batch_row(tot, rec, "cancelled", "requests_cancelled", "%.0f");
+	batch_row(tot, rec, "preemptions", "preemptions", "%.0f");
+	printf("  %-22s %s\n", "ms p50 / p95 / p99 (n)", "");
+	batch_lat_row(tot, rec, "  TTFT", "ttft_ms");
+	batch_lat_row(tot, rec, "  TPOT", "tpot_ms");
+	batch_lat_row(tot, rec, "  queue wait", "queue_ms");
+	batch_lat_row(tot, rec, "  request", "latency_ms");
+	batch_hist(tot, "steps by batch size");
+	batch_hist(rec, "  recent");
+	json_object *bp = jget(tot, "requests_by_prio");
+	printf("  %-22s", "requests by priority");
+	for (size_t i = 0; bp && i < json_object_array_length(bp); i++) {
+		json_object *e = json_object_array_get_idx(bp, i);
+		printf(" %.0f:%.0f", jnum(e, "prio"), jnum(e, "requests"));
+	}
+	if (jnum(tot, "requests_other_prio") > 0)
+		printf(" other:%.0f", jnum(tot, "requests_other_prio"));
+	printf("\n");
+}
+
+static void print_batch(json_object *res)
+{
+	json_object *ms = jget(res, "models");
+	for (size_t i = 0; ms && i < json_object_array_length(ms); i++)
+		batch_model(json_object_array_get_idx(ms, i));
+}
+
 /* Removes herdctl's own connection from the agents list (it is not an agent). */
 static void drop_self(json_object *arr)
 {
@@ -365,6 +464,9 @@ static void usage(FILE *f)
 		"  agents            connected agents: pid, uid, requests, tokens\n"
 		"  pressure          memory pressure: PSI now, shedding actions in order and the last\n"
 		"                    ones run with their PSI values, eBPF counters per process\n"
+		"  batch             batch metrics per model: queues, steps, batch sizes, TTFT, TPOT,\n"
+		"                    queue wait and latency percentiles, preemptions; since the start\n"
+		"                    and over the last minute\n"
 		"  rm SEGMENT [--force]  remove an image (--force: even the image of a loaded model;\n"
 		"                    without a broker the object is unlinked directly)\n"
 		"  shutdown          stop the broker (in-flight requests end with reason \"cancel\")\n"
@@ -398,8 +500,8 @@ typedef struct cmdline {
 	int json;
 } cmdline;
 
-static const char *const known_cmds[] = {"status",   "models", "segments", "agents",
-					 "pressure", "rm",     "shutdown"};
+static const char *const known_cmds[] = {"status", "models",   "segments", "agents",
+					 "batch",  "pressure", "rm",       "shutdown"};
 
 /* Parses the command line. Returns -1 to go on, else the exit status. */
 static int parse_cmdline(int argc, char **argv, cmdline *cl)
@@ -487,6 +589,8 @@ static void print_result(const cmdline *cl, const proto_value *result, const cha
 		print_table(res, agents_cols, N_COLS(agents_cols));
 	else if (!strcmp(cmd, "pressure"))
 		print_pressure(res);
+	else if (!strcmp(cmd, "batch"))
+		print_batch(res);
 	else if (!strcmp(cmd, "rm")) {
 		json_object *v = NULL;
 		json_object_object_get_ex(res, "removed", &v);

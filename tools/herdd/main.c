@@ -2,7 +2,7 @@
  *
  *   herdd [--config FILE] [--socket PATH] [--model NAME=FILE[:TYPE]]...
  *         [--threads N] [--state-dir DIR] [--max-batch N] [--daemon]
- *         [--pid-file FILE] [--verbose]
+ *         [--pid-file FILE] [--cpu-affinity LIST] [--verbose]
  *
  * Foreground by default. Start-up errors (bad configuration, unreadable
  * model, socket in use by a live broker, pid file naming a live herdd) are
@@ -37,11 +37,11 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: herdd [--config FILE] [--socket PATH] [--model NAME=FILE[:TYPE]]...\n"
 		"             [--threads N] [--state-dir DIR] [--max-batch N] [--daemon]\n"
-		"             [--pid-file FILE] [--verbose]\n");
+		"             [--pid-file FILE] [--cpu-affinity LIST] [--verbose]\n");
 }
 
 typedef struct args {
-	const char *config, *socket, *state_dir, *pid_file;
+	const char *config, *socket, *state_dir, *pid_file, *cpu_affinity;
 	const char **models;
 	int n_models;
 	long threads, max_batch; /* -1: not given */
@@ -75,6 +75,7 @@ static int parse_args(int argc, char **argv, args *a)
 				   : !strcmp(o, "--socket")    ? &a->socket
 				   : !strcmp(o, "--state-dir") ? &a->state_dir
 				   : !strcmp(o, "--pid-file")  ? &a->pid_file
+				   : !strcmp(o, "--cpu-affinity") ? &a->cpu_affinity
 							       : NULL;
 		if (dst) {
 			if (!v) {
@@ -284,6 +285,8 @@ static int apply_args(herdd *d)
 	if ((a->socket && cfg_set_str(&c->socket_path, a->socket)) ||
 	    (a->state_dir && cfg_set_str(&c->state_dir, a->state_dir)))
 		return fail_msg("out of memory");
+	if (a->cpu_affinity && cfg_set_cpu_affinity(c, a->cpu_affinity, d->err, sizeof(d->err)))
+		return fail_msg(d->err);
 	if (a->threads >= 0)
 		c->threads = (int)a->threads;
 	if (a->max_batch > 0)
