@@ -23,7 +23,7 @@
 /* Entries of each result map (the writer needs the count up front). */
 enum {
 	STATUS_KEYS = 15 + 8 + 4 + 3 + SCHED_NOTE_COUNT, /* + connection limits, image trust, fair share (sched.h) */
-	MODEL_KEYS = 33,
+	MODEL_KEYS = 36,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
 };
@@ -183,6 +183,9 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_double(pk, "queue_ms_avg", avg(st.queue.sum_ms, st.queue.n));
 		proto_write_kv_double(pk, "first_token_ms_avg", avg(st.first.sum_ms, st.first.n));
 		proto_write_kv_double(pk, "total_ms_avg", avg(st.total.sum_ms, st.total.n));
+		proto_write_kv_double(pk, "tpot_ms_avg", avg(st.tpot.sum_ms, st.tpot.n));
+		proto_write_kv_double(pk, "step_gap_ms_p95", st.step_gap_p95_ms);
+		proto_write_kv_double(pk, "step_budget_ms", st.step_budget_ms);
 	}
 }
 

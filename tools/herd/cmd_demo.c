@@ -66,6 +66,7 @@
 typedef struct demo_opts {
 	long agents, requests, max_tokens, stream_every, threads, max_batch;
 	const char *model;
+	const char *config; /* herdd --config FILE, or NULL */
 	int json, local, keep_image;
 } demo_opts;
 
@@ -96,6 +97,7 @@ typedef struct demo {
 	demo_agent *ag;
 	long n_ag;
 	dvec lat, first, attach, local;
+	dvec tpot; /* per streamed request: (latency - first token) / (n_gen - 1) */
 	long req_ok, req_failed;
 	uint64_t gen_tokens, prompt_tokens;
 	double broker_s, ready_s; /* start-up of the broker, of the agents */
@@ -297,6 +299,10 @@ static int demo_start_broker(demo *d)
 		argv[n++] = "--max-batch";
 		argv[n++] = batch;
 	}
+	if (d->o.config) {
+		argv[n++] = "--config";
+		argv[n++] = (char *)d->o.config;
+	}
 	argv[n] = NULL;
 	d->broker = demo_spawn(d, argv, -1, d->log, NULL, 0);
 	if (d->broker < 0) {
@@ -442,6 +448,9 @@ static void demo_line(demo *d, demo_agent *a, const char *line)
 			dvec_push(&d->lat, jd(o, "latency_ms"));
 			if (jd(o, "first_ms") >= 0 && jd(o, "stream") != 0)
 				dvec_push(&d->first, jd(o, "first_ms"));
+			if (jd(o, "first_ms") >= 0 && jd(o, "stream") != 0 && jd(o, "n_gen") > 1)
+				dvec_push(&d->tpot, (jd(o, "latency_ms") - jd(o, "first_ms")) /
+							    (jd(o, "n_gen") - 1));
 		} else {
 			d->req_failed++;
 			json_object *m = NULL;
@@ -621,7 +630,7 @@ static void demo_usage(FILE *f)
 	fprintf(f,
 		"usage: herd demo [--agents N] [--requests-per-agent R] [-m MODEL] [--json]\n"
 		"                 [--max-tokens N] [--stream-every K] [--threads T] [--max-batch B]\n"
-		"                 [--local] [--keep-image]\n"
+		"                 [--local] [--keep-image] [--config FILE]\n"
 		"  --agents N              agent processes (default 69)\n"
 		"  --requests-per-agent R  greedy requests per agent (default 2)\n"
 		"  -m MODEL                GGUF model (default %s, made if missing)\n"
@@ -631,6 +640,7 @@ static void demo_usage(FILE *f)
 		"  --max-batch B           broker batch size (default: the broker's, 32)\n"
 		"  --local                 each agent also runs the model in-process once\n"
 		"  --keep-image            leave the shared image for the next broker to adopt\n"
+		"  --config FILE           broker configuration file (herdd --config)\n"
 		"  --json                  print the report as one JSON object\n",
 		DEMO_DEFAULT_MODEL);
 }
@@ -652,12 +662,12 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 			if (cli_int(a, v, num == &o->agents ? 1 : 0, hi, num))
 				return -1;
 			i++;
-		} else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+		} else if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--config")) {
 			if (!v) {
 				fprintf(stderr, "herd demo: %s needs a path\n", a);
 				return -1;
 			}
-			o->model = v;
+			*(strcmp(a, "--config") ? &o->model : &o->config) = v;
 			i++;
 		} else if (!strcmp(a, "--json")) {
 			o->json = 1;
@@ -700,6 +710,7 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 		       "\"single_agent_tok_s\":%.2f,\"speedup\":%.2f,"
 		       "\"latency_ms\":{\"p50\":%.1f,\"p95\":%.1f,\"p99\":%.1f,\"max\":%.1f},"
 		       "\"first_token_ms\":{\"p50\":%.1f,\"p95\":%.1f,\"p99\":%.1f},"
+		       "\"tpot_ms\":{\"p50\":%.1f,\"p95\":%.1f},"
 		       "\"attach_ms_p50\":%.2f,\"agents_ran_locally\":%s,\"local_run_ms_p50\":%.1f,"
 		       "\"image_bytes\":%llu,\"pss_total_bytes\":%llu,\"pss_broker_bytes\":%llu,"
 		       "\"pss_agents_bytes\":%llu,\"pss_agent_avg_bytes\":%llu,\"rss_total_bytes\":%llu,"
@@ -708,7 +719,8 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 		       d->model, d->random_weights ? "true" : "false", d->n_ag, failed_agents, requests,
 		       failed, d->o.max_tokens, (unsigned long long)d->gen_tokens,
 		       (unsigned long long)d->prompt_tokens, d->broker_s, d->ready_s, wall_s, agg, single,
-		       single > 0 ? agg / single : 0, p50, p95, p99, lmax, f50, f95, f99, att,
+		       single > 0 ? agg / single : 0, p50, p95, p99, lmax, f50, f95, f99,
+		       pct(&d->tpot, 0.5), pct(&d->tpot, 0.95), att,
 		       d->o.local ? "true" : "false", loc,
 		       (unsigned long long)d->image_bytes, (unsigned long long)pss_total,
 		       (unsigned long long)pss_broker, (unsigned long long)pss_agents,
@@ -878,6 +890,7 @@ static int demo_cleanup(demo *d, int status)
 	sigprocmask(SIG_SETMASK, &d->old_mask, NULL);
 	free(d->lat.v);
 	free(d->first.v);
+	free(d->tpot.v);
 	free(d->attach.v);
 	free(d->local.v);
 	free(d->ag);
