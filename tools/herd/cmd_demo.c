@@ -101,6 +101,7 @@ typedef struct demo {
 	long req_ok, req_failed;
 	uint64_t gen_tokens, prompt_tokens;
 	double broker_s, ready_s; /* start-up of the broker, of the agents */
+	double broker_cpu_s;      /* the broker's CPU time (user + system) while measured */
 	int random_weights;       /* general.name says it is a mkmodel demo */
 } demo;
 
@@ -706,7 +707,7 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 		printf("{\"model\":\"%s\",\"random_weights_demo\":%s,\"agents\":%ld,\"agents_failed\":%ld,"
 		       "\"requests\":%ld,\"failed\":%ld,\"max_tokens\":%ld,\"gen_tokens\":%llu,"
 		       "\"prompt_tokens\":%llu,\"broker_start_s\":%.2f,\"agents_ready_s\":%.2f,"
-		       "\"wall_s\":%.3f,\"gen_tok_s\":%.2f,"
+		       "\"wall_s\":%.3f,\"gen_tok_s\":%.2f,\"broker_cpu_s\":%.2f,"
 		       "\"single_agent_tok_s\":%.2f,\"speedup\":%.2f,"
 		       "\"latency_ms\":{\"p50\":%.1f,\"p95\":%.1f,\"p99\":%.1f,\"max\":%.1f},"
 		       "\"first_token_ms\":{\"p50\":%.1f,\"p95\":%.1f,\"p99\":%.1f},"
@@ -718,7 +719,8 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 		       "\"broker\":{\"steps\":%ld,\"avg_batch\":%.2f,\"max_batch\":%ld}}\n",
 		       d->model, d->random_weights ? "true" : "false", d->n_ag, failed_agents, requests,
 		       failed, d->o.max_tokens, (unsigned long long)d->gen_tokens,
-		       (unsigned long long)d->prompt_tokens, d->broker_s, d->ready_s, wall_s, agg, single,
+		       (unsigned long long)d->prompt_tokens, d->broker_s, d->ready_s, wall_s, agg,
+		       d->broker_cpu_s, single,
 		       single > 0 ? agg / single : 0, p50, p95, p99, lmax, f50, f95, f99,
 		       pct(&d->tpot, 0.5), pct(&d->tpot, 0.95), att,
 		       d->o.local ? "true" : "false", loc,
@@ -814,8 +816,28 @@ static int demo_start(demo *d, herd_client **c)
 /* With everyone still attached (waiting at the exit barrier): PSS and RSS
  * of the broker and of every agent that finished, then the report.
  * Returns the exit status: 0 when every request of every agent succeeded. */
+/* User + system CPU seconds of process pid so far (/proc/PID/stat); 0 when
+ * unreadable. */
+static double proc_cpu_s(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	const char *p = strrchr(buf, ')'); /* the name may hold spaces */
+	unsigned long long ut = 0, st = 0;
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return 0;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static int demo_measure(demo *d, double wall, double single)
 {
+	d->broker_cpu_s = proc_cpu_s(d->broker) - d->broker_cpu_s;
 	uint64_t pss_b, rss_b, pss_a = 0, rss_t = 0;
 	long n_measured = 0;
 	proc_mem(d->broker, &pss_b, &rss_b);
@@ -921,6 +943,7 @@ int cmd_demo(int argc, char **argv)
 	herd_close(c);
 	c = NULL;
 	const double t0 = clock_mono_s();
+	d->broker_cpu_s = proc_cpu_s(d->broker);
 	close(d->go_w); /* go: every agent sends its requests */
 	d->go_w = -1;
 	if (demo_pump(d, 1, DEMO_RUN_TIMEOUT_S))
