@@ -15,7 +15,10 @@
 /* Controller: adjust every BSZ_ADJUST_EVERY gaps by these factors, within
  * [BSZ_FACTOR_MIN, BSZ_FACTOR_MAX]; below BSZ_LOW x target counts as well
  * below. */
-#define BSZ_ADJUST_EVERY 32
+#define BSZ_ADJUST_EVERY 8
+/* The decision looks at the p95 of the last BSZ_CTL_WINDOW gaps only: a
+ * longer memory would keep shrinking the budget after it already worked. */
+#define BSZ_CTL_WINDOW 48
 #define BSZ_SHRINK 0.95
 #define BSZ_GROW 1.02
 #define BSZ_LOW 0.9
@@ -127,15 +130,22 @@ static int cmp_dbl(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-double bsz_ctl_p95(const bsz_ctl *c)
+/* p95 of the last n gaps (n <= n_gaps). */
+static double p95_last(const bsz_ctl *c, int n)
 {
-	if (c->n_gaps == 0)
+	if (n <= 0)
 		return 0;
 	double v[BSZ_GAPS];
-	memcpy(v, c->gaps, sizeof(double) * (size_t)c->n_gaps);
-	qsort(v, (size_t)c->n_gaps, sizeof(double), cmp_dbl);
-	int k = (int)ceil(0.95 * c->n_gaps);
+	for (int i = 0; i < n; i++)
+		v[i] = c->gaps[(c->next_gap - 1 - i + BSZ_GAPS) % BSZ_GAPS];
+	qsort(v, (size_t)n, sizeof(double), cmp_dbl);
+	int k = (int)ceil(0.95 * n);
 	return v[k > 0 ? k - 1 : 0];
+}
+
+double bsz_ctl_p95(const bsz_ctl *c)
+{
+	return p95_last(c, c->n_gaps);
 }
 
 void bsz_ctl_gap(bsz_ctl *c, double ms)
@@ -149,7 +159,7 @@ void bsz_ctl_gap(bsz_ctl *c, double ms)
 	if (!(c->target_ms > 0) || ++c->since_adjust < BSZ_ADJUST_EVERY)
 		return;
 	c->since_adjust = 0;
-	const double p95 = bsz_ctl_p95(c);
+	const double p95 = p95_last(c, c->n_gaps < BSZ_CTL_WINDOW ? c->n_gaps : BSZ_CTL_WINDOW);
 	if (p95 > c->target_ms)
 		c->factor *= BSZ_SHRINK;
 	else if (p95 < BSZ_LOW * c->target_ms)
