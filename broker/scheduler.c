@@ -908,7 +908,10 @@ static void plan_decode(sched *s, step_plan *p)
 
 /* Prompt chunks, first admitted first, within the step's token budget
  * (under a target: the sized budget, and only as many prompts as there is
- * room for beside the decoding sequences). */
+ * room for beside the decoding sequences, except the only sequence of an
+ * agent: every agent gets one sequence going, then the decode choice
+ * rotates with its bounded wait, so a busy agent cannot hold a newcomer's
+ * first token back until its own long sequences end). */
 static void plan_prefill(sched *s, step_plan *p)
 {
 	int budget = s->max_step - p->T;
@@ -921,8 +924,8 @@ static void plan_prefill(sched *s, step_plan *p)
 		sreq *q = s->running.v[i];
 		if (q->pending >= 0 || q->n_fed >= q->gen.n_prompt)
 			continue;
-		if (p->sized && joins++ >= p->room)
-			break;
+		if (p->sized && joins++ >= p->room && q->ag->running > 1)
+			continue;
 		int chunk = q->gen.n_prompt - q->n_fed;
 		if (chunk > budget)
 			chunk = budget;

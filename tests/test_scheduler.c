@@ -346,6 +346,13 @@ static void test_batched_equals_alone(void **state)
 	assert_int_equal(llama_ctx_free_pages(f->c), free0);
 }
 
+static int pred_two_toks_first(const result *res, int n, void *arg)
+{
+	(void)n;
+	(void)arg;
+	return res[0].n_toks >= 2;
+}
+
 /* With a latency target the step sizes change (from one row per step for
  * a target no step can meet, to most of the batch): every request still
  * completes with exactly the greedy text it gets alone. */
@@ -395,6 +402,45 @@ static void test_target_same_text(void **state)
 		assert_int_equal(st.kv_pages_free, free0);
 		sched_destroy(s);
 	}
+}
+
+/* Under a target few steps meet, a busy agent's long sequences fill the
+ * decode rows; a newcomer agent's short request still starts (an agent's
+ * only sequence always joins) and ends long before them. */
+static void test_target_newcomer(void **state)
+{
+	fixture *f = *state;
+	enum { NA = 4, LONG = 80, SHORT = 3 };
+	static int32_t prompts[NA + 1][16];
+	static int32_t out[MAX_OUT];
+	int found = 0;
+	for (int salt = 500; salt < 560 && found < NA; salt++) { /* no early end of generation */
+		make_prompt(f, salt, prompts[found], 10);
+		if (ref_generate(f, prompts[found], 10, LONG, out) == LONG)
+			found++;
+	}
+	if (found < NA)
+		skip(); /* the random model stops too early on every prompt tried */
+	make_prompt(f, 999, prompts[NA], 10);
+	static result res[NA + 1];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	sched *s = start_target(f, 8, 16, 10, 1);
+	for (int i = 0; i < NA; i++)
+		assert_int_equal(submit(s, tok_req(1, 700 + (uint64_t)i, prompts[i], 10, LONG, 1)), 0);
+	pump(f, s, res, NA + 1, 700, pred_two_toks_first, NULL);
+	assert_int_equal(submit(s, tok_req(2, 700 + NA, prompts[NA], 10, SHORT, 1)), 0);
+	pump(f, s, res, NA + 1, 700, pred_all_ended, NULL);
+	int last_long = 0;
+	for (int i = 0; i < NA; i++) {
+		assert_false(res[i].is_err);
+		assert_int_equal(res[i].n_gen, LONG);
+		if (res[i].order > last_long)
+			last_long = res[i].order;
+	}
+	assert_false(res[NA].is_err);
+	assert_true(res[NA].order < last_long);
+	sched_destroy(s);
 }
 
 static int pred_two_toks(const result *res, int n, void *arg)
@@ -741,6 +787,7 @@ int main(void)
 		cmocka_unit_test(test_fair_share),
 		cmocka_unit_test(test_fair_preempt),
 		cmocka_unit_test(test_target_same_text),
+		cmocka_unit_test(test_target_newcomer),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
