@@ -102,6 +102,7 @@ typedef struct demo {
 	uint64_t gen_tokens, prompt_tokens;
 	double broker_s, ready_s; /* start-up of the broker, of the agents */
 	double broker_cpu_s;      /* the broker's CPU time (user + system) while measured */
+	double tpot_avg, step_gap_p95; /* the broker's own figures (herdctl models) */
 	int random_weights;       /* general.name says it is a mkmodel demo */
 } demo;
 
@@ -579,7 +580,7 @@ static void proc_mem(pid_t pid, uint64_t *pss, uint64_t *rss)
 }
 
 /* Batch statistics from `herdctl --json models` (best effort). */
-static void broker_stats(const demo *d, double *avg_batch, long *max_batch, long *steps)
+static void broker_stats(demo *d, double *avg_batch, long *max_batch, long *steps)
 {
 	*avg_batch = 0;
 	*max_batch = *steps = 0;
@@ -600,6 +601,8 @@ static void broker_stats(const demo *d, double *avg_batch, long *max_batch, long
 		*avg_batch = jd(m, "avg_batch");
 		*max_batch = (long)jd(m, "max_batch_seen");
 		*steps = (long)jd(m, "steps");
+		d->tpot_avg = jd(m, "tpot_ms_avg");
+		d->step_gap_p95 = jd(m, "step_gap_ms_p95");
 	}
 	json_object_put(o);
 }
@@ -716,7 +719,8 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 		       "\"image_bytes\":%llu,\"pss_total_bytes\":%llu,\"pss_broker_bytes\":%llu,"
 		       "\"pss_agents_bytes\":%llu,\"pss_agent_avg_bytes\":%llu,\"rss_total_bytes\":%llu,"
 		       "\"pss_bound_bytes\":%llu,\"pss_within_bound\":%s,"
-		       "\"broker\":{\"steps\":%ld,\"avg_batch\":%.2f,\"max_batch\":%ld}}\n",
+		       "\"broker\":{\"steps\":%ld,\"avg_batch\":%.2f,\"max_batch\":%ld,"
+		       "\"tpot_ms_avg\":%.1f,\"step_gap_ms_p95\":%.1f}}\n",
 		       d->model, d->random_weights ? "true" : "false", d->n_ag, failed_agents, requests,
 		       failed, d->o.max_tokens, (unsigned long long)d->gen_tokens,
 		       (unsigned long long)d->prompt_tokens, d->broker_s, d->ready_s, wall_s, agg,
@@ -728,7 +732,8 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 		       (unsigned long long)pss_broker, (unsigned long long)pss_agents,
 		       (unsigned long long)(n_measured ? pss_agents / (uint64_t)n_measured : 0),
 		       (unsigned long long)rss_total, (unsigned long long)bound,
-		       pss_total <= bound ? "true" : "false", steps, avg_batch, max_batch);
+		       pss_total <= bound ? "true" : "false", steps, avg_batch, max_batch,
+		       d->tpot_avg, d->step_gap_p95);
 		return;
 	}
 	const double mib = 1 << 20;
