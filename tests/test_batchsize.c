@@ -203,7 +203,7 @@ static void test_controller(void **state)
 	(void)state;
 	bsz_ctl c;
 	bsz_ctl_init(&c, 50);
-	assert_true(bsz_ctl_budget(&c) == 50);
+	assert_true(bsz_ctl_budget(&c) > 40 && bsz_ctl_budget(&c) <= 50); /* starts below: a p95 */
 	for (int i = 0; i < 2000; i++)
 		bsz_ctl_gap(&c, 80);
 	assert_true(bsz_ctl_p95(&c) == 80);
@@ -217,9 +217,11 @@ static void test_controller(void **state)
 	assert_true(bsz_ctl_p95(&c) == 10);
 	bsz_ctl off; /* no target: gaps are measured, the factor never moves */
 	bsz_ctl_init(&off, 0);
+	const double f0 = off.factor;
 	for (int i = 0; i < 500; i++)
 		bsz_ctl_gap(&off, 5);
-	assert_true(off.factor == 1.0);
+	bsz_ctl_gap(&off, 1000);
+	assert_true(off.factor == f0);
 }
 
 /* The scheduler's use in a loop: 60 sequences always pending, a machine
