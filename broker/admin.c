@@ -26,7 +26,7 @@ enum {
 	STATUS_KEYS = 16 + 9 + 4 + 12 + 3 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share
 	 * (sched.h), memory pressure */
-	MODEL_KEYS = 33,
+	MODEL_KEYS = 36,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
 	BATCH_KEYS = 3,
@@ -219,6 +219,9 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_double(pk, "queue_ms_avg", avg(st.queue.sum_ms, st.queue.n));
 		proto_write_kv_double(pk, "first_token_ms_avg", avg(st.first.sum_ms, st.first.n));
 		proto_write_kv_double(pk, "total_ms_avg", avg(st.total.sum_ms, st.total.n));
+		proto_write_kv_double(pk, "tpot_ms_avg", avg(st.tpot.sum_ms, st.tpot.n));
+		proto_write_kv_double(pk, "step_gap_ms_p95", st.step_gap_p95_ms);
+		proto_write_kv_double(pk, "step_budget_ms", st.step_budget_ms);
 	}
 }
 

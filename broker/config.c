@@ -267,12 +267,38 @@ static const cfg_int_key batch_ints[] = {
 	 .lo = 0, .hi = 60000},
 	{.name = "priority_threshold", .off = offsetof(cfg, priority_threshold), .type = CFG_T_INT,
 	 .lo = -1000000, .hi = 1000000},
+	{.name = "target_tpot_ms", .off = offsetof(cfg, target_tpot_ms), .type = CFG_T_INT,
+	 .lo = 0, .hi = 600000},
 };
+
+/* max_batch_size: an integer in [1, 256] or the string "auto". */
+static int parse_max_batch(cfg *c, json_object *v, const char *key, char *err, size_t errlen)
+{
+	if (json_object_get_type(v) != json_type_string) {
+		int handled;
+		int rc = get_int_key(batch_ints, CFG_N(batch_ints), c, "max_batch_size", v, key,
+				     &handled, err, errlen);
+		if (!rc)
+			c->batch_auto = 0;
+		return rc;
+	}
+	if (strcmp(json_object_get_string(v), "auto"))
+		return herd_errf(err, errlen, HERD_E_FORMAT,
+				 "key '%s': expected an integer or \"auto\", got \"%.32s\"", key,
+				 json_object_get_string(v));
+	c->batch_auto = 1;
+	c->max_batch_size = CFG_BATCH_AUTO_MAX;
+	return 0;
+}
 
 /* A batch key (in "batch" or at the top level): *handled says whether k is one. */
 static int parse_batch_key(cfg *c, const char *k, json_object *v, const char *key, int *handled,
 			   char *err, size_t errlen)
 {
+	if (!strcmp(k, "max_batch_size")) {
+		*handled = 1;
+		return parse_max_batch(c, v, key, err, errlen);
+	}
 	if (strcmp(k, "dynamic_batching"))
 		return get_int_key(batch_ints, CFG_N(batch_ints), c, k, v, key, handled, err, errlen);
 	*handled = 1;
@@ -632,15 +658,15 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 				if (!handled)
 					return herd_errf(err, errlen, HERD_E_FORMAT,
 							"unknown key '%s' (known: max_batch_size, max_wait_time_ms, "
-							"dynamic_batching, priority_threshold)",
+							"dynamic_batching, priority_threshold, target_tpot_ms)",
 							key);
 			}
 		} else
 			return herd_errf(err, errlen, HERD_E_FORMAT,
 					"unknown key '%s' (known: socket, models, threads, cpu_affinity, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
-					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits, agents, "
-					"response_cache, pressure)",
+					"priority_threshold, target_tpot_ms, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, "
+					"limits, agents, response_cache, pressure)",
 					k);
 		if (rc)
 			return rc;

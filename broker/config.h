@@ -14,10 +14,12 @@
  *     "max_frame": 1048576,       bytes
  *     "admin_group": "herd",      group whose members may send `admin`
  *     "batch": {                  (the same keys are also accepted at top level)
- *       "max_batch_size": 32,
+ *       "max_batch_size": 32,     or "auto": up to CFG_BATCH_AUTO_MAX running, each
+ *                                 step sized by the cost model (broker/batchsize.h)
  *       "max_wait_time_ms": 2,
  *       "dynamic_batching": true,
- *       "priority_threshold": 10
+ *       "priority_threshold": 10,
+ *       "target_tpot_ms": 0       p95 time per output token to hold; 0 = none
  *     },
  *     "ctx_size": 0,              positions per sequence; 0 = the model's
  *     "kv_cache_mb": 0,           KV pool per model; 0 = max_batch_size x ctx_size, capped at 1 GiB
@@ -141,6 +143,9 @@ typedef struct cfg_pressure {
 	int recover_ms;          /* default 10000: quiet time before undoing "refuse" */
 	uint32_t stall_ms_per_s; /* default 100: eBPF direct-reclaim stall rate that is pressure; 0 off */
 } cfg_pressure;
+/* Running sequences at most under max_batch_size "auto" (the step sizing,
+ * not this cap, then decides how many decode in each step). */
+#define CFG_BATCH_AUTO_MAX 128
 
 typedef struct cfg {
 	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
@@ -153,7 +158,9 @@ typedef struct cfg {
 	char *state_dir;        /* owned; NULL until cfg_finish */
 	uint32_t max_frame;     /* bytes; default 1 MiB */
 	char *admin_group;      /* owned; NULL: only the broker's uid is admin */
-	int max_batch_size;     /* default 32 */
+	int max_batch_size;     /* default 32; CFG_BATCH_AUTO_MAX when batch_auto */
+	int batch_auto;         /* max_batch_size "auto" */
+	int target_tpot_ms;     /* default 0: no latency target */
 	int max_wait_time_ms;   /* default 2 */
 	int dynamic_batching;   /* default 1 */
 	int priority_threshold; /* default 10 */

@@ -268,6 +268,7 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 	sched_opts so = {.ctx = e->ctx, .max_batch = c->max_batch_size, .max_wait_ms = c->max_wait_time_ms,
 			 .dynamic_batching = c->dynamic_batching, .priority_threshold = c->priority_threshold,
 			 .prefill_chunk = c->prefill_chunk, .max_tokens = c->max_tokens,
+			 .target_tpot_ms = c->target_tpot_ms,
 			 .max_running_per_agent = c->agents.max_running > 0 ? c->agents.max_running
 			 : (c->max_batch_size / 4 > 0 ? c->max_batch_size / 4 : 1),
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,

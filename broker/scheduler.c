@@ -12,6 +12,7 @@
 
 #include "herd/error.h"
 #include "broker/merge.h"
+#include "broker/batchsize.h"
 #include "common/clock.h"
 
 /* ST_FOLLOW: a merged request waiting for its group leader's answer (in no
@@ -21,6 +22,9 @@ enum { ST_WAITING = 0, ST_RUNNING = 1, ST_PAUSED = 2, ST_FOLLOW = 3 };
 /* Defaults of sched_opts fields left <= 0. */
 #define SCHED_DEFAULT_MAX_BATCH 32
 #define SCHED_DEFAULT_PREFILL_CHUNK 128
+/* Prompt tokens a step under a latency target prefills at least while a
+ * prompt waits and there is room for it (a prompt is never stuck). */
+#define SCHED_MIN_PREFILL 8
 /* Cancellations taken per iteration without a heap copy. */
 #define SCHED_CANCEL_BATCH 64
 /* Bytes of an err event's message (sched_event.msg). */
@@ -61,6 +65,7 @@ typedef struct sreq {
 	int32_t *toks;      /* leader: the sampled ids, for the response cache */
 	int n_toks, cap_toks;
 	int merged;         /* joined a merge group as a follower */
+	uint64_t last_dec;  /* step count when it last decoded or became pending */
 } sreq;
 
 typedef struct cancel_req {
@@ -125,6 +130,12 @@ struct sched {
 	int n_answers;          /* entries of store that are answers, not uses */
 	double t_first_use;     /* when the oldest queued use was queued */
 	int32_t *step_tok;      /* scratch: step token storage (decode tokens) */
+	int target_ms;          /* sched_opts.target_tpot_ms; <= 0: no step sizing */
+	bsz_model cost;         /* step time model (fitted only with a target) */
+	bsz_ctl ctl;            /* recent gaps between decoding steps, the budget */
+	double t_dec;           /* ms: end of the last step that decoded, while
+				 * sequences kept running since; 0 none */
+	bsz_cand *cand;         /* scratch: pending sequences [max_batch] */
 	llama_batch_seq *batch;
 	sreq **batch_req;
 };
@@ -1255,33 +1266,81 @@ typedef struct step_plan {
 	int n_dec;  /* sequences decoding one token */
 	int n_pre;  /* sequences with a prompt chunk */
 	int pre_tok;/* prompt tokens */
+	/* under a latency target (size_step): */
+	int sized;  /* 1: the fields below apply */
+	int rows;   /* pending sequences that decode: s->cand[0 .. rows) */
+	int pre_cap;/* prompt tokens at most */
+	int room;   /* sequences that may be prefilling (new ones joining) */
 } step_plan;
 
-/* Generating sequences: one token each. */
-static void plan_decode(sched *s, step_plan *p)
+/* Under a latency target: sizes the step from the cost model and the
+ * budget (broker/batchsize.h) and orders the pending sequences in s->cand,
+ * the ones to decode first (longest without a token, then fair share). */
+static void size_step(sched *s, step_plan *p)
 {
-	for (int i = 0; i < s->running.n && p->T < s->max_step; i++) {
-		sreq *q = s->running.v[i];
-		if (q->pending < 0)
-			continue;
-		s->step_tok[p->n] = q->pending;
-		s->batch[p->n] = (llama_batch_seq){&q->seq, &s->step_tok[p->n], 1, LLAMA_LOGITS_LAST,
-						   q->logits};
-		s->batch_req[p->n++] = q;
-		p->T++;
-		p->n_dec++;
+	int pending = 0, want = 0;
+	for (int i = 0; i < s->running.n; i++) {
+		const sreq *q = s->running.v[i];
+		if (q->pending >= 0)
+			s->cand[pending++] = (bsz_cand){q->last_dec, q->ag->vtime, i};
+		else
+			want += q->gen.n_prompt - q->n_fed;
 	}
+	const int max_pre = pending > 0 ? s->prefill_chunk : s->max_step;
+	const bsz_plan b = bsz_choose(&s->cost, bsz_ctl_budget(&s->ctl), pending, want, max_pre,
+				      s->max_step, SCHED_MIN_PREFILL);
+	bsz_pick(s->cand, pending, b.rows, s->st.steps + 1);
+	p->sized = 1;
+	p->rows = b.rows;
+	p->pre_cap = b.prefill;
+	p->room = pending > 0 ? b.room : (b.room > 1 ? b.room : 1);
 }
 
-/* Prompt chunks, first admitted first, within the step's token budget. */
+static void plan_token(sched *s, step_plan *p, sreq *q)
+{
+	s->step_tok[p->n] = q->pending;
+	s->batch[p->n] = (llama_batch_seq){&q->seq, &s->step_tok[p->n], 1, LLAMA_LOGITS_LAST,
+					   q->logits};
+	s->batch_req[p->n++] = q;
+	p->T++;
+	p->n_dec++;
+	q->last_dec = s->st.steps + 1;
+}
+
+/* Generating sequences: one token each (under a target: the chosen rows). */
+static void plan_decode(sched *s, step_plan *p)
+{
+	if (s->target_ms > 0)
+		size_step(s, p);
+	if (p->sized) {
+		for (int k = 0; k < p->rows; k++)
+			plan_token(s, p, s->running.v[s->cand[k].idx]);
+		return;
+	}
+	for (int i = 0; i < s->running.n && p->T < s->max_step; i++)
+		if (s->running.v[i]->pending >= 0)
+			plan_token(s, p, s->running.v[i]);
+}
+
+/* Prompt chunks, first admitted first, within the step's token budget
+ * (under a target: the sized budget, and only as many prompts as there is
+ * room for beside the decoding sequences, except the only sequence of an
+ * agent: every agent gets one sequence going, then the decode choice
+ * rotates with its bounded wait, so a busy agent cannot hold a newcomer's
+ * first token back until its own long sequences end). */
 static void plan_prefill(sched *s, step_plan *p)
 {
 	int budget = s->max_step - p->T;
 	if (p->n_dec > 0 && budget > s->prefill_chunk)
 		budget = s->prefill_chunk;
+	if (p->sized && budget > p->pre_cap)
+		budget = p->pre_cap;
+	int joins = 0;
 	for (int i = 0; i < s->running.n && budget > 0; i++) {
 		sreq *q = s->running.v[i];
 		if (q->pending >= 0 || q->n_fed >= q->gen.n_prompt)
+			continue;
+		if (p->sized && joins++ >= p->room && q->ag->running > 1)
 			continue;
 		int chunk = q->gen.n_prompt - q->n_fed;
 		if (chunk > budget)
@@ -1322,6 +1381,8 @@ static void count_step(sched *s, const step_plan *p, double ms)
 		s->st.max_step_seqs = p->n;
 	s->st.step_ms += ms;
 	s->st.tokens_prompt += (uint64_t)p->pre_tok;
+	if (s->target_ms > 0)
+		bsz_model_observe(&s->cost, p->n_dec, p->pre_tok, ms);
 	for (int j = 0; j < p->n; j++) /* fair share: what each agent was served */
 		s->batch_req[j]->ag->vtime += (uint64_t)s->batch[j].n_tokens;
 }
@@ -1336,6 +1397,7 @@ static void sample_step(sched *s, const step_plan *p, double t)
 			q->n_fed += s->batch[j].n_tokens;
 			if (q->n_fed < q->gen.n_prompt)
 				continue;
+			q->last_dec = s->st.steps; /* pending from now: its turn counts from here */
 		}
 		const int finish = sample_next(s, q, t);
 		if (finish != HERD_FINISH_NONE)
@@ -1358,7 +1420,13 @@ static void step(sched *s)
 		return;
 	}
 	count_step(s, &p, t1 - t0);
+	if (p.n_dec > 0 && s->t_dec > 0)
+		bsz_ctl_gap(&s->ctl, t1 - s->t_dec);
+	if (p.n_dec > 0)
+		s->t_dec = t1;
 	sample_step(s, &p, t1);
+	if (s->running.n == 0)
+		s->t_dec = 0; /* the thread may sleep now: the next gap is no TPOT */
 	blog_msg(s->log, BLOG_DEBUG,
 		 "%s: step %llu: %d seqs (%d decode, %d prefill / %d tokens), %d tokens, %.2f ms, "
 		 "waiting %d, paused %d, kv free %d/%d",
@@ -1375,6 +1443,8 @@ static void publish(sched *s)
 	s->st.kv_pages_total = s->kv_total;
 	s->st.kv_pages_free = llama_ctx_free_pages(s->ctx);
 	s->st.kv_pages_reserved = s->reserved;
+	s->st.step_gap_p95_ms = bsz_ctl_p95(&s->ctl);
+	s->st.step_budget_ms = s->target_ms > 0 ? bsz_ctl_budget(&s->ctl) : 0;
 	sched_event *e = s->out_head;
 	pthread_mutex_lock(&s->mu);
 	if (e) {
@@ -1578,6 +1648,9 @@ int sched_create(sched **out, const sched_opts *o)
 	s->prio_threshold = o->priority_threshold;
 	s->max_running_agent = o->max_running_per_agent;
 	s->prefill_chunk = o->prefill_chunk > 0 ? o->prefill_chunk : SCHED_DEFAULT_PREFILL_CHUNK;
+	s->target_ms = o->target_tpot_ms;
+	bsz_model_init(&s->cost);
+	bsz_ctl_init(&s->ctl, s->target_ms > 0 ? s->target_ms : 0);
 	s->max_tokens = o->max_tokens;
 	s->wake_fd = o->wake_fd;
 	s->log = o->log;
@@ -1591,9 +1664,10 @@ int sched_create(sched **out, const sched_opts *o)
 	s->step_tok = malloc(sizeof(int32_t) * (size_t)s->max_batch);
 	s->batch = malloc(sizeof(*s->batch) * (size_t)s->max_batch);
 	s->batch_req = malloc(sizeof(*s->batch_req) * (size_t)s->max_batch);
+	s->cand = malloc(sizeof(*s->cand) * (size_t)s->max_batch);
 	s->hcap = 64;
 	s->htab = calloc((size_t)s->hcap, sizeof(*s->htab));
-	if (!s->step_tok || !s->batch || !s->batch_req || !s->htab)
+	if (!s->step_tok || !s->batch || !s->batch_req || !s->cand || !s->htab)
 		goto fail;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -1618,6 +1692,7 @@ fail:
 	free(s->step_tok);
 	free(s->batch);
 	free(s->batch_req);
+	free(s->cand);
 	free(s);
 	return rc;
 }
@@ -1658,6 +1733,7 @@ void sched_destroy(sched *s)
 	free(s->step_tok);
 	free(s->batch);
 	free(s->batch_req);
+	free(s->cand);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s);

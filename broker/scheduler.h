@@ -34,7 +34,16 @@
  *   4. runs ONE llama_decode over all running sequences: one token for each
  *      sequence that is generating, and prompt chunks (chunked prefill) for
  *      the others, bounded by prefill_chunk tokens per step while any
- *      sequence is generating, by the ctx's max_step_tokens otherwise,
+ *      sequence is generating, by the ctx's max_step_tokens otherwise.
+ *      With target_tpot_ms (broker/batchsize.h) a cost model fitted on the
+ *      measured steps sizes the step instead: as many generating sequences
+ *      as fit the target's budget (when not all fit: those that waited
+ *      BSZ_MAX_WAIT steps, then those that decoded in the previous step,
+ *      then the longest waiting, ties to the agent of the smallest virtual
+ *      time: each decodes within BSZ_MAX_WAIT + ceil(pending / rows) steps), the rest of the
+ *      budget to prompt chunks, and new prompts start only while there is
+ *      room for them to decode afterwards; the budget follows the p95 of
+ *      the measured gaps between decoding steps,
  *   5. takes one generation step (gen_seq_next: sample, detokenize, stop
  *      strings, hold-back) for each sequence that got logits and posts
  *      `tok`, `done` and `err` events to the outbound queue; then writes 1 to
@@ -81,6 +90,8 @@ typedef struct sched_opts {
 	int max_running_per_agent; /* sequences of one agent at once; <= 0: no cap */
 	int prefill_chunk;      /* <= 0: 128 */
 	int max_tokens;         /* cap on a request's max_tokens; <= 0: none */
+	int target_tpot_ms;     /* > 0: size each step to hold the p95 time per
+				 * output token under it (broker/batchsize.h) */
 	int wake_fd;            /* eventfd written when events are posted; < 0: none */
 	const blog *log;        /* may be NULL; step lines at BLOG_DEBUG */
 	const char *name;       /* model name for log lines; copied */
@@ -154,6 +165,9 @@ typedef struct sched_stats {
 	 * tpot: every inter-token time of every sequence (time per output token) */
 	sched_lat queue, first, total, tpot;
 	sched_prio_counts prio;    /* ended requests (done or err) by priority */
+	double step_gap_p95_ms;    /* p95 of the last 256 gaps between two decoding
+				    * steps (the TPOT of a sequence in every step) */
+	double step_budget_ms;     /* target_tpot_ms x the feedback factor; 0: no target */
 } sched_stats;
 
 /* Starts the scheduler thread over o->ctx. Returns 0, HERD_E_INVAL (NULL

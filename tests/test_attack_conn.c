@@ -449,25 +449,6 @@ static void test_connection_caps(void **state)
 
 #define N_FLOOD_CONNS 120
 
-static double cpu_s(pid_t pid)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	const char *p = strrchr(buf, ')');
-	assert_non_null(p);
-	unsigned long long ut = 0, st = 0;
-	/* fields after the name: state ppid pgrp session tty tpgid flags minflt
-	 * cminflt majflt cmajflt utime stime */
-	assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-				&st),
-			 2);
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
 
 static long log_lines(const char *path)
 {
@@ -496,10 +477,10 @@ static void test_fd_exhaustion(void **state)
 			assert_true(errno == EAGAIN || errno == EINPROGRESS);
 	}
 	sleep(1);
-	const double c0 = cpu_s(w->broker);
+	const double c0 = proc_cpu_s(w->broker);
 	const long l0 = log_lines(w->log);
 	sleep(2);
-	const double cpu = cpu_s(w->broker) - c0;
+	const double cpu = proc_cpu_s(w->broker) - c0;
 	const long lines = log_lines(w->log) - l0;
 	printf("fd exhaustion: broker CPU %.2f s and %ld log lines over 2 s\n", cpu, lines);
 	for (int i = 0; i < N_FLOOD_CONNS; i++)
@@ -557,9 +538,9 @@ static void test_frame_budget(void **state)
 	pid_t flood = cancel_flood(w, 5);
 	h_track(w, flood);
 	sleep(1);
-	const double c0 = cpu_s(w->broker);
+	const double c0 = proc_cpu_s(w->broker);
 	sleep(2);
-	const double cpu = cpu_s(w->broker) - c0;
+	const double cpu = proc_cpu_s(w->broker) - c0;
 	/* the victim shares the flooder's uid, hence its budget */
 	assert_victim(w, "while a client of its uid floods cancels");
 	int st;

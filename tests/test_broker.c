@@ -546,6 +546,50 @@ static void test_sigterm(void **state)
 	assert_int_not_equal(access(W.sock, F_OK), 0);
 }
 
+/* The latency target and max_batch_size "auto": parsed at top level and in
+ * "batch", the integer form still works (and turns auto off), bad values
+ * refused naming the key. */
+static void test_config_batch_target(void **state)
+{
+	(void)state;
+	cfg c;
+	char err[512] = "";
+	cfg_init(&c);
+	assert_int_equal(c.target_tpot_ms, 0);
+	assert_int_equal(c.batch_auto, 0);
+	assert_int_equal(c.max_batch_size, 32);
+	assert_int_equal(cfg_parse_json(&c, "{\"batch\": {\"max_batch_size\": \"auto\", "
+					"\"target_tpot_ms\": 150}}", err, sizeof(err)), 0);
+	assert_int_equal(c.batch_auto, 1);
+	assert_int_equal(c.max_batch_size, CFG_BATCH_AUTO_MAX);
+	assert_int_equal(c.target_tpot_ms, 150);
+	assert_int_equal(cfg_parse_json(&c, "{\"max_batch_size\": 16, \"target_tpot_ms\": 0}", err,
+					sizeof(err)), 0);
+	assert_int_equal(c.batch_auto, 0);
+	assert_int_equal(c.max_batch_size, 16);
+	assert_int_equal(c.target_tpot_ms, 0);
+	assert_int_equal(cfg_parse_json(&c, "{\"max_batch_size\": \"auto\"}", err, sizeof(err)), 0);
+	assert_int_equal(c.batch_auto, 1);
+	static const struct { const char *json, *key; } bad[] = {
+		{"{\"max_batch_size\": \"big\"}", "'max_batch_size'"},
+		{"{\"batch\": {\"max_batch_size\": \"AUTO\"}}", "'batch.max_batch_size'"},
+		{"{\"max_batch_size\": 0}", "'max_batch_size'"},
+		{"{\"max_batch_size\": 1.5}", "'max_batch_size'"},
+		{"{\"target_tpot_ms\": -1}", "'target_tpot_ms'"},
+		{"{\"batch\": {\"target_tpot_ms\": \"fast\"}}", "'batch.target_tpot_ms'"},
+		{"{\"target_tpot_ms\": 600001}", "'target_tpot_ms'"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		assert_int_equal(cfg_parse_json(&c, bad[i].json, err, sizeof(err)), HERD_E_FORMAT);
+		if (!strstr(err, bad[i].key))
+			fail_msg("%s: error '%s' does not name %s", bad[i].json, err, bad[i].key);
+	}
+	assert_int_equal(c.batch_auto, 1); /* the refused values changed nothing */
+	assert_int_equal(c.max_batch_size, CFG_BATCH_AUTO_MAX);
+	cfg_fini(&c);
+}
+
 /* The "limits" object: defaults, every key, range and unknown-key errors
  * naming the key, the pause mark above the cap refused. */
 static void test_config_limits(void **state)
@@ -696,6 +740,7 @@ int main(void)
 		cmocka_unit_test(test_start_errors),
 		cmocka_unit_test(test_sigterm),
 		cmocka_unit_test(test_config_limits),
+		cmocka_unit_test(test_config_batch_target),
 		cmocka_unit_test(test_config_agents),
 		cmocka_unit_test(test_config_not_objects),
 		cmocka_unit_test(test_log_escape),

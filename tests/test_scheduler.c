@@ -214,16 +214,23 @@ static void wait_idle(sched *s)
 	assert_true(sched_idle(s));
 }
 
-static sched *start(fixture *f, int max_batch, int prefill_chunk, int threshold)
+static sched *start_target(fixture *f, int max_batch, int prefill_chunk, int threshold,
+			   int target_ms)
 {
 	static const blog quiet = {NULL, BLOG_WARN};
 	sched_opts o = {.ctx = f->c, .max_batch = max_batch, .max_wait_ms = 0, .dynamic_batching = 1,
 			.priority_threshold = threshold, .prefill_chunk = prefill_chunk,
+			.target_tpot_ms = target_ms,
 			.wake_fd = f->efd, .log = getenv("HERD_TEST_VERBOSE") ? NULL : &quiet,
 			.name = "mini"};
 	sched *s = NULL;
 	assert_int_equal(sched_create(&s, &o), 0);
 	return s;
+}
+
+static sched *start(fixture *f, int max_batch, int prefill_chunk, int threshold)
+{
+	return start_target(f, max_batch, prefill_chunk, threshold, 0);
 }
 
 /* A request as the tests build it: who sends it and what it asks (views
@@ -337,6 +344,103 @@ static void test_batched_equals_alone(void **state)
 	assert_int_equal(st.kv_pages_reserved, 0);
 	sched_destroy(s);
 	assert_int_equal(llama_ctx_free_pages(f->c), free0);
+}
+
+static int pred_two_toks_first(const result *res, int n, void *arg)
+{
+	(void)n;
+	(void)arg;
+	return res[0].n_toks >= 2;
+}
+
+/* With a latency target the step sizes change (from one row per step for
+ * a target no step can meet, to most of the batch): every request still
+ * completes with exactly the greedy text it gets alone. */
+static void test_target_same_text(void **state)
+{
+	fixture *f = *state;
+	enum { N = 10, GEN = 12 };
+	static int32_t prompts[N][120];
+	static int32_t ref[N][MAX_OUT];
+	static char reftxt[N][8192];
+	int plen[N], nref[N];
+	for (int i = 0; i < N; i++) {
+		plen[i] = 2 + (i * 29) % 100;
+		make_prompt(f, 50 + i, prompts[i], plen[i]);
+		nref[i] = ref_generate(f, prompts[i], plen[i], GEN, ref[i]);
+		ref_text(f, ref[i], nref[i], reftxt[i], sizeof(reftxt[i]));
+	}
+	const int free0 = llama_ctx_free_pages(f->c);
+	const int targets[] = {1, 20};
+	for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
+		static result res[N];
+		memset(res, 0, sizeof(res));
+		n_ended_total = 0;
+		sched *s = start_target(f, 8, 16, 10, targets[t]);
+		for (int i = 0; i < N; i++)
+			assert_int_equal(submit(s, tok_req(1 + (uint64_t)i % 3, 300 + (uint64_t)i,
+							 prompts[i], plen[i], GEN, i % 2)),
+					 0);
+		pump(f, s, res, N, 300, pred_all_ended, NULL);
+		for (int i = 0; i < N; i++) {
+			assert_false(res[i].is_err);
+			assert_int_equal(res[i].n_gen, nref[i]);
+			assert_string_equal(res[i].text, reftxt[i]);
+		}
+		wait_idle(s);
+		sched_stats st;
+		sched_get_stats(s, &st);
+		printf("target %d ms: steps %llu, avg seqs/step %.2f, max %d, step gap p95 %.2f ms, "
+		       "budget %.2f ms\n", targets[t], (unsigned long long)st.steps,
+		       (double)st.step_seqs / (double)st.steps, st.max_step_seqs, st.step_gap_p95_ms,
+		       st.step_budget_ms);
+		assert_int_equal(st.requests_done, N);
+		assert_true(st.tpot.n > 0);
+		assert_true(st.step_budget_ms > 0);
+		if (targets[t] == 1) /* a target few steps meet: small steps, not the batch of 8 */
+			assert_true(st.step_seqs < 4 * st.steps);
+		assert_int_equal(st.kv_pages_free, free0);
+		sched_destroy(s);
+	}
+}
+
+/* Under a target few steps meet, a busy agent's long sequences fill the
+ * decode rows; a newcomer agent's short request still starts (an agent's
+ * only sequence always joins) and ends long before them. */
+static void test_target_newcomer(void **state)
+{
+	fixture *f = *state;
+	enum { NA = 4, LONG = 80, SHORT = 3 };
+	static int32_t prompts[NA + 1][16];
+	static int32_t out[MAX_OUT];
+	int found = 0;
+	for (int salt = 500; salt < 560 && found < NA; salt++) { /* no early end of generation */
+		make_prompt(f, salt, prompts[found], 10);
+		if (ref_generate(f, prompts[found], 10, LONG, out) == LONG)
+			found++;
+	}
+	if (found < NA)
+		skip(); /* the random model stops too early on every prompt tried */
+	make_prompt(f, 999, prompts[NA], 10);
+	static result res[NA + 1];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	sched *s = start_target(f, 8, 16, 10, 1);
+	for (int i = 0; i < NA; i++)
+		assert_int_equal(submit(s, tok_req(1, 700 + (uint64_t)i, prompts[i], 10, LONG, 1)), 0);
+	pump(f, s, res, NA + 1, 700, pred_two_toks_first, NULL);
+	assert_int_equal(submit(s, tok_req(2, 700 + NA, prompts[NA], 10, SHORT, 1)), 0);
+	pump(f, s, res, NA + 1, 700, pred_all_ended, NULL);
+	int last_long = 0;
+	for (int i = 0; i < NA; i++) {
+		assert_false(res[i].is_err);
+		assert_int_equal(res[i].n_gen, LONG);
+		if (res[i].order > last_long)
+			last_long = res[i].order;
+	}
+	assert_false(res[NA].is_err);
+	assert_true(res[NA].order < last_long);
+	sched_destroy(s);
 }
 
 static int pred_two_toks(const result *res, int n, void *arg)
@@ -682,6 +786,8 @@ int main(void)
 		cmocka_unit_test(test_cancel_flood),
 		cmocka_unit_test(test_fair_share),
 		cmocka_unit_test(test_fair_preempt),
+		cmocka_unit_test(test_target_same_text),
+		cmocka_unit_test(test_target_newcomer),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

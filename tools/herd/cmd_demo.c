@@ -450,7 +450,12 @@ static void demo_line(demo *d, demo_agent *a, const char *line)
 			dvec_push(&d->lat, jd(o, "latency_ms"));
 			if (jd(o, "first_ms") >= 0 && jd(o, "stream") != 0)
 				dvec_push(&d->first, jd(o, "first_ms"));
-			demo_line_load(d, o);
+			json_object *lv;
+			if (json_object_object_get_ex(o, "ttft_ms", &lv))
+				demo_line_load(d, o);
+			else if (jd(o, "first_ms") >= 0 && jd(o, "stream") != 0 && jd(o, "n_gen") > 1)
+				dvec_push(&d->tpot, (jd(o, "latency_ms") - jd(o, "first_ms")) /
+							    (jd(o, "n_gen") - 1));
 		} else {
 			d->req_failed++;
 			json_object *m = NULL;
@@ -589,7 +594,7 @@ json_object *demo_herdctl(const demo *d, const char *args)
 }
 
 /* Batch statistics from `herdctl --json models` (best effort). */
-static void broker_stats(const demo *d, double *avg_batch, long *max_batch, long *steps)
+static void broker_stats(demo *d, double *avg_batch, long *max_batch, long *steps)
 {
 	*avg_batch = 0;
 	*max_batch = *steps = 0;
@@ -599,6 +604,8 @@ static void broker_stats(const demo *d, double *avg_batch, long *max_batch, long
 		*avg_batch = jd(m, "avg_batch");
 		*max_batch = (long)jd(m, "max_batch_seen");
 		*steps = (long)jd(m, "steps");
+		d->tpot_avg = jd(m, "tpot_ms_avg");
+		d->step_gap_p95 = jd(m, "step_gap_ms_p95");
 	}
 	json_object_put(o);
 }
@@ -705,25 +712,29 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 		printf("{\"model\":\"%s\",\"random_weights_demo\":%s,\"agents\":%ld,\"agents_failed\":%ld,"
 		       "\"requests\":%ld,\"failed\":%ld,\"max_tokens\":%ld,\"gen_tokens\":%llu,"
 		       "\"prompt_tokens\":%llu,\"broker_start_s\":%.2f,\"agents_ready_s\":%.2f,"
-		       "\"wall_s\":%.3f,\"gen_tok_s\":%.2f,"
+		       "\"wall_s\":%.3f,\"gen_tok_s\":%.2f,\"broker_cpu_s\":%.2f,"
 		       "\"single_agent_tok_s\":%.2f,\"speedup\":%.2f,"
 		       "\"latency_ms\":{\"p50\":%.1f,\"p95\":%.1f,\"p99\":%.1f,\"max\":%.1f},"
 		       "\"first_token_ms\":{\"p50\":%.1f,\"p95\":%.1f,\"p99\":%.1f},"
+		       "\"tpot_ms\":{\"p50\":%.1f,\"p95\":%.1f},"
 		       "\"attach_ms_p50\":%.2f,\"agents_ran_locally\":%s,\"local_run_ms_p50\":%.1f,"
 		       "\"image_bytes\":%llu,\"pss_total_bytes\":%llu,\"pss_broker_bytes\":%llu,"
 		       "\"pss_agents_bytes\":%llu,\"pss_agent_avg_bytes\":%llu,\"rss_total_bytes\":%llu,"
 		       "\"pss_bound_bytes\":%llu,\"pss_within_bound\":%s,"
-		       "\"broker\":{\"steps\":%ld,\"avg_batch\":%.2f,\"max_batch\":%ld}}\n",
+		       "\"broker\":{\"steps\":%ld,\"avg_batch\":%.2f,\"max_batch\":%ld,"
+		       "\"tpot_ms_avg\":%.1f,\"step_gap_ms_p95\":%.1f}}\n",
 		       d->model, d->random_weights ? "true" : "false", d->n_ag, failed_agents, requests,
 		       failed, d->o.max_tokens, (unsigned long long)d->gen_tokens,
-		       (unsigned long long)d->prompt_tokens, d->broker_s, d->ready_s, wall_s, agg, single,
-		       single > 0 ? agg / single : 0, p50, p95, p99, lmax, f50, f95, f99, att,
+		       (unsigned long long)d->prompt_tokens, d->broker_s, d->ready_s, wall_s, agg,
+		       d->broker_cpu_s, single, single > 0 ? agg / single : 0, p50, p95, p99, lmax, f50,
+		       f95, f99, pct(&d->tpot, 0.5), pct(&d->tpot, 0.95), att,
 		       d->o.local ? "true" : "false", loc,
 		       (unsigned long long)d->image_bytes, (unsigned long long)pss_total,
 		       (unsigned long long)pss_broker, (unsigned long long)pss_agents,
 		       (unsigned long long)(n_measured ? pss_agents / (uint64_t)n_measured : 0),
 		       (unsigned long long)rss_total, (unsigned long long)bound,
-		       pss_total <= bound ? "true" : "false", steps, avg_batch, max_batch);
+		       pss_total <= bound ? "true" : "false", steps, avg_batch, max_batch,
+		       d->tpot_avg, d->step_gap_p95);
 		return;
 	}
 	const double mib = 1 << 20;
@@ -819,6 +830,7 @@ int demo_start(demo *d, herd_client **c)
  * Returns the exit status: 0 when every request of every agent succeeded. */
 static int demo_measure(demo *d, double wall, double single)
 {
+	d->broker_cpu_s = proc_cpu_s(d->broker) - d->broker_cpu_s;
 	uint64_t pss_b, rss_b, pss_a = 0, rss_t = 0;
 	long n_measured = 0;
 	proc_mem(d->broker, &pss_b, &rss_b);
@@ -926,6 +938,7 @@ int cmd_demo(int argc, char **argv)
 	herd_close(c);
 	c = NULL;
 	const double t0 = clock_mono_s();
+	d->broker_cpu_s = proc_cpu_s(d->broker);
 	close(d->go_w); /* go: every agent sends its requests */
 	d->go_w = -1;
 	if (demo_pump(d, 1, DEMO_RUN_TIMEOUT_S))

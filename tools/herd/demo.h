@@ -53,12 +53,15 @@ typedef struct demo {
 	demo_agent *ag;
 	long n_ag;
 	dvec lat, first, attach, local;
-	dvec ttft, tpot; /* load-mode agents (herd bench serve) */
+	dvec ttft;       /* load-mode agents (herd bench serve) */
+	dvec tpot;       /* per streamed request: time per output token after the first */
 	uint64_t n_cached, n_merged, n_hit, n_repeat;
 	char model_name[72];
 	long req_ok, req_failed;
 	uint64_t gen_tokens, prompt_tokens;
 	double broker_s, ready_s; /* start-up of the broker, of the agents */
+	double broker_cpu_s;      /* the broker's CPU time (user + system) while measured */
+	double tpot_avg, step_gap_p95; /* the broker's own figures (herdctl models) */
 	int random_weights;       /* general.name says it is a mkmodel demo */
 } demo;
 

@@ -289,8 +289,10 @@ static int apply_args(herdd *d)
 		return fail_msg(d->err);
 	if (a->threads >= 0)
 		c->threads = (int)a->threads;
-	if (a->max_batch > 0)
+	if (a->max_batch > 0) {
 		c->max_batch_size = (int)a->max_batch;
+		c->batch_auto = 0;
+	}
 	if (a->verbose)
 		c->verbose = 1;
 	if (a->pid_file && !(d->pid_path = strdup(a->pid_file)))
