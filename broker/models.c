@@ -262,7 +262,8 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 			 .max_running_per_agent = c->agents.max_running > 0 ? c->agents.max_running
 			 : (c->max_batch_size / 4 > 0 ? c->max_batch_size / 4 : 1),
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,
-			 .hold = entry_hold, .hold_arg = e};
+			 .hold = entry_hold, .hold_arg = e, .prefix_cache = c->prefix_cache,
+			 .model_id = e->info.digest_hex, .model_id_len = strlen(e->info.digest_hex)};
 	if ((rc = sched_create(&e->sched, &so)))
 		return herd_errf(err, errlen, rc, "model %s: cannot start the scheduler: %s", e->name,
 			     herd_strerror(rc));

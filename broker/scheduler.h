@@ -38,6 +38,15 @@
  *   6. frees the slot, sampler and KV pages of every finished or cancelled
  *      request at once (llama_seq_reset).
  *
+ * Prefix sharing (sched_opts.prefix_cache; model/llama.h): at admission a
+ * request's prompt blocks are looked up in its trust domain's hash chain;
+ * the cached leading pages are mapped and only the rest is prefilled (the
+ * last prompt token always is). A request whose next uncached block is
+ * being prefilled right now by a running sequence waits for it (others may
+ * be admitted meanwhile) rather than computing it twice. Unreferenced cached
+ * pages count as free for admission: they are evicted (LRU) before a
+ * running sequence could lack a page. done.n_cached = positions mapped.
+ *
  * dynamic_batching on: new requests join between steps (continuous
  * batching). Off: a new batch is admitted only when the previous one has
  * finished (static batching). With an idle batch the scheduler waits up to
@@ -81,6 +90,10 @@ typedef struct sched_opts {
 				 * shutdown; polled every SCHED_HOLD_POLL_MS (the
 				 * broker's image digest check: broker/models.h) */
 	void *hold_arg;
+	int prefix_cache;       /* share KV pages of common prompt prefixes (see below) */
+	const void *model_id;   /* the model's identity in the prefix chains (its
+				 * digest), may be NULL; borrowed, outlives the scheduler */
+	size_t model_id_len;
 } sched_opts;
 
 #define SCHED_HOLD_POLL_MS 5
@@ -92,6 +105,8 @@ typedef struct sched_origin {
 	int prio;       /* the request's priority (its own, or its agent's
 			 * default, clamped by the broker's policy); higher runs
 			 * first, 0 = normal. Only compared, never added to. */
+	uint64_t domain; /* trust domain: prompt prefixes are shared only between
+			  * requests of one domain (mixed into the chain's seed) */
 } sched_origin;
 
 typedef enum sched_ev_type { SCHED_EV_TOK = 1, SCHED_EV_DONE = 2, SCHED_EV_ERR = 3 } sched_ev_type;
@@ -138,7 +153,11 @@ typedef struct sched_stats {
 	uint64_t cancels_dropped;  /* cancels for no live request (dropped, not queued) */
 	uint64_t notes[8];         /* sched_note counters, by sched_note_kind */
 	int waiting, running, paused; /* now; waiting includes the submit queue */
-	int kv_pages_total, kv_pages_free, kv_pages_reserved;
+	int kv_pages_total, kv_pages_free, kv_pages_reserved; /* free: free + cached */
+	uint64_t prefix_lookups;    /* requests begun with a prefix-cache lookup */
+	uint64_t prefix_hit_tokens; /* prompt tokens served from cached pages */
+	uint64_t prefix_evictions;  /* cached pages evicted for reuse */
+	int prefix_pages_cached;    /* unreferenced cached pages now (evictable) */
 	sched_lat queue, first, total;
 } sched_stats;
 
