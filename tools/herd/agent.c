@@ -8,7 +8,7 @@
  *              [--go-fd FD] [--exit-fd FD] [--reconnect] [--reconnect-ms MS]
  *              [--report-first] [--cache] [--json]
  *              [--duration-s S] [--mix S:B:C] [--cancel-after N] [--think-ms MS]
- *              [--quiet]
+ *              [--quiet] [--system-file FILE]   (a shared system prompt before each one)
  *
  * Sequence: connect (hello/welcome); with --attach, attach the model's
  * shared image (herd_model_attach), with --local run it in this process
@@ -92,8 +92,12 @@ static const char *const agent_prompts[] = {
 
 #define AGENT_N_PROMPTS (sizeof(agent_prompts) / sizeof(agent_prompts[0]))
 
+#define AGENT_SYSTEM_MAX 16384 /* bytes of --system-file */
+
 typedef struct agent_opts {
 	const char *socket, *model, *name;
+	const char *system_file; /* --system-file: text put before every prompt */
+	const char *system;      /* its contents (static storage), or NULL */
 	long index, requests, max_tokens, stream_every, local_tokens, threads;
 	long go_fd, exit_fd, reconnect_ms;
 	long duration_s, cancel_after, think_ms;
@@ -339,9 +343,9 @@ static void agent_report(herd_client *c, const agent_opts *o, const char *prompt
 	} else {
 		jl_str(&j, "reason", herd_finish_name(res->reason));
 		jl_fmt(&j,
-		       ",\"n_prompt\":%u,\"n_gen\":%u,\"latency_ms\":%.3f,\"first_ms\":%.3f,"
+		       ",\"n_prompt\":%u,\"n_cached\":%u,\"n_gen\":%u,\"latency_ms\":%.3f,\"first_ms\":%.3f,"
 		       "\"queue_ms\":%.3f,\"broker_first_ms\":%.3f,\"broker_total_ms\":%.3f",
-		       res->n_prompt, res->n_gen, lat,
+		       res->n_prompt, res->n_cached, res->n_gen, lat,
 		       stream && acc->n ? acc->t_first - acc->t0 : -1.0, res->t_queue_ms,
 		       res->t_first_ms, res->t_total_ms);
 		jl_hex(&j, "text_hex", res->text, res->text_len);
@@ -367,6 +371,11 @@ static int agent_request(herd_client *c, const agent_opts *o, long req, agent_co
 	herd_request_init(&r);
 	r.model = o->model;
 	r.prompt = prompt;
+	static char full[AGENT_SYSTEM_MAX + sizeof(prompt) + 1];
+	if (o->system) { /* a shared system prompt, then the agent's question */
+		snprintf(full, sizeof(full), "%s\n%s", o->system, prompt);
+		r.prompt = full;
+	}
 	r.max_tokens = (int)o->max_tokens;
 	r.temperature = 0;
 	r.no_cache = !o->cache;
@@ -465,6 +474,30 @@ static int agent_attach(herd_client *c, const agent_opts *o, herd_local_model **
 	return 0;
 }
 
+/* --system-file: its text (at most AGENT_SYSTEM_MAX bytes, trailing
+ * newlines dropped) into o->system. 0 or -1 (printed). */
+static int agent_read_system(agent_opts *o)
+{
+	static char text[AGENT_SYSTEM_MAX + 1];
+	FILE *f = fopen(o->system_file, "r");
+	if (!f) {
+		fprintf(stderr, "herd agent: --system-file %s: %s\n", o->system_file, strerror(errno));
+		return -1;
+	}
+	size_t n = fread(text, 1, sizeof(text), f);
+	fclose(f);
+	if (n > AGENT_SYSTEM_MAX) {
+		fprintf(stderr, "herd agent: --system-file %s: more than %d bytes\n", o->system_file,
+			AGENT_SYSTEM_MAX);
+		return -1;
+	}
+	while (n > 0 && text[n - 1] == '\n')
+		n--;
+	text[n] = 0;
+	o->system = text;
+	return 0;
+}
+
 static void agent_usage(FILE *f)
 {
 	fprintf(f, "usage: herd agent --socket PATH --model NAME [--index I] [--name NAME]\n"
@@ -472,6 +505,7 @@ static void agent_usage(FILE *f)
 		   "       [--local-tokens N] [--touch] [--threads T] [--go-fd FD] [--exit-fd FD]\n"
 		   "       [--reconnect] [--reconnect-ms MS] [--report-first] [--cache] [--json]\n"
 		   "       [--duration-s S] [--mix S:B:C] [--cancel-after N] [--think-ms MS] [--quiet]\n"
+		   "       [--system-file FILE]\n"
 		   "(internal: one agent process of `herd demo` and the tests; JSON lines on stdout)\n");
 }
 
@@ -515,12 +549,14 @@ static int agent_parse_word(agent_opts *o, const char *a, const char *v)
 		return 1;
 	if (!strcmp(a, "--mix"))
 		return agent_parse_mix(o, v) ? -1 : 3;
-	if (!strcmp(a, "--socket") || !strcmp(a, "--model") || !strcmp(a, "--name")) {
+	if (!strcmp(a, "--socket") || !strcmp(a, "--model") || !strcmp(a, "--name") ||
+	    !strcmp(a, "--system-file")) {
 		if (!v) {
 			fprintf(stderr, "herd agent: %s needs a value\n", a);
 			return -1;
 		}
-		*(!strcmp(a, "--socket") ? &o->socket : !strcmp(a, "--model") ? &o->model : &o->name) = v;
+		*(!strcmp(a, "--socket") ? &o->socket : !strcmp(a, "--model") ? &o->model
+			: !strcmp(a, "--name") ? &o->name : &o->system_file) = v;
 		return 3;
 	}
 	fprintf(stderr, "herd agent: unexpected argument '%s'\n", a);
@@ -574,7 +610,7 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 	}
 	if ((o->local || o->touch) && !o->attach)
 		o->attach = 1;
-	return 0;
+	return o->system_file ? agent_read_system(o) : 0;
 }
 
 /* One "progress" or "finished" line with the counts. */
