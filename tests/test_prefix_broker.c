@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "broker/config.h"
 #include "model/llama.h"
 #include "model/mkmodel.h"
 #include "shm/fdpass.h"
@@ -372,9 +373,61 @@ static void test_trust_domains(void **state)
 	stop_broker();
 }
 
+/* ---- the configuration keys ------------------------------------------------ */
+
+static int parse(cfg *c, const char *json, char *err, size_t n)
+{
+	cfg_fini(c);
+	cfg_init(c);
+	err[0] = 0;
+	return cfg_parse_json(c, json, err, n);
+}
+
+static void test_config_keys(void **state)
+{
+	(void)state;
+	cfg c;
+	char err[512];
+	cfg_init(&c);
+	assert_int_equal(c.prefix_cache, 1);
+	assert_int_equal(c.prefix_scope, CFG_PREFIX_UID);
+	assert_int_equal(parse(&c, "{\"prefix_cache\": false}", err, sizeof(err)), 0);
+	assert_int_equal(c.prefix_cache, 0);
+	assert_int_equal(parse(&c, "{\"prefix_cache\": 1}", err, sizeof(err)), HERD_E_FORMAT);
+	assert_non_null(strstr(err, "prefix_cache"));
+	assert_int_equal(parse(&c, "{\"prefix_sharing\": {\"scope\": \"team\"}}", err, sizeof(err)),
+			 HERD_E_FORMAT);
+	assert_non_null(strstr(err, "prefix_sharing.scope"));
+	assert_int_equal(parse(&c, "{\"prefix_sharing\": {\"groups\": {\"a\": [{\"uid\": 1}]}}}", err,
+			       sizeof(err)), HERD_E_FORMAT);
+	assert_non_null(strstr(err, "scope"));
+	assert_int_equal(parse(&c, "{\"prefix_sharing\": {\"scope\": \"group\", \"groups\": "
+				   "{\"a\": [{\"uid\": 1, \"max_prio\": 3}]}}}", err, sizeof(err)),
+			 HERD_E_FORMAT);
+	assert_non_null(strstr(err, "prefix_sharing.groups.a[0].max_prio"));
+	assert_int_equal(parse(&c, "{\"prefix_sharing\": {\"scope\": \"group\", \"groups\": {\"a\": []}}}",
+			       err, sizeof(err)), HERD_E_FORMAT);
+	assert_int_equal(parse(&c, "{\"prefix_sharing\": {\"scope\": \"uid\", \"size\": 1}}", err,
+			       sizeof(err)), HERD_E_FORMAT);
+	assert_non_null(strstr(err, "prefix_sharing.size"));
+	assert_int_equal(parse(&c, "{\"prefix_sharing\": {\"scope\": \"group\", \"groups\": {"
+				   "\"a\": [{\"uid\": 1}, {\"name\": \"x\"}], \"b\": [{\"group\": \"g\"}]}}}",
+			       err, sizeof(err)), 0);
+	assert_int_equal(c.prefix_scope, CFG_PREFIX_GROUP);
+	assert_int_equal(c.n_prefix_groups, 2);
+	assert_string_equal(c.prefix_groups[0].name, "a");
+	assert_int_equal(c.prefix_groups[0].n_members, 2);
+	assert_int_equal(c.prefix_groups[0].members[0].match, CFG_MATCH_UID);
+	assert_int_equal(c.prefix_groups[0].members[0].id, 1);
+	assert_string_equal(c.prefix_groups[0].members[1].name, "x");
+	assert_int_equal(c.prefix_groups[1].members[0].match, CFG_MATCH_GROUP);
+	cfg_fini(&c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_config_keys),
 		cmocka_unit_test(test_shared_system_prompt),
 		cmocka_unit_test(test_trust_domains),
 	};
