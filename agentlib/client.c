@@ -646,7 +646,7 @@ int herd_request_describe(const herd_request *r, gen_request *g, void **scratch)
 	g->params.sampling.seed = r->seed;
 	g->has_prio = r->priority != HERD_PRIORITY_DEFAULT;
 	g->prio = r->priority;
-	g->cache = !r->no_cache; /* reserved: the broker ignores it */
+	g->cache = !r->no_cache; /* the broker's response cache */
 	return 0;
 }
 

@@ -22,7 +22,8 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15 + 8 + 4 + 3 + 5 + SCHED_NOTE_COUNT, /* + connection limits, image trust, fair share, prefix cache (sched.h) */
+	STATUS_KEYS = 15 + 9 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT, /* + connection limits, image trust,
+							       * merging and response cache, fair share, prefix cache (sched.h) */
 	MODEL_KEYS = 37,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -70,6 +71,7 @@ static void res_status_limits(const loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "limit_refused_max_connections", s->refused_total);
 	proto_write_kv_uint(pk, "limit_refused_per_uid", s->refused_uid);
 	proto_write_kv_uint(pk, "limit_accept_backoffs", s->accept_backoffs);
+	proto_write_kv_uint(pk, "limit_frame_throttles", s->frame_throttles);
 	proto_write_kv_uint(pk, "sighup_ignored", s->sighups);
 }
 
@@ -83,6 +85,31 @@ static void res_status_trust(const loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "images_untrusted", ts.images_untrusted);
 	proto_write_kv_uint(pk, "image_digest_failures", ts.digest_failures);
 	proto_write_kv_int(pk, "images_verifying", ts.verifying);
+}
+
+/* Request merging and the response cache (zeros when the cache is off). */
+static void res_status_cache(loop *l, proto_writer *pk)
+{
+	uint64_t merged = 0;
+	for (int i = 0; i < models_count(l->models); i++) {
+		sched_stats st;
+		sched_get_stats(models_at(l->models, i)->sched, &st);
+		merged += st.merged;
+	}
+	respcache_stats rs;
+	respcache_get_stats(models_respcache(l->models), &rs);
+	proto_write_kv_uint(pk, "requests_merged", merged);
+	proto_write_kv_bool(pk, "cache_enabled", models_respcache(l->models) != NULL);
+	proto_write_kv_uint(pk, "cache_entries", rs.entries);
+	proto_write_kv_uint(pk, "cache_bytes", rs.bytes);
+	proto_write_kv_uint(pk, "cache_max_bytes", rs.max_bytes);
+	proto_write_kv_uint(pk, "cache_hits", rs.hits);
+	proto_write_kv_uint(pk, "cache_misses", rs.misses);
+	proto_write_kv_uint(pk, "cache_stores", rs.stores);
+	proto_write_kv_uint(pk, "cache_evictions", rs.evictions);
+	proto_write_kv_uint(pk, "cache_expired", rs.expired);
+	proto_write_kv_uint(pk, "cache_corrupt", rs.corrupt);
+	proto_write_kv_uint(pk, "cache_write_errors", rs.write_errors);
 }
 
 static void res_status(loop *l, proto_writer *pk)
@@ -136,6 +163,7 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_double(pk, "tokens_per_s_uptime", up > 0 ? (double)tokens / up : 0);
 	res_status_limits(l, pk);
 	res_status_trust(l, pk);
+	res_status_cache(l, pk);
 	static const char *const note_keys[SCHED_NOTE_COUNT] = {
 		"limit_max_queued", "limit_max_prompt_bytes", "limit_max_stop", "clamped_max_tokens",
 		"clamped_prio", "clamped_deadline"};

@@ -31,12 +31,14 @@ void cfg_init(cfg *c)
 				 .idle_timeout_ms = 0,
 				 .max_connections = 1024,
 				 .max_connections_per_uid = 256,
-				 .accept_backoff_ms = 100};
+				 .accept_backoff_ms = 100,
+				 .frame_budget_per_s = 50000};
 	c->agents.max_queued = 256;
 	c->agents.max_prompt_bytes = 1u << 20;
 	c->agents.max_stop = 8;
 	c->agents.max_stop_bytes = 64;
 	c->agents.max_deadline_ms = 7ull * 24 * 3600 * 1000; /* a week */
+	c->response_cache = (cfg_respcache){.enabled = 0, .max_mb = 256, .ttl_s = 86400};
 }
 
 static void model_free(cfg_model *m)
@@ -293,7 +295,7 @@ static int parse_batch_key(cfg *c, const char *k, json_object *v, const char *ke
 
 #define LIMITS_KNOWN                                                                              \
 	"send_queue_bytes, send_queue_pause_bytes, frame_timeout_ms, idle_timeout_ms, "           \
-	"max_connections, max_connections_per_uid, accept_backoff_ms"
+	"max_connections, max_connections_per_uid, accept_backoff_ms, frame_budget_per_s"
 
 static const cfg_int_key limits_ints[] = {
 	{.name = "send_queue_bytes", .off = offsetof(cfg_limits, send_queue_bytes),
@@ -310,6 +312,8 @@ static const cfg_int_key limits_ints[] = {
 	 .type = CFG_T_INT, .lo = 1, .hi = 1 << 20},
 	{.name = "accept_backoff_ms", .off = offsetof(cfg_limits, accept_backoff_ms),
 	 .type = CFG_T_INT, .lo = 1, .hi = 60000},
+	{.name = "frame_budget_per_s", .off = offsetof(cfg_limits, frame_budget_per_s),
+	 .type = CFG_T_INT, .lo = 0, .hi = 1 << 30},
 };
 
 /* One key of the "limits" object. */
@@ -521,6 +525,40 @@ static int parse_limits(cfg *c, json_object *obj, char *err, size_t errlen)
 	return 0;
 }
 
+static const cfg_int_key respcache_ints[] = {
+	{.name = "max_mb", .off = offsetof(cfg_respcache, max_mb), .type = CFG_T_INT,
+	 .lo = 1, .hi = 1 << 20},
+	{.name = "ttl_s", .off = offsetof(cfg_respcache, ttl_s), .type = CFG_T_U64,
+	 .lo = 0, .hi = 100L * 366 * 24 * 3600},
+};
+
+/* The "response_cache" object. */
+static int parse_respcache(cfg *c, json_object *o, char *err, size_t errlen)
+{
+	int rc = want_type(o, json_type_object, "response_cache", "an object", err, errlen);
+	if (rc)
+		return rc;
+	json_object_object_foreach(o, k, v)
+	{
+		char key[96];
+		snprintf(key, sizeof(key), "response_cache.%.60s", k);
+		int handled;
+		rc = get_int_key(respcache_ints, CFG_N(respcache_ints), &c->response_cache, k, v, key,
+				 &handled, err, errlen);
+		if (rc)
+			return rc;
+		if (handled)
+			continue;
+		if (strcmp(k, "enabled"))
+			return herd_errf(err, errlen, HERD_E_FORMAT,
+					 "unknown key '%s' (known: enabled, max_mb, ttl_s)", key);
+		if ((rc = want_type(v, json_type_boolean, key, "a boolean", err, errlen)))
+			return rc;
+		c->response_cache.enabled = json_object_get_boolean(v);
+	}
+	return 0;
+}
+
 static const cfg_int_key top_ints[] = {
 	{.name = "threads", .off = offsetof(cfg, threads), .type = CFG_T_INT, .lo = 0, .hi = 4096},
 	{.name = "max_frame", .off = offsetof(cfg, max_frame), .type = CFG_T_U32,
@@ -566,6 +604,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 		} else if (!strcmp(k, "prefix_cache")) {
 			if (!(rc = want_type(v, json_type_boolean, k, "a boolean", err, errlen)))
 				c->prefix_cache = json_object_get_boolean(v);
+		} else if (!strcmp(k, "response_cache")) {
+			rc = parse_respcache(c, v, err, errlen);
 		} else if (!strcmp(k, "batch")) {
 			if ((rc = want_type(v, json_type_object, k, "an object", err, errlen)))
 				return rc;
@@ -586,7 +626,7 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 					"unknown key '%s' (known: socket, models, threads, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits, agents, "
-					"prefix_cache, prefix_sharing)",
+					"prefix_cache, prefix_sharing, response_cache)",
 					k);
 		if (rc)
 			return rc;

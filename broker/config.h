@@ -33,6 +33,10 @@
  *     "prefix_sharing": {         who shares them (trust domains, cfg_prefix_group)
  *       "scope": "uid",           "uid" (default) or "group"
  *       "groups": {"teamA": [{"uid": 1000}, {"name": "planner"}, {"group": "ops"}]}
+ *     "response_cache": {         answers of deterministic requests, in
+ *       "enabled": false,         <state_dir>/respcache.mdb (LMDB; broker/respcache.h)
+ *       "max_mb": 256,            cap on the pages in use (LRU-ish eviction)
+ *       "ttl_s": 86400            older entries are misses (and deleted); 0 = none
  *     },
  *     "agents": {                 per-agent limits and the priority policy
  *       "max_queued": 256,        requests of one connection without their done/err
@@ -85,6 +89,9 @@ typedef struct cfg_limits {
 	int max_connections;             /* default 1024 */
 	int max_connections_per_uid;     /* default 256 */
 	int accept_backoff_ms;           /* default 100 */
+	int frame_budget_per_s;          /* default 50000: frame units a second per uid
+					  * (1 per frame + 1 per KiB; broker/budget.h);
+					  * 0: unlimited */
 } cfg_limits;
 
 typedef enum cfg_match { CFG_MATCH_UID = 1, CFG_MATCH_GID, CFG_MATCH_GROUP, CFG_MATCH_NAME } cfg_match;
@@ -128,6 +135,13 @@ typedef struct cfg_agents {
 	int n_rules;
 } cfg_agents;
 
+/* The "response_cache" object. */
+typedef struct cfg_respcache {
+	int enabled;     /* default 0 */
+	int max_mb;      /* default 256 */
+	uint64_t ttl_s;  /* default 86400; 0: entries never expire */
+} cfg_respcache;
+
 typedef struct cfg {
 	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
 	cfg_model *models;
@@ -151,6 +165,7 @@ typedef struct cfg {
 	cfg_prefix_scope prefix_scope;
 	cfg_prefix_group *prefix_groups;
 	int n_prefix_groups;
+	cfg_respcache response_cache;
 } cfg;
 
 void cfg_init(cfg *c);

@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "broker/budget.h"
 #include "broker/log.h"
 #include "proto/proto.h"
 #include "shm/fdpass.h"
@@ -57,6 +58,9 @@ typedef struct conn {
 	gid_t *groups;      /* SO_PEERGROUPS at accept (supplementary groups), owned */
 	int n_groups;
 	int rx_paused;      /* send queue past limits.send_queue_pause_bytes: input not read */
+	int rx_throttled;   /* its uid's frame budget is spent: input not read until it refills */
+	int budget;         /* index of its uid's bucket in the loop's budget_tab */
+	budget_share share; /* its own share of that budget (broker/budget.h) */
 	double t_frame;     /* monotonic ms when the pending partial frame began; 0: none */
 	double t_active;    /* monotonic ms of the last byte received or sent */
 	int hello;

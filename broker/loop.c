@@ -249,7 +249,7 @@ static void arm_timer(loop *l)
 
 static void arm_recv(loop *l, conn *c)
 {
-	if (c->closing || c->close_after_send || c->recv_inflight || c->rx_paused)
+	if (c->closing || c->close_after_send || c->recv_inflight || c->rx_paused || c->rx_throttled)
 		return;
 	if (c->rlen == c->rcap) {
 		/* proto_frame_next said the frame fits in max_frame: make room */
@@ -286,7 +286,7 @@ static conn *conn_by_id(loop *l, uint64_t id)
 
 static void conn_free(loop *l, conn *c)
 {
-	(void)l;
+	budget_detach(&l->budgets, c->budget);
 	conn_drop_queue(c);
 	if (c->fd >= 0)
 		close(c->fd);
@@ -442,6 +442,7 @@ static void conn_new(loop *l, int fd)
 	}
 	c->fd = fd;
 	c->log = l->log;
+	c->budget = -1;
 	peer_creds(c);
 	if (!conn_admit(l, c)) {
 		free(c->groups);
@@ -450,7 +451,9 @@ static void conn_new(loop *l, int fd)
 	}
 	c->rcap = LOOP_RBUF_INIT;
 	c->rbuf = malloc(c->rcap);
-	int slot = c->rbuf ? slot_take(l) : -1;
+	c->budget = budget_attach(&l->budgets, c->uid, l->cfg->limits.frame_budget_per_s, clock_mono_ms());
+	c->share.t_last = clock_mono_ms();
+	int slot = c->rbuf && c->budget >= 0 ? slot_take(l) : -1;
 	if (slot < 0) {
 		blog_msg(l->log, BLOG_ERR, "out of memory accepting a connection");
 		conn_free(l, c);
@@ -616,15 +619,33 @@ static int rbuf_fit(loop *l, conn *c, size_t *off, size_t need)
 	return 0;
 }
 
+/* 1 when c's uid may have one more frame of len bytes handled now; else
+ * c stops reading until housekeeping finds its budget refilled. */
+static int frame_budget(loop *l, conn *c, size_t len)
+{
+	const double rate = l->cfg->limits.frame_budget_per_s;
+	if (budget_take(&l->budgets, c->budget, &c->share, budget_frame_cost(len), rate, clock_mono_ms()))
+		return 1;
+	c->rx_throttled = 1;
+	l->lim.frame_throttles++;
+	log_limited(l, &l->rl_throttle, BLOG_WARN,
+		    "uid %u spent its frame budget (limits.frame_budget_per_s %d): not reading pid %d "
+		    "until it refills",
+		    (unsigned)c->uid, l->cfg->limits.frame_budget_per_s, (int)c->pid);
+	return 0;
+}
+
 /* Handles the whole frames in c's buffer (until c stops reading or is
  * closed). Returns the bytes consumed. */
 static size_t take_frames(loop *l, conn *c)
 {
 	size_t off = 0;
-	while (!c->closing && !c->close_after_send && !c->rx_paused) {
+	while (!c->closing && !c->close_after_send && !c->rx_paused && !c->rx_throttled) {
 		size_t flen = 0;
 		int r = proto_frame_next(c->rbuf + off, c->rlen - off, l->cfg->max_frame, &flen);
 		if (r == PROTO_FRAME_READY) {
+			if (!frame_budget(l, c, flen))
+				break;
 			const int sr = session_frame(l, c, c->rbuf + off + PROTO_HDR_SIZE, flen);
 			off += PROTO_HDR_SIZE + flen;
 			settle(l, c);
@@ -735,7 +756,9 @@ static void deliver(loop *l, sched_event *e)
 				.n_cached = (uint32_t)e->n_cached,
 				.t_queue_ms = e->t_queue_ms,
 				.t_first_ms = e->t_first_ms > 0 ? e->t_first_ms : 0,
-				.t_total_ms = e->t_total_ms};
+				.t_total_ms = e->t_total_ms,
+				.merged = e->merged,
+				.cached = e->cached};
 		rc = proto_encode_done(b, &d);
 	} else {
 		proto_err x = {.has_id = 1, .id = e->id, .code = e->code, .msg = proto_s(e->msg)};
@@ -836,7 +859,8 @@ static void check_timeouts(loop *l, double now)
 				close_conn(l, c);
 			continue;
 		}
-		if (c->t_frame > 0 && !c->rx_paused && now - c->t_frame > L->frame_timeout_ms) {
+		if (c->t_frame > 0 && !c->rx_paused && !c->rx_throttled &&
+		    now - c->t_frame > L->frame_timeout_ms) {
 			l->lim.frame_timeouts++;
 			timeout_close(l, c, "a frame left incomplete", "limits.frame_timeout_ms",
 				      L->frame_timeout_ms);
@@ -848,6 +872,22 @@ static void check_timeouts(loop *l, double now)
 	}
 }
 
+/* Reads again from the throttled connections whose uid's budget refilled:
+ * first the frames already buffered, then the socket. */
+static void resume_throttled(loop *l, double now)
+{
+	const double rate = l->cfg->limits.frame_budget_per_s;
+	for (int i = 0; i < l->n_slots; i++) {
+		conn *c = l->slots[i];
+		if (!c || c->closing || !c->rx_throttled || !budget_ready(&l->budgets, c->budget, &c->share, rate, now))
+			continue;
+		c->rx_throttled = 0;
+		if (c->t_frame > 0)
+			c->t_frame = now; /* the wait was ours, not the peer's */
+		process_input(l, c);
+	}
+}
+
 static void housekeep(loop *l)
 {
 	const double now = clock_mono_ms();
@@ -856,6 +896,7 @@ static void housekeep(loop *l)
 		arm_accept(l);
 	}
 	check_timeouts(l, now);
+	resume_throttled(l, now);
 }
 
 /* accept failed for want of descriptors (or memory): re-arming at once
@@ -1021,6 +1062,7 @@ void loop_destroy(loop *l)
 	}
 	free(l->slots);
 	free(l->gens);
+	budget_tab_free(&l->budgets);
 	if (l->listen_fd >= 0)
 		close(l->listen_fd);
 	free(l);

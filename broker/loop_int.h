@@ -46,6 +46,7 @@ typedef struct loop_limit_stats {
 	uint64_t refused_uid;      /* refused: max_connections_per_uid */
 	uint64_t accept_backoffs;  /* accept paused at EMFILE/ENFILE */
 	uint64_t sighups;          /* SIGHUPs received (ignored) */
+	uint64_t frame_throttles;  /* input stopped: the uid's frame budget was spent */
 } loop_limit_stats;
 #define LOOP_OP_MASK 15u
 
@@ -76,7 +77,8 @@ struct loop {
 	int accept_paused;  /* backing off after EMFILE/ENFILE */
 	double accept_resume; /* monotonic ms */
 	struct __kernel_timespec house_ts;
-	loop_ratelog rl_accept, rl_refused, rl_timeout;
+	loop_ratelog rl_accept, rl_refused, rl_timeout, rl_throttle;
+	budget_tab budgets;   /* per-uid frame budgets (broker/budget.h) */
 };
 
 /* session.c: one frame body from c (decoded there). Writes replies and

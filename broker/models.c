@@ -13,6 +13,7 @@
 
 #include "herd/error.h"
 #include "common/clock.h"
+#include "shm/digest.h"
 
 #define MODELS_KV_AUTO_CAP (1ull << 30) /* bytes of KV per model by default */
 /* Tokens per forward step. The step's activation scratch (about 90 KiB per
@@ -25,6 +26,7 @@ struct models {
 	models_entry *e;
 	int n;
 	const blog *log;
+	respcache *rcache; /* NULL: response cache off */
 };
 
 
@@ -209,8 +211,8 @@ static int entry_image(models_entry *e, const models_opts *o, char *err, size_t 
 	return entry_open_built(e, err, errlen);
 }
 
-static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o, char *err,
-		      size_t errlen)
+static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o, respcache *rcache,
+		      char *err, size_t errlen)
 {
 	const cfg *c = o->cfg;
 	const double t0 = clock_mono_ms();
@@ -256,13 +258,20 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 	if ((rc = llama_ctx_create(&e->ctx, e->model, &lo)))
 		return herd_errf(err, errlen, rc, "model %s: cannot create a context (%d positions, %llu KV pages): %s",
 			     e->name, n_ctx, (unsigned long long)pages, herd_strerror(rc));
+	/* What an answer depends on: the weights (the image digest) and the
+	 * kernels that run them (another ISA may round differently). */
+	uint8_t answer_id[SHM_DIGEST_SIZE + 32] = {0};
+	memcpy(answer_id, e->info.digest, SHM_DIGEST_SIZE);
+	snprintf((char *)answer_id + SHM_DIGEST_SIZE, 32, "%s", kern_isa_name(llama_ctx_isa(e->ctx)));
+	shm_digest(answer_id, sizeof(answer_id), answer_id);
 	sched_opts so = {.ctx = e->ctx, .max_batch = c->max_batch_size, .max_wait_ms = c->max_wait_time_ms,
 			 .dynamic_batching = c->dynamic_batching, .priority_threshold = c->priority_threshold,
 			 .prefill_chunk = c->prefill_chunk, .max_tokens = c->max_tokens,
 			 .max_running_per_agent = c->agents.max_running > 0 ? c->agents.max_running
 			 : (c->max_batch_size / 4 > 0 ? c->max_batch_size / 4 : 1),
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,
-			 .hold = entry_hold, .hold_arg = e, .prefix_cache = c->prefix_cache,
+			 .hold = entry_hold, .hold_arg = e, .respcache = rcache,
+			 .digest = answer_id, .prefix_cache = c->prefix_cache,
 			 .model_id = e->info.digest_hex, .model_id_len = strlen(e->info.digest_hex)};
 	if ((rc = sched_create(&e->sched, &so)))
 		return herd_errf(err, errlen, rc, "model %s: cannot start the scheduler: %s", e->name,
@@ -283,6 +292,28 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 	return 0;
 }
 
+/* The response cache in the state directory, when the config enables it. */
+static int open_respcache(models *ms, const models_opts *o, char *err, size_t errlen)
+{
+	const cfg_respcache *rc = &o->cfg->response_cache;
+	if (!rc->enabled)
+		return 0;
+	if (!o->cfg->state_dir)
+		return herd_errf(err, errlen, HERD_E_INVAL, "response cache: no state directory");
+	const respcache_opts ro = {.dir = o->cfg->state_dir, .max_bytes = (uint64_t)rc->max_mb << 20,
+				   .ttl_s = rc->ttl_s, .log = o->log};
+	int r = respcache_open(&ms->rcache, &ro, err, errlen);
+	if (!r)
+		blog_msg(o->log, BLOG_INFO, "response cache: %s/%s, %d MiB, ttl %llu s",
+			 o->cfg->state_dir, RESPCACHE_FILE, rc->max_mb, (unsigned long long)rc->ttl_s);
+	return r;
+}
+
+respcache *models_respcache(models *ms)
+{
+	return ms ? ms->rcache : NULL;
+}
+
 int models_create(models **out, const models_opts *o, char *err, size_t errlen)
 {
 	*out = NULL;
@@ -298,10 +329,12 @@ int models_create(models **out, const models_opts *o, char *err, size_t errlen)
 		rc = -ENOMEM;
 		goto fail;
 	}
+	if ((rc = open_respcache(ms, o, err, errlen)))
+		goto fail;
 	for (int i = 0; i < o->cfg->n_models; i++) {
 		ms->e[i].image_fd = -1;
 		ms->n = i + 1;
-		if ((rc = entry_load(&ms->e[i], &o->cfg->models[i], o, err, errlen)))
+		if ((rc = entry_load(&ms->e[i], &o->cfg->models[i], o, ms->rcache, err, errlen)))
 			goto fail;
 	}
 	*out = ms;
@@ -319,6 +352,7 @@ void models_destroy(models *ms)
 		return;
 	for (int i = 0; i < ms->n; i++)
 		entry_fini(&ms->e[i]);
+	respcache_close(ms->rcache); /* after the schedulers have stopped */
 	free(ms->e);
 	free(ms);
 }

@@ -96,6 +96,10 @@ typedef struct models_opts {
 int models_create(models **out, const models_opts *o, char *err, size_t errlen);
 void models_destroy(models *ms); /* accepts NULL */
 
+/* The response cache shared by the models' schedulers (config
+ * "response_cache"), or NULL when it is off. */
+respcache *models_respcache(models *ms);
+
 int models_count(const models *ms);
 models_entry *models_at(models *ms, int i);
 /* By name (name[0..len), not NUL-terminated); NULL when unknown. */

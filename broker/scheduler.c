@@ -11,9 +11,12 @@
 #include <unistd.h>
 
 #include "herd/error.h"
+#include "broker/merge.h"
 #include "common/clock.h"
 
-enum { ST_WAITING = 0, ST_RUNNING = 1, ST_PAUSED = 2 };
+/* ST_FOLLOW: a merged request waiting for its group leader's answer (in no
+ * list: only in its merge group). */
+enum { ST_WAITING = 0, ST_RUNNING = 1, ST_PAUSED = 2, ST_FOLLOW = 3 };
 
 /* Defaults of sched_opts fields left <= 0. */
 #define SCHED_DEFAULT_MAX_BATCH 32
@@ -59,6 +62,10 @@ typedef struct sreq {
 	uint64_t *blk_hash; /* [n_blk] chain hashes of the prompt's blocks */
 	llama_seq seq;
 	float *logits;      /* [n_vocab] */
+	merge_group *mg;    /* deterministic: its merge group (merge.h), as leader or follower */
+	int32_t *toks;      /* leader: the sampled ids, for the response cache */
+	int n_toks, cap_toks;
+	int merged;         /* joined a merge group as a follower */
 } sreq;
 
 typedef struct cancel_req {
@@ -84,6 +91,8 @@ struct sched {
 	const blog *log;
 	int (*hold)(void *arg); /* sched_opts.hold */
 	void *hold_arg;
+	respcache *rcache;      /* sched_opts.respcache (NULL: no response cache) */
+	uint8_t digest[RESPCACHE_HASH];
 	char name[72];
 	int kv_total;
 	int prefix;             /* sched_opts.prefix_cache */
@@ -117,6 +126,11 @@ struct sched {
 	sched_stats st;
 	sched_event *out_head, *out_tail; /* events of this iteration */
 	int n_ended;            /* requests ended this iteration */
+	merge_table merge;      /* groups of identical in-flight requests */
+	struct sched_store *store; /* answers (and hits' uses) to write after the iteration */
+	int n_store, cap_store;
+	int n_answers;          /* entries of store that are answers, not uses */
+	double t_first_use;     /* when the oldest queued use was queued */
 	int32_t *step_tok;      /* scratch: step token storage (decode tokens) */
 	llama_batch_seq *batch;
 	sreq **batch_req;
@@ -158,6 +172,13 @@ static void vec_del(sreq_vec *v, int i)
 
 static void hash_remove(sched *s, sreq *q);
 static void agent_release(sched *s, sreq *q);
+static void merge_forget(sched *s, sreq *q);
+static void fan_piece(sched *s, sreq *q, const gen_step *st);
+static void followers_end(sched *s, sreq *q, herd_finish reason, double t);
+static void followers_err(sched *s, sreq *q, int code, const char *msg);
+static void cache_queue(sched *s, sreq *q, herd_finish reason);
+static void cache_note(sched *s, sreq *q, herd_finish reason, int answer);
+static void step_out(sched *s, sreq *q, const gen_step *st);
 
 /* ---- live requests by (conn, id): O(1) cancel ------------------------- */
 
@@ -263,7 +284,7 @@ static void agent_release(sched *s, sreq *q)
 	if (!a)
 		return;
 	q->ag = NULL;
-	if (q->state != ST_WAITING)
+	if (q->state == ST_RUNNING || q->state == ST_PAUSED) /* not ST_FOLLOW */
 		a->running--;
 	if (--a->refs > 0)
 		return;
@@ -284,10 +305,12 @@ static void sreq_free(sched *s, sreq *q)
 	hash_remove(s, q);
 	pthread_mutex_unlock(&s->mu);
 	agent_release(s, q);
+	merge_forget(s, q);
 	llama_seq_reset(s->ctx, &q->seq);
 	gen_seq_end(&q->gen);
 	free(q->blk_hash);
 	free(q->logits);
+	free(q->toks);
 	gen_request_free(q->r);
 	free(q);
 }
@@ -342,6 +365,9 @@ static void end_err(sched *s, sreq *q, int code, const char *fmt, ...)
 		va_start(ap, fmt);
 		vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
 		va_end(ap);
+		followers_err(s, q, code, e->msg);
+	} else {
+		followers_err(s, q, code, "out of memory");
 	}
 	ev_post(s, e);
 	s->st.requests_err++;
@@ -376,11 +402,14 @@ static void post_done(sched *s, sreq *q, herd_finish reason, double t)
 {
 	gen_step st;
 	gen_seq_stop(&q->gen, reason, &st); /* nothing when a step finished it */
-	if (q->r->stream && st.len > 0)
-		emit_piece(s, q, &st);
+	if (st.len > 0)
+		fan_piece(s, q, &st);
+	followers_end(s, q, reason, t);
+	cache_queue(s, q, reason);
 	sched_event *e = ev_new(SCHED_EV_DONE, q);
 	if (e) {
 		e->reason = reason;
+		e->merged = q->merged; /* a follower that took the sequence over */
 		e->n_prompt = q->gen.n_prompt;
 		e->n_gen = q->gen.n_gen;
 		e->n_cached = q->n_cached;
@@ -411,6 +440,380 @@ static void end_done(sched *s, sreq *q, herd_finish reason, int notify)
 	if (q->state != ST_WAITING)
 		s->reserved -= q->reserve;
 	sreq_free(s, q);
+}
+
+
+/* ---- request merging and the response cache ---------------------------
+ *
+ * A deterministic request (respcache_deterministic) gets its key at intake.
+ * When a merge group of that key is in flight the request follows it
+ * (ST_FOLLOW, in no list): the leader's pieces and done go to every
+ * follower too (merged = 1), and a follower that joins late first gets the
+ * text streamed so far as one piece. Each requester keeps its own id,
+ * deadline and connection: an expired, cancelled or disconnected follower
+ * just leaves; a leader that goes away with followers left hands its
+ * sequence (KV pages, sampler, text, reservation) to the first follower,
+ * which takes its place in the lists. Otherwise the response cache is
+ * asked (a hit answers at once: one tok piece when streaming, then done
+ * with cached = 1), and on a miss the request leads a new group. A leader
+ * that finishes with stop or length queues its answer; the queue is written
+ * in one LMDB transaction per iteration (cache_flush). */
+
+/* The merge group of q, if any, forgets q (q is being freed). */
+static void merge_forget(sched *s, sreq *q)
+{
+	merge_group *g = q->mg;
+	if (!g)
+		return;
+	q->mg = NULL;
+	if (g->lead != q) {
+		merge_leave(g, q);
+		return;
+	}
+	while (g->n_fol > 0) { /* only when the scheduler is destroyed */
+		sreq *f = g->fol[g->n_fol - 1];
+		f->mg = NULL;
+		g->n_fol--;
+		sreq_free(s, f);
+	}
+	merge_close(&s->merge, g);
+}
+
+/* Posts a piece of the sequence q runs to every requester that streams. */
+static void fan_piece(sched *s, sreq *q, const gen_step *st)
+{
+	if (q->r->stream)
+		emit_piece(s, q, st);
+	if (!q->mg || q->mg->lead != q)
+		return;
+	const double t = clock_mono_ms();
+	for (int i = 0; i < q->mg->n_fol; i++) {
+		sreq *f = q->mg->fol[i];
+		if (st->token >= 0 && f->t_first <= 0)
+			f->t_first = t;
+		if (f->r->stream)
+			emit_piece(s, f, st);
+	}
+}
+
+/* One generation step's output: the token for the cache, the piece to the
+ * streaming requesters. */
+static void step_out(sched *s, sreq *q, const gen_step *st)
+{
+	if (q->mg && st->token >= 0 && s->rcache && q->r->cache) {
+		if (q->n_toks == q->cap_toks) {
+			const int cap = q->cap_toks ? q->cap_toks * 2 : 64;
+			int32_t *n = realloc(q->toks, sizeof(*n) * (size_t)cap);
+			if (n) {
+				q->toks = n;
+				q->cap_toks = cap;
+			}
+		}
+		if (q->n_toks < q->cap_toks)
+			q->toks[q->n_toks++] = st->token;
+		else
+			q->r->cache = 0; /* out of memory: this answer is not stored */
+	}
+	if (st->is_text || st->len > 0)
+		fan_piece(s, q, st);
+}
+
+/* The done of requester f whose answer is lead's sequence (f == lead: the
+ * leader leaving early), with merged set for a follower. */
+static void post_shared_done(sched *s, sreq *f, const sreq *lead, herd_finish reason, double t)
+{
+	sched_event *e = ev_new(SCHED_EV_DONE, f);
+	if (!e)
+		return;
+	e->reason = reason;
+	e->merged = f->merged;
+	e->n_prompt = lead->gen.n_prompt;
+	e->n_gen = lead->gen.n_gen;
+	const double admit = lead->t_admit > 0 ? lead->t_admit : t; /* the sequence's start */
+	e->t_queue_ms = admit > f->t_arrive ? admit - f->t_arrive : 0;
+	e->t_first_ms = f->t_first > 0 ? f->t_first - f->t_arrive : -1;
+	e->t_total_ms = t - f->t_arrive;
+	if (!f->r->stream) {
+		e->text_len = lead->gen.len;
+		e->text = malloc(e->text_len + 1);
+		if (!e->text) {
+			free(e);
+			return;
+		}
+		if (e->text_len)
+			memcpy(e->text, lead->gen.text, e->text_len);
+		e->text[e->text_len] = 0;
+	}
+	ev_post(s, e);
+}
+
+/* Ends every follower of q with q's answer (q ends too). */
+static void followers_end(sched *s, sreq *q, herd_finish reason, double t)
+{
+	merge_group *g = q->mg;
+	while (g && g->lead == q && g->n_fol > 0) {
+		sreq *f = g->fol[0];
+		post_shared_done(s, f, q, reason, t);
+		end_done(s, f, reason, 0); /* sreq_free: leaves the group */
+	}
+}
+
+/* Ends every follower of q with q's err. */
+static void followers_err(sched *s, sreq *q, int code, const char *msg)
+{
+	merge_group *g = q->mg;
+	while (g && g->lead == q && g->n_fol > 0) {
+		sreq *f = g->fol[0];
+		merge_leave(g, f);
+		f->mg = NULL;
+		f->state = ST_WAITING; /* holds no reservation */
+		end_err(s, f, code, "%s", msg);
+	}
+}
+
+/* Follower f leaves: silently (its connection is gone) or with its own
+ * done (cancel, deadline) carrying the text so far. */
+static void follower_leave(sched *s, sreq *f, herd_finish reason, int notify)
+{
+	if (notify)
+		post_shared_done(s, f, f->mg->lead, reason, clock_mono_ms());
+	end_done(s, f, reason, 0);
+}
+
+/* Ends q's followers that are cancelled, expired (t > 0) or of connection
+ * gone (silently). */
+static void followers_sweep(sched *s, sreq *q, uint64_t gone, double t)
+{
+	merge_group *g = q->mg;
+	if (!g || g->lead != q)
+		return;
+	for (int i = 0; i < g->n_fol;) {
+		sreq *f = g->fol[i];
+		if (gone && f->from.conn == gone)
+			follower_leave(s, f, HERD_FINISH_CANCEL, 0);
+		else if (f->cancelled)
+			follower_leave(s, f, HERD_FINISH_CANCEL, 1);
+		else if (t > 0 && gen_seq_expired(&f->gen, t))
+			follower_leave(s, f, HERD_FINISH_DEADLINE, 1);
+		else
+			i++;
+	}
+}
+
+/* Swaps the sequence (everything but the requester) between a and b. */
+static void seq_swap(sreq *a, sreq *b)
+{
+#define SWAP(f)                                                                                   \
+	do {                                                                                      \
+		__typeof__(a->f) tmp_ = a->f;                                                     \
+		a->f = b->f;                                                                      \
+		b->f = tmp_;                                                                      \
+	} while (0)
+	SWAP(gen);
+	SWAP(gen.stop); /* back: each points at its own request's strings */
+	SWAP(gen.n_stop);
+	SWAP(gen.t_deadline); /* back: the deadline is the requester's */
+	SWAP(seq);
+	SWAP(seed); /* the prefix chain goes with the sequence it describes */
+	SWAP(n_blk);
+	SWAP(blk_hash);
+	SWAP(n_cached);
+	SWAP(n_fed);
+	SWAP(pending);
+	SWAP(reserve);
+	SWAP(logits);
+	SWAP(state);
+	SWAP(t_admit);
+	SWAP(toks);
+	SWAP(n_toks);
+	SWAP(cap_toks);
+#undef SWAP
+}
+
+/* q leaves its list for reason (notify == 0: silently). Without followers
+ * it just ends; otherwise the first follower takes its sequence and is
+ * returned to take q's place in the list. */
+static sreq *hand_over(sched *s, sreq *q, herd_finish reason, int notify)
+{
+	merge_group *g = q->mg;
+	if (!g || g->lead != q || g->n_fol == 0) {
+		end_done(s, q, reason, notify);
+		return NULL;
+	}
+	if (notify)
+		post_shared_done(s, q, q, reason, clock_mono_ms());
+	sreq *f = merge_promote(g);
+	seq_swap(q, f);
+	f->r->cache = f->r->cache && q->r->cache; /* tokens were collected only if q stored */
+	if (f->state == ST_RUNNING || f->state == ST_PAUSED) {
+		q->ag->running--;
+		f->ag->running++;
+	}
+	end_done(s, q, reason, 0);
+	return f;
+}
+
+/* Answers q from the response cache. Returns 1 when it did (q has ended). */
+static int cache_answer(sched *s, sreq *q)
+{
+	respcache_entry e;
+	if (!s->rcache || !q->r->cache || respcache_get(s->rcache, &q->mg->key, &e))
+		return 0;
+	const double t = clock_mono_ms();
+	if (q->r->stream && e.text_len > 0) {
+		const gen_step st = {.token = e.n_tok > 0 ? e.toks[e.n_tok - 1] : -1, .is_text = 1,
+				     .piece = e.text, .len = e.text_len};
+		emit_piece(s, q, &st);
+	}
+	sched_event *ev = ev_new(SCHED_EV_DONE, q);
+	if (ev) {
+		ev->reason = e.finish;
+		ev->cached = 1;
+		ev->n_prompt = e.n_prompt;
+		ev->n_gen = e.n_gen;
+		ev->t_first_ms = ev->t_total_ms = t - q->t_arrive;
+		if (!q->r->stream) {
+			ev->text = e.text;
+			ev->text_len = e.text_len;
+			e.text = NULL;
+		}
+	}
+	ev_post(s, ev);
+	const herd_finish fin = e.finish;
+	respcache_entry_free(&e);
+	cache_note(s, q, HERD_FINISH_NONE, 0); /* the eviction order: used now */
+	q->t_admit = q->t_first = t;
+	s->st.cache_hits++;
+	end_done(s, q, fin, 0);
+	return 1;
+}
+
+/* At intake (q begun): a deterministic q follows an in-flight group of its
+ * key, is answered from the cache, or leads a new group. Returns 1 when q
+ * is no longer the caller's (it follows or has ended). */
+static int dedup_intake(sched *s, sreq *q)
+{
+	if (!respcache_deterministic(q->r))
+		return 0;
+	respcache_key k;
+	if (respcache_key_make(&k, s->digest, &q->gen, q->r))
+		return 0; /* out of memory: runs on its own */
+	merge_group *g = merge_find(&s->merge, &k);
+	if (g && merge_join(g, q) == 0) {
+		respcache_key_free(&k);
+		sreq *lead = g->lead;
+		if (q->from.prio > lead->from.prio)
+			lead->from.prio = q->from.prio; /* runs for the most urgent of its requesters */
+		q->mg = g;
+		q->merged = 1;
+		q->state = ST_FOLLOW;
+		q->reserve = 0;
+		q->t_admit = clock_mono_ms();
+		s->st.merged++;
+		if (lead->gen.emitted > 0) { /* what the others have had so far */
+			q->t_first = q->t_admit;
+			const gen_step st = {.token = lead->gen.last, .is_text = 1,
+					     .piece = lead->gen.text, .len = lead->gen.emitted};
+			if (q->r->stream)
+				emit_piece(s, q, &st);
+		}
+		return 1;
+	}
+	if (g) {
+		respcache_key_free(&k);
+		return 0;
+	}
+	q->mg = merge_open(&s->merge, &k, q);
+	respcache_key_free(&k);
+	return q->mg ? cache_answer(s, q) : 0;
+}
+
+/* An answer the response cache will store (copied: q is about to end). */
+typedef struct sched_store {
+	respcache_key key;
+	char *text;
+	size_t len;
+	int32_t *toks;
+	int n_tok;
+	herd_finish finish;
+	int n_prompt, n_gen;
+} sched_store;
+
+/* Queues q's answer (answer = 1) or the use of its cached answer (0). */
+static void cache_note(sched *s, sreq *q, herd_finish reason, int answer)
+{
+	if (s->n_store == s->cap_store) {
+		const int cap = s->cap_store ? s->cap_store * 2 : 8;
+		sched_store *n = realloc(s->store, sizeof(*n) * (size_t)cap);
+		if (!n)
+			return;
+		s->store = n;
+		s->cap_store = cap;
+	}
+	sched_store *it = &s->store[s->n_store];
+	memset(it, 0, sizeof(*it));
+	it->key = q->mg->key;
+	it->key.mat = malloc(it->key.len);
+	if (!it->key.mat)
+		return;
+	memcpy(it->key.mat, q->mg->key.mat, it->key.len);
+	if (!answer) {
+		if (s->n_store++ == s->n_answers)
+			s->t_first_use = clock_mono_ms();
+		return;
+	}
+	it->text = malloc(q->gen.len + 1);
+	if (!it->text) {
+		free(it->key.mat);
+		return;
+	}
+	memcpy(it->text, q->gen.text ? q->gen.text : "", q->gen.len);
+	it->len = q->gen.len;
+	it->toks = q->toks; /* taken */
+	it->n_tok = q->n_toks;
+	q->toks = NULL;
+	q->n_toks = q->cap_toks = 0;
+	it->finish = reason;
+	it->n_prompt = q->gen.n_prompt;
+	it->n_gen = q->gen.n_gen;
+	s->n_store++;
+	s->n_answers++;
+}
+
+/* Queues q's answer when it is one to keep: a leader that finished with
+ * stop or length. */
+static void cache_queue(sched *s, sreq *q, herd_finish reason)
+{
+	if (s->rcache && q->mg && q->mg->lead == q && q->r->cache &&
+	    (reason == HERD_FINISH_STOP || reason == HERD_FINISH_LENGTH))
+		cache_note(s, q, reason, 1);
+}
+
+/* Writes the queued answers in one transaction (after the iteration's
+ * events went out) and frees them. Uses alone wait for an answer, or until
+ * there are CACHE_USES_MAX of them or the oldest is a second old. */
+#define CACHE_USES_MAX 32
+static void cache_flush(sched *s)
+{
+	if (s->n_store == 0 || (s->n_answers == 0 && s->n_store < CACHE_USES_MAX &&
+				clock_mono_ms() - s->t_first_use < 1000))
+		return;
+	respcache_item items[64];
+	for (int i0 = 0; i0 < s->n_store; i0 += 64) {
+		const int n = s->n_store - i0 < 64 ? s->n_store - i0 : 64;
+		for (int i = 0; i < n; i++) {
+			const sched_store *it = &s->store[i0 + i];
+			items[i] = (respcache_item){&it->key, it->text, it->len, it->toks, it->n_tok,
+						    it->finish, it->n_prompt, it->n_gen};
+		}
+		respcache_put(s->rcache, items, n);
+	}
+	for (int i = 0; i < s->n_store; i++) {
+		respcache_key_free(&s->store[i].key);
+		free(s->store[i].text);
+		free(s->store[i].toks);
+	}
+	s->n_store = s->n_answers = 0;
 }
 
 /* ---- public API (any thread) ------------------------------------------ */
@@ -665,6 +1068,9 @@ static int intake(sched *s, sreq *q)
 			s->kv_total * LLAMA_KV_PAGE);
 		return -1;
 	}
+	const int dd = dedup_intake(s, q); /* merged, or answered from the cache */
+	if (dd)
+		return dd;
 	if (prefix_intake(s, q)) {
 		end_err(s, q, -ENOMEM, "out of memory");
 		return -1;
@@ -683,10 +1089,11 @@ static void sweep_cancelled(sched *s, uint64_t gone)
 		int k = 0;
 		for (int i = 0; i < v->n; i++) {
 			sreq *q = v->v[i];
+			followers_sweep(s, q, gone, 0);
 			const int silent = gone && q->from.conn == gone;
 			if (silent || q->cancelled)
-				end_done(s, q, HERD_FINISH_CANCEL, !silent);
-			else
+				q = hand_over(s, q, HERD_FINISH_CANCEL, !silent);
+			if (q)
 				v->v[k++] = q;
 		}
 		v->n = k;
@@ -713,9 +1120,12 @@ static void expire_deadlines(sched *s, double t)
 		sreq_vec *v = lists[l];
 		for (int i = 0; i < v->n;) {
 			sreq *q = v->v[i];
+			followers_sweep(s, q, 0, t);
 			if (gen_seq_expired(&q->gen, t)) {
 				vec_del(v, i);
-				end_done(s, q, HERD_FINISH_DEADLINE, 1);
+				sreq *f = hand_over(s, q, HERD_FINISH_DEADLINE, 1);
+				if (f && vec_push(v, f)) /* (the order of the list does not matter) */
+					end_err(s, f, -ENOMEM, "out of memory");
 			} else {
 				i++;
 			}
@@ -910,8 +1320,7 @@ static int sample_next(sched *s, sreq *q, double t)
 	if (st.token >= 0 && q->t_first <= 0)
 		q->t_first = t;
 	s->st.tokens_gen += (uint64_t)st.is_text;
-	if (q->r->stream && (st.is_text || st.len > 0))
-		emit_piece(s, q, &st);
+	step_out(s, q, &st);
 	if (st.finish == HERD_FINISH_NONE)
 		q->pending = st.token;
 	return (int)st.finish;
@@ -1233,6 +1642,7 @@ static void *sched_main(void *arg)
 		if (s->running.n > 0)
 			step(s);
 		publish(s);
+		cache_flush(s);
 	}
 	return NULL;
 }
@@ -1266,6 +1676,9 @@ int sched_create(sched **out, const sched_opts *o)
 	s->log = o->log;
 	s->hold = o->hold;
 	s->hold_arg = o->hold_arg;
+	s->rcache = o->respcache;
+	if (o->digest)
+		memcpy(s->digest, o->digest, RESPCACHE_HASH);
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "model");
 	s->kv_total = llama_ctx_free_pages(o->ctx);
 	s->prefix = o->prefix_cache;
@@ -1326,6 +1739,10 @@ void sched_destroy(sched *s)
 	}
 	sched_event_free(s->ev_head);
 	sched_event_free(s->out_head);
+	s->t_first_use = -1e18; /* write queued uses too: everything goes */
+	cache_flush(s);
+	free(s->store);
+	merge_table_fini(&s->merge);
 	free(s->cancels);
 	free(s->htab);
 	for (int i = 0; i < s->n_agents; i++)

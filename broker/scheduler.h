@@ -4,7 +4,11 @@
  * step the scheduler thread
  *   1. takes new requests and cancellations from its queue (mutex),
  *      begins their generation (model/generate.h: tokenize, prompt-fit
- *      rule, sampler) and rejects impossible ones (err events),
+ *      rule, sampler) and rejects impossible ones (err events); a
+ *      deterministic request identical to one in flight follows it (one
+ *      sequence, events fanned out to every requester, done.merged), or is
+ *      answered from the response cache (sched_opts.respcache, done.cached):
+ *      see "request merging and the response cache" in scheduler.c,
  *   2. drops requests past their deadline (done, HERD_FINISH_DEADLINE),
  *   3. admits waiting requests by fair share between agents: highest
  *      priority first (the broker's policy has already clamped it, see
@@ -36,7 +40,9 @@
  *      `tok`, `done` and `err` events to the outbound queue; then writes 1 to
  *      the wake eventfd,
  *   6. frees the slot, sampler and KV pages of every finished or cancelled
- *      request at once (llama_seq_reset).
+ *      request at once (llama_seq_reset); after publishing the events, writes
+ *      the answers that finished this iteration to the response cache in one
+ *      LMDB transaction.
  *
  * Prefix sharing (sched_opts.prefix_cache; model/llama.h): at admission a
  * request's prompt blocks are looked up in its trust domain's hash chain;
@@ -63,6 +69,7 @@
 #include <stdint.h>
 
 #include "broker/log.h"
+#include "broker/respcache.h"
 #include "model/generate.h"
 #include "model/llama.h"
 
@@ -94,6 +101,12 @@ typedef struct sched_opts {
 	const void *model_id;   /* the model's identity in the prefix chains (its
 				 * digest), may be NULL; borrowed, outlives the scheduler */
 	size_t model_id_len;
+	respcache *respcache;   /* NULL, or the broker's response cache (shared by
+				 * every scheduler; see "request merging" in
+				 * scheduler.c) */
+	const uint8_t *digest;  /* NULL, or the model image's digest
+				 * [RESPCACHE_HASH]: part of every merge and
+				 * cache key */
 } sched_opts;
 
 #define SCHED_HOLD_POLL_MS 5
@@ -125,6 +138,8 @@ typedef struct sched_event {
 	int code;              /* ERR: HERD_E_* or -errno */
 	char msg[192];         /* ERR */
 	int n_prompt, n_gen, n_cached;
+	int merged;            /* DONE: the answer of an identical request in flight */
+	int cached;            /* DONE: answered from the response cache */
 	double t_queue_ms, t_first_ms, t_total_ms; /* DONE; t_first_ms < 0: no token */
 } sched_event;
 
@@ -152,6 +167,8 @@ typedef struct sched_stats {
 	uint64_t agent_cap_waits;  /* requests held back at least once by max_running_per_agent */
 	uint64_t cancels_dropped;  /* cancels for no live request (dropped, not queued) */
 	uint64_t notes[8];         /* sched_note counters, by sched_note_kind */
+	uint64_t merged;           /* requests that followed an identical one in flight */
+	uint64_t cache_hits;       /* requests answered from the response cache */
 	int waiting, running, paused; /* now; waiting includes the submit queue */
 	int kv_pages_total, kv_pages_free, kv_pages_reserved; /* free: free + cached */
 	uint64_t prefix_lookups;    /* requests begun with a prefix-cache lookup */

@@ -13,7 +13,15 @@
 
 int kern_repack_worthwhile(void)
 {
-	return kern_isa_detect() >= KERN_ISA_AVX512;
+	const kern_isa isa = kern_isa_detect();
+	return isa >= KERN_ISA_AVX512 ? KERN_REPACK_ALL : isa >= KERN_ISA_AVX2 ? KERN_REPACK_Q4_0 : 0;
+}
+
+int kern_repack_type_at(kern_type t, int policy)
+{
+	if (policy == KERN_REPACK_ALL || (policy == KERN_REPACK_Q4_0 && t == KERN_TYPE_Q4_0))
+		return kern_repack_type(t);
+	return -1;
 }
 
 int kern_repack_type(kern_type t)
@@ -156,37 +164,34 @@ size_t kern_act_stride(int r16, int64_t K)
 	return ((size_t)(K / 32) * 8 + (size_t)K + 63) / 64 * 64;
 }
 
-/* unsigned_q: store quants + 128 as uint8 and no zero-point sums. */
-static void act_q8(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q)
+void kern_act_q8_with(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q,
+		      kern_from_float_fn quant_q8_0)
 {
 	const int64_t nb = K / 32;
 	for (int b = 0; b < n_b; b++) {
-		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_0_R16, K);
-		float *d = (float *)row;
-		int32_t *s = (int32_t *)(row + 4 * nb);
-		int8_t *qs = (int8_t *)(row + 8 * nb);
+		const kern_act_q8_row a = kern_act_q8_row_at(dst, kern_act_stride(KERN_TYPE_Q4_0_R16, K), nb, b);
 		for (int64_t i = 0; i < nb; i++) {
 			kern_block_q8_0 blk;
-			kern_quant_q8_0_ref(x + (size_t)b * K + i * 32, &blk, 32);
-			d[i] = kern_fp16_to_fp32(blk.d);
+			quant_q8_0(x + (size_t)b * K + i * 32, &blk, 32);
+			a.d[i] = kern_fp16_to_fp32(blk.d);
 			int32_t sum = 0;
 			for (int j = 0; j < 32; j++)
 				sum += blk.qs[j];
-			s[i] = unsigned_q ? 0 : 8 * sum;
+			a.s[i] = unsigned_q ? 0 : 8 * sum;
 			for (int j = 0; j < 32; j++)
-				qs[i * 32 + j] = (int8_t)(unsigned_q ? (uint8_t)(blk.qs[j] ^ 0x80) : blk.qs[j]);
+				a.qs[i * 32 + j] = (int8_t)(unsigned_q ? (uint8_t)(blk.qs[j] ^ 0x80) : blk.qs[j]);
 		}
 	}
 }
 
 void kern_act_q8_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst)
 {
-	act_q8(x, K, n_b, dst, 0);
+	kern_act_q8_with(x, K, n_b, dst, 0, kern_quant_q8_0_ref);
 }
 
 void kern_act_q8u_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst)
 {
-	act_q8(x, K, n_b, dst, 1);
+	kern_act_q8_with(x, K, n_b, dst, 1, kern_quant_q8_0_ref);
 }
 
 void kern_gemm_q4_0_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
@@ -195,10 +200,10 @@ void kern_gemm_q4_0_r16_ref(int64_t K, const void *restrict wg, const void *rest
 	const int64_t nb = K / 32;
 	const kern_block_q4_0_r16 *w = wg;
 	for (int b = 0; b < n_b; b++) {
-		const char *row = (const char *)act + (size_t)b * act_stride;
-		const float *d = (const float *)row;
-		const int32_t *s = (const int32_t *)(row + 4 * nb);
-		const int8_t *qs = (const int8_t *)(row + 8 * nb);
+		const kern_act_q8_row a = kern_act_q8_row_at(act, act_stride, nb, b);
+		const float *d = a.d;
+		const int32_t *s = a.s;
+		const int8_t *qs = a.qs;
 		for (int r = 0; r < KERN_R; r++) {
 			float acc = 0;
 			for (int64_t i = 0; i < nb; i++) {
@@ -222,9 +227,9 @@ void kern_gemm_q8_0_r16_ref(int64_t K, const void *restrict wg, const void *rest
 	const int64_t nb = K / 32;
 	const kern_block_q8_0_r16 *w = wg;
 	for (int b = 0; b < n_b; b++) {
-		const char *row = (const char *)act + (size_t)b * act_stride;
-		const float *d = (const float *)row;
-		const uint8_t *qs = (const uint8_t *)(row + 8 * nb);
+		const kern_act_q8_row a = kern_act_q8_row_at(act, act_stride, nb, b);
+		const float *d = a.d;
+		const uint8_t *qs = (const uint8_t *)a.qs;
 		for (int r = 0; r < KERN_R; r++) {
 			float acc = 0;
 			for (int64_t i = 0; i < nb; i++) {
@@ -306,12 +311,15 @@ void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *rest
 }
 
 /* The interleaved types have no per-row dot: only activation preparation
- * and the 16-row GEMM, with AVX-512 (VNNI) variants and no AVX2 ones
- * (kern_repack_worthwhile keeps AVX2 machines on the plain types). */
+ * and the 16-row GEMM, with AVX-512 (VNNI) variants, and an AVX2 one for
+ * Q4_0_R16 alone (kern_repack_worthwhile keeps AVX2 machines' other types
+ * plain). */
 static const kern_type_variants gemm_variants[] = {
 	{.type = KERN_TYPE_Q4_0_R16,
-	 .act = {[KERN_ISA_REF] = kern_act_q8_ref, [KERN_ISA_AVX512] = kern_act_q8_avx512},
-	 .gemm = {[KERN_ISA_REF] = kern_gemm_q4_0_r16_ref, [KERN_ISA_AVX512] = kern_gemm_q4_0_r16_avx512}},
+	 .act = {[KERN_ISA_REF] = kern_act_q8_ref, [KERN_ISA_AVX2] = kern_act_q8_avx2,
+		 [KERN_ISA_AVX512] = kern_act_q8_avx512},
+	 .gemm = {[KERN_ISA_REF] = kern_gemm_q4_0_r16_ref, [KERN_ISA_AVX2] = kern_gemm_q4_0_r16_avx2,
+		  [KERN_ISA_AVX512] = kern_gemm_q4_0_r16_avx512}},
 	{.type = KERN_TYPE_Q8_0_R16,
 	 .act = {[KERN_ISA_REF] = kern_act_q8u_ref, [KERN_ISA_AVX512] = kern_act_q8u_avx512},
 	 .gemm = {[KERN_ISA_REF] = kern_gemm_q8_0_r16_ref, [KERN_ISA_AVX512] = kern_gemm_q8_0_r16_avx512}},

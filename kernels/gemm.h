@@ -89,15 +89,25 @@ _Static_assert(offsetof(kern_block_q4_K_r16, qs) == 448, "q4_K_r16 quants offset
 _Static_assert(sizeof(kern_block_q4_0_r16) == KERN_R * sizeof(kern_block_q4_0), "q4_0_r16 layout");
 _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), "q8_0_r16 layout");
 
-/* Whether interleaving pays on this machine: the CPU has the SIMD GEMMs
- * (elsewhere the plain types' dot products are faster than the reference
- * GEMM). The policy built on it, with the caller's opt-out, is
- * convert_repack_enabled (model/convert.h); the kernels read no
- * environment. */
+/* Interleaving policies: which plain types get their row-interleaved
+ * layout. Nonzero means on. */
+#define KERN_REPACK_ALL 1  /* Q4_0, Q8_0, Q4_K: the AVX-512 VNNI GEMMs */
+#define KERN_REPACK_Q4_0 2 /* Q4_0 only: AVX2 has a GEMM for Q4_0_R16 alone
+			    * (maddubs saturates on Q8_0_R16's unsigned
+			    * activations, and Q4_K_R16 has none yet) */
+
+/* The interleaving that pays on this machine: 0 where the CPU has no SIMD
+ * GEMM (the plain types' dot products are faster than the reference GEMM),
+ * KERN_REPACK_Q4_0 with AVX2, KERN_REPACK_ALL with AVX-512 VNNI. The policy
+ * built on it, with the caller's opt-out, is convert_repack_enabled
+ * (model/convert.h); the kernels read no environment. */
 int kern_repack_worthwhile(void);
 
 /* The row-interleaved type for t (Q4_0 -> Q4_0_R16, ...), or -1. */
 int kern_repack_type(kern_type t);
+/* The same under a policy (KERN_REPACK_*): -1 when policy leaves t plain
+ * (0: every type). */
+int kern_repack_type_at(kern_type t, int policy);
 /* Whether t is a row-interleaved type. */
 int kern_type_is_r16(int t);
 /* The plain type an interleaved type holds (Q4_0_R16 -> Q4_0), or -1. */
@@ -113,7 +123,31 @@ int kern_unpack_r16(kern_type r16, const void *src, int64_t n_rows, int64_t K, v
  * type r16 (a 64-byte multiple). */
 size_t kern_act_stride(int r16, int64_t K);
 
+/* Row b of a Q4_0_R16/Q8_0_R16 activation buffer (layout above, nb blocks
+ * a row, rows stride bytes apart): its scales, zero-point sums and quants
+ * (for Q8_0_R16 the quants are the +128 uint8 form). */
+typedef struct kern_act_q8_row {
+	float *d;
+	int32_t *s;
+	int8_t *qs;
+} kern_act_q8_row;
+
+static inline kern_act_q8_row kern_act_q8_row_at(const void *act, size_t stride, int64_t nb, int b)
+{
+	char *row = (char *)act + (size_t)b * stride;
+	return (kern_act_q8_row){(float *)row, (int32_t *)(row + 4 * nb), (int8_t *)(row + 8 * nb)};
+}
+
 void kern_act_q8_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+/* The Q4_0_R16 (unsigned_q 0) or Q8_0_R16 (unsigned_q 1) activation rows,
+ * quantizing each block with quant_q8_0 (the reference or a SIMD Q8_0
+ * quantizer: the same bytes). Every ISA's act variant is this with its
+ * quantizer: the quantizer is the costly part. */
+void kern_act_q8_with(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q,
+		      kern_from_float_fn quant_q8_0);
+void kern_act_q8_avx2(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+void kern_gemm_q4_0_r16_avx2(int64_t K, const void *restrict wg, const void *restrict act,
+			     size_t act_stride, int n_b, float *restrict y, int64_t ldy);
 void kern_act_q8u_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);
 void kern_act_q8u_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst);
 void kern_act_q8k_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);

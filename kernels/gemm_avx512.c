@@ -12,46 +12,14 @@
 /* Blocks ahead of use that the weight prefetch asks for. */
 #define GEMM_PREFETCH_BLOCKS 6
 
-static void act_q8_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst, int unsigned_q)
-{
-	const int64_t nb = K / 32;
-	const __m256i flip = _mm256_set1_epi8((char)0x80);
-	for (int b = 0; b < n_b; b++) {
-		char *row = (char *)dst + (size_t)b * kern_act_stride(KERN_TYPE_Q4_0_R16, K);
-		float *d = (float *)row;
-		int32_t *s = (int32_t *)(row + 4 * nb);
-		int8_t *qs = (int8_t *)(row + 8 * nb);
-		for (int64_t i = 0; i < nb; i++) {
-			kern_block_q8_0 blk;
-			kern_quant_q8_0_avx512(x + (size_t)b * K + i * 32, &blk, 32);
-			const float dd = _cvtsh_ss(blk.d);
-			d[i] = dd;
-			__m256i q = _mm256_loadu_si256((const __m256i *)blk.qs);
-			if (unsigned_q) {
-				s[i] = 0;
-				_mm256_storeu_si256((__m256i *)(qs + i * 32), _mm256_xor_si256(q, flip));
-			} else {
-				/* sum of 32 int8: widen to int16 pairs, then to int32 */
-				__m256i w = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q),
-							      _mm256_set1_epi16(1));
-				__m128i t = _mm_add_epi32(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-				t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4e));
-				t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xb1));
-				s[i] = 8 * _mm_cvtsi128_si32(t);
-				_mm256_storeu_si256((__m256i *)(qs + i * 32), q);
-			}
-		}
-	}
-}
-
 void kern_act_q8_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst)
 {
-	act_q8_avx512(x, K, n_b, dst, 0);
+	kern_act_q8_with(x, K, n_b, dst, 0, kern_quant_q8_0_avx512);
 }
 
 void kern_act_q8u_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst)
 {
-	act_q8_avx512(x, K, n_b, dst, 1);
+	kern_act_q8_with(x, K, n_b, dst, 1, kern_quant_q8_0_avx512);
 }
 
 static inline __m512i bcast32(const int8_t *p)
@@ -71,10 +39,11 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	const int8_t *qs[TILE];
 #pragma GCC unroll 8
 	for (int c = 0; c < nc; c++) {
+		const kern_act_q8_row a = kern_act_q8_row_at(act, stride, nb, c);
 		acc[c] = _mm512_setzero_ps();
-		d[c] = (const float *)(act + (size_t)c * stride);
-		s[c] = (const int32_t *)(act + (size_t)c * stride + 4 * nb);
-		qs[c] = (const int8_t *)(act + (size_t)c * stride + 8 * nb);
+		d[c] = a.d;
+		s[c] = a.s;
+		qs[c] = a.qs;
 	}
 	const __m512i m4 = _mm512_set1_epi8(0x0F);
 	for (int64_t i = 0; i < nb; i++) {
@@ -146,9 +115,10 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 	const int8_t *qs[TILE];
 #pragma GCC unroll 8
 	for (int c = 0; c < nc; c++) {
+		const kern_act_q8_row a = kern_act_q8_row_at(act, stride, nb, c);
 		acc[c] = _mm512_setzero_ps();
-		d[c] = (const float *)(act + (size_t)c * stride);
-		qs[c] = (const int8_t *)(act + (size_t)c * stride + 8 * nb);
+		d[c] = a.d;
+		qs[c] = a.qs;
 	}
 	const __m512i ones = _mm512_set1_epi8(1);
 	for (int64_t i = 0; i < nb; i++) {

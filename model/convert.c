@@ -13,7 +13,7 @@
 
 int convert_repack_enabled(int no_repack)
 {
-	return kern_repack_worthwhile() && !no_repack;
+	return no_repack ? 0 : kern_repack_worthwhile();
 }
 
 int convert_is_matmul_weight(const char *name)
@@ -36,7 +36,7 @@ int convert_is_matmul_weight(const char *name)
 
 kern_type convert_layout_type(int repack, kern_type plain, int64_t rows, int matmul_only)
 {
-	const int r16 = kern_repack_type(plain);
+	const int r16 = kern_repack_type_at(plain, repack);
 	if (!repack || !matmul_only || r16 < 0 || rows % KERN_R != 0)
 		return plain;
 	return (kern_type)r16;

@@ -32,8 +32,9 @@
 extern "C" {
 #endif
 
-/* 1 when the interleaving policy is on for this process: the CPU has the
- * SIMD GEMMs and no_repack is 0. */
+/* The interleaving policy of this process (KERN_REPACK_*, kernels/gemm.h):
+ * what the CPU's SIMD GEMMs gain from (kern_repack_worthwhile), or 0 when
+ * it has none or no_repack is set. */
 int convert_repack_enabled(int no_repack);
 
 /* 1 when the tensor called name is one the forward pass only multiplies
@@ -41,8 +42,8 @@ int convert_repack_enabled(int no_repack);
 int convert_is_matmul_weight(const char *name);
 
 /* The type a matrix of type plain with rows rows is run in: its
- * row-interleaved type when repack is on, matmul_only is set and the
- * layout applies (the type has one, rows % KERN_R == 0); else plain. */
+ * row-interleaved type when the policy repack (KERN_REPACK_*, 0 = off)
+ * covers plain, matmul_only is set and rows % KERN_R == 0; else plain. */
 kern_type convert_layout_type(int repack, kern_type plain, int64_t rows, int matmul_only);
 
 typedef struct convert_opts {

@@ -236,7 +236,7 @@ int llama_seq_begin_prefix(llama_ctx *c, llama_seq *s, uint64_t seed, const uint
 {
 	if (s->n_pages || s->n_past || n < 1)
 		return HERD_E_INVAL;
-	const int nb = n / LLAMA_KV_PAGE;
+	const int nb = hashes ? n / LLAMA_KV_PAGE : 0; /* no hashes: nothing to look up */
 	if (seq_cap(s, nb + 1))
 		return -ENOMEM;
 	int m = 0;

@@ -112,8 +112,8 @@ typedef struct gen_request {
 	int has_prio;                /* [prio] given; otherwise the agent's default */
 	int32_t prio;
 	int stream;                  /* [stream] tok events per token */
-	int cache;                   /* [cache] reserved for the response cache:
-				      * carried, ignored until that exists */
+	int cache;                   /* [cache] 0: the broker's response cache is
+				      * neither read nor written (broker/respcache.h) */
 } gen_request;
 
 /* The protocol's defaults: max_tokens GEN_DEFAULT_MAX_TOKENS, every

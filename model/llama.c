@@ -362,16 +362,16 @@ static void repack_run(void *p, int ith, int nth)
 /* Bytes matmul weight w takes interleaved (padded to LLAMA_REPACK_ALIGN),
  * or 0 when the policy (model/convert.h) keeps it as it is. Every matrix
  * here is a matmul use, the tied output's copy of token_embd included. */
-static size_t repacked_size(const llama_weight *w)
+static size_t repacked_size(const llama_weight *w, int policy)
 {
-	const kern_type run = convert_layout_type(1, w->type, w->ne1, 1);
+	const kern_type run = convert_layout_type(policy, w->type, w->ne1, 1);
 	if (run == w->type)
 		return 0;
 	const size_t bytes = kern_row_size(run, w->ne0) * (size_t)w->ne1;
 	return (bytes + LLAMA_REPACK_ALIGN - 1) / LLAMA_REPACK_ALIGN * LLAMA_REPACK_ALIGN;
 }
 
-int llama_model_repack(llama_model *m)
+int llama_model_repack(llama_model *m, int policy)
 {
 	if (m->repacked)
 		return 0;
@@ -386,7 +386,7 @@ int llama_model_repack(llama_model *m)
 	const int n = model_matrices(m, ws, cap);
 	size_t total = 0;
 	for (int i = 0; i < n; i++)
-		total += repacked_size(ws[i]);
+		total += repacked_size(ws[i], policy);
 	if (total == 0) {
 		rc = 0;
 		goto out;
@@ -396,7 +396,7 @@ int llama_model_repack(llama_model *m)
 	size_t off = 0;
 	for (int i = 0; i < n; i++) {
 		llama_weight *w = ws[i];
-		const size_t sz = repacked_size(w);
+		const size_t sz = repacked_size(w, policy);
 		if (!sz)
 			continue;
 		jobs[nj++] = (struct repack_job){w, buf + off};
@@ -409,7 +409,7 @@ int llama_model_repack(llama_model *m)
 		goto out;
 	kern_pool_run(pool, repack_run, &t);
 	for (int i = 0; i < nj; i++) {
-		jobs[i].w->type = convert_layout_type(1, jobs[i].w->type, jobs[i].w->ne1, 1);
+		jobs[i].w->type = convert_layout_type(policy, jobs[i].w->type, jobs[i].w->ne1, 1);
 		jobs[i].w->data = jobs[i].dst;
 	}
 	m->repacked = buf;

@@ -82,13 +82,15 @@ int llama_model_load(llama_model **out, const char *path, char *err, size_t errl
 int llama_model_from_gguf(llama_model **out, gguf_ctx *g, char *err, size_t errlen);
 void llama_model_destroy(llama_model *m); /* accepts NULL */
 
-/* Converts every matrix that has a row-interleaved GEMM layout (Q4_0, Q8_0
- * with rows a multiple of 16; kernels/gemm.h) into that layout, in one owned
- * buffer; the model then reads those matrices from it. Prompt chunks and
- * batched decoding run as GEMMs, several times faster. Call once, before
- * any context uses the model. A model whose matrices already are
- * interleaved (a shared image) needs nothing. Returns 0 or -ENOMEM. */
-int llama_model_repack(llama_model *m);
+/* Converts every matrix the interleaving policy (KERN_REPACK_*,
+ * kernels/gemm.h; normally convert_repack_enabled's) gives a row-interleaved
+ * GEMM layout (Q4_0, Q8_0, Q4_K with rows a multiple of 16) into that
+ * layout, in one owned buffer; the model then reads those matrices from it.
+ * Prompt chunks and batched decoding run as GEMMs, several times faster.
+ * Call once, before any context uses the model. A model whose matrices
+ * already are interleaved (a shared image) needs nothing. Returns 0 or
+ * -ENOMEM. */
+int llama_model_repack(llama_model *m, int policy);
 
 typedef struct llama_ctx_opts {
 	int n_threads;       /* <= 0: all online CPUs */
@@ -154,7 +156,7 @@ void llama_prefix_hashes(const llama_ctx *c, uint64_t seed, const int32_t *token
 int llama_prefix_probe(const llama_ctx *c, uint64_t seed, const uint64_t *hashes,
 		       const int32_t *tokens, int n_blocks, int *n_idle);
 /* Begins empty s (n_past 0) as a publishing sequence of seed and maps the
- * cached leading blocks of tokens[n] into it. n_past becomes the positions
+ * cached leading blocks of tokens[n] into it (none when hashes is NULL). n_past becomes the positions
  * served from the cache, at most n - 1 (the last prompt token is always
  * evaluated: its logits are needed); the caller feeds tokens[n_past..n).
  * Returns n_past, HERD_E_INVAL (s not empty, n < 1) or -ENOMEM. */

@@ -146,8 +146,8 @@ typedef struct proto_done {
 	double t_queue_ms;   /* 0 when absent */
 	double t_first_ms;
 	double t_total_ms;
-	int merged;          /* reserved (request merging): 0 */
-	int cached;          /* reserved (response cache): 0 */
+	int merged;          /* request merging: answered by an identical request */
+	int cached;          /* answered from the response cache */
 } proto_done;
 
 typedef struct proto_err {

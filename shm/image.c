@@ -567,12 +567,20 @@ static const char *name_digest(const find_want *w, const char *n)
 	return n + plen + w->mlen + 1;
 }
 
+/* The interleaving policy (KERN_REPACK_*, 0 = off) an image's flags record. */
+static int image_policy(uint32_t flags)
+{
+	if (!(flags & SHM_IMAGE_F_REPACKED))
+		return 0;
+	return flags & SHM_IMAGE_F_REPACK_Q4_0 ? KERN_REPACK_Q4_0 : KERN_REPACK_ALL;
+}
+
 /* 1 when the checked header h describes an image of what w wants. */
 static int header_matches(const find_want *w, const shm_image_header *h, const char *hex16)
 {
 	/* an image written under the other interleaving policy would run
 	 * other kernels than this process chooses: build a fresh one */
-	if (!!(h->flags & SHM_IMAGE_F_REPACKED) != w->repack)
+	if (image_policy(h->flags) != w->repack)
 		return 0;
 	if (strcmp(h->model, w->model) != 0 || strcmp(h->target_type, w->type) != 0 ||
 	    h->source_size != (uint64_t)w->sst.st_size ||
@@ -922,7 +930,8 @@ static void fill_header(create_job *j, const gguf_ctx *pg)
 	memcpy(h->magic, SHM_IMAGE_MAGIC, 8);
 	h->version = SHM_IMAGE_VERSION;
 	h->header_size = sizeof(*h);
-	h->flags = (j->convert ? SHM_IMAGE_F_CONVERTED : 0) | (j->repack ? SHM_IMAGE_F_REPACKED : 0);
+	h->flags = (j->convert ? SHM_IMAGE_F_CONVERTED : 0) | (j->repack ? SHM_IMAGE_F_REPACKED : 0) |
+		   (j->repack == KERN_REPACK_Q4_0 ? SHM_IMAGE_F_REPACK_Q4_0 : 0);
 	h->digest_algo = SHM_DIGEST_HM256;
 	h->payload_offset = SHM_IMAGE_PAYLOAD_ALIGN;
 	h->payload_size = j->gsize;

@@ -77,6 +77,10 @@ enum {
 					  * (model/convert.h): matmul weights whose
 					  * type allows it are row-interleaved for
 					  * the GEMM kernels (kernels/gemm.h) */
+	SHM_IMAGE_F_REPACK_Q4_0 = 1u << 2, /* with REPACKED: the policy was
+					    * KERN_REPACK_Q4_0 (only Q4_0
+					    * matrices interleaved), else
+					    * KERN_REPACK_ALL */
 };
 
 enum { SHM_DIGEST_HM256 = 1 };

@@ -157,9 +157,9 @@ static inline h_world *h_world_create(const char *tag)
 	/* The weight layout the broker computes with (as `herd run` does):
 	 * the interleaved GEMM kernels round differently from the plain
 	 * matrix-vector ones, and greedy decoding would notice. The image is
-	 * interleaved only where kern_repack_worthwhile() says so. */
+	 * interleaved as kern_repack_worthwhile() says. */
 	if (kern_repack_worthwhile())
-		assert_int_equal(llama_model_repack(w->ref_model), 0);
+		assert_int_equal(llama_model_repack(w->ref_model, kern_repack_worthwhile()), 0);
 	llama_ctx_opts co = {.n_threads = 1, .n_ctx = 2048};
 	assert_int_equal(llama_ctx_create(&w->ref_ctx, w->ref_model, &co), 0);
 	w->ref_logits = malloc(sizeof(float) * (size_t)w->ref_model->hp.n_vocab);

@@ -19,6 +19,12 @@
  *   log short), and once the connections are gone it serves again.
  * - test_log_forging: an agent name and an admin command with a newline and
  *   an escape sequence do not start a log line of their own.
+ * - test_frame_budget: a client floods cancel frames for requests that do
+ *   not exist (cheap for it, work for the broker's loop thread); with
+ *   limits.frame_budget_per_s the broker stops reading it whenever its
+ *   uid's budget is spent: the broker's CPU time over the flood stays
+ *   small, and a victim of the SAME uid (sharing that budget) is still
+ *   answered, because each connection keeps its own share.
  * - test_sighup: SIGHUP leaves the broker serving.
  * - test_socket_dir: a socket directory writable by others is refused.
  *
@@ -505,6 +511,68 @@ static void test_fd_exhaustion(void **state)
 	h_broker_stop(w);
 }
 
+/* ---- frame budget ------------------------------------------------------------------ */
+
+/* A child process sending cancel frames for unknown ids on one connection
+ * for seconds s; exits 0. */
+static pid_t cancel_flood(h_world *w, double s)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid)
+		return pid;
+	int fd = h_sock_connect(w);
+	if (fd < 0)
+		_exit(1);
+	send_hello(fd, "canceller");
+	proto_buf b;
+	proto_buf_init(&b);
+	for (uint64_t id = 1; b.len < (64u << 10); id++) {
+		proto_cancel c = {.id = id};
+		if (proto_encode_cancel(&b, &c))
+			_exit(1);
+	}
+	fcntl(fd, F_SETFL, O_NONBLOCK);
+	const double t_end = clock_mono_s() + s;
+	size_t off = 0;
+	while (clock_mono_s() < t_end) {
+		ssize_t r = send(fd, b.data + off, b.len - off, MSG_NOSIGNAL);
+		if (r < 0) {
+			if (errno != EAGAIN)
+				break;
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			poll(&p, 1, 20);
+			continue;
+		}
+		off = (off + (size_t)r) % b.len;
+	}
+	_exit(0);
+}
+
+static void test_frame_budget(void **state)
+{
+	h_world *w = *state;
+	broker_start_cfg(w, "{\"frame_budget_per_s\": 2000}", 0, 0);
+	assert_victim(w, "before the attack");
+	pid_t flood = cancel_flood(w, 5);
+	h_track(w, flood);
+	sleep(1);
+	const double c0 = cpu_s(w->broker);
+	sleep(2);
+	const double cpu = cpu_s(w->broker) - c0;
+	/* the victim shares the flooder's uid, hence its budget */
+	assert_victim(w, "while a client of its uid floods cancels");
+	int st;
+	assert_int_equal(waitpid(flood, &st, 0), flood);
+	h_untrack(w, flood);
+	const double throttles = status_num(w, "limit_frame_throttles");
+	printf("cancel flood: broker CPU %.2f s over 2 s, throttled %.0f times\n", cpu, throttles);
+	assert_true(cpu < 0.5);
+	assert_true(throttles >= 1);
+	assert_victim(w, "after the attack");
+	h_broker_stop(w);
+}
+
 /* ---- log forging ------------------------------------------------------------------- */
 
 static void test_log_forging(void **state)
@@ -622,6 +690,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_connection_caps, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fd_exhaustion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_forging, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_frame_budget, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sighup, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_dir, setup, teardown),
 	};

@@ -343,11 +343,15 @@ static void test_prio_clamped(void **state)
 			fail_msg("victim connection closed");
 		apply(&v, out, 1, 1);
 	}
+	static char stop[N_ATT][16];
 	for (int i = 0; i < N_ATT; i++) {
 		cl_open(&a[i]);
 		hello_prio(&a[i], "greedy", INT32_MAX);
 		proto_buf_init(&b);
-		enc_gen(&b, 1, PROMPT, VGEN, 0, 1, INT32_MAX, NULL, 0);
+		/* a stop string that never matches: not merged with the victim's */
+		snprintf(stop[i], sizeof(stop[i]), "\x01%d", i);
+		const gen_str st = proto_s(stop[i]);
+		enc_gen(&b, 1, PROMPT, VGEN, 0, 1, INT32_MAX, &st, 1);
 		cl_send_buf(&a[i], &b);
 	}
 	collect(&v, out, 1, 1, out[0].done ? 0 : 1);
@@ -376,8 +380,12 @@ static void test_prio_allowance(void **state)
 	hello_prio(&fill, "filler", 0);
 	proto_buf b;
 	proto_buf_init(&b);
-	for (uint64_t i = 0; i < 8; i++) /* the whole batch */
-		enc_gen(&b, 1 + i, PROMPT, VGEN, 1, 0, 0, NULL, 0);
+	static char stop[8][16];
+	for (uint64_t i = 0; i < 8; i++) { /* the whole batch (apart: see test_prio_clamped) */
+		snprintf(stop[i], sizeof(stop[i]), "\x01%d", (int)i);
+		const gen_str st = proto_s(stop[i]);
+		enc_gen(&b, 1 + i, PROMPT, VGEN, 1, 0, 0, &st, 1);
+	}
 	cl_send_buf(&fill, &b);
 	static gen_out out[8];
 	memset(out, 0, sizeof(out));

@@ -214,9 +214,28 @@ static void test_concurrent(void **state)
 		cl_open(&cs[i]);
 		cl_hello(&cs[i], "conc");
 	}
+	/* identical requests would merge into one sequence (scheduler.c, request
+	 * merging): a stop string each that never matches keeps them apart */
+	static char stop[NC][PER][16];
 	for (int i = 0; i < NC; i++)
-		for (int j = 0; j < PER; j++)
-			cl_gen(&cs[i], 100 + (uint64_t)j, W.model_name, PROMPT, 20, (i + j) % 2);
+		for (int j = 0; j < PER; j++) {
+			snprintf(stop[i][j], sizeof(stop[i][j]), "\x01%d.%d", i, j);
+			const gen_str st = proto_s(stop[i][j]);
+			proto_buf b;
+			proto_buf_init(&b);
+			gen_request g;
+			gen_request_init(&g);
+			g.id = 100 + (uint64_t)j;
+			g.model = proto_s(W.model_name);
+			g.input = GEN_INPUT_PROMPT;
+			g.prompt = proto_s(PROMPT);
+			g.params.max_tokens = 20;
+			g.params.stop = &st;
+			g.params.n_stop = 1;
+			g.stream = (i + j) % 2;
+			assert_int_equal(proto_encode_gen(&b, &g), 0);
+			cl_send_buf(&cs[i], &b);
+		}
 	for (int i = 0; i < NC; i++)
 		collect(&cs[i], outs[i], PER, 100, PER);
 	for (int i = 0; i < NC; i++)

@@ -57,6 +57,10 @@ static void test_layout_type(void **state)
 	assert_int_equal(convert_layout_type(1, KERN_TYPE_Q4_0, 64, 0), KERN_TYPE_Q4_0);  /* looked up */
 	assert_int_equal(convert_layout_type(1, KERN_TYPE_Q4_0, 24, 1), KERN_TYPE_Q4_0);  /* rows % 16 */
 	assert_int_equal(convert_layout_type(1, KERN_TYPE_F32, 64, 1), KERN_TYPE_F32);    /* no layout */
+	/* the AVX2 policy interleaves Q4_0 only */
+	assert_int_equal(convert_layout_type(KERN_REPACK_Q4_0, KERN_TYPE_Q4_0, 64, 1), KERN_TYPE_Q4_0_R16);
+	assert_int_equal(convert_layout_type(KERN_REPACK_Q4_0, KERN_TYPE_Q8_0, 64, 1), KERN_TYPE_Q8_0);
+	assert_int_equal(convert_layout_type(KERN_REPACK_Q4_0, KERN_TYPE_Q4_K, 64, 1), KERN_TYPE_Q4_K);
 	assert_true(convert_is_matmul_weight("blk.0.attn_q.weight"));
 	assert_true(convert_is_matmul_weight("blk.21.ffn_down.weight"));
 	assert_true(convert_is_matmul_weight("output.weight"));
@@ -106,8 +110,8 @@ static void test_repack_paths_agree(void **state)
 	char err[256] = "";
 	llama_model *run;
 	assert_int_equal(llama_model_load(&run, src_path, err, sizeof(err)), 0);
-	assert_int_equal(llama_model_repack(run), 0);
-	const convert_opts o = {.repack = 1, .alignment = 64};
+	assert_int_equal(llama_model_repack(run, KERN_REPACK_ALL), 0);
+	const convert_opts o = {.repack = KERN_REPACK_ALL, .alignment = 64};
 	gguf_ctx *pg;
 	llama_model *img = payload_model(&o, &pg);
 	assert_int_equal(run->hp.n_layer, img->hp.n_layer);
@@ -135,7 +139,7 @@ static void test_repack_paths_agree(void **state)
 static void test_requantize(void **state)
 {
 	(void)state;
-	const convert_opts o = {.requantize = 1, .target = KERN_TYPE_Q8_0, .repack = 1, .alignment = 64};
+	const convert_opts o = {.requantize = 1, .target = KERN_TYPE_Q8_0, .repack = KERN_REPACK_ALL, .alignment = 64};
 	gguf_ctx *pg;
 	llama_model *img = payload_model(&o, &pg);
 	assert_int_equal(img->layers[0].w_down.type, KERN_TYPE_Q8_0_R16);

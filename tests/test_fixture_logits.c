@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "herd/error.h"
+#include "kernels/gemm.h"
 #include "model/llama.h"
 
 #ifndef HERD_FIXTURES
@@ -83,7 +84,7 @@ static void check_type(const char *type, double bound, int mode)
 		fail_msg("%s: %s", path, err);
 	llama_ctx *c = NULL;
 	if (mode == 2)
-		assert_int_equal(llama_model_repack(m), 0);
+		assert_int_equal(llama_model_repack(m, KERN_REPACK_ALL), 0);
 	llama_ctx_opts o = {.n_threads = 0, .force_ref = mode == 1};
 	assert_int_equal(llama_ctx_create(&c, m, &o), 0);
 

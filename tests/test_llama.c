@@ -14,6 +14,7 @@
 
 #include "herd/error.h"
 #include "model/gguf.h"
+#include "kernels/gemm.h"
 #include "model/llama.h"
 #include "model/mkmodel.h"
 
@@ -59,7 +60,7 @@ static llama_model *load(const char *type, int repack)
 	if (llama_model_load(&m, model_path(type), err, sizeof(err)))
 		fail_msg("load %s: %s", type, err);
 	if (repack)
-		assert_int_equal(llama_model_repack(m), 0);
+		assert_int_equal(llama_model_repack(m, KERN_REPACK_ALL), 0);
 	return m;
 }
 

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "herd/error.h"
+#include "kernels/gemm.h"
 #include "model/kv_cache.h"
 #include "model/llama.h"
 #include "model/mkmodel.h"
@@ -43,7 +44,7 @@ static int setup(void **state)
 		fprintf(stderr, "load: %s\n", err);
 		return -1;
 	}
-	return llama_model_repack(M) ? -1 : 0;
+	return llama_model_repack(M, KERN_REPACK_ALL) ? -1 : 0;
 }
 
 static int teardown(void **state)

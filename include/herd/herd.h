@@ -169,9 +169,9 @@ typedef struct herd_request {
 	size_t n_stop;
 	int priority;                   /* default HERD_PRIORITY_DEFAULT */
 	uint32_t deadline_ms;           /* relative; 0: none */
-	int no_cache;                   /* reserved for the broker's response cache,
-					 * which does not exist yet: sent (as the
-					 * wire's `cache` key) and ignored */
+	int no_cache;                   /* nonzero: the broker's response cache is
+					 * neither read nor written for this request
+					 * (the wire's `cache` key; docs/protocol.md) */
 } herd_request;
 
 /* Fills r with the defaults above. */
@@ -209,10 +209,10 @@ typedef struct herd_result {
 	double t_queue_ms;   /* waiting in the broker's queue */
 	double t_first_ms;   /* request to first token */
 	double t_total_ms;   /* request to done */
-	int merged;          /* reserved for request merging, which does not
-			      * exist yet: always 0 */
-	int cached;          /* reserved for the response cache, which does not
-			      * exist yet: always 0 */
+	int merged;          /* the answer of an identical deterministic request
+			      * that was in flight (the broker ran it once) */
+	int cached;          /* answered from the broker's response cache
+			      * without running the model */
 } herd_result;
 
 /* Frees r->text and zeroes r. Accepts NULL and a zeroed result. */

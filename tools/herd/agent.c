@@ -344,10 +344,11 @@ static void agent_report(herd_client *c, const agent_opts *o, const char *prompt
 		jl_str(&j, "reason", herd_finish_name(res->reason));
 		jl_fmt(&j,
 		       ",\"n_prompt\":%u,\"n_cached\":%u,\"n_gen\":%u,\"latency_ms\":%.3f,\"first_ms\":%.3f,"
-		       "\"queue_ms\":%.3f,\"broker_first_ms\":%.3f,\"broker_total_ms\":%.3f",
+		       "\"queue_ms\":%.3f,\"broker_first_ms\":%.3f,\"broker_total_ms\":%.3f,"
+		       "\"merged\":%d,\"cached\":%d",
 		       res->n_prompt, res->n_cached, res->n_gen, lat,
 		       stream && acc->n ? acc->t_first - acc->t0 : -1.0, res->t_queue_ms,
-		       res->t_first_ms, res->t_total_ms);
+		       res->t_first_ms, res->t_total_ms, res->merged, res->cached);
 		jl_hex(&j, "text_hex", res->text, res->text_len);
 		if (stream) {
 			jl_add(&j, ",\"toks\":[", 9);

@@ -61,7 +61,8 @@ int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_
 		fprintf(stderr, "herd: cannot load '%s': %s (%s)\n", path, err, herd_strerror(rc));
 		return rc;
 	}
-	if (convert_repack_enabled(env.no_repack) && (rc = llama_model_repack(*m))) {
+	const int policy = convert_repack_enabled(env.no_repack);
+	if (policy && (rc = llama_model_repack(*m, policy))) {
 		fprintf(stderr, "herd: cannot repack '%s': %s\n", path, herd_strerror(rc));
 		llama_model_destroy(*m);
 		*m = NULL;

@@ -189,7 +189,8 @@ static int bench_load(const char *model, llama_model **out)
 		fprintf(stderr, "herd bench: cannot load '%s': %s\n", model, err_text);
 		return 1;
 	}
-	if (convert_repack_enabled(env.no_repack) && llama_model_repack(m)) {
+	const int policy = convert_repack_enabled(env.no_repack);
+	if (policy && llama_model_repack(m, policy)) {
 		fprintf(stderr, "herd bench: out of memory repacking the model\n");
 		llama_model_destroy(m);
 		return 1;

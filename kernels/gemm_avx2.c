@@ -1,0 +1,114 @@
+/* AVX2 GEMM for Q4_0_R16 and its activation rows.
+ *
+ * AVX2 has no VNNI, but the Q4_0_R16 layout (kernels/gemm.h) still pays: a
+ * 256-bit register holds the same 4-byte slice of 8 rows, maddubs (u8 x s8
+ * -> pairs in s16) followed by one madd against ones (-> s32) forms the
+ * 4-element dot of each row, and every weight block is unpacked once per
+ * TILE activation rows instead of once per row as the plain dot product
+ * does. The 8 maddubs results of one block (4 chunks x low/high nibbles)
+ * are summed in s16 before the single madd: each result is at most
+ * 2 * 15 * 127 = 3810 in magnitude (weight nibbles 0..15, Q8_0 quants in
+ * [-127, 127], the range every Q8_0 quantizer here emits), so the 8-term sum
+ * stays within 30480 < 32767: exact. Q4_0's zero point (q - 8) is the
+ * activation row's precomputed 8 * sum of quants, subtracted once per block.
+ */
+#include <immintrin.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "legacy.h"
+
+/* Activation rows per pass over the weights (columns of the output tile). */
+#define TILE 4
+
+void kern_act_q8_avx2(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+{
+	kern_act_q8_with(x, K, n_b, dst, 0, kern_quant_q8_0_avx2);
+}
+
+static inline __m256i bcast32(const int8_t *p)
+{
+	int32_t v;
+	memcpy(&v, p, 4);
+	return _mm256_set1_epi32(v);
+}
+
+/* One tile: nc (<= TILE) activation rows against one 16-row group. */
+static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern_block_q4_0_r16 *w,
+							   const char *act, size_t stride, int nc,
+							   float *y, int64_t ldy)
+{
+	__m256 acc[TILE][2];
+	const float *d[TILE];
+	const int32_t *s[TILE];
+	const int8_t *qs[TILE];
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++) {
+		const kern_act_q8_row a = kern_act_q8_row_at(act, stride, nb, c);
+		acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+		d[c] = a.d;
+		s[c] = a.s;
+		qs[c] = a.qs;
+	}
+	const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+	for (int64_t i = 0; i < nb; i++) {
+		_mm_prefetch((const char *)(w + i + 4), _MM_HINT_T0);
+		_mm_prefetch((const char *)(w + i + 4) + 64, _MM_HINT_T0);
+		_mm_prefetch((const char *)(w + i + 4) + 128, _MM_HINT_T0);
+		_mm_prefetch((const char *)(w + i + 4) + 192, _MM_HINT_T0);
+		_mm_prefetch((const char *)(w + i + 4) + 256, _MM_HINT_T0);
+		__m256i sum[TILE][2];
+#pragma GCC unroll 4
+		for (int c = 0; c < nc; c++)
+			sum[c][0] = sum[c][1] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+		for (int j = 0; j < 4; j++) {
+			const __m256i v0 = _mm256_loadu_si256((const __m256i *)w[i].qs[j]);
+			const __m256i v1 = _mm256_loadu_si256((const __m256i *)(w[i].qs[j] + 32));
+			const __m256i lo0 = _mm256_and_si256(v0, m4), hi0 = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+			const __m256i lo1 = _mm256_and_si256(v1, m4), hi1 = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+#pragma GCC unroll 4
+			for (int c = 0; c < nc; c++) {
+				const __m256i alo = bcast32(qs[c] + i * 32 + 4 * j);
+				const __m256i ahi = bcast32(qs[c] + i * 32 + 16 + 4 * j);
+				sum[c][0] = _mm256_add_epi16(sum[c][0], _mm256_add_epi16(_mm256_maddubs_epi16(lo0, alo),
+											 _mm256_maddubs_epi16(hi0, ahi)));
+				sum[c][1] = _mm256_add_epi16(sum[c][1], _mm256_add_epi16(_mm256_maddubs_epi16(lo1, alo),
+											 _mm256_maddubs_epi16(hi1, ahi)));
+			}
+		}
+		const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[i].d));
+		const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w[i].d + 8)));
+#pragma GCC unroll 4
+		for (int c = 0; c < nc; c++) {
+			const __m256i zp = _mm256_set1_epi32(s[c][i]);
+			const __m256 da = _mm256_set1_ps(d[c][i]);
+			const __m256i i0 = _mm256_sub_epi32(_mm256_madd_epi16(sum[c][0], ones), zp);
+			const __m256i i1 = _mm256_sub_epi32(_mm256_madd_epi16(sum[c][1], ones), zp);
+			acc[c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(dw0, da), acc[c][0]);
+			acc[c][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(dw1, da), acc[c][1]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++) {
+		_mm256_storeu_ps(y + (int64_t)c * ldy, acc[c][0]);
+		_mm256_storeu_ps(y + (int64_t)c * ldy + 8, acc[c][1]);
+	}
+}
+
+void kern_gemm_q4_0_r16_avx2(int64_t K, const void *restrict wg, const void *restrict act,
+			     size_t act_stride, int n_b, float *restrict y, int64_t ldy)
+{
+	const int64_t nb = K / 32;
+	int b = 0;
+	for (; b + TILE <= n_b; b += TILE)
+		q4_tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, y + b * ldy, ldy);
+	const char *rest = (const char *)act + (size_t)b * act_stride;
+	switch (n_b - b) {
+	case 3: q4_tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
+	case 2: q4_tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
+	case 1: q4_tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
+	default: break;
+	}
+}
+_Static_assert(TILE == 4, "the tail switch covers TILE - 1 columns");
