@@ -17,12 +17,12 @@
 #   --max-batch B     broker batch size (default: the broker's)
 #   --max-tokens N    new tokens per request (default 8)
 #   --system-chars C  length of the shared system prompt in characters
-#                     (default 420: about 200 tokens of the demo vocabulary)
+#                     (default 530: about 200 tokens of the TinyLlama demo vocabulary)
 #   --build DIR       build directory (default build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 agents=69 model=$root/models/tinyllama-1.1b-demo-q4_0.gguf threads=0 max_batch= max_tokens=8
-sys_chars=420 build=build
+sys_chars=530 build=build
 while [ $# -gt 0 ]; do
 	case $1 in
 	--agents) agents=$2; shift 2 ;;
