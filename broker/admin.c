@@ -1,4 +1,5 @@
-/* `admin` frames (herdctl): status, models, segments, agents, rm, shutdown.
+/* `admin` frames (herdctl): status, models, segments, agents, batch, pressure
+ * (admin_pressure.c), rm, shutdown.
  *
  * Allowed for the broker's own uid, root, and members (primary or
  * supplementary group of the peer, from SO_PEERCRED and SO_PEERGROUPS
@@ -22,11 +23,16 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 15 + 9 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT, /* + connection limits, image trust,
-							       * merging and response cache, fair share, prefix cache (sched.h) */
+	STATUS_KEYS = 16 + 9 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
+	/* + connection limits, image trust, merging and response cache, fair share,
+	 * prefix cache (sched.h), memory pressure */
 	MODEL_KEYS = 37,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
+	BATCH_KEYS = 3,
+	BATCH_MODEL_KEYS = 9,
+	BATCH_PERIOD_KEYS = 22,
+	BATCH_LAT_KEYS = 9,
 };
 
 /* ---- permission ------------------------------------------------------------- */
@@ -148,6 +154,7 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_int(pk, "pid", (int64_t)getpid());
 	proto_write_kv_double(pk, "uptime_s", up);
 	proto_write_kv_str(pk, "socket", l->cfg->socket_path);
+	proto_write_kv_str(pk, "cpu_affinity", l->cfg->cpu_affinity ? l->cfg->cpu_affinity : "");
 	proto_write_kv_int(pk, "models", models_count(l->models));
 	proto_write_kv_int(pk, "agents", agents);
 	proto_write_kv_int(pk, "connections", l->n_conns);
@@ -177,6 +184,7 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "prefix_hit_tokens", pfx[2]);
 	proto_write_kv_uint(pk, "prefix_pages_cached", pfx[3]);
 	proto_write_kv_uint(pk, "prefix_evictions", pfx[4]);
+	admin_status_pressure(l, pk);
 }
 
 static void res_models(loop *l, proto_writer *pk)
@@ -227,6 +235,113 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_double(pk, "first_token_ms_avg", avg(st.first.sum_ms, st.first.n));
 		proto_write_kv_double(pk, "total_ms_avg", avg(st.total.sum_ms, st.total.n));
 	}
+}
+
+/* ---- batch metrics --------------------------------------------------------- */
+
+/* One latency histogram: count, mean, percentiles and its non-empty buckets
+ * as [upper bound ms, count] pairs (the last bound is the maximum). */
+static void res_lat(proto_writer *pk, const char *key, const sched_lat *l)
+{
+	proto_write_cstr(pk, key);
+	proto_write_map(pk, BATCH_LAT_KEYS);
+	proto_write_kv_uint(pk, "n", l->n);
+	proto_write_kv_double(pk, "sum", l->sum_ms);
+	proto_write_kv_double(pk, "avg", avg(l->sum_ms, l->n));
+	proto_write_kv_double(pk, "p50", sched_lat_pct(l, 0.50));
+	proto_write_kv_double(pk, "p95", sched_lat_pct(l, 0.95));
+	proto_write_kv_double(pk, "p99", sched_lat_pct(l, 0.99));
+	proto_write_kv_double(pk, "max", l->max_ms);
+	uint32_t nb = 0;
+	for (int b = 0; b < SCHED_LAT_N; b++)
+		nb += l->hist[b] != 0;
+	proto_write_cstr(pk, "buckets");
+	proto_write_array(pk, nb);
+	for (int b = 0; b < SCHED_LAT_N; b++) {
+		if (!l->hist[b])
+			continue;
+		double lo, hi;
+		sched_lat_bucket(b, &lo, &hi);
+		proto_write_array(pk, 2);
+		proto_write_double(pk, hi < l->max_ms ? hi : l->max_ms);
+		proto_write_uint(pk, l->hist[b]);
+	}
+	proto_write_kv_double(pk, "bucket_rel_err", 1.0 / SCHED_LAT_SUB);
+}
+
+/* The counters and histograms of one period (since start, or recent). */
+static void res_period(proto_writer *pk, const char *key, const sched_stats *st, double span_s)
+{
+	proto_write_cstr(pk, key);
+	proto_write_map(pk, BATCH_PERIOD_KEYS);
+	proto_write_kv_double(pk, "span_s", span_s);
+	proto_write_kv_uint(pk, "steps", st->steps);
+	proto_write_kv_uint(pk, "step_seqs", st->step_seqs);
+	proto_write_kv_double(pk, "avg_batch", avg((double)st->step_seqs, st->steps));
+	proto_write_kv_int(pk, "max_batch_seen", st->max_step_seqs);
+	proto_write_kv_double(pk, "step_ms_avg", avg(st->step_ms, st->steps));
+	proto_write_kv_double(pk, "busy_frac", span_s > 0 ? st->step_ms / (span_s * 1e3) : 0);
+	proto_write_kv_uint(pk, "tokens_gen", st->tokens_gen);
+	proto_write_kv_uint(pk, "tokens_prompt", st->tokens_prompt);
+	proto_write_kv_double(pk, "gen_tok_s", span_s > 0 ? (double)st->tokens_gen / span_s : 0);
+	proto_write_kv_double(pk, "requests_s",
+			      span_s > 0 ? (double)st->requests_done / span_s : 0);
+	proto_write_kv_uint(pk, "requests_done", st->requests_done);
+	proto_write_kv_uint(pk, "requests_err", st->requests_err);
+	proto_write_kv_uint(pk, "requests_cancelled", st->requests_cancelled);
+	proto_write_kv_uint(pk, "preemptions", st->preemptions);
+	proto_write_cstr(pk, "step_hist"); /* [k]: steps that ran k sequences (last: k or more) */
+	proto_write_array(pk, SCHED_HIST_N);
+	for (int k = 0; k < SCHED_HIST_N; k++)
+		proto_write_uint(pk, st->step_hist[k]);
+	res_lat(pk, "ttft_ms", &st->first);
+	res_lat(pk, "tpot_ms", &st->tpot);
+	res_lat(pk, "queue_ms", &st->queue);
+	res_lat(pk, "latency_ms", &st->total);
+	proto_write_cstr(pk, "requests_by_prio");
+	proto_write_array(pk, (uint32_t)st->prio.n);
+	for (int i = 0; i < st->prio.n; i++) {
+		proto_write_map(pk, 2);
+		proto_write_kv_int(pk, "prio", st->prio.prio[i]);
+		proto_write_kv_uint(pk, "requests", st->prio.requests[i]);
+	}
+	proto_write_kv_uint(pk, "requests_other_prio", st->prio.other);
+}
+
+/* `batch`: per model, the queues now and the batch metrics since the start
+ * and over about the last SCHED_WIN_S seconds. */
+static int res_batch(loop *l, proto_writer *pk, char *err, size_t errlen)
+{
+	sched_stats *st = malloc(2 * sizeof(*st)), *rec = st + 1;
+	if (!st) {
+		snprintf(err, errlen, "batch: out of memory");
+		return -ENOMEM;
+	}
+	const double up = (clock_mono_ms() - l->t_start) / 1e3;
+	const int n = models_count(l->models);
+	proto_write_map(pk, BATCH_KEYS);
+	proto_write_kv_double(pk, "uptime_s", up);
+	proto_write_kv_int(pk, "window_s", SCHED_WIN_S);
+	proto_write_cstr(pk, "models");
+	proto_write_array(pk, (uint32_t)n);
+	for (int i = 0; i < n; i++) {
+		const models_entry *e = models_at(l->models, i);
+		double span;
+		sched_get_recent(e->sched, rec, &span);
+		sched_get_stats(e->sched, st);
+		proto_write_map(pk, BATCH_MODEL_KEYS);
+		proto_write_kv_str(pk, "name", e->name);
+		proto_write_kv_int(pk, "waiting", st->waiting);
+		proto_write_kv_int(pk, "running", st->running);
+		proto_write_kv_int(pk, "paused", st->paused);
+		proto_write_kv_int(pk, "kv_pages_total", st->kv_pages_total);
+		proto_write_kv_int(pk, "kv_pages_free", st->kv_pages_free);
+		proto_write_kv_int(pk, "kv_pages_reserved", st->kv_pages_reserved);
+		res_period(pk, "total", st, up);
+		res_period(pk, "recent", rec, span);
+	}
+	free(st);
+	return 0;
 }
 
 typedef struct seg_list {
@@ -356,6 +471,10 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		return res_segments(l, w, err, errlen);
 	else if (!strcmp(cmd, "agents"))
 		res_agents(l, w);
+	else if (!strcmp(cmd, "pressure"))
+		admin_res_pressure(l, w);
+	else if (!strcmp(cmd, "batch"))
+		return res_batch(l, w, err, errlen);
 	else if (!strcmp(cmd, "rm"))
 		return res_rm(l, w, a, err, errlen);
 	else if (!strcmp(cmd, "shutdown")) {
@@ -364,7 +483,8 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		*stop = 1;
 	} else {
 		snprintf(err, errlen,
-			 "unknown admin command '%s' (status, models, segments, agents, rm, shutdown)", cmd);
+			 "unknown admin command '%s' (status, models, segments, agents, batch, pressure, "
+			 "rm, shutdown)", cmd);
 		return HERD_E_INVAL;
 	}
 	return 0;

@@ -13,6 +13,7 @@
 
 #include "common/text.h"
 #include "herd/error.h"
+#include "kernels/threadpool.h"
 
 void cfg_init(cfg *c)
 {
@@ -39,6 +40,9 @@ void cfg_init(cfg *c)
 	c->agents.max_stop_bytes = 64;
 	c->agents.max_deadline_ms = 7ull * 24 * 3600 * 1000; /* a week */
 	c->response_cache = (cfg_respcache){.enabled = 0, .max_mb = 256, .ttl_s = 86400};
+	c->pressure = (cfg_pressure){.enable = 1, .bpf = 1, .trigger_us = 150000,
+				     .window_us = 1000000, .escalate_ms = 1000,
+				     .recover_ms = 10000, .stall_ms_per_s = 100};
 }
 
 static void model_free(cfg_model *m)
@@ -72,6 +76,8 @@ void cfg_fini(cfg *c)
 	free(c->socket_path);
 	free(c->state_dir);
 	free(c->admin_group);
+	free(c->cpus);
+	free(c->cpu_affinity);
 	for (int i = 0; i < c->agents.n_rules; i++)
 		free(c->agents.rules[i].name);
 	free(c->agents.rules);
@@ -559,6 +565,114 @@ static int parse_respcache(cfg *c, json_object *o, char *err, size_t errlen)
 	return 0;
 }
 
+static const cfg_int_key pressure_ints[] = {
+	{.name = "trigger_us", .off = offsetof(cfg_pressure, trigger_us), .type = CFG_T_U32,
+	 .lo = 1, .hi = 10000000},
+	{.name = "window_us", .off = offsetof(cfg_pressure, window_us), .type = CFG_T_U32,
+	 .lo = 500000, .hi = 10000000},
+	{.name = "escalate_ms", .off = offsetof(cfg_pressure, escalate_ms), .type = CFG_T_INT,
+	 .lo = 0, .hi = 3600000},
+	{.name = "recover_ms", .off = offsetof(cfg_pressure, recover_ms), .type = CFG_T_INT,
+	 .lo = 0, .hi = 3600000},
+	{.name = "stall_ms_per_s", .off = offsetof(cfg_pressure, stall_ms_per_s), .type = CFG_T_U32,
+	 .lo = 0, .hi = 1000},
+};
+
+/* The "pressure" object. */
+static int parse_pressure(cfg *c, json_object *obj, char *err, size_t errlen)
+{
+	int rc = want_type(obj, json_type_object, "pressure", "an object", err, errlen), handled;
+	if (rc)
+		return rc;
+	json_object_object_foreach(obj, k, v)
+	{
+		char key[96];
+		snprintf(key, sizeof(key), "pressure.%.80s", k);
+		if ((rc = get_int_key(pressure_ints, CFG_N(pressure_ints), &c->pressure, k, v, key,
+				      &handled, err, errlen)))
+			return rc;
+		if (handled)
+			continue;
+		int *flag = !strcmp(k, "enable") ? &c->pressure.enable
+			    : !strcmp(k, "bpf")  ? &c->pressure.bpf
+						 : NULL;
+		if (!flag)
+			return herd_errf(err, errlen, HERD_E_FORMAT,
+					 "unknown key '%s' (known: enable, bpf, trigger_us, window_us, "
+					 "escalate_ms, recover_ms, stall_ms_per_s)",
+					 key);
+		if ((rc = want_type(v, json_type_boolean, key, "true or false", err, errlen)))
+			return rc;
+		*flag = json_object_get_boolean(v);
+	}
+	if (c->pressure.trigger_us > c->pressure.window_us)
+		return herd_errf(err, errlen, HERD_E_FORMAT,
+				 "pressure.trigger_us %u is above pressure.window_us %u",
+				 c->pressure.trigger_us, c->pressure.window_us);
+	return 0;
+}
+
+/* cpus[0..n) (ascending, each once) become c's cpu_affinity once each is
+ * known online. */
+static int set_cpus(cfg *c, const int *cpus, int n, const char *key, char *err, size_t errlen)
+{
+	char msg[256], list[512];
+	if (kern_cpus_check_online(cpus, n, msg, sizeof(msg)))
+		return herd_errf(err, errlen, HERD_E_INVAL, "key '%s': %s", key, msg);
+	int *v = malloc(sizeof(int) * (size_t)n);
+	if (!v)
+		return -ENOMEM;
+	memcpy(v, cpus, sizeof(int) * (size_t)n);
+	kern_cpulist_format(cpus, n, list, sizeof(list));
+	int rc = cfg_set_str(&c->cpu_affinity, list);
+	if (rc) {
+		free(v);
+		return rc;
+	}
+	free(c->cpus);
+	c->cpus = v;
+	c->n_cpus = n;
+	return 0;
+}
+
+int cfg_set_cpu_affinity(cfg *c, const char *list, char *err, size_t errlen)
+{
+	int cpus[KERN_CPU_MAX], n = 0;
+	char msg[256];
+	if (kern_cpulist_parse(list, cpus, KERN_CPU_MAX, &n, msg, sizeof(msg)))
+		return herd_errf(err, errlen, HERD_E_FORMAT, "key 'cpu_affinity': %s", msg);
+	return set_cpus(c, cpus, n, "cpu_affinity", err, errlen);
+}
+
+/* "cpu_affinity": a cpulist string or an array of CPU numbers. */
+static int parse_cpu_affinity(cfg *c, json_object *v, char *err, size_t errlen)
+{
+	if (json_object_get_type(v) == json_type_string)
+		return cfg_set_cpu_affinity(c, json_object_get_string(v), err, errlen);
+	int rc = want_type(v, json_type_array, "cpu_affinity", "a CPU list string or an array of ints",
+			   err, errlen);
+	if (rc)
+		return rc;
+	unsigned char seen[KERN_CPU_MAX] = {0};
+	const size_t n = json_object_array_length(v);
+	for (size_t i = 0; i < n; i++) {
+		char key[48];
+		long x;
+		snprintf(key, sizeof(key), "cpu_affinity[%zu]", i);
+		if ((rc = get_int(json_object_array_get_idx(v, i), key, 0, KERN_CPU_MAX - 1, &x, err,
+				  errlen)))
+			return rc;
+		seen[x] = 1;
+	}
+	int cpus[KERN_CPU_MAX], k = 0;
+	for (int x = 0; x < KERN_CPU_MAX; x++)
+		if (seen[x])
+			cpus[k++] = x;
+	if (k == 0)
+		return herd_errf(err, errlen, HERD_E_FORMAT, "key 'cpu_affinity': the CPU list is empty");
+	return set_cpus(c, cpus, k, "cpu_affinity", err, errlen);
+}
+
 static const cfg_int_key top_ints[] = {
 	{.name = "threads", .off = offsetof(cfg, threads), .type = CFG_T_INT, .lo = 0, .hi = 4096},
 	{.name = "max_frame", .off = offsetof(cfg, max_frame), .type = CFG_T_U32,
@@ -595,6 +709,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			rc = get_str(v, k, &c->state_dir, err, errlen);
 		else if (!strcmp(k, "admin_group"))
 			rc = get_str(v, k, &c->admin_group, err, errlen);
+		else if (!strcmp(k, "cpu_affinity"))
+			rc = parse_cpu_affinity(c, v, err, errlen);
 		else if (!strcmp(k, "limits")) {
 			rc = parse_limits(c, v, err, errlen);
 		} else if (!strcmp(k, "agents")) {
@@ -606,6 +722,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 				c->prefix_cache = json_object_get_boolean(v);
 		} else if (!strcmp(k, "response_cache")) {
 			rc = parse_respcache(c, v, err, errlen);
+		} else if (!strcmp(k, "pressure")) {
+			rc = parse_pressure(c, v, err, errlen);
 		} else if (!strcmp(k, "batch")) {
 			if ((rc = want_type(v, json_type_object, k, "an object", err, errlen)))
 				return rc;
@@ -623,10 +741,10 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			}
 		} else
 			return herd_errf(err, errlen, HERD_E_FORMAT,
-					"unknown key '%s' (known: socket, models, threads, state_dir, max_frame, "
+					"unknown key '%s' (known: socket, models, threads, cpu_affinity, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, limits, agents, "
-					"prefix_cache, prefix_sharing, response_cache)",
+					"prefix_cache, prefix_sharing, response_cache, pressure)",
 					k);
 		if (rc)
 			return rc;

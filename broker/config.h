@@ -6,7 +6,10 @@
  *   {
  *     "socket": "/run/herd/herd.sock",
  *     "models": [ {"name": "tiny", "file": "/models/tiny.gguf", "type": "Q8_0"} ],
- *     "threads": 0,               0 = all online CPUs
+ *     "threads": 0,               0 = all online CPUs (or the CPUs of cpu_affinity)
+ *     "cpu_affinity": "0-3,8",    pin the compute threads and the scheduler thread
+ *                                 (a cpulist string or an array of CPU numbers; each
+ *                                 must be online); absent: no pinning
  *     "state_dir": "/var/lib/herd",
  *     "max_frame": 1048576,       bytes
  *     "admin_group": "herd",      group whose members may send `admin`
@@ -37,6 +40,12 @@
  *       "enabled": false,         <state_dir>/respcache.mdb (LMDB; broker/respcache.h)
  *       "max_mb": 256,            cap on the pages in use (LRU-ish eviction)
  *       "ttl_s": 86400            older entries are misses (and deleted); 0 = none
+ *     "pressure": {               memory pressure (broker/pressure.h)
+ *       "enable": true, "bpf": true,
+ *       "trigger_us": 150000, "window_us": 1000000,  PSI trigger "some TRIGGER WINDOW"
+ *       "escalate_ms": 1000,      one more shedding action at most this often
+ *       "recover_ms": 10000,      quiet time before recovering
+ *       "stall_ms_per_s": 100     eBPF direct-reclaim stall rate that is pressure; 0 = off
  *     },
  *     "agents": {                 per-agent limits and the priority policy
  *       "max_queued": 256,        requests of one connection without their done/err
@@ -141,12 +150,25 @@ typedef struct cfg_respcache {
 	int max_mb;      /* default 256 */
 	uint64_t ttl_s;  /* default 86400; 0: entries never expire */
 } cfg_respcache;
+/* Memory pressure (the "pressure" object; broker/pressure.h). */
+typedef struct cfg_pressure {
+	int enable;              /* default 1: watch PSI (0: off) */
+	int bpf;                 /* default 1: load the eBPF counters when allowed */
+	uint32_t trigger_us;     /* default 150000: stall per window that is pressure */
+	uint32_t window_us;      /* default 1000000 (kernel range 500000..10000000) */
+	int escalate_ms;         /* default 1000: one more shedding action at most this often */
+	int recover_ms;          /* default 10000: quiet time before undoing "refuse" */
+	uint32_t stall_ms_per_s; /* default 100: eBPF direct-reclaim stall rate that is pressure; 0 off */
+} cfg_pressure;
 
 typedef struct cfg {
 	char *socket_path;      /* owned; NULL until cfg_finish picks the default */
 	cfg_model *models;
 	int n_models;
 	int threads;            /* <= 0: all online CPUs */
+	int *cpus;              /* owned; cpu_affinity, ascending, each once; NULL: none */
+	int n_cpus;
+	char *cpu_affinity;     /* owned; cpus as a cpulist ("0-3,8"); NULL: none */
 	char *state_dir;        /* owned; NULL until cfg_finish */
 	uint32_t max_frame;     /* bytes; default 1 MiB */
 	char *admin_group;      /* owned; NULL: only the broker's uid is admin */
@@ -166,6 +188,7 @@ typedef struct cfg {
 	cfg_prefix_group *prefix_groups;
 	int n_prefix_groups;
 	cfg_respcache response_cache;
+	cfg_pressure pressure;
 } cfg;
 
 void cfg_init(cfg *c);
@@ -177,6 +200,10 @@ void cfg_fini(cfg *c);
  * message in err naming the file and the key. */
 int cfg_load_file(cfg *c, const char *path, char *err, size_t errlen);
 int cfg_parse_json(cfg *c, const char *text, char *err, size_t errlen);
+/* Sets cpu_affinity from a cpulist ("0-3,8"): every CPU must be online.
+ * Returns 0, HERD_E_FORMAT / HERD_E_INVAL with a message naming the bad
+ * entry, or -ENOMEM. */
+int cfg_set_cpu_affinity(cfg *c, const char *list, char *err, size_t errlen);
 
 /* Adds (or replaces, by name) a model from "NAME=FILE[:TYPE]". The TYPE
  * suffix is the text after the last ':' when it holds no '/'. Returns 0,

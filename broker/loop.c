@@ -1028,6 +1028,7 @@ int loop_create(loop **out, const loop_opts *o)
 		return -ENOMEM;
 	l->cfg = o->cfg;
 	l->models = o->models;
+	l->pressure = o->pressure;
 	l->log = o->log;
 	l->listen_fd = o->listen_fd;
 	l->wake_fd = o->wake_fd;

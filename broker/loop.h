@@ -41,6 +41,7 @@
 #include "broker/config.h"
 #include "broker/log.h"
 #include "broker/models.h"
+#include "broker/pressure.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -55,6 +56,7 @@ typedef struct loop_opts {
 	int listen_fd;    /* from loop_listen; the loop owns it afterwards */
 	int wake_fd;      /* the schedulers' eventfd (blocking: io_uring polls it); borrowed */
 	int signal_fd;    /* blocking signalfd for SIGTERM/SIGINT, or -1; borrowed */
+	pressure *pressure; /* memory pressure (refuse, eBPF pid registry), or NULL; borrowed */
 } loop_opts;
 
 /* Binds path (mode 0660; creates its directory, mode 0755, when missing).

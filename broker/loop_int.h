@@ -55,6 +55,7 @@ struct loop {
 	int ring_ok;
 	const cfg *cfg;
 	models *models;
+	pressure *pressure; /* or NULL */
 	const blog *log;
 	int listen_fd, wake_fd, sig_fd;
 	conn **slots;       /* slot table: conn or NULL */
@@ -89,6 +90,11 @@ int session_frame(loop *l, conn *c, const uint8_t *body, size_t len);
 /* admin.c: an admin frame (m->type == PROTO_ADMIN). Returns
  * SESSION_SHUTDOWN for a successful `shutdown`, else 0. */
 int admin_frame(loop *l, conn *c, const proto_msg *m);
+/* admin_pressure.c: the `pressure` result, and the pressure fields of
+ * `status` (ADMIN_STATUS_PRESSURE_KEYS of them). */
+enum { ADMIN_STATUS_PRESSURE_KEYS = 11 };
+void admin_res_pressure(loop *l, proto_writer *pk);
+void admin_status_pressure(loop *l, proto_writer *pk);
 /* admin.c: 1 when c's peer may use admin commands. */
 int admin_allowed(const loop *l, const conn *c);
 

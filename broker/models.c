@@ -254,7 +254,8 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 	llama_ctx_opts lo = {.n_threads = c->threads, .n_ctx = n_ctx,
 			     .max_step_tokens = MODELS_STEP_TOKENS > c->max_batch_size ? MODELS_STEP_TOKENS
 											: c->max_batch_size,
-			     .n_kv_pages = (int)pages, .force_ref = o->force_ref};
+			     .n_kv_pages = (int)pages, .force_ref = o->force_ref,
+			     .cpus = c->cpus, .n_cpus = c->n_cpus};
 	if ((rc = llama_ctx_create(&e->ctx, e->model, &lo)))
 		return herd_errf(err, errlen, rc, "model %s: cannot create a context (%d positions, %llu KV pages): %s",
 			     e->name, n_ctx, (unsigned long long)pages, herd_strerror(rc));

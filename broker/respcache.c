@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@ struct respcache {
 	MDB_env *env;
 	MDB_dbi resp, age;
 	uint64_t max_bytes, ttl_ms;
+	_Atomic uint64_t cap;  /* the cap writes evict to: max_bytes, lower while shrunk */
 	const blog *log;
 	pthread_mutex_t mu;
 	respcache_stats st; /* counters, under mu */
@@ -239,6 +241,7 @@ int respcache_open(respcache **out, const respcache_opts *o, char *err, size_t e
 	if (!c)
 		return -ENOMEM;
 	c->max_bytes = o->max_bytes;
+	atomic_init(&c->cap, o->max_bytes);
 	c->ttl_ms = o->ttl_s * 1000u;
 	c->log = o->log;
 	c->st.max_bytes = o->max_bytes;
@@ -549,7 +552,7 @@ static int put_txn(respcache *rc, const respcache_item *items, int n, int n_full
 		r = items[i].text ? put_one(rc, txn, &items[i], now)
 				  : touch_one(rc, txn, items[i].key->hash, now);
 	if (!r)
-		ev += evict(rc, txn, rc->max_bytes, 0);
+		ev += evict(rc, txn, atomic_load(&rc->cap), 0);
 	if (r) {
 		mdb_txn_abort(txn);
 		return r;
@@ -578,4 +581,31 @@ int respcache_put(respcache *rc, const respcache_item *items, int n)
 		blog_msg(rc->log, BLOG_WARN, "response cache: cannot store %d answers: %s", n,
 			 mdb_strerror(r));
 	return r ? lmdb_err(r) : 0;
+}
+
+int respcache_shrink(respcache *rc)
+{
+	if (!rc)
+		return 0;
+	MDB_txn *txn;
+	int r = mdb_txn_begin(rc->env, NULL, 0, &txn);
+	if (r)
+		return lmdb_err(r);
+	uint64_t entries = 0, used = used_bytes(txn, rc, &entries), cap = used / 2;
+	if (cap < (1u << 20))
+		cap = 1u << 20;
+	atomic_store(&rc->cap, cap);
+	const int ev = entries ? evict(rc, txn, cap, 0) : 0;
+	if ((r = mdb_txn_commit(txn)))
+		return lmdb_err(r);
+	pthread_mutex_lock(&rc->mu);
+	rc->st.evictions += (uint64_t)ev;
+	pthread_mutex_unlock(&rc->mu);
+	return ev;
+}
+
+void respcache_unshrink(respcache *rc)
+{
+	if (rc)
+		atomic_store(&rc->cap, rc->max_bytes);
 }

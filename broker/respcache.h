@@ -135,6 +135,14 @@ int respcache_get(respcache *rc, const respcache_key *k, respcache_entry *out);
 int respcache_put(respcache *rc, const respcache_item *items, int n);
 void respcache_get_stats(respcache *rc, respcache_stats *st);
 
+/* Memory pressure (broker/pressure.h): evicts the oldest entries down to
+ * half the bytes in use (at least 1 MiB is kept) in one write transaction
+ * and keeps the cap there until respcache_unshrink. Returns the entries
+ * evicted (0: nothing to shed) or a negative error. Any thread. */
+int respcache_shrink(respcache *rc);
+/* Gives the configured cap back. */
+void respcache_unshrink(respcache *rc);
+
 #ifdef __cplusplus
 }
 #endif

@@ -50,6 +50,7 @@ typedef struct sreq {
 	int state;
 	uint64_t arrival;   /* submission order */
 	double t_arrive, t_admit, t_first; /* ms, monotonic */
+	double t_last;      /* when its latest token came (TPOT) */
 	gen_seq gen;        /* prompt, sampler, text; begun at intake */
 	int n_fed;          /* prompt tokens already in the KV cache */
 	int32_t pending;    /* sampled token still to be fed; -1 none */
@@ -117,6 +118,7 @@ struct sched {
 	uint64_t cancels_dropped;
 	sched_event *ev_head, *ev_tail;
 	sched_stats pub;        /* published copy of st */
+	sched_window *win;      /* snapshots of pub for the recent view; may be NULL */
 
 	/* scheduler thread only */
 	sreq_vec waiting, running, paused;
@@ -339,18 +341,17 @@ static void ev_post(sched *s, sched_event *e)
 	s->out_tail = e;
 }
 
-static void lat_add(sched_lat *l, double ms)
+/* Counts an ended request: its priority and, when lat (a done), its
+ * latencies (no TTFT without a token). */
+static void count_end(sched *s, const sreq *q, double t, int lat)
 {
-	if (ms < 0)
-		ms = 0;
-	l->n++;
-	l->sum_ms += ms;
-	if (ms > l->max_ms)
-		l->max_ms = ms;
-	int b = 0;
-	for (double lim = 1; b < SCHED_LAT_N - 1 && ms >= lim; lim *= 2)
-		b++;
-	l->hist[b]++;
+	sched_prio_count(&s->st.prio, q->from.prio);
+	if (!lat)
+		return;
+	sched_lat_add(&s->st.queue, (q->t_admit > 0 ? q->t_admit : t) - q->t_arrive);
+	if (q->t_first > 0)
+		sched_lat_add(&s->st.first, q->t_first - q->t_arrive);
+	sched_lat_add(&s->st.total, t - q->t_arrive);
 }
 
 /* Ends q with an err event (q must already be out of every list). */
@@ -371,6 +372,7 @@ static void end_err(sched *s, sreq *q, int code, const char *fmt, ...)
 	}
 	ev_post(s, e);
 	s->st.requests_err++;
+	count_end(s, q, 0, 0);
 	s->n_ended++;
 	if (q->state != ST_WAITING)
 		s->reserved -= q->reserve;
@@ -432,10 +434,7 @@ static void end_done(sched *s, sreq *q, herd_finish reason, int notify)
 		s->st.requests_cancelled++;
 	else
 		s->st.requests_done++;
-	lat_add(&s->st.queue, (q->t_admit > 0 ? q->t_admit : t) - q->t_arrive);
-	if (q->t_first > 0)
-		lat_add(&s->st.first, q->t_first - q->t_arrive);
-	lat_add(&s->st.total, t - q->t_arrive);
+	count_end(s, q, t, 1);
 	s->n_ended++;
 	if (q->state != ST_WAITING)
 		s->reserved -= q->reserve;
@@ -944,6 +943,23 @@ int sched_idle(sched *s)
 	return idle;
 }
 
+void sched_get_recent(sched *s, sched_stats *st, double *span_s)
+{
+	sched_stats *cur = malloc(sizeof(*cur));
+	if (!cur) { /* no memory for the copy: the totals, over the uptime unknown */
+		sched_get_stats(s, st);
+		*span_s = 0;
+		return;
+	}
+	sched_get_stats(s, cur);
+	pthread_mutex_lock(&s->mu);
+	const double t = clock_mono_ms();
+	sched_window_tick(s->win, cur, t);
+	sched_window_recent(s->win, cur, t, st, span_s);
+	pthread_mutex_unlock(&s->mu);
+	free(cur);
+}
+
 void sched_get_stats(sched *s, sched_stats *st)
 {
 	pthread_mutex_lock(&s->mu);
@@ -1319,6 +1335,10 @@ static int sample_next(sched *s, sreq *q, double t)
 		return rc;
 	if (st.token >= 0 && q->t_first <= 0)
 		q->t_first = t;
+	else if (st.token >= 0)
+		sched_lat_add(&s->st.tpot, t - q->t_last);
+	if (st.token >= 0)
+		q->t_last = t;
 	s->st.tokens_gen += (uint64_t)st.is_text;
 	step_out(s, q, &st);
 	if (st.finish == HERD_FINISH_NONE)
@@ -1481,6 +1501,7 @@ static void publish(sched *s)
 	}
 	s->n_live -= s->n_ended;
 	s->pub = s->st;
+	sched_window_tick(s->win, &s->pub, clock_mono_ms());
 	pthread_mutex_unlock(&s->mu);
 	s->out_head = s->out_tail = NULL;
 	s->n_ended = 0;
@@ -1626,6 +1647,7 @@ static void *sched_main(void *arg)
 {
 	sched *s = arg;
 	inbox box;
+	pthread_setname_np(pthread_self(), "herd-sched"); /* for top -H, /proc/PID/task */
 	for (;;) {
 		pthread_mutex_lock(&s->mu);
 		wait_for_work(s);
@@ -1698,6 +1720,7 @@ int sched_create(sched **out, const sched_opts *o)
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&s->mu, NULL);
 	s->pub.kv_pages_total = s->pub.kv_pages_free = s->kv_total;
+	s->win = sched_window_new(clock_mono_ms()); /* NULL: no recent view, totals only */
 	rc = -pthread_create(&s->thread, NULL, sched_main, s);
 	if (rc) {
 		pthread_cond_destroy(&s->cv);
@@ -1708,6 +1731,7 @@ int sched_create(sched **out, const sched_opts *o)
 	*out = s;
 	return 0;
 fail:
+	sched_window_free(s->win);
 	free(s->htab);
 	free(s->step_tok);
 	free(s->batch);
@@ -1745,6 +1769,7 @@ void sched_destroy(sched *s)
 	merge_table_fini(&s->merge);
 	free(s->cancels);
 	free(s->htab);
+	sched_window_free(s->win);
 	for (int i = 0; i < s->n_agents; i++)
 		free(s->agents[i]);
 	free(s->agents);

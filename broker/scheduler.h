@@ -70,6 +70,7 @@
 
 #include "broker/log.h"
 #include "broker/respcache.h"
+#include "broker/sched_stats.h"
 #include "model/generate.h"
 #include "model/llama.h"
 
@@ -146,14 +147,6 @@ typedef struct sched_event {
 void sched_event_free(sched_event *e); /* frees a whole list; accepts NULL */
 
 #define SCHED_HIST_N 65 /* steps by sequence count 0..64 (64 = 64 or more) */
-#define SCHED_LAT_N 20  /* latency buckets: [0,1) ms, [1,2), [2,4), ... [2^17, inf) */
-
-typedef struct sched_lat {
-	uint64_t n;
-	double sum_ms, max_ms;
-	uint64_t hist[SCHED_LAT_N];
-} sched_lat;
-
 typedef struct sched_stats {
 	uint64_t steps;
 	uint64_t step_seqs;        /* sum over steps of sequences in the step */
@@ -175,7 +168,11 @@ typedef struct sched_stats {
 	uint64_t prefix_hit_tokens; /* prompt tokens served from cached pages */
 	uint64_t prefix_evictions;  /* cached pages evicted for reuse */
 	int prefix_pages_cached;    /* unreferenced cached pages now (evictable) */
-	sched_lat queue, first, total;
+	/* latencies of ended requests (broker/sched_stats.h): queue wait (arrival
+	 * to admission), first token (TTFT, arrival to the first token), total;
+	 * tpot: every inter-token time of every sequence (time per output token) */
+	sched_lat queue, first, total, tpot;
+	sched_prio_counts prio;    /* ended requests (done or err) by priority */
 } sched_stats;
 
 /* Starts the scheduler thread over o->ctx. Returns 0, HERD_E_INVAL (NULL
@@ -225,6 +222,9 @@ sched_event *sched_events_take(sched *s);
 /* 1 when nothing is queued, waiting or running. */
 int sched_idle(sched *s);
 void sched_get_stats(sched *s, sched_stats *st);
+/* The same figures accumulated over about the last SCHED_WIN_S seconds
+ * (sched_window_recent): *span_s is the seconds they cover. */
+void sched_get_recent(sched *s, sched_stats *st, double *span_s);
 
 #ifdef __cplusplus
 }

@@ -170,6 +170,18 @@ static int check_limits(loop *l, conn *c, sched *s, const gen_request *g)
 	return -1;
 }
 
+/* The pressure module's "refuse" action (broker/pressure.h): 1 when it
+ * is in force and an err -EAGAIN naming the PSI values was queued. */
+static int refused_for_pressure(loop *l, conn *c, int has_id, uint64_t id, const char *what)
+{
+	char why[256];
+	if (!pressure_refusing(l->pressure, why, sizeof(why)))
+		return 0;
+	pressure_note_refused(l->pressure);
+	conn_queue_err(c, has_id, id, -EAGAIN, "%s%s", what, why);
+	return 1;
+}
+
 /* The request as the scheduler gets it: max_tokens, priority and deadline
  * clamped by the broker's policy (counted on s). */
 static void clamp_request(loop *l, conn *c, sched *s, const gen_request *g, gen_request *out,
@@ -211,7 +223,7 @@ static void on_gen(loop *l, conn *c, const gen_request *g)
 		conn_queue_err(c, 1, g->id, rc, "%s", why);
 		return;
 	}
-	if (check_limits(l, c, e->sched, g))
+	if (check_limits(l, c, e->sched, g) || refused_for_pressure(l, c, 1, g->id, ""))
 		return;
 	sched_origin from = {.conn = c->id, .agent = c->agent, .domain = c->domain};
 	gen_request cg;
@@ -240,6 +252,9 @@ static void on_attach(loop *l, conn *c, const proto_attach *a)
 		conn_queue_err(c, 0, 0, rc, "attach: %s", why);
 		return;
 	}
+	if (refused_for_pressure(l, c, 0, 0, "attach: "))
+		return;
+	pressure_register_pid(l->pressure, c->pid); /* eBPF fault counters */
 	proto_image im = {.model = proto_s(e->name), .segment = proto_s(e->info.name),
 			  .size = e->info.image_size, .digest = proto_s(e->info.digest_hex)};
 	proto_buf b;

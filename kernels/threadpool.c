@@ -17,7 +17,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
+#include <stdio.h>
+#include <string.h>
 #include <unistd.h>
+
+#include "herd/error.h"
 
 /* Spin iterations (each a pause, ~10-40 ns) before a worker sleeps, and how
  * often a spinner yields the CPU so an oversubscribed machine (more threads
@@ -40,6 +44,9 @@ struct kern_pool {
 	_Alignas(64) atomic_int pending;  /* workers still running this region */
 	_Alignas(64) atomic_int sleepers; /* workers inside futex wait */
 	atomic_int stop;
+	int pin_driver;     /* >= 0: pin the driver to this CPU at its first run */
+	pthread_t driver;   /* the thread pinned, once driver_pinned */
+	int driver_pinned;
 };
 
 static long futex(atomic_uint *addr, int op, unsigned val)
@@ -52,6 +59,7 @@ static void *pool_worker_main(void *p)
 	struct pool_worker *w = p;
 	kern_pool *pool = w->pool;
 	unsigned seen = 0;
+	pthread_setname_np(pthread_self(), "herd-pool"); /* for top -H, /proc/PID/task */
 	for (;;) {
 		unsigned g;
 		int spins = 0;
@@ -92,7 +100,7 @@ int kern_pool_create(kern_pool **out, int n_threads)
 	kern_pool *pool = aligned_alloc(64, (sizeof(*pool) + 63) / 64 * 64);
 	if (!pool)
 		return -ENOMEM;
-	*pool = (kern_pool){.n_threads = n_threads};
+	*pool = (kern_pool){.n_threads = n_threads, .pin_driver = -1};
 	atomic_init(&pool->gen, 0);
 	atomic_init(&pool->pending, 0);
 	atomic_init(&pool->sleepers, 0);
@@ -144,6 +152,12 @@ int kern_pool_size(const kern_pool *pool)
 
 void kern_pool_run(kern_pool *pool, kern_task_fn fn, void *arg)
 {
+	if (pool && pool->pin_driver >= 0 &&
+	    (!pool->driver_pinned || !pthread_equal(pool->driver, pthread_self()))) {
+		pool->driver = pthread_self();
+		pool->driver_pinned = 1;
+		kern_pin_self(pool->pin_driver); /* checked when the pool was made */
+	}
 	if (!pool || pool->n_threads == 1) {
 		fn(arg, 0, 1);
 		return;
@@ -163,4 +177,153 @@ void kern_pool_run(kern_pool *pool, kern_task_fn fn, void *arg)
 		else
 			_mm_pause();
 	}
+}
+
+/* ---- CPU affinity ----------------------------------------------------------- */
+
+static int pin_thread(pthread_t t, int cpu)
+{
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return -pthread_setaffinity_np(t, sizeof(set), &set);
+}
+
+int kern_pin_self(int cpu)
+{
+	return pin_thread(pthread_self(), cpu);
+}
+
+int kern_pool_create_pinned(kern_pool **out, int n_threads, const int *cpus, int n_cpus)
+{
+	if (n_cpus <= 0 || !cpus)
+		return kern_pool_create(out, n_threads);
+	int rc = kern_pool_create(out, n_threads > 0 ? n_threads : n_cpus);
+	if (rc)
+		return rc;
+	kern_pool *pool = *out;
+	/* the driver's CPU is tried now on this thread too, so a CPU this
+	 * process may not use fails here, not silently at the first step */
+	cpu_set_t old;
+	if ((rc = -pthread_getaffinity_np(pthread_self(), sizeof(old), &old)) == 0 &&
+	    (rc = kern_pin_self(cpus[0])) == 0)
+		rc = -pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+	for (int i = 1; !rc && i < pool->n_threads; i++)
+		rc = pin_thread(pool->workers[i - 1].thread, cpus[i % n_cpus]);
+	if (rc) {
+		kern_pool_destroy(pool);
+		*out = NULL;
+		return rc;
+	}
+	pool->pin_driver = cpus[0];
+	return 0;
+}
+
+/* One entry "A" or "A-B" of a cpulist into [*lo, *hi]. 0 or -1. */
+static int cpulist_entry(const char *p, size_t len, long *lo, long *hi)
+{
+	char buf[32], *end;
+	if (len == 0 || len >= sizeof(buf))
+		return -1;
+	memcpy(buf, p, len);
+	buf[len] = 0;
+	if (buf[0] < '0' || buf[0] > '9')
+		return -1;
+	*lo = *hi = strtol(buf, &end, 10);
+	if (*end == '-') {
+		if (end[1] < '0' || end[1] > '9')
+			return -1;
+		*hi = strtol(end + 1, &end, 10);
+	}
+	return *end ? -1 : 0;
+}
+
+int kern_cpulist_parse(const char *s, int *cpus, int max, int *n, char *err, size_t errlen)
+{
+	static const char *const what = "a CPU number or a range like 0-3";
+	unsigned char seen[KERN_CPU_MAX] = {0};
+	*n = 0;
+	for (const char *p = s ? s : ""; *p;) {
+		while (*p == ' ')
+			p++;
+		size_t len = strcspn(p, ",");
+		size_t tl = len;
+		while (tl > 0 && p[tl - 1] == ' ')
+			tl--;
+		long lo, hi;
+		if (cpulist_entry(p, tl, &lo, &hi))
+			return herd_errf(err, errlen, HERD_E_FORMAT, "entry '%.*s' is not %s",
+					 (int)(tl < 32 ? tl : 32), p, what);
+		if (hi < lo)
+			return herd_errf(err, errlen, HERD_E_FORMAT, "entry '%.*s': the range is backwards",
+					 (int)tl, p);
+		if (hi >= KERN_CPU_MAX)
+			return herd_errf(err, errlen, HERD_E_FORMAT, "entry '%.*s': CPU %ld is above %d",
+					 (int)tl, p, hi, KERN_CPU_MAX - 1);
+		for (long c = lo; c <= hi; c++)
+			seen[c] = 1;
+		p += len;
+		if (*p == ',' && !*++p)
+			return herd_errf(err, errlen, HERD_E_FORMAT, "empty entry at the end of '%s'", s);
+	}
+	for (int c = 0; c < KERN_CPU_MAX; c++)
+		if (seen[c] && *n < max)
+			cpus[(*n)++] = c;
+	if (*n == 0)
+		return herd_errf(err, errlen, HERD_E_FORMAT, "the CPU list is empty");
+	return 0;
+}
+
+void kern_cpulist_format(const int *cpus, int n, char *buf, size_t len)
+{
+	size_t w = 0;
+	buf[0] = 0;
+	for (int i = 0; i < n && w < len;) {
+		int j = i;
+		while (j + 1 < n && cpus[j + 1] == cpus[j] + 1)
+			j++;
+		int r = j > i ? snprintf(buf + w, len - w, "%s%d-%d", w ? "," : "", cpus[i], cpus[j])
+			      : snprintf(buf + w, len - w, "%s%d", w ? "," : "", cpus[i]);
+		if (r < 0)
+			break;
+		w += (size_t)r;
+		i = j + 1;
+	}
+}
+
+int kern_cpus_online(int *cpus, int max, int *n)
+{
+	char line[4096] = "", err[128];
+	FILE *f = fopen("/sys/devices/system/cpu/online", "r");
+	if (f) {
+		if (!fgets(line, sizeof(line), f))
+			line[0] = 0;
+		fclose(f);
+		line[strcspn(line, "\n")] = 0;
+		if (line[0] && kern_cpulist_parse(line, cpus, max, n, err, sizeof(err)) == 0)
+			return 0;
+	}
+	const int k = pool_online_cpus();
+	for (*n = 0; *n < k && *n < max; (*n)++)
+		cpus[*n] = *n;
+	return 0;
+}
+
+int kern_cpus_check_online(const int *cpus, int n, char *err, size_t errlen)
+{
+	int on[KERN_CPU_MAX];
+	int n_on = 0;
+	kern_cpus_online(on, KERN_CPU_MAX, &n_on);
+	for (int i = 0; i < n; i++) {
+		int ok = 0;
+		for (int j = 0; j < n_on && !ok; j++)
+			ok = on[j] == cpus[i];
+		if (!ok) {
+			char list[256];
+			kern_cpulist_format(on, n_on, list, sizeof(list));
+			return herd_errf(err, errlen, HERD_E_INVAL, "CPU %d is not online (online: %s)",
+					 cpus[i], list);
+		}
+	}
+	return 0;
 }

@@ -98,6 +98,9 @@ typedef struct llama_ctx_opts {
 	int max_step_tokens; /* max tokens in one llama_decode step; <= 0: 512 */
 	int n_kv_pages;      /* KV pool size in pages; <= 0: enough for 1 x n_ctx */
 	int force_ref;       /* use scalar reference kernels */
+	const int *cpus;     /* n_cpus > 0: pin the compute threads to these CPUs
+			      * (kern_pool_create_pinned); copied at create */
+	int n_cpus;
 } llama_ctx_opts;
 
 typedef struct llama_ctx llama_ctx;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prefix sharing benchmark (a benchmark, not a test): N agent processes
-# (`herd agent`) send one greedy request each at the same time, every prompt
-# being one shared system prompt of about 200 tokens followed by the agent's
-# own short question; run once with "prefix_cache": true and once with false
+# (`herd agent` in its load mode) send one greedy request each at the same
+# time, every prompt being one shared system prompt of P tokens followed by
+# the agent's own Q-token question; run once with "prefix_cache": true and once with false
 # on the same model file and broker settings. Prints one JSON object: time to
 # first token (broker-measured, arrival to first token, and client-measured)
 # p50/p95, prompt tokens evaluated and served from the cache (herdctl status),
@@ -10,19 +10,19 @@
 #
 # usage: scripts/bench-prefix.sh [--agents N] [--model FILE] [--threads T]
 #                               [--max-batch B] [--max-tokens N]
-#                               [--system-chars C] [--build DIR]
+#                               [--shared-len P] [--question-len Q] [--build DIR]
 #   --agents N        agent processes (default 69)
 #   --model FILE      GGUF model (default models/tinyllama-1.1b-demo-q4_0.gguf, made if missing)
 #   --threads T       broker compute threads (default 0: every CPU)
 #   --max-batch B     broker batch size (default: the broker's)
 #   --max-tokens N    new tokens per request (default 8)
-#   --system-chars C  length of the shared system prompt in characters
-#                     (default 530: about 200 tokens of the TinyLlama demo vocabulary)
+#   --shared-len P    tokens of the shared system prompt (default 200)
+#   --question-len Q  tokens of each agent's own question (default 32)
 #   --build DIR       build directory (default build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 agents=69 model=$root/models/tinyllama-1.1b-demo-q4_0.gguf threads=0 max_batch= max_tokens=8
-sys_chars=530 build=build
+shared=200 question=32 build=build
 while [ $# -gt 0 ]; do
 	case $1 in
 	--agents) agents=$2; shift 2 ;;
@@ -30,9 +30,10 @@ while [ $# -gt 0 ]; do
 	--threads) threads=$2; shift 2 ;;
 	--max-batch) max_batch=$2; shift 2 ;;
 	--max-tokens) max_tokens=$2; shift 2 ;;
-	--system-chars) sys_chars=$2; shift 2 ;;
+	--shared-len) shared=$2; shift 2 ;;
+	--question-len) question=$2; shift 2 ;;
 	--build) build=$2; shift 2 ;;
-	-h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,22p' "$0"; exit 0 ;;
 	*) echo "bench-prefix: unknown argument '$1'" >&2; exit 1 ;;
 	esac
 done
@@ -51,19 +52,6 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-
-# the shared system prompt: deterministic words, sys_chars characters
-python3 - "$sys_chars" >"$work/system.txt" <<'EOF'
-import sys
-n = int(sys.argv[1])
-words = ("you are a careful assistant for the build farm answer briefly cite the tool you used "
-         "never run commands that delete data check the queue before scheduling a job report "
-         "errors with their exit code and keep every answer under fifty words").split()
-out, i = [], 0
-while len(" ".join(out)) < n:
-    out.append(words[i % len(words)]); i += 1
-print(" ".join(out)[:n])
-EOF
 
 # run MODE(on|off): one broker, N agents at once, results in $work/MODE.*
 run() {
@@ -84,8 +72,9 @@ run() {
 	local pids=() i
 	for ((i = 0; i < agents; i++)); do
 		"$herd" agent --socket "$sock" --model "$name" --index "$i" --requests 1 \
-			--max-tokens "$max_tokens" --stream-every 1 --report-first \
-			--system-file "$work/system.txt" >"$work/$mode.agent$i" 2>&1 &
+			--max-tokens "$max_tokens" --stream-frac 1 --agents "$agents" \
+			--prompt-len "$question" --shared-len "$shared" --shared-frac 1 \
+			>"$work/$mode.agent$i" 2>&1 &
 		pids+=($!)
 	done
 	for p in "${pids[@]}"; do wait "$p" || true; done
@@ -117,7 +106,7 @@ def summary(mode):
     ok = [r for r in reqs if r.get("ok")]
     st = json.load(open(f"{work}/{mode}.status"))
     bf = [r["broker_first_ms"] for r in ok if r["broker_first_ms"] >= 0]
-    cf = [r["first_ms"] for r in ok if r["first_ms"] >= 0]
+    cf = [r["ttft_ms"] for r in ok if r.get("ttft_ms", -1) >= 0]
     return {"requests_ok": len(ok), "requests_failed": len(reqs) - len(ok) + agents - len(reqs),
             "ttft_p50_ms": pct(bf, 50), "ttft_p95_ms": pct(bf, 95),
             "client_first_p50_ms": pct(cf, 50), "client_first_p95_ms": pct(cf, 95),

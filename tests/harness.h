@@ -49,7 +49,7 @@
 #include "model/tokenizer.h"
 #include "shm/image.h"
 #include "common/clock.h"
-#include "procfs.h"
+#include "common/procfs.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define H_SANITIZE 1

@@ -48,7 +48,7 @@
 #include "shm/image.h"
 
 #include "broker_harness.h"
-#include "procfs.h"
+#include "common/procfs.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 

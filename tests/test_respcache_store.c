@@ -152,6 +152,41 @@ static void test_cap_evicts_oldest(void **state)
 	rm_env();
 }
 
+/* Memory pressure: shrink evicts the oldest down to half the bytes (at
+ * least 1 MiB kept) and holds the cap there until unshrink. */
+static void test_shrink(void **state)
+{
+	(void)state;
+	respcache *rc = open_mb(16);
+	for (int b = 0; b < 100; b++) /* 100 batches of 10 x 4 KiB: ~4 MiB */
+		assert_int_equal(put_n(rc, b * 10, 10, 4096), 0);
+	respcache_stats s0, s1, s2;
+	respcache_get_stats(rc, &s0);
+	assert_int_equal(s0.entries, 1000);
+	const int n = respcache_shrink(rc);
+	respcache_get_stats(rc, &s1);
+	printf("shrink: %d evicted, %llu -> %llu bytes\n", n, (unsigned long long)s0.bytes,
+	       (unsigned long long)s1.bytes);
+	assert_true(n > 0);
+	assert_int_equal(s1.entries, 1000 - (uint64_t)n);
+	assert_true(s1.bytes <= s0.bytes / 2 + 4096 * 4);
+	assert_int_equal(get_i(rc, 999, -1, 4096), 0); /* the newest stays */
+	assert_int_equal(get_i(rc, 0, -1, 4096), 1);   /* the oldest went */
+	/* while shrunk, new answers still evict down to the lower cap */
+	for (int b = 100; b < 150; b++)
+		assert_int_equal(put_n(rc, b * 10, 10, 4096), 0);
+	respcache_get_stats(rc, &s2);
+	assert_true(s2.bytes <= s0.bytes / 2 + 4096 * 4);
+	/* recovered: the configured cap again */
+	respcache_unshrink(rc);
+	for (int b = 150; b < 250; b++)
+		assert_int_equal(put_n(rc, b * 10, 10, 4096), 0);
+	respcache_get_stats(rc, &s2);
+	assert_true(s2.bytes > s0.bytes / 2 + 4096 * 4);
+	respcache_close(rc);
+	rm_env();
+}
+
 /* A use (an item without text) moves an entry to the young end. */
 static void test_use_keeps_entry(void **state)
 {
@@ -268,6 +303,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cap_evicts_oldest),
+		cmocka_unit_test(test_shrink),
 		cmocka_unit_test(test_use_keeps_entry),
 		cmocka_unit_test(test_map_full),
 		cmocka_unit_test(test_collision_is_a_miss),

@@ -8,7 +8,8 @@
  *              [--go-fd FD] [--exit-fd FD] [--reconnect] [--reconnect-ms MS]
  *              [--report-first] [--cache] [--json]
  *              [--duration-s S] [--mix S:B:C] [--cancel-after N] [--think-ms MS]
- *              [--quiet] [--system-file FILE]   (a shared system prompt before each one)
+ *              [--quiet] [--prompt-len MIN[:MAX]] [--shared-len P] [--shared-frac F]
+ *              [--agents N] [--repeat-frac F] [--rate R] [--stream-frac F]
  *
  * Sequence: connect (hello/welcome); with --attach, attach the model's
  * shared image (herd_model_attach), with --local run it in this process
@@ -47,9 +48,26 @@
  * then herd_reconnect is retried every 50 ms for up to --reconnect-ms (default
  * 30000) and the same request is sent again.
  *
+ * Load mode (`herd bench serve`): --prompt-len MIN[:MAX] sends token
+ * prompts (ids, no text) of a length drawn uniformly from MIN..MAX per
+ * request; --shared-len P puts the same P-token system prefix before
+ * them when this agent is among the first --shared-frac F of --agents N;
+ * --repeat-frac F makes that fraction of requests one identical greedy
+ * request (the same tokens for every agent: material for request merging
+ * and the response cache); --rate R spaces requests by Poisson arrivals of
+ * R requests/s (one request in flight per agent: a request due while the
+ * previous one runs is sent when it ends); --stream-frac F streams that
+ * fraction (instead of --stream-every). Every choice comes from a hash of
+ * the agent index and request number, so a run is reproducible. The "req"
+ * line then also has "tpot_ms" (streamed: (last - first token arrival) /
+ * (tokens - 1) measured here; else the broker's (t_total - t_first) /
+ * (n_gen - 1)), "ttft_ms" (streamed: first token arrival here; else the
+ * broker's t_first_ms), "n_cached", "merged", "cached" and "repeat".
+ *
  * Exit status: 0 when every request succeeded, 1 otherwise or on a fatal
  * error, 2 for a usage error. */
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <sys/mman.h>
 #include <stdarg.h>
@@ -92,17 +110,17 @@ static const char *const agent_prompts[] = {
 
 #define AGENT_N_PROMPTS (sizeof(agent_prompts) / sizeof(agent_prompts[0]))
 
-#define AGENT_SYSTEM_MAX 16384 /* bytes of --system-file */
-
 typedef struct agent_opts {
 	const char *socket, *model, *name;
-	const char *system_file; /* --system-file: text put before every prompt */
-	const char *system;      /* its contents (static storage), or NULL */
 	long index, requests, max_tokens, stream_every, local_tokens, threads;
 	long go_fd, exit_fd, reconnect_ms;
 	long duration_s, cancel_after, think_ms;
 	long mix[3]; /* weights of streamed, blocking, cancelled; all 0: --stream-every */
 	int attach, local, touch, reconnect, report_first, cache, quiet;
+	/* load mode (herd bench serve) */
+	long plen_min, plen_max, shared_len, agents; /* plen_max 0: text prompts */
+	double shared_frac, repeat_frac, rate, stream_frac; /* stream_frac < 0: unused */
+	uint32_t n_vocab;
 } agent_opts;
 
 /* The kind of one request. */
@@ -122,8 +140,16 @@ static uint64_t agent_hash(long index, long req, uint64_t salt)
 	return z ^ (z >> 31);
 }
 
+/* A uniform double in [0, 1) from the request's hash. */
+static double agent_unit(long index, long req, uint64_t salt)
+{
+	return (double)(agent_hash(index, req, salt) >> 11) * 0x1.0p-53;
+}
+
 static agent_kind agent_pick(const agent_opts *o, long req)
 {
+	if (o->stream_frac >= 0)
+		return agent_unit(o->index, req, 4) < o->stream_frac ? AGENT_STREAM : AGENT_BLOCK;
 	const long total = o->mix[0] + o->mix[1] + o->mix[2];
 	if (total <= 0)
 		return o->stream_every > 0 && req % o->stream_every == o->stream_every - 1
@@ -244,7 +270,7 @@ static void barrier_wait(long fd)
 typedef struct stream_acc {
 	int32_t *toks;
 	int n, cap;
-	double t0, t_first;
+	double t0, t_first, t_last;
 	int report_first;
 	long req;
 	long cancel_after; /* > 0: cancel (return 1) once this many tokens came */
@@ -272,6 +298,7 @@ static int on_token(void *user, const char *text, size_t len, int32_t token)
 		a->cap = cap;
 	}
 	a->toks[a->n++] = token;
+	a->t_last = now_ms();
 	return a->cancel_after > 0 && a->n >= a->cancel_after;
 }
 
@@ -328,8 +355,25 @@ static int agent_send(herd_client *c, const agent_opts *o, const herd_request *r
 }
 
 /* The "req" line of a request that ended with rc. */
+/* Load mode: TTFT and TPOT of a finished request (see the header). */
+static void agent_report_load(jline *j, int stream, const stream_acc *acc, const herd_result *res,
+			      int repeat)
+{
+	double ttft = res->t_first_ms, tpot = -1;
+	if (stream && acc->n > 0) {
+		ttft = acc->t_first - acc->t0;
+		if (acc->n > 1)
+			tpot = (acc->t_last - acc->t_first) / (acc->n - 1);
+	} else if (res->n_gen > 1 && res->t_first_ms >= 0) {
+		tpot = (res->t_total_ms - res->t_first_ms) / (res->n_gen - 1);
+	}
+	/* merged and cached are on every req line (agent_report) */
+	jl_fmt(j, ",\"ttft_ms\":%.3f,\"tpot_ms\":%.4f,\"n_cached\":%u,\"repeat\":%d", ttft, tpot,
+	       res->n_cached, repeat);
+}
+
 static void agent_report(herd_client *c, const agent_opts *o, const char *prompt, agent_kind kind,
-			 const stream_acc *acc, int rc, const herd_result *res)
+			 const stream_acc *acc, int rc, const herd_result *res, int repeat)
 {
 	const double lat = now_ms() - acc->t0;
 	const int stream = kind != AGENT_BLOCK;
@@ -343,12 +387,14 @@ static void agent_report(herd_client *c, const agent_opts *o, const char *prompt
 	} else {
 		jl_str(&j, "reason", herd_finish_name(res->reason));
 		jl_fmt(&j,
-		       ",\"n_prompt\":%u,\"n_cached\":%u,\"n_gen\":%u,\"latency_ms\":%.3f,\"first_ms\":%.3f,"
+		       ",\"n_prompt\":%u,\"n_gen\":%u,\"latency_ms\":%.3f,\"first_ms\":%.3f,"
 		       "\"queue_ms\":%.3f,\"broker_first_ms\":%.3f,\"broker_total_ms\":%.3f,"
 		       "\"merged\":%d,\"cached\":%d",
-		       res->n_prompt, res->n_cached, res->n_gen, lat,
+		       res->n_prompt, res->n_gen, lat,
 		       stream && acc->n ? acc->t_first - acc->t0 : -1.0, res->t_queue_ms,
 		       res->t_first_ms, res->t_total_ms, res->merged, res->cached);
+		if (o->plen_max > 0)
+			agent_report_load(&j, stream, acc, res, repeat);
 		jl_hex(&j, "text_hex", res->text, res->text_len);
 		if (stream) {
 			jl_add(&j, ",\"toks\":[", 9);
@@ -360,23 +406,61 @@ static void agent_report(herd_client *c, const agent_opts *o, const char *prompt
 	jl_emit(&j);
 }
 
+#define AGENT_MAX_PROMPT_TOKENS 16384
+
+/* Load mode: the token prompt of request req into ids (*n of them): the
+ * shared prefix (when this agent shares) and its own part, or the one
+ * repeated request. Returns 1 when it is the repeated request. */
+static int agent_tokens(const agent_opts *o, long req, int32_t *ids, int *n)
+{
+	const uint32_t lo = 3, span = o->n_vocab > lo + 1 ? o->n_vocab - lo : 1;
+	const int repeat = o->repeat_frac > 0 && agent_unit(o->index, req, 3) < o->repeat_frac;
+	const long idx = repeat ? -1 : o->index, rq = repeat ? -1 : req;
+	const long len = o->plen_min + (long)(agent_unit(idx, rq, 5) *
+					      (double)(o->plen_max - o->plen_min + 1));
+	*n = 0;
+	const long n_sharing = (long)floor(o->shared_frac * (double)o->agents + 0.5);
+	if (!repeat && o->shared_len > 0 && o->index < n_sharing)
+		for (long i = 0; i < o->shared_len; i++) /* the same for every sharing agent */
+			ids[(*n)++] = (int32_t)(lo + agent_hash(-2, i, 6) % span);
+	for (long i = 0; i < len && *n < AGENT_MAX_PROMPT_TOKENS; i++)
+		ids[(*n)++] = (int32_t)(lo + agent_hash(idx, rq * 65536 + i, 7) % span);
+	return repeat;
+}
+
+/* --rate: waits until request req is due (Poisson arrivals from t_start). */
+static void agent_arrival(const agent_opts *o, long req, double *t_next)
+{
+	if (o->rate <= 0)
+		return;
+	*t_next += -log(1 - agent_unit(o->index, req, 8)) / o->rate * 1e3;
+	const double wait = *t_next - now_ms();
+	if (wait > 0)
+		usleep((useconds_t)(wait * 1e3));
+}
+
 /* Runs request number req; reports it (unless --quiet and it succeeded)
  * and counts it. Returns 0 or the error code. */
 static int agent_request(herd_client *c, const agent_opts *o, long req, agent_counts *cnt)
 {
 	char prompt[256];
-	snprintf(prompt, sizeof(prompt), "%s %ld",
-		 agent_prompts[(size_t)(o->index + req) % AGENT_N_PROMPTS], o->index * 1000 + req);
+	static int32_t ids[AGENT_MAX_PROMPT_TOKENS];
+	int n_ids = 0, repeat = 0;
 	const agent_kind kind = agent_pick(o, req);
 	herd_request r;
 	herd_request_init(&r);
-	r.model = o->model;
-	r.prompt = prompt;
-	static char full[AGENT_SYSTEM_MAX + sizeof(prompt) + 1];
-	if (o->system) { /* a shared system prompt, then the agent's question */
-		snprintf(full, sizeof(full), "%s\n%s", o->system, prompt);
-		r.prompt = full;
+	if (o->plen_max > 0) {
+		repeat = agent_tokens(o, req, ids, &n_ids);
+		snprintf(prompt, sizeof(prompt), "tokens:%d", n_ids);
+		r.tokens = ids;
+		r.n_tokens = (size_t)n_ids;
+	} else {
+		snprintf(prompt, sizeof(prompt), "%s %ld",
+			 agent_prompts[(size_t)(o->index + req) % AGENT_N_PROMPTS],
+			 o->index * 1000 + req);
+		r.prompt = prompt;
 	}
+	r.model = o->model;
 	r.max_tokens = (int)o->max_tokens;
 	r.temperature = 0;
 	r.no_cache = !o->cache;
@@ -385,7 +469,7 @@ static int agent_request(herd_client *c, const agent_opts *o, long req, agent_co
 			  .cancel_after = kind == AGENT_CANCEL ? o->cancel_after : 0};
 	const int rc = agent_send(c, o, &r, kind != AGENT_BLOCK, &acc, &res);
 	if (rc || !o->quiet)
-		agent_report(c, o, prompt, kind, &acc, rc, &res);
+		agent_report(c, o, prompt, kind, &acc, rc, &res, repeat);
 	cnt->kind[kind]++;
 	if (rc)
 		cnt->failed++;
@@ -475,30 +559,6 @@ static int agent_attach(herd_client *c, const agent_opts *o, herd_local_model **
 	return 0;
 }
 
-/* --system-file: its text (at most AGENT_SYSTEM_MAX bytes, trailing
- * newlines dropped) into o->system. 0 or -1 (printed). */
-static int agent_read_system(agent_opts *o)
-{
-	static char text[AGENT_SYSTEM_MAX + 1];
-	FILE *f = fopen(o->system_file, "r");
-	if (!f) {
-		fprintf(stderr, "herd agent: --system-file %s: %s\n", o->system_file, strerror(errno));
-		return -1;
-	}
-	size_t n = fread(text, 1, sizeof(text), f);
-	fclose(f);
-	if (n > AGENT_SYSTEM_MAX) {
-		fprintf(stderr, "herd agent: --system-file %s: more than %d bytes\n", o->system_file,
-			AGENT_SYSTEM_MAX);
-		return -1;
-	}
-	while (n > 0 && text[n - 1] == '\n')
-		n--;
-	text[n] = 0;
-	o->system = text;
-	return 0;
-}
-
 static void agent_usage(FILE *f)
 {
 	fprintf(f, "usage: herd agent --socket PATH --model NAME [--index I] [--name NAME]\n"
@@ -506,7 +566,8 @@ static void agent_usage(FILE *f)
 		   "       [--local-tokens N] [--touch] [--threads T] [--go-fd FD] [--exit-fd FD]\n"
 		   "       [--reconnect] [--reconnect-ms MS] [--report-first] [--cache] [--json]\n"
 		   "       [--duration-s S] [--mix S:B:C] [--cancel-after N] [--think-ms MS] [--quiet]\n"
-		   "       [--system-file FILE]\n"
+		   "       [--prompt-len MIN[:MAX]] [--shared-len P] [--shared-frac F] [--agents N]\n"
+		   "       [--repeat-frac F] [--rate R] [--stream-frac F]\n"
 		   "(internal: one agent process of `herd demo` and the tests; JSON lines on stdout)\n");
 }
 
@@ -523,6 +584,24 @@ static int agent_parse_mix(agent_opts *o, const char *v)
 		return -1;
 	}
 	memcpy(o->mix, m, sizeof(m));
+	return 0;
+}
+
+/* --prompt-len MIN[:MAX] (tokens). 0 or -1 (printed). */
+static int agent_parse_plen(agent_opts *o, const char *v)
+{
+	char tail;
+	long lo, hi;
+	int k = v ? sscanf(v, "%ld:%ld%c", &lo, &hi, &tail) : 0;
+	if (k == 1)
+		hi = lo;
+	if ((k != 1 && k != 2) || lo < 1 || hi < lo || hi > AGENT_MAX_PROMPT_TOKENS / 2) {
+		fprintf(stderr, "herd agent: --prompt-len wants MIN[:MAX] tokens, 1 <= MIN <= MAX <= %d\n",
+			AGENT_MAX_PROMPT_TOKENS / 2);
+		return -1;
+	}
+	o->plen_min = lo;
+	o->plen_max = hi;
 	return 0;
 }
 
@@ -550,14 +629,29 @@ static int agent_parse_word(agent_opts *o, const char *a, const char *v)
 		return 1;
 	if (!strcmp(a, "--mix"))
 		return agent_parse_mix(o, v) ? -1 : 3;
-	if (!strcmp(a, "--socket") || !strcmp(a, "--model") || !strcmp(a, "--name") ||
-	    !strcmp(a, "--system-file")) {
+	if (!strcmp(a, "--prompt-len"))
+		return agent_parse_plen(o, v) ? -1 : 3;
+	double *frac = !strcmp(a, "--shared-frac")   ? &o->shared_frac
+		       : !strcmp(a, "--repeat-frac") ? &o->repeat_frac
+		       : !strcmp(a, "--stream-frac") ? &o->stream_frac
+		       : !strcmp(a, "--rate")	     ? &o->rate
+						     : NULL;
+	if (frac) {
+		const double hi = frac == &o->rate ? 1e6 : 1;
+		if (cli_float(a, v, frac))
+			return -1;
+		if (!(*frac >= 0 && *frac <= hi)) {
+			fprintf(stderr, "herd agent: %s wants a number in [0, %g]\n", a, hi);
+			return -1;
+		}
+		return 3;
+	}
+	if (!strcmp(a, "--socket") || !strcmp(a, "--model") || !strcmp(a, "--name")) {
 		if (!v) {
 			fprintf(stderr, "herd agent: %s needs a value\n", a);
 			return -1;
 		}
-		*(!strcmp(a, "--socket") ? &o->socket : !strcmp(a, "--model") ? &o->model
-			: !strcmp(a, "--name") ? &o->name : &o->system_file) = v;
+		*(!strcmp(a, "--socket") ? &o->socket : !strcmp(a, "--model") ? &o->model : &o->name) = v;
 		return 3;
 	}
 	fprintf(stderr, "herd agent: unexpected argument '%s'\n", a);
@@ -568,7 +662,7 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 {
 	*o = (agent_opts){.requests = 2, .max_tokens = 16, .stream_every = 2, .local_tokens = 2,
 			  .threads = 1, .go_fd = -1, .exit_fd = -1, .reconnect_ms = 30000,
-			  .cancel_after = 2};
+			  .cancel_after = 2, .stream_frac = -1, .agents = 1};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		static const struct {
@@ -588,6 +682,9 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 			{.name = "--duration-s", .off = offsetof(agent_opts, duration_s), .lo = 0, .hi = 7 * 86400},
 			{.name = "--cancel-after", .off = offsetof(agent_opts, cancel_after), .lo = 1, .hi = 1 << 20},
 			{.name = "--think-ms", .off = offsetof(agent_opts, think_ms), .lo = 0, .hi = 3600000},
+			{.name = "--shared-len", .off = offsetof(agent_opts, shared_len), .lo = 0,
+			 .hi = AGENT_MAX_PROMPT_TOKENS / 2},
+			{.name = "--agents", .off = offsetof(agent_opts, agents), .lo = 1, .hi = 1 << 20},
 		};
 		int done = 0;
 		for (size_t k = 0; k < sizeof(nums) / sizeof(nums[0]) && !done; k++)
@@ -611,7 +708,25 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 	}
 	if ((o->local || o->touch) && !o->attach)
 		o->attach = 1;
-	return o->system_file ? agent_read_system(o) : 0;
+	return 0;
+}
+
+/* Load mode: the model's vocabulary size (token prompts stay inside it). */
+static int agent_vocab(herd_client *c, agent_opts *o)
+{
+	const herd_model_info *mi;
+	size_t n = 0;
+	if (herd_models(c, &mi, &n) == 0)
+		for (size_t i = 0; i < n; i++)
+			if (!strcmp(mi[i].name, o->model))
+				o->n_vocab = mi[i].n_vocab;
+	if (o->n_vocab > 3)
+		return 0;
+	jline j = {0};
+	jl_fmt(&j, "{\"ev\":\"fatal\",\"stage\":\"connect\",\"code\":%d", HERD_E_MISSING);
+	jl_str(&j, "msg", "the broker does not serve that model (no vocabulary size)");
+	jl_emit(&j);
+	return -1;
 }
 
 /* One "progress" or "finished" line with the counts. */
@@ -642,9 +757,10 @@ static void agent_think(const agent_opts *o, long req)
 static void agent_loop(herd_client *c, const agent_opts *o, agent_counts *cnt)
 {
 	const double t_end = now_ms() + (double)o->duration_s * 1e3;
-	double t_progress = now_ms() + AGENT_PROGRESS_MS;
+	double t_progress = now_ms() + AGENT_PROGRESS_MS, t_next = now_ms();
 	for (long r = 0; o->duration_s > 0 ? now_ms() < t_end : r < o->requests; r++) {
 		agent_think(o, r);
+		agent_arrival(o, r, &t_next);
 		if (o->duration_s > 0 && now_ms() >= t_end)
 			break;
 		if (agent_request(c, o, r, cnt) && o->duration_s > 0)
@@ -689,6 +805,8 @@ int cmd_agent(int argc, char **argv)
 		jl_emit(&j);
 		goto out;
 	}
+	if (o.plen_max > 0 && agent_vocab(c, &o))
+		goto out;
 	jl_fmt(&ready, "{\"ev\":\"ready\",\"pid\":%d,\"index\":%ld,\"agent\":%llu,\"attached\":%d",
 	       (int)getpid(), o.index, (unsigned long long)herd_agent_id(c), o.attach);
 	if (o.attach && agent_attach(c, &o, &lm, &ready))

@@ -11,6 +11,7 @@ int cmd_logits(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_mkmodel(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_serve(int argc, char **argv); /* `herd bench serve` */
 int cmd_demo(int argc, char **argv);
 int cmd_abuse(int argc, char **argv); /* tools/herd/cmd_abuse.c */
 /* Hidden: one agent process of `herd demo` and the tests (tools/herd/agent.c). */

@@ -332,6 +332,8 @@ static void bench_report(const struct bench *b, const llama_model *m, const benc
 
 int cmd_bench(int argc, char **argv)
 {
+	if (argc > 1 && !strcmp(argv[1], "serve")) /* the broker under load: cmd_bench_serve.c */
+		return cmd_bench_serve(argc - 1, argv + 1);
 	bench_opts o;
 	llama_model *m;
 	struct bench b = {0};

@@ -47,62 +47,24 @@
 #include <json-c/json.h>
 
 #include "cli.h"
+#include "demo.h"
 #include "herd/herd.h"
 #include "model/gguf.h"
 #include "model/mkmodel.h"
 #include "shm/image.h"
 #include "common/clock.h"
+#include "common/procfs.h"
 
 #define DEMO_DEFAULT_MODEL "models/tinyllama-1.1b-demo-q4_0.gguf"
 #define DEMO_MODEL_NAME "demo"
 #define DEMO_AGENT_MIB 4 /* private memory allowed per agent in the PSS bound */
 #define DEMO_READY_TIMEOUT_S 1800 /* for every agent to attach and be ready */
-#define DEMO_RUN_TIMEOUT_S 3600   /* for every agent to finish its requests */
 #define DEMO_REAP_MS 10000        /* wait for a process to exit, then SIGKILL */
 #define DEMO_TAIL_LINES 15        /* of each log shown after a failure */
 #define DEMO_NFTW_FDS 16          /* descriptors nftw may hold open */
 #define DEMO_EXIT_INTERRUPTED 130 /* 128 + SIGINT, as a shell reports it */
 
-typedef struct demo_opts {
-	long agents, requests, max_tokens, stream_every, threads, max_batch;
-	const char *model;
-	int json, local, keep_image;
-} demo_opts;
-
-typedef struct demo_agent {
-	pid_t pid;
-	int fd;            /* read end of its stdout pipe; -1 after EOF */
-	char *buf;         /* bytes of an incomplete line */
-	size_t len, cap;
-	int ready, finished, fatal;
-	double attach_ms, local_ms;
-} demo_agent;
-
-typedef struct dvec {
-	double *v;
-	size_t n, cap;
-} dvec;
-
-typedef struct demo {
-	demo_opts o;
-	char dir[64], sock[128], log[128], alog[128];
-	char herd[PATH_MAX], herdd[PATH_MAX], herdctl[PATH_MAX], model[PATH_MAX];
-	char segment[SHM_IMAGE_NAME_MAX + 8];
-	uint64_t image_bytes;
-	pid_t broker;
-	int sig_fd, interrupted;
-	sigset_t old_mask;
-	int go_w, exit_w; /* barrier write ends: closing them releases the agents */
-	demo_agent *ag;
-	long n_ag;
-	dvec lat, first, attach, local;
-	long req_ok, req_failed;
-	uint64_t gen_tokens, prompt_tokens;
-	double broker_s, ready_s; /* start-up of the broker, of the agents */
-	int random_weights;       /* general.name says it is a mkmodel demo */
-} demo;
-
-static int dvec_push(dvec *d, double x)
+int dvec_push(dvec *d, double x)
 {
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 64;
@@ -122,8 +84,7 @@ static int cmp_dbl(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Nearest-rank percentile of d (sorted in place); 0 when empty. */
-static double pct(dvec *d, double q)
+double pct(dvec *d, double q)
 {
 	if (!d->n)
 		return 0;
@@ -297,6 +258,10 @@ static int demo_start_broker(demo *d)
 		argv[n++] = "--max-batch";
 		argv[n++] = batch;
 	}
+	if (d->o.config) {
+		argv[n++] = "--config";
+		argv[n++] = (char *)d->o.config;
+	}
 	argv[n] = NULL;
 	d->broker = demo_spawn(d, argv, -1, d->log, NULL, 0);
 	if (d->broker < 0) {
@@ -304,6 +269,23 @@ static int demo_start_broker(demo *d)
 		return -1;
 	}
 	return 0;
+}
+
+/* The model the run requests (o.model_name, else the broker's first):
+ * fills its name, segment and image size. c, or NULL when it is not served. */
+static herd_client *demo_pick_model(demo *d, herd_client *c, const herd_model_info *mi, size_t n)
+{
+	const char *want = d->o.model_name ? d->o.model_name : d->o.socket ? NULL : DEMO_MODEL_NAME;
+	for (size_t i = 0; i < n; i++)
+		if (!want || !strcmp(mi[i].name, want)) {
+			snprintf(d->model_name, sizeof(d->model_name), "%s", mi[i].name);
+			snprintf(d->segment, sizeof(d->segment), "%s", mi[i].segment);
+			d->image_bytes = mi[i].image_bytes;
+			return c;
+		}
+	fprintf(stderr, "herd: the broker at %s does not serve model '%s'\n", d->sock, want);
+	herd_close(c);
+	return NULL;
 }
 
 /* Waits until the broker serves; fills segment and image size. Returns a
@@ -317,11 +299,13 @@ static herd_client *demo_wait_broker(demo *d)
 	co.timeout_ms = 2000;
 	const double t0 = clock_mono_s();
 	herd_client *c = NULL;
-	while (clock_mono_s() - t0 < 900) {
+	/* a broker we start may build its image first; a running one answers now */
+	const double limit = d->o.socket ? 5 : 900;
+	while (clock_mono_s() - t0 < limit) {
 		if (demo_signalled(d))
 			goto fail;
 		int st;
-		if (waitpid(d->broker, &st, WNOHANG) == d->broker) {
+		if (d->broker > 0 && waitpid(d->broker, &st, WNOHANG) == d->broker) {
 			d->broker = 0;
 			fprintf(stderr, "herd demo: herdd exited during start-up\n");
 			tail_file(d->log, "herdd log", 20);
@@ -332,13 +316,17 @@ static herd_client *demo_wait_broker(demo *d)
 		if (herd_connect(&c, &co) == 0) {
 			const herd_model_info *mi;
 			size_t n;
-			if (herd_models(c, &mi, &n) == 0 && n > 0) {
-				snprintf(d->segment, sizeof(d->segment), "%s", mi[0].segment);
-				d->image_bytes = mi[0].image_bytes;
-			}
+			if (herd_models(c, &mi, &n) == 0 && n > 0)
+				return demo_pick_model(d, c, mi, n);
 			return c;
 		}
 		usleep(100 * 1000);
+	}
+	if (d->o.socket) {
+		const char *m = c ? herd_client_errmsg(c) : NULL;
+		fprintf(stderr, "herd: no broker serving at %s%s%s\n", d->sock, m && m[0] ? ": " : "",
+			m && m[0] ? m : "");
+		goto fail;
 	}
 	fprintf(stderr, "herd demo: herdd did not start serving within 15 minutes\n");
 fail:
@@ -370,14 +358,14 @@ static int demo_start_agents(demo *d)
 			break;
 		}
 		snprintf(idx, sizeof(idx), "%ld", i);
-		char *argv[32];
+		char *argv[80];
 		int n = 0;
 		argv[n++] = d->herd;
 		argv[n++] = "agent";
 		argv[n++] = "--socket";
 		argv[n++] = d->sock;
 		argv[n++] = "--model";
-		argv[n++] = DEMO_MODEL_NAME;
+		argv[n++] = d->model_name;
 		argv[n++] = "--index";
 		argv[n++] = idx;
 		argv[n++] = "--requests";
@@ -386,10 +374,14 @@ static int demo_start_agents(demo *d)
 		argv[n++] = mt;
 		argv[n++] = "--stream-every";
 		argv[n++] = se;
-		argv[n++] = "--attach";
-		argv[n++] = "--touch";
+		if (!d->o.no_attach) {
+			argv[n++] = "--attach";
+			argv[n++] = "--touch";
+		}
 		if (d->o.local)
 			argv[n++] = "--local";
+		for (int k = 0; d->o.extra && d->o.extra[k] && n < 60; k++)
+			argv[n++] = d->o.extra[k];
 		argv[n++] = "--go-fd";
 		argv[n++] = gofd;
 		argv[n++] = "--exit-fd";
@@ -420,6 +412,22 @@ static double jd(json_object *o, const char *k)
 	return json_object_object_get_ex(o, k, &v) ? json_object_get_double(v) : 0;
 }
 
+/* The load-mode keys of a "req" line (herd bench serve). */
+static void demo_line_load(demo *d, json_object *o)
+{
+	json_object *v;
+	if (!json_object_object_get_ex(o, "ttft_ms", &v))
+		return;
+	if (jd(o, "ttft_ms") >= 0)
+		dvec_push(&d->ttft, jd(o, "ttft_ms"));
+	if (jd(o, "tpot_ms") >= 0)
+		dvec_push(&d->tpot, jd(o, "tpot_ms"));
+	d->n_cached += (uint64_t)jd(o, "n_cached");
+	d->n_merged += jd(o, "merged") != 0;
+	d->n_hit += jd(o, "cached") != 0;
+	d->n_repeat += jd(o, "repeat") != 0;
+}
+
 static void demo_line(demo *d, demo_agent *a, const char *line)
 {
 	json_object *o = json_tokener_parse(line);
@@ -442,6 +450,7 @@ static void demo_line(demo *d, demo_agent *a, const char *line)
 			dvec_push(&d->lat, jd(o, "latency_ms"));
 			if (jd(o, "first_ms") >= 0 && jd(o, "stream") != 0)
 				dvec_push(&d->first, jd(o, "first_ms"));
+			demo_line_load(d, o);
 		} else {
 			d->req_failed++;
 			json_object *m = NULL;
@@ -496,7 +505,7 @@ static void demo_read(demo *d, demo_agent *a)
 
 /* Reads agent output until every agent is ready (phase 0) or finished
  * (phase 1), or failed. Returns 0, or -1 on interruption / timeout. */
-static int demo_pump(demo *d, int phase, double timeout_s)
+int demo_pump(demo *d, int phase, double timeout_s)
 {
 	struct pollfd *p = calloc((size_t)d->n_ag + 1, sizeof(*p));
 	demo_agent **who = calloc((size_t)d->n_ag + 1, sizeof(*who));
@@ -550,22 +559,33 @@ out:
 /* ---- measuring ----------------------------------------------------------------- */
 
 /* Pss and Rss of pid in bytes (0 when unreadable). */
-static void proc_mem(pid_t pid, uint64_t *pss, uint64_t *rss)
+void proc_mem(pid_t pid, uint64_t *pss, uint64_t *rss)
 {
-	char path[64], line[256];
-	*pss = *rss = 0;
-	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", (int)pid);
-	FILE *f = fopen(path, "r");
+	*pss = proc_mem_bytes(pid, "smaps_rollup", "Pss:");
+	*rss = proc_mem_bytes(pid, "smaps_rollup", "Rss:");
+}
+
+json_object *demo_herdctl(const demo *d, const char *args)
+{
+	if (access(d->herdctl, X_OK))
+		return NULL;
+	char cmd[PATH_MAX * 2 + 128];
+	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' --json %s 2>/dev/null", d->herdctl, d->sock,
+		 args);
+	FILE *f = popen(cmd, "r");
 	if (!f)
-		return;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long long kb;
-		if (sscanf(line, "Pss: %llu kB", &kb) == 1)
-			*pss = kb * 1024;
-		else if (sscanf(line, "Rss: %llu kB", &kb) == 1)
-			*rss = kb * 1024;
-	}
-	fclose(f);
+		return NULL;
+	size_t cap = 1 << 20, n = 0, r;
+	char *buf = malloc(cap);
+	while (buf && (r = fread(buf + n, 1, cap - 1 - n, f)) > 0)
+		n += r;
+	pclose(f);
+	if (!buf)
+		return NULL;
+	buf[n] = 0;
+	json_object *o = json_tokener_parse(buf);
+	free(buf);
+	return o;
 }
 
 /* Batch statistics from `herdctl --json models` (best effort). */
@@ -573,18 +593,7 @@ static void broker_stats(const demo *d, double *avg_batch, long *max_batch, long
 {
 	*avg_batch = 0;
 	*max_batch = *steps = 0;
-	if (access(d->herdctl, X_OK))
-		return;
-	char cmd[PATH_MAX * 2 + 64];
-	snprintf(cmd, sizeof(cmd), "'%s' --socket '%s' --json models 2>/dev/null", d->herdctl, d->sock);
-	FILE *f = popen(cmd, "r");
-	if (!f)
-		return;
-	char buf[65536];
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = 0;
-	pclose(f);
-	json_object *o = json_tokener_parse(buf);
+	json_object *o = demo_herdctl(d, "models");
 	if (o && json_object_is_type(o, json_type_array) && json_object_array_length(o) > 0) {
 		json_object *m = json_object_array_get_idx(o, 0);
 		*avg_batch = jd(m, "avg_batch");
@@ -599,7 +608,7 @@ static double single_speed(const demo *d, herd_client *c)
 {
 	herd_request r;
 	herd_request_init(&r);
-	r.model = DEMO_MODEL_NAME;
+	r.model = d->model_name;
 	r.prompt = "Once upon a time 999999";
 	r.max_tokens = (int)d->o.max_tokens;
 	r.no_cache = 1;
@@ -746,7 +755,7 @@ static void report(demo *d, double wall_s, double single, uint64_t pss_broker, u
 /* Blocks the signals the demo handles (read from d->sig_fd) and makes the
  * working directory with its socket and log paths, the agent table and the
  * model. 0, or -1 after printing why. */
-static int demo_setup(demo *d)
+int demo_setup(demo *d)
 {
 	sigset_t ss;
 	sigemptyset(&ss);
@@ -761,13 +770,19 @@ static int demo_setup(demo *d)
 		d->dir[0] = 0;
 		return -1;
 	}
-	snprintf(d->sock, sizeof(d->sock), "%s/herd.sock", d->dir);
+	if (d->o.socket && strlen(d->o.socket) >= sizeof(d->sock)) {
+		fprintf(stderr, "herd: socket path too long: %s\n", d->o.socket);
+		return -1;
+	}
+	snprintf(d->sock, sizeof(d->sock), "%s", d->o.socket ? d->o.socket : "");
+	if (!d->o.socket)
+		snprintf(d->sock, sizeof(d->sock), "%s/herd.sock", d->dir);
 	snprintf(d->log, sizeof(d->log), "%s/herdd.log", d->dir);
 	snprintf(d->alog, sizeof(d->alog), "%s/agents.log", d->dir);
 	d->ag = calloc((size_t)d->n_ag, sizeof(*d->ag));
-	if (!d->ag || demo_paths(d) || demo_model(d))
+	if (!d->ag || demo_paths(d) || (!d->o.socket && demo_model(d)))
 		return -1;
-	d->random_weights = is_random_demo(d->model);
+	d->random_weights = !d->o.socket && is_random_demo(d->model);
 	for (long i = 0; i < d->n_ag; i++)
 		d->ag[i].fd = -1;
 	return 0;
@@ -775,12 +790,12 @@ static int demo_setup(demo *d)
 
 /* Starts the broker and the agents and waits until every agent is ready
  * (attached, at the go barrier). *c is the demo's own connection. 0 or -1. */
-static int demo_start(demo *d, herd_client **c)
+int demo_start(demo *d, herd_client **c)
 {
-	if (!d->o.json)
+	if (!d->o.json && !d->o.socket)
 		fprintf(stderr, "herd demo: starting herdd on %s\n", d->model);
 	double ts = clock_mono_s();
-	if (demo_start_broker(d) || !(*c = demo_wait_broker(d)))
+	if ((!d->o.socket && demo_start_broker(d)) || !(*c = demo_wait_broker(d)))
 		return -1;
 	d->broker_s = clock_mono_s() - ts;
 	ts = clock_mono_s();
@@ -855,7 +870,7 @@ static void demo_stop_procs(demo *d, int status)
 /* Shows the logs' tails on failure, removes the image (unless kept) and the
  * working directory, restores the signal mask, frees d. Returns the final
  * exit status (DEMO_EXIT_INTERRUPTED after a signal). */
-static int demo_cleanup(demo *d, int status)
+int demo_cleanup(demo *d, int status)
 {
 	if (d->interrupted)
 		fprintf(stderr, "herd demo: interrupted; cleaning up\n");
@@ -864,10 +879,11 @@ static int demo_cleanup(demo *d, int status)
 		tail_file(d->log, "herdd log", DEMO_TAIL_LINES);
 		tail_file(d->alog, "agents' stderr", DEMO_TAIL_LINES);
 	}
-	if (d->segment[0] && !d->o.keep_image)
+	if (d->segment[0] && !d->o.keep_image && !d->o.socket)
 		shm_image_remove(d->segment);
 	if (d->dir[0]) {
-		unlink(d->sock);
+		if (!d->o.socket)
+			unlink(d->sock);
 		unlink(d->log);
 		unlink(d->alog);
 		/* also the broker's state directory (LMDB files, when it keeps any) */
@@ -880,6 +896,8 @@ static int demo_cleanup(demo *d, int status)
 	free(d->first.v);
 	free(d->attach.v);
 	free(d->local.v);
+	free(d->ttft.v);
+	free(d->tpot.v);
 	free(d->ag);
 	if (d->interrupted)
 		status = DEMO_EXIT_INTERRUPTED;

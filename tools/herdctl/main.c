@@ -1,6 +1,6 @@
 /* herdctl: the herd admin tool, in the spirit of ipcs / ipcrm.
  *
- *   herdctl [--socket PATH] [--json] status|models|segments|agents|rm SEGMENT [--force]|shutdown
+ *   herdctl [--socket PATH] [--json] status|models|segments|agents|batch|pressure|rm SEGMENT [--force]|shutdown
  *
  * Talks to herdd over its socket (default: $HERD_SOCKET, else
  * $XDG_RUNTIME_DIR/herd/herd.sock, else /run/herd/herd.sock) with `admin`
@@ -10,7 +10,10 @@
  * key the broker sends, among them the counters of its limits
  * (limit_send_queue_paused, limit_send_queue_cutoffs, limit_frame_timeouts,
  * limit_idle_timeouts, limit_refused_max_connections, limit_refused_per_uid,
- * limit_accept_backoffs, sighup_ignored).
+ * limit_accept_backoffs, sighup_ignored) and the memory-pressure summary
+ * (pressure_*). `pressure` prints the PSI source and values, the shedding
+ * actions in order, the eBPF counters per process and the last actions run
+ * with the PSI values that triggered them (docs/protocol.md).
  *
  * Without a running broker, `segments` lists the images in /dev/shm itself
  * (shm_image_list: header checks and attach counts from /proc/<pid>/maps of
@@ -210,7 +213,71 @@ static const col agents_cols[] = {
 	{"CONNECTED_S", "connected_s", C_F1},
 };
 
+static const col bpf_cols[] = {
+	{"PID", "pid", C_INT},           {"FAULTS", "faults", C_INT},
+	{"IMAGE_FAULTS", "image_faults", C_INT}, {"RECLAIM_MS", "reclaim_ms", C_F1},
+	{"RECLAIMS", "reclaims", C_INT}, {"OOM_KILLS", "oom_kills", C_INT},
+	{"IMAGE_MAPS", "image_ranges", C_INT},
+};
+
+static const col events_cols[] = {
+	{"AGE_S", "age_s", C_F1},          {"ACTION", "action", C_STR},
+	{"RESULT", "result", C_STR},       {"SOME10", "some_avg10", C_F2},
+	{"SOME60", "some_avg60", C_F2},    {"FULL10", "full_avg10", C_F2},
+	{"SOME_TOTAL_US", "some_total_us", C_INT}, {"WINDOW_US", "some_window_us", C_F1},
+	{"STALL_MS/S", "stall_ms_per_s", C_F1}, {"WHAT", "msg", C_STR},
+};
+
 #define N_COLS(a) ((int)(sizeof(a) / sizeof(a[0])))
+
+static json_object *get(json_object *o, const char *k)
+{
+	json_object *v = NULL;
+	json_object_object_get_ex(o, k, &v);
+	return v;
+}
+
+static void print_psi(const char *what, json_object *l)
+{
+	printf("%-10s avg10=%.2f avg60=%.2f avg300=%.2f total=%" PRId64 " us\n", what,
+	       json_object_get_double(get(l, "avg10")), json_object_get_double(get(l, "avg60")),
+	       json_object_get_double(get(l, "avg300")), json_object_get_int64(get(l, "total_us")));
+}
+
+/* `pressure`: PSI now, the actions in order, eBPF counters, the last events. */
+static void print_pressure(json_object *r)
+{
+	if (!json_object_get_boolean(get(r, "enabled"))) {
+		printf("memory pressure is not watched (pressure.enable, or no PSI: see the broker's log)\n");
+		return;
+	}
+	const char *armed = json_object_get_string(get(r, "trigger_armed"));
+	printf("source     %s (pressure: some %" PRId64 " us per %" PRId64 " us; trigger %s%s%s)\n",
+	       json_object_get_string(get(r, "source")), json_object_get_int64(get(r, "trigger_us")),
+	       json_object_get_int64(get(r, "window_us")), armed && armed[0] ? "'" : "",
+	       armed && armed[0] ? armed : "none: polled", armed && armed[0] ? "'" : "");
+	print_psi("some", get(r, "some"));
+	print_psi("full", get(r, "full"));
+	printf("level      %d of %d actions applied%s; %" PRId64 " requests refused\n",
+	       json_object_get_int(get(r, "level")),
+	       (int)json_object_array_length(get(r, "actions")),
+	       json_object_get_boolean(get(r, "refusing")) ? ", REFUSING new requests" : "",
+	       json_object_get_int64(get(r, "refused")));
+	printf("actions   ");
+	json_object *acts = get(r, "actions");
+	for (size_t i = 0; i < json_object_array_length(acts); i++)
+		printf(" %zu.%s", i + 1, json_object_get_string(get(json_object_array_get_idx(acts, i), "name")));
+	printf("\nebpf       %s\n", json_object_get_string(get(r, "bpf")));
+	if (json_object_get_boolean(get(r, "bpf_on"))) {
+		json_object *g = get(r, "bpf_global");
+		printf("machine    reclaim %.1f ms in %" PRId64 " stalls, %" PRId64 " OOM kills\n",
+		       json_object_get_double(get(g, "reclaim_ms")), json_object_get_int64(get(g, "reclaims")),
+		       json_object_get_int64(get(g, "oom_kills")));
+		print_table(get(r, "bpf_procs"), bpf_cols, N_COLS(bpf_cols));
+	}
+	printf("\nlast actions\n");
+	print_table(get(r, "events"), events_cols, N_COLS(events_cols));
+}
 
 /* key  value lines, in the broker's order. */
 static void print_kv(json_object *obj)
@@ -228,6 +295,105 @@ static void print_kv(json_object *obj)
 		else
 			printf("%-22s %s\n", k, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 	}
+}
+
+/* ---- batch ------------------------------------------------------------------ */
+
+static json_object *jget(json_object *o, const char *k)
+{
+	json_object *v = NULL;
+	return json_object_object_get_ex(o, k, &v) ? v : NULL;
+}
+
+static double jnum(json_object *o, const char *k)
+{
+	json_object *v = jget(o, k);
+	return v ? json_object_get_double(v) : 0;
+}
+
+/* One row: the figure of the total and of the recent period. */
+static void batch_row(json_object *tot, json_object *rec, const char *head, const char *key,
+		      const char *fmt)
+{
+	char a[64], b[64];
+	snprintf(a, sizeof(a), fmt, jnum(tot, key));
+	snprintf(b, sizeof(b), fmt, jnum(rec, key));
+	printf("  %-22s %-24s %s\n", head, a, b);
+}
+
+static void batch_lat_row(json_object *tot, json_object *rec, const char *head, const char *key)
+{
+	char cell[2][64];
+	json_object *p[2] = {jget(tot, key), jget(rec, key)};
+	for (int i = 0; i < 2; i++)
+		snprintf(cell[i], sizeof(cell[i]), "%.1f / %.1f / %.1f (%.0f)", jnum(p[i], "p50"),
+			 jnum(p[i], "p95"), jnum(p[i], "p99"), jnum(p[i], "n"));
+	printf("  %-22s %-24s %s\n", head, cell[0], cell[1]);
+}
+
+/* "k:count" for every non-empty step_hist entry of period p. */
+static void batch_hist(json_object *p, const char *head)
+{
+	json_object *h = jget(p, "step_hist");
+	printf("  %-22s", head);
+	const size_t n = json_object_is_type(h, json_type_array) ? json_object_array_length(h) : 0;
+	int any = 0;
+	for (size_t k = 0; k < n; k++) {
+		const int64_t c = json_object_get_int64(json_object_array_get_idx(h, k));
+		if (c) {
+			printf(" %zu%s:%" PRId64, k, k + 1 == n ? "+" : "", c);
+			any = 1;
+		}
+	}
+	printf("%s\n", any ? "" : " -");
+}
+
+static void batch_model(json_object *m)
+{
+	json_object *tot = jget(m, "total"), *rec = jget(m, "recent");
+	json_object *name = jget(m, "name");
+	printf("model %s: waiting %.0f, running %.0f, paused %.0f; KV pages free %.0f of %.0f\n",
+	       name ? json_object_get_string(name) : "?", jnum(m, "waiting"), jnum(m, "running"),
+	       jnum(m, "paused"), jnum(m, "kv_pages_free"), jnum(m, "kv_pages_total"));
+	char ht[64], hr[64];
+	snprintf(ht, sizeof(ht), "since start (%.0f s)", jnum(tot, "span_s"));
+	snprintf(hr, sizeof(hr), "recent (%.0f s)", jnum(rec, "span_s"));
+	printf("  %-22s %-24s %s\n", "", ht, hr);
+	batch_row(tot, rec, "steps", "steps", "%.0f");
+	batch_row(tot, rec, "sequences per step", "avg_batch", "%.2f");
+	batch_row(tot, rec, "largest batch", "max_batch_seen", "%.0f");
+	batch_row(tot, rec, "step ms (avg)", "step_ms_avg", "%.2f");
+	batch_row(tot, rec, "busy", "busy_frac", "%.2f");
+	batch_row(tot, rec, "generated tok/s", "gen_tok_s", "%.1f");
+	batch_row(tot, rec, "prompt tokens", "tokens_prompt", "%.0f");
+	batch_row(tot, rec, "requests done", "requests_done", "%.0f");
+	batch_row(tot, rec, "requests/s", "requests_s", "%.2f");
+	batch_row(tot, rec, "errors", "requests_err", "%.0f");
+	batch_row(tot, rec, "cancelled", "requests_cancelled", "%.0f");
+	batch_row(tot, rec, "preemptions", "preemptions", "%.0f");
+	printf("  %-22s %s\n", "ms p50 / p95 / p99 (n)", "");
+	batch_lat_row(tot, rec, "  TTFT", "ttft_ms");
+	batch_lat_row(tot, rec, "  TPOT", "tpot_ms");
+	batch_lat_row(tot, rec, "  queue wait", "queue_ms");
+	batch_lat_row(tot, rec, "  request", "latency_ms");
+	batch_hist(tot, "steps by batch size");
+	batch_hist(rec, "  recent");
+	json_object *bp = jget(tot, "requests_by_prio");
+	printf("  %-22s", "requests by priority");
+	for (size_t i = 0; bp && i < json_object_array_length(bp); i++) {
+		json_object *e = json_object_array_get_idx(bp, i);
+		printf(" %.0f:%.0f", jnum(e, "prio"), jnum(e, "requests"));
+	}
+	if (jnum(tot, "requests_other_prio") > 0)
+		printf(" other:%.0f", jnum(tot, "requests_other_prio"));
+	printf("\n");
+}
+
+static void print_batch(json_object *res)
+{
+	json_object *ms = jget(res, "models");
+	for (size_t i = 0; ms && i < json_object_array_length(ms); i++)
+		batch_model(json_object_array_get_idx(ms, i));
 }
 
 /* Removes herdctl's own connection from the agents list (it is not an agent). */
@@ -296,6 +462,11 @@ static void usage(FILE *f)
 		"  segments          shared-memory images in %s: size, digest, attached processes\n"
 		"                    (works without a broker: then read from %s directly)\n"
 		"  agents            connected agents: pid, uid, requests, tokens\n"
+		"  pressure          memory pressure: PSI now, shedding actions in order and the last\n"
+		"                    ones run with their PSI values, eBPF counters per process\n"
+		"  batch             batch metrics per model: queues, steps, batch sizes, TTFT, TPOT,\n"
+		"                    queue wait and latency percentiles, preemptions; since the start\n"
+		"                    and over the last minute\n"
 		"  rm SEGMENT [--force]  remove an image (--force: even the image of a loaded model;\n"
 		"                    without a broker the object is unlinked directly)\n"
 		"  shutdown          stop the broker (in-flight requests end with reason \"cancel\")\n"
@@ -329,7 +500,8 @@ typedef struct cmdline {
 	int json;
 } cmdline;
 
-static const char *const known_cmds[] = {"status", "models", "segments", "agents", "rm", "shutdown"};
+static const char *const known_cmds[] = {"status", "models",   "segments", "agents",
+					 "batch",  "pressure", "rm",       "shutdown"};
 
 /* Parses the command line. Returns -1 to go on, else the exit status. */
 static int parse_cmdline(int argc, char **argv, cmdline *cl)
@@ -415,6 +587,10 @@ static void print_result(const cmdline *cl, const proto_value *result, const cha
 		print_table(res, segments_cols, N_COLS(segments_cols));
 	else if (!strcmp(cmd, "agents"))
 		print_table(res, agents_cols, N_COLS(agents_cols));
+	else if (!strcmp(cmd, "pressure"))
+		print_pressure(res);
+	else if (!strcmp(cmd, "batch"))
+		print_batch(res);
 	else if (!strcmp(cmd, "rm")) {
 		json_object *v = NULL;
 		json_object_object_get_ex(res, "removed", &v);

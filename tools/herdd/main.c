@@ -2,7 +2,7 @@
  *
  *   herdd [--config FILE] [--socket PATH] [--model NAME=FILE[:TYPE]]...
  *         [--threads N] [--state-dir DIR] [--max-batch N] [--daemon]
- *         [--pid-file FILE] [--verbose]
+ *         [--pid-file FILE] [--cpu-affinity LIST] [--verbose]
  *
  * Foreground by default. Start-up errors (bad configuration, unreadable
  * model, socket in use by a live broker, pid file naming a live herdd) are
@@ -28,6 +28,8 @@
 #include "broker/log.h"
 #include "broker/loop.h"
 #include "broker/models.h"
+#include "broker/pressure.h"
+#include "broker/respcache.h"
 #include "herd/error.h"
 
 static void usage(FILE *f)
@@ -35,11 +37,11 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: herdd [--config FILE] [--socket PATH] [--model NAME=FILE[:TYPE]]...\n"
 		"             [--threads N] [--state-dir DIR] [--max-batch N] [--daemon]\n"
-		"             [--pid-file FILE] [--verbose]\n");
+		"             [--pid-file FILE] [--cpu-affinity LIST] [--verbose]\n");
 }
 
 typedef struct args {
-	const char *config, *socket, *state_dir, *pid_file;
+	const char *config, *socket, *state_dir, *pid_file, *cpu_affinity;
 	const char **models;
 	int n_models;
 	long threads, max_batch; /* -1: not given */
@@ -73,6 +75,7 @@ static int parse_args(int argc, char **argv, args *a)
 				   : !strcmp(o, "--socket")    ? &a->socket
 				   : !strcmp(o, "--state-dir") ? &a->state_dir
 				   : !strcmp(o, "--pid-file")  ? &a->pid_file
+				   : !strcmp(o, "--cpu-affinity") ? &a->cpu_affinity
 							       : NULL;
 		if (dst) {
 			if (!v) {
@@ -252,6 +255,7 @@ typedef struct herdd {
 	cfg c;
 	blog log;
 	models *ms;
+	pressure *pr;           /* NULL: not watching memory pressure */
 	loop *lp;
 	int listen_fd, wake_fd, sig_fd, ready_fd;
 	int pid_written, bound; /* pid file written; socket file bound (sock_st) */
@@ -281,6 +285,8 @@ static int apply_args(herdd *d)
 	if ((a->socket && cfg_set_str(&c->socket_path, a->socket)) ||
 	    (a->state_dir && cfg_set_str(&c->state_dir, a->state_dir)))
 		return fail_msg("out of memory");
+	if (a->cpu_affinity && cfg_set_cpu_affinity(c, a->cpu_affinity, d->err, sizeof(d->err)))
+		return fail_msg(d->err);
 	if (a->threads >= 0)
 		c->threads = (int)a->threads;
 	if (a->max_batch > 0)
@@ -351,6 +357,58 @@ static int bind_socket(herdd *d)
 	return 0;
 }
 
+/* Pressure action PRESSURE_RANK_RESPCACHE: halve the response cache. */
+static int shed_respcache(void *arg, const pressure_event *why, char *msg, size_t msglen)
+{
+	(void)why;
+	const int n = respcache_shrink(arg);
+	if (n > 0)
+		snprintf(msg, msglen, "response cache: evicted %d answers", n);
+	return n;
+}
+
+static void unshed_respcache(void *arg)
+{
+	respcache_unshrink(arg);
+}
+
+/* Memory pressure: PSI, the eBPF counters when allowed, the broker's own
+ * shedding actions. Nothing here is fatal: the broker says why once and
+ * runs without (no PSI) or on PSI alone (no eBPF). */
+static void start_pressure(herdd *d)
+{
+	const cfg_pressure *cp = &d->c.pressure;
+	if (!cp->enable) {
+		blog_msg(&d->log, BLOG_INFO, "pressure: off (pressure.enable is false)");
+		return;
+	}
+	pressure_opts po = {.trigger_us = cp->trigger_us, .window_us = cp->window_us,
+			    .escalate_ms = cp->escalate_ms, .recover_ms = cp->recover_ms,
+			    .stall_ms_per_s = cp->stall_ms_per_s, .bpf = cp->bpf, .log = &d->log};
+	char err[512];
+	int degraded, rc = pressure_create(&d->pr, &po, &degraded, err, sizeof(err));
+	if (rc) {
+		blog_msg(&d->log, BLOG_WARN, "pressure: %s; running without memory-pressure shedding", err);
+		return;
+	}
+	if (degraded)
+		blog_msg(&d->log, BLOG_WARN, "pressure: %s", err);
+	if ((rc = pressure_add_builtin_actions(d->pr)) ||
+	    (models_respcache(d->ms) &&
+	     (rc = pressure_add_action(d->pr, PRESSURE_RANK_RESPCACHE, "respcache", shed_respcache,
+				       unshed_respcache, models_respcache(d->ms)))))
+		blog_msg(&d->log, BLOG_ERR, "pressure: cannot add actions: %s", herd_strerror(rc));
+	if (pressure_bpf_start(d->pr, err, sizeof(err)))
+		blog_msg(&d->log, BLOG_WARN, "pressure: eBPF memory counters off: %s; PSI alone", err);
+	else
+		blog_msg(&d->log, BLOG_INFO, "pressure: eBPF memory counters on");
+	if ((rc = pressure_start(d->pr))) {
+		blog_msg(&d->log, BLOG_ERR, "pressure: cannot start its thread: %s", herd_strerror(rc));
+		pressure_destroy(d->pr);
+		d->pr = NULL;
+	}
+}
+
 /* The descriptors, the pid file, the models and the loop. */
 static int start(herdd *d)
 {
@@ -377,8 +435,9 @@ static int start(herdd *d)
 	d->err[0] = 0;
 	if ((rc = models_create(&d->ms, &mo, d->err, sizeof(d->err))))
 		return fail_msg(d->err[0] ? d->err : herd_strerror(rc));
+	start_pressure(d);
 	loop_opts lo = {.cfg = &d->c, .models = d->ms, .log = &d->log, .listen_fd = d->listen_fd,
-			.wake_fd = d->wake_fd, .signal_fd = d->sig_fd};
+			.wake_fd = d->wake_fd, .signal_fd = d->sig_fd, .pressure = d->pr};
 	if ((rc = loop_create(&d->lp, &lo))) {
 		fprintf(stderr, "herdd: cannot set up io_uring: %s\n", strerror(-rc));
 		return -1;
@@ -391,6 +450,7 @@ static void herdd_fini(herdd *d)
 {
 	report_ready(&d->ready_fd, 0);
 	loop_destroy(d->lp);
+	pressure_destroy(d->pr); /* before the models its actions may touch */
 	models_destroy(d->ms);
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);

@@ -1,7 +1,8 @@
-/* Memory figures of a process from /proc, for tests that bound a broker's
- * growth: one reader of "<Field>: N kB" lines for status and smaps_rollup. */
-#ifndef HERD_TESTS_PROCFS_H
-#define HERD_TESTS_PROCFS_H
+/* Memory figures of a process from /proc, for the tests that bound a
+ * broker's growth and the tools that report PSS (herd demo, herd bench
+ * serve): one reader of "<Field>: N kB" lines for status and smaps_rollup. */
+#ifndef HERD_COMMON_PROCFS_H
+#define HERD_COMMON_PROCFS_H
 
 #include <stdint.h>
 #include <stdio.h>

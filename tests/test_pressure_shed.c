@@ -1,0 +1,278 @@
+/* Real memory pressure: a memory-limited cgroup (v2 with the memory
+ * controller, else v1's memory hierarchy) holding the broker and a hog
+ * that reads a file twice the limit through a mapping over and over, so
+ * every pass reclaims and refaults page cache (PSI memory stalls, no swap
+ * needed, no OOM). The broker must shed in its documented order
+ * (heap_trim before refuse: ranks ascending), refuse a new request with
+ * -EAGAIN naming the pressure, stay alive, and once the hog is gone
+ * recover and serve again. Exits 77 without PSI or a writable memory
+ * cgroup (not root, no cgroup fs). */
+#include "pressure_harness.h"
+
+#include <sys/mman.h>
+#include <sys/statfs.h>
+
+#include <linux/magic.h>
+
+#define LIMIT_MB 48
+#define FILE_MB 160
+
+static char cg[256];        /* the cgroup directory we made */
+static char cg_procs[300];  /* its cgroup.procs */
+static char origin[1024];   /* cgroup.procs of the test's own cgroup (to go back) */
+static char hogfile[256];
+
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, text, strlen(text));
+	int e = n < 0 ? -errno : 0;
+	close(fd);
+	return e;
+}
+
+/* The memory controller's mount and the test's place in it: v2 when it has
+ * the memory controller, else v1's "memory" hierarchy. 0 or -1 (skip). */
+static int make_cgroup(void)
+{
+	char ctl[256] = "", line[512];
+	const char *base = NULL, *limit_file = NULL;
+	FILE *f = fopen("/sys/fs/cgroup/cgroup.controllers", "r");
+	if (f && fgets(ctl, sizeof(ctl), f) && strstr(ctl, "memory"))
+		base = "/sys/fs/cgroup", limit_file = "memory.max";
+	if (f)
+		fclose(f);
+	if (!base && access("/sys/fs/cgroup/memory/memory.limit_in_bytes", W_OK) == 0)
+		base = "/sys/fs/cgroup/memory", limit_file = "memory.limit_in_bytes";
+	if (!base || access(base, W_OK))
+		return -1;
+	snprintf(cg, sizeof(cg), "%s/herd-test-pressure-%d", base, (int)getpid());
+	if (mkdir(cg, 0755))
+		return -1;
+	char path[400], val[32];
+	snprintf(path, sizeof(path), "%s/%s", cg, limit_file);
+	snprintf(val, sizeof(val), "%d", LIMIT_MB << 20);
+	snprintf(cg_procs, sizeof(cg_procs), "%s/cgroup.procs", cg);
+	if (write_file(path, val)) {
+		rmdir(cg);
+		cg[0] = 0;
+		return -1;
+	}
+	/* where we are now, to come back after starting the broker inside */
+	f = fopen("/proc/self/cgroup", "r");
+	const int v2 = !strcmp(limit_file, "memory.max");
+	while (f && fgets(line, sizeof(line), f)) {
+		char *rel = v2 ? (!strncmp(line, "0::", 3) ? line + 3 : NULL) : strstr(line, ":memory:");
+		if (!rel)
+			continue;
+		rel += v2 ? 0 : 8;
+		rel[strcspn(rel, "\n")] = 0;
+		snprintf(origin, sizeof(origin), "%s%s/cgroup.procs", base, rel);
+	}
+	if (f)
+		fclose(f);
+	return origin[0] ? 0 : -1;
+}
+
+/* A file of FILE_MB on a disk-backed file system (page cache that can be
+ * reclaimed without swap), out of the cache. 0, or -1 (skip). */
+static int make_hogfile(void)
+{
+	static const char *const dirs[] = {"/var/tmp", "/tmp"};
+	for (size_t d = 0; d < 2; d++) {
+		struct statfs sf;
+		if (statfs(dirs[d], &sf) || sf.f_type == TMPFS_MAGIC)
+			continue;
+		snprintf(hogfile, sizeof(hogfile), "%s/herd-test-hog-%d", dirs[d], (int)getpid());
+		int fd = open(hogfile, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd < 0)
+			continue;
+		char *blk = malloc(1 << 20);
+		assert_non_null(blk);
+		for (int i = 0; i < (1 << 20); i++)
+			blk[i] = (char)(i * 31 + 7);
+		int ok = 1;
+		for (int i = 0; i < FILE_MB && ok; i++)
+			ok = write(fd, blk, 1 << 20) == (1 << 20);
+		free(blk);
+		ok = ok && fsync(fd) == 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+		close(fd);
+		if (ok)
+			return 0;
+		unlink(hogfile);
+	}
+	hogfile[0] = 0;
+	return -1;
+}
+
+/* The hog: joins the cgroup, reads the file through a mapping forever. */
+static pid_t start_hog(void)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid)
+		return pid;
+	if (write_file(cg_procs, "0"))
+		_exit(2);
+	int fd = open(hogfile, O_RDONLY);
+	const size_t size = (size_t)FILE_MB << 20;
+	volatile unsigned char *p = fd < 0 ? MAP_FAILED : mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED)
+		_exit(3);
+	unsigned long s = 0;
+	for (;;)
+		for (size_t o = 0; o < size; o += 4096)
+			s += p[o];
+	_exit((int)(s & 1));
+}
+
+static pid_t hog;
+
+/* Polls `pressure` every 100 ms until key has value want (30 s at most). */
+static const proto_value *wait_for(client *c, const char *key, double want)
+{
+	for (int i = 0; i < 300; i++) {
+		const proto_value *r = pw_admin(c, "pressure");
+		if (pw_num(r, key) == want)
+			return r;
+		int st;
+		if (waitpid(W.pid, &st, WNOHANG) == W.pid) {
+			dump_log();
+			fail_msg("herdd died under pressure (status %d)", st);
+		}
+		usleep(100 * 1000);
+	}
+	dump_log();
+	fail_msg("pressure: '%s' did not become %g within 30 s", key, want);
+	return NULL;
+}
+
+/* The shedding events run so far: ranks ascending (the documented order),
+ * heap_trim before refuse, each with the PSI values that triggered it. */
+static void check_order(const proto_value *r)
+{
+	const proto_value *ev = proto_value_get(r, "events");
+	assert_non_null(ev);
+	int last_rank = -1, heap_at = -1, refuse_at = -1;
+	char name[64], res[32];
+	for (size_t i = 0; i < ev->arr.n; i++) {
+		const proto_value *e = &ev->arr.v[i];
+		pw_str(e, "action", name, sizeof(name));
+		pw_str(e, "result", res, sizeof(res));
+		fprintf(stderr, "event %zu: %s %s rank %.0f some avg10 %.2f total %.0f window %.0f us\n", i,
+			name, res, pw_num(e, "rank"), pw_num(e, "some_avg10"), pw_num(e, "some_total_us"),
+			pw_num(e, "some_window_us"));
+		assert_string_not_equal(res, "undone"); /* no recovery while the hog runs */
+		assert_true(pw_num(e, "rank") >= last_rank);
+		last_rank = (int)pw_num(e, "rank");
+		assert_true(pw_num(e, "some_total_us") > 0);
+		if (!strcmp(name, "heap_trim"))
+			heap_at = (int)i;
+		if (!strcmp(name, "refuse"))
+			refuse_at = (int)i;
+	}
+	assert_true(heap_at >= 0 && refuse_at > heap_at);
+}
+
+/* A request while refusing gets err -EAGAIN naming the pressure. */
+static void check_refused(client *a)
+{
+	pw_gen(a, 7);
+	cl_expect(a, PROTO_ERR);
+	assert_int_equal(a->m.err.code, -EAGAIN);
+	char msg[300];
+	snprintf(msg, sizeof(msg), "%.*s", (int)a->m.err.msg.len, a->m.err.msg.ptr);
+	fprintf(stderr, "refused: %s\n", msg);
+	assert_non_null(strstr(msg, "memory pressure"));
+	assert_non_null(strstr(msg, "avg10="));
+}
+
+static void test_shed_in_order(void **state)
+{
+	(void)state;
+	client c, a;
+	cl_open(&c);
+	cl_open(&a);
+	cl_hello_as(&a, "late");
+	const proto_value *r = pw_admin(&c, "pressure");
+	assert_true(pw_num(r, "enabled"));
+	assert_int_equal(pw_num(r, "refusing"), 0);
+	hog = start_hog();
+	r = wait_for(&c, "refusing", 1);
+	check_order(r);
+	check_refused(&a);
+	static char out[16384];
+	pw_herdctl("pressure", out, sizeof(out));
+	assert_non_null(strstr(out, "REFUSING new requests"));
+	assert_non_null(strstr(out, "1.heap_trim 2.refuse"));
+	assert_non_null(strstr(out, "refusing new requests and loads with -EAGAIN"));
+	pw_herdctl("--json status", out, sizeof(out));
+	assert_non_null(strstr(out, "\"pressure_refusing\":true"));
+	assert_true(pw_num(pw_admin(&c, "status"), "pressure_refused") >= 1);
+	kill(hog, SIGKILL);
+	waitpid(hog, NULL, 0);
+	hog = 0;
+	r = wait_for(&c, "refusing", 0);
+	assert_true(pw_num(r, "recoveries") >= 1);
+	/* served again */
+	pw_gen(&a, 8);
+	do
+		assert_int_equal(cl_next(&a), 0);
+	while (a.m.type == PROTO_TOK);
+	assert_int_equal(a.m.type, PROTO_DONE);
+	int st;
+	assert_int_equal(waitpid(W.pid, &st, WNOHANG), 0); /* alive throughout */
+	cl_close(&a);
+	cl_close(&c);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	if (access("/proc/pressure/memory", R_OK)) {
+		fprintf(stderr, "test_pressure_shed: no PSI (/proc/pressure/memory); skipping\n");
+		exit(77);
+	}
+	if (make_cgroup()) {
+		fprintf(stderr, "test_pressure_shed: cannot make a memory-limited cgroup; skipping\n");
+		if (cg[0])
+			rmdir(cg);
+		exit(77);
+	}
+	if (make_hogfile()) {
+		fprintf(stderr, "test_pressure_shed: no disk-backed directory for the hog; skipping\n");
+		rmdir(cg);
+		exit(77);
+	}
+	/* the broker starts inside the cgroup (and finds its memory.pressure on v2) */
+	assert_int_equal(write_file(cg_procs, "0"), 0);
+	pw_start("pshed", "{\"pressure\": {\"trigger_us\": 50000, \"window_us\": 1000000,"
+			  " \"escalate_ms\": 300, \"recover_ms\": 1500, \"bpf\": false}}\n");
+	assert_int_equal(write_file(origin, "0"), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	if (hog > 0) {
+		kill(hog, SIGKILL);
+		waitpid(hog, NULL, 0);
+	}
+	pw_stop();
+	for (int i = 0; cg[0] && rmdir(cg) && errno == EBUSY && i < 50; i++)
+		usleep(100 * 1000);
+	if (hogfile[0])
+		unlink(hogfile);
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_shed_in_order),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
