@@ -23,10 +23,10 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 16 + 9 + 4 + 12 + 3 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
-	/* + connection limits, image trust, merging and response cache, fair share
-	 * (sched.h), memory pressure */
-	MODEL_KEYS = 36,
+	STATUS_KEYS = 16 + 9 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
+	/* + connection limits, image trust, merging and response cache, fair share,
+	 * prefix cache (sched.h), memory pressure */
+	MODEL_KEYS = 40,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
 	BATCH_KEYS = 3,
@@ -121,6 +121,7 @@ static void res_status_cache(loop *l, proto_writer *pk)
 static void res_status(loop *l, proto_writer *pk)
 {
 	uint64_t steps = 0, tokens = 0, seqs = 0, notes[SCHED_NOTE_COUNT] = {0}, fair[3] = {0};
+	uint64_t pfx[5] = {0}; /* prompt tokens evaluated, prefix lookups, hit tokens, cached pages, evictions */
 	double step_ms = 0;
 	for (int i = 0; i < models_count(l->models); i++) {
 		sched_stats st;
@@ -134,6 +135,11 @@ static void res_status(loop *l, proto_writer *pk)
 		fair[0] += st.preemptions;
 		fair[1] += st.agent_cap_waits;
 		fair[2] += st.cancels_dropped;
+		pfx[0] += st.tokens_prompt;
+		pfx[1] += st.prefix_lookups;
+		pfx[2] += st.prefix_hit_tokens;
+		pfx[3] += (uint64_t)st.prefix_pages_cached;
+		pfx[4] += st.prefix_evictions;
 	}
 	int agents = 0, in_flight = 0;
 	for (int i = 0; i < l->n_slots; i++) {
@@ -173,6 +179,11 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "preemptions", fair[0]);
 	proto_write_kv_uint(pk, "agent_running_cap_waits", fair[1]);
 	proto_write_kv_uint(pk, "cancels_dropped", fair[2]);
+	proto_write_kv_uint(pk, "tokens_prompt", pfx[0]);
+	proto_write_kv_uint(pk, "prefix_lookups", pfx[1]);
+	proto_write_kv_uint(pk, "prefix_hit_tokens", pfx[2]);
+	proto_write_kv_uint(pk, "prefix_pages_cached", pfx[3]);
+	proto_write_kv_uint(pk, "prefix_evictions", pfx[4]);
 	admin_status_pressure(l, pk);
 }
 
@@ -216,6 +227,10 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_uint(pk, "preemptions", st.preemptions);
 		proto_write_kv_int(pk, "kv_pages_total", st.kv_pages_total);
 		proto_write_kv_int(pk, "kv_pages_free", st.kv_pages_free);
+		proto_write_kv_uint(pk, "prefix_lookups", st.prefix_lookups);
+		proto_write_kv_uint(pk, "prefix_hit_tokens", st.prefix_hit_tokens);
+		proto_write_kv_int(pk, "prefix_pages_cached", st.prefix_pages_cached);
+		proto_write_kv_uint(pk, "prefix_evictions", st.prefix_evictions);
 		proto_write_kv_double(pk, "queue_ms_avg", avg(st.queue.sum_ms, st.queue.n));
 		proto_write_kv_double(pk, "first_token_ms_avg", avg(st.first.sum_ms, st.first.n));
 		proto_write_kv_double(pk, "total_ms_avg", avg(st.total.sum_ms, st.total.n));

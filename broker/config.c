@@ -11,6 +11,7 @@
 
 #include <json-c/json.h>
 
+#include "common/text.h"
 #include "herd/error.h"
 #include "kernels/threadpool.h"
 
@@ -24,6 +25,7 @@ void cfg_init(cfg *c)
 	c->priority_threshold = 10;
 	c->prefill_chunk = 128;
 	c->max_tokens = 4096;
+	c->prefix_cache = 1;
 	c->limits = (cfg_limits){.send_queue_bytes = 8u << 20,
 				 .send_queue_pause_bytes = 2u << 20,
 				 .frame_timeout_ms = 10000,
@@ -50,6 +52,20 @@ static void model_free(cfg_model *m)
 	free(m->type);
 }
 
+static void prefix_groups_free(cfg *c)
+{
+	for (int i = 0; i < c->n_prefix_groups; i++) {
+		cfg_prefix_group *g = &c->prefix_groups[i];
+		for (int j = 0; j < g->n_members; j++)
+			free(g->members[j].name);
+		free(g->members);
+		free(g->name);
+	}
+	free(c->prefix_groups);
+	c->prefix_groups = NULL;
+	c->n_prefix_groups = 0;
+}
+
 void cfg_fini(cfg *c)
 {
 	if (!c)
@@ -65,6 +81,7 @@ void cfg_fini(cfg *c)
 	for (int i = 0; i < c->agents.n_rules; i++)
 		free(c->agents.rules[i].name);
 	free(c->agents.rules);
+	prefix_groups_free(c);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -343,11 +360,13 @@ static int parse_limit_key(cfg_limits *L, const char *k, json_object *v, const c
 	return rc;
 }
 
-static int parse_prio_rule(cfg_prio_rule *r, json_object *o, size_t i, char *err, size_t errlen)
+/* One agent-matching rule at where ("agents.prio[3]"): one of uid, gid,
+ * group, name, and max_prio when want_prio (a prefix group member has none). */
+static int parse_match_rule(cfg_prio_rule *r, json_object *o, const char *where, int want_prio,
+			    char *err, size_t errlen)
 {
-	char key[96];
-	snprintf(key, sizeof(key), "agents.prio[%zu]", i);
-	int rc = want_type(o, json_type_object, key, "an object", err, errlen), have_prio = 0;
+	char key[160];
+	int rc = want_type(o, json_type_object, where, "an object", err, errlen), have_prio = !want_prio;
 	long x;
 	if (rc)
 		return rc; /* not an object: json_object_object_foreach would read NULL */
@@ -355,15 +374,15 @@ static int parse_prio_rule(cfg_prio_rule *r, json_object *o, size_t i, char *err
 	{
 		if (rc)
 			return rc;
-		snprintf(key, sizeof(key), "agents.prio[%zu].%s", i, k);
+		snprintf(key, sizeof(key), "%s.%.60s", where, k);
 		const int m = !strcmp(k, "uid") ? CFG_MATCH_UID : !strcmp(k, "gid") ? CFG_MATCH_GID
 			      : !strcmp(k, "group") ? CFG_MATCH_GROUP : !strcmp(k, "name") ? CFG_MATCH_NAME : 0;
-		if (!strcmp(k, "max_prio")) {
+		if (want_prio && !strcmp(k, "max_prio")) {
 			if (!(rc = get_int(v, key, -1000000, 1000000, &x, err, errlen)))
 				r->max_prio = (int)x, have_prio = 1;
 		} else if (!m) {
-			return herd_errf(err, errlen, HERD_E_FORMAT,
-					"unknown key '%s' (known: uid, gid, group, name, max_prio)", key);
+			return herd_errf(err, errlen, HERD_E_FORMAT, "unknown key '%s' (known: uid, gid, group, name%s)",
+					key, want_prio ? ", max_prio" : "");
 		} else if (r->match) {
 			return herd_errf(err, errlen, HERD_E_FORMAT, "%s: only one of uid, gid, group, name", key);
 		} else if ((r->match = (cfg_match)m) <= CFG_MATCH_GID) {
@@ -374,9 +393,89 @@ static int parse_prio_rule(cfg_prio_rule *r, json_object *o, size_t i, char *err
 		}
 	}
 	if (!rc && (!r->match || !have_prio))
-		rc = herd_errf(err, errlen, HERD_E_FORMAT, "agents.prio[%zu]: needs %s", i,
+		rc = herd_errf(err, errlen, HERD_E_FORMAT, "%s: needs %s", where,
 			       r->match ? "max_prio" : "one of uid, gid, group, name");
 	return rc;
+}
+
+static int parse_prio_rule(cfg_prio_rule *r, json_object *o, size_t i, char *err, size_t errlen)
+{
+	char where[64];
+	snprintf(where, sizeof(where), "agents.prio[%zu]", i);
+	return parse_match_rule(r, o, where, 1, err, errlen);
+}
+
+/* One group of "prefix_sharing.groups": name -> array of member rules. */
+static int parse_prefix_group(cfg_prefix_group *g, const char *name, json_object *arr, char *err,
+			      size_t errlen)
+{
+	char where[128];
+	snprintf(where, sizeof(where), "prefix_sharing.groups.%.64s", name);
+	int rc = want_type(arr, json_type_array, where, "an array", err, errlen);
+	if (rc)
+		return rc;
+	const size_t n = json_object_array_length(arr);
+	if (n == 0 || n > 1024)
+		return herd_errf(err, errlen, HERD_E_FORMAT, "%s: %zu members (1 to 1024)", where, n);
+	if (!(g->name = strdup(name)) || !(g->members = calloc(n, sizeof(*g->members))))
+		return -ENOMEM;
+	for (size_t i = 0; i < n && !rc; i++, g->n_members++) {
+		char w[160];
+		snprintf(w, sizeof(w), "%s[%zu]", where, i);
+		rc = parse_match_rule(&g->members[i], json_object_array_get_idx(arr, i), w, 0, err, errlen);
+	}
+	return rc;
+}
+
+static int parse_prefix_groups(cfg *c, json_object *o, char *err, size_t errlen)
+{
+	int rc = want_type(o, json_type_object, "prefix_sharing.groups", "an object", err, errlen);
+	if (rc)
+		return rc;
+	const int n = json_object_object_length(o);
+	if (n > 1024)
+		return herd_errf(err, errlen, HERD_E_FORMAT, "prefix_sharing.groups: %d groups (at most 1024)", n);
+	prefix_groups_free(c);
+	if (!(c->prefix_groups = calloc(n ? (size_t)n : 1, sizeof(*c->prefix_groups))))
+		return -ENOMEM;
+	json_object_object_foreach(o, k, v)
+	{
+		rc = parse_prefix_group(&c->prefix_groups[c->n_prefix_groups++], k, v, err, errlen);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* "prefix_sharing": {"scope": "uid"|"group", "groups": {...}}. */
+static int parse_prefix_sharing(cfg *c, json_object *o, char *err, size_t errlen)
+{
+	int rc = want_type(o, json_type_object, "prefix_sharing", "an object", err, errlen);
+	if (rc)
+		return rc;
+	json_object_object_foreach(o, k, v)
+	{
+		if (!strcmp(k, "scope")) {
+			const char *sc = json_object_get_string(v);
+			if ((rc = want_type(v, json_type_string, "prefix_sharing.scope", "a string", err, errlen)))
+				return rc;
+			if (strcmp(sc, "uid") && strcmp(sc, "group"))
+				return herd_errf(err, errlen, HERD_E_FORMAT,
+						"key 'prefix_sharing.scope': '%.*s' is not uid or group",
+						HERD_QUOTE_LEN(strlen(sc)), sc);
+			c->prefix_scope = !strcmp(sc, "group") ? CFG_PREFIX_GROUP : CFG_PREFIX_UID;
+		} else if (!strcmp(k, "groups")) {
+			if ((rc = parse_prefix_groups(c, v, err, errlen)))
+				return rc;
+		} else {
+			return herd_errf(err, errlen, HERD_E_FORMAT,
+					"unknown key 'prefix_sharing.%.60s' (known: scope, groups)", k);
+		}
+	}
+	if (c->n_prefix_groups && c->prefix_scope != CFG_PREFIX_GROUP)
+		return herd_errf(err, errlen, HERD_E_FORMAT,
+				"prefix_sharing.groups needs \"scope\": \"group\"");
+	return 0;
 }
 
 static int parse_prio_rules(cfg_agents *a, json_object *arr, char *err, size_t errlen)
@@ -642,6 +741,11 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			rc = parse_limits(c, v, err, errlen);
 		} else if (!strcmp(k, "agents")) {
 			rc = parse_agents(c, v, err, errlen);
+		} else if (!strcmp(k, "prefix_sharing")) {
+			rc = parse_prefix_sharing(c, v, err, errlen);
+		} else if (!strcmp(k, "prefix_cache")) {
+			if (!(rc = want_type(v, json_type_boolean, k, "a boolean", err, errlen)))
+				c->prefix_cache = json_object_get_boolean(v);
 		} else if (!strcmp(k, "response_cache")) {
 			rc = parse_respcache(c, v, err, errlen);
 		} else if (!strcmp(k, "pressure")) {
@@ -666,7 +770,7 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 					"unknown key '%s' (known: socket, models, threads, cpu_affinity, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, target_tpot_ms, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, "
-					"limits, agents, response_cache, pressure)",
+					"limits, agents, prefix_cache, prefix_sharing, response_cache, pressure)",
 					k);
 		if (rc)
 			return rc;

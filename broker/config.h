@@ -34,6 +34,10 @@
  *       "max_connections_per_uid": 256,
  *       "accept_backoff_ms": 100       accept pauses this long at EMFILE/ENFILE
  *     },
+ *     "prefix_cache": true,       share the KV pages of common prompt prefixes
+ *     "prefix_sharing": {         who shares them (trust domains, cfg_prefix_group)
+ *       "scope": "uid",           "uid" (default) or "group"
+ *       "groups": {"teamA": [{"uid": 1000}, {"name": "planner"}, {"group": "ops"}]}
  *     "response_cache": {         answers of deterministic requests, in
  *       "enabled": false,         <state_dir>/respcache.mdb (LMDB; broker/respcache.h)
  *       "max_mb": 256,            cap on the pages in use (LRU-ish eviction)
@@ -112,6 +116,21 @@ typedef struct cfg_prio_rule {
 	int max_prio;
 } cfg_prio_rule;
 
+/* Prefix sharing's trust domains (the "prefix_sharing" object): requests
+ * share cached prompt prefixes only within one domain. scope "uid" (the
+ * default): one domain per peer uid. scope "group": each named group is one
+ * domain holding the agents that match any of its members (the agents.prio
+ * rule syntax without max_prio: {"uid": N}, {"gid": N}, {"group": "name"},
+ * {"name": "agent"}; first group that matches wins); an agent in no group
+ * has its uid's domain. */
+typedef enum cfg_prefix_scope { CFG_PREFIX_UID = 0, CFG_PREFIX_GROUP } cfg_prefix_scope;
+
+typedef struct cfg_prefix_group {
+	char *name;             /* owned */
+	cfg_prio_rule *members; /* owned; max_prio unused */
+	int n_members;
+} cfg_prefix_group;
+
 /* Per-agent limits (an agent = one connection) and the priority policy.
  * Every limit refuses a request with HERD_E_LIMIT naming it; the priority
  * is clamped to the allowance (agentlib sends no priority by default). */
@@ -171,6 +190,10 @@ typedef struct cfg {
 	int verbose;            /* 0 info, 1 debug */
 	cfg_limits limits;
 	cfg_agents agents;
+	int prefix_cache;       /* default 1: share KV pages of common prompt prefixes */
+	cfg_prefix_scope prefix_scope;
+	cfg_prefix_group *prefix_groups;
+	int n_prefix_groups;
 	cfg_respcache response_cache;
 	cfg_pressure pressure;
 } cfg;

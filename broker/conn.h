@@ -68,6 +68,7 @@ typedef struct conn {
 	char name[CONN_NAME_MAX]; /* agent name from hello */
 	int prio;           /* default priority from hello (clamped to max_prio) */
 	int max_prio;       /* priority allowance (session.c, from cfg.agents) */
+	uint64_t domain;    /* prefix-sharing trust domain (session.c, cfg.prefix_sharing) */
 	uint64_t n_requests, n_tokens;
 	int in_flight;      /* requests without their done/err yet */
 	double t_connect;   /* monotonic ms */

@@ -211,6 +211,25 @@ static int entry_image(models_entry *e, const models_opts *o, char *err, size_t 
 	return entry_open_built(e, err, errlen);
 }
 
+/* The KV pool of a model: kv_cache_mb, or enough for max_batch_size full
+ * contexts up to MODELS_KV_AUTO_CAP; at least one context. */
+static uint64_t kv_pages(const cfg *c, const llama_hparams *hp, int n_ctx, uint64_t *page_bytes)
+{
+	*page_bytes = (uint64_t)hp->n_layer * 2 * LLAMA_KV_PAGE * (uint64_t)(hp->head_dim * hp->n_head_kv) * 2;
+	const uint64_t min_pages = ((uint64_t)n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+	uint64_t pages;
+	if (c->kv_cache_mb > 0) {
+		pages = ((uint64_t)c->kv_cache_mb << 20) / *page_bytes;
+	} else {
+		pages = min_pages * (uint64_t)c->max_batch_size;
+		if (pages * *page_bytes > MODELS_KV_AUTO_CAP)
+			pages = MODELS_KV_AUTO_CAP / *page_bytes;
+	}
+	if (pages < min_pages)
+		pages = min_pages;
+	return pages > (1u << 30) ? 1u << 30 : pages;
+}
+
 static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o, respcache *rcache,
 		      char *err, size_t errlen)
 {
@@ -236,21 +255,8 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 		return herd_errf(err, errlen, rc, "model %s (%s): %s", e->name, e->file, sub);
 	const llama_hparams *hp = &e->model->hp;
 	const int n_ctx = c->ctx_size > 0 ? c->ctx_size : hp->n_ctx_train;
-	const uint64_t page_bytes = (uint64_t)hp->n_layer * 2 * LLAMA_KV_PAGE *
-				    (uint64_t)(hp->head_dim * hp->n_head_kv) * 2;
-	const uint64_t min_pages = ((uint64_t)n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
-	uint64_t pages;
-	if (c->kv_cache_mb > 0) {
-		pages = ((uint64_t)c->kv_cache_mb << 20) / page_bytes;
-	} else {
-		pages = min_pages * (uint64_t)c->max_batch_size;
-		if (pages * page_bytes > MODELS_KV_AUTO_CAP)
-			pages = MODELS_KV_AUTO_CAP / page_bytes;
-	}
-	if (pages < min_pages)
-		pages = min_pages;
-	if (pages > (1u << 30))
-		pages = 1u << 30;
+	uint64_t page_bytes;
+	const uint64_t pages = kv_pages(c, hp, n_ctx, &page_bytes);
 	llama_ctx_opts lo = {.n_threads = c->threads, .n_ctx = n_ctx,
 			     .max_step_tokens = MODELS_STEP_TOKENS > c->max_batch_size ? MODELS_STEP_TOKENS
 											: c->max_batch_size,
@@ -273,7 +279,8 @@ static int entry_load(models_entry *e, const cfg_model *cm, const models_opts *o
 			 : (c->max_batch_size / 4 > 0 ? c->max_batch_size / 4 : 1),
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,
 			 .hold = entry_hold, .hold_arg = e, .respcache = rcache,
-			 .digest = answer_id};
+			 .digest = answer_id, .prefix_cache = c->prefix_cache,
+			 .model_id = e->info.digest_hex, .model_id_len = strlen(e->info.digest_hex)};
 	if ((rc = sched_create(&e->sched, &so)))
 		return herd_errf(err, errlen, rc, "model %s: cannot start the scheduler: %s", e->name,
 			     herd_strerror(rc));

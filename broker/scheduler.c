@@ -58,7 +58,13 @@ typedef struct sreq {
 	gen_seq gen;        /* prompt, sampler, text; begun at intake */
 	int n_fed;          /* prompt tokens already in the KV cache */
 	int32_t pending;    /* sampled token still to be fed; -1 none */
-	int reserve;        /* KV pages reserved for the worst case */
+	int reserve;        /* KV pages it may allocate (worst case, mapped ones not counted) */
+	int deferred;       /* admission: waits for a prefix being prefilled */
+	int n_match, n_idle; /* admission: cached leading blocks, of those unreferenced */
+	int n_cached;       /* prompt positions mapped from the prefix cache */
+	int n_blk;          /* full blocks of the prompt */
+	uint64_t seed;      /* its domain's chain seed */
+	uint64_t *blk_hash; /* [n_blk] chain hashes of the prompt's blocks */
 	llama_seq seq;
 	float *logits;      /* [n_vocab] */
 	merge_group *mg;    /* deterministic: its merge group (merge.h), as leader or follower */
@@ -95,6 +101,9 @@ struct sched {
 	uint8_t digest[RESPCACHE_HASH];
 	char name[72];
 	int kv_total;
+	int prefix;             /* sched_opts.prefix_cache */
+	const void *model_id;
+	size_t model_id_len;
 	pthread_t thread;
 	int thread_started;
 
@@ -312,6 +321,7 @@ static void sreq_free(sched *s, sreq *q)
 	merge_forget(s, q);
 	llama_seq_reset(s->ctx, &q->seq);
 	gen_seq_end(&q->gen);
+	free(q->blk_hash);
 	free(q->logits);
 	free(q->toks);
 	gen_request_free(q->r);
@@ -415,6 +425,7 @@ static void post_done(sched *s, sreq *q, herd_finish reason, double t)
 		e->merged = q->merged; /* a follower that took the sequence over */
 		e->n_prompt = q->gen.n_prompt;
 		e->n_gen = q->gen.n_gen;
+		e->n_cached = q->n_cached;
 		e->t_queue_ms = (q->t_admit > 0 ? q->t_admit : t) - q->t_arrive;
 		e->t_first_ms = q->t_first > 0 ? q->t_first - q->t_arrive : -1;
 		e->t_total_ms = t - q->t_arrive;
@@ -613,6 +624,10 @@ static void seq_swap(sreq *a, sreq *b)
 	SWAP(gen.n_stop);
 	SWAP(gen.t_deadline); /* back: the deadline is the requester's */
 	SWAP(seq);
+	SWAP(seed); /* the prefix chain goes with the sequence it describes */
+	SWAP(n_blk);
+	SWAP(blk_hash);
+	SWAP(n_cached);
 	SWAP(n_fed);
 	SWAP(pending);
 	SWAP(reserve);
@@ -969,6 +984,87 @@ void sched_get_stats(sched *s, sched_stats *st)
 
 /* ---- the scheduler thread --------------------------------------------- */
 
+/* ---- prefix sharing (model/llama.h: llama_seq_begin_prefix) ------------ */
+
+/* At intake: q's chain seed and the hashes of its prompt's full blocks. */
+static int prefix_intake(sched *s, sreq *q)
+{
+	if (!s->prefix)
+		return 0;
+	q->seed = llama_prefix_seed(s->ctx, s->model_id, s->model_id_len, q->from.domain);
+	q->n_blk = q->gen.n_prompt / LLAMA_KV_PAGE;
+	if (q->n_blk == 0)
+		return 0;
+	q->blk_hash = malloc(sizeof(uint64_t) * (size_t)q->n_blk);
+	if (!q->blk_hash)
+		return -ENOMEM;
+	llama_prefix_hashes(s->ctx, q->seed, q->gen.prompt, q->gen.n_prompt, q->blk_hash);
+	return 0;
+}
+
+/* Looks q's prompt up (n_match, n_idle) and returns 1 when the first block
+ * it lacks is being prefilled by a running sequence right now: q then waits
+ * for it instead of computing it a second time. */
+static int prefix_wait(sched *s, sreq *q)
+{
+	q->n_match = q->n_idle = 0;
+	if (!s->prefix)
+		return 0;
+	const int m = llama_prefix_probe(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->n_blk,
+					 &q->n_idle);
+	q->n_match = m;
+	if (m >= q->n_blk)
+		return 0;
+	for (int i = 0; i < s->running.n; i++) {
+		const sreq *r = s->running.v[i];
+		if (r->n_blk > m && r->blk_hash[m] == q->blk_hash[m] &&
+		    r->n_fed < (m + 1) * LLAMA_KV_PAGE)
+			return 1;
+	}
+	return 0;
+}
+
+/* Pages q may still allocate: its worst case minus the private pages it
+ * holds (pages mapped from the cache are not its to allocate). */
+static int kv_outstanding(const sreq *q)
+{
+	const int held = q->seq.n_pages - q->seq.n_mapped;
+	return q->reserve > held ? q->reserve - held : 0;
+}
+
+/* 1 when q's worst case fits: what every admitted sequence may still
+ * allocate plus q's own allocations and the cached pages it maps out of the
+ * pool stay within the pages not held (free + cached, evictable). Sets
+ * q->reserve to the pages q may allocate. */
+static int kv_fits(sched *s, sreq *q)
+{
+	const int max_gen = q->gen.max_gen;
+	const int positions = q->gen.n_prompt + (max_gen > 0 ? max_gen - 1 : 0);
+	const int cow = q->n_match > 0 && q->n_match * LLAMA_KV_PAGE == q->gen.n_prompt;
+	q->reserve = (positions + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE - q->n_match + cow;
+	int room = llama_ctx_free_pages(s->ctx) - q->n_idle;
+	for (int i = 0; i < s->running.n; i++)
+		room -= kv_outstanding(s->running.v[i]);
+	for (int i = 0; i < s->paused.n; i++)
+		room -= kv_outstanding(s->paused.v[i]);
+	return q->reserve <= room;
+}
+
+/* Admitted q maps its cached prefix (exactly the n_match blocks kv_fits
+ * counted: nothing ran in between) and prefills only the rest. */
+static void prefix_map(sched *s, sreq *q)
+{
+	if (!s->prefix)
+		return;
+	const int n = llama_seq_begin_prefix(s->ctx, &q->seq, q->seed, q->blk_hash, q->gen.prompt,
+					     q->gen.n_prompt);
+	s->st.prefix_lookups++;
+	if (n > 0) {
+		q->n_fed = q->n_cached = n;
+		s->st.prefix_hit_tokens += (uint64_t)n;
+	}
+}
+
 /* Begins q's generation (model/generate.h: tokenize within the context,
  * sampler) and reserves its worst case of KV pages. Returns 0 or ends q
  * with an err event and returns nonzero. */
@@ -999,7 +1095,14 @@ static int intake(sched *s, sreq *q)
 			s->kv_total * LLAMA_KV_PAGE);
 		return -1;
 	}
-	return dedup_intake(s, q); /* merged, or answered from the cache */
+	const int dd = dedup_intake(s, q); /* merged, or answered from the cache */
+	if (dd)
+		return dd;
+	if (prefix_intake(s, q)) {
+		end_err(s, q, -ENOMEM, "out of memory");
+		return -1;
+	}
+	return 0;
 }
 
 /* Ends every request of the lists that is cancelled (with a
@@ -1079,6 +1182,8 @@ static int pick_next(sched *s)
 	int best = -1;
 	for (int i = 0; i < s->waiting.n; i++) {
 		sreq *q = s->waiting.v[i];
+		if (q->deferred)
+			continue;
 		if (s->max_running_agent > 0 && q->ag->running >= s->max_running_agent) {
 			if (!q->held) {
 				q->held = 1;
@@ -1129,7 +1234,9 @@ static void admit_one(sched *s, sreq *q, double t)
 	if (!q->logits) {
 		s->running.n--;
 		end_err(s, q, -ENOMEM, "out of memory");
+		return;
 	}
+	prefix_map(s, q);
 }
 
 /* 1 when running sequence v may be paused for q at the threshold rule:
@@ -1192,12 +1299,18 @@ static void admit(sched *s, double t)
 		return; /* static batching: wait for the whole batch to finish */
 	if (s->running.n == 0 && s->paused.n == 0 && !batch_ready(s, t, NULL))
 		return;
+	for (int i = 0; i < s->waiting.n; i++)
+		s->waiting.v[i]->deferred = 0;
 	while (s->waiting.n > 0) {
 		const int qi = pick_next(s);
 		if (qi < 0)
 			break;
 		sreq *q = s->waiting.v[qi];
-		if (s->reserved + q->reserve > s->kv_total)
+		if (prefix_wait(s, q)) {
+			q->deferred = 1; /* its prefix is being computed: the others go on */
+			continue;
+		}
+		if (!kv_fits(s, q))
 			break; /* keep the order: no overtaking by smaller requests */
 		if (s->running.n >= s->max_batch) {
 			const int victim = pick_victim(s, q);
@@ -1445,6 +1558,8 @@ static void publish(sched *s)
 	s->st.kv_pages_reserved = s->reserved;
 	s->st.step_gap_p95_ms = bsz_ctl_p95(&s->ctl);
 	s->st.step_budget_ms = s->target_ms > 0 ? bsz_ctl_budget(&s->ctl) : 0;
+	s->st.prefix_pages_cached = llama_ctx_cached_pages(s->ctx);
+	s->st.prefix_evictions = llama_ctx_evictions(s->ctx);
 	sched_event *e = s->out_head;
 	pthread_mutex_lock(&s->mu);
 	if (e) {
@@ -1661,6 +1776,9 @@ int sched_create(sched **out, const sched_opts *o)
 		memcpy(s->digest, o->digest, RESPCACHE_HASH);
 	snprintf(s->name, sizeof(s->name), "%s", o->name ? o->name : "model");
 	s->kv_total = llama_ctx_free_pages(o->ctx);
+	s->prefix = o->prefix_cache;
+	s->model_id = o->model_id;
+	s->model_id_len = o->model_id_len;
 	s->step_tok = malloc(sizeof(int32_t) * (size_t)s->max_batch);
 	s->batch = malloc(sizeof(*s->batch) * (size_t)s->max_batch);
 	s->batch_req = malloc(sizeof(*s->batch_req) * (size_t)s->max_batch);

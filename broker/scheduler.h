@@ -53,6 +53,15 @@
  *      the answers that finished this iteration to the response cache in one
  *      LMDB transaction.
  *
+ * Prefix sharing (sched_opts.prefix_cache; model/llama.h): at admission a
+ * request's prompt blocks are looked up in its trust domain's hash chain;
+ * the cached leading pages are mapped and only the rest is prefilled (the
+ * last prompt token always is). A request whose next uncached block is
+ * being prefilled right now by a running sequence waits for it (others may
+ * be admitted meanwhile) rather than computing it twice. Unreferenced cached
+ * pages count as free for admission: they are evicted (LRU) before a
+ * running sequence could lack a page. done.n_cached = positions mapped.
+ *
  * dynamic_batching on: new requests join between steps (continuous
  * batching). Off: a new batch is admitted only when the previous one has
  * finished (static batching). With an idle batch the scheduler waits up to
@@ -100,6 +109,10 @@ typedef struct sched_opts {
 				 * shutdown; polled every SCHED_HOLD_POLL_MS (the
 				 * broker's image digest check: broker/models.h) */
 	void *hold_arg;
+	int prefix_cache;       /* share KV pages of common prompt prefixes (see below) */
+	const void *model_id;   /* the model's identity in the prefix chains (its
+				 * digest), may be NULL; borrowed, outlives the scheduler */
+	size_t model_id_len;
 	respcache *respcache;   /* NULL, or the broker's response cache (shared by
 				 * every scheduler; see "request merging" in
 				 * scheduler.c) */
@@ -117,6 +130,8 @@ typedef struct sched_origin {
 	int prio;       /* the request's priority (its own, or its agent's
 			 * default, clamped by the broker's policy); higher runs
 			 * first, 0 = normal. Only compared, never added to. */
+	uint64_t domain; /* trust domain: prompt prefixes are shared only between
+			  * requests of one domain (mixed into the chain's seed) */
 } sched_origin;
 
 typedef enum sched_ev_type { SCHED_EV_TOK = 1, SCHED_EV_DONE = 2, SCHED_EV_ERR = 3 } sched_ev_type;
@@ -159,7 +174,11 @@ typedef struct sched_stats {
 	uint64_t merged;           /* requests that followed an identical one in flight */
 	uint64_t cache_hits;       /* requests answered from the response cache */
 	int waiting, running, paused; /* now; waiting includes the submit queue */
-	int kv_pages_total, kv_pages_free, kv_pages_reserved;
+	int kv_pages_total, kv_pages_free, kv_pages_reserved; /* free: free + cached */
+	uint64_t prefix_lookups;    /* requests begun with a prefix-cache lookup */
+	uint64_t prefix_hit_tokens; /* prompt tokens served from cached pages */
+	uint64_t prefix_evictions;  /* cached pages evicted for reuse */
+	int prefix_pages_cached;    /* unreferenced cached pages now (evictable) */
 	/* latencies of ended requests (broker/sched_stats.h): queue wait (arrival
 	 * to admission), first token (TTFT, arrival to the first token), total;
 	 * tpot: every inter-token time of every sequence (time per output token) */

@@ -31,9 +31,22 @@ static int rule_matches(const cfg_prio_rule *r, const conn *c)
 	return 0;
 }
 
+/* c's prefix-sharing trust domain (cfg.prefix_sharing): the first group
+ * one of whose members matches c, else c's uid. The kind (1 uid, 2 group)
+ * sits above the 32-bit uid or group index, so no two domains meet. */
+static uint64_t prefix_domain(const cfg *cf, const conn *c)
+{
+	if (cf->prefix_scope == CFG_PREFIX_GROUP)
+		for (int i = 0; i < cf->n_prefix_groups; i++)
+			for (int j = 0; j < cf->prefix_groups[i].n_members; j++)
+				if (rule_matches(&cf->prefix_groups[i].members[j], c))
+					return 2ull << 32 | (uint32_t)i;
+	return 1ull << 32 | (uint32_t)c->uid;
+}
+
 /* c's priority allowance: the first matching rule of cfg.agents.prio, or
- * agents.max_prio. Computed at the first frame and again at hello (the
- * name); never per request. */
+ * agents.max_prio, and its prefix-sharing domain. Computed at the first
+ * frame and again at hello (the name); never per request. */
 static void set_allowance(loop *l, conn *c)
 {
 	const cfg_agents *a = &l->cfg->agents;
@@ -43,6 +56,7 @@ static void set_allowance(loop *l, conn *c)
 			c->max_prio = a->rules[i].max_prio;
 			break;
 		}
+	c->domain = prefix_domain(l->cfg, c);
 }
 
 static void ensure_agent(loop *l, conn *c)
@@ -211,7 +225,7 @@ static void on_gen(loop *l, conn *c, const gen_request *g)
 	}
 	if (check_limits(l, c, e->sched, g) || refused_for_pressure(l, c, 1, g->id, ""))
 		return;
-	sched_origin from = {.conn = c->id, .agent = c->agent};
+	sched_origin from = {.conn = c->id, .agent = c->agent, .domain = c->domain};
 	gen_request cg;
 	clamp_request(l, c, e->sched, g, &cg, &from);
 	rc = sched_submit(e->sched, &from, &cg);

@@ -137,11 +137,147 @@ int llama_ctx_n_ctx(const llama_ctx *c) { return c->n_ctx; }
 int llama_ctx_n_threads(const llama_ctx *c) { return kern_pool_size(c->pool); }
 int llama_ctx_max_step_tokens(const llama_ctx *c) { return c->max_t; }
 kern_isa llama_ctx_isa(const llama_ctx *c) { return c->ops.isa; }
-int llama_ctx_free_pages(const llama_ctx *c) { return c->kv.n_free; }
+int llama_ctx_free_pages(const llama_ctx *c) { return kv_pool_avail(&c->kv); }
+int llama_ctx_cached_pages(const llama_ctx *c) { return c->kv.n_cached; }
+uint64_t llama_ctx_evictions(const llama_ctx *c) { return c->kv.evictions; }
 
 void llama_seq_init(llama_seq *s)
 {
 	memset(s, 0, sizeof(*s));
+}
+
+/* Room in s->pages for need page ids. */
+static int seq_cap(llama_seq *s, int need)
+{
+	if (need <= s->cap_pages)
+		return 0;
+	int cap = s->cap_pages ? s->cap_pages : 4;
+	while (cap < need)
+		cap *= 2;
+	int32_t *p = realloc(s->pages, sizeof(int32_t) * cap);
+	if (!p)
+		return -ENOMEM;
+	s->pages = p;
+	s->cap_pages = cap;
+	return 0;
+}
+
+/* ---- prefix sharing ----------------------------------------------------- */
+
+/* After a truncation: the chain and partial block for the new n_past, taken
+ * from s's published pages; publishing stops when they are not published. */
+static void seq_rechain(llama_ctx *c, llama_seq *s)
+{
+	if (!s->hash_on)
+		return;
+	const kv_pool *p = &c->kv;
+	const int b = s->n_past / LLAMA_KV_PAGE, off = s->n_past % LLAMA_KV_PAGE;
+	s->chain = s->seed;
+	if (b > 0) {
+		if (!p->hashed[s->pages[b - 1]]) {
+			s->hash_on = 0;
+			return;
+		}
+		s->chain = p->hash[s->pages[b - 1]];
+	}
+	if (off > 0) {
+		if (!p->hashed[s->pages[b]]) {
+			s->hash_on = 0;
+			return;
+		}
+		memcpy(s->blk, p->tok + (size_t)s->pages[b] * LLAMA_KV_PAGE, sizeof(int32_t) * (size_t)off);
+	}
+}
+
+/* Publishes the pages the n tokens from position pos0 filled. */
+static void seq_publish(llama_ctx *c, llama_seq *s, const int32_t *tokens, int n, int pos0)
+{
+	for (int j = 0; j < n; j++) {
+		const int pos = pos0 + j, off = pos % LLAMA_KV_PAGE;
+		s->blk[off] = tokens[j];
+		if (off != LLAMA_KV_PAGE - 1)
+			continue;
+		const uint64_t h = kv_hash_block(&c->kv, s->chain, s->blk);
+		kv_pool_publish(&c->kv, s->pages[pos / LLAMA_KV_PAGE], s->chain, h, s->blk);
+		s->chain = h;
+	}
+}
+
+uint64_t llama_prefix_seed(const llama_ctx *c, const void *id, size_t id_len, uint64_t domain)
+{
+	return kv_hash_seed(&c->kv, id, id ? id_len : 0, domain);
+}
+
+void llama_prefix_hashes(const llama_ctx *c, uint64_t seed, const int32_t *tokens, int n,
+			 uint64_t *out)
+{
+	uint64_t h = seed;
+	for (int b = 0; b < n / LLAMA_KV_PAGE; b++)
+		out[b] = h = kv_hash_block(&c->kv, h, tokens + (size_t)b * LLAMA_KV_PAGE);
+}
+
+int llama_prefix_probe(const llama_ctx *c, uint64_t seed, const uint64_t *hashes,
+		       const int32_t *tokens, int n_blocks, int *n_idle)
+{
+	int m = 0, idle = 0;
+	for (uint64_t parent = seed; m < n_blocks; parent = hashes[m++]) {
+		const int32_t pg = kv_pool_find(&c->kv, parent, hashes[m], tokens + (size_t)m * LLAMA_KV_PAGE);
+		if (pg < 0)
+			break;
+		idle += c->kv.ref[pg] == 0;
+	}
+	if (n_idle)
+		*n_idle = idle;
+	return m;
+}
+
+int llama_seq_begin_prefix(llama_ctx *c, llama_seq *s, uint64_t seed, const uint64_t *hashes,
+			   const int32_t *tokens, int n)
+{
+	if (s->n_pages || s->n_past || n < 1)
+		return HERD_E_INVAL;
+	const int nb = hashes ? n / LLAMA_KV_PAGE : 0; /* no hashes: nothing to look up */
+	if (seq_cap(s, nb + 1))
+		return -ENOMEM;
+	int m = 0;
+	uint64_t parent = seed;
+	for (; m < nb; parent = hashes[m++]) {
+		const int32_t pg = kv_pool_find(&c->kv, parent, hashes[m], tokens + (size_t)m * LLAMA_KV_PAGE);
+		if (pg < 0)
+			break;
+		kv_pool_retain(&c->kv, pg);
+		s->pages[m] = pg;
+	}
+	s->n_pages = s->n_mapped = m;
+	s->hash_on = 1;
+	s->seed = seed;
+	s->chain = parent;
+	s->n_past = m * LLAMA_KV_PAGE;
+	if (s->n_past == n) { /* all cached: the last token again, into a copy */
+		s->n_past = n - 1;
+		s->chain = m >= 2 ? hashes[m - 2] : seed;
+		memcpy(s->blk, tokens + (size_t)(m - 1) * LLAMA_KV_PAGE, sizeof(int32_t) * (LLAMA_KV_PAGE - 1));
+	}
+	return s->n_past;
+}
+
+int llama_seq_fork(llama_ctx *c, llama_seq *dst, const llama_seq *src, int n_past)
+{
+	if (dst->n_pages || dst->n_past || n_past < 0 || n_past > src->n_past)
+		return HERD_E_INVAL;
+	const int np = (n_past + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+	if (seq_cap(dst, np ? np : 1))
+		return -ENOMEM;
+	for (int i = 0; i < np; i++) {
+		kv_pool_retain(&c->kv, src->pages[i]);
+		dst->pages[i] = src->pages[i];
+	}
+	dst->n_pages = dst->n_mapped = np;
+	dst->n_past = n_past;
+	dst->hash_on = src->hash_on;
+	dst->seed = src->seed;
+	seq_rechain(c, dst);
+	return 0;
 }
 
 void llama_seq_truncate(llama_ctx *c, llama_seq *s, int n_past)
@@ -153,7 +289,10 @@ void llama_seq_truncate(llama_ctx *c, llama_seq *s, int n_past)
 	const int keep = (n_past + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
 	while (s->n_pages > keep)
 		kv_pool_release(&c->kv, s->pages[--s->n_pages]);
+	if (s->n_mapped > s->n_pages)
+		s->n_mapped = s->n_pages;
 	s->n_past = n_past;
+	seq_rechain(c, s);
 }
 
 void llama_seq_reset(llama_ctx *c, llama_seq *s)
@@ -163,21 +302,33 @@ void llama_seq_reset(llama_ctx *c, llama_seq *s)
 	llama_seq_init(s);
 }
 
+/* Copy-on-write: the page s writes next (the partial one at n_past) must be
+ * s's alone and unpublished; a shared or published one is copied first. */
+static int seq_cow(llama_ctx *c, llama_seq *s)
+{
+	const int i = s->n_past / LLAMA_KV_PAGE;
+	if (s->n_past % LLAMA_KV_PAGE == 0 || i >= s->n_pages)
+		return 0;
+	const int32_t pg = s->pages[i];
+	if (c->kv.ref[pg] <= 1 && !c->kv.hashed[pg])
+		return 0;
+	const int32_t id = kv_pool_cow(&c->kv, pg);
+	if (id < 0)
+		return HERD_E_NOSPACE;
+	s->pages[i] = id;
+	if (i < s->n_mapped)
+		s->n_mapped = i;
+	return 0;
+}
+
 /* Makes s hold pages for n positions. On failure nothing is kept. */
 static int seq_reserve(llama_ctx *c, llama_seq *s, int n, int *added)
 {
 	const int need = (n + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
 	*added = 0;
-	if (need > s->cap_pages) {
-		int cap = s->cap_pages ? s->cap_pages : 4;
-		while (cap < need)
-			cap *= 2;
-		int32_t *p = realloc(s->pages, sizeof(int32_t) * cap);
-		if (!p)
-			return -ENOMEM;
-		s->pages = p;
-		s->cap_pages = cap;
-	}
+	int rc = seq_cap(s, need);
+	if (rc || (rc = seq_cow(c, s)))
+		return rc;
 	while (s->n_pages < need) {
 		int32_t id = kv_pool_alloc(&c->kv);
 		if (id < 0) {
@@ -421,8 +572,12 @@ int llama_decode(llama_ctx *c, llama_batch_seq *seqs, int n_seqs)
 	for (int l = 0; l < hp->n_layer; l++)
 		step_layer(c, &st, l);
 	step_output(c, seqs, n_seqs);
-	for (int i = 0; i < n_seqs; i++)
-		seqs[i].seq->n_past += seqs[i].n_tokens;
+	for (int i = 0; i < n_seqs; i++) {
+		llama_seq *q = seqs[i].seq;
+		if (q->hash_on)
+			seq_publish(c, q, seqs[i].tokens, seqs[i].n_tokens, q->n_past);
+		q->n_past += seqs[i].n_tokens;
+	}
 	return 0;
 }
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 int kv_pool_init(kv_pool *p, int n_layer, int kv_dim, int page_tokens, int n_pages)
 {
@@ -13,12 +14,34 @@ int kv_pool_init(kv_pool *p, int n_layer, int kv_dim, int page_tokens, int n_pag
 	p->n_pages = n_pages;
 	p->page_elems = (size_t)n_layer * 2 * page_tokens * kv_dim;
 	size_t bytes = (p->page_elems * sizeof(kern_fp16_t) * (size_t)n_pages + 63) / 64 * 64;
+	const size_t np = (size_t)(n_pages ? n_pages : 1);
+	p->n_buckets = 1;
+	while (p->n_buckets < np && p->n_buckets < (1u << 30))
+		p->n_buckets <<= 1;
 	p->data = aligned_alloc(64, bytes ? bytes : 64);
-	p->free_ids = malloc(sizeof(int32_t) * (size_t)(n_pages ? n_pages : 1));
-	p->ref = calloc((size_t)(n_pages ? n_pages : 1), sizeof(uint16_t));
-	if (!p->data || !p->free_ids || !p->ref) {
+	p->free_ids = malloc(sizeof(int32_t) * np);
+	p->ref = calloc(np, sizeof(uint32_t));
+	p->hashed = calloc(np, 1);
+	p->hash = calloc(np, sizeof(uint64_t));
+	p->parent = calloc(np, sizeof(uint64_t));
+	p->tok = calloc(np * (size_t)page_tokens, sizeof(int32_t));
+	p->hnext = malloc(sizeof(int32_t) * np);
+	p->lru_prev = malloc(sizeof(int32_t) * np);
+	p->lru_next = malloc(sizeof(int32_t) * np);
+	p->buckets = malloc(sizeof(int32_t) * p->n_buckets);
+	if (!p->data || !p->free_ids || !p->ref || !p->hashed || !p->hash || !p->parent || !p->tok ||
+	    !p->hnext || !p->lru_prev || !p->lru_next || !p->buckets) {
 		kv_pool_fini(p);
 		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < p->n_buckets; i++)
+		p->buckets[i] = -1;
+	p->lru_head = p->lru_tail = -1;
+	/* A key nobody outside the process knows; a fixed one if the kernel
+	 * has no entropy to give (hashes then stay correct, only guessable). */
+	if (getrandom(p->key, sizeof(p->key), GRND_NONBLOCK) != (ssize_t)sizeof(p->key)) {
+		p->key[0] = 0x736f6d6570736575ull;
+		p->key[1] = 0x646f72616e646f6dull;
 	}
 	/* Highest id at the bottom, so allocation hands out 0, 1, 2, ... */
 	for (int i = 0; i < n_pages; i++)
@@ -32,20 +55,81 @@ void kv_pool_fini(kv_pool *p)
 	free(p->data);
 	free(p->free_ids);
 	free(p->ref);
+	free(p->hashed);
+	free(p->hash);
+	free(p->parent);
+	free(p->tok);
+	free(p->hnext);
+	free(p->lru_prev);
+	free(p->lru_next);
+	free(p->buckets);
 	memset(p, 0, sizeof(*p));
+}
+
+/* ---- LRU list and hash table ------------------------------------------- */
+
+static void lru_unlink(kv_pool *p, int32_t page)
+{
+	const int32_t a = p->lru_prev[page], b = p->lru_next[page];
+	if (a >= 0)
+		p->lru_next[a] = b;
+	else
+		p->lru_head = b;
+	if (b >= 0)
+		p->lru_prev[b] = a;
+	else
+		p->lru_tail = a;
+	p->n_cached--;
+}
+
+static void lru_append(kv_pool *p, int32_t page)
+{
+	p->lru_prev[page] = p->lru_tail;
+	p->lru_next[page] = -1;
+	if (p->lru_tail >= 0)
+		p->lru_next[p->lru_tail] = page;
+	else
+		p->lru_head = page;
+	p->lru_tail = page;
+	p->n_cached++;
+}
+
+static uint32_t bucket_of(const kv_pool *p, uint64_t hash)
+{
+	return (uint32_t)(hash ^ (hash >> 32)) & (p->n_buckets - 1);
+}
+
+static void unhash(kv_pool *p, int32_t page)
+{
+	int32_t *link = &p->buckets[bucket_of(p, p->hash[page])];
+	while (*link >= 0 && *link != page)
+		link = &p->hnext[*link];
+	if (*link == page)
+		*link = p->hnext[page];
+	p->hashed[page] = 0;
 }
 
 int32_t kv_pool_alloc(kv_pool *p)
 {
-	if (p->n_free == 0)
+	int32_t id;
+	if (p->n_free > 0) {
+		id = p->free_ids[--p->n_free];
+	} else if (p->lru_head >= 0) {
+		id = p->lru_head;
+		lru_unlink(p, id);
+		unhash(p, id);
+		p->evictions++;
+	} else {
 		return -1;
-	int32_t id = p->free_ids[--p->n_free];
+	}
 	p->ref[id] = 1;
 	return id;
 }
 
 void kv_pool_retain(kv_pool *p, int32_t page)
 {
+	if (p->ref[page] == 0 && p->hashed[page])
+		lru_unlink(p, page);
 	p->ref[page]++;
 }
 
@@ -53,6 +137,106 @@ void kv_pool_release(kv_pool *p, int32_t page)
 {
 	if (p->ref[page] == 0)
 		return;
-	if (--p->ref[page] == 0)
+	if (--p->ref[page] > 0)
+		return;
+	if (p->hashed[page])
+		lru_append(p, page);
+	else
 		p->free_ids[p->n_free++] = page;
+}
+
+int32_t kv_pool_find(const kv_pool *p, uint64_t parent, uint64_t hash, const int32_t *tokens)
+{
+	for (int32_t i = p->buckets[bucket_of(p, hash)]; i >= 0; i = p->hnext[i])
+		if (p->hash[i] == hash && p->parent[i] == parent &&
+		    !memcmp(p->tok + (size_t)i * p->page_tokens, tokens,
+			    sizeof(int32_t) * (size_t)p->page_tokens))
+			return i;
+	return -1;
+}
+
+int kv_pool_publish(kv_pool *p, int32_t page, uint64_t parent, uint64_t hash,
+		    const int32_t *tokens)
+{
+	if (p->hashed[page] || p->ref[page] == 0 || kv_pool_find(p, parent, hash, tokens) >= 0)
+		return 0;
+	p->hashed[page] = 1;
+	p->hash[page] = hash;
+	p->parent[page] = parent;
+	memcpy(p->tok + (size_t)page * p->page_tokens, tokens, sizeof(int32_t) * (size_t)p->page_tokens);
+	const uint32_t b = bucket_of(p, hash);
+	p->hnext[page] = p->buckets[b];
+	p->buckets[b] = page;
+	return 1;
+}
+
+int32_t kv_pool_cow(kv_pool *p, int32_t page)
+{
+	const int32_t id = kv_pool_alloc(p);
+	if (id < 0)
+		return -1;
+	memcpy(p->data + (size_t)id * p->page_elems, p->data + (size_t)page * p->page_elems,
+	       p->page_elems * sizeof(kern_fp16_t));
+	kv_pool_release(p, page);
+	return id;
+}
+
+/* ---- hashing: SipHash-1-3 over 64-bit words ------------------------------ */
+
+static inline uint64_t rotl(uint64_t x, int b)
+{
+	return (x << b) | (x >> (64 - b));
+}
+
+#define SIPROUND                                                                   \
+	do {                                                                       \
+		v0 += v1; v1 = rotl(v1, 13); v1 ^= v0; v0 = rotl(v0, 32);          \
+		v2 += v3; v3 = rotl(v3, 16); v3 ^= v2;                             \
+		v0 += v3; v3 = rotl(v3, 21); v3 ^= v0;                             \
+		v2 += v1; v1 = rotl(v1, 17); v1 ^= v2; v2 = rotl(v2, 32);          \
+	} while (0)
+
+static uint64_t siphash_words(const uint64_t key[2], const uint64_t *w, size_t n)
+{
+	uint64_t v0 = 0x736f6d6570736575ull ^ key[0], v1 = 0x646f72616e646f6dull ^ key[1];
+	uint64_t v2 = 0x6c7967656e657261ull ^ key[0], v3 = 0x7465646279746573ull ^ key[1];
+	for (size_t i = 0; i < n; i++) {
+		v3 ^= w[i];
+		SIPROUND;
+		v0 ^= w[i];
+	}
+	const uint64_t last = (uint64_t)(n * 8) << 56;
+	v3 ^= last;
+	SIPROUND;
+	v0 ^= last;
+	v2 ^= 0xff;
+	SIPROUND;
+	SIPROUND;
+	SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t kv_hash_seed(const kv_pool *p, const void *id, size_t n, uint64_t domain)
+{
+	uint64_t w[9] = {0x7365656400000000ull, domain, (uint64_t)n};
+	size_t k = 3;
+	const unsigned char *b = id;
+	/* the id folded into at most six words (a digest is 32 bytes) */
+	for (size_t i = 0; i < n; i++)
+		w[3 + (i / 8) % 6] ^= (uint64_t)b[i] << (8 * (i % 8));
+	k += n ? (n > 48 ? 6 : (n + 7) / 8) : 0;
+	return siphash_words(p->key, w, k);
+}
+
+uint64_t kv_hash_block(const kv_pool *p, uint64_t parent, const int32_t *tokens)
+{
+	uint64_t w[1 + 64];
+	const int n = p->page_tokens < 128 ? p->page_tokens : 128;
+	w[0] = parent;
+	for (int i = 0; i < (n + 1) / 2; i++) {
+		const uint64_t lo = (uint32_t)tokens[2 * i];
+		const uint64_t hi = 2 * i + 1 < n ? (uint32_t)tokens[2 * i + 1] : 0;
+		w[1 + i] = lo | hi << 32;
+	}
+	return siphash_words(p->key, w, 1 + (size_t)(n + 1) / 2);
 }

@@ -3,6 +3,21 @@
  * default cache type). Sequences own lists of page ids; pages are reference
  * counted so a shared prompt prefix can be held by several sequences.
  *
+ * Prefix cache: a full page can be published under the hash of its block
+ * (the block's tokens and the hash of the block before it, the first
+ * block's "before" being a seed naming the model and the trust domain).
+ * A published page is never written again (a writer copies it first:
+ * kv_pool_cow); when its last reference goes it is not freed but kept,
+ * unreferenced, in an LRU list of cached pages that a later sequence with
+ * the same prefix may map again (kv_pool_find + kv_pool_retain). Allocation
+ * takes a free page first and evicts the least recently used cached page
+ * when none is free, so cached pages cost nothing to running sequences:
+ * kv_pool_avail counts them as available.
+ *
+ * Hashes are keyed (SipHash-1-3 with a key drawn at init), and a lookup also
+ * compares the block's tokens and its parent hash: a false match would need
+ * a 64-bit collision of a keyed hash that nobody outside the process knows.
+ *
  * Page layout (f16): for each layer l: K[LLAMA_KV_PAGE][kv_dim] then
  * V[LLAMA_KV_PAGE][kv_dim].
  *
@@ -25,17 +40,54 @@ typedef struct kv_pool {
 	kern_fp16_t *data; /* n_pages * page_elems */
 	int32_t *free_ids; /* stack of free page ids */
 	int n_free;
-	uint16_t *ref;     /* reference count per page */
+	uint32_t *ref;     /* reference count per page */
+	/* prefix cache, per page */
+	uint8_t *hashed;   /* published under hash[] */
+	uint64_t *hash, *parent;
+	int32_t *tok;      /* [n_pages][page_tokens]: the block's tokens */
+	int32_t *hnext;    /* hash bucket chain */
+	int32_t *lru_prev, *lru_next; /* cached (hashed, unreferenced) pages */
+	int32_t *buckets;  /* [n_buckets] first page of each chain, -1 none */
+	uint32_t n_buckets; /* power of two */
+	int lru_head, lru_tail; /* oldest, newest; -1 when empty */
+	int n_cached;      /* pages in the LRU list */
+	uint64_t evictions; /* cached pages taken for reuse */
+	uint64_t key[2];   /* hash key */
 } kv_pool;
 
 /* Returns 0 or -ENOMEM. */
 int kv_pool_init(kv_pool *p, int n_layer, int kv_dim, int page_tokens, int n_pages);
 void kv_pool_fini(kv_pool *p);
-/* A fresh page with reference count 1, or -1 when none is free. */
+/* A fresh page with reference count 1 (a free one, else the least recently
+ * used cached page, evicted), or -1 when every page is referenced. */
 int32_t kv_pool_alloc(kv_pool *p);
+/* One more reference; a cached page leaves the LRU list. */
 void kv_pool_retain(kv_pool *p, int32_t page);
-/* Drops one reference; the page returns to the free list at zero. */
+/* Drops one reference; at zero a published page joins the LRU list (newest)
+ * and any other returns to the free list. */
 void kv_pool_release(kv_pool *p, int32_t page);
+/* Pages a new allocation may take: free + cached. */
+static inline int kv_pool_avail(const kv_pool *p)
+{
+	return p->n_free + p->n_cached;
+}
+
+/* The chain's seed: a hash of id (the model's identity) and domain. */
+uint64_t kv_hash_seed(const kv_pool *p, const void *id, size_t n, uint64_t domain);
+/* The hash of the block tokens[page_tokens] following the block hashed parent. */
+uint64_t kv_hash_block(const kv_pool *p, uint64_t parent, const int32_t *tokens);
+/* The page published as (parent, hash) with these tokens, or -1. Takes no
+ * reference. */
+int32_t kv_pool_find(const kv_pool *p, uint64_t parent, uint64_t hash, const int32_t *tokens);
+/* Publishes full page (referenced, written) as the block tokens after
+ * parent. Returns 1 when published, 0 when the page already is or another
+ * page holds that block (the page then stays private). */
+int kv_pool_publish(kv_pool *p, int32_t page, uint64_t parent, uint64_t hash,
+		    const int32_t *tokens);
+/* A private copy of page for a writer: a new page with the same contents
+ * (reference 1) replacing one reference to page. Returns the new id, or -1
+ * (nothing changed) when no page can be had. */
+int32_t kv_pool_cow(kv_pool *p, int32_t page);
 
 static inline kern_fp16_t *kv_page_k(const kv_pool *p, int32_t page, int layer)
 {

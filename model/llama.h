@@ -110,6 +110,12 @@ typedef struct llama_seq {
 	int n_pages;
 	int cap_pages;
 	int n_past;      /* positions already in the cache */
+	/* prefix cache (llama_seq_begin_prefix): full pages get published */
+	int hash_on;     /* publish full pages under the chain below */
+	int n_mapped;    /* leading pages mapped from the cache, not allocated */
+	uint64_t seed;   /* the chain's seed (model, trust domain) */
+	uint64_t chain;  /* hash of the last full block (seed before any) */
+	int32_t blk[LLAMA_KV_PAGE]; /* tokens of the partial block at n_past */
 } llama_seq;
 
 int llama_ctx_create(llama_ctx **out, const llama_model *m, const llama_ctx_opts *o);
@@ -119,14 +125,50 @@ int llama_ctx_n_ctx(const llama_ctx *c);
 int llama_ctx_n_threads(const llama_ctx *c);
 int llama_ctx_max_step_tokens(const llama_ctx *c);
 kern_isa llama_ctx_isa(const llama_ctx *c);
-/* Pages not held by any sequence. */
+/* Pages not held by any sequence: free ones and unreferenced cached ones
+ * (evicted when needed). */
 int llama_ctx_free_pages(const llama_ctx *c);
+/* Unreferenced cached pages (the prefix cache's LRU pool). */
+int llama_ctx_cached_pages(const llama_ctx *c);
+/* Cached pages evicted for reuse since the ctx was created. */
+uint64_t llama_ctx_evictions(const llama_ctx *c);
 
 void llama_seq_init(llama_seq *s);
 /* Returns s's pages to c's pool and resets it (n_past = 0). */
 void llama_seq_reset(llama_ctx *c, llama_seq *s);
 /* Drops positions >= n_past (releasing whole pages no longer needed). */
 void llama_seq_truncate(llama_ctx *c, llama_seq *s, int n_past);
+
+/* ---- prefix sharing (model/kv_cache.h) ----
+ * A sequence begun with llama_seq_begin_prefix publishes each page it fills
+ * under the hash chain of its blocks (LLAMA_KV_PAGE tokens each) from seed;
+ * a later sequence with the same seed and leading blocks maps those pages
+ * instead of evaluating them again. A shared page is never written: a
+ * sequence that must write into a page that is shared or published copies it
+ * first (copy-on-write). Sequences begun otherwise never publish. */
+
+/* The seed of the chains of one trust domain: id names the model (its
+ * digest; may be NULL), domain the domain. */
+uint64_t llama_prefix_seed(const llama_ctx *c, const void *id, size_t id_len, uint64_t domain);
+/* Hashes of the n / LLAMA_KV_PAGE full blocks of tokens into out. */
+void llama_prefix_hashes(const llama_ctx *c, uint64_t seed, const int32_t *tokens, int n,
+			 uint64_t *out);
+/* How many leading blocks of tokens (hashes from llama_prefix_hashes,
+ * n_blocks of them) are cached; *n_idle (may be NULL) gets how many of those
+ * pages no sequence holds (mapping them takes them out of the pool). */
+int llama_prefix_probe(const llama_ctx *c, uint64_t seed, const uint64_t *hashes,
+		       const int32_t *tokens, int n_blocks, int *n_idle);
+/* Begins empty s (n_past 0) as a publishing sequence of seed and maps the
+ * cached leading blocks of tokens[n] into it (none when hashes is NULL). n_past becomes the positions
+ * served from the cache, at most n - 1 (the last prompt token is always
+ * evaluated: its logits are needed); the caller feeds tokens[n_past..n).
+ * Returns n_past, HERD_E_INVAL (s not empty, n < 1) or -ENOMEM. */
+int llama_seq_begin_prefix(llama_ctx *c, llama_seq *s, uint64_t seed, const uint64_t *hashes,
+			   const int32_t *tokens, int n);
+/* Makes empty dst share src's first n_past positions (its pages, the last
+ * one possibly partial: whichever of them writes into it first copies it).
+ * Returns 0, HERD_E_INVAL (dst not empty, n_past out of range) or -ENOMEM. */
+int llama_seq_fork(llama_ctx *c, llama_seq *dst, const llama_seq *src, int n_past);
 
 enum { LLAMA_LOGITS_NONE = 0, LLAMA_LOGITS_LAST = 1, LLAMA_LOGITS_ALL = 2 };
 

@@ -142,7 +142,7 @@ typedef struct proto_done {
 	proto_str text;
 	uint32_t n_prompt;
 	uint32_t n_gen;
-	uint32_t n_cached;   /* 0 when absent; reserved (prefix cache): 0 */
+	uint32_t n_cached;   /* 0 when absent; prompt tokens from the prefix cache */
 	double t_queue_ms;   /* 0 when absent */
 	double t_first_ms;
 	double t_total_ms;

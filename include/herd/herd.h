@@ -204,8 +204,8 @@ typedef struct herd_result {
 	uint32_t n_prompt;   /* prompt tokens */
 	uint32_t n_gen;      /* generated tokens that became text (an
 			      * end-of-sequence token is not counted) */
-	uint32_t n_cached;   /* reserved for the prefix cache, which does not
-			      * exist yet: always 0 */
+	uint32_t n_cached;   /* prompt tokens the broker served from its
+			      * prefix cache (not evaluated again); 0 locally */
 	double t_queue_ms;   /* waiting in the broker's queue */
 	double t_first_ms;   /* request to first token */
 	double t_total_ms;   /* request to done */
