@@ -78,8 +78,8 @@ static void kput_u64(kbuf *b, uint64_t v)
 	kput(b, &v, sizeof(v));
 }
 
-int respcache_key_make(respcache_key *k, const uint8_t digest[RESPCACHE_HASH], const gen_seq *g,
-		       const gen_request *r)
+int respcache_key_make(respcache_key *k, const uint8_t digest[RESPCACHE_HASH], uint64_t domain,
+		       const gen_seq *g, const gen_request *r)
 {
 	memset(k, 0, sizeof(*k));
 	kbuf b = {0};
@@ -87,6 +87,7 @@ int respcache_key_make(respcache_key *k, const uint8_t digest[RESPCACHE_HASH], c
 	const int greedy = sp->temperature <= 0;
 	kput(&b, RC_KEY_TAG, sizeof(RC_KEY_TAG));
 	kput(&b, digest, RESPCACHE_HASH);
+	kput_u64(&b, domain);
 	kput_u64(&b, (uint64_t)g->max_gen);
 	/* the sampler's inputs; a greedy sampler draws nothing, so no seed */
 	const float f[4] = {greedy ? 0.0f : sp->temperature, sp->top_p, sp->min_p, sp->repeat_penalty};

@@ -70,10 +70,13 @@ typedef struct respcache_key {
 
 /* 1 when r always gives the same answer: greedy, or a non-zero seed. */
 int respcache_deterministic(const gen_request *r);
-/* Builds the key of a begun sequence g of request r on the model whose
- * image digest is digest. Returns 0 or -ENOMEM. */
-int respcache_key_make(respcache_key *k, const uint8_t digest[RESPCACHE_HASH], const gen_seq *g,
-		       const gen_request *r);
+/* Builds the key of a begun sequence g of request r, sent from trust
+ * domain domain (sched_origin.domain: answers and in-flight merges are
+ * shared only inside one domain, as prefixes are, so no agent learns from
+ * a hit or its timing that another domain asked the same), on the model
+ * whose image digest is digest. Returns 0 or -ENOMEM. */
+int respcache_key_make(respcache_key *k, const uint8_t digest[RESPCACHE_HASH], uint64_t domain,
+		       const gen_seq *g, const gen_request *r);
 void respcache_key_free(respcache_key *k); /* accepts a zeroed key */
 /* 1 when a and b are the same key (hash and material). */
 int respcache_key_eq(const respcache_key *a, const respcache_key *b);

@@ -706,7 +706,7 @@ static int dedup_intake(sched *s, sreq *q)
 	if (!respcache_deterministic(q->r))
 		return 0;
 	respcache_key k;
-	if (respcache_key_make(&k, s->digest, &q->gen, q->r))
+	if (respcache_key_make(&k, s->digest, q->from.domain, &q->gen, q->r))
 		return 0; /* out of memory: runs on its own */
 	merge_group *g = merge_find(&s->merge, &k);
 	if (g && merge_join(g, q) == 0) {

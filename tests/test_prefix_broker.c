@@ -378,6 +378,36 @@ static void test_trust_domains(void **state)
 	stop_broker();
 }
 
+/* The response cache (and request merging, keyed alike) is scoped by the
+ * same domains: another uid's identical request is not answered from it. */
+static void test_trust_domains_respcache(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "test_trust_domains_respcache: needs root to become another uid; skipped\n");
+		skip();
+	}
+	int32_t x[2 * LLAMA_KV_PAGE + 1];
+	const int n = 2 * LLAMA_KV_PAGE + 1;
+	fill_tokens(x, n, 79);
+	start_broker("{\"response_cache\": {\"enabled\": true}}");
+	open_socket_to_all();
+	gen_as_me("root-a", x, n);
+	assert_int_equal(status_u("cache_hits"), 0);
+	gen_as_me("root-b", x, n);
+	assert_int_equal(status_u("cache_hits"), 1); /* same uid: answered from the cache */
+	gen_as_nobody(x, n);
+	assert_int_equal(status_u("cache_hits"), 1); /* other uid: generated */
+	gen_as_nobody(x, n);
+	assert_int_equal(status_u("cache_hits"), 2); /* its own domain's answer */
+	stop_broker();
+	char p[600];
+	snprintf(p, sizeof(p), "%s/respcache.mdb", W.dir);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/respcache.mdb-lock", W.dir);
+	unlink(p);
+}
+
 /* ---- the configuration keys ------------------------------------------------ */
 
 static int parse(cfg *c, const char *json, char *err, size_t n)
@@ -435,6 +465,7 @@ int main(void)
 		cmocka_unit_test(test_config_keys),
 		cmocka_unit_test(test_shared_system_prompt),
 		cmocka_unit_test(test_trust_domains),
+		cmocka_unit_test(test_trust_domains_respcache),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
