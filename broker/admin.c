@@ -1,4 +1,5 @@
-/* `admin` frames (herdctl): status, models, segments, agents, rm, shutdown.
+/* `admin` frames (herdctl): status, models, cache, load, preload, evict,
+ * pin, unpin, segments, agents, rm, shutdown.
  *
  * Allowed for the broker's own uid, root, and members (primary or
  * supplementary group of the peer, from SO_PEERCRED and SO_PEERGROUPS
@@ -23,7 +24,8 @@
 /* Entries of each result map (the writer needs the count up front). */
 enum {
 	STATUS_KEYS = 15 + 9 + 4 + 3 + SCHED_NOTE_COUNT, /* + connection limits, image trust, fair share (sched.h) */
-	MODEL_KEYS = 33,
+	MODEL_KEYS = 33 + 19, /* + the cache manager's (res_model_cache) */
+	CACHE_KEYS = 22,
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
 };
@@ -92,7 +94,10 @@ static void res_status(loop *l, proto_writer *pk)
 	double step_ms = 0;
 	for (int i = 0; i < models_count(l->models); i++) {
 		sched_stats st;
-		sched_get_stats(models_at(l->models, i)->sched, &st);
+		sched *s = models_sched(models_at(l->models, i));
+		if (!s)
+			continue; /* not resident: its counters went with it */
+		sched_get_stats(s, &st);
 		steps += st.steps;
 		tokens += st.tokens_gen;
 		seqs += st.step_seqs;
@@ -141,16 +146,52 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "cancels_dropped", fair[2]);
 }
 
+/* The cache manager's view of a model (broker/models.h, docs/models.md). */
+static void res_model_cache(loop *l, proto_writer *pk, models_entry *e)
+{
+	models_view v;
+	models_get_view(l->models, e, &v);
+	const double now = catalog_now();
+	proto_write_kv_str(pk, "state", v.state);
+	proto_write_kv_bool(pk, "resident", models_sched(e) != NULL);
+	proto_write_kv_uint(pk, "bytes", v.bytes);
+	proto_write_kv_uint(pk, "kv_bytes", e->kv_bytes);
+	proto_write_kv_bool(pk, "pinned", v.pinned);
+	proto_write_kv_double(pk, "score", v.score.score);
+	proto_write_kv_double(pk, "score_recency", v.score.recency);
+	proto_write_kv_double(pk, "score_frequency", v.score.frequency);
+	proto_write_kv_double(pk, "score_cost", v.score.cost);
+	proto_write_kv_double(pk, "score_affinity", v.score.affinity);
+	proto_write_kv_uint(pk, "uses", v.rec.uses);
+	proto_write_kv_uint(pk, "loads", e->n_loads);
+	proto_write_kv_uint(pk, "evictions", e->n_evictions);
+	proto_write_kv_uint(pk, "catalog_loads", v.rec.loads);
+	proto_write_kv_double(pk, "last_use_s_ago", v.rec.last_use > 0 ? now - v.rec.last_use : -1);
+	proto_write_kv_int(pk, "pending", v.pending);
+	proto_write_kv_str(pk, "load_error", e->load_err);
+	proto_write_kv_double(pk, "reload_ms_per_mib",
+			      v.rec.bytes ? v.rec.load_ms / ((double)v.rec.bytes / (1 << 20)) : 0);
+	proto_write_cstr(pk, "holders"); /* pids mapping its image besides herdd */
+	proto_write_array(pk, (uint32_t)v.n_holders);
+	for (int k = 0; k < v.n_holders; k++)
+		proto_write_int(pk, v.holders[k]);
+}
+
 static void res_models(loop *l, proto_writer *pk)
 {
 	const int n = models_count(l->models);
 	proto_write_array(pk, (uint32_t)n);
 	for (int i = 0; i < n; i++) {
-		const models_entry *e = models_at(l->models, i);
+		models_entry *e = models_at(l->models, i);
 		sched_stats st;
-		sched_get_stats(e->sched, &st);
-		const llama_hparams *hp = &e->model->hp;
+		memset(&st, 0, sizeof(st));
+		sched *s = models_sched(e);
+		if (s)
+			sched_get_stats(s, &st);
+		const llama_hparams zero = {0};
+		const llama_hparams *hp = s ? &e->model->hp : &zero;
 		proto_write_map(pk, MODEL_KEYS);
+		res_model_cache(l, pk, e);
 		proto_write_kv_str(pk, "name", e->name);
 		proto_write_kv_str(pk, "file", e->file);
 		proto_write_kv_str(pk, "type", e->type ? e->type : "");
@@ -161,11 +202,11 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_bool(pk, "adopted", e->adopted);
 		proto_write_kv_double(pk, "load_ms", e->load_ms);
 		proto_write_kv_int(pk, "n_vocab", hp->n_vocab);
-		proto_write_kv_int(pk, "n_ctx", llama_ctx_n_ctx(e->ctx));
+		proto_write_kv_int(pk, "n_ctx", e->n_ctx);
 		proto_write_kv_int(pk, "n_layer", hp->n_layer);
 		proto_write_kv_int(pk, "n_embd", hp->n_embd);
-		proto_write_kv_int(pk, "threads", llama_ctx_n_threads(e->ctx));
-		proto_write_kv_str(pk, "isa", kern_isa_name(llama_ctx_isa(e->ctx)));
+		proto_write_kv_int(pk, "threads", s ? llama_ctx_n_threads(e->ctx) : 0);
+		proto_write_kv_str(pk, "isa", s ? kern_isa_name(llama_ctx_isa(e->ctx)) : "");
 		proto_write_kv_int(pk, "running", st.running);
 		proto_write_kv_int(pk, "waiting", st.waiting);
 		proto_write_kv_int(pk, "paused", st.paused);
@@ -185,6 +226,78 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_double(pk, "first_token_ms_avg", avg(st.first.sum_ms, st.first.n));
 		proto_write_kv_double(pk, "total_ms_avg", avg(st.total.sum_ms, st.total.n));
 	}
+}
+
+/* The cache manager's counters and the images of evicted models that
+ * other processes still map (herdctl models, top). */
+static void res_cache(loop *l, proto_writer *pk)
+{
+	models_cache_stats st;
+	models_get_cache_stats(l->models, &st);
+	models_held held[32];
+	int nh = models_get_held(l->models, held, 32);
+	nh = nh < 32 ? nh : 32;
+	proto_write_map(pk, CACHE_KEYS);
+	proto_write_kv_uint(pk, "budget_bytes", st.budget_bytes);
+	proto_write_kv_uint(pk, "used_bytes", st.used_bytes);
+	proto_write_kv_uint(pk, "held_bytes", st.held_bytes);
+	proto_write_kv_uint(pk, "loads", st.loads);
+	proto_write_kv_uint(pk, "demand_loads", st.demand_loads);
+	proto_write_kv_uint(pk, "load_failures", st.load_failures);
+	proto_write_kv_uint(pk, "evictions", st.evictions);
+	proto_write_kv_uint(pk, "predictions", st.predictions);
+	proto_write_kv_uint(pk, "prediction_hits", st.prediction_hits);
+	proto_write_kv_uint(pk, "preloads", st.preloads);
+	proto_write_kv_uint(pk, "preload_hits", st.preload_hits);
+	proto_write_kv_uint(pk, "preload_wasted", st.preload_wasted);
+	proto_write_kv_uint(pk, "preload_evictions", st.preload_evictions);
+	proto_write_kv_double(pk, "preload_min_evict_confidence", st.preload_min_evict_conf);
+	proto_write_kv_double(pk, "preload_confidence", l->cfg->preload_confidence);
+	proto_write_kv_uint(pk, "switch_misses", st.switch_misses);
+	proto_write_kv_bool(pk, "refusing_loads", st.refusing);
+	proto_write_kv_uint(pk, "catalog_commits", st.catalog.commits);
+	proto_write_kv_uint(pk, "catalog_updates", st.catalog.applied);
+	proto_write_kv_uint(pk, "catalog_dropped", st.catalog.dropped);
+	proto_write_kv_int(pk, "catalog_queued", st.catalog.queued);
+	proto_write_cstr(pk, "held");
+	proto_write_array(pk, (uint32_t)nh);
+	for (int i = 0; i < nh; i++) {
+		proto_write_map(pk, 4);
+		proto_write_kv_str(pk, "segment", held[i].segment);
+		proto_write_kv_str(pk, "model", held[i].model);
+		proto_write_kv_uint(pk, "bytes", held[i].bytes);
+		proto_write_cstr(pk, "pids");
+		proto_write_array(pk, (uint32_t)held[i].n_pids);
+		for (int k = 0; k < held[i].n_pids; k++)
+			proto_write_int(pk, held[i].pids[k]);
+	}
+}
+
+/* load / preload / evict / pin / unpin MODEL. */
+static int res_model_op(loop *l, proto_writer *pk, const char *cmd, const proto_admin *a,
+			char *err, size_t errlen)
+{
+	if (a->n_args != 1) {
+		snprintf(err, errlen, "%s: which model? (%s MODEL)", cmd, cmd);
+		return HERD_E_INVAL;
+	}
+	models_entry *e = models_find(l->models, a->args[0].ptr ? a->args[0].ptr : "", a->args[0].len);
+	if (!e) {
+		snprintf(err, errlen, "%s: unknown model '%.*s'", cmd, HERD_QUOTE_LEN(a->args[0].len),
+			 a->args[0].ptr ? a->args[0].ptr : "");
+		return HERD_E_MISSING;
+	}
+	int rc = models_admin(l->models, e, cmd, err, errlen);
+	if (rc)
+		return rc;
+	blog_msg(l->log, BLOG_INFO, "admin: %s %s", cmd, e->name);
+	models_view v;
+	models_get_view(l->models, e, &v);
+	proto_write_map(pk, 3);
+	proto_write_kv_str(pk, "model", e->name);
+	proto_write_kv_str(pk, "state", v.state);
+	proto_write_kv_bool(pk, "pinned", v.pinned);
+	return 0;
 }
 
 typedef struct seg_list {
@@ -310,6 +423,11 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		res_status(l, w);
 	else if (!strcmp(cmd, "models"))
 		res_models(l, w);
+	else if (!strcmp(cmd, "cache"))
+		res_cache(l, w);
+	else if (!strcmp(cmd, "load") || !strcmp(cmd, "preload") || !strcmp(cmd, "evict") ||
+		 !strcmp(cmd, "pin") || !strcmp(cmd, "unpin"))
+		return res_model_op(l, w, cmd, a, err, errlen);
 	else if (!strcmp(cmd, "segments"))
 		return res_segments(l, w, err, errlen);
 	else if (!strcmp(cmd, "agents"))
@@ -322,7 +440,8 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		*stop = 1;
 	} else {
 		snprintf(err, errlen,
-			 "unknown admin command '%s' (status, models, segments, agents, rm, shutdown)", cmd);
+			 "unknown admin command '%s' (status, models, cache, load, preload, evict, pin, "
+			 "unpin, segments, agents, rm, shutdown)", cmd);
 		return HERD_E_INVAL;
 	}
 	return 0;

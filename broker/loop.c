@@ -318,8 +318,8 @@ static void close_conn(loop *l, conn *c)
 	if ((int)slot < l->n_slots && l->slots[slot] == c)
 		l->slots[slot] = NULL;
 	l->n_conns--;
-	for (int i = 0; i < models_count(l->models); i++)
-		sched_cancel_conn(models_at(l->models, i)->sched, c->id);
+	models_cancel_conn(l->models, c->id);
+	session_closed(l, c);
 	blog_msg(l->log, BLOG_DEBUG, "connection %llu (pid %d, agent %llu '%s') closed",
 		 (unsigned long long)(c->id & 0xffffffffu), (int)c->pid, (unsigned long long)c->agent,
 		 c->name);
@@ -770,12 +770,11 @@ static void deliver(loop *l, sched_event *e)
 
 static void drain_events(loop *l)
 {
-	for (int i = 0; i < models_count(l->models); i++) {
-		sched_event *e = sched_events_take(models_at(l->models, i)->sched);
-		for (sched_event *p = e; p; p = p->next)
-			deliver(l, p);
-		sched_event_free(e);
-	}
+	sched_event *e = models_events_take(l->models);
+	for (sched_event *p = e; p; p = p->next)
+		deliver(l, p);
+	sched_event_free(e);
+	models_tick(l->models); /* loads finished or failed, drained models */
 }
 
 /* ---- shutdown --------------------------------------------------------------- */
@@ -792,8 +791,7 @@ void loop_stop(loop *l)
 		io_uring_prep_cancel64(sqe, pack(NULL, LOOP_OP_ACCEPT), 0);
 		io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_IGNORE));
 	}
-	for (int i = 0; i < models_count(l->models); i++)
-		sched_shutdown(models_at(l->models, i)->sched);
+	models_shutdown(l->models);
 	arm_timer(l);
 }
 
@@ -811,9 +809,8 @@ static void check_stopped(loop *l)
 {
 	if (!l->stopping)
 		return;
-	for (int i = 0; i < models_count(l->models); i++)
-		if (!sched_idle(models_at(l->models, i)->sched))
-			goto not_yet;
+	if (!models_idle(l->models))
+		goto not_yet;
 	drain_events(l);
 	if (all_sent(l)) {
 		l->done = 1;
@@ -895,6 +892,7 @@ static void housekeep(loop *l)
 	}
 	check_timeouts(l, now);
 	resume_throttled(l, now);
+	models_tick(l->models); /* loads waiting for memory */
 }
 
 /* accept failed for want of descriptors (or memory): re-arming at once

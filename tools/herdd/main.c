@@ -252,6 +252,7 @@ typedef struct herdd {
 	cfg c;
 	blog log;
 	models *ms;
+	catalog *cat;
 	loop *lp;
 	int listen_fd, wake_fd, sig_fd, ready_fd;
 	int pid_written, bound; /* pid file written; socket file bound (sock_st) */
@@ -351,6 +352,39 @@ static int bind_socket(herdd *d)
 	return 0;
 }
 
+/* mkdir -p of path (mode 0700 for what it creates). */
+static int mkdirs(const char *path)
+{
+	char buf[CFG_PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *p = buf + 1; *p; p++)
+		if (*p == '/') {
+			*p = 0;
+			if (mkdir(buf, 0700) && errno != EEXIST)
+				return -errno;
+			*p = '/';
+		}
+	return mkdir(buf, 0700) && errno != EEXIST ? -errno : 0;
+}
+
+/* The cache manager's LMDB catalog in <state_dir>/catalog. Without it the
+ * broker still serves (no history: scores start from nothing); it says so. */
+static void open_catalog(herdd *d)
+{
+	char dir[CFG_PATH_MAX + 16], err[512] = "";
+	int rc = mkdirs(d->c.state_dir);
+	if (!rc && snprintf(dir, sizeof(dir), "%s/catalog", d->c.state_dir) >= (int)sizeof(dir))
+		rc = -ENAMETOOLONG;
+	catalog_opts co = {.dir = dir, .flush_ms = d->c.catalog_flush_ms, .log = &d->log};
+	if (!rc)
+		rc = catalog_open(&d->cat, &co, err, sizeof(err));
+	if (rc)
+		blog_msg(&d->log, BLOG_WARN, "no model catalog (state directory %s): %s; model scores "
+			 "and predictions start from nothing", d->c.state_dir,
+			 err[0] ? err : herd_strerror(rc));
+}
+
 /* The descriptors, the pid file, the models and the loop. */
 static int start(herdd *d)
 {
@@ -371,7 +405,8 @@ static int start(herdd *d)
 		d->pid_written = 1;
 	}
 	/* engine switches from the environment, passed down as options */
-	models_opts mo = {.cfg = &d->c, .wake_fd = d->wake_fd, .log = &d->log,
+	open_catalog(d);
+	models_opts mo = {.cfg = &d->c, .wake_fd = d->wake_fd, .log = &d->log, .catalog = d->cat,
 			  .force_ref = getenv("HERD_FORCE_REF") != NULL,
 			  .no_repack = getenv("HERD_NO_REPACK") != NULL};
 	d->err[0] = 0;
@@ -392,6 +427,7 @@ static void herdd_fini(herdd *d)
 	report_ready(&d->ready_fd, 0);
 	loop_destroy(d->lp);
 	models_destroy(d->ms);
+	catalog_close(d->cat); /* commits what is queued */
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);
 	if (d->bound) {
