@@ -254,10 +254,19 @@ static void job_load(models *ms, int idx)
 	atomic_store(&e->state, MODELS_ST_RESIDENT);
 }
 
-/* Remembers an evicted image while other processes may still map it. */
+/* Remembers an evicted image while other processes still map it (scanned
+ * now: an image nobody maps is never counted). */
 static void hold_image(models *ms, const models_entry *e, const struct stat *st)
 {
+	models_scan one = {.dev = st->st_dev, .ino = st->st_ino, .set = 1};
+	const models_scan *sc = &one;
+	scan_holders(&one, 1);
 	pthread_mutex_lock(&ms->mu);
+	ms->scan[e - ms->e].set = 0;
+	if (one.n_pids == 0) {
+		pthread_mutex_unlock(&ms->mu);
+		return;
+	}
 	if (ms->n_held == ms->cap_held) {
 		int cap = ms->cap_held ? ms->cap_held * 2 : 8;
 		models_held *h = realloc(ms->held, sizeof(*h) * (size_t)cap);
@@ -276,8 +285,9 @@ static void hold_image(models *ms, const models_entry *e, const struct stat *st)
 	snprintf(h->segment, sizeof(h->segment), "%s", e->info.name);
 	snprintf(h->model, sizeof(h->model), "%s", e->name);
 	h->bytes = e->info.image_size;
-	ms->held_scan[ms->n_held++] = (models_scan){.dev = st->st_dev, .ino = st->st_ino, .set = 1};
-	ms->scan[e - ms->e].set = 0;
+	h->n_pids = sc->n_pids;
+	memcpy(h->pids, sc->pids, sizeof(h->pids));
+	ms->held_scan[ms->n_held++] = *sc;
 	pthread_mutex_unlock(&ms->mu);
 }
 
@@ -541,11 +551,13 @@ static void flush_pending(models *ms, models_entry *e)
 static void tick_entry(models *ms, models_entry *e)
 {
 	const int st = atomic_load(&e->state);
-	if (st == MODELS_ST_RESIDENT && e->draining && e->n_pending >= 0 && sched_idle(e->sched)) {
+	if (st == MODELS_ST_RESIDENT && e->draining && sched_idle(e->sched)) {
 		evict(ms, e, "drained");
 		e->want = e->n_pending > 0;
 		return;
 	}
+	if (st == MODELS_ST_RESIDENT)
+		e->est_bytes = e->bytes; /* the next load's estimate: what it took */
 	if (st == MODELS_ST_RESIDENT && e->pending && !e->draining)
 		flush_pending(ms, e);
 	if (st == MODELS_ST_UNLOADED && e->load_rc) {
@@ -606,9 +618,10 @@ static models_agent *agent_find(models *ms, const char *name, int add)
  * rule), at the next tick. */
 static void want_predicted(models *ms, models_entry *t, double conf)
 {
-	if (!ms->o.cfg->preload_predict || atomic_load(&t->state) != MODELS_ST_UNLOADED ||
+	const int st = atomic_load(&t->state);
+	if (!ms->o.cfg->preload_predict || (st != MODELS_ST_UNLOADED && st != MODELS_ST_EVICTING) ||
 	    t->want || t->n_pending)
-		return;
+		return; /* (an entry being evicted is loaded again once freed) */
 	t->want = t->want_preload = 1;
 	t->want_conf = conf;
 }
@@ -968,11 +981,10 @@ static int entry_init(models *ms, models_entry *e, const cfg_model *cm)
 	if (!e->file || (cm->type && !e->type))
 		return -ENOMEM;
 	catalog_model rec;
-	struct stat st;
 	if (!catalog_get_model(ms->cat, e->name, &rec) && rec.bytes)
 		e->est_bytes = rec.bytes;
-	else if (stat(e->file, &st) == 0)
-		e->est_bytes = (uint64_t)st.st_size;
+	else if (ms->budget)
+		e->est_bytes = models_res_estimate(ms->o.cfg, e->file);
 	return 0;
 }
 
@@ -989,6 +1001,7 @@ static int load_at_start(models *ms, models_entry *e, char *err, size_t errlen)
 	if (fstat(e->image_fd, &st) == 0)
 		ms->scan[e - ms->e] = (models_scan){.dev = st.st_dev, .ino = st.st_ino, .set = 1};
 	catalog_note_load(ms->cat, e->name, e->bytes, e->load_ms, catalog_now());
+	e->est_bytes = e->bytes;
 	atomic_store(&e->state, MODELS_ST_RESIDENT);
 	e->n_loads++;
 	ms->st.loads++;

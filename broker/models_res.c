@@ -196,6 +196,49 @@ static int entry_image(models_entry *e, const models_opts *o, char *err, size_t 
 	return entry_open_built(e, err, errlen);
 }
 
+uint64_t models_res_kv_pages(const cfg *c, const llama_hparams *hp, int *n_ctx_out,
+			     uint64_t *page_bytes_out)
+{
+	const int n_ctx = c->ctx_size > 0 ? c->ctx_size : hp->n_ctx_train;
+	uint64_t page_bytes = (uint64_t)hp->n_layer * 2 * LLAMA_KV_PAGE *
+			      (uint64_t)(hp->head_dim * hp->n_head_kv) * 2;
+	if (!page_bytes)
+		page_bytes = 1;
+	const uint64_t min_pages = ((uint64_t)n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+	uint64_t pages;
+	if (c->kv_cache_mb > 0) {
+		pages = ((uint64_t)c->kv_cache_mb << 20) / page_bytes;
+	} else {
+		pages = min_pages * (uint64_t)c->max_batch_size;
+		if (pages * page_bytes > MODELS_KV_AUTO_CAP)
+			pages = MODELS_KV_AUTO_CAP / page_bytes;
+	}
+	if (pages < min_pages)
+		pages = min_pages;
+	if (pages > (1u << 30))
+		pages = 1u << 30;
+	*n_ctx_out = n_ctx;
+	*page_bytes_out = page_bytes;
+	return pages;
+}
+
+uint64_t models_res_estimate(const cfg *c, const char *file)
+{
+	struct stat st;
+	if (stat(file, &st) != 0)
+		return 0;
+	llama_model *m = NULL;
+	char err[256];
+	uint64_t kv = 0;
+	if (llama_model_load(&m, file, err, sizeof(err)) == 0) {
+		int n_ctx;
+		uint64_t page_bytes;
+		kv = models_res_kv_pages(c, &m->hp, &n_ctx, &page_bytes) * page_bytes;
+	}
+	llama_model_destroy(m);
+	return (uint64_t)st.st_size + kv;
+}
+
 int models_res_load(models_entry *e, const models_opts *o, char *err, size_t errlen)
 {
 	const cfg *c = o->cfg;
@@ -214,22 +257,9 @@ int models_res_load(models_entry *e, const models_opts *o, char *err, size_t err
 	if ((rc = llama_model_from_gguf(&e->model, e->gguf, sub, sizeof(sub))))
 		return herd_errf(err, errlen, rc, "model %s (%s): %s", e->name, e->file, sub);
 	const llama_hparams *hp = &e->model->hp;
-	const int n_ctx = c->ctx_size > 0 ? c->ctx_size : hp->n_ctx_train;
-	const uint64_t page_bytes = (uint64_t)hp->n_layer * 2 * LLAMA_KV_PAGE *
-				    (uint64_t)(hp->head_dim * hp->n_head_kv) * 2;
-	const uint64_t min_pages = ((uint64_t)n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
-	uint64_t pages;
-	if (c->kv_cache_mb > 0) {
-		pages = ((uint64_t)c->kv_cache_mb << 20) / page_bytes;
-	} else {
-		pages = min_pages * (uint64_t)c->max_batch_size;
-		if (pages * page_bytes > MODELS_KV_AUTO_CAP)
-			pages = MODELS_KV_AUTO_CAP / page_bytes;
-	}
-	if (pages < min_pages)
-		pages = min_pages;
-	if (pages > (1u << 30))
-		pages = 1u << 30;
+	int n_ctx;
+	uint64_t page_bytes;
+	const uint64_t pages = models_res_kv_pages(c, hp, &n_ctx, &page_bytes);
 	llama_ctx_opts lo = {.n_threads = c->threads, .n_ctx = n_ctx,
 			     .max_step_tokens = MODELS_STEP_TOKENS > c->max_batch_size ? MODELS_STEP_TOKENS
 											: c->max_batch_size,
