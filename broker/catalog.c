@@ -110,15 +110,20 @@ static int get_rec(MDB_txn *txn, MDB_dbi db, const char *k, size_t kn, void *out
 		return -ENOENT;
 	if (rc)
 		return lmdb_err(rc);
-	if (val.mv_size != n || *(const uint32_t *)val.mv_data != CATALOG_VERSION)
+	uint32_t version; /* LMDB values need not be aligned: copied */
+	if (val.mv_size != n || n < sizeof(version))
 		return -ENOENT; /* another layout: start over */
+	memcpy(&version, val.mv_data, sizeof(version));
+	if (version != CATALOG_VERSION)
+		return -ENOENT;
 	memcpy(out, val.mv_data, n);
 	return 0;
 }
 
 static int put_rec(MDB_txn *txn, MDB_dbi db, const char *k, size_t kn, void *rec, size_t n)
 {
-	*(uint32_t *)rec = CATALOG_VERSION;
+	const uint32_t version = CATALOG_VERSION;
+	memcpy(rec, &version, sizeof(version));
 	MDB_val key = {kn, (void *)k}, val = {n, rec};
 	return lmdb_err(mdb_put(txn, db, &key, &val, 0));
 }

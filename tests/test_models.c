@@ -290,8 +290,8 @@ static void test_running_never_evicted(void **state)
 	memset(oa, 0, sizeof(oa));
 	memset(ob, 0, sizeof(ob));
 	memset(oc, 0, sizeof(oc));
-	cl_gen(&a, 1, names[0], 1500);
-	cl_gen(&b, 1, names[1], 1500);
+	cl_gen(&a, 1, names[0], 300);
+	cl_gen(&b, 1, names[1], 300);
 	usleep(50000);
 	cl_gen(&c, 1, names[2], 4);
 	usleep(50000);
@@ -317,7 +317,7 @@ static void test_running_never_evicted(void **state)
 /* Maps the image of model i (attach; retried while it loads). */
 static void attach_map(client *c, int i, shm_image_map_t *map)
 {
-	for (int tries = 0; tries < 200; tries++) {
+	for (int tries = 0; tries < 500; tries++) {
 		proto_buf b;
 		proto_buf_init(&b);
 		proto_attach at = {.model = proto_s(names[i])};
