@@ -155,7 +155,7 @@ static void res_model_cache(loop *l, proto_writer *pk, models_entry *e)
 	proto_write_kv_str(pk, "state", v.state);
 	proto_write_kv_bool(pk, "resident", models_sched(e) != NULL);
 	proto_write_kv_uint(pk, "bytes", v.bytes);
-	proto_write_kv_uint(pk, "kv_bytes", e->kv_bytes);
+	proto_write_kv_uint(pk, "kv_bytes", models_sched(e) ? e->kv_bytes : 0);
 	proto_write_kv_bool(pk, "pinned", v.pinned);
 	proto_write_kv_double(pk, "score", v.score.score);
 	proto_write_kv_double(pk, "score_recency", v.score.recency);
@@ -168,7 +168,8 @@ static void res_model_cache(loop *l, proto_writer *pk, models_entry *e)
 	proto_write_kv_uint(pk, "catalog_loads", v.rec.loads);
 	proto_write_kv_double(pk, "last_use_s_ago", v.rec.last_use > 0 ? now - v.rec.last_use : -1);
 	proto_write_kv_int(pk, "pending", v.pending);
-	proto_write_kv_str(pk, "load_error", e->load_err);
+	proto_write_kv_str(pk, "load_error", !strcmp(v.state, "unloaded") || !strcmp(v.state, "waiting")
+						     ? e->load_err : "");
 	proto_write_kv_double(pk, "reload_ms_per_mib",
 			      v.rec.bytes ? v.rec.load_ms / ((double)v.rec.bytes / (1 << 20)) : 0);
 	proto_write_cstr(pk, "holders"); /* pids mapping its image besides herdd */
@@ -195,12 +196,13 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_str(pk, "name", e->name);
 		proto_write_kv_str(pk, "file", e->file);
 		proto_write_kv_str(pk, "type", e->type ? e->type : "");
-		proto_write_kv_str(pk, "segment", e->info.name);
-		proto_write_kv_str(pk, "digest", e->info.digest_hex);
-		proto_write_kv_uint(pk, "image_bytes", e->info.image_size);
-		proto_write_kv_str(pk, "weight_type", e->info.weight_type);
-		proto_write_kv_bool(pk, "adopted", e->adopted);
-		proto_write_kv_double(pk, "load_ms", e->load_ms);
+		/* the residency's fields are the loader's while it is not resident */
+		proto_write_kv_str(pk, "segment", s ? e->info.name : "");
+		proto_write_kv_str(pk, "digest", s ? e->info.digest_hex : "");
+		proto_write_kv_uint(pk, "image_bytes", s ? e->info.image_size : 0);
+		proto_write_kv_str(pk, "weight_type", s ? e->info.weight_type : "");
+		proto_write_kv_bool(pk, "adopted", s && e->adopted);
+		proto_write_kv_double(pk, "load_ms", s ? e->load_ms : 0);
 		proto_write_kv_int(pk, "n_vocab", hp->n_vocab);
 		proto_write_kv_int(pk, "n_ctx", e->n_ctx);
 		proto_write_kv_int(pk, "n_layer", hp->n_layer);

@@ -437,8 +437,11 @@ static void evict(models *ms, models_entry *v, const char *why)
 	catalog_note_evict(ms->cat, v->name, catalog_now());
 	blog_msg(ms->log, BLOG_INFO, "model %s: evicting (%s)", v->name, why);
 	atomic_store(&v->state, MODELS_ST_EVICTING);
-	if (post_job(ms, JOB_FREE, (int)(v - ms->e)))
-		atomic_store(&v->state, MODELS_ST_RESIDENT); /* job queue full: retried later */
+	if (post_job(ms, JOB_FREE, (int)(v - ms->e))) {
+		/* job queue full: draining evicts it at a later tick */
+		atomic_store(&v->state, MODELS_ST_RESIDENT);
+		v->draining = 1;
+	}
 }
 
 static void start_load(models *ms, models_entry *e)
@@ -556,8 +559,13 @@ static void tick_entry(models *ms, models_entry *e)
 		e->want = e->n_pending > 0;
 		return;
 	}
-	if (st == MODELS_ST_RESIDENT)
+	if (st == MODELS_ST_RESIDENT) {
+		/* loop-owned copies of what the loader built (welcome, estimates) */
 		e->est_bytes = e->bytes; /* the next load's estimate: what it took */
+		e->n_vocab = (uint32_t)e->model->hp.n_vocab;
+		e->n_ctx = (uint32_t)llama_ctx_n_ctx(e->ctx);
+		e->load_err[0] = 0;
+	}
 	if (st == MODELS_ST_RESIDENT && e->pending && !e->draining)
 		flush_pending(ms, e);
 	if (st == MODELS_ST_UNLOADED && e->load_rc) {
@@ -574,7 +582,7 @@ void models_tick(models *ms)
 		return;
 	for (int i = 0; i < ms->n; i++)
 		tick_entry(ms, &ms->e[i]);
-	/* demand loads first, oldest wait first; then predictions */
+	/* demand loads first (in configuration order), then predictions */
 	for (int pass = 0; pass < 2; pass++)
 		for (int i = 0; i < ms->n; i++) {
 			models_entry *e = &ms->e[i];
@@ -631,7 +639,8 @@ static void predict(models *ms, const char *agent, models_entry *e)
 	char to[CATALOG_NAME_MAX];
 	double conf;
 	models_agent *a = agent_find(ms, agent, 0);
-	if (catalog_predict(ms->cat, agent, e->name, to, sizeof(to), &conf))
+	if (!ms->o.cfg->preload_predict ||
+	    catalog_predict(ms->cat, agent, e->name, to, sizeof(to), &conf))
 		return;
 	models_entry *t = models_find(ms, to, strlen(to));
 	if (!t)
@@ -700,10 +709,14 @@ int models_submit(models *ms, models_entry *e, const char *agent, const sched_or
 int models_attach_check(models *ms, models_entry *e, const char *agent, char *msg, size_t msglen)
 {
 	const int st = atomic_load(&e->state);
-	if (st == MODELS_ST_RESIDENT && !e->draining)
-		return models_usable(e, 1, msg, msglen);
-	note_request(ms, e, agent);
-	if (st == MODELS_ST_UNLOADED && !ms->shutting_down) {
+	if (st == MODELS_ST_RESIDENT && !e->draining) {
+		const int rc = models_usable(e, 1, msg, msglen);
+		if (!rc)
+			note_request(ms, e, agent);
+		return rc;
+	}
+	if (st == MODELS_ST_UNLOADED && !e->want && !e->n_pending && !ms->shutting_down) {
+		note_request(ms, e, agent); /* once per load, not per retry */
 		e->want = 1;
 		e->want_preload = 0;
 		models_tick(ms);
@@ -769,7 +782,7 @@ void models_agent_hello(models *ms, const char *agent)
 		return;
 	a->refs++;
 	catalog_agent rec;
-	if (a->refs > 1 || catalog_get_agent(ms->cat, agent, &rec) || !rec.last_model[0])
+	if (a->refs > 1 || !ms->o.cfg->preload_predict || catalog_get_agent(ms->cat, agent, &rec) || !rec.last_model[0])
 		return;
 	models_entry *t = models_find(ms, rec.last_model, strlen(rec.last_model));
 	if (!t)
@@ -955,9 +968,9 @@ void models_get_trust_stats(const models *ms, models_trust_stats *out)
 	memset(out, 0, sizeof(*out));
 	for (int i = 0; ms && i < ms->n; i++) {
 		const models_entry *e = &ms->e[i];
-		out->images_untrusted += (uint64_t)e->n_untrusted;
 		if (atomic_load(&e->state) != MODELS_ST_RESIDENT)
-			continue;
+			continue; /* (the loader writes these while loading) */
+		out->images_untrusted += (uint64_t)e->n_untrusted;
 		const int t = atomic_load(&e->trust);
 		out->images_adopted += e->adopted != 0;
 		out->digest_failures += t == MODELS_TRUST_FAILED;
@@ -1002,6 +1015,8 @@ static int load_at_start(models *ms, models_entry *e, char *err, size_t errlen)
 		ms->scan[e - ms->e] = (models_scan){.dev = st.st_dev, .ino = st.st_ino, .set = 1};
 	catalog_note_load(ms->cat, e->name, e->bytes, e->load_ms, catalog_now());
 	e->est_bytes = e->bytes;
+	e->n_vocab = (uint32_t)e->model->hp.n_vocab;
+	e->n_ctx = (uint32_t)llama_ctx_n_ctx(e->ctx);
 	atomic_store(&e->state, MODELS_ST_RESIDENT);
 	e->n_loads++;
 	ms->st.loads++;
@@ -1122,7 +1137,8 @@ int models_owns_segment(const models *ms, const char *seg)
 		const char *n = e->info.name;
 		if (n[0] == '/')
 			n++;
-		if (atomic_load(&e->state) != MODELS_ST_UNLOADED && !strcmp(n, seg))
+		const int st = atomic_load(&e->state); /* (info is the loader's while LOADING) */
+		if ((st == MODELS_ST_RESIDENT || st == MODELS_ST_EVICTING) && !strcmp(n, seg))
 			return 1;
 	}
 	return 0;

@@ -282,8 +282,7 @@ int models_res_load(models_entry *e, const models_opts *o, char *err, size_t err
 	e->load_ms = clock_mono_ms() - t0;
 	e->kv_bytes = pages * page_bytes;
 	e->bytes = e->info.image_size + e->kv_bytes;
-	e->n_vocab = (uint32_t)hp->n_vocab;
-	e->n_ctx = (uint32_t)llama_ctx_n_ctx(e->ctx);
+
 	blog_msg(o->log, BLOG_INFO,
 		 "model %s: %s image %s (%.1f MiB, %s), %d layers, vocab %d, ctx %d, KV %llu pages "
 		 "(%.0f MiB), %d threads, %s kernels, %.0f ms",

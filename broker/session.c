@@ -107,12 +107,13 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 	}
 	for (int i = 0; i < nm; i++) {
 		const models_entry *e = models_at(l->models, i);
+		const int res = models_sched(e) != NULL; /* else the loader may be writing info */
 		mi[i] = (proto_model_info){.name = proto_s(e->name),
-					   .digest = proto_s(e->info.digest_hex),
-					   .segment = proto_s(e->info.name),
+					   .digest = proto_s(res ? e->info.digest_hex : ""),
+					   .segment = proto_s(res ? e->info.name : ""),
 					   .n_vocab = e->n_vocab, /* last known when not resident */
 					   .n_ctx = e->n_ctx,
-					   .image_bytes = e->info.image_size};
+					   .image_bytes = res ? e->info.image_size : 0};
 	}
 	proto_welcome w = {.v = PROTO_VERSION, .agent = c->agent, .models = mi, .n_models = (size_t)nm,
 			   .max_frame = l->cfg->max_frame, .max_tokens = (uint32_t)l->cfg->max_tokens};

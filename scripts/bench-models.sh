@@ -4,7 +4,8 @@
 # images) with max_memory_mb holding two of them, once with predictive
 # preloading and once without. Each agent sends R greedy requests of N
 # tokens, request j to model (index + j) mod 3, thinking 0..T ms between
-# requests. One JSON object per line on stdout per mode: requests/s, failed
+# requests (first without prediction, which also records the agents'
+# history, then with it). One JSON object per line on stdout per mode: requests/s, failed
 # requests, loads, evictions, preloads, preload hits, wasted preloads,
 # switches that found their model cold, latency p50/p95 (ms, as the agents
 # measured them).
@@ -40,8 +41,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# One state directory for both runs: the run with prediction starts with the
+# history (transitions, affinities) the first run recorded, as a restarted
+# broker would; the first run's broker records it whether or not it predicts.
 run_mode() { # $1: true|false (prediction)
-	local predict=$1 sock="$work/herd.sock" state="$work/state-$1"
+	local predict=$1 sock="$work/herd.sock" state="$work/state"
 	cat >"$work/herd.json" <<EOF
 {"socket": "$sock", "state_dir": "$state", "max_memory_mb": $budget, "kv_cache_mb": $kv_mb,
  "preload": $predict, "preload_confidence": 0.6, "max_batch_size": 32,
