@@ -19,7 +19,9 @@
 
 #include <cmocka.h>
 
+#include "herd/error.h"
 #include "broker/catalog.h"
+#include "broker/config.h"
 
 static char dir[64];
 
@@ -203,12 +205,57 @@ static void test_kill9_loop(void **state)
 	}
 }
 
+/* The cache manager's configuration keys: read, defaulted, and refused
+ * with a message naming the key. */
+static void test_config_keys(void **state)
+{
+	(void)state;
+	cfg c;
+	char err[512] = "";
+	cfg_init(&c);
+	assert_int_equal(c.max_memory_mb, 0);
+	assert_true(c.preload_confidence == 0.6);
+	assert_int_equal(c.preload_predict, 1);
+	assert_int_equal(cfg_parse_json(&c,
+					"{\"max_memory_mb\": 2048, \"preload_confidence\": 0.75, "
+					"\"preload\": false, \"catalog_flush_ms\": 50, \"models\": ["
+					"{\"name\": \"a\", \"file\": \"/a.gguf\", \"pinned\": true},"
+					"{\"name\": \"b\", \"file\": \"/b.gguf\", \"preload\": true}]}",
+					err, sizeof(err)),
+			 0);
+	assert_int_equal(c.max_memory_mb, 2048);
+	assert_true(c.preload_confidence == 0.75);
+	assert_int_equal(c.preload_predict, 0);
+	assert_int_equal(c.catalog_flush_ms, 50);
+	assert_int_equal(c.n_models, 2);
+	assert_true(c.models[0].pinned && !c.models[0].preload);
+	assert_true(!c.models[1].pinned && c.models[1].preload);
+	cfg_fini(&c);
+	static const char *const bad[][2] = {
+		{"{\"preload_confidence\": 1.5}", "preload_confidence"},
+		{"{\"preload_confidence\": \"high\"}", "preload_confidence"},
+		{"{\"max_memory_mb\": -1}", "max_memory_mb"},
+		{"{\"preload\": 1}", "preload"},
+		{"{\"models\": [{\"name\": \"a\", \"file\": \"/a\", \"pinned\": \"yes\"}]}",
+		 "models[0].pinned"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cfg_init(&c);
+		err[0] = 0;
+		assert_int_equal(cfg_parse_json(&c, bad[i][0], err, sizeof(err)), HERD_E_FORMAT);
+		if (!strstr(err, bad[i][1]))
+			fail_msg("'%s': message '%s' does not name %s", bad[i][0], err, bad[i][1]);
+		cfg_fini(&c);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_records_and_reopen, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_predict, setup, teardown),
 		cmocka_unit_test(test_score),
+		cmocka_unit_test(test_config_keys),
 		cmocka_unit_test_setup_teardown(test_kill9_loop, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -72,9 +72,10 @@ static void add_rates(json_object *cur, json_object *prev, double dt)
 	}
 }
 
-static void print_view(const top_sample *s)
+static void print_view(const top_sample *s, int once)
 {
-	printf("\033[H\033[2J");
+	if (!once)
+		printf("\033[H\033[2J"); /* a terminal redraw, not for --once */
 	printf("budget %.0f MiB  used %.0f MiB  held %.0f MiB  loads %" PRId64 "  evictions %" PRId64
 	       "  preloads %" PRId64 " (hits %" PRId64 ", wasted %" PRId64 ")\n\n",
 	       (double)get_i(s->cache, "budget_bytes") / (1 << 20),
@@ -134,7 +135,7 @@ int herdctl_top(adm_client *a, int json, int once)
 		if (json)
 			print_json(&cur);
 		else
-			print_view(&cur);
+			print_view(&cur, once);
 		sample_free(&prev);
 		prev = cur;
 		memset(&cur, 0, sizeof(cur));
