@@ -1,5 +1,6 @@
-/* `admin` frames (herdctl): status, models, segments, agents, batch, pressure
- * (admin_pressure.c), rm, shutdown.
+/* `admin` frames (herdctl): status, models, cache, load, preload, evict,
+ * pin, unpin, segments, agents, batch, pressure (admin_pressure.c), rm,
+ * shutdown.
  *
  * Allowed for the broker's own uid, root, and members (primary or
  * supplementary group of the peer, from SO_PEERCRED and SO_PEERGROUPS
@@ -26,7 +27,8 @@ enum {
 	STATUS_KEYS = 16 + 9 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
-	MODEL_KEYS = 40,
+	MODEL_KEYS = 40 + 19, /* + the cache manager's (res_model_cache) */
+	CACHE_KEYS = 22 + 2, /* + response_cache and prefix (res_cache_answers) */
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
 	BATCH_KEYS = 3,
@@ -94,14 +96,67 @@ static void res_status_trust(const loop *l, proto_writer *pk)
 }
 
 /* Request merging and the response cache (zeros when the cache is off). */
+/* The scheduler counters of the resident models, added up (an evicted
+ * model's went with it). */
+static void resident_stats(loop *l, sched_stats *sum)
+{
+	memset(sum, 0, sizeof(*sum));
+	for (int i = 0; i < models_count(l->models); i++) {
+		sched *s = models_sched(models_at(l->models, i));
+		if (!s)
+			continue;
+		sched_stats st;
+		sched_get_stats(s, &st);
+		sum->merged += st.merged;
+		sum->tokens_prompt += st.tokens_prompt;
+		sum->prefix_lookups += st.prefix_lookups;
+		sum->prefix_hit_tokens += st.prefix_hit_tokens;
+		sum->prefix_pages_cached += st.prefix_pages_cached;
+		sum->prefix_evictions += st.prefix_evictions;
+	}
+}
+
+static double ratio(uint64_t a, uint64_t b)
+{
+	return b ? (double)a / (double)b : 0;
+}
+
+/* herdctl cache: the response cache and the prefix pool (issue of the
+ * scheduler), before the model cache manager's counters. */
+static void res_cache_answers(loop *l, proto_writer *pk)
+{
+	sched_stats sum;
+	resident_stats(l, &sum);
+	respcache_stats rs;
+	respcache_get_stats(models_respcache(l->models), &rs);
+	proto_write_cstr(pk, "response_cache");
+	proto_write_map(pk, 10);
+	proto_write_kv_bool(pk, "enabled", models_respcache(l->models) != NULL);
+	proto_write_kv_uint(pk, "entries", rs.entries);
+	proto_write_kv_uint(pk, "bytes", rs.bytes);
+	proto_write_kv_uint(pk, "max_bytes", rs.max_bytes);
+	proto_write_kv_uint(pk, "hits", rs.hits);
+	proto_write_kv_uint(pk, "misses", rs.misses);
+	proto_write_kv_double(pk, "hit_rate", ratio(rs.hits, rs.hits + rs.misses));
+	proto_write_kv_uint(pk, "stores", rs.stores);
+	proto_write_kv_uint(pk, "evictions", rs.evictions);
+	proto_write_kv_uint(pk, "merged", sum.merged);
+	proto_write_cstr(pk, "prefix");
+	proto_write_map(pk, 6);
+	proto_write_kv_uint(pk, "lookups", sum.prefix_lookups);
+	proto_write_kv_uint(pk, "hit_tokens", sum.prefix_hit_tokens);
+	proto_write_kv_uint(pk, "prompt_tokens_evaluated", sum.tokens_prompt);
+	proto_write_kv_double(pk, "hit_rate",
+			      ratio(sum.prefix_hit_tokens, sum.prefix_hit_tokens + sum.tokens_prompt));
+	proto_write_kv_uint(pk, "pages_cached", sum.prefix_pages_cached);
+	proto_write_kv_uint(pk, "evictions", sum.prefix_evictions);
+}
+
 static void res_status_cache(loop *l, proto_writer *pk)
 {
-	uint64_t merged = 0;
-	for (int i = 0; i < models_count(l->models); i++) {
-		sched_stats st;
-		sched_get_stats(models_at(l->models, i)->sched, &st);
-		merged += st.merged;
-	}
+	sched_stats sum;
+	resident_stats(l, &sum);
+	const uint64_t merged = sum.merged;
 	respcache_stats rs;
 	respcache_get_stats(models_respcache(l->models), &rs);
 	proto_write_kv_uint(pk, "requests_merged", merged);
@@ -125,7 +180,10 @@ static void res_status(loop *l, proto_writer *pk)
 	double step_ms = 0;
 	for (int i = 0; i < models_count(l->models); i++) {
 		sched_stats st;
-		sched_get_stats(models_at(l->models, i)->sched, &st);
+		sched *s = models_sched(models_at(l->models, i));
+		if (!s)
+			continue; /* not resident: its counters went with it */
+		sched_get_stats(s, &st);
 		steps += st.steps;
 		tokens += st.tokens_gen;
 		seqs += st.step_seqs;
@@ -187,31 +245,69 @@ static void res_status(loop *l, proto_writer *pk)
 	admin_status_pressure(l, pk);
 }
 
+/* The cache manager's view of a model (broker/models.h, docs/models.md). */
+static void res_model_cache(loop *l, proto_writer *pk, models_entry *e)
+{
+	models_view v;
+	models_get_view(l->models, e, &v);
+	const double now = catalog_now();
+	proto_write_kv_str(pk, "state", v.state);
+	proto_write_kv_bool(pk, "resident", models_sched(e) != NULL);
+	proto_write_kv_uint(pk, "bytes", v.bytes);
+	proto_write_kv_uint(pk, "kv_bytes", models_sched(e) ? e->kv_bytes : 0);
+	proto_write_kv_bool(pk, "pinned", v.pinned);
+	proto_write_kv_double(pk, "score", v.score.score);
+	proto_write_kv_double(pk, "score_recency", v.score.recency);
+	proto_write_kv_double(pk, "score_frequency", v.score.frequency);
+	proto_write_kv_double(pk, "score_cost", v.score.cost);
+	proto_write_kv_double(pk, "score_affinity", v.score.affinity);
+	proto_write_kv_uint(pk, "uses", v.rec.uses);
+	proto_write_kv_uint(pk, "loads", e->n_loads);
+	proto_write_kv_uint(pk, "evictions", e->n_evictions);
+	proto_write_kv_uint(pk, "catalog_loads", v.rec.loads);
+	proto_write_kv_double(pk, "last_use_s_ago", v.rec.last_use > 0 ? now - v.rec.last_use : -1);
+	proto_write_kv_int(pk, "pending", v.pending);
+	proto_write_kv_str(pk, "load_error", !strcmp(v.state, "unloaded") || !strcmp(v.state, "waiting")
+						     ? e->load_err : "");
+	proto_write_kv_double(pk, "reload_ms_per_mib",
+			      v.rec.bytes ? v.rec.load_ms / ((double)v.rec.bytes / (1 << 20)) : 0);
+	proto_write_cstr(pk, "holders"); /* pids mapping its image besides herdd */
+	proto_write_array(pk, (uint32_t)v.n_holders);
+	for (int k = 0; k < v.n_holders; k++)
+		proto_write_int(pk, v.holders[k]);
+}
+
 static void res_models(loop *l, proto_writer *pk)
 {
 	const int n = models_count(l->models);
 	proto_write_array(pk, (uint32_t)n);
 	for (int i = 0; i < n; i++) {
-		const models_entry *e = models_at(l->models, i);
+		models_entry *e = models_at(l->models, i);
 		sched_stats st;
-		sched_get_stats(e->sched, &st);
-		const llama_hparams *hp = &e->model->hp;
+		memset(&st, 0, sizeof(st));
+		sched *s = models_sched(e);
+		if (s)
+			sched_get_stats(s, &st);
+		const llama_hparams zero = {0};
+		const llama_hparams *hp = s ? &e->model->hp : &zero;
 		proto_write_map(pk, MODEL_KEYS);
+		res_model_cache(l, pk, e);
 		proto_write_kv_str(pk, "name", e->name);
 		proto_write_kv_str(pk, "file", e->file);
 		proto_write_kv_str(pk, "type", e->type ? e->type : "");
-		proto_write_kv_str(pk, "segment", e->info.name);
-		proto_write_kv_str(pk, "digest", e->info.digest_hex);
-		proto_write_kv_uint(pk, "image_bytes", e->info.image_size);
-		proto_write_kv_str(pk, "weight_type", e->info.weight_type);
-		proto_write_kv_bool(pk, "adopted", e->adopted);
-		proto_write_kv_double(pk, "load_ms", e->load_ms);
+		/* the residency's fields are the loader's while it is not resident */
+		proto_write_kv_str(pk, "segment", s ? e->info.name : "");
+		proto_write_kv_str(pk, "digest", s ? e->info.digest_hex : "");
+		proto_write_kv_uint(pk, "image_bytes", s ? e->info.image_size : 0);
+		proto_write_kv_str(pk, "weight_type", s ? e->info.weight_type : "");
+		proto_write_kv_bool(pk, "adopted", s && e->adopted);
+		proto_write_kv_double(pk, "load_ms", s ? e->load_ms : 0);
 		proto_write_kv_int(pk, "n_vocab", hp->n_vocab);
-		proto_write_kv_int(pk, "n_ctx", llama_ctx_n_ctx(e->ctx));
+		proto_write_kv_int(pk, "n_ctx", e->n_ctx);
 		proto_write_kv_int(pk, "n_layer", hp->n_layer);
 		proto_write_kv_int(pk, "n_embd", hp->n_embd);
-		proto_write_kv_int(pk, "threads", llama_ctx_n_threads(e->ctx));
-		proto_write_kv_str(pk, "isa", kern_isa_name(llama_ctx_isa(e->ctx)));
+		proto_write_kv_int(pk, "threads", s ? llama_ctx_n_threads(e->ctx) : 0);
+		proto_write_kv_str(pk, "isa", s ? kern_isa_name(llama_ctx_isa(e->ctx)) : "");
 		proto_write_kv_int(pk, "running", st.running);
 		proto_write_kv_int(pk, "waiting", st.waiting);
 		proto_write_kv_int(pk, "paused", st.paused);
@@ -329,9 +425,13 @@ static int res_batch(loop *l, proto_writer *pk, char *err, size_t errlen)
 	proto_write_array(pk, (uint32_t)n);
 	for (int i = 0; i < n; i++) {
 		const models_entry *e = models_at(l->models, i);
-		double span;
-		sched_get_recent(e->sched, rec, &span);
-		sched_get_stats(e->sched, st);
+		double span = 0;
+		memset(rec, 0, sizeof(*rec));
+		memset(st, 0, sizeof(*st));
+		if (models_sched(e)) { /* not resident: nothing to show */
+			sched_get_recent(models_sched(e), rec, &span);
+			sched_get_stats(models_sched(e), st);
+		}
 		proto_write_map(pk, BATCH_MODEL_KEYS);
 		proto_write_kv_str(pk, "name", e->name);
 		proto_write_kv_int(pk, "waiting", st->waiting);
@@ -344,6 +444,79 @@ static int res_batch(loop *l, proto_writer *pk, char *err, size_t errlen)
 		res_period(pk, "recent", rec, span);
 	}
 	free(st);
+	return 0;
+}
+
+/* The cache manager's counters and the images of evicted models that
+ * other processes still map (herdctl models, top). */
+static void res_cache(loop *l, proto_writer *pk)
+{
+	models_cache_stats st;
+	models_get_cache_stats(l->models, &st);
+	models_held held[32];
+	int nh = models_get_held(l->models, held, 32);
+	nh = nh < 32 ? nh : 32;
+	proto_write_map(pk, CACHE_KEYS);
+	res_cache_answers(l, pk);
+	proto_write_kv_uint(pk, "budget_bytes", st.budget_bytes);
+	proto_write_kv_uint(pk, "used_bytes", st.used_bytes);
+	proto_write_kv_uint(pk, "held_bytes", st.held_bytes);
+	proto_write_kv_uint(pk, "loads", st.loads);
+	proto_write_kv_uint(pk, "demand_loads", st.demand_loads);
+	proto_write_kv_uint(pk, "load_failures", st.load_failures);
+	proto_write_kv_uint(pk, "evictions", st.evictions);
+	proto_write_kv_uint(pk, "predictions", st.predictions);
+	proto_write_kv_uint(pk, "prediction_hits", st.prediction_hits);
+	proto_write_kv_uint(pk, "preloads", st.preloads);
+	proto_write_kv_uint(pk, "preload_hits", st.preload_hits);
+	proto_write_kv_uint(pk, "preload_wasted", st.preload_wasted);
+	proto_write_kv_uint(pk, "preload_evictions", st.preload_evictions);
+	proto_write_kv_double(pk, "preload_min_evict_confidence", st.preload_min_evict_conf);
+	proto_write_kv_double(pk, "preload_confidence", l->cfg->preload_confidence);
+	proto_write_kv_uint(pk, "switch_misses", st.switch_misses);
+	proto_write_kv_bool(pk, "refusing_loads", st.refusing);
+	proto_write_kv_uint(pk, "catalog_commits", st.catalog.commits);
+	proto_write_kv_uint(pk, "catalog_updates", st.catalog.applied);
+	proto_write_kv_uint(pk, "catalog_dropped", st.catalog.dropped);
+	proto_write_kv_int(pk, "catalog_queued", st.catalog.queued);
+	proto_write_cstr(pk, "held");
+	proto_write_array(pk, (uint32_t)nh);
+	for (int i = 0; i < nh; i++) {
+		proto_write_map(pk, 4);
+		proto_write_kv_str(pk, "segment", held[i].segment);
+		proto_write_kv_str(pk, "model", held[i].model);
+		proto_write_kv_uint(pk, "bytes", held[i].bytes);
+		proto_write_cstr(pk, "pids");
+		proto_write_array(pk, (uint32_t)held[i].n_pids);
+		for (int k = 0; k < held[i].n_pids; k++)
+			proto_write_int(pk, held[i].pids[k]);
+	}
+}
+
+/* load / preload / evict / pin / unpin MODEL. */
+static int res_model_op(loop *l, proto_writer *pk, const char *cmd, const proto_admin *a,
+			char *err, size_t errlen)
+{
+	if (a->n_args != 1) {
+		snprintf(err, errlen, "%s: which model? (%s MODEL)", cmd, cmd);
+		return HERD_E_INVAL;
+	}
+	models_entry *e = models_find(l->models, a->args[0].ptr ? a->args[0].ptr : "", a->args[0].len);
+	if (!e) {
+		snprintf(err, errlen, "%s: unknown model '%.*s'", cmd, HERD_QUOTE_LEN(a->args[0].len),
+			 a->args[0].ptr ? a->args[0].ptr : "");
+		return HERD_E_MISSING;
+	}
+	int rc = models_admin(l->models, e, cmd, err, errlen);
+	if (rc)
+		return rc;
+	blog_msg(l->log, BLOG_INFO, "admin: %s %s", cmd, e->name);
+	models_view v;
+	models_get_view(l->models, e, &v);
+	proto_write_map(pk, 3);
+	proto_write_kv_str(pk, "model", e->name);
+	proto_write_kv_str(pk, "state", v.state);
+	proto_write_kv_bool(pk, "pinned", v.pinned);
 	return 0;
 }
 
@@ -470,6 +643,11 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		res_status(l, w);
 	else if (!strcmp(cmd, "models"))
 		res_models(l, w);
+	else if (!strcmp(cmd, "cache"))
+		res_cache(l, w);
+	else if (!strcmp(cmd, "load") || !strcmp(cmd, "preload") || !strcmp(cmd, "evict") ||
+		 !strcmp(cmd, "pin") || !strcmp(cmd, "unpin"))
+		return res_model_op(l, w, cmd, a, err, errlen);
 	else if (!strcmp(cmd, "segments"))
 		return res_segments(l, w, err, errlen);
 	else if (!strcmp(cmd, "agents"))
@@ -486,8 +664,8 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		*stop = 1;
 	} else {
 		snprintf(err, errlen,
-			 "unknown admin command '%s' (status, models, segments, agents, batch, pressure, "
-			 "rm, shutdown)", cmd);
+			 "unknown admin command '%s' (status, models, cache, load, preload, evict, pin, "
+			 "unpin, segments, agents, batch, pressure, rm, shutdown)", cmd);
 		return HERD_E_INVAL;
 	}
 	return 0;

@@ -26,6 +26,9 @@ void cfg_init(cfg *c)
 	c->prefill_chunk = 128;
 	c->max_tokens = 4096;
 	c->prefix_cache = 1;
+	c->preload_confidence = 0.6;
+	c->catalog_flush_ms = 100;
+	c->preload_predict = 1;
 	c->limits = (cfg_limits){.send_queue_bytes = 8u << 20,
 				 .send_queue_pause_bytes = 2u << 20,
 				 .frame_timeout_ms = 10000,
@@ -117,7 +120,8 @@ int cfg_add_model(cfg *c, const char *name, const char *file, const char *type, 
 				"model name '%s' is invalid (1-63 of A-Z a-z 0-9 . _ + -, not starting with '.', not 'tmp')", name ? name : "");
 	if (!file || !*file)
 		return herd_errf(err, errlen, HERD_E_INVAL, "model '%s' has no file", name);
-	cfg_model m = {strdup(name), strdup(file), type && *type ? strdup(type) : NULL};
+	cfg_model m = {.name = strdup(name), .file = strdup(file),
+		       .type = type && *type ? strdup(type) : NULL};
 	if (!m.name || !m.file || (type && *type && !m.type)) {
 		model_free(&m);
 		return -ENOMEM;
@@ -254,16 +258,24 @@ static int parse_models(cfg *c, json_object *arr, char *err, size_t errlen)
 		if ((rc = want_type(m, json_type_object, key, "an object", err, errlen)))
 			return rc;
 		const char *name = NULL, *file = NULL, *type = NULL;
+		int flags[2] = {0, 0}; /* pinned, preload */
 		json_object_object_foreach(m, k, v)
 		{
 			snprintf(key, sizeof(key), "models[%zu].%s", i, k);
+			const int fl = !strcmp(k, "pinned") ? 0 : !strcmp(k, "preload") ? 1 : -1;
+			if (fl >= 0) {
+				if ((rc = want_type(v, json_type_boolean, key, "true or false", err, errlen)))
+					return rc;
+				flags[fl] = json_object_get_boolean(v);
+				continue;
+			}
 			const char **dst = !strcmp(k, "name")   ? &name
 					   : !strcmp(k, "file") ? &file
 					   : !strcmp(k, "type") ? &type
 								: NULL;
 			if (!dst)
 				return herd_errf(err, errlen, HERD_E_FORMAT,
-						"unknown key '%s' (known: name, file, type)", key);
+						"unknown key '%s' (known: name, file, type, pinned, preload)", key);
 			if ((rc = want_type(v, json_type_string, key, "a string", err, errlen)))
 				return rc;
 			*dst = json_object_get_string(v);
@@ -273,6 +285,11 @@ static int parse_models(cfg *c, json_object *arr, char *err, size_t errlen)
 					!name ? "name" : "file");
 		if ((rc = cfg_add_model(c, name, file, type, err, errlen)))
 			return rc == HERD_E_INVAL ? HERD_E_FORMAT : rc;
+		for (int j = 0; j < c->n_models; j++)
+			if (!strcmp(c->models[j].name, name)) {
+				c->models[j].pinned = flags[0];
+				c->models[j].preload = flags[1];
+			}
 	}
 	return 0;
 }
@@ -710,7 +727,38 @@ static const cfg_int_key top_ints[] = {
 	 .lo = 1, .hi = 1 << 16},
 	{.name = "max_tokens", .off = offsetof(cfg, max_tokens), .type = CFG_T_INT,
 	 .lo = 1, .hi = 1 << 20},
+	{.name = "max_memory_mb", .off = offsetof(cfg, max_memory_mb), .type = CFG_T_U64,
+	 .lo = 0, .hi = 1L << 30},
+	{.name = "catalog_flush_ms", .off = offsetof(cfg, catalog_flush_ms), .type = CFG_T_INT,
+	 .lo = 1, .hi = 60000},
 };
+
+/* The cache manager's non-integer keys: preload_confidence (a number in
+ * [0, 1]) and preload (a boolean). Sets *handled when k is one of them. */
+static int parse_models_key(cfg *c, const char *k, json_object *v, int *handled, char *err,
+			    size_t errlen)
+{
+	*handled = 1;
+	if (!strcmp(k, "preload")) {
+		int rc = want_type(v, json_type_boolean, k, "true or false", err, errlen);
+		if (!rc)
+			c->preload_predict = json_object_get_boolean(v);
+		return rc;
+	}
+	if (strcmp(k, "preload_confidence")) {
+		*handled = 0;
+		return 0;
+	}
+	const json_type t = json_object_get_type(v);
+	if (t != json_type_double && t != json_type_int)
+		return herd_errf(err, errlen, HERD_E_FORMAT, "key '%s': expected a number, got %s", k,
+				 json_type_to_name(t));
+	const double x = json_object_get_double(v);
+	if (!(x >= 0 && x <= 1))
+		return herd_errf(err, errlen, HERD_E_FORMAT, "key '%s': %g is out of range [0, 1]", k, x);
+	c->preload_confidence = x;
+	return 0;
+}
 
 static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 {
@@ -724,6 +772,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			return rc;
 		if (!handled && (rc = get_int_key(top_ints, CFG_N(top_ints), c, k, v, k, &handled, err,
 						  errlen)))
+			return rc;
+		if (!handled && (rc = parse_models_key(c, k, v, &handled, err, errlen)))
 			return rc;
 		if (handled)
 			continue;
@@ -770,7 +820,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 					"unknown key '%s' (known: socket, models, threads, cpu_affinity, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, target_tpot_ms, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, "
-					"limits, agents, prefix_cache, prefix_sharing, response_cache, pressure)",
+					"max_memory_mb, preload_confidence, preload, catalog_flush_ms, limits, agents, "
+					"prefix_cache, prefix_sharing, response_cache, pressure)",
 					k);
 		if (rc)
 			return rc;

@@ -25,6 +25,11 @@
  *     "kv_cache_mb": 0,           KV pool per model; 0 = max_batch_size x ctx_size, capped at 1 GiB
  *     "prefill_chunk": 128,       prompt tokens per step while others decode
  *     "max_tokens": 4096,         cap on a request's max_tokens (a larger one is clamped)
+ *     "max_memory_mb": 0,         byte budget of the models (images + KV pools); 0 = unlimited
+ *     "preload_confidence": 0.6,  a prediction below it never evicts a resident model
+ *     "preload": true,            predictive preloading (false: models load on demand only)
+ *     "catalog_flush_ms": 100,    the LMDB catalog commits its queued updates this often
+ *     (models[] entries also take "pinned": true and "preload": true)
  *     "limits": {                 per-connection limits of the loop (cfg_limits)
  *       "send_queue_bytes": 8388608,   unsent bytes after which a peer is cut off
  *       "send_queue_pause_bytes": 2097152, unsent bytes past which its input is not read
@@ -88,6 +93,8 @@ typedef struct cfg_model {
 	char *name; /* owned; [A-Za-z0-9._+-]{1,63}, not starting with '.', not "tmp" */
 	char *file; /* owned; path of the GGUF file */
 	char *type; /* owned; weight type to convert to, NULL = keep the file's */
+	int pinned; /* never evicted (loaded at start) */
+	int preload; /* loaded at start; evictable */
 } cfg_model;
 
 /* Connection limits (the "limits" object). Every one has a herdctl status
@@ -188,6 +195,11 @@ typedef struct cfg {
 	int prefill_chunk;      /* default 128 */
 	int max_tokens;         /* default 4096 */
 	int verbose;            /* 0 info, 1 debug */
+	/* the model cache manager (broker/models.h) */
+	uint64_t max_memory_mb; /* default 0: unlimited, every model loaded at start */
+	double preload_confidence; /* default 0.6: a prediction below it never evicts */
+	int catalog_flush_ms;   /* default 100: batch interval of the LMDB catalog */
+	int preload_predict;    /* default 1: predictive preloading on */
 	cfg_limits limits;
 	cfg_agents agents;
 	int prefix_cache;       /* default 1: share KV pages of common prompt prefixes */

@@ -318,8 +318,8 @@ static void close_conn(loop *l, conn *c)
 	if ((int)slot < l->n_slots && l->slots[slot] == c)
 		l->slots[slot] = NULL;
 	l->n_conns--;
-	for (int i = 0; i < models_count(l->models); i++)
-		sched_cancel_conn(models_at(l->models, i)->sched, c->id);
+	models_cancel_conn(l->models, c->id);
+	session_closed(l, c);
 	blog_msg(l->log, BLOG_DEBUG, "connection %llu (pid %d, agent %llu '%s') closed",
 		 (unsigned long long)(c->id & 0xffffffffu), (int)c->pid, (unsigned long long)c->agent,
 		 c->name);
@@ -772,12 +772,11 @@ static void deliver(loop *l, sched_event *e)
 
 static void drain_events(loop *l)
 {
-	for (int i = 0; i < models_count(l->models); i++) {
-		sched_event *e = sched_events_take(models_at(l->models, i)->sched);
-		for (sched_event *p = e; p; p = p->next)
-			deliver(l, p);
-		sched_event_free(e);
-	}
+	sched_event *e = models_events_take(l->models);
+	for (sched_event *p = e; p; p = p->next)
+		deliver(l, p);
+	sched_event_free(e);
+	models_tick(l->models); /* loads finished or failed, drained models */
 }
 
 /* ---- shutdown --------------------------------------------------------------- */
@@ -794,8 +793,7 @@ void loop_stop(loop *l)
 		io_uring_prep_cancel64(sqe, pack(NULL, LOOP_OP_ACCEPT), 0);
 		io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_IGNORE));
 	}
-	for (int i = 0; i < models_count(l->models); i++)
-		sched_shutdown(models_at(l->models, i)->sched);
+	models_shutdown(l->models);
 	arm_timer(l);
 }
 
@@ -813,9 +811,8 @@ static void check_stopped(loop *l)
 {
 	if (!l->stopping)
 		return;
-	for (int i = 0; i < models_count(l->models); i++)
-		if (!sched_idle(models_at(l->models, i)->sched))
-			goto not_yet;
+	if (!models_idle(l->models))
+		goto not_yet;
 	drain_events(l);
 	if (all_sent(l)) {
 		l->done = 1;
@@ -897,6 +894,9 @@ static void housekeep(loop *l)
 	}
 	check_timeouts(l, now);
 	resume_throttled(l, now);
+	models_tick(l->models); /* loads waiting for memory */
+	if (l->tick)
+		l->tick(l->tick_arg);
 }
 
 /* accept failed for want of descriptors (or memory): re-arming at once
@@ -1029,6 +1029,8 @@ int loop_create(loop **out, const loop_opts *o)
 	l->cfg = o->cfg;
 	l->models = o->models;
 	l->pressure = o->pressure;
+	l->tick = o->tick;
+	l->tick_arg = o->tick_arg;
 	l->log = o->log;
 	l->listen_fd = o->listen_fd;
 	l->wake_fd = o->wake_fd;

@@ -57,6 +57,11 @@ typedef struct loop_opts {
 	int wake_fd;      /* the schedulers' eventfd (blocking: io_uring polls it); borrowed */
 	int signal_fd;    /* blocking signalfd for SIGTERM/SIGINT, or -1; borrowed */
 	pressure *pressure; /* memory pressure (refuse, eBPF pid registry), or NULL; borrowed */
+	/* Called on the loop thread at every housekeeping tick (100 ms), or NULL:
+	 * where work another thread asked for runs when it must run on the loop
+	 * (herdd: memory-pressure shedding of models, models_shed). */
+	void (*tick)(void *arg);
+	void *tick_arg;
 } loop_opts;
 
 /* Binds path (mode 0660; creates its directory, mode 0755, when missing).

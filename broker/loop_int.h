@@ -56,6 +56,8 @@ struct loop {
 	const cfg *cfg;
 	models *models;
 	pressure *pressure; /* or NULL */
+	void (*tick)(void *arg);
+	void *tick_arg;
 	const blog *log;
 	int listen_fd, wake_fd, sig_fd;
 	conn **slots;       /* slot table: conn or NULL */
@@ -87,6 +89,9 @@ struct loop {
  * SESSION_SHUTDOWN when an admin asked the broker to stop, else 0. */
 enum { SESSION_SHUTDOWN = 1 };
 int session_frame(loop *l, conn *c, const uint8_t *body, size_t len);
+/* session.c: c is being closed (its agent leaves the cache manager's
+ * list of connected agents). */
+void session_closed(loop *l, conn *c);
 /* admin.c: an admin frame (m->type == PROTO_ADMIN). Returns
  * SESSION_SHUTDOWN for a successful `shutdown`, else 0. */
 int admin_frame(loop *l, conn *c, const proto_msg *m);

@@ -76,6 +76,24 @@ static int clamp_prio(const conn *c, int32_t prio, int *clamped)
 	return prio < SESSION_PRIO_MIN ? SESSION_PRIO_MIN : prio;
 }
 
+/* The agent's name for the cache manager's history: its hello name, or
+ * "uid:<uid>" when it gave none. */
+static const char *agent_key(const conn *c, char *buf, size_t n)
+{
+	if (c->name[0])
+		snprintf(buf, n, "%s", c->name);
+	else
+		snprintf(buf, n, "uid:%u", (unsigned)c->uid);
+	return buf;
+}
+
+void session_closed(loop *l, conn *c)
+{
+	char key[CATALOG_NAME_MAX];
+	if (c->hello)
+		models_agent_bye(l->models, agent_key(c, key, sizeof(key)));
+}
+
 static void on_hello(loop *l, conn *c, const proto_hello *h)
 {
 	if (h->v != PROTO_VERSION) {
@@ -94,7 +112,7 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 	int clamped;
 	c->prio = clamp_prio(c, h->prio, &clamped);
 	if (clamped && models_count(l->models) > 0)
-		sched_note(models_at(l->models, 0)->sched, SCHED_NOTE_PRIO);
+		sched_note(models_sched(models_at(l->models, 0)), SCHED_NOTE_PRIO);
 	const int nm = models_count(l->models);
 	proto_model_info *mi = calloc((size_t)(nm > 0 ? nm : 1), sizeof(*mi));
 	if (!mi) {
@@ -103,12 +121,13 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 	}
 	for (int i = 0; i < nm; i++) {
 		const models_entry *e = models_at(l->models, i);
+		const int res = models_sched(e) != NULL; /* else the loader may be writing info */
 		mi[i] = (proto_model_info){.name = proto_s(e->name),
-					   .digest = proto_s(e->info.digest_hex),
-					   .segment = proto_s(e->info.name),
-					   .n_vocab = (uint32_t)e->model->hp.n_vocab,
-					   .n_ctx = (uint32_t)llama_ctx_n_ctx(e->ctx),
-					   .image_bytes = e->info.image_size};
+					   .digest = proto_s(res ? e->info.digest_hex : ""),
+					   .segment = proto_s(res ? e->info.name : ""),
+					   .n_vocab = e->n_vocab, /* last known when not resident */
+					   .n_ctx = e->n_ctx,
+					   .image_bytes = res ? e->info.image_size : 0};
 	}
 	proto_welcome w = {.v = PROTO_VERSION, .agent = c->agent, .models = mi, .n_models = (size_t)nm,
 			   .max_frame = l->cfg->max_frame, .max_tokens = (uint32_t)l->cfg->max_tokens};
@@ -120,6 +139,8 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 		conn_close_soon(c);
 		return;
 	}
+	char key[CATALOG_NAME_MAX];
+	models_agent_hello(l->models, agent_key(c, key, sizeof(key)));
 	blog_msg(l->log, BLOG_DEBUG, "agent %llu (pid %d) hello, prio %d (allowance %d)",
 		 (unsigned long long)c->agent, (int)c->pid, c->prio, c->max_prio);
 }
@@ -223,14 +244,16 @@ static void on_gen(loop *l, conn *c, const gen_request *g)
 		conn_queue_err(c, 1, g->id, rc, "%s", why);
 		return;
 	}
-	if (check_limits(l, c, e->sched, g) || refused_for_pressure(l, c, 1, g->id, ""))
+	sched *s = models_sched(e); /* NULL while not resident: notes are not counted */
+	if (check_limits(l, c, s, g) || refused_for_pressure(l, c, 1, g->id, ""))
 		return;
 	sched_origin from = {.conn = c->id, .agent = c->agent, .domain = c->domain};
 	gen_request cg;
-	clamp_request(l, c, e->sched, g, &cg, &from);
-	rc = sched_submit(e->sched, &from, &cg);
+	clamp_request(l, c, s, g, &cg, &from);
+	char key[CATALOG_NAME_MAX];
+	rc = models_submit(l->models, e, agent_key(c, key, sizeof(key)), &from, &cg, why, sizeof(why));
 	if (rc) {
-		conn_queue_err(c, 1, g->id, rc, "cannot queue the request: %s", herd_strerror(rc));
+		conn_queue_err(c, 1, g->id, rc, "%s", why);
 		return;
 	}
 	c->n_requests++;
@@ -246,8 +269,9 @@ static void on_attach(loop *l, conn *c, const proto_attach *a)
 			       HERD_QUOTE_LEN(a->model.len), a->model.ptr ? a->model.ptr : "");
 		return;
 	}
-	char why[320];
-	int rc = models_usable(e, 1, why, sizeof(why)); /* image trust: models.h */
+	char why[320], key[CATALOG_NAME_MAX];
+	/* not resident: its load starts and the agent retries (-EAGAIN) */
+	int rc = models_attach_check(l->models, e, agent_key(c, key, sizeof(key)), why, sizeof(why));
 	if (rc) {
 		conn_queue_err(c, 0, 0, rc, "attach: %s", why);
 		return;
@@ -288,9 +312,8 @@ int session_frame(loop *l, conn *c, const uint8_t *body, size_t len)
 	case PROTO_GEN:
 		on_gen(l, c, &m.gen);
 		break;
-	case PROTO_CANCEL: /* O(1) per model: dropped unless a live request has the id */
-		for (int i = 0; i < models_count(l->models); i++)
-			sched_cancel(models_at(l->models, i)->sched, c->id, m.cancel.id);
+	case PROTO_CANCEL: /* O(1) per resident model; pending requests are scanned */
+		models_cancel(l->models, c->id, m.cancel.id);
 		break;
 	case PROTO_ATTACH:
 		on_attach(l, c, &m.attach);

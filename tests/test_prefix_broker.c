@@ -113,23 +113,30 @@ static void fill_tokens(int32_t *t, int n, unsigned seed)
 	}
 }
 
-/* admin status's counter key. */
-static uint64_t status_u(const char *key)
+/* The counter key of admin command cmd's result; with sub, of its map sub. */
+static uint64_t admin_u(const char *cmd, const char *sub, const char *key)
 {
 	client a;
 	cl_open(&a);
 	proto_buf b;
 	proto_buf_init(&b);
-	proto_admin ad = {.cmd = proto_s("status")};
+	proto_admin ad = {.cmd = proto_s(cmd)};
 	assert_int_equal(proto_encode_admin(&b, &ad), 0);
 	cl_send_buf(&a, &b);
 	cl_expect(&a, PROTO_ADMIN_OK);
-	const proto_value *v = proto_value_get(a.m.admin_ok.result, key);
+	const proto_value *m = sub ? proto_value_get(a.m.admin_ok.result, sub) : a.m.admin_ok.result;
+	const proto_value *v = m ? proto_value_get(m, key) : NULL;
 	if (!v || v->type != PROTO_V_UINT)
-		fail_msg("status has no counter '%s'", key);
+		fail_msg("%s has no counter '%s%s%s'", cmd, sub ? sub : "", sub ? "." : "", key);
 	const uint64_t u = v->u;
 	cl_close(&a);
 	return u;
+}
+
+/* admin status's counter key. */
+static uint64_t status_u(const char *key)
+{
+	return admin_u("status", NULL, key);
 }
 
 /* ---- a plain client, usable in a child without cmocka ---------------------- */
@@ -400,6 +407,11 @@ static void test_trust_domains_respcache(void **state)
 	assert_int_equal(status_u("cache_hits"), 1); /* other uid: generated */
 	gen_as_nobody(x, n);
 	assert_int_equal(status_u("cache_hits"), 2); /* its own domain's answer */
+	/* herdctl cache: the same numbers, with the prefix pool's */
+	assert_int_equal(admin_u("cache", "response_cache", "hits"), 2);
+	assert_int_equal(admin_u("cache", "response_cache", "misses"), 2);
+	assert_int_equal(admin_u("cache", "response_cache", "entries"), 2);
+	assert_true(admin_u("cache", "prefix", "lookups") >= 2);
 	stop_broker();
 	char p[600];
 	snprintf(p, sizeof(p), "%s/respcache.mdb", W.dir);

@@ -206,7 +206,7 @@ static void test_shed_in_order(void **state)
 	static char out[16384];
 	pw_herdctl("pressure", out, sizeof(out));
 	assert_non_null(strstr(out, "REFUSING new requests"));
-	assert_non_null(strstr(out, "1.heap_trim 2.refuse"));
+	assert_non_null(strstr(out, "1.heap_trim 2.evict_idle_models 3.refuse_model_loads 4.refuse"));
 	assert_non_null(strstr(out, "refusing new requests and loads with -EAGAIN"));
 	pw_herdctl("--json status", out, sizeof(out));
 	assert_non_null(strstr(out, "\"pressure_refusing\":true"));

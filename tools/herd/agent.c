@@ -2,7 +2,7 @@
  * fault tests (a hidden subcommand; the test harness and the demo fork+exec
  * the herd binary so every agent is a real separate process).
  *
- *   herd agent --socket PATH --model NAME [--index I] [--name NAME]
+ *   herd agent --socket PATH --model NAME[,NAME...] [--index I] [--name NAME]
  *              [--requests R] [--max-tokens N] [--stream-every K]
  *              [--attach] [--local] [--local-tokens N] [--touch] [--threads T]
  *              [--go-fd FD] [--exit-fd FD] [--reconnect] [--reconnect-ms MS]
@@ -11,6 +11,8 @@
  *              [--quiet] [--prompt-len MIN[:MAX]] [--shared-len P] [--shared-frac F]
  *              [--agents N] [--repeat-frac F] [--rate R] [--stream-frac F]
  *
+ * With several models (NAME,NAME,...: the model cache manager's benchmark)
+ * request j goes to model (I + j) mod n, a fixed cycle per agent.
  * Sequence: connect (hello/welcome); with --attach, attach the model's
  * shared image (herd_model_attach), with --local run it in this process
  * once (a short greedy generation: every weight matrix is read), with
@@ -439,11 +441,29 @@ static void agent_arrival(const agent_opts *o, long req, double *t_next)
 		usleep((useconds_t)(wait * 1e3));
 }
 
+/* The model of request req: o->model, or with a comma-separated list
+ * its entry (index + req) mod n (into buf). */
+static const char *agent_model(const agent_opts *o, long req, char *buf, size_t n)
+{
+	if (!strchr(o->model, ','))
+		return o->model;
+	long count = 1;
+	for (const char *p = o->model; *p; p++)
+		count += *p == ',';
+	long k = (o->index + req) % count;
+	const char *p = o->model;
+	while (k-- > 0)
+		p = strchr(p, ',') + 1;
+	const size_t len = strcspn(p, ",");
+	snprintf(buf, n, "%.*s", (int)(len < n ? len : n - 1), p);
+	return buf;
+}
+
 /* Runs request number req; reports it (unless --quiet and it succeeded)
  * and counts it. Returns 0 or the error code. */
 static int agent_request(herd_client *c, const agent_opts *o, long req, agent_counts *cnt)
 {
-	char prompt[256];
+	char prompt[256], model[128];
 	static int32_t ids[AGENT_MAX_PROMPT_TOKENS];
 	int n_ids = 0, repeat = 0;
 	const agent_kind kind = agent_pick(o, req);
@@ -460,7 +480,7 @@ static int agent_request(herd_client *c, const agent_opts *o, long req, agent_co
 			 o->index * 1000 + req);
 		r.prompt = prompt;
 	}
-	r.model = o->model;
+	r.model = agent_model(o, req, model, sizeof(model));
 	r.max_tokens = (int)o->max_tokens;
 	r.temperature = 0;
 	r.no_cache = !o->cache;

@@ -1,6 +1,8 @@
 /* herdctl: the herd admin tool, in the spirit of ipcs / ipcrm.
  *
- *   herdctl [--socket PATH] [--json] status|models|segments|agents|batch|pressure|rm SEGMENT [--force]|shutdown
+ *   herdctl [--socket PATH] [--json] status|models|cache|segments|agents|batch|pressure|
+ *           rm SEGMENT [--force]|
+ *           load|preload|evict|pin|unpin MODEL|top [--once]|shutdown
  *
  * Talks to herdd over its socket (default: $HERD_SOCKET, else
  * $XDG_RUNTIME_DIR/herd/herd.sock, else /run/herd/herd.sock) with `admin`
@@ -35,6 +37,7 @@
 #include <json-c/json.h>
 
 #include "admin_client.h"
+#include "top.h"
 #include "herd/error.h"
 #include "herd/herd.h"
 #include "shm/image.h"
@@ -43,7 +46,7 @@
 
 #define JSON_KEY_MAX 128 /* bytes of a map key kept, NUL included */
 
-static json_object *value_to_json(const proto_value *v)
+json_object *value_to_json(const proto_value *v)
 {
 	switch (v->type) {
 	case PROTO_V_BOOL:
@@ -190,13 +193,15 @@ static void print_table(json_object *arr, const col *cols, int n_cols)
 }
 
 static const col models_cols[] = {
-	{"NAME", "name", C_STR},           {"SEGMENT", "segment", C_STR},
-	{"SIZE", "image_bytes", C_SIZE},   {"TYPE", "weight_type", C_STR},
-	{"ADOPTED", "adopted", C_BOOL},    {"RUNNING", "running", C_INT},
-	{"WAITING", "waiting", C_INT},     {"STEPS", "steps", C_INT},
-	{"AVG_BATCH", "avg_batch", C_F2},  {"MAX_BATCH", "max_batch_seen", C_INT},
-	{"TOKENS", "tokens_gen", C_INT},   {"KV_FREE", "kv_pages_free", C_INT},
-	{"KV_TOTAL", "kv_pages_total", C_INT},
+	{"NAME", "name", C_STR},           {"STATE", "state", C_STR},
+	{"BYTES", "bytes", C_SIZE},        {"PINNED", "pinned", C_BOOL},
+	{"SCORE", "score", C_F2},          {"RECENCY", "score_recency", C_F2},
+	{"FREQ", "score_frequency", C_F2}, {"COST", "score_cost", C_F2},
+	{"AFFINITY", "score_affinity", C_F2}, {"USES", "uses", C_INT},
+	{"LOADS", "loads", C_INT},         {"RUNNING", "running", C_INT},
+	{"WAITING", "waiting", C_INT},     {"PENDING", "pending", C_INT},
+	{"TOKENS", "tokens_gen", C_INT},   {"HOLDERS", "holders", C_STR},
+	{"SEGMENT", "segment", C_STR},     {"ADOPTED", "adopted", C_BOOL},
 };
 
 static const col segments_cols[] = {
@@ -279,22 +284,32 @@ static void print_pressure(json_object *r)
 	print_table(get(r, "events"), events_cols, N_COLS(events_cols));
 }
 
-/* key  value lines, in the broker's order. */
+/* key  value lines, in the broker's order; a nested map's keys as
+ * parent.key. */
+static void print_kv_in(json_object *obj, const char *parent)
+{
+	json_object_object_foreach(obj, k, v)
+	{
+		char key[128];
+		snprintf(key, sizeof(key), "%s%s%s", parent, parent[0] ? "." : "", k);
+		if (json_object_is_type(v, json_type_object))
+			print_kv_in(v, key);
+		else if (json_object_is_type(v, json_type_double))
+			printf("%-28s %.2f\n", key, json_object_get_double(v));
+		else if (json_object_is_type(v, json_type_string))
+			printf("%-28s %s\n", key, json_object_get_string(v));
+		else
+			printf("%-28s %s\n", key, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+	}
+}
+
 static void print_kv(json_object *obj)
 {
 	if (!json_object_is_type(obj, json_type_object)) {
 		printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 		return;
 	}
-	json_object_object_foreach(obj, k, v)
-	{
-		if (json_object_is_type(v, json_type_double))
-			printf("%-22s %.2f\n", k, json_object_get_double(v));
-		else if (json_object_is_type(v, json_type_string))
-			printf("%-22s %s\n", k, json_object_get_string(v));
-		else
-			printf("%-22s %s\n", k, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
-	}
+	print_kv_in(obj, "");
 }
 
 /* ---- batch ------------------------------------------------------------------ */
@@ -458,7 +473,17 @@ static void usage(FILE *f)
 		"usage: herdctl [--socket PATH] [--json] COMMAND\n"
 		"commands:\n"
 		"  status            broker pid, uptime, agents, requests, batching, speed, limit counters\n"
-		"  models            loaded models: image, type, scheduler and KV statistics\n"
+		"  models            configured models: state (resident, loading, waiting, draining,\n"
+		"                    unloaded), bytes, pinned, score and its parts, uses, processes\n"
+		"                    holding the image; then the cache counters and held images\n"
+		"  cache             response cache (entries, bytes, hit rate, merged requests),\n"
+		"                    prefix pool (pages, hit tokens, hit rate), then the model\n"
+		"                    cache manager: budget, bytes used and held, loads, evictions,\n"
+		"                    predictions, preload hits and wasted loads, catalog commits\n"
+		"  load|preload|evict|pin|unpin MODEL   load now (evicting idle models), load only\n"
+		"                    into free memory, evict (refused while it runs requests), pin\n"
+		"  top [--once]      live view every second: agents (requests, tokens/s), models\n"
+		"                    (state, bytes, queue), cache counters; --once: one view\n"
 		"  segments          shared-memory images in %s: size, digest, attached processes\n"
 		"                    (works without a broker: then read from %s directly)\n"
 		"  agents            connected agents: pid, uid, requests, tokens\n"
@@ -500,8 +525,16 @@ typedef struct cmdline {
 	int json;
 } cmdline;
 
-static const char *const known_cmds[] = {"status", "models",   "segments", "agents",
-					 "batch",  "pressure", "rm",       "shutdown"};
+static const char *const known_cmds[] = {"status", "models", "cache", "segments", "agents",
+					 "batch", "pressure", "rm", "shutdown", "load", "preload",
+					 "evict", "pin", "unpin", "top"};
+
+/* Commands that take exactly one MODEL argument. */
+static int is_model_op(const char *cmd)
+{
+	return !strcmp(cmd, "load") || !strcmp(cmd, "preload") || !strcmp(cmd, "evict") ||
+	       !strcmp(cmd, "pin") || !strcmp(cmd, "unpin");
+}
 
 /* Parses the command line. Returns -1 to go on, else the exit status. */
 static int parse_cmdline(int argc, char **argv, cmdline *cl)
@@ -537,6 +570,16 @@ static int parse_cmdline(int argc, char **argv, cmdline *cl)
 		usage(stderr);
 		return 2;
 	}
+	if (is_model_op(cl->cmd) && cl->n_args != 1) {
+		fprintf(stderr, "herdctl: %s needs one model name (see herdctl models)\n", cl->cmd);
+		return 2;
+	}
+	if (!strcmp(cl->cmd, "top") && (cl->n_args > 1 || (cl->n_args && strcmp(cl->args[0], "--once")))) {
+		fprintf(stderr, "herdctl: top takes only --once\n");
+		return 2;
+	}
+	if (is_model_op(cl->cmd) || !strcmp(cl->cmd, "top"))
+		return -1;
 	const int is_rm = !strcmp(cl->cmd, "rm");
 	if (is_rm && cl->n_args == 0) {
 		fprintf(stderr, "herdctl: rm needs a segment name (see herdctl segments)\n");
@@ -623,6 +666,13 @@ static int call_broker(adm_client *a, const cmdline *cl, const char *path)
 		return 1;
 	}
 	print_result(cl, a->msg.admin_ok.result, path);
+	if (!strcmp(cl->cmd, "models") && !cl->json &&
+	    !adm_call(a, "cache", NULL, 0, err, sizeof(err))) {
+		printf("\n");
+		json_object *c = value_to_json(a->msg.admin_ok.result);
+		print_kv(c);
+		json_object_put(c);
+	}
 	return 0;
 }
 
@@ -650,6 +700,8 @@ int main(int argc, char **argv)
 	} else if (rc) {
 		fprintf(stderr, "herdctl: %s\n", err);
 		status = 1;
+	} else if (!strcmp(cl.cmd, "top")) {
+		status = herdctl_top(&a, cl.json, cl.n_args == 1);
 	} else {
 		status = call_broker(&a, &cl, path);
 	}

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +257,10 @@ typedef struct herdd {
 	blog log;
 	models *ms;
 	pressure *pr;           /* NULL: not watching memory pressure */
+	catalog *cat;
+	/* memory-pressure requests for the models, carried out on the loop
+	 * thread (models_shed must run there): 1 asked, 0 done */
+	atomic_int shed_idle;
 	loop *lp;
 	int listen_fd, wake_fd, sig_fd, ready_fd;
 	int pid_written, bound; /* pid file written; socket file bound (sock_st) */
@@ -374,6 +379,41 @@ static void unshed_respcache(void *arg)
 	respcache_unshrink(arg);
 }
 
+/* Pressure actions PRESSURE_RANK_IDLE_MODELS (asked here on the pressure
+ * thread, carried out by loop_tick on the loop thread) and
+ * refuse_model_loads (a flag, set at once). */
+static int shed_models(void *arg, const pressure_event *why, char *msg, size_t msglen)
+{
+	(void)why;
+	herdd *d = arg;
+	atomic_store(&d->shed_idle, 1);
+	snprintf(msg, msglen, "evicting idle unpinned models");
+	return 1;
+}
+
+static int shed_loads(void *arg, const pressure_event *why, char *msg, size_t msglen)
+{
+	(void)why;
+	models_shed(((herdd *)arg)->ms, MODELS_SHED_REFUSE, 0);
+	snprintf(msg, msglen, "no new model loads");
+	return 1;
+}
+
+static void unshed_loads(void *arg)
+{
+	models_shed(((herdd *)arg)->ms, MODELS_SHED_ACCEPT, 0);
+}
+
+static void loop_tick(void *arg)
+{
+	herdd *d = arg;
+	if (atomic_exchange(&d->shed_idle, 0)) {
+		const uint64_t b = models_shed(d->ms, MODELS_SHED_IDLE, 0);
+		blog_msg(&d->log, BLOG_WARN, "pressure: evicted idle models: %.1f MiB released",
+			 (double)b / (1 << 20));
+	}
+}
+
 /* Memory pressure: PSI, the eBPF counters when allowed, the broker's own
  * shedding actions. Nothing here is fatal: the broker says why once and
  * runs without (no PSI) or on PSI alone (no eBPF). */
@@ -398,7 +438,11 @@ static void start_pressure(herdd *d)
 	if ((rc = pressure_add_builtin_actions(d->pr)) ||
 	    (models_respcache(d->ms) &&
 	     (rc = pressure_add_action(d->pr, PRESSURE_RANK_RESPCACHE, "respcache", shed_respcache,
-				       unshed_respcache, models_respcache(d->ms)))))
+				       unshed_respcache, models_respcache(d->ms)))) ||
+	    (rc = pressure_add_action(d->pr, PRESSURE_RANK_IDLE_MODELS, "evict_idle_models",
+				      shed_models, NULL, d)) ||
+	    (rc = pressure_add_action(d->pr, PRESSURE_RANK_REFUSE - 1, "refuse_model_loads",
+				      shed_loads, unshed_loads, d)))
 		blog_msg(&d->log, BLOG_ERR, "pressure: cannot add actions: %s", herd_strerror(rc));
 	if (pressure_bpf_start(d->pr, err, sizeof(err)))
 		blog_msg(&d->log, BLOG_WARN, "pressure: eBPF memory counters off: %s; PSI alone", err);
@@ -409,6 +453,39 @@ static void start_pressure(herdd *d)
 		pressure_destroy(d->pr);
 		d->pr = NULL;
 	}
+}
+
+/* mkdir -p of path (mode 0700 for what it creates). */
+static int mkdirs(const char *path)
+{
+	char buf[CFG_PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *p = buf + 1; *p; p++)
+		if (*p == '/') {
+			*p = 0;
+			if (mkdir(buf, 0700) && errno != EEXIST)
+				return -errno;
+			*p = '/';
+		}
+	return mkdir(buf, 0700) && errno != EEXIST ? -errno : 0;
+}
+
+/* The cache manager's LMDB catalog in <state_dir>/catalog. Without it the
+ * broker still serves (no history: scores start from nothing); it says so. */
+static void open_catalog(herdd *d)
+{
+	char dir[CFG_PATH_MAX + 16], err[512] = "";
+	int rc = mkdirs(d->c.state_dir);
+	if (!rc && snprintf(dir, sizeof(dir), "%s/catalog", d->c.state_dir) >= (int)sizeof(dir))
+		rc = -ENAMETOOLONG;
+	catalog_opts co = {.dir = dir, .flush_ms = d->c.catalog_flush_ms, .log = &d->log};
+	if (!rc)
+		rc = catalog_open(&d->cat, &co, err, sizeof(err));
+	if (rc)
+		blog_msg(&d->log, BLOG_WARN, "no model catalog (state directory %s): %s; model scores "
+			 "and predictions start from nothing", d->c.state_dir,
+			 err[0] ? err : herd_strerror(rc));
 }
 
 /* The descriptors, the pid file, the models and the loop. */
@@ -431,7 +508,8 @@ static int start(herdd *d)
 		d->pid_written = 1;
 	}
 	/* engine switches from the environment, passed down as options */
-	models_opts mo = {.cfg = &d->c, .wake_fd = d->wake_fd, .log = &d->log,
+	open_catalog(d);
+	models_opts mo = {.cfg = &d->c, .wake_fd = d->wake_fd, .log = &d->log, .catalog = d->cat,
 			  .force_ref = getenv("HERD_FORCE_REF") != NULL,
 			  .no_repack = getenv("HERD_NO_REPACK") != NULL};
 	d->err[0] = 0;
@@ -439,7 +517,8 @@ static int start(herdd *d)
 		return fail_msg(d->err[0] ? d->err : herd_strerror(rc));
 	start_pressure(d);
 	loop_opts lo = {.cfg = &d->c, .models = d->ms, .log = &d->log, .listen_fd = d->listen_fd,
-			.wake_fd = d->wake_fd, .signal_fd = d->sig_fd, .pressure = d->pr};
+			.wake_fd = d->wake_fd, .signal_fd = d->sig_fd, .pressure = d->pr,
+			.tick = loop_tick, .tick_arg = d};
 	if ((rc = loop_create(&d->lp, &lo))) {
 		fprintf(stderr, "herdd: cannot set up io_uring: %s\n", strerror(-rc));
 		return -1;
@@ -454,6 +533,7 @@ static void herdd_fini(herdd *d)
 	loop_destroy(d->lp);
 	pressure_destroy(d->pr); /* before the models its actions may touch */
 	models_destroy(d->ms);
+	catalog_close(d->cat); /* commits what is queued */
 	if (d->listen_fd >= 0)
 		close(d->listen_fd);
 	if (d->bound) {
