@@ -1,13 +1,16 @@
 /* Helpers for the tests that start a real herdd and speak the wire
- * protocol to it raw (tests/test_broker.c, tests/test_attack_sched.c): find
- * the binaries, make the mini model, spawn herdd and wait for it, and a
- * blocking client that sends frames and reads typed messages. Header-only
+ * protocol to it raw (test_broker, test_attack_sched, test_batch_metrics,
+ * test_cpu_affinity, test_prefix_broker, test_respcache, the pressure tests):
+ * find the binaries, make the world (bh_world_setup: the mini model),
+ * spawn herdd and wait for it, and a blocking client that sends frames and
+ * reads typed messages. Header-only
  * (static inline), one world per test program. */
 #ifndef HERD_TESTS_BROKER_HARNESS_H
 #define HERD_TESTS_BROKER_HARNESS_H
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
 #include <poll.h>
@@ -325,6 +328,120 @@ static inline void collect(client *c, gen_out *outs, int n, uint64_t base, int n
 			fail_msg("connection closed with %d of %d requests open", n_end - ended, n_end);
 		ended += apply(c, outs, n, base);
 	}
+}
+
+/* ---- the usual world ------------------------------------------------------- */
+
+/* A broker test's world: a directory /tmp/herd-test-<tag>-XXXXXX holding a
+ * mini Q8_0 model (seed 11) named <tag><pid> (unique, so that concurrent
+ * runs share no images), and the socket and log paths. Exits 77 when herdd
+ * cannot be found. Start the broker with spawn + wait_ready. */
+static inline void bh_world_setup(const char *tag)
+{
+	if (find_herdd(W.herdd, sizeof(W.herdd))) {
+		fprintf(stderr, "test %s: herdd not found (set HERD_HERDD); skipping\n", tag);
+		exit(77);
+	}
+	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-%s-XXXXXX", tag);
+	assert_non_null(mkdtemp(W.dir));
+	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
+	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
+	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
+	snprintf(W.conf, sizeof(W.conf), "%s/herd.json", W.dir);
+	snprintf(W.model_name, sizeof(W.model_name), "%s%d", tag, (int)getpid());
+	snprintf(W.spec, sizeof(W.spec), "%s=%s", W.model_name, W.model_path);
+	char err[512] = "";
+	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
+			   .n_threads = 2};
+	if (mkmodel_write(&mo, err, sizeof(err)))
+		fail_msg("mkmodel_write: %s", err);
+}
+
+/* Writes text to the world's config file (W.conf). */
+static inline void bh_write_conf(const char *text)
+{
+	FILE *f = fopen(W.conf, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static inline int bh_rm_one(const char *path, const struct stat *st, int flag, struct FTW *f)
+{
+	(void)st;
+	(void)f;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+static inline int bh_remove_image(void *user, const shm_image_info *in)
+{
+	(void)user;
+	if (!strcmp(in->model, W.model_name))
+		shm_image_remove(in->name);
+	return 0;
+}
+
+/* Removes every image of the world's model (each broker start may have
+ * published its own). */
+static inline void bh_remove_images(void)
+{
+	shm_image_list(0, bh_remove_image, NULL);
+}
+
+/* Kills the broker (if any) and removes what bh_world_setup made, the
+ * model's images and the state the broker kept in W.dir. */
+static inline void bh_world_teardown(void)
+{
+	if (W.pid > 0) {
+		kill(W.pid, SIGKILL);
+		waitpid(W.pid, NULL, 0);
+		W.pid = 0;
+	}
+	if (W.segment[0])
+		shm_image_remove(W.segment);
+	bh_remove_images();
+	if (getenv("HERD_TEST_VERBOSE"))
+		dump_log();
+	if (W.dir[0])
+		nftw(W.dir, bh_rm_one, 16, FTW_DEPTH | FTW_PHYS); /* the state directory's too */
+}
+
+/* hello as name, expecting welcome; remembers the model's image name. */
+static inline void cl_hello(client *c, const char *name)
+{
+	proto_buf b;
+	proto_buf_init(&b);
+	proto_hello h = {.v = PROTO_VERSION, .name = proto_s(name)};
+	assert_int_equal(proto_encode_hello(&b, &h), 0);
+	cl_send_buf(c, &b);
+	cl_expect(c, PROTO_WELCOME);
+	const proto_welcome *w = &c->m.welcome;
+	if (!W.segment[0] && w->n_models == 1 && w->models[0].segment.len < sizeof(W.segment)) {
+		memcpy(W.segment, w->models[0].segment.ptr, w->models[0].segment.len);
+		W.segment[w->models[0].segment.len] = 0;
+	}
+}
+
+/* A greedy text-prompt gen of max_tokens for model. */
+static inline void cl_gen(client *c, uint64_t id, const char *model, const char *prompt,
+			  int max_tokens, int stream)
+{
+	proto_buf b;
+	proto_buf_init(&b);
+	gen_request g;
+	gen_request_init(&g);
+	g.id = id;
+	g.model = proto_s(model);
+	g.input = GEN_INPUT_PROMPT;
+	g.prompt = proto_s(prompt);
+	g.params.max_tokens = max_tokens;
+	g.stream = stream;
+	assert_int_equal(proto_encode_gen(&b, &g), 0);
+	cl_send_buf(c, &b);
 }
 
 #endif

@@ -12,27 +12,8 @@
  * when herdd was not built. */
 static inline void pw_start(const char *tag, const char *config)
 {
-	if (find_herdd(W.herdd, sizeof(W.herdd))) {
-		fprintf(stderr, "%s: herdd not found (set HERD_HERDD); skipping\n", tag);
-		exit(77);
-	}
-	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-%s-XXXXXX", tag);
-	assert_non_null(mkdtemp(W.dir));
-	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
-	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
-	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
-	snprintf(W.conf, sizeof(W.conf), "%s/herd.json", W.dir);
-	snprintf(W.model_name, sizeof(W.model_name), "tp%d", (int)getpid());
-	snprintf(W.spec, sizeof(W.spec), "%s=%s", W.model_name, W.model_path);
-	FILE *f = fopen(W.conf, "w");
-	assert_non_null(f);
-	fputs(config, f);
-	fclose(f);
-	char err[512] = "";
-	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
-			   .n_threads = 2};
-	if (mkmodel_write(&mo, err, sizeof(err)))
-		fail_msg("mkmodel_write: %s", err);
+	bh_world_setup(tag);
+	bh_write_conf(config);
 	const char *extra[] = {"--config", W.conf, NULL};
 	W.pid = spawn(extra);
 	wait_ready(W.pid);
@@ -40,33 +21,7 @@ static inline void pw_start(const char *tag, const char *config)
 
 static inline void pw_stop(void)
 {
-	if (W.pid > 0) {
-		kill(W.pid, SIGKILL);
-		waitpid(W.pid, NULL, 0);
-		W.pid = 0;
-	}
-	/* the image's digest is not known here: remove every object of the model */
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "rm -f /dev/shm/herd.%s.*", W.model_name);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove the test's images\n");
-	if (getenv("HERD_TEST_VERBOSE"))
-		dump_log();
-	unlink(W.model_path);
-	unlink(W.sock);
-	unlink(W.log);
-	unlink(W.conf);
-	rmdir(W.dir);
-}
-
-static inline void cl_hello_as(client *c, const char *name)
-{
-	proto_buf b;
-	proto_buf_init(&b);
-	proto_hello h = {.v = PROTO_VERSION, .name = proto_s(name)};
-	assert_int_equal(proto_encode_hello(&b, &h), 0);
-	cl_send_buf(c, &b);
-	cl_expect(c, PROTO_WELCOME);
+	bh_world_teardown();
 }
 
 /* Sends `admin cmd` and returns the result (valid until the next read). */

@@ -210,14 +210,6 @@ static int group_setup(void **state)
 	return 0;
 }
 
-static int remove_seg(void *user, const shm_image_info *in)
-{
-	(void)user;
-	if (!strcmp(in->model, W.model_name))
-		shm_image_remove(in->name);
-	return 0;
-}
-
 /* Each test has its own broker (fresh counters). */
 static int test_teardown(void **state)
 {
@@ -237,18 +229,11 @@ static int test_teardown(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	shm_image_list(0, remove_seg, NULL);
+	bh_remove_images();
 	const char *given = getenv("HERD_ATTACK_MODEL");
 	if (!(given && *given))
 		unlink(W.model_path);
-	unlink(W.conf);
-	char p[256];
-	const char *state_files[] = {"data.mdb", "lock.mdb"};
-	for (int i = 0; i < 2; i++) {
-		snprintf(p, sizeof(p), "%s/%s", W.dir, state_files[i]);
-		unlink(p);
-	}
-	rmdir(W.dir);
+	nftw(W.dir, bh_rm_one, 16, FTW_DEPTH | FTW_PHYS); /* conf, state directory */
 	return 0;
 }
 

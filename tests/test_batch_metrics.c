@@ -62,56 +62,10 @@ static void test_lat_percentiles(void **state)
 
 /* ---- a real broker ---------------------------------------------------------- */
 
-static void cl_hello(client *c, const char *name)
-{
-	proto_buf b;
-	proto_buf_init(&b);
-	proto_hello h = {.v = PROTO_VERSION, .name = proto_s(name)};
-	assert_int_equal(proto_encode_hello(&b, &h), 0);
-	cl_send_buf(c, &b);
-	cl_expect(c, PROTO_WELCOME);
-	const proto_welcome *w = &c->m.welcome;
-	if (!W.segment[0] && w->n_models == 1 && w->models[0].segment.len < sizeof(W.segment)) {
-		memcpy(W.segment, w->models[0].segment.ptr, w->models[0].segment.len);
-		W.segment[w->models[0].segment.len] = 0;
-	}
-}
-
-static void cl_gen(client *c, uint64_t id, const char *prompt, int stream)
-{
-	proto_buf b;
-	proto_buf_init(&b);
-	gen_request g;
-	gen_request_init(&g);
-	g.id = id;
-	g.model = proto_s(W.model_name);
-	g.input = GEN_INPUT_PROMPT;
-	g.prompt = proto_s(prompt);
-	g.params.max_tokens = MAX_TOK;
-	g.stream = stream;
-	assert_int_equal(proto_encode_gen(&b, &g), 0);
-	cl_send_buf(c, &b);
-}
-
 static int setup(void **state)
 {
 	(void)state;
-	if (find_herdd(W.herdd, sizeof(W.herdd))) {
-		fprintf(stderr, "test_batch_metrics: herdd not found; skipping\n");
-		exit(77);
-	}
-	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-batch-XXXXXX");
-	assert_non_null(mkdtemp(W.dir));
-	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
-	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
-	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
-	snprintf(W.model_name, sizeof(W.model_name), "tbm%d", (int)getpid());
-	snprintf(W.spec, sizeof(W.spec), "%s=%s", W.model_name, W.model_path);
-	char err[512] = "";
-	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
-			   .n_threads = 2};
-	if (mkmodel_write(&mo, err, sizeof(err)))
-		fail_msg("mkmodel_write: %s", err);
+	bh_world_setup("tbm");
 	const char *extra[] = {"--state-dir", W.dir, NULL};
 	W.pid = spawn(extra);
 	wait_ready(W.pid);
@@ -121,18 +75,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	if (W.pid > 0) {
-		kill(W.pid, SIGKILL);
-		waitpid(W.pid, NULL, 0);
-	}
-	if (W.segment[0])
-		shm_image_remove(W.segment);
-	if (getenv("HERD_TEST_VERBOSE"))
-		dump_log();
-	unlink(W.model_path);
-	unlink(W.sock);
-	unlink(W.log);
-	rmdir(W.dir);
+	bh_world_teardown();
 	return 0;
 }
 
@@ -237,7 +180,7 @@ static int run_requests(void)
 			 * (one sequence generating for several requests) */
 			char p[96];
 			snprintf(p, sizeof(p), "%s %d", prompts[(k + i) % 4], k * N_PER_CONN + i);
-			cl_gen(&c[k], (uint64_t)i + 1, p, i % 2);
+			cl_gen(&c[k], (uint64_t)i + 1, W.model_name, p, MAX_TOK, i % 2);
 		}
 	}
 	for (int k = 0; k < N_CONN; k++) {

@@ -43,56 +43,12 @@
 
 #include "broker_harness.h"
 
-static void cl_hello(client *c, const char *name)
-{
-	proto_buf b;
-	proto_buf_init(&b);
-	proto_hello h = {.v = PROTO_VERSION, .name = proto_s(name)};
-	assert_int_equal(proto_encode_hello(&b, &h), 0);
-	cl_send_buf(c, &b);
-	cl_expect(c, PROTO_WELCOME);
-}
-
-static void cl_gen(client *c, uint64_t id, const char *model, const char *prompt, int max_tokens,
-		   int stream)
-{
-	proto_buf b;
-	proto_buf_init(&b);
-	gen_request g;
-	gen_request_init(&g);
-	g.id = id;
-	g.model = proto_s(model);
-	g.input = GEN_INPUT_PROMPT;
-	g.prompt = proto_s(prompt);
-	g.params.max_tokens = max_tokens;
-	g.stream = stream;
-	assert_int_equal(proto_encode_gen(&b, &g), 0);
-	cl_send_buf(c, &b);
-}
-
 /* ---- setup ------------------------------------------------------------------ */
 
 static int setup(void **state)
 {
 	(void)state;
-	if (find_herdd(W.herdd, sizeof(W.herdd))) {
-		fprintf(stderr, "test_broker: herdd not found (set HERD_HERDD); skipping\n");
-		exit(77);
-	}
-	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-broker-XXXXXX");
-	assert_non_null(mkdtemp(W.dir));
-	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
-	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
-	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
-	/* a unique model name, so concurrent runs do not share segments */
-	snprintf(W.model_name, sizeof(W.model_name), "tb%d", (int)getpid());
-	snprintf(W.spec, sizeof(W.spec), "%s=%s", W.model_name, W.model_path);
-	char err[512] = "";
-	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
-			   .n_threads = 2};
-	int rc = mkmodel_write(&mo, err, sizeof(err));
-	if (rc)
-		fail_msg("mkmodel_write: %s", err);
+	bh_world_setup("tb");
 	W.pid = spawn(NULL);
 	wait_ready(W.pid);
 	return 0;
@@ -101,18 +57,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	if (W.pid > 0) {
-		kill(W.pid, SIGKILL);
-		waitpid(W.pid, NULL, 0);
-	}
-	if (W.segment[0])
-		shm_image_remove(W.segment);
-	if (getenv("HERD_TEST_VERBOSE"))
-		dump_log();
-	unlink(W.model_path);
-	unlink(W.sock);
-	unlink(W.log);
-	rmdir(W.dir);
+	bh_world_teardown();
 	return 0;
 }
 

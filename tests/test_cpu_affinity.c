@@ -87,10 +87,6 @@ static void test_config_key(void **state)
 static int setup(void **state)
 {
 	(void)state;
-	if (find_herdd(W.herdd, sizeof(W.herdd))) {
-		fprintf(stderr, "test_cpu_affinity: herdd not found; skipping\n");
-		exit(77);
-	}
 	cpu_set_t old, one;
 	CPU_ZERO(&one);
 	CPU_SET(0, &one);
@@ -100,23 +96,8 @@ static int setup(void **state)
 			strerror(errno));
 		exit(77);
 	}
-	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-affinity-XXXXXX");
-	assert_non_null(mkdtemp(W.dir));
-	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
-	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
-	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
-	snprintf(W.conf, sizeof(W.conf), "%s/herd.json", W.dir);
-	snprintf(W.model_name, sizeof(W.model_name), "taf%d", (int)getpid());
-	snprintf(W.spec, sizeof(W.spec), "%s=%s", W.model_name, W.model_path);
-	char err[512] = "";
-	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
-			   .n_threads = 2};
-	if (mkmodel_write(&mo, err, sizeof(err)))
-		fail_msg("mkmodel_write: %s", err);
-	FILE *f = fopen(W.conf, "w");
-	assert_non_null(f);
-	fprintf(f, "{\"cpu_affinity\": [0]}\n");
-	fclose(f);
+	bh_world_setup("taf");
+	bh_write_conf("{\"cpu_affinity\": [0]}\n");
 	const char *extra[] = {"--config", W.conf, "--state-dir", W.dir, NULL};
 	W.pid = spawn(extra);
 	wait_ready(W.pid);
@@ -126,19 +107,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	if (W.pid > 0) {
-		kill(W.pid, SIGKILL);
-		waitpid(W.pid, NULL, 0);
-	}
-	if (W.segment[0])
-		shm_image_remove(W.segment);
-	if (getenv("HERD_TEST_VERBOSE"))
-		dump_log();
-	unlink(W.model_path);
-	unlink(W.conf);
-	unlink(W.sock);
-	unlink(W.log);
-	rmdir(W.dir);
+	bh_world_teardown();
 	return 0;
 }
 

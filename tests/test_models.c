@@ -23,41 +23,17 @@
 #define BUDGET_MB 14 /* a mini model with its KV pool: ~6.6 MiB; two fit, three do not */
 
 static char herdctl[PATH_MAX];
+#define PROMPT "Once upon a time, a little robot named Pip"
 static char names[N_MODELS][32];
 static char paths[N_MODELS][192];
 static char state_dir[192];
-
-static void cl_hello(client *c, const char *name)
-{
-	proto_buf b;
-	proto_buf_init(&b);
-	proto_hello h = {.v = PROTO_VERSION, .name = proto_s(name)};
-	assert_int_equal(proto_encode_hello(&b, &h), 0);
-	cl_send_buf(c, &b);
-	cl_expect(c, PROTO_WELCOME);
-}
-
-static void cl_gen(client *c, uint64_t id, const char *model, int max_tokens)
-{
-	proto_buf b;
-	proto_buf_init(&b);
-	gen_request g;
-	gen_request_init(&g);
-	g.id = id;
-	g.model = proto_s(model);
-	g.input = GEN_INPUT_PROMPT;
-	g.prompt = proto_s("Once upon a time, a little robot named Pip");
-	g.params.max_tokens = max_tokens;
-	assert_int_equal(proto_encode_gen(&b, &g), 0);
-	cl_send_buf(c, &b);
-}
 
 /* One request, waited for: 0 done, else the err code. */
 static int gen_wait(client *c, uint64_t id, const char *model, int max_tokens)
 {
 	static gen_out out[1];
 	memset(out, 0, sizeof(out));
-	cl_gen(c, id, model, max_tokens);
+	cl_gen(c, id, model, PROMPT, max_tokens, 0);
 	collect(c, out, 1, id, 1);
 	return out[0].is_err ? out[0].code : 0;
 }
@@ -290,10 +266,10 @@ static void test_running_never_evicted(void **state)
 	memset(oa, 0, sizeof(oa));
 	memset(ob, 0, sizeof(ob));
 	memset(oc, 0, sizeof(oc));
-	cl_gen(&a, 1, names[0], 300);
-	cl_gen(&b, 1, names[1], 300);
+	cl_gen(&a, 1, names[0], PROMPT, 300, 0);
+	cl_gen(&b, 1, names[1], PROMPT, 300, 0);
 	usleep(50000);
-	cl_gen(&c, 1, names[2], 4);
+	cl_gen(&c, 1, names[2], PROMPT, 4, 0);
 	usleep(50000);
 	json_object *m = ctl("models");
 	const char *st = state_of(m, 2);
@@ -461,7 +437,7 @@ static void test_kill9_loop(void **state)
 		const double committed = num(model_row(m, names[0]), "uses");
 		json_object_put(m);
 		for (int k = 0; k < 8; k++)
-			cl_gen(&c, 100 + (uint64_t)k, names[0], 1);
+			cl_gen(&c, 100 + (uint64_t)k, names[0], PROMPT, 1, 0);
 		usleep((useconds_t)(round % 4) * 5000);
 		stop(SIGKILL);
 		cl_close(&c);

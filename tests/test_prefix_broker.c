@@ -34,31 +34,7 @@
 static int group_setup(void **state)
 {
 	(void)state;
-	if (find_herdd(W.herdd, sizeof(W.herdd))) {
-		fprintf(stderr, "test_prefix_broker: herdd not found (set HERD_HERDD); skipping\n");
-		exit(77);
-	}
-	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-prefix-XXXXXX");
-	assert_non_null(mkdtemp(W.dir));
-	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
-	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
-	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
-	snprintf(W.conf, sizeof(W.conf), "%s/herdd.json", W.dir);
-	snprintf(W.model_name, sizeof(W.model_name), "tp%d", (int)getpid());
-	snprintf(W.spec, sizeof(W.spec), "%s=%s", W.model_name, W.model_path);
-	char err[512] = "";
-	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
-			   .n_threads = 2};
-	if (mkmodel_write(&mo, err, sizeof(err)))
-		fail_msg("mkmodel_write: %s", err);
-	return 0;
-}
-
-static int remove_seg(void *user, const shm_image_info *in)
-{
-	(void)user;
-	if (!strcmp(in->model, W.model_name))
-		shm_image_remove(in->name);
+	bh_world_setup("tp");
 	return 0;
 }
 
@@ -75,15 +51,7 @@ static int group_teardown(void **state)
 {
 	(void)state;
 	stop_broker();
-	if (getenv("HERD_TEST_VERBOSE"))
-		dump_log();
-	shm_image_list(SHM_LIST_ATTACH, remove_seg, NULL);
-	unlink(W.model_path);
-	unlink(W.sock);
-	unlink(W.sock);
-	unlink(W.log);
-	unlink(W.conf);
-	rmdir(W.dir);
+	bh_world_teardown();
 	return 0;
 }
 

@@ -19,7 +19,7 @@ static void storm_child(int wfd)
 {
 	client c;
 	cl_open(&c);
-	cl_hello_as(&c, "storm");
+	cl_hello(&c, "storm");
 	proto_buf b;
 	proto_buf_init(&b);
 	proto_attach at = {.model = proto_s(W.model_name)};

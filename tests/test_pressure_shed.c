@@ -195,7 +195,7 @@ static void test_shed_in_order(void **state)
 	client c, a;
 	cl_open(&c);
 	cl_open(&a);
-	cl_hello_as(&a, "late");
+	cl_hello(&a, "late");
 	const proto_value *r = pw_admin(&c, "pressure");
 	assert_true(pw_num(r, "enabled"));
 	assert_int_equal(pw_num(r, "refusing"), 0);

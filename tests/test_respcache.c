@@ -249,32 +249,8 @@ static void rm_state(void)
 static int group_setup(void **state)
 {
 	(void)state;
-	if (find_herdd(W.herdd, sizeof(W.herdd))) {
-		fprintf(stderr, "test_respcache: herdd not found (set HERD_HERDD); skipping\n");
-		exit(77);
-	}
-	snprintf(W.dir, sizeof(W.dir), "/tmp/herd-test-respcache-XXXXXX");
-	assert_non_null(mkdtemp(W.dir));
+	bh_world_setup("rc");
 	snprintf(STATE, sizeof(STATE), "%s/state", W.dir);
-	snprintf(W.model_path, sizeof(W.model_path), "%s/mini.gguf", W.dir);
-	snprintf(W.sock, sizeof(W.sock), "%s/herd.sock", W.dir);
-	snprintf(W.log, sizeof(W.log), "%s/herdd.log", W.dir);
-	snprintf(W.conf, sizeof(W.conf), "%s/herdd.json", W.dir);
-	snprintf(W.model_name, sizeof(W.model_name), "rc%d", (int)getpid());
-	snprintf(W.spec, sizeof(W.spec), "%s=%s", W.model_name, W.model_path);
-	char err[512] = "";
-	mkmodel_opts mo = {.shape = "mini", .ftype = "Q8_0", .out_path = W.model_path, .seed = 11,
-			   .n_threads = 2};
-	if (mkmodel_write(&mo, err, sizeof(err)))
-		fail_msg("mkmodel_write: %s", err);
-	return 0;
-}
-
-static int remove_seg(void *user, const shm_image_info *in)
-{
-	(void)user;
-	if (!strcmp(in->model, W.model_name))
-		shm_image_remove(in->name);
 	return 0;
 }
 
@@ -294,12 +270,7 @@ static int test_teardown(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	shm_image_list(0, remove_seg, NULL);
-	unlink(W.model_path);
-	unlink(W.conf);
-	rm_state();
-	rmdir(STATE);
-	rmdir(W.dir);
+	bh_world_teardown();
 	return 0;
 }
 
