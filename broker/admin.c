@@ -24,7 +24,7 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 16 + 9 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
+	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
 	MODEL_KEYS = 40 + 19, /* + the cache manager's (res_model_cache) */
@@ -79,6 +79,7 @@ static void res_status_limits(const loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "limit_refused_max_connections", s->refused_total);
 	proto_write_kv_uint(pk, "limit_refused_per_uid", s->refused_uid);
 	proto_write_kv_uint(pk, "limit_accept_backoffs", s->accept_backoffs);
+	proto_write_kv_uint(pk, "limit_accept_storms", s->accept_storms);
 	proto_write_kv_uint(pk, "limit_frame_throttles", s->frame_throttles);
 	proto_write_kv_uint(pk, "sighup_ignored", s->sighups);
 }

@@ -27,6 +27,8 @@
 #define LOOP_SOCKET_DIR_MODE 0755
 #define LOOP_HOUSE_NS 100000000LL   /* housekeeping tick: timeouts, accept back-off */
 #define LOOP_RATELOG_MS 1000.0      /* peer-triggered log lines: at most one a second */
+#define LOOP_STORM_REFUSALS 256     /* refusals within LOOP_STORM_WINDOW_MS that pause accept */
+#define LOOP_STORM_WINDOW_MS 100.0
 #define LOOP_MAX_GROUPS 65536       /* supplementary groups kept from SO_PEERGROUPS */
 #ifndef SO_PEERGROUPS
 #define SO_PEERGROUPS 59
@@ -408,6 +410,36 @@ static void refuse(loop *l, int fd, const char *fmt, ...)
 	log_limited(l, &l->rl_refused, BLOG_WARN, "connection refused: %s", msg);
 }
 
+/* A refusal storm (a peer opening connections as fast as the broker
+ * refuses them keeps the loop thread, and with it a core the compute
+ * threads need, busy): past LOOP_STORM_REFUSALS refusals within
+ * LOOP_STORM_WINDOW_MS, accepting pauses for accept_backoff_ms. Pending
+ * connections wait in the kernel's backlog meanwhile (so does the flooding
+ * peer, blocked in connect), and are taken in order when it resumes. */
+static void refusal_storm(loop *l)
+{
+	const double now = clock_mono_ms();
+	if (now - l->storm_t0 > LOOP_STORM_WINDOW_MS) {
+		l->storm_t0 = now;
+		l->storm_n = 0;
+	}
+	if (++l->storm_n < LOOP_STORM_REFUSALS || l->accept_paused || l->stopping)
+		return;
+	const int ms = l->cfg->limits.accept_backoff_ms;
+	l->lim.accept_storms++;
+	l->accept_paused = 1;
+	l->accept_resume = now + ms;
+	l->storm_n = 0;
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (sqe) {
+		io_uring_prep_cancel64(sqe, pack(NULL, LOOP_OP_ACCEPT), 0);
+		io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_IGNORE));
+	}
+	log_limited(l, &l->rl_accept, BLOG_WARN,
+		    "%d connections refused within %.0f ms: pausing accept for %d ms "
+		    "(limits.accept_backoff_ms)", LOOP_STORM_REFUSALS, LOOP_STORM_WINDOW_MS, ms);
+}
+
 /* 1 when c may stay: within max_connections and max_connections_per_uid
  * (c is not in the table yet). Else it is refused and freed. */
 static int conn_admit(loop *l, conn *c)
@@ -417,6 +449,7 @@ static int conn_admit(loop *l, conn *c)
 		l->lim.refused_total++;
 		refuse(l, c->fd, "too many connections: the broker's limit is %d (limits.max_connections)",
 		       L->max_connections);
+		refusal_storm(l);
 		return 0;
 	}
 	int same = 0;
@@ -427,6 +460,7 @@ static int conn_admit(loop *l, conn *c)
 		refuse(l, c->fd,
 		       "too many connections from uid %u: the limit is %d (limits.max_connections_per_uid)",
 		       (unsigned)c->uid, L->max_connections_per_uid);
+		refusal_storm(l);
 		return 0;
 	}
 	return 1;

@@ -45,6 +45,7 @@ typedef struct loop_limit_stats {
 	uint64_t refused_total;    /* refused: max_connections */
 	uint64_t refused_uid;      /* refused: max_connections_per_uid */
 	uint64_t accept_backoffs;  /* accept paused at EMFILE/ENFILE */
+	uint64_t accept_storms;    /* accept paused: a storm of refused connections */
 	uint64_t sighups;          /* SIGHUPs received (ignored) */
 	uint64_t frame_throttles;  /* input stopped: the uid's frame budget was spent */
 } loop_limit_stats;
@@ -79,6 +80,8 @@ struct loop {
 	int accept_armed;   /* a multishot accept is pending */
 	int accept_paused;  /* backing off after EMFILE/ENFILE */
 	double accept_resume; /* monotonic ms */
+	double storm_t0;      /* refusal-storm window start (monotonic ms) */
+	int storm_n;          /* refusals in it */
 	struct __kernel_timespec house_ts;
 	loop_ratelog rl_accept, rl_refused, rl_timeout, rl_throttle;
 	budget_tab budgets;   /* per-uid frame budgets (broker/budget.h) */

@@ -14,6 +14,9 @@
  * - test_connection_caps: connections past limits.max_connections_per_uid
  *   and limits.max_connections get an err HERD_E_LIMIT naming the limit and
  *   are closed; the others are served.
+ * - test_refusal_storm: a client opens connections past its uid's cap as
+ *   fast as the broker refuses them; the broker pauses accepting after a
+ *   burst of refusals, so its CPU time over the storm stays small.
  * - test_fd_exhaustion: herdd runs with RLIMIT_NOFILE 64 and is sent 120
  *   connections: accept backs off (its CPU time over 2 s stays small, its
  *   log short), and once the connections are gone it serves again.
@@ -445,6 +448,59 @@ static void test_connection_caps(void **state)
 	h_broker_stop(w);
 }
 
+/* ---- a storm of refused connections ------------------------------------------------ */
+
+/* A child connecting (and closing) as fast as it can for s seconds. */
+static pid_t connect_storm(h_world *w, double s)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid)
+		return pid;
+	const double t_end = clock_mono_s() + s;
+	while (clock_mono_s() < t_end) {
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", w->sock);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) && errno == EAGAIN)
+			usleep(100); /* the backlog is full: the broker paused accepting */
+		if (fd >= 0)
+			close(fd);
+	}
+	_exit(0);
+}
+
+/* Every connection past the per-uid cap is refused; a client opening them
+ * as fast as the broker refuses them would keep the loop thread at 100%
+ * of a core. Past a burst of refusals the broker pauses accepting instead:
+ * its CPU time over the storm stays small, and it serves again after. */
+static void test_refusal_storm(void **state)
+{
+	h_world *w = *state;
+	int fds[4];
+	broker_start_cfg(w, "{\"max_connections_per_uid\": 4}", 0, 0);
+	open_agents(w, fds, 4);
+	pid_t storm = connect_storm(w, 4);
+	h_track(w, storm);
+	sleep(1);
+	const double c0 = proc_cpu_s(w->broker);
+	sleep(2);
+	const double cpu = proc_cpu_s(w->broker) - c0;
+	int st;
+	assert_int_equal(waitpid(storm, &st, 0), storm);
+	h_untrack(w, storm);
+	for (int i = 0; i < 4; i++) /* herdctl needs a connection of this uid too */
+		close(fds[i]);
+	usleep(300000);
+	const double storms = status_num(w, "limit_accept_storms");
+	printf("refusal storm: broker CPU %.2f s over 2 s, accept paused %.0f times, %.0f refused\n",
+	       cpu, storms, status_num(w, "limit_refused_per_uid"));
+	assert_true(storms >= 1);
+	assert_true(cpu < 0.5);
+	assert_victim(w, "after a storm of refused connections");
+	h_broker_stop(w);
+}
+
 /* ---- descriptor exhaustion ------------------------------------------------------- */
 
 #define N_FLOOD_CONNS 120
@@ -669,6 +725,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_partial_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_caps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refusal_storm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fd_exhaustion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_forging, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_frame_budget, setup, teardown),
