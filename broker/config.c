@@ -661,7 +661,7 @@ static int set_cpus(cfg *c, const int *cpus, int n, const char *key, char *err, 
 {
 	char msg[256], list[512];
 	if (kern_cpus_check_online(cpus, n, msg, sizeof(msg)))
-		return herd_errf(err, errlen, HERD_E_INVAL, "key '%s': %s", key, msg);
+		return herd_errf(err, errlen, HERD_E_FORMAT, "key '%s': %s", key, msg);
 	int *v = malloc(sizeof(int) * (size_t)n);
 	if (!v)
 		return -ENOMEM;
