@@ -444,4 +444,34 @@ static inline void cl_gen(client *c, uint64_t id, const char *model, const char 
 	cl_send_buf(c, &b);
 }
 
+/* The counter key of admin command cmd's result (in its map sub when sub is
+ * not NULL), asked on a connection of its own; a bool counts as 0 or 1.
+ * Fails when there is no such counter. */
+static inline uint64_t bh_admin_u(const char *cmd, const char *sub, const char *key)
+{
+	client a;
+	cl_open(&a);
+	proto_buf b;
+	proto_buf_init(&b);
+	proto_admin ad = {.cmd = proto_s(cmd)};
+	assert_int_equal(proto_encode_admin(&b, &ad), 0);
+	cl_send_buf(&a, &b);
+	cl_expect(&a, PROTO_ADMIN_OK);
+	const proto_value *m = sub ? proto_value_get(a.m.admin_ok.result, sub) : a.m.admin_ok.result;
+	const proto_value *v = m ? proto_value_get(m, key) : NULL;
+	if (!v || (v->type != PROTO_V_UINT && v->type != PROTO_V_INT && v->type != PROTO_V_BOOL))
+		fail_msg("herdctl %s has no counter '%s%s%s'", cmd, sub ? sub : "", sub ? "." : "", key);
+	const uint64_t u = v->type == PROTO_V_UINT ? v->u
+			   : v->type == PROTO_V_BOOL ? (uint64_t)v->b
+						     : (uint64_t)v->i;
+	cl_close(&a);
+	return u;
+}
+
+/* A counter of `herdctl status`. */
+static inline uint64_t status_u64(const char *key)
+{
+	return bh_admin_u("status", NULL, key);
+}
+
 #endif

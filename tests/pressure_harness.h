@@ -79,17 +79,7 @@ static inline void pw_herdctl(const char *args, char *out, size_t n)
 /* Sends a short gen request. */
 static inline void pw_gen(client *c, uint64_t id)
 {
-	proto_buf b;
-	proto_buf_init(&b);
-	gen_request g;
-	gen_request_init(&g);
-	g.id = id;
-	g.model = proto_s(W.model_name);
-	g.input = GEN_INPUT_PROMPT;
-	g.prompt = proto_s("Once upon a time");
-	g.params.max_tokens = 4;
-	assert_int_equal(proto_encode_gen(&b, &g), 0);
-	cl_send_buf(c, &b);
+	cl_gen(c, id, W.model_name, "Once upon a time", 4, 0);
 }
 
 #endif

@@ -89,33 +89,6 @@ static void set_rcv_timeout(client *c, int s)
 	setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 }
 
-/* A counter of `herdctl status` (an admin frame on a new connection);
- * fails when the broker has no such key. */
-static uint64_t status_u64(const char *key)
-{
-	client c;
-	cl_open(&c);
-	proto_buf b;
-	proto_buf_init(&b);
-	proto_admin ad = {.cmd = proto_s("status")};
-	assert_int_equal(proto_encode_admin(&b, &ad), 0);
-	cl_send_buf(&c, &b);
-	cl_expect(&c, PROTO_ADMIN_OK);
-	const proto_value *r = c.m.admin_ok.result;
-	int found = 0;
-	uint64_t v = 0;
-	for (size_t i = 0; r->type == PROTO_V_MAP && i < r->map.n; i++)
-		if (proto_str_eq(r->map.kv[i].key.s, key)) {
-			found = 1;
-			v = r->map.kv[i].val.type == PROTO_V_UINT ? r->map.kv[i].val.u
-								  : (uint64_t)r->map.kv[i].val.i;
-		}
-	cl_close(&c);
-	if (!found)
-		fail_msg("herdctl status has no counter '%s'", key);
-	return v;
-}
-
 /* kB of a /proc/<pid>/status line (VmRSS:, VmHWM:); the process must be
  * alive. */
 static long proc_kb(pid_t pid, const char *field)

@@ -81,32 +81,6 @@ static void fill_tokens(int32_t *t, int n, unsigned seed)
 	}
 }
 
-/* The counter key of admin command cmd's result; with sub, of its map sub. */
-static uint64_t admin_u(const char *cmd, const char *sub, const char *key)
-{
-	client a;
-	cl_open(&a);
-	proto_buf b;
-	proto_buf_init(&b);
-	proto_admin ad = {.cmd = proto_s(cmd)};
-	assert_int_equal(proto_encode_admin(&b, &ad), 0);
-	cl_send_buf(&a, &b);
-	cl_expect(&a, PROTO_ADMIN_OK);
-	const proto_value *m = sub ? proto_value_get(a.m.admin_ok.result, sub) : a.m.admin_ok.result;
-	const proto_value *v = m ? proto_value_get(m, key) : NULL;
-	if (!v || v->type != PROTO_V_UINT)
-		fail_msg("%s has no counter '%s%s%s'", cmd, sub ? sub : "", sub ? "." : "", key);
-	const uint64_t u = v->u;
-	cl_close(&a);
-	return u;
-}
-
-/* admin status's counter key. */
-static uint64_t status_u(const char *key)
-{
-	return admin_u("status", NULL, key);
-}
-
 /* ---- a plain client, usable in a child without cmocka ---------------------- */
 
 /* Sends hello(name) and a greedy, non-streamed gen of tokens[n] on fd and
@@ -237,8 +211,8 @@ static void test_shared_system_prompt(void **state)
 	static answers on, off;
 	start_broker("{\"prefix_cache\": true}");
 	run_agents(&on);
-	const uint64_t evaluated = status_u("tokens_prompt");
-	const uint64_t hits = status_u("prefix_hit_tokens");
+	const uint64_t evaluated = status_u64("tokens_prompt");
+	const uint64_t hits = status_u64("prefix_hit_tokens");
 	const uint64_t bound = N_SYS + (uint64_t)N_AGENTS * N_Q + (uint64_t)N_AGENTS * LLAMA_KV_PAGE;
 	uint64_t sum_cached = 0;
 	int hit_agents = 0;
@@ -254,14 +228,14 @@ static void test_shared_system_prompt(void **state)
 	assert_int_equal(evaluated + hits, (uint64_t)N_AGENTS * (N_SYS + N_Q));
 	assert_int_equal(sum_cached, hits); /* done.n_cached adds up to the counter */
 	assert_true(hit_agents >= N_AGENTS - 1);
-	assert_int_equal(status_u("prefix_lookups"), N_AGENTS);
-	assert_true(status_u("prefix_pages_cached") >= N_SYS / LLAMA_KV_PAGE);
+	assert_int_equal(status_u64("prefix_lookups"), N_AGENTS);
+	assert_true(status_u64("prefix_pages_cached") >= N_SYS / LLAMA_KV_PAGE);
 
 	start_broker("{\"prefix_cache\": false}");
 	run_agents(&off);
-	assert_int_equal(status_u("tokens_prompt"), (uint64_t)N_AGENTS * (N_SYS + N_Q));
-	assert_int_equal(status_u("prefix_hit_tokens"), 0);
-	assert_int_equal(status_u("prefix_pages_cached"), 0);
+	assert_int_equal(status_u64("tokens_prompt"), (uint64_t)N_AGENTS * (N_SYS + N_Q));
+	assert_int_equal(status_u64("prefix_hit_tokens"), 0);
+	assert_int_equal(status_u64("prefix_pages_cached"), 0);
 	int distinct = 0;
 	for (int i = 0; i < N_AGENTS; i++) {
 		assert_int_equal(off.cached[i], 0);
@@ -368,18 +342,18 @@ static void test_trust_domains_respcache(void **state)
 	start_broker("{\"response_cache\": {\"enabled\": true}}");
 	open_socket_to_all();
 	gen_as_me("root-a", x, n);
-	assert_int_equal(status_u("cache_hits"), 0);
+	assert_int_equal(status_u64("cache_hits"), 0);
 	gen_as_me("root-b", x, n);
-	assert_int_equal(status_u("cache_hits"), 1); /* same uid: answered from the cache */
+	assert_int_equal(status_u64("cache_hits"), 1); /* same uid: answered from the cache */
 	gen_as_nobody(x, n);
-	assert_int_equal(status_u("cache_hits"), 1); /* other uid: generated */
+	assert_int_equal(status_u64("cache_hits"), 1); /* other uid: generated */
 	gen_as_nobody(x, n);
-	assert_int_equal(status_u("cache_hits"), 2); /* its own domain's answer */
+	assert_int_equal(status_u64("cache_hits"), 2); /* its own domain's answer */
 	/* herdctl cache: the same numbers, with the prefix pool's */
-	assert_int_equal(admin_u("cache", "response_cache", "hits"), 2);
-	assert_int_equal(admin_u("cache", "response_cache", "misses"), 2);
-	assert_int_equal(admin_u("cache", "response_cache", "entries"), 2);
-	assert_true(admin_u("cache", "prefix", "lookups") >= 2);
+	assert_int_equal(bh_admin_u("cache", "response_cache", "hits"), 2);
+	assert_int_equal(bh_admin_u("cache", "response_cache", "misses"), 2);
+	assert_int_equal(bh_admin_u("cache", "response_cache", "entries"), 2);
+	assert_true(bh_admin_u("cache", "prefix", "lookups") >= 2);
 	stop_broker();
 	char p[600];
 	snprintf(p, sizeof(p), "%s/respcache.mdb", W.dir);

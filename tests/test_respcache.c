@@ -182,26 +182,6 @@ static void same_text(const answer *a, const answer *b)
 	assert_int_equal(a->reason, b->reason);
 }
 
-/* A counter of `herdctl status` (an admin frame on a new connection). */
-static uint64_t status_u64(const char *key)
-{
-	client c;
-	cl_open(&c);
-	proto_buf b;
-	proto_buf_init(&b);
-	proto_admin ad = {.cmd = proto_s("status")};
-	assert_int_equal(proto_encode_admin(&b, &ad), 0);
-	cl_send_buf(&c, &b);
-	cl_expect(&c, PROTO_ADMIN_OK);
-	const proto_value *v = proto_value_get(c.m.admin_ok.result, key);
-	if (!v)
-		fail_msg("herdctl status has no counter '%s'", key);
-	const uint64_t x = v->type == PROTO_V_UINT ? v->u : v->type == PROTO_V_BOOL ? (uint64_t)v->b
-											  : (uint64_t)v->i;
-	cl_close(&c);
-	return x;
-}
-
 /* ---- the broker ------------------------------------------------------------ */
 
 static void write_conf(const char *json)
