@@ -5,6 +5,8 @@
 #include "broker_harness.h"
 
 #include <json-c/json.h>
+
+#include "json_get.h"
 #include <math.h>
 
 #include "broker/scheduler.h"
@@ -96,24 +98,6 @@ static char *herdctl(const char *args)
 	buf[n] = 0;
 	assert_int_equal(pclose(f), 0);
 	return buf;
-}
-
-static json_object *jget(json_object *o, const char *k)
-{
-	json_object *v = NULL;
-	if (!json_object_object_get_ex(o, k, &v))
-		fail_msg("key '%s' missing", k);
-	return v;
-}
-
-static int64_t jint(json_object *o, const char *k)
-{
-	return json_object_get_int64(jget(o, k));
-}
-
-static double jdbl(json_object *o, const char *k)
-{
-	return json_object_get_double(jget(o, k));
 }
 
 /* A latency block: ordered percentiles, buckets adding up to n. */

@@ -13,6 +13,8 @@
 #include "harness.h"
 
 #include <json-c/json.h>
+
+#include "json_get.h"
 #include <stdlib.h>
 
 #include "model/mkmodel.h"
@@ -27,24 +29,6 @@ static h_world bins; /* only the binaries' paths */
 static const char *herd_bin(void)
 {
 	return bins.herd;
-}
-
-static json_object *jget(json_object *o, const char *k)
-{
-	json_object *v = NULL;
-	if (!json_object_object_get_ex(o, k, &v))
-		fail_msg("key '%s' missing", k);
-	return v;
-}
-
-static int64_t jint(json_object *o, const char *k)
-{
-	return json_object_get_int64(jget(o, k));
-}
-
-static double jdbl(json_object *o, const char *k)
-{
-	return json_object_get_double(jget(o, k));
 }
 
 static void check_pcts(json_object *r, const char *key, int64_t n)
