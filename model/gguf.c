@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "herd/error.h"
+#include "kernels/gemm.h"
 
 #define GGUF_HEADER_SIZE 24      /* magic, version, n_tensors, n_kv */
 #define GGUF_MAX_NESTING 8       /* arrays of arrays: deeper is refused */
@@ -463,6 +464,11 @@ static int finish_tensors(gguf_ctx *ctx, char *err, size_t errlen)
 			return herd_errf(err, errlen, HERD_E_FORMAT,
 				       "tensor '%s': data offset %llu is not a multiple of the alignment %zu",
 				       nm, (unsigned long long)t->offset, a);
+		/* the row-interleaved layouts come in whole groups of KERN_R rows */
+		if (kern_type_is_r16(t->type) && (t->n_dims != 2 || t->ne[1] % KERN_R != 0))
+			return herd_errf(err, errlen, HERD_E_FORMAT,
+				       "tensor '%s': type %s needs a matrix of whole %d-row groups", nm,
+				       kern_type_name(t->type), KERN_R);
 		const size_t avail = ctx->size - ctx->data_offset;
 		if (ctx->data_offset > ctx->size || t->offset > avail || t->size > avail - t->offset)
 			return herd_errf(err, errlen, HERD_E_TRUNCATED,
@@ -571,6 +577,20 @@ fail:
 	return rc;
 }
 
+/* The row-interleaved types are herd's in-memory image layout: a file that
+ * claims one is not a GGUF any tool writes. */
+static int reject_image_types(const gguf_ctx *ctx, char *err, size_t errlen)
+{
+	char nb[96];
+	for (int64_t i = 0; i < ctx->n_tensors; i++)
+		if (kern_type_is_r16(ctx->tensors[i].type))
+			return herd_errf(err, errlen, HERD_E_UNSUPPORTED,
+				       "tensor '%s' has herd's image-only type %s, not a file type",
+				       safe_name(nb, sizeof(nb), ctx->tensors[i].name),
+				       kern_type_name(ctx->tensors[i].type));
+	return 0;
+}
+
 int gguf_open(gguf_ctx **out, const char *path, char *err, size_t errlen)
 {
 	int rc, fd = -1;
@@ -620,10 +640,15 @@ int gguf_open(gguf_ctx **out, const char *path, char *err, size_t errlen)
 	if (rc)
 		goto fail;
 	ctx->mapped = map != NULL;
+	map = NULL; /* ctx owns it now */
+	if ((rc = reject_image_types(ctx, msg, sizeof(msg))))
+		goto fail;
 	*out = ctx;
 	return 0;
 fail:
 	herd_errf(err, errlen, rc, "%s: %s", path, msg);
+	if (ctx)
+		gguf_close(ctx);
 	if (map)
 		munmap(map, size);
 	if (fd >= 0)

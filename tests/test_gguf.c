@@ -5,6 +5,7 @@
  * the llama.cpp fixtures when HERD_FIXTURES points at them. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -544,6 +546,50 @@ static void test_roundtrip(void **state)
 		free_data(data);
 		free(path);
 	}
+	rm_dir(dir);
+}
+
+/* herd's row-interleaved image layouts are never accepted from a file, and
+ * in memory only as whole groups of 16 rows */
+static void write_typed(const char *path, kern_type type, int64_t rows)
+{
+	gguf_writer *w;
+	char err[512];
+	const int64_t ne[2] = {32, rows};
+	uint8_t *buf = calloc((size_t)rows, 64);
+	assert_int_equal(gguf_writer_create(&w), 0);
+	assert_int_equal(gguf_writer_set_str(w, "general.architecture", "llama"), 0);
+	assert_int_equal(gguf_writer_add_tensor(w, "w", type, 2, ne, buf), 0);
+	if (gguf_writer_write(w, path, err, sizeof(err)))
+		fail_msg("write: %s", err);
+	gguf_writer_destroy(w);
+	free(buf);
+}
+
+static void test_image_types(void **state)
+{
+	(void)state;
+	char *dir = tmp_dir();
+	char path[4096], err[512];
+	snprintf(path, sizeof(path), "%s/r16.gguf", dir);
+	gguf_ctx *c;
+	write_typed(path, KERN_TYPE_Q4_0_R16, 16);
+	assert_int_equal(gguf_open(&c, path, err, sizeof(err)), HERD_E_UNSUPPORTED);
+	assert_non_null(strstr(err, "image-only type Q4_0_R16"));
+	write_typed(path, KERN_TYPE_Q8_0_R16, 17);
+	int fd = open(path, O_RDONLY);
+	struct stat st;
+	assert_int_equal(fstat(fd, &st), 0);
+	void *m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	assert_true(m != MAP_FAILED);
+	assert_int_equal(gguf_open_mem(&c, m, (size_t)st.st_size, err, sizeof(err)), HERD_E_FORMAT);
+	assert_non_null(strstr(err, "whole 16-row groups"));
+	munmap(m, (size_t)st.st_size);
+	close(fd);
+	write_typed(path, KERN_TYPE_Q4_0, 17); /* the plain type of any shape is fine */
+	assert_int_equal(gguf_open(&c, path, err, sizeof(err)), 0);
+	gguf_close(c);
+	unlink(path);
 	rm_dir(dir);
 }
 
@@ -1287,6 +1333,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),    cmocka_unit_test(test_copy_kv),
+		cmocka_unit_test(test_image_types),
 		cmocka_unit_test(test_versions),     cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_nested_arrays), cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_truncation),   cmocka_unit_test(test_mutation),
