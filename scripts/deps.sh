@@ -5,7 +5,9 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config liburing-dev libbpf-dev libmsgpack-dev
       liblmdb-dev libcmocka-dev libjson-c-dev python3
       clang libclang-rt-14-dev # clang + libFuzzer runtime: scripts/fuzz.sh
-      bpftool libelf-dev zlib1g-dev) # eBPF counters: clang -target bpf, bpftool (vmlinux.h, skeleton), libbpf
+      bpftool libelf-dev zlib1g-dev # eBPF counters: clang -target bpf, bpftool (vmlinux.h, skeleton), libbpf
+      gnuplot-nox # herd bench --report: the figures (PNG and SVG)
+      python3-msgpack) # the Python client (python/herd)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -29,6 +29,25 @@ int cli_int(const char *opt, const char *s, long lo, long hi, long *out)
 	return 0;
 }
 
+int cli_int_list(const char *opt, const char *s, long lo, long hi, long *out, int max, int *n)
+{
+	char buf[256];
+	const size_t len = s ? strlen(s) : 0;
+	int ok = len && len < sizeof(buf) && s[0] != ',' && s[len - 1] != ',' && !strstr(s, ",,");
+	*n = 0;
+	if (ok) {
+		snprintf(buf, sizeof(buf), "%s", s);
+		for (char *save = NULL, *t = strtok_r(buf, ",", &save); t && ok; t = strtok_r(NULL, ",", &save))
+			ok = *n < max && !cli_int(opt, t, lo, hi, &out[(*n)++]);
+	}
+	if (!ok) {
+		fprintf(stderr, "herd: %s expects N or a list N,N,... of at most %d integers in [%ld, %ld], "
+				"got '%s'\n", opt, max, lo, hi, s ? s : "(nothing)");
+		return -1;
+	}
+	return 0;
+}
+
 int cli_float(const char *opt, const char *s, double *out)
 {
 	char *end;

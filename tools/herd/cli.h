@@ -19,6 +19,8 @@ int cmd_agent(int argc, char **argv);
 
 /* Parses a whole decimal integer in [lo, hi] or prints an error naming opt. */
 int cli_int(const char *opt, const char *s, long lo, long hi, long *out);
+/* A comma-separated list of such integers (at most max) into out[*n]. */
+int cli_int_list(const char *opt, const char *s, long lo, long hi, long *out, int max, int *n);
 int cli_float(const char *opt, const char *s, double *out);
 uint64_t cli_u64_or(const char *s, int *ok);
 

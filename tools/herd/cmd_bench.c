@@ -14,12 +14,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "herd/error.h"
 #include "model/convert.h"
 #include "kernels/probe.h"
 #include "common/clock.h"
+#include "demo.h"
+#include "report.h"
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -49,6 +52,7 @@ struct bench {
 	int32_t *prompts; /* [B][p + 1], BOS first */
 	int32_t *next;    /* [B] */
 	float *logits;    /* [B][V] */
+	dvec steps;       /* ms of every decode step of the last repetition */
 };
 
 /* Prefills every sequence's prompt, sharing steps; returns seconds or < 0. */
@@ -95,7 +99,9 @@ static double bench_decode(struct bench *b, int *err)
 			b->batch[s] = (llama_batch_seq){&b->seqs[s], &b->next[s], 1, LLAMA_LOGITS_LAST,
 							b->logits + (size_t)s * b->V};
 		}
+		const double ts = clock_mono_s();
 		*err = llama_decode(b->c, b->batch, b->B);
+		dvec_push(&b->steps, (clock_mono_s() - ts) * 1e3);
 	}
 	return clock_mono_s() - t0;
 }
@@ -108,7 +114,8 @@ static void bench_reset(struct bench *b)
 
 static void bench_usage(void)
 {
-	fprintf(stderr, "usage: herd bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-b 1] [-r 3] [--json] [--no-probe]\n");
+	fprintf(stderr, "usage: herd bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-b 1[,B...]] [-r 3] [--json]\n"
+			"                  [--no-probe] [--report DIR]\n");
 }
 
 /* Constants of a run. */
@@ -118,9 +125,13 @@ static void bench_usage(void)
 #define BENCH_PROBE_REPS 3
 #define BENCH_PROBE_MAC_S 0.3         /* seconds of the int8 MAC probe */
 
+#define BENCH_MAX_BATCHES 16
+
 typedef struct bench_opts {
-	const char *model;
+	const char *model, *report;
 	long threads, p, n, reps, B;
+	long batches[BENCH_MAX_BATCHES]; /* -b B[,B...]: one measurement per size */
+	int n_batches;
 	int json, probe;
 } bench_opts;
 
@@ -133,19 +144,23 @@ static const struct bench_num_opt {
 	{.flag = "-t", .off = offsetof(bench_opts, threads), .lo = 0, .hi = 4096},
 	{.flag = "-p", .off = offsetof(bench_opts, p), .lo = 0, .hi = 1 << 16},
 	{.flag = "-n", .off = offsetof(bench_opts, n), .lo = 0, .hi = 1 << 16},
-	{.flag = "-b", .off = offsetof(bench_opts, B), .lo = 1, .hi = 4096},
 	{.flag = "-r", .off = offsetof(bench_opts, reps), .lo = 1, .hi = 1000},
 };
 
 /* 0, or 2 (the exit status) after a usage error has been printed. */
 static int bench_parse(int argc, char **argv, bench_opts *o)
 {
-	*o = (bench_opts){.p = 128, .n = 64, .reps = 3, .B = 1, .probe = 1};
+	*o = (bench_opts){.p = 128, .n = 64, .reps = 3, .B = 1, .batches = {1}, .n_batches = 1, .probe = 1};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
 		const struct bench_num_opt *num = NULL;
-		if (!strcmp(a, "-m") && next) {
-			o->model = argv[++i];
+		if ((!strcmp(a, "-m") || !strcmp(a, "--report")) && next) {
+			*(a[1] == 'm' ? &o->model : &o->report) = argv[++i];
+			continue;
+		} else if (!strcmp(a, "-b")) {
+			if (cli_int_list(a, next, 1, 4096, o->batches, BENCH_MAX_BATCHES, &o->n_batches))
+				return 2;
+			i++;
 			continue;
 		} else if (!strcmp(a, "--json")) {
 			o->json = 1;
@@ -170,6 +185,8 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
 		bench_usage();
 		return 2;
 	}
+	for (int k = 0; k < o->n_batches; k++)
+		o->B = o->batches[k] > o->B ? o->batches[k] : o->B;
 	if (o->B > 1 && o->p < 1) {
 		fprintf(stderr, "herd bench: -b needs a prompt (-p >= 1)\n");
 		return 2;
@@ -231,6 +248,7 @@ static void bench_free(struct bench *b)
 	free(b->prompts);
 	free(b->next);
 	free(b->logits);
+	free(b->steps.v);
 	llama_ctx_destroy(b->c);
 }
 
@@ -258,7 +276,9 @@ static double bench_generate_single(struct bench *b, int *err)
 	double t0 = clock_mono_s();
 	for (long i = 0; i < b->n && !*err; i++) {
 		b->batch[0] = (llama_batch_seq){&b->seqs[0], &b->next[0], 1, LLAMA_LOGITS_LAST, b->logits};
+		const double ts = clock_mono_s();
 		*err = llama_decode(b->c, b->batch, 1);
+		dvec_push(&b->steps, (clock_mono_s() - ts) * 1e3);
 		b->next[0] = argmax(b->logits, b->V);
 	}
 	return b->n / (clock_mono_s() - t0);
@@ -269,6 +289,7 @@ static double bench_generate_single(struct bench *b, int *err)
 static int bench_rep(struct bench *b, double *pp, double *tg)
 {
 	int err = 0;
+	b->steps.n = 0;
 	if (b->B == 1) {
 		/* llama-bench: pp and tg measured separately, tg from BOS */
 		if (b->p > 0) {
@@ -330,42 +351,96 @@ static void bench_report(const struct bench *b, const llama_model *m, const benc
 		       read_gbs);
 }
 
-int cmd_bench(int argc, char **argv)
+/* The run's figures for --report: one object with the decode step times. */
+static json_object *bench_run_json(const struct bench *b, const llama_model *m, double pps, double tgs)
 {
-	if (argc > 1 && !strcmp(argv[1], "serve")) /* the broker under load: cmd_bench_serve.c */
-		return cmd_bench_serve(argc - 1, argv + 1);
-	bench_opts o;
-	llama_model *m;
+	json_object *r = json_object_new_object();
+	uint64_t pss = 0, rss = 0;
+	proc_mem(getpid(), &pss, &rss);
+	json_object_object_add(r, "batch", json_object_new_int(b->B));
+	json_object_object_add(r, "p", json_object_new_int(b->p));
+	json_object_object_add(r, "n", json_object_new_int(b->n));
+	json_object_object_add(r, "threads", json_object_new_int(llama_ctx_n_threads(b->c)));
+	json_object_object_add(r, "isa", json_object_new_string(kern_isa_name(llama_ctx_isa(b->c))));
+	json_object_object_add(r, "prefill_tok_s", json_object_new_double(pps));
+	json_object_object_add(r, "decode_tok_s", json_object_new_double(tgs));
+	json_object_object_add(r, "decode_tok_s_per_seq", json_object_new_double(tgs / b->B));
+	json_object_object_add(r, "model_bytes", json_object_new_int64((int64_t)m->weight_bytes));
+	json_object_object_add(r, "pss_bytes", json_object_new_int64((int64_t)pss));
+	json_object_object_add(r, "rss_bytes", json_object_new_int64((int64_t)rss));
+	dvec st = b->steps;
+	json_object_object_add(r, "decode_step_ms_p50", json_object_new_double(pct(&st, 0.50)));
+	json_object_object_add(r, "decode_step_ms_p99", json_object_new_double(pct(&st, 0.99)));
+	json_object *smp = json_object_new_object();
+	json_object_object_add(smp, "decode_step_ms", report_samples(b->steps.v, b->steps.n));
+	json_object_object_add(r, "samples", smp);
+	return r;
+}
+
+/* One measurement at o->B sequences: printed, and added to runs when given. 0 or 1. */
+static int bench_one(llama_model *m, const bench_opts *o, json_object *runs)
+{
 	struct bench b = {0};
-	double *pp = NULL, *tg = NULL;
-	int rc = bench_parse(argc, argv, &o);
-	if (rc)
-		return rc;
-	if (bench_load(o.model, &m))
-		return 1;
-	rc = 1;
-	if (bench_create(&b, m, &o))
-		goto out;
-	pp = calloc((size_t)o.reps, sizeof(double));
-	tg = calloc((size_t)o.reps, sizeof(double));
-	if (!pp || !tg)
+	double *pp = calloc((size_t)o->reps, sizeof(double)), *tg = calloc((size_t)o->reps, sizeof(double));
+	int rc = 1;
+	if (!pp || !tg || bench_create(&b, m, o))
 		goto out;
 	bench_fill_prompts(&b, tok_bos(m->vocab));
 	int err = 0;
-	for (long r = 0; r < o.reps && !err; r++)
+	for (long r = 0; r < o->reps && !err; r++)
 		err = bench_rep(&b, &pp[r], &tg[r]);
 	bench_reset(&b);
 	if (err) {
 		fprintf(stderr, "herd bench: evaluation failed: %s\n", herd_strerror(err));
 		goto out;
 	}
-	bench_report(&b, m, &o, o.p > 0 ? median(pp, (int)o.reps) : 0,
-		     o.n > 0 ? median(tg, (int)o.reps) : 0);
+	const double pps = o->p > 0 ? median(pp, (int)o->reps) : 0;
+	const double tgs = o->n > 0 ? median(tg, (int)o->reps) : 0;
+	bench_report(&b, m, o, pps, tgs);
+	if (runs)
+		json_object_array_add(runs, bench_run_json(&b, m, pps, tgs));
 	rc = 0;
 out:
 	free(pp);
 	free(tg);
 	bench_free(&b);
+	return rc;
+}
+
+static const report_spec bench_spec = {
+	.title = "herd bench",
+	.x_key = "batch",
+	.x_title = "batch size",
+	.tput = {{"prefill_tok_s", "prompt processing tokens/s"}, {"decode_tok_s", "generation tokens/s"},
+		 {"decode_tok_s_per_seq", "generation tokens/s per sequence"}},
+	.tput_unit = "tokens/s",
+	.mem = {{"pss_bytes", "process PSS"}, {"rss_bytes", "process RSS"}, {"model_bytes", "weights"}},
+	.samples = {{"decode_step_ms", "decode step time"}},
+	.table = {{"p", "prompt"}, {"n", "generated"}, {"threads", "threads"}, {"isa", "kernels"},
+		  {"prefill_tok_s", "pp tok/s"}, {"decode_tok_s", "tg tok/s"},
+		  {"decode_step_ms_p50", "step p50 ms"}, {"decode_step_ms_p99", "step p99 ms"},
+		  {"pss_bytes", "PSS bytes"}},
+};
+
+int cmd_bench(int argc, char **argv)
+{
+	if (argc > 1 && !strcmp(argv[1], "serve")) /* the broker under load: cmd_bench_serve.c */
+		return cmd_bench_serve(argc - 1, argv + 1);
+	bench_opts o;
+	llama_model *m;
+	int rc = bench_parse(argc, argv, &o);
+	if (rc)
+		return rc;
+	if (bench_load(o.model, &m))
+		return 1;
+	json_object *runs = o.report ? json_object_new_array() : NULL;
+	for (int k = 0; k < o.n_batches && !rc; k++) {
+		o.B = o.batches[k];
+		rc = bench_one(m, &o, runs);
+	}
+	if (!rc && runs && report_write(o.report, &bench_spec, runs, argc, argv))
+		rc = 1;
+	json_object_put(runs);
 	llama_model_destroy(m);
 	return rc;
 }

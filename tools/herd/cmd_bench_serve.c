@@ -49,10 +49,15 @@
 #include "cli.h"
 #include "common/clock.h"
 #include "demo.h"
+#include "report.h"
+
+#define SERVE_MAX_LEVELS 16
 
 typedef struct serve_opts {
 	long agents, requests, duration_s, gen_len, shared_len, threads, max_batch;
-	const char *socket, *model, *model_name, *config, *prompt_len;
+	long levels[SERVE_MAX_LEVELS]; /* --agents N[,N...]: one run per level */
+	int n_levels;
+	const char *socket, *model, *model_name, *config, *prompt_len, *report;
 	double shared_frac, repeat_frac, rate;
 	int stream, attach;
 } serve_opts;
@@ -62,14 +67,14 @@ typedef struct serve_opts {
 static void serve_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: herd bench serve (--socket PATH | [-m MODEL]) [--model-name NAME] [--agents N]\n"
+		"usage: herd bench serve (--socket PATH | [-m MODEL]) [--model-name NAME] [--agents N[,N...]]\n"
 		"                        [--requests K | --duration S] [--prompt-len MIN[:MAX]]\n"
 		"                        [--gen-len N] [--shared-frac F --shared-len P]\n"
 		"                        [--repeat-frac F] [--rate R] [--stream] [--threads T]\n"
-		"                        [--max-batch B] [--config FILE] [--attach]\n"
+		"                        [--max-batch B] [--config FILE] [--attach] [--report DIR]\n"
 		"  --socket PATH        a running broker (else herdd is started on MODEL)\n"
 		"  -m MODEL             model for the broker started (default: the demo model)\n"
-		"  --agents N           agent processes (default 8)\n"
+		"  --agents N[,N...]    agent processes (default 8); a list runs once per count\n"
 		"  --requests K         requests per agent (default 4); --duration S: for S seconds\n"
 		"  --prompt-len MIN:MAX prompt tokens per request, uniform (default 32)\n"
 		"  --gen-len N          new tokens per request (default 16)\n"
@@ -79,7 +84,9 @@ static void serve_usage(FILE *f)
 		"  --rate R             Poisson arrivals, R requests/s per agent (default closed loop)\n"
 		"  --stream             stream every request (TTFT/TPOT from token arrivals)\n"
 		"  --attach             agents attach the shared image (as herd demo does)\n"
-		"Prints one JSON object.\n");
+		"  --report DIR         also write DIR/bench.json, DIR/report.md and figures\n"
+		"                       (PNG and SVG, drawn by gnuplot)\n"
+		"Prints one JSON object per run.\n");
 }
 
 /* A numeric or valued option; returns 1 when a took v, 0 when unknown, -1 on error. */
@@ -90,7 +97,6 @@ static int serve_opt(serve_opts *o, const char *a, const char *v)
 		size_t off;
 		long lo, hi;
 	} nums[] = {
-		{"--agents", offsetof(serve_opts, agents), 1, 900},
 		{"--requests", offsetof(serve_opts, requests), 1, 1 << 20},
 		{"--duration", offsetof(serve_opts, duration_s), 1, 7 * 86400},
 		{"--gen-len", offsetof(serve_opts, gen_len), 1, 1 << 16},
@@ -120,6 +126,7 @@ static int serve_opt(serve_opts *o, const char *a, const char *v)
 			 : !strcmp(a, "--model-name")		 ? &o->model_name
 			 : !strcmp(a, "--config")		 ? &o->config
 			 : !strcmp(a, "--prompt-len")		 ? &o->prompt_len
+			 : !strcmp(a, "--report")		 ? &o->report
 								 : NULL;
 	if (!s)
 		return 0;
@@ -133,11 +140,19 @@ static int serve_opt(serve_opts *o, const char *a, const char *v)
 
 static int serve_parse(int argc, char **argv, serve_opts *o)
 {
-	*o = (serve_opts){.agents = 8, .requests = 4, .gen_len = 16, .prompt_len = "32"};
+	*o = (serve_opts){.agents = 8, .levels = {8}, .n_levels = 1, .requests = 4, .gen_len = 16,
+			  .prompt_len = "32"};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-h") || !strcmp(a, "--help"))
 			return 1;
+		if (!strcmp(a, "--agents")) {
+			if (cli_int_list(a, v, 1, 900, o->levels, SERVE_MAX_LEVELS, &o->n_levels))
+				return -1;
+			o->agents = o->levels[0];
+			i++;
+			continue;
+		}
 		if (!strcmp(a, "--stream") || !strcmp(a, "--attach") || !strcmp(a, "--json")) {
 			if (a[2] == 's')
 				o->stream = 1;
@@ -312,7 +327,9 @@ static void report_memory(json_object *r, demo *d, json_object *status)
 	add_i(r, "agents_measured", n);
 }
 
-static int serve_report(const serve_opts *o, demo *d, double wall, json_object *before)
+/* Prints the run's report; *run: it, with the raw samples (for --report). */
+static int serve_report(const serve_opts *o, demo *d, double wall, json_object *before,
+			json_object **run)
 {
 	json_object *after = demo_herdctl(d, "batch"), *status = demo_herdctl(d, "status");
 	json_object *r = json_object_new_object();
@@ -341,21 +358,23 @@ static int serve_report(const serve_opts *o, demo *d, double wall, json_object *
 	printf("%s\n", json_object_to_json_string_ext(r, JSON_C_TO_STRING_PLAIN |
 							     JSON_C_TO_STRING_NOSLASHESCAPE));
 	fflush(stdout);
-	json_object_put(r);
+	json_object *smp = json_object_new_object();
+	json_object_object_add(smp, "latency_ms", report_samples(d->lat.v, d->lat.n));
+	json_object_object_add(smp, "ttft_ms", report_samples(d->ttft.v, d->ttft.n));
+	json_object_object_add(smp, "tpot_ms", report_samples(d->tpot.v, d->tpot.n));
+	json_object_object_add(r, "samples", smp);
+	*run = r;
 	json_object_put(after);
 	json_object_put(status);
 	const long done = d->req_ok + d->req_failed;
 	return d->req_failed == 0 && (!expected || done == expected) && d->req_ok > 0 ? 0 : 1;
 }
 
-int cmd_bench_serve(int argc, char **argv)
+/* One run at o->agents agents; *run: its report (NULL when it did not end). */
+static int serve_run(const serve_opts *op, json_object **run)
 {
-	serve_opts o;
-	int pr = serve_parse(argc, argv, &o);
-	if (pr) {
-		serve_usage(pr > 0 ? stdout : stderr);
-		return pr > 0 ? 0 : 2;
-	}
+	const serve_opts o = *op;
+	*run = NULL;
 	demo *d = calloc(1, sizeof(*d));
 	if (!d)
 		return 1;
@@ -379,9 +398,53 @@ int cmd_bench_serve(int argc, char **argv)
 	d->go_w = -1;
 	if (demo_pump(d, 1, o.duration_s ? (double)o.duration_s + DEMO_RUN_TIMEOUT_S
 					 : DEMO_RUN_TIMEOUT_S) == 0)
-		status = serve_report(&o, d, clock_mono_s() - t0, before);
+		status = serve_report(&o, d, clock_mono_s() - t0, before, run);
 	json_object_put(before);
 out:
 	herd_close(c);
 	return demo_cleanup(d, status);
+}
+
+static const report_spec serve_spec = {
+	.title = "herd bench serve",
+	.x_key = "agents",
+	.x_title = "agents",
+	.tput = {{"gen_tok_s", "generated tokens/s"}, {"requests_per_s", "requests/s"}},
+	.tput_unit = "per second",
+	.mem = {{"pss_broker_bytes", "broker PSS"}, {"pss_agents_bytes", "agents PSS"},
+		{"pss_total_bytes", "total PSS"}},
+	.samples = {{"latency_ms", "request latency"}, {"ttft_ms", "time to first token"},
+		    {"tpot_ms", "time per output token"}},
+	.table = {{"requests_ok", "requests"}, {"errors", "errors"}, {"gen_tok_s", "tok/s"},
+		  {"requests_per_s", "req/s"}, {"ttft_ms.p50", "TTFT p50 ms"},
+		  {"ttft_ms.p99", "TTFT p99 ms"}, {"tpot_ms.p50", "TPOT p50 ms"},
+		  {"latency_ms.p50", "latency p50 ms"}, {"latency_ms.p99", "latency p99 ms"},
+		  {"broker_steps.avg_batch", "avg batch"}, {"pss_total_bytes", "PSS bytes"}},
+};
+
+int cmd_bench_serve(int argc, char **argv)
+{
+	serve_opts o;
+	int pr = serve_parse(argc, argv, &o);
+	if (pr) {
+		serve_usage(pr > 0 ? stdout : stderr);
+		return pr > 0 ? 0 : 2;
+	}
+	json_object *runs = json_object_new_array();
+	int status = 0;
+	for (int l = 0; l < o.n_levels; l++) {
+		json_object *run;
+		o.agents = o.levels[l];
+		const int st = serve_run(&o, &run);
+		status = status ? status : st;
+		if (run)
+			json_object_array_add(runs, run);
+		if (st == DEMO_EXIT_INTERRUPTED || !run)
+			break;
+	}
+	if (o.report && json_object_array_length(runs) &&
+	    report_write(o.report, &serve_spec, runs, argc + 1, argv - 1))
+		status = status ? status : 1;
+	json_object_put(runs);
+	return status;
 }

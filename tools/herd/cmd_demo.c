@@ -62,7 +62,6 @@
 #define DEMO_REAP_MS 10000        /* wait for a process to exit, then SIGKILL */
 #define DEMO_TAIL_LINES 15        /* of each log shown after a failure */
 #define DEMO_NFTW_FDS 16          /* descriptors nftw may hold open */
-#define DEMO_EXIT_INTERRUPTED 130 /* 128 + SIGINT, as a shell reports it */
 
 int dvec_push(dvec *d, double x)
 {

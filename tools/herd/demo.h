@@ -82,6 +82,7 @@ int demo_cleanup(demo *d, int status);
 /* Runs herdctl --json ARGS against the broker; the parsed reply or NULL. */
 struct json_object *demo_herdctl(const demo *d, const char *args);
 
+#define DEMO_EXIT_INTERRUPTED 130 /* 128 + SIGINT, as a shell reports it */
 #define DEMO_RUN_TIMEOUT_S 3600 /* for every agent to finish its requests */
 
 #endif

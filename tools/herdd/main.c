@@ -12,6 +12,8 @@
  * cancel in-flight requests (agents get `done` reason "cancel"), exit 0.
  * SIGHUP is read from the same signalfd and ignored with a log line (the
  * configuration is read at start-up only): it never kills the broker.
+ * Under systemd socket activation (herd.socket) it serves the socket it was
+ * passed instead of binding one, and tells systemd when it is ready.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +34,7 @@
 #include "broker/pressure.h"
 #include "broker/respcache.h"
 #include "herd/error.h"
+#include "activation.h"
 
 static void usage(FILE *f)
 {
@@ -353,9 +356,19 @@ static int bind_socket(herdd *d)
 		fprintf(stderr, "herdd: sigprocmask: %s\n", strerror(errno));
 		return -1;
 	}
-	if (loop_listen(d->c.socket_path, &d->listen_fd, d->err, sizeof(d->err)))
+	char path[CFG_PATH_MAX];
+	if (activation_listen_fd(&d->listen_fd, path, sizeof(path), d->err, sizeof(d->err)))
 		return fail_msg(d->err);
-	d->bound = stat(d->c.socket_path, &d->sock_st) == 0;
+	if (d->listen_fd >= 0) { /* systemd's socket: its file is not ours to remove */
+		if (path[0] && cfg_set_str(&d->c.socket_path, path))
+			return fail_msg("out of memory");
+		blog_msg(&d->log, BLOG_INFO, "socket activation: serving the socket systemd passed (%s)",
+			 path[0] ? path : "unnamed");
+	} else if (loop_listen(d->c.socket_path, &d->listen_fd, d->err, sizeof(d->err))) {
+		return fail_msg(d->err);
+	} else {
+		d->bound = stat(d->c.socket_path, &d->sock_st) == 0;
+	}
 	int rc = d->a.daemon ? daemonize(&d->ready_fd) : 0;
 	if (rc) {
 		fprintf(stderr, "herdd: cannot daemonize: %s\n", strerror(-rc));
@@ -566,7 +579,9 @@ int main(int argc, char **argv)
 		status = pr > 0 ? 0 : 1;
 	} else if (!apply_args(&d) && !check_start(&d) && !bind_socket(&d) && !start(&d)) {
 		report_ready(&d.ready_fd, 1);
+		activation_notify("READY=1");
 		status = loop_run(d.lp) ? 1 : 0;
+		activation_notify("STOPPING=1");
 		blog_msg(&d.log, BLOG_INFO, "stopped");
 	}
 	herdd_fini(&d);
