@@ -1012,6 +1012,10 @@ static int prefix_wait(sched *s, sreq *q)
 		return 0;
 	const int m = llama_prefix_probe(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->n_blk,
 					 &q->n_idle);
+	int tail_idle = 0; /* a partly matching block is mapped too (out of the pool) */
+	llama_prefix_probe_tail(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->gen.n_prompt, m,
+				&tail_idle);
+	q->n_idle += tail_idle;
 	q->n_match = m;
 	if (m >= q->n_blk)
 		return 0;
