@@ -1453,21 +1453,28 @@ static void plan_prefill(sched *s, step_plan *p)
 	if (p->sized && budget > p->pre_cap)
 		budget = p->pre_cap;
 	int joins = 0;
-	for (int i = 0; i < s->running.n && budget > 0; i++) {
+	for (int i = 0; i < s->running.n && p->T < s->max_step; i++) {
 		sreq *q = s->running.v[i];
 		if (q->pending >= 0 || q->n_fed >= q->gen.n_prompt)
 			continue;
-		if (p->sized && joins++ >= p->room && q->ag->running > 1)
+		const int only = q->ag->running <= 1; /* its agent's only sequence */
+		if (p->sized && joins++ >= p->room && !only)
+			continue;
+		int cap = budget;
+		if (p->sized && only && cap < SCHED_MIN_PREFILL) /* it always starts */
+			cap = s->max_step - p->T < SCHED_MIN_PREFILL ? s->max_step - p->T
+								     : SCHED_MIN_PREFILL;
+		if (cap <= 0)
 			continue;
 		int chunk = q->gen.n_prompt - q->n_fed;
-		if (chunk > budget)
-			chunk = budget;
+		if (chunk > cap)
+			chunk = cap;
 		const int last = q->n_fed + chunk == q->gen.n_prompt;
 		s->batch[p->n] = (llama_batch_seq){&q->seq, q->gen.prompt + q->n_fed, chunk,
 						   last ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE,
 						   last ? q->logits : NULL};
 		s->batch_req[p->n++] = q;
-		budget -= chunk;
+		budget = budget > chunk ? budget - chunk : 0;
 		p->T += chunk;
 		p->n_pre++;
 		p->pre_tok += chunk;
