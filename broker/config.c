@@ -24,6 +24,7 @@ void cfg_init(cfg *c)
 	c->dynamic_batching = 1;
 	c->priority_threshold = 10;
 	c->prefill_chunk = 128;
+	c->max_decode_delay_ms = 1000;
 	c->max_tokens = 4096;
 	c->prefix_cache = 1;
 	c->preload_confidence = 0.6;
@@ -302,6 +303,8 @@ static const cfg_int_key batch_ints[] = {
 	{.name = "priority_threshold", .off = offsetof(cfg, priority_threshold), .type = CFG_T_INT,
 	 .lo = -1000000, .hi = 1000000},
 	{.name = "target_tpot_ms", .off = offsetof(cfg, target_tpot_ms), .type = CFG_T_INT,
+	 .lo = 0, .hi = 600000},
+	{.name = "max_decode_delay_ms", .off = offsetof(cfg, max_decode_delay_ms), .type = CFG_T_INT,
 	 .lo = 0, .hi = 600000},
 };
 
@@ -812,14 +815,15 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 				if (!handled)
 					return herd_errf(err, errlen, HERD_E_FORMAT,
 							"unknown key '%s' (known: max_batch_size, max_wait_time_ms, "
-							"dynamic_batching, priority_threshold, target_tpot_ms)",
+							"dynamic_batching, priority_threshold, target_tpot_ms, "
+							"max_decode_delay_ms)",
 							key);
 			}
 		} else
 			return herd_errf(err, errlen, HERD_E_FORMAT,
 					"unknown key '%s' (known: socket, models, threads, cpu_affinity, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
-					"priority_threshold, target_tpot_ms, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, "
+					"priority_threshold, target_tpot_ms, max_decode_delay_ms, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, "
 					"max_memory_mb, preload_confidence, preload, catalog_flush_ms, limits, agents, "
 					"prefix_cache, prefix_sharing, response_cache, pressure)",
 					k);

@@ -19,7 +19,9 @@
  *       "max_wait_time_ms": 2,
  *       "dynamic_batching": true,
  *       "priority_threshold": 10,
- *       "target_tpot_ms": 0       p95 time per output token to hold; 0 = none
+ *       "target_tpot_ms": 0,      p95 time per output token to hold; 0 = none
+ *       "max_decode_delay_ms": 1000 without a target: prompts are prefilled first,
+ *                                 a generating sequence waits at most this long; 0 = off
  *     },
  *     "ctx_size": 0,              positions per sequence; 0 = the model's
  *     "kv_cache_mb": 0,           KV pool per model; 0 = max_batch_size x ctx_size, capped at 1 GiB
@@ -187,6 +189,7 @@ typedef struct cfg {
 	int max_batch_size;     /* default 32; CFG_BATCH_AUTO_MAX when batch_auto */
 	int batch_auto;         /* max_batch_size "auto" */
 	int target_tpot_ms;     /* default 0: no latency target */
+	int max_decode_delay_ms; /* default 1000: prefill first (scheduler.h); 0 = off */
 	int max_wait_time_ms;   /* default 2 */
 	int dynamic_batching;   /* default 1 */
 	int priority_threshold; /* default 10 */

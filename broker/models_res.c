@@ -254,6 +254,7 @@ static int res_sched_start(models_entry *e, const models_opts *o, respcache *rca
 			 .dynamic_batching = c->dynamic_batching, .priority_threshold = c->priority_threshold,
 			 .prefill_chunk = c->prefill_chunk, .max_tokens = c->max_tokens,
 			 .target_tpot_ms = c->target_tpot_ms,
+			 .max_decode_delay_ms = c->max_decode_delay_ms,
 			 .max_running_per_agent = c->agents.max_running > 0 ? c->agents.max_running
 			 : (c->max_batch_size / 4 > 0 ? c->max_batch_size / 4 : 1),
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,

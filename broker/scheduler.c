@@ -140,6 +140,7 @@ struct sched {
 	double t_first_use;     /* when the oldest queued use was queued */
 	int32_t *step_tok;      /* scratch: step token storage (decode tokens) */
 	int target_ms;          /* sched_opts.target_tpot_ms; <= 0: no step sizing */
+	int decode_delay_ms;    /* sched_opts.max_decode_delay_ms; <= 0: no prefill first */
 	bsz_model cost;         /* step time model (fitted only with a target) */
 	bsz_ctl ctl;            /* recent gaps between decoding steps, the budget */
 	double t_dec;           /* ms: end of the last step that decoded, while
@@ -1012,6 +1013,10 @@ static int prefix_wait(sched *s, sreq *q)
 		return 0;
 	const int m = llama_prefix_probe(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->n_blk,
 					 &q->n_idle);
+	int tail_idle = 0; /* a partly matching block is mapped too (out of the pool) */
+	llama_prefix_probe_tail(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->gen.n_prompt, m,
+				&tail_idle);
+	q->n_idle += tail_idle;
 	q->n_match = m;
 	if (m >= q->n_blk)
 		return 0;
@@ -1384,7 +1389,28 @@ typedef struct step_plan {
 	int rows;   /* pending sequences that decode: s->cand[0 .. rows) */
 	int pre_cap;/* prompt tokens at most */
 	int room;   /* sequences that may be prefilling (new ones joining) */
+	/* without a target: */
+	int pf;     /* prefill first (prefill_first): decode rows only when overdue,
+		     * or in the room the prompt chunks leave */
+	double t0;  /* when the step is planned */
 } step_plan;
+
+/* Prefill first: with max_decode_delay_ms set, no target, and a running
+ * sequence still in its prompt, except while requests wait for a slot of a
+ * full batch (decoding is what frees one). */
+static int prefill_first(const sched *s)
+{
+	if (s->decode_delay_ms <= 0 || s->target_ms > 0)
+		return 0;
+	if (s->waiting.n > 0 && s->running.n >= s->max_batch)
+		return 0;
+	for (int i = 0; i < s->running.n; i++) {
+		const sreq *q = s->running.v[i];
+		if (q->pending < 0 && q->n_fed < q->gen.n_prompt)
+			return 1;
+	}
+	return 0;
+}
 
 /* Under a latency target: sizes the step from the cost model and the
  * budget (broker/batchsize.h) and orders the pending sequences in s->cand,
@@ -1430,9 +1456,25 @@ static void plan_decode(sched *s, step_plan *p)
 			plan_token(s, p, s->running.v[s->cand[k].idx]);
 		return;
 	}
-	for (int i = 0; i < s->running.n && p->T < s->max_step; i++)
-		if (s->running.v[i]->pending >= 0)
-			plan_token(s, p, s->running.v[i]);
+	p->pf = prefill_first(s);
+	for (int i = 0; i < s->running.n && p->T < s->max_step; i++) {
+		sreq *q = s->running.v[i];
+		if (q->pending >= 0 && (!p->pf || p->t0 - q->t_last >= s->decode_delay_ms))
+			plan_token(s, p, q);
+	}
+}
+
+/* Prefill first: the room the prompt chunks left goes to the generating
+ * sequences that are not overdue yet. */
+static void plan_fill(sched *s, step_plan *p)
+{
+	if (!p->pf)
+		return;
+	for (int i = 0; i < s->running.n && p->T < s->max_step; i++) {
+		sreq *q = s->running.v[i];
+		if (q->pending >= 0 && q->last_dec != s->st.steps + 1)
+			plan_token(s, p, q);
+	}
 }
 
 /* Prompt chunks, first admitted first, within the step's token budget
@@ -1449,21 +1491,28 @@ static void plan_prefill(sched *s, step_plan *p)
 	if (p->sized && budget > p->pre_cap)
 		budget = p->pre_cap;
 	int joins = 0;
-	for (int i = 0; i < s->running.n && budget > 0; i++) {
+	for (int i = 0; i < s->running.n && p->T < s->max_step; i++) {
 		sreq *q = s->running.v[i];
 		if (q->pending >= 0 || q->n_fed >= q->gen.n_prompt)
 			continue;
-		if (p->sized && joins++ >= p->room && q->ag->running > 1)
+		const int only = q->ag->running <= 1; /* its agent's only sequence */
+		if (p->sized && joins++ >= p->room && !only)
+			continue;
+		int cap = budget;
+		if (p->sized && only && cap < SCHED_MIN_PREFILL) /* it always starts */
+			cap = s->max_step - p->T < SCHED_MIN_PREFILL ? s->max_step - p->T
+								     : SCHED_MIN_PREFILL;
+		if (cap <= 0)
 			continue;
 		int chunk = q->gen.n_prompt - q->n_fed;
-		if (chunk > budget)
-			chunk = budget;
+		if (chunk > cap)
+			chunk = cap;
 		const int last = q->n_fed + chunk == q->gen.n_prompt;
 		s->batch[p->n] = (llama_batch_seq){&q->seq, q->gen.prompt + q->n_fed, chunk,
 						   last ? LLAMA_LOGITS_LAST : LLAMA_LOGITS_NONE,
 						   last ? q->logits : NULL};
 		s->batch_req[p->n++] = q;
-		budget -= chunk;
+		budget = budget > chunk ? budget - chunk : 0;
 		p->T += chunk;
 		p->n_pre++;
 		p->pre_tok += chunk;
@@ -1521,9 +1570,10 @@ static void sample_step(sched *s, const step_plan *p, double t)
 static void step(sched *s)
 {
 	const double t0 = clock_mono_ms();
-	step_plan p = {0};
+	step_plan p = {.t0 = t0};
 	plan_decode(s, &p);
 	plan_prefill(s, &p);
+	plan_fill(s, &p);
 	if (p.n == 0)
 		return;
 	int rc = llama_decode(s->ctx, s->batch, p.n);
@@ -1764,6 +1814,7 @@ int sched_create(sched **out, const sched_opts *o)
 	s->max_running_agent = o->max_running_per_agent;
 	s->prefill_chunk = o->prefill_chunk > 0 ? o->prefill_chunk : SCHED_DEFAULT_PREFILL_CHUNK;
 	s->target_ms = o->target_tpot_ms;
+	s->decode_delay_ms = o->max_decode_delay_ms > 0 ? o->max_decode_delay_ms : 0;
 	bsz_model_init(&s->cost);
 	bsz_ctl_init(&s->ctl, s->target_ms > 0 ? s->target_ms : 0);
 	s->max_tokens = o->max_tokens;

@@ -101,6 +101,9 @@ typedef struct sched_opts {
 	int max_tokens;         /* cap on a request's max_tokens; <= 0: none */
 	int target_tpot_ms;     /* > 0: size each step to hold the p95 time per
 				 * output token under it (broker/batchsize.h) */
+	int max_decode_delay_ms; /* without a target: > 0 prefill first, a generating
+				 * sequence waiting at most about this long for its
+				 * next token (see 4. above); 0: it decodes in every step */
 	int wake_fd;            /* eventfd written when events are posted; < 0: none */
 	const blog *log;        /* may be NULL; step lines at BLOG_DEBUG */
 	const char *name;       /* model name for log lines; copied */

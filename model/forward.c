@@ -231,6 +231,30 @@ int llama_prefix_probe(const llama_ctx *c, uint64_t seed, const uint64_t *hashes
 	return m;
 }
 
+/* The published page after the m full blocks of tokens[n] whose block
+ * starts as the rest of tokens does (at most n - 1 - m * LLAMA_KV_PAGE
+ * positions: the last token is always evaluated), or -1; *k its length. */
+static int32_t prefix_tail(const llama_ctx *c, uint64_t parent, const int32_t *tokens, int n,
+			   int m, int *k)
+{
+	*k = 0;
+	const int left = n - 1 - m * LLAMA_KV_PAGE;
+	if (left < 1)
+		return -1;
+	return kv_pool_find_prefix(&c->kv, parent, tokens + (size_t)m * LLAMA_KV_PAGE, left, k);
+}
+
+int llama_prefix_probe_tail(const llama_ctx *c, uint64_t seed, const uint64_t *hashes,
+			    const int32_t *tokens, int n, int m, int *idle)
+{
+	int k = 0;
+	const int32_t pg = hashes ? prefix_tail(c, m > 0 ? hashes[m - 1] : seed, tokens, n, m, &k)
+				  : -1;
+	if (idle)
+		*idle = pg >= 0 && c->kv.ref[pg] == 0;
+	return pg >= 0 ? k : 0;
+}
+
 int llama_seq_begin_prefix(llama_ctx *c, llama_seq *s, uint64_t seed, const uint64_t *hashes,
 			   const int32_t *tokens, int n)
 {
@@ -253,7 +277,17 @@ int llama_seq_begin_prefix(llama_ctx *c, llama_seq *s, uint64_t seed, const uint
 	s->seed = seed;
 	s->chain = parent;
 	s->n_past = m * LLAMA_KV_PAGE;
-	if (s->n_past == n) { /* all cached: the last token again, into a copy */
+	int k = 0;
+	const int32_t tail = hashes ? prefix_tail(c, parent, tokens, n, m, &k) : -1;
+	if (tail >= 0) {
+		/* the block after the cached ones begins as another sequence's
+		 * published block: map it too, copied before the first write */
+		kv_pool_retain(&c->kv, tail);
+		s->pages[m] = tail;
+		s->n_pages = s->n_mapped = m + 1;
+		s->n_past += k;
+		memcpy(s->blk, tokens + (size_t)m * LLAMA_KV_PAGE, sizeof(int32_t) * (size_t)k);
+	} else if (s->n_past == n) { /* all cached: the last token again, into a copy */
 		s->n_past = n - 1;
 		s->chain = m >= 2 ? hashes[m - 2] : seed;
 		memcpy(s->blk, tokens + (size_t)(m - 1) * LLAMA_KV_PAGE, sizeof(int32_t) * (LLAMA_KV_PAGE - 1));

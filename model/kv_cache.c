@@ -26,16 +26,18 @@ int kv_pool_init(kv_pool *p, int n_layer, int kv_dim, int page_tokens, int n_pag
 	p->parent = calloc(np, sizeof(uint64_t));
 	p->tok = calloc(np * (size_t)page_tokens, sizeof(int32_t));
 	p->hnext = malloc(sizeof(int32_t) * np);
+	p->pnext = malloc(sizeof(int32_t) * np);
 	p->lru_prev = malloc(sizeof(int32_t) * np);
 	p->lru_next = malloc(sizeof(int32_t) * np);
 	p->buckets = malloc(sizeof(int32_t) * p->n_buckets);
+	p->pbuckets = malloc(sizeof(int32_t) * p->n_buckets);
 	if (!p->data || !p->free_ids || !p->ref || !p->hashed || !p->hash || !p->parent || !p->tok ||
-	    !p->hnext || !p->lru_prev || !p->lru_next || !p->buckets) {
+	    !p->hnext || !p->pnext || !p->lru_prev || !p->lru_next || !p->buckets || !p->pbuckets) {
 		kv_pool_fini(p);
 		return -ENOMEM;
 	}
 	for (uint32_t i = 0; i < p->n_buckets; i++)
-		p->buckets[i] = -1;
+		p->buckets[i] = p->pbuckets[i] = -1;
 	p->lru_head = p->lru_tail = -1;
 	/* A key nobody outside the process knows; a fixed one if the kernel
 	 * has no entropy to give (hashes then stay correct, only guessable). */
@@ -60,9 +62,11 @@ void kv_pool_fini(kv_pool *p)
 	free(p->parent);
 	free(p->tok);
 	free(p->hnext);
+	free(p->pnext);
 	free(p->lru_prev);
 	free(p->lru_next);
 	free(p->buckets);
+	free(p->pbuckets);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -99,13 +103,19 @@ static uint32_t bucket_of(const kv_pool *p, uint64_t hash)
 	return (uint32_t)(hash ^ (hash >> 32)) & (p->n_buckets - 1);
 }
 
+/* Takes page out of the chain starting at *link, linked through next[]. */
+static void chain_unlink(int32_t *link, int32_t *next, int32_t page)
+{
+	while (*link >= 0 && *link != page)
+		link = &next[*link];
+	if (*link == page)
+		*link = next[page];
+}
+
 static void unhash(kv_pool *p, int32_t page)
 {
-	int32_t *link = &p->buckets[bucket_of(p, p->hash[page])];
-	while (*link >= 0 && *link != page)
-		link = &p->hnext[*link];
-	if (*link == page)
-		*link = p->hnext[page];
+	chain_unlink(&p->buckets[bucket_of(p, p->hash[page])], p->hnext, page);
+	chain_unlink(&p->pbuckets[bucket_of(p, p->parent[page])], p->pnext, page);
 	p->hashed[page] = 0;
 }
 
@@ -164,10 +174,35 @@ int kv_pool_publish(kv_pool *p, int32_t page, uint64_t parent, uint64_t hash,
 	p->hash[page] = hash;
 	p->parent[page] = parent;
 	memcpy(p->tok + (size_t)page * p->page_tokens, tokens, sizeof(int32_t) * (size_t)p->page_tokens);
-	const uint32_t b = bucket_of(p, hash);
+	const uint32_t b = bucket_of(p, hash), pb = bucket_of(p, parent);
 	p->hnext[page] = p->buckets[b];
 	p->buckets[b] = page;
+	p->pnext[page] = p->pbuckets[pb];
+	p->pbuckets[pb] = page;
 	return 1;
+}
+
+int32_t kv_pool_find_prefix(const kv_pool *p, uint64_t parent, const int32_t *tokens, int n,
+			    int *k)
+{
+	int32_t best = -1;
+	int best_k = 0;
+	if (n > p->page_tokens - 1)
+		n = p->page_tokens - 1;
+	for (int32_t i = p->pbuckets[bucket_of(p, parent)]; i >= 0 && best_k < n; i = p->pnext[i]) {
+		if (p->parent[i] != parent)
+			continue;
+		const int32_t *t = p->tok + (size_t)i * p->page_tokens;
+		int j = 0;
+		while (j < n && t[j] == tokens[j])
+			j++;
+		if (j > best_k) {
+			best = i;
+			best_k = j;
+		}
+	}
+	*k = best_k;
+	return best;
 }
 
 int32_t kv_pool_cow(kv_pool *p, int32_t page)

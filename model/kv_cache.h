@@ -46,8 +46,10 @@ typedef struct kv_pool {
 	uint64_t *hash, *parent;
 	int32_t *tok;      /* [n_pages][page_tokens]: the block's tokens */
 	int32_t *hnext;    /* hash bucket chain */
+	int32_t *pnext;    /* chain of the pages published after one parent */
 	int32_t *lru_prev, *lru_next; /* cached (hashed, unreferenced) pages */
 	int32_t *buckets;  /* [n_buckets] first page of each chain, -1 none */
+	int32_t *pbuckets; /* [n_buckets] the same by parent hash (kv_pool_find_prefix) */
 	uint32_t n_buckets; /* power of two */
 	int lru_head, lru_tail; /* oldest, newest; -1 when empty */
 	int n_cached;      /* pages in the LRU list */
@@ -79,6 +81,14 @@ uint64_t kv_hash_block(const kv_pool *p, uint64_t parent, const int32_t *tokens)
 /* The page published as (parent, hash) with these tokens, or -1. Takes no
  * reference. */
 int32_t kv_pool_find(const kv_pool *p, uint64_t parent, uint64_t hash, const int32_t *tokens);
+/* The published page after parent whose block starts with the longest run
+ * of tokens[0..n) (n < page_tokens), or -1 when no block starts with
+ * tokens[0]; *k gets the run's length. Takes no reference. A page holding a
+ * block that shares only its first k tokens still holds valid K and V for
+ * those k positions (a position's K and V depend only on the positions up
+ * to it), so a sequence may map it and go on from position k after a copy. */
+int32_t kv_pool_find_prefix(const kv_pool *p, uint64_t parent, const int32_t *tokens, int n,
+			    int *k);
 /* Publishes full page (referenced, written) as the block tokens after
  * parent. Returns 1 when published, 0 when the page already is or another
  * page holds that block (the page then stays private). */

@@ -158,8 +158,17 @@ void llama_prefix_hashes(const llama_ctx *c, uint64_t seed, const int32_t *token
  * pages no sequence holds (mapping them takes them out of the pool). */
 int llama_prefix_probe(const llama_ctx *c, uint64_t seed, const uint64_t *hashes,
 		       const int32_t *tokens, int n_blocks, int *n_idle);
+/* After the m cached leading blocks (llama_prefix_probe) of tokens[n]: how
+ * many more positions a published block that starts as tokens' next block
+ * does serves (0 when none or hashes is NULL; at most n - 1 - m *
+ * LLAMA_KV_PAGE), *idle (may be NULL) 1 when no sequence holds that page. */
+int llama_prefix_probe_tail(const llama_ctx *c, uint64_t seed, const uint64_t *hashes,
+			    const int32_t *tokens, int n, int m, int *idle);
 /* Begins empty s (n_past 0) as a publishing sequence of seed and maps the
- * cached leading blocks of tokens[n] into it (none when hashes is NULL). n_past becomes the positions
+ * cached leading blocks of tokens[n] into it (none when hashes is NULL),
+ * then the published block that starts with the longest run of the next
+ * tokens, if any (llama_prefix_probe_tail: a partial match, copied before s
+ * writes into it). n_past becomes the positions
  * served from the cache, at most n - 1 (the last prompt token is always
  * evaluated: its logits are needed); the caller feeds tokens[n_past..n).
  * Returns n_past, HERD_E_INVAL (s not empty, n < 1) or -ENOMEM. */

@@ -501,6 +501,7 @@ static void test_config_batch_target(void **state)
 	char err[512] = "";
 	cfg_init(&c);
 	assert_int_equal(c.target_tpot_ms, 0);
+	assert_int_equal(c.max_decode_delay_ms, 1000);
 	assert_int_equal(c.batch_auto, 0);
 	assert_int_equal(c.max_batch_size, 32);
 	assert_int_equal(cfg_parse_json(&c, "{\"batch\": {\"max_batch_size\": \"auto\", "
@@ -515,6 +516,9 @@ static void test_config_batch_target(void **state)
 	assert_int_equal(c.target_tpot_ms, 0);
 	assert_int_equal(cfg_parse_json(&c, "{\"max_batch_size\": \"auto\"}", err, sizeof(err)), 0);
 	assert_int_equal(c.batch_auto, 1);
+	assert_int_equal(cfg_parse_json(&c, "{\"batch\": {\"max_decode_delay_ms\": 0}}", err,
+					sizeof(err)), 0);
+	assert_int_equal(c.max_decode_delay_ms, 0);
 	static const struct { const char *json, *key; } bad[] = {
 		{"{\"max_batch_size\": \"big\"}", "'max_batch_size'"},
 		{"{\"batch\": {\"max_batch_size\": \"AUTO\"}}", "'batch.max_batch_size'"},
@@ -523,6 +527,8 @@ static void test_config_batch_target(void **state)
 		{"{\"target_tpot_ms\": -1}", "'target_tpot_ms'"},
 		{"{\"batch\": {\"target_tpot_ms\": \"fast\"}}", "'batch.target_tpot_ms'"},
 		{"{\"target_tpot_ms\": 600001}", "'target_tpot_ms'"},
+		{"{\"max_decode_delay_ms\": -1}", "'max_decode_delay_ms'"},
+		{"{\"batch\": {\"max_decode_delay_ms\": true}}", "'batch.max_decode_delay_ms'"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = 0;

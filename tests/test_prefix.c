@@ -1,7 +1,8 @@
 /* Prefix sharing of KV pages at the model level (model/kv_cache.h,
  * model/llama.h): the page pool's reference counts, LRU pool and eviction;
  * sequences that map a cached prefix give the same logits as sequences that
- * evaluated everything; copy-on-write at a shared partial page; a sequence
+ * evaluated everything; copy-on-write at a shared partial page; a block
+ * that matches only in its first tokens is mapped too; a sequence
  * never fails for lack of pages while cached pages can be evicted. On the
  * mini model the suite makes itself. */
 #include <setjmp.h>
@@ -298,6 +299,65 @@ static void test_cow_divergent_partial_page(void **state)
 	llama_ctx_destroy(c);
 }
 
+/* B's prompt shares A's first block and the first 5 tokens of A's second
+ * (published) block: B maps both, goes on from position P + 5 in a copy of
+ * the second page, and its logits equal those of a sequence forked from A
+ * at P + 5 (the same K and V for the shared positions); A's page and A's
+ * logits stay unchanged, and no other trust domain gets the match. */
+static void test_partial_block_match(void **state)
+{
+	(void)state;
+	const int V = M->hp.n_vocab, F = P + 5, NB = 2 * P + 3;
+	llama_ctx *c = ctx_new(64);
+	int32_t ta[2 * P + 3], tb[2 * P + 3];
+	fill_tokens(ta, 2 * P + 3, 21);
+	memcpy(tb, ta, sizeof(int32_t) * F);
+	fill_tokens(tb + F, NB - F, 22);
+	float *l = malloc(sizeof(float) * V), *ra = malloc(sizeof(float) * V);
+	float *rb = malloc(sizeof(float) * V);
+	const int chunks[] = {2 * P, 0};
+	llama_seq s, f;
+	llama_seq_init(&s);
+	llama_seq_init(&f);
+	feed(c, &s, ta, 2 * P, chunks, l); /* references: A plain, B forked from it */
+	assert_int_equal(llama_seq_fork(c, &f, &s, F), 0);
+	feed(c, &f, tb, NB, NULL, rb);
+	feed(c, &s, ta, 2 * P + 3, NULL, ra);
+	llama_seq_reset(c, &s);
+	llama_seq_reset(c, &f);
+	const uint64_t seed = llama_prefix_seed(c, "digest", 6, 3);
+	uint64_t ha[2], hb[2];
+	llama_prefix_hashes(c, seed, ta, 2 * P, ha);
+	llama_prefix_hashes(c, seed, tb, NB, hb);
+	llama_seq a, b;
+	llama_seq_init(&a);
+	llama_seq_init(&b);
+	assert_int_equal(llama_seq_begin_prefix(c, &a, seed, ha, ta, 2 * P), 0);
+	feed(c, &a, ta, 2 * P, chunks, l);
+	int idle = -1;
+	assert_int_equal(llama_prefix_probe(c, seed, hb, tb, 2, NULL), 1);
+	assert_int_equal(llama_prefix_probe_tail(c, seed, hb, tb, NB, 1, &idle), 5);
+	assert_int_equal(idle, 0); /* A holds it */
+	assert_int_equal(llama_prefix_probe_tail(c, seed ^ 1, hb, tb, NB, 0, NULL), 0);
+	assert_int_equal(llama_seq_begin_prefix(c, &b, seed, hb, tb, NB), F);
+	const int32_t shared = a.pages[1];
+	assert_int_equal(b.pages[1], shared);
+	feed(c, &b, tb, NB, NULL, l);
+	assert_memory_equal(l, rb, sizeof(float) * V);
+	assert_true(b.pages[1] != shared); /* copied before the write */
+	feed(c, &a, ta, 2 * P + 3, NULL, l);
+	assert_memory_equal(l, ra, sizeof(float) * V);
+	assert_int_equal(a.pages[1], shared);
+	llama_seq_reset(c, &a);
+	llama_seq_reset(c, &b);
+	/* B published its own second block: now the longest match, held by nobody */
+	assert_int_equal(llama_prefix_probe_tail(c, seed, hb, tb, NB, 1, &idle), P - 1);
+	assert_int_equal(idle, 1);
+	assert_int_equal(llama_ctx_free_pages(c), 64);
+	free(l), free(ra), free(rb);
+	llama_ctx_destroy(c);
+}
+
 /* A pool full of cached pages: a new sequence takes the least recently used
  * ones and never fails; the prefix still cached is still found. */
 static void test_eviction_under_pressure(void **state)
@@ -366,6 +426,7 @@ int main(void)
 		cmocka_unit_test(test_shared_prefix_logits),
 		cmocka_unit_test(test_fully_cached_prompt),
 		cmocka_unit_test(test_cow_divergent_partial_page),
+		cmocka_unit_test(test_partial_block_match),
 		cmocka_unit_test(test_eviction_under_pressure),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -131,6 +132,7 @@ typedef struct result {
 	int ended, is_err, code, n_gen, n_prompt;
 	char reason[16];
 	int32_t toks[MAX_OUT];
+	int tok_ev[MAX_OUT]; /* the index of each tok event among all events applied */
 	int n_toks;
 	char text[8192];
 	size_t text_len;
@@ -138,15 +140,17 @@ typedef struct result {
 } result;
 
 /* Applies events to results[id - id_base]. */
-static int n_ended_total;
+static int n_ended_total, n_events_total;
 static void apply_events(sched_event *e, result *res, int n, uint64_t id_base)
 {
 	for (; e; e = e->next) {
 		assert_true(e->id >= id_base && e->id < id_base + (uint64_t)n);
 		result *r = &res[e->id - id_base];
 		assert_false(r->ended); /* nothing after done/err */
+		n_events_total++;
 		if (e->type == SCHED_EV_TOK) {
 			assert_true(r->n_toks < MAX_OUT);
+			r->tok_ev[r->n_toks] = n_events_total;
 			r->toks[r->n_toks++] = e->tok;
 			assert_true(r->text_len + e->text_len < sizeof(r->text));
 			memcpy(r->text + r->text_len, e->text, e->text_len);
@@ -406,7 +410,12 @@ static void test_target_same_text(void **state)
 
 /* Under a target few steps meet, a busy agent's long sequences fill the
  * decode rows; a newcomer agent's short request still starts (an agent's
- * only sequence always joins) and ends long before them. */
+ * only sequence always joins, with at least SCHED_MIN_PREFILL prompt tokens
+ * a step even when not every pending sequence fits the budget) and ends
+ * long before them. How many rows fit depends on the machine's speed (all
+ * four on an idle machine, one under load): the order holds for any of
+ * them, since the newcomer decodes within BSZ_MAX_WAIT + 5 steps a token
+ * while the long ones need 4 x 78 more rows. */
 static void test_target_newcomer(void **state)
 {
 	fixture *f = *state;
@@ -441,6 +450,106 @@ static void test_target_newcomer(void **state)
 	assert_false(res[NA].is_err);
 	assert_true(res[NA].order < last_long);
 	sched_destroy(s);
+}
+
+/* A scheduler that stops between iterations while hold_on is set (the
+ * sched_opts.hold hook); hold_polls counts the polls that found it set. */
+typedef struct hold_state {
+	atomic_int on, polls;
+} hold_state;
+
+static int hold_fn(void *arg)
+{
+	hold_state *h = arg;
+	if (!atomic_load(&h->on))
+		return 0;
+	atomic_fetch_add(&h->polls, 1);
+	return 1;
+}
+
+/* pump predicate: holds the scheduler (arg) as soon as the first request
+ * has two tokens. */
+static int pred_two_toks_hold(const result *res, int n, void *arg)
+{
+	(void)n;
+	if (res[0].n_toks < 2)
+		return 0;
+	atomic_store(&((hold_state *)arg)->on, 1);
+	return 1;
+}
+
+/* Holds s (already asked to, or now): returns once its thread is between
+ * iterations (every event of the steps before is posted) and applies those
+ * events. */
+static void hold_now(fixture *f, sched *s, hold_state *h, result *res, int n, uint64_t id_base)
+{
+	atomic_store(&h->on, 1);
+	for (int i = 0; i < 30000 && atomic_load(&h->polls) == 0; i++)
+		usleep(1000);
+	assert_true(atomic_load(&h->polls) > 0);
+	(void)f;
+	sched_event *e = sched_events_take(s);
+	apply_events(e, res, n, id_base);
+	sched_event_free(e);
+}
+
+/* Prefill first (max_decode_delay_ms): a long prompt arriving while a
+ * sequence generates is prefilled in whole steps of its own, and that
+ * sequence gets no token until the prompt's first token (its delay, one
+ * minute here, is never reached); with the delay off it decodes in every
+ * step beside prefill_chunk prompt tokens. Both end with their greedy text. */
+static void test_prefill_first(void **state)
+{
+	fixture *f = *state;
+	enum { LONG = 120, NP = 200, SHORT = 3 };
+	static int32_t pa[10], pb[NP], out[MAX_OUT];
+	int found = 0;
+	for (int salt = 800; salt < 860 && !found; salt++) { /* no early end of generation */
+		make_prompt(f, salt, pa, 10);
+		found = ref_generate(f, pa, 10, LONG, out) == LONG;
+	}
+	if (!found)
+		skip();
+	make_prompt(f, 901, pb, NP);
+	const int delays[] = {60000, 0};
+	for (int d = 0; d < 2; d++) {
+		static result res[2];
+		memset(res, 0, sizeof(res));
+		n_ended_total = 0;
+		static hold_state h;
+		atomic_store(&h.on, 0);
+		atomic_store(&h.polls, 0);
+		static const blog quiet = {NULL, BLOG_WARN};
+		sched_opts o = {.ctx = f->c, .max_batch = 8, .dynamic_batching = 1,
+				.priority_threshold = 10, .prefill_chunk = 16,
+				.max_decode_delay_ms = delays[d], .wake_fd = f->efd,
+				.log = getenv("HERD_TEST_VERBOSE") ? NULL : &quiet, .name = "mini",
+				.hold = hold_fn, .hold_arg = &h};
+		sched *s = NULL;
+		assert_int_equal(sched_create(&s, &o), 0);
+		assert_int_equal(submit(s, tok_req(1, 900, pa, 10, LONG, 1)), 0);
+		pump(f, s, res, 2, 900, pred_two_toks_hold, &h);
+		hold_now(f, s, &h, res, 2, 900);
+		const int before = res[0].n_toks; /* 2, or a few more steps' worth */
+		assert_true(before <= LONG - 16);
+		assert_int_equal(submit(s, tok_req(2, 901, pb, NP, SHORT, 1)), 0);
+		atomic_store(&h.on, 0);
+		pump(f, s, res, 2, 900, pred_all_ended, NULL);
+		int during = 0; /* A's tokens before B's first */
+		for (int k = before; k < res[0].n_toks; k++)
+			during += res[0].tok_ev[k] < res[1].tok_ev[0];
+		printf("max_decode_delay_ms %d: %d tokens of the running sequence during a %d-token "
+		       "prompt's prefill\n", delays[d], during, NP);
+		if (delays[d] > 0)
+			assert_int_equal(during, 0);
+		else
+			assert_true(during >= NP / 16 - 1);
+		for (int i = 0; i < 2; i++)
+			assert_false(res[i].is_err);
+		assert_int_equal(res[0].n_gen, LONG);
+		assert_int_equal(memcmp(res[0].toks, out, sizeof(int32_t) * LONG), 0);
+		sched_destroy(s);
+	}
 }
 
 static int pred_two_toks(const result *res, int n, void *arg)
@@ -801,6 +910,7 @@ int main(void)
 		cmocka_unit_test(test_fair_preempt),
 		cmocka_unit_test(test_target_same_text),
 		cmocka_unit_test(test_target_newcomer),
+		cmocka_unit_test(test_prefill_first),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
