@@ -21,6 +21,8 @@ typedef struct run_opts {
 	const char *model, *prompt, *system;
 	long n_gen, threads, n_ctx, top_k;
 	int chat;
+	int kv_type;
+	long draft;
 	float temp, top_p, min_p, repeat_penalty;
 	uint64_t seed;
 	gen_str stop[RUN_MAX_STOP];
@@ -34,6 +36,7 @@ typedef enum run_opt_kind {
 	RUN_OPT_U64,   /* uint64_t */
 	RUN_OPT_FLAG,  /* int set to 1, no value */
 	RUN_OPT_STOP,  /* appended to stop[] */
+	RUN_OPT_KV,    /* int kern_type of a KV cache type name */
 } run_opt_kind;
 
 typedef struct run_opt {
@@ -61,6 +64,7 @@ static const run_opt run_opt_table[] = {
 	{.name = "--seed", .kind = RUN_OPT_U64, .off = offsetof(run_opts, seed)},
 	{.name = "--chat", .kind = RUN_OPT_FLAG, .off = offsetof(run_opts, chat)},
 	{.name = "--stop", .kind = RUN_OPT_STOP},
+	{.name = "--kv-type", .kind = RUN_OPT_KV, .off = offsetof(run_opts, kv_type)},
 };
 
 static void run_usage(void)
@@ -68,7 +72,8 @@ static void run_usage(void)
 	fprintf(stderr,
 		"usage: herd run -m MODEL -p TEXT [-n N] [-t THREADS] [--temp T] [--seed S]\n"
 		"                [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
-		"                [--chat] [--system TEXT] [--ctx N] [--stop TEXT]...\n");
+		"                [--chat] [--system TEXT] [--ctx N] [--stop TEXT]...\n"
+		"                [--kv-type f16|q8_0|q4_0]\n");
 }
 
 /* Stores the value of option d (next, NULL when absent) into o. Returns 0,
@@ -94,6 +99,7 @@ static int run_opt_set(const run_opt *d, const char *next, run_opts *o)
 			next ? next : "(nothing)");
 		return 2;
 	case RUN_OPT_FLAG: *(int *)field = 1; return 0;
+	case RUN_OPT_KV: return cli_kv_type(d->name, next, (int *)field) ? 2 : 0;
 	case RUN_OPT_STOP:
 		if (o->n_stop == RUN_MAX_STOP) {
 			fprintf(stderr, "herd run: at most %d --stop strings\n", RUN_MAX_STOP);
@@ -120,7 +126,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
 			if (!strcmp(a, run_opt_table[k].name) ||
 			    (run_opt_table[k].alias && !strcmp(a, run_opt_table[k].alias)))
 				d = &run_opt_table[k];
-		const int string_arg = d && (d->kind == RUN_OPT_STR || d->kind == RUN_OPT_STOP);
+		const int string_arg = d && (d->kind == RUN_OPT_STR || d->kind == RUN_OPT_STOP ||
+					     d->kind == RUN_OPT_KV);
 		if (!d || (string_arg && !next)) {
 			fprintf(stderr, "herd run: unknown or incomplete option '%s'\n", a);
 			run_usage();
@@ -215,7 +222,7 @@ int cmd_run(int argc, char **argv)
 	int rc = run_parse(argc, argv, &o);
 	if (rc)
 		return rc;
-	if (cli_load(o.model, (int)o.threads, (int)o.n_ctx, &m, &c))
+	if (cli_load(o.model, (int)o.threads, (int)o.n_ctx, o.kv_type, &m, &c))
 		return 1;
 	run_request(&o, msgs, &g);
 	const gen_bounds b = {.n_ctx = llama_ctx_n_ctx(c), .t_start = clock_mono_ms()};
