@@ -258,6 +258,7 @@ static int res_sched_start(models_entry *e, const models_opts *o, respcache *rca
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,
 			 .hold = entry_hold, .hold_arg = e, .respcache = rcache,
 			 .digest = answer_id, .prefix_cache = c->prefix_cache,
+			 .draft_tokens = c->draft_tokens,
 			 .model_id = e->info.digest_hex, .model_id_len = strlen(e->info.digest_hex)};
 	return sched_create(&e->sched, &so);
 }
