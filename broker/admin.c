@@ -27,7 +27,7 @@ enum {
 	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
-	MODEL_KEYS = 40 + 19, /* + the cache manager's (res_model_cache) */
+	MODEL_KEYS = 42 + 19, /* + the cache manager's (res_model_cache) */
 	CACHE_KEYS = 22 + 2, /* + response_cache and prefix (res_cache_answers) */
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -318,6 +318,8 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_double(pk, "step_ms_avg", avg(st.step_ms, st.steps));
 		proto_write_kv_uint(pk, "tokens_gen", st.tokens_gen);
 		proto_write_kv_uint(pk, "tokens_prompt", st.tokens_prompt);
+		proto_write_kv_uint(pk, "tokens_drafted", st.tokens_drafted);
+		proto_write_kv_uint(pk, "tokens_accepted", st.tokens_accepted);
 		proto_write_kv_uint(pk, "requests_done", st.requests_done);
 		proto_write_kv_uint(pk, "requests_err", st.requests_err);
 		proto_write_kv_uint(pk, "requests_cancelled", st.requests_cancelled);

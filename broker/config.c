@@ -14,6 +14,7 @@
 #include "common/text.h"
 #include "herd/error.h"
 #include "kernels/threadpool.h"
+#include "model/llama.h"
 
 void cfg_init(cfg *c)
 {
@@ -27,6 +28,8 @@ void cfg_init(cfg *c)
 	c->max_decode_delay_ms = 1000;
 	c->max_tokens = 4096;
 	c->prefix_cache = 1;
+	c->kv_type = KERN_TYPE_F16;
+	c->draft_tokens = 8;
 	c->preload_confidence = 0.6;
 	c->catalog_flush_ms = 100;
 	c->preload_predict = 1;
@@ -726,6 +729,8 @@ static const cfg_int_key top_ints[] = {
 	{.name = "ctx_size", .off = offsetof(cfg, ctx_size), .type = CFG_T_INT, .lo = 0, .hi = 1 << 20},
 	{.name = "kv_cache_mb", .off = offsetof(cfg, kv_cache_mb), .type = CFG_T_INT,
 	 .lo = 0, .hi = 1 << 20},
+	{.name = "draft_tokens", .off = offsetof(cfg, draft_tokens), .type = CFG_T_INT,
+	 .lo = 0, .hi = 32},
 	{.name = "prefill_chunk", .off = offsetof(cfg, prefill_chunk), .type = CFG_T_INT,
 	 .lo = 1, .hi = 1 << 16},
 	{.name = "max_tokens", .off = offsetof(cfg, max_tokens), .type = CFG_T_INT,
@@ -760,6 +765,21 @@ static int parse_models_key(cfg *c, const char *k, json_object *v, int *handled,
 	if (!(x >= 0 && x <= 1))
 		return herd_errf(err, errlen, HERD_E_FORMAT, "key '%s': %g is out of range [0, 1]", k, x);
 	c->preload_confidence = x;
+	return 0;
+}
+
+/* "kv_type": "f16", "q8_0" or "q4_0". */
+static int parse_kv_type(cfg *c, json_object *v, char *err, size_t errlen)
+{
+	int rc = want_type(v, json_type_string, "kv_type", "a string", err, errlen);
+	if (rc)
+		return rc;
+	const int t = llama_kv_type_parse(json_object_get_string(v));
+	if (t < 0)
+		return herd_errf(err, errlen, HERD_E_FORMAT,
+				 "key 'kv_type': '%.40s' is not a KV cache type (f16, q8_0, q4_0)",
+				 json_object_get_string(v));
+	c->kv_type = t;
 	return 0;
 }
 
@@ -799,6 +819,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 		} else if (!strcmp(k, "prefix_cache")) {
 			if (!(rc = want_type(v, json_type_boolean, k, "a boolean", err, errlen)))
 				c->prefix_cache = json_object_get_boolean(v);
+		} else if (!strcmp(k, "kv_type")) {
+			rc = parse_kv_type(c, v, err, errlen);
 		} else if (!strcmp(k, "response_cache")) {
 			rc = parse_respcache(c, v, err, errlen);
 		} else if (!strcmp(k, "pressure")) {
@@ -825,7 +847,7 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, target_tpot_ms, max_decode_delay_ms, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, "
 					"max_memory_mb, preload_confidence, preload, catalog_flush_ms, limits, agents, "
-					"prefix_cache, prefix_sharing, response_cache, pressure)",
+					"prefix_cache, prefix_sharing, response_cache, pressure, kv_type, draft_tokens)",
 					k);
 		if (rc)
 			return rc;

@@ -25,6 +25,11 @@
  *     },
  *     "ctx_size": 0,              positions per sequence; 0 = the model's
  *     "kv_cache_mb": 0,           KV pool per model; 0 = max_batch_size x ctx_size, capped at 1 GiB
+ *     "kv_type": "f16",           KV cache elements: "f16", "q8_0" (about half) or "q4_0"
+ *                                 (about a quarter); quantized ones need a head size
+ *                                 that is a multiple of 32
+ *     "draft_tokens": 8,          prompt-lookup speculation for greedy requests: at most
+ *                                 this many drafted tokens per step (0 = off)
  *     "prefill_chunk": 128,       prompt tokens per step while others decode
  *     "max_tokens": 4096,         cap on a request's max_tokens (a larger one is clamped)
  *     "max_memory_mb": 0,         byte budget of the models (images + KV pools); 0 = unlimited
@@ -195,6 +200,8 @@ typedef struct cfg {
 	int priority_threshold; /* default 10 */
 	int ctx_size;           /* default 0: the model's context length */
 	int kv_cache_mb;        /* default 0: automatic */
+	int kv_type;            /* kern_type of the KV cache; default KERN_TYPE_F16 */
+	int draft_tokens;       /* default 8: prompt-lookup draft length; 0 off */
 	int prefill_chunk;      /* default 128 */
 	int max_tokens;         /* default 4096 */
 	int verbose;            /* 0 info, 1 debug */

@@ -201,8 +201,7 @@ uint64_t models_res_kv_pages(const cfg *c, const llama_hparams *hp, int *n_ctx_o
 			     uint64_t *page_bytes_out)
 {
 	const int n_ctx = c->ctx_size > 0 ? c->ctx_size : hp->n_ctx_train;
-	uint64_t page_bytes = (uint64_t)hp->n_layer * 2 * LLAMA_KV_PAGE *
-			      (uint64_t)(hp->head_dim * hp->n_head_kv) * 2;
+	uint64_t page_bytes = llama_kv_page_bytes(hp, (kern_type)c->kv_type);
 	if (!page_bytes)
 		page_bytes = 1;
 	const uint64_t min_pages = ((uint64_t)n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
@@ -260,6 +259,7 @@ static int res_sched_start(models_entry *e, const models_opts *o, respcache *rca
 			 .wake_fd = o->wake_fd, .log = o->log, .name = e->name,
 			 .hold = entry_hold, .hold_arg = e, .respcache = rcache,
 			 .digest = answer_id, .prefix_cache = c->prefix_cache,
+			 .draft_tokens = c->draft_tokens,
 			 .model_id = e->info.digest_hex, .model_id_len = strlen(e->info.digest_hex)};
 	return sched_create(&e->sched, &so);
 }
@@ -286,10 +286,14 @@ int models_res_load(models_entry *e, const models_opts *o, respcache *rcache, ch
 	int n_ctx;
 	uint64_t page_bytes;
 	const uint64_t pages = models_res_kv_pages(c, hp, &n_ctx, &page_bytes);
+	if (!llama_kv_type_fits(hp, (kern_type)c->kv_type))
+		return herd_errf(err, errlen, HERD_E_INVAL,
+				 "model %s: kv_type %s needs a head size that is a multiple of 32 (it is %d)",
+				 e->name, kern_type_name(c->kv_type), hp->head_dim);
 	llama_ctx_opts lo = {.n_threads = c->threads, .n_ctx = n_ctx,
 			     .max_step_tokens = MODELS_STEP_TOKENS > c->max_batch_size ? MODELS_STEP_TOKENS
 											: c->max_batch_size,
-			     .n_kv_pages = (int)pages, .force_ref = o->force_ref,
+			     .n_kv_pages = (int)pages, .force_ref = o->force_ref, .kv_type = c->kv_type,
 			     .cpus = c->cpus, .n_cpus = c->n_cpus};
 	if ((rc = llama_ctx_create(&e->ctx, e->model, &lo)))
 		return herd_errf(err, errlen, rc, "model %s: cannot create a context (%d positions, %llu KV pages): %s",
@@ -305,14 +309,14 @@ int models_res_load(models_entry *e, const models_opts *o, respcache *rcache, ch
 
 	blog_msg(o->log, BLOG_INFO,
 		 "model %s: %s image %s (%.1f MiB, %s), %d layers, vocab %d, ctx %d, KV %llu pages "
-		 "(%.0f MiB), %d threads, %s kernels, %.0f ms",
+		 "(%.0f MiB, %s), %d threads, %s kernels, %.0f ms",
 		 e->name,
 		 atomic_load(&e->trust) == MODELS_TRUST_OK ? (e->adopted ? "adopted" : "built")
 							    : "adopted (digest check running)",
 		 e->info.name,
 		 (double)e->info.image_size / (1 << 20), e->info.weight_type, hp->n_layer, hp->n_vocab,
 		 n_ctx, (unsigned long long)pages, (double)(pages * page_bytes) / (1 << 20),
-		 llama_ctx_n_threads(e->ctx), kern_isa_name(llama_ctx_isa(e->ctx)), e->load_ms);
+		 kern_type_name(c->kv_type), llama_ctx_n_threads(e->ctx), kern_isa_name(llama_ctx_isa(e->ctx)), e->load_ms);
 	return 0;
 }
 

@@ -201,6 +201,8 @@ void sched_window_recent(const sched_window *w, const sched_stats *cur, double t
 	out->step_ms = cur->step_ms - base->step_ms;
 	out->tokens_gen = cur->tokens_gen - base->tokens_gen;
 	out->tokens_prompt = cur->tokens_prompt - base->tokens_prompt;
+	out->tokens_drafted = cur->tokens_drafted - base->tokens_drafted;
+	out->tokens_accepted = cur->tokens_accepted - base->tokens_accepted;
 	out->requests_done = cur->requests_done - base->requests_done;
 	out->requests_err = cur->requests_err - base->requests_err;
 	out->requests_cancelled = cur->requests_cancelled - base->requests_cancelled;

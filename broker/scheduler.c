@@ -14,6 +14,7 @@
 #include "broker/merge.h"
 #include "broker/batchsize.h"
 #include "common/clock.h"
+#include "model/spec.h"
 
 /* ST_FOLLOW: a merged request waiting for its group leader's answer (in no
  * list: only in its merge group). */
@@ -72,6 +73,7 @@ typedef struct sreq {
 	int n_toks, cap_toks;
 	int merged;         /* joined a merge group as a follower */
 	uint64_t last_dec;  /* step count when it last decoded or became pending */
+	spec_ctl spec;      /* prompt-lookup drafting (greedy requests; max 0: off) */
 } sreq;
 
 typedef struct cancel_req {
@@ -138,7 +140,10 @@ struct sched {
 	int n_store, cap_store;
 	int n_answers;          /* entries of store that are answers, not uses */
 	double t_first_use;     /* when the oldest queued use was queued */
-	int32_t *step_tok;      /* scratch: step token storage (decode tokens) */
+	int32_t *step_tok;      /* scratch: step token storage (decode tokens and
+				 * drafts), [max_batch][1 + draft] */
+	int draft;              /* sched_opts.draft_tokens (0 under a target) */
+	float *spec_logits;     /* [2 * draft][n_vocab]: rows of drafting sequences */
 	int target_ms;          /* sched_opts.target_tpot_ms; <= 0: no step sizing */
 	int decode_delay_ms;    /* sched_opts.max_decode_delay_ms; <= 0: no prefill first */
 	bsz_model cost;         /* step time model (fitted only with a target) */
@@ -323,6 +328,7 @@ static void sreq_free(sched *s, sreq *q)
 	llama_seq_reset(s->ctx, &q->seq);
 	gen_seq_end(&q->gen);
 	free(q->blk_hash);
+	spec_fini(&q->spec);
 	free(q->logits);
 	free(q->toks);
 	gen_request_free(q->r);
@@ -638,6 +644,7 @@ static void seq_swap(sreq *a, sreq *b)
 	SWAP(toks);
 	SWAP(n_toks);
 	SWAP(cap_toks);
+	SWAP(spec);
 #undef SWAP
 }
 
@@ -1100,6 +1107,12 @@ static int intake(sched *s, sreq *q)
 			s->kv_total * LLAMA_KV_PAGE);
 		return -1;
 	}
+	const int greedy = q->r->params.sampling.temperature <= 0;
+	if (spec_init(&q->spec, greedy ? s->draft : 0, q->gen.prompt, q->gen.n_prompt,
+		      q->gen.n_prompt + max_gen + 1)) {
+		end_err(s, q, -ENOMEM, "out of memory");
+		return -1;
+	}
 	const int dd = dedup_intake(s, q); /* merged, or answered from the cache */
 	if (dd)
 		return dd;
@@ -1343,10 +1356,10 @@ _Static_assert(HERD_FINISH_NONE == 0 && HERD_FINISH_COUNT > HERD_FINISH_NONE,
  * and one for a last held-back piece). Returns HERD_FINISH_NONE when q goes
  * on (its token is pending), the finish reason when it has finished, or a
  * negative error. */
-static int sample_next(sched *s, sreq *q, double t)
+static int sample_next(sched *s, sreq *q, const float *logits, double t)
 {
 	gen_step st;
-	int rc = gen_seq_next(&q->gen, q->logits, t, &st);
+	int rc = gen_seq_next(&q->gen, logits, t, &st);
 	if (rc)
 		return rc;
 	if (st.token >= 0 && q->t_first <= 0)
@@ -1357,9 +1370,32 @@ static int sample_next(sched *s, sreq *q, double t)
 		q->t_last = t;
 	s->st.tokens_gen += (uint64_t)st.is_text;
 	step_out(s, q, &st);
-	if (st.finish == HERD_FINISH_NONE)
+	if (st.finish == HERD_FINISH_NONE) {
 		q->pending = st.token;
+		spec_push(&q->spec, st.token);
+	}
 	return (int)st.finish;
+}
+
+/* A sequence that fed its pending token and n = b->n_tokens - 1 draft
+ * tokens (model/spec.h): one generation step per row while the sampled
+ * token equals the next draft token; the positions of the rejected drafts
+ * leave its KV cache. Returns as sample_next. */
+static int sample_spec(sched *s, sreq *q, const llama_batch_seq *b, double t)
+{
+	const int n = b->n_tokens - 1;
+	int i = 0, finish;
+	for (;; i++) {
+		finish = sample_next(s, q, b->logits + (size_t)i * s->n_vocab, t);
+		if (finish != HERD_FINISH_NONE || i == n || q->pending != b->tokens[i + 1])
+			break;
+	}
+	spec_done(&q->spec, n, i);
+	s->st.tokens_drafted += (uint64_t)n;
+	s->st.tokens_accepted += (uint64_t)i;
+	if (finish == HERD_FINISH_NONE)
+		llama_seq_truncate(s->ctx, &q->seq, q->seq.n_past - (n - i));
+	return finish;
 }
 
 /* Takes running q out of the batch and ends it: a done event with its
@@ -1393,6 +1429,9 @@ typedef struct step_plan {
 	int pf;     /* prefill first (prefill_first): decode rows only when overdue,
 		     * or in the room the prompt chunks leave */
 	double t0;  /* when the step is planned */
+	int drafted;/* draft tokens in the step (model/spec.h) */
+	int n_spec; /* sequences with drafts */
+	int draft_room; /* draft tokens the step may still take */
 } step_plan;
 
 /* Prefill first: with max_decode_delay_ms set, no target, and a running
@@ -1437,11 +1476,21 @@ static void size_step(sched *s, step_plan *p)
 
 static void plan_token(sched *s, step_plan *p, sreq *q)
 {
-	s->step_tok[p->n] = q->pending;
-	s->batch[p->n] = (llama_batch_seq){&q->seq, &s->step_tok[p->n], 1, LLAMA_LOGITS_LAST,
-					   q->logits};
+	int32_t *tok = s->step_tok + (size_t)p->n * (size_t)(1 + s->draft);
+	tok[0] = q->pending;
+	/* drafts never take the sequence past its worst case (prompt and
+	 * max_gen tokens, the last never fed: its reserve) */
+	int lim = q->gen.max_gen - q->gen.n_gen - 1;
+	lim = lim < p->draft_room ? lim : p->draft_room;
+	const int nd = p->sized ? 0 : spec_draft(&q->spec, lim, tok + 1);
+	float *lg = nd ? s->spec_logits + (size_t)(p->drafted + p->n_spec) * s->n_vocab : q->logits;
+	p->drafted += nd;
+	p->draft_room -= nd;
+	p->n_spec += nd > 0;
+	s->batch[p->n] = (llama_batch_seq){&q->seq, tok, 1 + nd, nd ? LLAMA_LOGITS_ALL : LLAMA_LOGITS_LAST,
+					   lg};
 	s->batch_req[p->n++] = q;
-	p->T++;
+	p->T += 1 + nd;
 	p->n_dec++;
 	q->last_dec = s->st.steps + 1;
 }
@@ -1457,6 +1506,11 @@ static void plan_decode(sched *s, step_plan *p)
 		return;
 	}
 	p->pf = prefill_first(s);
+	int pending = 0;
+	for (int i = 0; i < s->running.n; i++)
+		pending += s->running.v[i]->pending >= 0;
+	/* drafts take at most s->draft tokens and never a pending token's place */
+	p->draft_room = s->max_step - pending < s->draft ? s->max_step - pending : s->draft;
 	for (int i = 0; i < s->running.n && p->T < s->max_step; i++) {
 		sreq *q = s->running.v[i];
 		if (q->pending >= 0 && (!p->pf || p->t0 - q->t_last >= s->decode_delay_ms))
@@ -1544,7 +1598,7 @@ static void count_step(sched *s, const step_plan *p, double ms)
 	s->st.step_ms += ms;
 	s->st.tokens_prompt += (uint64_t)p->pre_tok;
 	if (s->target_ms > 0)
-		bsz_model_observe(&s->cost, p->n_dec, p->pre_tok, ms);
+		bsz_model_observe(&s->cost, p->n_dec, p->pre_tok + p->drafted, ms);
 	for (int j = 0; j < p->n; j++) /* fair share: what each agent was served */
 		s->batch_req[j]->ag->vtime += (uint64_t)s->batch[j].n_tokens;
 }
@@ -1561,7 +1615,9 @@ static void sample_step(sched *s, const step_plan *p, double t)
 				continue;
 			q->last_dec = s->st.steps; /* pending from now: its turn counts from here */
 		}
-		const int finish = sample_next(s, q, t);
+		const int finish = s->batch[j].n_tokens > 1 && q->pending >= 0
+					   ? sample_spec(s, q, &s->batch[j], t)
+					   : sample_next(s, q, q->logits, t);
 		if (finish != HERD_FINISH_NONE)
 			finish_running(s, q, finish);
 	}
@@ -1830,13 +1886,16 @@ int sched_create(sched **out, const sched_opts *o)
 	s->prefix = o->prefix_cache;
 	s->model_id = o->model_id;
 	s->model_id_len = o->model_id_len;
-	s->step_tok = malloc(sizeof(int32_t) * (size_t)s->max_batch);
+	s->draft = s->target_ms > 0 || o->draft_tokens <= 0 ? 0
+		   : o->draft_tokens > SPEC_MAX_DRAFT ? SPEC_MAX_DRAFT : o->draft_tokens;
+	s->step_tok = malloc(sizeof(int32_t) * (size_t)s->max_batch * (size_t)(1 + s->draft));
+	s->spec_logits = malloc(sizeof(float) * (size_t)s->n_vocab * (size_t)(2 * s->draft + 1));
 	s->batch = malloc(sizeof(*s->batch) * (size_t)s->max_batch);
 	s->batch_req = malloc(sizeof(*s->batch_req) * (size_t)s->max_batch);
 	s->cand = malloc(sizeof(*s->cand) * (size_t)s->max_batch);
 	s->hcap = 64;
 	s->htab = calloc((size_t)s->hcap, sizeof(*s->htab));
-	if (!s->step_tok || !s->batch || !s->batch_req || !s->cand || !s->htab)
+	if (!s->step_tok || !s->spec_logits || !s->batch || !s->batch_req || !s->cand || !s->htab)
 		goto fail;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
@@ -1859,6 +1918,7 @@ fail:
 	sched_window_free(s->win);
 	free(s->htab);
 	free(s->step_tok);
+	free(s->spec_logits);
 	free(s->batch);
 	free(s->batch_req);
 	free(s->cand);
@@ -1900,6 +1960,7 @@ void sched_destroy(sched *s)
 		free(s->agents[i]);
 	free(s->agents);
 	free(s->step_tok);
+	free(s->spec_logits);
 	free(s->batch);
 	free(s->batch_req);
 	free(s->cand);

@@ -98,6 +98,9 @@ typedef struct sched_opts {
 	int aging_ms;           /* unused (no cross-agent aging any more); kept for callers */
 	int max_running_per_agent; /* sequences of one agent at once; <= 0: no cap */
 	int prefill_chunk;      /* <= 0: 128 */
+	int draft_tokens;       /* prompt-lookup speculation for greedy requests
+				 * (model/spec.h): draft tokens per step in all, at
+				 * most; 0 off. Not under a latency target. */
 	int max_tokens;         /* cap on a request's max_tokens; <= 0: none */
 	int target_tpot_ms;     /* > 0: size each step to hold the p95 time per
 				 * output token under it (broker/batchsize.h) */
@@ -169,6 +172,8 @@ typedef struct sched_stats {
 	double step_ms;            /* total time in llama_decode */
 	uint64_t tokens_gen;       /* sampled tokens delivered */
 	uint64_t tokens_prompt;    /* prompt tokens evaluated */
+	uint64_t tokens_drafted;   /* prompt-lookup draft tokens verified (model/spec.h) */
+	uint64_t tokens_accepted;  /* of those, accepted (part of tokens_gen) */
 	uint64_t requests_done, requests_err, requests_cancelled;
 	uint64_t preemptions;
 	uint64_t agent_cap_waits;  /* requests held back at least once by max_running_per_agent */

@@ -65,6 +65,27 @@ void kern_add(float *y, const float *x, int n)
 		y[i] += x[i];
 }
 
+double kern_kl_logits(const float *ref, const float *ours, int n)
+{
+	double mr = ref[0], mo = ours[0];
+	for (int i = 1; i < n; i++) {
+		mr = ref[i] > mr ? ref[i] : mr;
+		mo = ours[i] > mo ? ours[i] : mo;
+	}
+	double sr = 0, so = 0;
+	for (int i = 0; i < n; i++) {
+		sr += exp(ref[i] - mr);
+		so += exp(ours[i] - mo);
+	}
+	const double lr = log(sr), lo = log(so);
+	double kl = 0;
+	for (int i = 0; i < n; i++) {
+		const double lp = ref[i] - mr - lr, lq = ours[i] - mo - lo;
+		kl += exp(lp) * (lp - lq);
+	}
+	return kl;
+}
+
 float kern_dot_f32_f16_ref(const float *x, const kern_fp16_t *y, int n)
 {
 	float acc[8] = {0};
@@ -92,12 +113,41 @@ void kern_f32_to_f16_row_ref(kern_fp16_t *y, const float *x, int n)
 		y[i] = kern_fp32_to_fp16(x[i]);
 }
 
+void kern_axpy_q8_0_ref(float *y, float a, const void *x, int n)
+{
+	const kern_block_q8_0 *b = x;
+	for (int i = 0; i < n / KERN_QK8_0; i++) {
+		const float d = kern_fp16_to_fp32(b[i].d);
+		for (int j = 0; j < KERN_QK8_0; j++) {
+			const float v = d * (float)b[i].qs[j];
+			y[i * KERN_QK8_0 + j] += a * v;
+		}
+	}
+}
+
+void kern_axpy_q4_0_ref(float *y, float a, const void *x, int n)
+{
+	const kern_block_q4_0 *b = x;
+	for (int i = 0; i < n / KERN_QK4_0; i++) {
+		const float d = kern_fp16_to_fp32(b[i].d);
+		float *o = y + i * KERN_QK4_0;
+		for (int j = 0; j < KERN_QK4_0 / 2; j++) {
+			const float lo = d * (float)((b[i].qs[j] & 0x0f) - 8);
+			const float hi = d * (float)((b[i].qs[j] >> 4) - 8);
+			o[j] += a * lo;
+			o[j + KERN_QK4_0 / 2] += a * hi;
+		}
+	}
+}
+
 /* Attention helpers over the f16 KV cache; f32 -> f16 rows have no
  * AVX-512 variant of their own (the AVX2 one serves). */
 static const struct attn_variants {
 	float (*dot_f32_f16[KERN_ISA_COUNT])(const float *x, const kern_fp16_t *y, int n);
 	void (*axpy_f16[KERN_ISA_COUNT])(float *y, float a, const kern_fp16_t *x, int n);
 	void (*f32_to_f16_row[KERN_ISA_COUNT])(kern_fp16_t *y, const float *x, int n);
+	void (*axpy_q8_0[KERN_ISA_COUNT])(float *y, float a, const void *x, int n);
+	void (*axpy_q4_0[KERN_ISA_COUNT])(float *y, float a, const void *x, int n);
 } attn_variants = {
 	.dot_f32_f16 = {[KERN_ISA_REF] = kern_dot_f32_f16_ref, [KERN_ISA_AVX2] = kern_dot_f32_f16_avx2,
 			[KERN_ISA_AVX512] = kern_dot_f32_f16_avx512},
@@ -105,6 +155,10 @@ static const struct attn_variants {
 		     [KERN_ISA_AVX512] = kern_axpy_f16_avx512},
 	.f32_to_f16_row = {[KERN_ISA_REF] = kern_f32_to_f16_row_ref,
 			   [KERN_ISA_AVX2] = kern_f32_to_f16_row_avx2},
+	.axpy_q8_0 = {[KERN_ISA_REF] = kern_axpy_q8_0_ref, [KERN_ISA_AVX2] = kern_axpy_q8_0_avx2,
+		      [KERN_ISA_AVX512] = kern_axpy_q8_0_avx512},
+	.axpy_q4_0 = {[KERN_ISA_REF] = kern_axpy_q4_0_ref, [KERN_ISA_AVX2] = kern_axpy_q4_0_avx2,
+		      [KERN_ISA_AVX512] = kern_axpy_q4_0_avx512},
 };
 
 void kern_ops_init_attn(kern_ops *ops, kern_isa isa)
@@ -113,4 +167,6 @@ void kern_ops_init_attn(kern_ops *ops, kern_isa isa)
 	KERN_VARIANT_PICK(ops->dot_f32_f16, attn_variants.dot_f32_f16, isa);
 	KERN_VARIANT_PICK(ops->axpy_f16, attn_variants.axpy_f16, isa);
 	KERN_VARIANT_PICK(ops->f32_to_f16_row, attn_variants.f32_to_f16_row, isa);
+	KERN_VARIANT_PICK(ops->axpy_row[KERN_TYPE_Q8_0], attn_variants.axpy_q8_0, isa);
+	KERN_VARIANT_PICK(ops->axpy_row[KERN_TYPE_Q4_0], attn_variants.axpy_q4_0, isa);
 }

@@ -30,6 +30,10 @@ void kern_swiglu(float *g, const float *u, int n);
 /* y[i] += x[i]. */
 void kern_add(float *y, const float *x, int n);
 
+/* KL(P || Q) of P = softmax(ref), Q = softmax(ours) over n logits, in
+ * double: how the fixtures and `herd logits --kl-ref` compare logits. */
+double kern_kl_logits(const float *ref, const float *ours, int n);
+
 /* Scalar references of the kern_ops attention helpers; SIMD variants carry
  * the _avx2 / _avx512 suffix. */
 /* dot of f32 x with f16 y, accumulated in f32 (n any). */
@@ -38,6 +42,16 @@ float kern_dot_f32_f16_ref(const float *x, const kern_fp16_t *y, int n);
 void kern_axpy_f16_ref(float *y, float a, const kern_fp16_t *x, int n);
 /* y[i] = f16(x[i]). */
 void kern_f32_to_f16_row_ref(kern_fp16_t *y, const float *x, int n);
+
+/* Quantized KV rows (n a multiple of 32): y[i] += a * v[i] with v the
+ * dequantized Q8_0 / Q4_0 row x (v = d * q exactly, then one multiply-add,
+ * as llama.cpp's flash attention dequantizes V rows and accumulates). */
+void kern_axpy_q8_0_ref(float *y, float a, const void *x, int n);
+void kern_axpy_q4_0_ref(float *y, float a, const void *x, int n);
+void kern_axpy_q8_0_avx2(float *y, float a, const void *x, int n);
+void kern_axpy_q4_0_avx2(float *y, float a, const void *x, int n);
+void kern_axpy_q8_0_avx512(float *y, float a, const void *x, int n);
+void kern_axpy_q4_0_avx512(float *y, float a, const void *x, int n);
 
 float kern_dot_f32_f16_avx2(const float *x, const kern_fp16_t *y, int n);
 void kern_axpy_f16_avx2(float *y, float a, const kern_fp16_t *x, int n);

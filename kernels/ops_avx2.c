@@ -47,3 +47,38 @@ void kern_f32_to_f16_row_avx2(kern_fp16_t *y, const float *x, int n)
 	for (; i < n; i++)
 		y[i] = kern_fp32_to_fp16(x[i]);
 }
+
+/* y[0..8) += a * (d * q[0..8)), q 8 int32 lanes. */
+static inline void axpy8(float *y, __m256 va, __m256 vd, __m256i q)
+{
+	const __m256 v = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(q));
+	_mm256_storeu_ps(y, _mm256_fmadd_ps(va, v, _mm256_loadu_ps(y)));
+}
+
+void kern_axpy_q8_0_avx2(float *y, float a, const void *x, int n)
+{
+	const kern_block_q8_0 *b = x;
+	const __m256 va = _mm256_set1_ps(a);
+	for (int i = 0; i < n / KERN_QK8_0; i++, y += KERN_QK8_0) {
+		const __m256 vd = _mm256_set1_ps(kern_fp16_to_fp32(b[i].d));
+		for (int j = 0; j < KERN_QK8_0; j += 8)
+			axpy8(y + j, va, vd, _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + j))));
+	}
+}
+
+void kern_axpy_q4_0_avx2(float *y, float a, const void *x, int n)
+{
+	const kern_block_q4_0 *b = x;
+	const __m256 va = _mm256_set1_ps(a);
+	const __m128i m4 = _mm_set1_epi8(0x0f), off = _mm_set1_epi8(8);
+	for (int i = 0; i < n / KERN_QK4_0; i++, y += KERN_QK4_0) {
+		const __m256 vd = _mm256_set1_ps(kern_fp16_to_fp32(b[i].d));
+		const __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
+		const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), off);
+		const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), off);
+		axpy8(y, va, vd, _mm256_cvtepi8_epi32(lo));
+		axpy8(y + 8, va, vd, _mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
+		axpy8(y + 16, va, vd, _mm256_cvtepi8_epi32(hi));
+		axpy8(y + 24, va, vd, _mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+	}
+}

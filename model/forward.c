@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "herd/error.h"
 #include "kernels/fp16.h"
@@ -28,6 +29,8 @@ struct llama_ctx {
 	float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
 	void *xq;            /* quantized activations (largest need) */
 	float *scores;       /* [n_threads][n_ctx] attention scores */
+	uint8_t *qq;         /* [n_threads][qq_bytes] a query head in Q8_0 (quantized K) */
+	size_t qq_bytes;
 	float *logit_buf;    /* [OUT_CHUNK][V] */
 	float *out_rows;     /* [OUT_CHUNK][E] gathered rows for the output matmul */
 	int32_t *tok_pos;    /* [max_t] position of each step token */
@@ -71,7 +74,11 @@ int llama_ctx_create(llama_ctx **out, const llama_model *m, const llama_ctx_opts
 		goto fail;
 	const int kv_dim = hp->head_dim * hp->n_head_kv;
 	int n_pages = o->n_kv_pages > 0 ? o->n_kv_pages : (c->n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
-	rc = kv_pool_init(&c->kv, hp->n_layer, kv_dim, LLAMA_KV_PAGE, n_pages);
+	const kern_type kvt = o->kv_type ? (kern_type)o->kv_type : KERN_TYPE_F16;
+	rc = HERD_E_INVAL;
+	if (!llama_kv_type_fits(hp, kvt))
+		goto fail;
+	rc = kv_pool_init(&c->kv, kvt, hp->n_layer, kv_dim, LLAMA_KV_PAGE, n_pages);
 	if (rc)
 		goto fail;
 	const size_t T = (size_t)c->max_t, E = hp->n_embd, F = hp->n_ff;
@@ -93,6 +100,8 @@ int llama_ctx_create(llama_ctx **out, const llama_model *m, const llama_ctx_opts
 	ALLOC(c->gate, T * F);
 	ALLOC(c->up, T * F);
 	ALLOC(c->scores, (size_t)nth * c->n_ctx);
+	c->qq_bytes = (kern_row_size(KERN_TYPE_Q8_0, hp->head_dim) + 63) / 64 * 64;
+	ALLOC(c->qq, (size_t)nth * (c->qq_bytes ? c->qq_bytes : 64));
 	ALLOC(c->logit_buf, (size_t)OUT_CHUNK * hp->n_vocab);
 	ALLOC(c->out_rows, (size_t)OUT_CHUNK * E);
 	ALLOC(c->tok_pos, T);
@@ -125,6 +134,7 @@ void llama_ctx_destroy(llama_ctx *c)
 	free(c->up);
 	free(c->xq);
 	free(c->scores);
+	free(c->qq);
 	free(c->logit_buf);
 	free(c->out_rows);
 	free(c->tok_pos);
@@ -140,6 +150,29 @@ kern_isa llama_ctx_isa(const llama_ctx *c) { return c->ops.isa; }
 int llama_ctx_free_pages(const llama_ctx *c) { return kv_pool_avail(&c->kv); }
 int llama_ctx_cached_pages(const llama_ctx *c) { return c->kv.n_cached; }
 uint64_t llama_ctx_evictions(const llama_ctx *c) { return c->kv.evictions; }
+kern_type llama_ctx_kv_type(const llama_ctx *c) { return c->kv.type; }
+
+int llama_kv_type_fits(const llama_hparams *hp, kern_type type)
+{
+	if (type == KERN_TYPE_F16)
+		return 1;
+	return kv_type_ok(type) && hp->head_dim > 0 && hp->head_dim % KERN_QK8_0 == 0;
+}
+
+size_t llama_kv_page_bytes(const llama_hparams *hp, kern_type type)
+{
+	return kv_page_bytes(type, hp->n_layer, hp->head_dim * hp->n_head_kv, LLAMA_KV_PAGE);
+}
+
+int llama_kv_type_parse(const char *s)
+{
+	static const struct { const char *name; kern_type t; } names[] = {
+		{"f16", KERN_TYPE_F16}, {"q8_0", KERN_TYPE_Q8_0}, {"q4_0", KERN_TYPE_Q4_0}};
+	for (size_t i = 0; s && i < sizeof(names) / sizeof(names[0]); i++)
+		if (!strcasecmp(s, names[i].name))
+			return (int)names[i].t;
+	return -1;
+}
 
 void llama_seq_init(llama_seq *s)
 {
@@ -434,9 +467,59 @@ static void step_rope_store(void *p, int ith, int nth)
 		const llama_seq *s = st->seqs[c->tok_seq[t]].seq;
 		const int32_t page = s->pages[pos / LLAMA_KV_PAGE];
 		const int slot = pos % LLAMA_KV_PAGE;
-		c->ops.f32_to_f16_row(kv_page_k(&c->kv, page, st->layer) + (size_t)slot * kv_dim, k, kv_dim);
-		c->ops.f32_to_f16_row(kv_page_v(&c->kv, page, st->layer) + (size_t)slot * kv_dim,
-				    c->v + (size_t)t * kv_dim, kv_dim);
+		const float *v = c->v + (size_t)t * kv_dim;
+		void *kr = kv_row_k(&c->kv, page, st->layer, slot), *vr = kv_row_v(&c->kv, page, st->layer, slot);
+		if (c->kv.type == KERN_TYPE_F16) {
+			c->ops.f32_to_f16_row(kr, k, kv_dim);
+			c->ops.f32_to_f16_row(vr, v, kv_dim);
+		} else {
+			c->ops.from_float[c->kv.type](k, kr, kv_dim);
+			c->ops.from_float[c->kv.type](v, vr, kv_dim);
+		}
+	}
+}
+
+/* Scores of query head q (hd floats) against K head g of positions [0, n)
+ * into sc, scaled. Quantized K: the query is quantized to Q8_0 once (into
+ * qq) and every row is an integer dot product, as llama.cpp does. */
+static void attn_scores(llama_ctx *c, const llama_seq *s, int layer, int g, const float *q, int n,
+			float *sc, uint8_t *qq)
+{
+	const kv_pool *kv = &c->kv;
+	const int hd = c->m->hp.head_dim;
+	const float scale = 1.0f / sqrtf((float)hd);
+	const size_t hoff = kern_row_size(kv->type, (int64_t)g * hd);
+	if (kv->type == KERN_TYPE_F16) {
+		for (int j = 0; j < n; j++) {
+			const uint8_t *kr = kv_row_k(kv, s->pages[j / LLAMA_KV_PAGE], layer, j % LLAMA_KV_PAGE);
+			sc[j] = c->ops.dot_f32_f16(q, (const kern_fp16_t *)(kr + hoff), hd) * scale;
+		}
+		return;
+	}
+	c->ops.from_float[KERN_TYPE_Q8_0](q, qq, hd);
+	const kern_vec_dot_fn dot = c->ops.vec_dot[kv->type];
+	for (int j = 0; j < n; j++) {
+		const uint8_t *kr = kv_row_k(kv, s->pages[j / LLAMA_KV_PAGE], layer, j % LLAMA_KV_PAGE);
+		float d;
+		dot(hd, &d, kr + hoff, qq);
+		sc[j] = d * scale;
+	}
+}
+
+/* o[hd] = sum_j sc[j] * V head g of position j. */
+static void attn_values(llama_ctx *c, const llama_seq *s, int layer, int g, const float *sc, int n,
+			float *o)
+{
+	const kv_pool *kv = &c->kv;
+	const int hd = c->m->hp.head_dim;
+	const size_t hoff = kern_row_size(kv->type, (int64_t)g * hd);
+	memset(o, 0, sizeof(float) * hd);
+	for (int j = 0; j < n; j++) {
+		const uint8_t *vr = kv_row_v(kv, s->pages[j / LLAMA_KV_PAGE], layer, j % LLAMA_KV_PAGE);
+		if (kv->type == KERN_TYPE_F16)
+			c->ops.axpy_f16(o, sc[j], (const kern_fp16_t *)(vr + hoff), hd);
+		else
+			c->ops.axpy_row[kv->type](o, sc[j], vr + hoff, hd);
 	}
 }
 
@@ -448,10 +531,10 @@ static void step_attention(void *p, int ith, int nth)
 	struct step *st = p;
 	llama_ctx *c = st->c;
 	const llama_hparams *hp = &c->m->hp;
-	const int hd = hp->head_dim, kv_dim = hd * hp->n_head_kv;
+	const int hd = hp->head_dim;
 	const int group = hp->n_head / hp->n_head_kv;
-	const float scale = 1.0f / sqrtf((float)hd);
 	float *sc = c->scores + (size_t)ith * c->n_ctx;
+	uint8_t *qq = c->qq + (size_t)ith * c->qq_bytes;
 	const int items = st->T * hp->n_head;
 	for (;;) {
 		const int it = atomic_fetch_add_explicit(&st->next, 1, memory_order_relaxed);
@@ -461,21 +544,9 @@ static void step_attention(void *p, int ith, int nth)
 		const llama_seq *s = st->seqs[c->tok_seq[t]].seq;
 		const int n = c->tok_pos[t] + 1;
 		const float *q = c->q + (size_t)t * hp->n_embd + (size_t)h * hd;
-		for (int j = 0; j < n; j++) {
-			const int32_t page = s->pages[j / LLAMA_KV_PAGE];
-			const kern_fp16_t *kr = kv_page_k(&c->kv, page, st->layer) +
-						(size_t)(j % LLAMA_KV_PAGE) * kv_dim + (size_t)g * hd;
-			sc[j] = c->ops.dot_f32_f16(q, kr, hd) * scale;
-		}
+		attn_scores(c, s, st->layer, g, q, n, sc, qq);
 		kern_softmax(sc, n);
-		float *o = c->att + (size_t)t * hp->n_embd + (size_t)h * hd;
-		memset(o, 0, sizeof(float) * hd);
-		for (int j = 0; j < n; j++) {
-			const int32_t page = s->pages[j / LLAMA_KV_PAGE];
-			const kern_fp16_t *vr = kv_page_v(&c->kv, page, st->layer) +
-						(size_t)(j % LLAMA_KV_PAGE) * kv_dim + (size_t)g * hd;
-			c->ops.axpy_f16(o, sc[j], vr, hd);
-		}
+		attn_values(c, s, st->layer, g, sc, n, c->att + (size_t)t * hp->n_embd + (size_t)h * hd);
 	}
 }
 

@@ -5,15 +5,33 @@
 #include <string.h>
 #include <sys/random.h>
 
-int kv_pool_init(kv_pool *p, int n_layer, int kv_dim, int page_tokens, int n_pages)
+#include "herd/error.h"
+
+int kv_type_ok(kern_type type)
+{
+	return type == KERN_TYPE_F16 || type == KERN_TYPE_Q8_0 || type == KERN_TYPE_Q4_0;
+}
+
+size_t kv_page_bytes(kern_type type, int n_layer, int kv_dim, int page_tokens)
+{
+	if (!kv_type_ok(type) || n_layer < 0 || page_tokens < 0)
+		return 0;
+	return (size_t)n_layer * 2 * (size_t)page_tokens * kern_row_size(type, kv_dim);
+}
+
+int kv_pool_init(kv_pool *p, kern_type type, int n_layer, int kv_dim, int page_tokens, int n_pages)
 {
 	memset(p, 0, sizeof(*p));
 	p->n_layer = n_layer;
 	p->kv_dim = kv_dim;
 	p->page_tokens = page_tokens;
 	p->n_pages = n_pages;
-	p->page_elems = (size_t)n_layer * 2 * page_tokens * kv_dim;
-	size_t bytes = (p->page_elems * sizeof(kern_fp16_t) * (size_t)n_pages + 63) / 64 * 64;
+	p->type = type;
+	p->row_bytes = kern_row_size(type, kv_dim);
+	p->page_bytes = kv_page_bytes(type, n_layer, kv_dim, page_tokens);
+	if (!kv_type_ok(type) || !p->row_bytes)
+		return HERD_E_INVAL;
+	size_t bytes = (p->page_bytes * (size_t)n_pages + 63) / 64 * 64;
 	const size_t np = (size_t)(n_pages ? n_pages : 1);
 	p->n_buckets = 1;
 	while (p->n_buckets < np && p->n_buckets < (1u << 30))
@@ -210,8 +228,8 @@ int32_t kv_pool_cow(kv_pool *p, int32_t page)
 	const int32_t id = kv_pool_alloc(p);
 	if (id < 0)
 		return -1;
-	memcpy(p->data + (size_t)id * p->page_elems, p->data + (size_t)page * p->page_elems,
-	       p->page_elems * sizeof(kern_fp16_t));
+	memcpy(p->data + (size_t)id * p->page_bytes, p->data + (size_t)page * p->page_bytes,
+	       p->page_bytes);
 	kv_pool_release(p, page);
 	return id;
 }

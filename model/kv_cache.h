@@ -1,6 +1,8 @@
 /* Paged KV cache storage: a pool of fixed-size pages, each holding
- * LLAMA_KV_PAGE positions of K and V for every layer, in f16 (as llama.cpp's
- * default cache type). Sequences own lists of page ids; pages are reference
+ * LLAMA_KV_PAGE positions of K and V for every layer, in one element type:
+ * f16 (llama.cpp's default cache type), Q8_0 or Q4_0 (blocks of 32 along
+ * each row, as llama.cpp's -ctk/-ctv q8_0 / q4_0; a head's slice of a row is
+ * whole blocks, so the head size must be a multiple of 32). Sequences own lists of page ids; pages are reference
  * counted so a shared prompt prefix can be held by several sequences.
  *
  * Prefix cache: a full page can be published under the hash of its block
@@ -18,8 +20,8 @@
  * compares the block's tokens and its parent hash: a false match would need
  * a 64-bit collision of a keyed hash that nobody outside the process knows.
  *
- * Page layout (f16): for each layer l: K[LLAMA_KV_PAGE][kv_dim] then
- * V[LLAMA_KV_PAGE][kv_dim].
+ * Page layout: for each layer l: K[LLAMA_KV_PAGE] rows then V[LLAMA_KV_PAGE]
+ * rows, a row being kv_dim elements of the type (row_bytes bytes).
  *
  * Not thread-safe: owned by one llama_ctx.
  */
@@ -29,15 +31,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/quant_blocks.h"
+#include "kernels/kernels.h"
 
 typedef struct kv_pool {
 	int n_layer;
 	int kv_dim;        /* n_head_kv * head_dim */
 	int page_tokens;   /* LLAMA_KV_PAGE */
 	int n_pages;
-	size_t page_elems; /* f16 elements per page */
-	kern_fp16_t *data; /* n_pages * page_elems */
+	kern_type type;    /* KERN_TYPE_F16, _Q8_0 or _Q4_0 */
+	size_t row_bytes;  /* one position's K (or V) row of one layer */
+	size_t page_bytes; /* n_layer * 2 * page_tokens * row_bytes */
+	uint8_t *data;     /* n_pages * page_bytes */
 	int32_t *free_ids; /* stack of free page ids */
 	int n_free;
 	uint32_t *ref;     /* reference count per page */
@@ -57,8 +61,13 @@ typedef struct kv_pool {
 	uint64_t key[2];   /* hash key */
 } kv_pool;
 
-/* Returns 0 or -ENOMEM. */
-int kv_pool_init(kv_pool *p, int n_layer, int kv_dim, int page_tokens, int n_pages);
+/* 1 when type is a KV element type (F16, Q8_0, Q4_0). */
+int kv_type_ok(kern_type type);
+/* Bytes of one page of the type (0 for a type kv_type_ok refuses or a
+ * kv_dim that is not whole blocks). */
+size_t kv_page_bytes(kern_type type, int n_layer, int kv_dim, int page_tokens);
+/* Returns 0, HERD_E_INVAL (a type kv_page_bytes refuses) or -ENOMEM. */
+int kv_pool_init(kv_pool *p, kern_type type, int n_layer, int kv_dim, int page_tokens, int n_pages);
 void kv_pool_fini(kv_pool *p);
 /* A fresh page with reference count 1 (a free one, else the least recently
  * used cached page, evicted), or -1 when every page is referenced. */
@@ -99,15 +108,16 @@ int kv_pool_publish(kv_pool *p, int32_t page, uint64_t parent, uint64_t hash,
  * (nothing changed) when no page can be had. */
 int32_t kv_pool_cow(kv_pool *p, int32_t page);
 
-static inline kern_fp16_t *kv_page_k(const kv_pool *p, int32_t page, int layer)
+/* The K (V) row of position slot (< page_tokens) of layer in page. */
+static inline void *kv_row_k(const kv_pool *p, int32_t page, int layer, int slot)
 {
-	return p->data + (size_t)page * p->page_elems +
-	       (size_t)layer * 2 * p->page_tokens * p->kv_dim;
+	return p->data + (size_t)page * p->page_bytes +
+	       ((size_t)layer * 2 * p->page_tokens + (size_t)slot) * p->row_bytes;
 }
 
-static inline kern_fp16_t *kv_page_v(const kv_pool *p, int32_t page, int layer)
+static inline void *kv_row_v(const kv_pool *p, int32_t page, int layer, int slot)
 {
-	return kv_page_k(p, page, layer) + (size_t)p->page_tokens * p->kv_dim;
+	return (uint8_t *)kv_row_k(p, page, layer, slot) + (size_t)p->page_tokens * p->row_bytes;
 }
 
 #endif

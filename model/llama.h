@@ -98,6 +98,9 @@ typedef struct llama_ctx_opts {
 	int max_step_tokens; /* max tokens in one llama_decode step; <= 0: 512 */
 	int n_kv_pages;      /* KV pool size in pages; <= 0: enough for 1 x n_ctx */
 	int force_ref;       /* use scalar reference kernels */
+	int kv_type;         /* KV cache element type: KERN_TYPE_F16 (also 0),
+			      * KERN_TYPE_Q8_0 or KERN_TYPE_Q4_0 (head size a
+			      * multiple of 32: llama_kv_type_fits) */
 	const int *cpus;     /* n_cpus > 0: pin the compute threads to these CPUs
 			      * (kern_pool_create_pinned); copied at create */
 	int n_cpus;
@@ -132,6 +135,16 @@ int llama_ctx_free_pages(const llama_ctx *c);
 int llama_ctx_cached_pages(const llama_ctx *c);
 /* Cached pages evicted for reuse since the ctx was created. */
 uint64_t llama_ctx_evictions(const llama_ctx *c);
+
+/* The KV cache's element type. */
+kern_type llama_ctx_kv_type(const llama_ctx *c);
+/* 1 when a model of hp can keep its KV cache in type (F16 always; Q8_0 and
+ * Q4_0 when the head size is a multiple of their block of 32). */
+int llama_kv_type_fits(const llama_hparams *hp, kern_type type);
+/* Bytes of one KV page (LLAMA_KV_PAGE positions, every layer) in type. */
+size_t llama_kv_page_bytes(const llama_hparams *hp, kern_type type);
+/* "f16", "q8_0", "q4_0" (any case) -> the kern_type, else -1. */
+int llama_kv_type_parse(const char *s);
 
 void llama_seq_init(llama_seq *s);
 /* Returns s's pages to c's pool and resets it (n_past = 0). */

@@ -15,6 +15,7 @@
 
 #include "herd/error.h"
 #include "kernels/gemm.h"
+#include "kernels/ops.h"
 #include "model/llama.h"
 
 #ifndef HERD_FIXTURES
@@ -49,31 +50,9 @@ static void *read_file(const char *path, size_t *size)
 	return buf;
 }
 
-/* KL(P || Q) with P = softmax(ref), Q = softmax(ours), in double. */
-static double kl_div(const float *ref, const float *ours, int n)
-{
-	double mr = ref[0], mo = ours[0];
-	for (int i = 1; i < n; i++) {
-		mr = ref[i] > mr ? ref[i] : mr;
-		mo = ours[i] > mo ? ours[i] : mo;
-	}
-	double sr = 0, so = 0;
-	for (int i = 0; i < n; i++) {
-		sr += exp(ref[i] - mr);
-		so += exp(ours[i] - mo);
-	}
-	const double lr = log(sr), lo = log(so);
-	double kl = 0;
-	for (int i = 0; i < n; i++) {
-		const double lp = ref[i] - mr - lr, lq = ours[i] - mo - lo;
-		kl += exp(lp) * (lp - lq);
-	}
-	return kl;
-}
-
 /* mode 0: best SIMD kernels, 1: scalar reference, 2: SIMD with matrices repacked
  * into the row-interleaved GEMM layouts. */
-static void check_type(const char *type, double bound, int mode)
+static void check_type_kv(const char *type, double bound, int mode, kern_type kv)
 {
 	char path[1024], err[512] = "";
 	const char *dir = fixture_dir();
@@ -85,7 +64,7 @@ static void check_type(const char *type, double bound, int mode)
 	llama_ctx *c = NULL;
 	if (mode == 2)
 		assert_int_equal(llama_model_repack(m, KERN_REPACK_ALL), 0);
-	llama_ctx_opts o = {.n_threads = 0, .force_ref = mode == 1};
+	llama_ctx_opts o = {.n_threads = 0, .force_ref = mode == 1, .kv_type = kv};
 	assert_int_equal(llama_ctx_create(&c, m, &o), 0);
 
 	size_t tsize, lsize;
@@ -116,7 +95,7 @@ static void check_type(const char *type, double bound, int mode)
 		const float *r = ref_logits + (size_t)i * V, *o2 = logits + (size_t)i * V;
 		for (int k = 0; k < V; k++)
 			assert_true(isfinite(o2[k]));
-		double kl = kl_div(r, o2, V);
+		double kl = kern_kl_logits(r, o2, V);
 		sum += kl;
 		worst = kl > worst ? kl : worst;
 		int ar = 0, ao = 0;
@@ -127,8 +106,9 @@ static void check_type(const char *type, double bound, int mode)
 		top_same += ar == ao;
 	}
 	const double mean = sum / n;
-	printf("# %-7s %s: mean KL %.3g (max %.3g, bound %.0e), same top token %d/%d\n", type,
-	       mode == 1 ? "ref " : mode == 2 ? "gemm" : "simd", mean, worst, bound, top_same, n);
+	printf("# %-7s %s KV %-4s: mean KL %.3g (max %.3g, bound %.0e), same top token %d/%d\n", type,
+	       mode == 1 ? "ref " : mode == 2 ? "gemm" : "simd", kern_type_name(kv), mean, worst, bound,
+	       top_same, n);
 	assert_true(mean <= bound);
 	llama_seq_reset(c, &s);
 	free(logits);
@@ -136,6 +116,11 @@ static void check_type(const char *type, double bound, int mode)
 	free(ref_logits);
 	llama_ctx_destroy(c);
 	llama_model_destroy(m);
+}
+
+static void check_type(const char *type, double bound, int mode)
+{
+	check_type_kv(type, bound, mode, KERN_TYPE_F16);
 }
 
 #define FIXTURE_TEST(T, B)                                   \
@@ -169,6 +154,21 @@ FIXTURE_TEST(Q4_K_M, 2e-3)
 FIXTURE_TEST(Q5_K_M, 2e-3)
 FIXTURE_TEST(Q6_K, 2e-3)
 
+/* Quantized KV pages against llama.cpp's f16-KV logits: the cache's
+ * rounding on top of the weights' (kv_q8_0 / kv_q4_0 on both ISA paths). */
+#define KV_TEST(T, KV, B)                                                   \
+	static void test_##T##_kv_##KV(void **state)                        \
+	{                                                                   \
+		(void)state;                                                \
+		check_type_kv(#T, B, 0, KERN_TYPE_##KV);                    \
+		check_type_kv(#T, B, 1, KERN_TYPE_##KV);                    \
+	}
+
+KV_TEST(F32, Q8_0, 2e-3)
+KV_TEST(F16, Q4_0, 5e-2)
+KV_TEST(Q8_0, Q8_0, 3e-3)
+KV_TEST(Q4_0, Q4_0, 5e-2)
+
 #define T2(T) cmocka_unit_test(test_##T), cmocka_unit_test(test_##T##_ref), cmocka_unit_test(test_##T##_gemm)
 
 int main(void)
@@ -183,6 +183,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T2(F32), T2(F16), T2(BF16), T2(Q8_0), T2(Q4_0), T2(Q4_1), T2(Q5_0),
 		T2(Q5_1), T2(Q2_K), T2(Q3_K_M), T2(Q4_K_M), T2(Q5_K_M), T2(Q6_K),
+		cmocka_unit_test(test_F32_kv_Q8_0), cmocka_unit_test(test_F16_kv_Q4_0),
+		cmocka_unit_test(test_Q8_0_kv_Q8_0), cmocka_unit_test(test_Q4_0_kv_Q4_0),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

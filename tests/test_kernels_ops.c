@@ -88,6 +88,45 @@ static void test_attention_helpers(void **state)
 	}
 }
 
+/* Quantized KV rows: every ISA's axpy over Q8_0 / Q4_0 rows against the
+ * reference, and the reference against the dequantized row. */
+static void test_axpy_quant_rows(void **state)
+{
+	(void)state;
+	enum { N = 256 };
+	float x[N], deq[N], y0[N], y1[N], want[N];
+	for (int i = 0; i < N; i++)
+		x[i] = sinf((float)i * 0.29f) * (1.0f + (float)(i % 7));
+	kern_ops ref;
+	kern_ops_init(&ref, KERN_ISA_REF);
+	const kern_type types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0};
+	for (size_t k = 0; k < 2; k++) {
+		const kern_type t = types[k];
+		unsigned char row[N * 2];
+		ref.from_float[t](x, row, N);
+		ref.to_float[t](row, deq, N);
+		for (int i = 0; i < N; i++) {
+			y0[i] = x[i] * 0.5f;
+			want[i] = y0[i] + -0.7f * deq[i];
+		}
+		ref.axpy_row[t](y0, -0.7f, row, N);
+		for (int i = 0; i < N; i++)
+			assert_float_equal(y0[i], want[i], 1e-5 * (1 + fabsf(want[i])));
+		for (int isa = KERN_ISA_AVX2; isa <= (int)kern_isa_detect(); isa++) {
+			kern_ops o;
+			kern_ops_init(&o, (kern_isa)isa);
+			for (int n = 32; n <= N; n += 96) { /* 1, 4 and 7 blocks */
+				for (int i = 0; i < N; i++)
+					y0[i] = y1[i] = x[i] * 0.5f;
+				ref.axpy_row[t](y0, 1.3f, row, n);
+				o.axpy_row[t](y1, 1.3f, row, n);
+				for (int i = 0; i < N; i++)
+					assert_float_equal(y0[i], y1[i], 1e-5 * (1 + fabsf(y0[i])));
+			}
+		}
+	}
+}
+
 /* The dispatch contract (kernels/variant.h): at every ISA the CPU runs,
  * every type has all of its operations and no other; an ISA above the CPU's
  * is clamped; the reference ISA hands out the scalar references. */
@@ -118,11 +157,15 @@ static void test_dispatch_tables(void **state)
 		assert_non_null(o.dot_f32_f16);
 		assert_non_null(o.axpy_f16);
 		assert_non_null(o.f32_to_f16_row);
+		for (int t = 0; t < KERN_TYPE_COUNT; t++)
+			assert_int_equal(o.axpy_row[t] != NULL, t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q4_0);
 	}
 	kern_ops_init(&o, KERN_ISA_REF);
 	assert_ptr_equal(o.dot_f32_f16, kern_dot_f32_f16_ref);
 	assert_ptr_equal(o.axpy_f16, kern_axpy_f16_ref);
 	assert_ptr_equal(o.f32_to_f16_row, kern_f32_to_f16_row_ref);
+	assert_ptr_equal(o.axpy_row[KERN_TYPE_Q8_0], kern_axpy_q8_0_ref);
+	assert_ptr_equal(o.axpy_row[KERN_TYPE_Q4_0], kern_axpy_q4_0_ref);
 	assert_ptr_equal(o.gemm[KERN_TYPE_Q4_0_R16], kern_gemm_q4_0_r16_ref);
 	assert_ptr_equal(o.act[KERN_TYPE_Q4_K_R16], kern_act_q8k_ref);
 }
@@ -134,6 +177,7 @@ int main(void)
 		cmocka_unit_test(test_rope),
 		cmocka_unit_test(test_softmax_swiglu),
 		cmocka_unit_test(test_attention_helpers),
+		cmocka_unit_test(test_axpy_quant_rows),
 		cmocka_unit_test(test_dispatch_tables),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,11 +77,11 @@ static int32_t argmax(const float *v, int n)
 
 /* Each of NSEQ sequences (prompts of different lengths) generates NGEN greedy
  * tokens alone, then all together in shared steps: the tokens must match. */
-static void check_batch_invariance(const char *type, int repack)
+static void check_batch_invariance_kv(const char *type, int repack, kern_type kv)
 {
 	llama_model *m = load(type, repack);
 	llama_ctx *c;
-	llama_ctx_opts o = {.n_ctx = 128, .n_kv_pages = NSEQ * 8, .max_step_tokens = 512};
+	llama_ctx_opts o = {.n_ctx = 128, .n_kv_pages = NSEQ * 8, .max_step_tokens = 512, .kv_type = kv};
 	assert_int_equal(llama_ctx_create(&c, m, &o), 0);
 	const int V = m->hp.n_vocab;
 	int32_t prompts[NSEQ][24];
@@ -135,9 +135,16 @@ static void check_batch_invariance(const char *type, int repack)
 	llama_model_destroy(m);
 }
 
+static void check_batch_invariance(const char *type, int repack)
+{
+	check_batch_invariance_kv(type, repack, KERN_TYPE_F16);
+}
+
 static void test_batch_invariance(void **state)
 {
 	(void)state;
+	check_batch_invariance_kv("Q4_0", 1, KERN_TYPE_Q8_0);
+	check_batch_invariance_kv("Q8_0", 0, KERN_TYPE_Q4_0);
 	check_batch_invariance("Q4_0", 1);
 	check_batch_invariance("Q4_0", 0);
 	check_batch_invariance("Q8_0", 1);
@@ -147,12 +154,13 @@ static void test_batch_invariance(void **state)
 
 /* A prompt evaluated in one step gives exactly the logits of feeding it one
  * token at a time. */
-static void test_prefill_equals_stepwise(void **state)
+static void prefill_equals_stepwise(kern_type kv)
 {
-	(void)state;
 	llama_model *m = load("Q4_0", 1);
 	llama_ctx *c;
-	assert_int_equal(llama_ctx_create(&c, m, NULL), 0);
+	llama_ctx_opts o = {.kv_type = kv};
+	assert_int_equal(llama_ctx_create(&c, m, &o), 0);
+	assert_int_equal(llama_ctx_kv_type(c), kv);
 	const int V = m->hp.n_vocab, n = 37;
 	int32_t toks[37];
 	for (int i = 0; i < n; i++)
@@ -172,6 +180,43 @@ static void test_prefill_equals_stepwise(void **state)
 	free(all);
 	free(one);
 	llama_ctx_destroy(c);
+	llama_model_destroy(m);
+}
+
+static void test_prefill_equals_stepwise(void **state)
+{
+	(void)state;
+	prefill_equals_stepwise(KERN_TYPE_F16);
+	prefill_equals_stepwise(KERN_TYPE_Q8_0);
+	prefill_equals_stepwise(KERN_TYPE_Q4_0);
+}
+
+/* KV cache types: names, page sizes, and what a model's head size allows. */
+static void test_kv_types(void **state)
+{
+	(void)state;
+	assert_int_equal(llama_kv_type_parse("q8_0"), KERN_TYPE_Q8_0);
+	assert_int_equal(llama_kv_type_parse("F16"), KERN_TYPE_F16);
+	assert_int_equal(llama_kv_type_parse("Q4_0"), KERN_TYPE_Q4_0);
+	assert_int_equal(llama_kv_type_parse("q4_1"), -1);
+	assert_int_equal(llama_kv_type_parse(NULL), -1);
+	llama_model *m = load("F16", 0);
+	const llama_hparams *hp = &m->hp;
+	const size_t f16 = llama_kv_page_bytes(hp, KERN_TYPE_F16);
+	assert_int_equal(f16, (size_t)hp->n_layer * 2 * LLAMA_KV_PAGE * hp->head_dim * hp->n_head_kv * 2);
+	assert_int_equal(llama_kv_page_bytes(hp, KERN_TYPE_Q8_0) * 64, f16 * 34);
+	assert_int_equal(llama_kv_page_bytes(hp, KERN_TYPE_Q4_0) * 64, f16 * 18);
+	assert_int_equal(llama_kv_page_bytes(hp, KERN_TYPE_Q4_1), 0);
+	llama_ctx *c = NULL;
+	llama_ctx_opts o = {.kv_type = KERN_TYPE_Q4_1};
+	assert_int_equal(llama_ctx_create(&c, m, &o), HERD_E_INVAL);
+	assert_null(c);
+	/* a head size that is not whole blocks of 32 cannot be quantized */
+	llama_hparams odd = *hp;
+	odd.head_dim = 8;
+	assert_true(llama_kv_type_fits(&odd, KERN_TYPE_F16));
+	assert_false(llama_kv_type_fits(&odd, KERN_TYPE_Q8_0));
+	assert_true(llama_kv_type_fits(hp, KERN_TYPE_Q4_0));
 	llama_model_destroy(m);
 }
 
@@ -280,6 +325,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_batch_invariance),
 		cmocka_unit_test(test_prefill_equals_stepwise),
+		cmocka_unit_test(test_kv_types),
 		cmocka_unit_test(test_decode_errors),
 		cmocka_unit_test(test_bad_models),
 	};

@@ -93,7 +93,7 @@ static void test_pool_refcount_lru(void **state)
 {
 	(void)state;
 	kv_pool p;
-	assert_int_equal(kv_pool_init(&p, 1, 8, P, 4), 0);
+	assert_int_equal(kv_pool_init(&p, KERN_TYPE_F16, 1, 8, P, 4), 0);
 	int32_t tok[4][P];
 	for (int i = 0; i < 4; i++)
 		for (int j = 0; j < P; j++)
@@ -140,11 +140,11 @@ static void test_pool_refcount_lru(void **state)
 	assert_int_equal(kv_pool_alloc(&p), -1);
 	/* copy-on-write of a page with a second holder */
 	kv_pool_retain(&p, pg[2]);
-	kv_page_k(&p, pg[2], 0)[3] = 0x3c00;
+	((kern_fp16_t *)kv_row_k(&p, pg[2], 0, 0))[3] = 0x3c00;
 	kv_pool_release(&p, a);
 	int32_t cp = kv_pool_cow(&p, pg[2]);
 	assert_int_equal(cp, a);
-	assert_int_equal(kv_page_k(&p, cp, 0)[3], 0x3c00);
+	assert_int_equal(((kern_fp16_t *)kv_row_k(&p, cp, 0, 0))[3], 0x3c00);
 	assert_int_equal(p.ref[pg[2]], 1);
 	/* a different domain seeds a different chain */
 	assert_true(kv_hash_seed(&p, "m", 1, 2) != parent);

@@ -70,7 +70,20 @@ uint64_t cli_u64_or(const char *s, int *ok)
 	return v;
 }
 
-int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_ctx **c)
+int cli_kv_type(const char *opt, const char *s, int *out)
+{
+	const int t = llama_kv_type_parse(s);
+	if (t < 0) {
+		fprintf(stderr, "herd: %s expects a KV cache type (f16, q8_0, q4_0), got '%s'\n", opt,
+			s ? s : "(nothing)");
+		return -1;
+	}
+	*out = t;
+	return 0;
+}
+
+int cli_load(const char *path, int n_threads, int n_ctx, int kv_type, llama_model **m,
+	     llama_ctx **c)
 {
 	char err[512] = "";
 	cli_env env;
@@ -87,8 +100,15 @@ int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_
 		*m = NULL;
 		return rc;
 	}
-	llama_ctx_opts o = {.n_threads = n_threads, .n_ctx = n_ctx, .force_ref = env.force_ref};
-	rc = llama_ctx_create(c, *m, &o);
+	llama_ctx_opts o = {.n_threads = n_threads, .n_ctx = n_ctx, .force_ref = env.force_ref,
+			    .kv_type = kv_type};
+	if (!llama_kv_type_fits(&(*m)->hp, (kern_type)(kv_type ? kv_type : KERN_TYPE_F16))) {
+		fprintf(stderr, "herd: KV cache type %s needs a head size that is a multiple of 32; '%s' has %d\n",
+			kern_type_name(kv_type), path, (*m)->hp.head_dim);
+		rc = HERD_E_INVAL;
+	} else {
+		rc = llama_ctx_create(c, *m, &o);
+	}
 	if (rc) {
 		fprintf(stderr, "herd: cannot create a context: %s\n", herd_strerror(rc));
 		llama_model_destroy(*m);

@@ -34,7 +34,11 @@ void cli_env_read(cli_env *e);
 
 /* Loads a model (interleaved under the policy, model/convert.h) and makes a
  * context, with the cli_env switches; prints the error itself. */
-int cli_load(const char *path, int n_threads, int n_ctx, llama_model **m, llama_ctx **c);
+int cli_load(const char *path, int n_threads, int n_ctx, int kv_type, llama_model **m,
+	     llama_ctx **c);
+/* Parses a KV cache type name (f16, q8_0, q4_0) for opt into *out, or
+ * prints an error naming opt and returns -1. */
+int cli_kv_type(const char *opt, const char *s, int *out);
 
 /* Tokenizes text into a malloc'd array (*n ids); BOS first when add_bos. */
 int cli_tokenize(const tok_vocab *v, const char *text, int add_bos, int32_t **ids, int *n);

@@ -115,7 +115,7 @@ static void bench_reset(struct bench *b)
 static void bench_usage(void)
 {
 	fprintf(stderr, "usage: herd bench -m MODEL [-t THREADS] [-p 128] [-n 64] [-b 1[,B...]] [-r 3] [--json]\n"
-			"                  [--no-probe] [--report DIR]\n");
+			"                  [--no-probe] [--report DIR] [--kv-type f16|q8_0|q4_0]\n");
 }
 
 /* Constants of a run. */
@@ -133,6 +133,7 @@ typedef struct bench_opts {
 	long batches[BENCH_MAX_BATCHES]; /* -b B[,B...]: one measurement per size */
 	int n_batches;
 	int json, probe;
+	int kv_type; /* --kv-type */
 } bench_opts;
 
 /* The numeric options: flag, field, bounds. */
@@ -150,7 +151,8 @@ static const struct bench_num_opt {
 /* 0, or 2 (the exit status) after a usage error has been printed. */
 static int bench_parse(int argc, char **argv, bench_opts *o)
 {
-	*o = (bench_opts){.p = 128, .n = 64, .reps = 3, .B = 1, .batches = {1}, .n_batches = 1, .probe = 1};
+	*o = (bench_opts){.p = 128, .n = 64, .reps = 3, .B = 1, .batches = {1}, .n_batches = 1, .probe = 1,
+			   .kv_type = KERN_TYPE_F16};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
 		const struct bench_num_opt *num = NULL;
@@ -167,6 +169,11 @@ static int bench_parse(int argc, char **argv, bench_opts *o)
 			continue;
 		} else if (!strcmp(a, "--no-probe")) {
 			o->probe = 0;
+			continue;
+		} else if (!strcmp(a, "--kv-type")) {
+			if (cli_kv_type(a, next, &o->kv_type))
+				return 2;
+			i++;
 			continue;
 		}
 		for (size_t k = 0; k < sizeof(bench_num_opts) / sizeof(bench_num_opts[0]); k++)
@@ -226,11 +233,12 @@ static int bench_create(struct bench *b, llama_model *m, const bench_opts *bo)
 	cli_env_read(&env);
 	llama_ctx_opts o = {.n_threads = (int)threads, .n_ctx = per_seq,
 			    .n_kv_pages = (int)B * ((per_seq + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE),
-			    .force_ref = env.force_ref};
+			    .force_ref = env.force_ref, .kv_type = bo->kv_type};
 	*b = (struct bench){.V = m->hp.n_vocab, .B = (int)B, .p = (int)p, .n = (int)n};
 	int rc = llama_ctx_create(&b->c, m, &o);
 	if (rc) {
-		fprintf(stderr, "herd bench: cannot create a context: %s\n", herd_strerror(rc));
+		fprintf(stderr, "herd bench: cannot create a context (KV %s): %s\n",
+			kern_type_name(bo->kv_type), herd_strerror(rc));
 		return 1;
 	}
 	b->seqs = calloc((size_t)B, sizeof(*b->seqs));
@@ -335,19 +343,19 @@ static void bench_report(const struct bench *b, const llama_model *m, const benc
 	if (o->json)
 		printf("{\"model\":\"%s\",\"model_bytes\":%llu,\"weight_macs_per_token\":%llu,\"n_vocab\":%d,"
 		       "\"n_layer\":%d,\"threads\":%d,\"isa\":\"%s\",\"batch\":%ld,\"p\":%ld,\"n\":%ld,\"reps\":%ld,"
-		       "\"prefill_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"decode_weight_gb_s\":%.2f,"
+		       "\"kv_type\":\"%s\",\"prefill_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"decode_weight_gb_s\":%.2f,"
 		       "\"prefill_int8_gmac_s\":%.1f,\"machine_read_gb_s\":%.2f,\"machine_int8_gmac_s\":%.1f,"
 		       "\"decode_bandwidth_fraction\":%.3f,\"prefill_compute_fraction\":%.3f}\n",
 		       o->model, (unsigned long long)m->weight_bytes, (unsigned long long)m->weight_macs, b->V,
 		       m->hp.n_layer, llama_ctx_n_threads(b->c), kern_isa_name(llama_ctx_isa(b->c)), o->B, o->p,
-		       o->n, o->reps, pps, tgs, decode_gbs, prefill_gmacs, read_gbs, gmacs,
+		       o->n, o->reps, kern_type_name(o->kv_type), pps, tgs, decode_gbs, prefill_gmacs, read_gbs, gmacs,
 		       read_gbs > 0 ? decode_gbs / read_gbs : 0, gmacs > 0 ? prefill_gmacs / gmacs : 0);
 	else
-		printf("model %s (%.1f MiB of weights), %d threads, %s kernels, batch %ld\n"
+		printf("model %s (%.1f MiB of weights), %d threads, %s kernels, batch %ld, KV %s\n"
 		       "prompt processing: %.2f tok/s (%.1f G int8 MAC/s of %.1f measured)\n"
 		       "generation:        %.2f tok/s (%.2f GB/s of weights of %.2f measured)\n",
 		       o->model, bytes / 1048576.0, llama_ctx_n_threads(b->c),
-		       kern_isa_name(llama_ctx_isa(b->c)), o->B, pps, prefill_gmacs, gmacs, tgs, decode_gbs,
+		       kern_isa_name(llama_ctx_isa(b->c)), o->B, kern_type_name(o->kv_type), pps, prefill_gmacs, gmacs, tgs, decode_gbs,
 		       read_gbs);
 }
 

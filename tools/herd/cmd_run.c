@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "herd/error.h"
 #include "model/generate.h"
+#include "model/spec.h"
 #include "common/clock.h"
 
 #define RUN_DEFAULT_N_GEN 64       /* -n */
@@ -16,11 +17,14 @@
 #define RUN_MAX_CTX (1L << 20)
 #define RUN_MAX_TOP_K (1L << 24)
 #define RUN_MAX_STOP 64            /* --stop, as many as the wire allows */
+#define RUN_DEFAULT_DRAFT 8        /* --draft: greedy runs draft from the prompt */
 
 typedef struct run_opts {
 	const char *model, *prompt, *system;
 	long n_gen, threads, n_ctx, top_k;
 	int chat;
+	int kv_type;
+	long draft;
 	float temp, top_p, min_p, repeat_penalty;
 	uint64_t seed;
 	gen_str stop[RUN_MAX_STOP];
@@ -34,6 +38,7 @@ typedef enum run_opt_kind {
 	RUN_OPT_U64,   /* uint64_t */
 	RUN_OPT_FLAG,  /* int set to 1, no value */
 	RUN_OPT_STOP,  /* appended to stop[] */
+	RUN_OPT_KV,    /* int kern_type of a KV cache type name */
 } run_opt_kind;
 
 typedef struct run_opt {
@@ -61,6 +66,8 @@ static const run_opt run_opt_table[] = {
 	{.name = "--seed", .kind = RUN_OPT_U64, .off = offsetof(run_opts, seed)},
 	{.name = "--chat", .kind = RUN_OPT_FLAG, .off = offsetof(run_opts, chat)},
 	{.name = "--stop", .kind = RUN_OPT_STOP},
+	{.name = "--kv-type", .kind = RUN_OPT_KV, .off = offsetof(run_opts, kv_type)},
+	{.name = "--draft", .kind = RUN_OPT_LONG, .off = offsetof(run_opts, draft), .hi = SPEC_MAX_DRAFT},
 };
 
 static void run_usage(void)
@@ -68,7 +75,8 @@ static void run_usage(void)
 	fprintf(stderr,
 		"usage: herd run -m MODEL -p TEXT [-n N] [-t THREADS] [--temp T] [--seed S]\n"
 		"                [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
-		"                [--chat] [--system TEXT] [--ctx N] [--stop TEXT]...\n");
+		"                [--chat] [--system TEXT] [--ctx N] [--stop TEXT]...\n"
+		"                [--kv-type f16|q8_0|q4_0] [--draft N (greedy only; 0 off)]\n");
 }
 
 /* Stores the value of option d (next, NULL when absent) into o. Returns 0,
@@ -94,6 +102,7 @@ static int run_opt_set(const run_opt *d, const char *next, run_opts *o)
 			next ? next : "(nothing)");
 		return 2;
 	case RUN_OPT_FLAG: *(int *)field = 1; return 0;
+	case RUN_OPT_KV: return cli_kv_type(d->name, next, (int *)field) ? 2 : 0;
 	case RUN_OPT_STOP:
 		if (o->n_stop == RUN_MAX_STOP) {
 			fprintf(stderr, "herd run: at most %d --stop strings\n", RUN_MAX_STOP);
@@ -112,7 +121,7 @@ static int run_parse(int argc, char **argv, run_opts *o)
 	const sampler_params sp = sampler_params_default();
 	*o = (run_opts){.n_gen = RUN_DEFAULT_N_GEN, .top_k = sp.top_k, .temp = sp.temperature,
 			.top_p = sp.top_p, .min_p = sp.min_p, .repeat_penalty = sp.repeat_penalty,
-			.seed = sp.seed};
+			.seed = sp.seed, .draft = RUN_DEFAULT_DRAFT};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
 		const run_opt *d = NULL;
@@ -120,7 +129,8 @@ static int run_parse(int argc, char **argv, run_opts *o)
 			if (!strcmp(a, run_opt_table[k].name) ||
 			    (run_opt_table[k].alias && !strcmp(a, run_opt_table[k].alias)))
 				d = &run_opt_table[k];
-		const int string_arg = d && (d->kind == RUN_OPT_STR || d->kind == RUN_OPT_STOP);
+		const int string_arg = d && (d->kind == RUN_OPT_STR || d->kind == RUN_OPT_STOP ||
+					     d->kind == RUN_OPT_KV);
 		if (!d || (string_arg && !next)) {
 			fprintf(stderr, "herd run: unknown or incomplete option '%s'\n", a);
 			run_usage();
@@ -167,27 +177,26 @@ static void run_request(const run_opts *o, gen_msg msgs[2], gen_request *g)
 	g->params.n_stop = o->n_stop;
 }
 
-/* Evaluates the prompt, then steps and prints each piece as it may be
- * shown; the summary line goes to stderr. Returns 0 or 1 after printing
- * the error. */
-static int run_generate(llama_ctx *c, gen_seq *g, float *logits)
+static int run_piece(void *arg, const gen_step *st)
+{
+	(void)arg;
+	fwrite(st->piece, 1, st->len, stdout);
+	fflush(stdout);
+	return 0;
+}
+
+/* Evaluates the prompt, then steps (drafting from the prompt when greedy,
+ * model/spec.h) and prints each piece as it may be shown; the summary line
+ * goes to stderr. Returns 0 or 1 after printing the error. */
+static int run_generate(llama_ctx *c, gen_seq *g, spec_ctl *sc, float *logits)
 {
 	llama_seq seq;
 	llama_seq_init(&seq);
 	const double t0 = clock_mono_s();
 	int rc = llama_eval(c, &seq, g->prompt, g->n_prompt, 0, logits);
 	const double t1 = clock_mono_s();
-	while (!rc) {
-		gen_step st;
-		if ((rc = gen_seq_next(g, logits, clock_mono_ms(), &st)))
-			break;
-		fwrite(st.piece, 1, st.len, stdout);
-		fflush(stdout);
-		if (st.finish != HERD_FINISH_NONE)
-			break;
-		llama_batch_seq b = {&seq, &st.token, 1, LLAMA_LOGITS_LAST, logits};
-		rc = llama_decode(c, &b, 1);
-	}
+	if (!rc)
+		rc = spec_run(c, &seq, g, sc, logits, run_piece, NULL);
 	const double t2 = clock_mono_s();
 	llama_seq_reset(c, &seq);
 	fputc('\n', stdout);
@@ -199,6 +208,10 @@ static int run_generate(llama_ctx *c, gen_seq *g, float *logits)
 	fprintf(stderr, "herd: prompt %d tokens in %.3f s (%.1f tok/s), generated %d tokens in %.3f s (%.1f tok/s), %d threads, %s kernels, finish %s\n",
 		n, t1 - t0, n / (t1 - t0), gen, t2 - t1, gen > 1 ? (gen - 1) / (t2 - t1) : 0.0,
 		llama_ctx_n_threads(c), kern_isa_name(llama_ctx_isa(c)), herd_finish_name(g->finish));
+	if (sc->drafts)
+		fprintf(stderr, "herd: drafts %llu, %llu tokens drafted, %llu accepted (%.0f%%)\n",
+			(unsigned long long)sc->drafts, (unsigned long long)sc->drafted,
+			(unsigned long long)sc->accepted, 100.0 * (double)sc->accepted / (double)sc->drafted);
 	return 0;
 }
 
@@ -208,6 +221,7 @@ int cmd_run(int argc, char **argv)
 	gen_msg msgs[2];
 	gen_request g;
 	gen_seq gs = {0};
+	spec_ctl sc = {0};
 	llama_model *m = NULL;
 	llama_ctx *c = NULL;
 	float *logits = NULL;
@@ -215,7 +229,7 @@ int cmd_run(int argc, char **argv)
 	int rc = run_parse(argc, argv, &o);
 	if (rc)
 		return rc;
-	if (cli_load(o.model, (int)o.threads, (int)o.n_ctx, &m, &c))
+	if (cli_load(o.model, (int)o.threads, (int)o.n_ctx, o.kv_type, &m, &c))
 		return 1;
 	run_request(&o, msgs, &g);
 	const gen_bounds b = {.n_ctx = llama_ctx_n_ctx(c), .t_start = clock_mono_ms()};
@@ -224,13 +238,15 @@ int cmd_run(int argc, char **argv)
 		fprintf(stderr, "herd run: %s\n", err);
 		goto out;
 	}
-	logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab);
-	if (!logits) {
+	const int draft = o.temp <= 0 ? (int)o.draft : 0; /* exact only for greedy */
+	logits = malloc(sizeof(float) * (size_t)m->hp.n_vocab * (size_t)(1 + draft));
+	if (!logits || spec_init(&sc, draft, gs.prompt, gs.n_prompt, gs.n_prompt + gs.max_gen + 1)) {
 		fprintf(stderr, "herd run: out of memory\n");
 		goto out;
 	}
-	rc = run_generate(c, &gs, logits);
+	rc = run_generate(c, &gs, &sc, logits);
 out:
+	spec_fini(&sc);
 	free(logits);
 	gen_seq_end(&gs);
 	llama_ctx_destroy(c);
