@@ -36,6 +36,14 @@ static const kern_type_traits type_traits[KERN_TYPE_COUNT] = {
 		.is_quantized = 1, .vec_dot_type = KERN_TYPE_Q8_K},
 	[KERN_TYPE_Q8_K] = {.name = "Q8_K", .blck_size = KERN_QK_K, .type_size = sizeof(kern_block_q8_K),
 		.is_quantized = 1, .vec_dot_type = KERN_TYPE_Q8_K},
+	[KERN_TYPE_IQ4_NL] = {.name = "IQ4_NL", .blck_size = KERN_QK4_NL, .type_size = sizeof(kern_block_iq4_nl),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_Q8_0},
+#define IQ_TRAITS(T, N) [KERN_TYPE_##T] = {.name = #T, .blck_size = KERN_QK_K, .type_size = sizeof(kern_block_##N), \
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_Q8_K}
+	IQ_TRAITS(IQ4_XS, iq4_xs), IQ_TRAITS(IQ3_S, iq3_s), IQ_TRAITS(IQ3_XXS, iq3_xxs),
+	IQ_TRAITS(IQ2_S, iq2_s), IQ_TRAITS(IQ2_XS, iq2_xs), IQ_TRAITS(IQ2_XXS, iq2_xxs),
+	IQ_TRAITS(IQ1_S, iq1_s), IQ_TRAITS(IQ1_M, iq1_m),
+#undef IQ_TRAITS
 	/* Sizes per row and block, amortized over the 16-row group: a matrix of
 	 * these types has exactly the bytes of its plain counterpart. */
 	[KERN_TYPE_Q4_0_R16] = {.name = "Q4_0_R16", .blck_size = KERN_QK4_0, .type_size = sizeof(kern_block_q4_0),
@@ -75,6 +83,7 @@ void kern_ops_init(kern_ops *ops, kern_isa isa)
 	*ops = (kern_ops){.isa = isa};
 	kern_ops_init_legacy(ops, isa);
 	kern_ops_init_kquant(ops, isa);
+	kern_ops_init_iquant(ops, isa);
 	kern_ops_init_gemm(ops, isa);
 	kern_ops_init_attn(ops, isa);
 }

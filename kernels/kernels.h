@@ -38,6 +38,15 @@ typedef enum kern_type {
 	KERN_TYPE_Q5_K = 13,
 	KERN_TYPE_Q6_K = 14,
 	KERN_TYPE_Q8_K = 15,
+	KERN_TYPE_IQ2_XXS = 16,
+	KERN_TYPE_IQ2_XS = 17,
+	KERN_TYPE_IQ3_XXS = 18,
+	KERN_TYPE_IQ1_S = 19,
+	KERN_TYPE_IQ4_NL = 20,
+	KERN_TYPE_IQ3_S = 21,
+	KERN_TYPE_IQ2_S = 22,
+	KERN_TYPE_IQ4_XS = 23,
+	KERN_TYPE_IQ1_M = 29,
 	KERN_TYPE_BF16 = 30,
 	/* herd's own row-interleaved layouts (kernels/gemm.h): never in files
 	 * meant for other programs, only in herd's shared images. Ids far
@@ -76,7 +85,9 @@ typedef struct kern_type_traits {
 } kern_type_traits;
 
 /* Per-ISA operation table, filled by kern_ops_init into caller-owned memory.
- * An entry is NULL only for a type herd does not support. */
+ * An entry is NULL only for a type herd does not support, and from_float
+ * also for the codebook i-quants below IQ4 (IQ3_S IQ3_XXS IQ2_S IQ2_XS
+ * IQ2_XXS IQ1_S IQ1_M), which herd reads but does not write. */
 typedef struct kern_ops {
 	kern_isa isa;
 	kern_to_float_fn to_float[KERN_TYPE_COUNT];
@@ -115,6 +126,7 @@ void kern_ops_init(kern_ops *ops, kern_isa isa);
  * the kernel tests do). */
 void kern_ops_init_legacy(kern_ops *ops, kern_isa isa); /* F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 */
 void kern_ops_init_kquant(kern_ops *ops, kern_isa isa); /* Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K */
+void kern_ops_init_iquant(kern_ops *ops, kern_isa isa); /* IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS IQ1_S IQ1_M */
 void kern_ops_init_gemm(kern_ops *ops, kern_isa isa);   /* Q4_0_R16 Q8_0_R16 Q4_K_R16 */
 void kern_ops_init_attn(kern_ops *ops, kern_isa isa);   /* f16 KV-cache helpers */
 

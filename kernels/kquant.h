@@ -25,6 +25,18 @@
 extern "C" {
 #endif
 
+/* Round to nearest, ties to even, via the float mantissa (valid for
+ * |f| <= 4194303); the same rounding as ggml's nearest_int and as
+ * cvtps2dq under the default MXCSR, which the SIMD Q8_K quantizer relies
+ * on. */
+static inline int kern_nearest_int(float f)
+{
+	const float v = f + 12582912.f;
+	int32_t i;
+	memcpy(&i, &v, 4);
+	return (i & 0x007fffff) - 0x00400000;
+}
+
 /* --- reference dequantization: y[0..n) = x --- */
 void kern_dequant_q2_k_ref(const void *restrict x, float *restrict y, int64_t n);
 void kern_dequant_q3_k_ref(const void *restrict x, float *restrict y, int64_t n);

@@ -16,18 +16,6 @@
 /* Below this a group's max is treated as zero (ggml's GROUP_MAX_EPS). */
 #define KQ_GROUP_MAX_EPS 1e-15f
 
-/* Round to nearest, ties to even, via the float mantissa (valid for
- * |f| <= 4194303); the same rounding as ggml's nearest_int and as
- * cvtps2dq under the default MXCSR, which the SIMD Q8_K quantizer relies
- * on. */
-static inline int kq_nearest_int(float f)
-{
-	const float v = f + 12582912.f;
-	int32_t i;
-	memcpy(&i, &v, 4);
-	return (i & 0x007fffff) - 0x00400000;
-}
-
 static inline int kq_clamp(int v, int lo, int hi)
 {
 	return v < lo ? lo : (v > hi ? hi : v);
@@ -64,7 +52,7 @@ static float kq_make_qkx2_quants(int n, int nmax, const float *restrict x,
 	float scale = 1 / iscale;
 	float best_mad = 0;
 	for (int i = 0; i < n; i++) {
-		const int l = kq_clamp(kq_nearest_int(iscale * (x[i] - min)), 0, nmax);
+		const int l = kq_clamp(kern_nearest_int(iscale * (x[i] - min)), 0, nmax);
 		L[i] = (uint8_t)l;
 		float diff = scale * l + min - x[i];
 		diff = use_mad ? fabsf(diff) : diff * diff;
@@ -78,7 +66,7 @@ static float kq_make_qkx2_quants(int n, int nmax, const float *restrict x,
 		iscale = (rmin + rdelta * is + nmax) / (max - min);
 		float sum_l = 0, sum_l2 = 0, sum_xl = 0;
 		for (int i = 0; i < n; i++) {
-			const int l = kq_clamp(kq_nearest_int(iscale * (x[i] - min)), 0, nmax);
+			const int l = kq_clamp(kern_nearest_int(iscale * (x[i] - min)), 0, nmax);
 			laux[i] = (uint8_t)l;
 			sum_l += w[i] * l;
 			sum_l2 += w[i] * l * l;
@@ -131,7 +119,7 @@ static float kq_make_qx_quants(int n, int nmax, const float *restrict x, uint8_t
 	float iscale = -nmax / max;
 	float sumlx = 0, suml2 = 0;
 	for (int i = 0; i < n; i++) {
-		const int l = kq_clamp(kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+		const int l = kq_clamp(kern_nearest_int(iscale * x[i]), -nmax, nmax - 1);
 		L[i] = (uint8_t)(l + nmax);
 		const float w = x[i] * x[i];
 		sumlx += w * x[i] * l;
@@ -145,14 +133,14 @@ static float kq_make_qx_quants(int n, int nmax, const float *restrict x, uint8_t
 		iscale = -(nmax + 0.1f * is) / max;
 		sumlx = suml2 = 0;
 		for (int i = 0; i < n; i++) {
-			const int l = kq_clamp(kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+			const int l = kq_clamp(kern_nearest_int(iscale * x[i]), -nmax, nmax - 1);
 			const float w = x[i] * x[i];
 			sumlx += w * x[i] * l;
 			suml2 += w * l * l;
 		}
 		if (suml2 > 0 && sumlx * sumlx > best * suml2) {
 			for (int i = 0; i < n; i++) {
-				const int l = kq_clamp(kq_nearest_int(iscale * x[i]), -nmax,
+				const int l = kq_clamp(kern_nearest_int(iscale * x[i]), -nmax,
 						       nmax - 1);
 				L[i] = (uint8_t)(nmax + l);
 			}
@@ -184,7 +172,7 @@ static float kq_make_q3_quants(int n, int nmax, const float *restrict x, int8_t 
 	const float iscale = -nmax / max;
 	float sumlx = 0, suml2 = 0;
 	for (int i = 0; i < n; i++) {
-		const int l = kq_clamp(kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+		const int l = kq_clamp(kern_nearest_int(iscale * x[i]), -nmax, nmax - 1);
 		L[i] = (int8_t)l;
 		const float w = x[i] * x[i];
 		sumlx += w * x[i] * l;
@@ -197,7 +185,7 @@ static float kq_make_q3_quants(int n, int nmax, const float *restrict x, int8_t 
 			float slx = sumlx - w * x[i] * L[i];
 			if (slx > 0) {
 				float sl2 = suml2 - w * L[i] * L[i];
-				int new_l = kq_clamp(kq_nearest_int(x[i] * sl2 / slx), -nmax,
+				int new_l = kq_clamp(kern_nearest_int(x[i] * sl2 / slx), -nmax,
 						     nmax - 1);
 				if (new_l != L[i]) {
 					slx += w * x[i] * new_l;
@@ -270,7 +258,7 @@ void kern_quant_q2_k_ref(const float *restrict x, void *restrict vy, int64_t n)
 		if (max_scale > 0) {
 			const float iscale = q4scale / max_scale;
 			for (int j = 0; j < KERN_QK_K / 16; j++)
-				y[i].scales[j] = (uint8_t)kq_nearest_int(iscale * scales[j]);
+				y[i].scales[j] = (uint8_t)kern_nearest_int(iscale * scales[j]);
 			y[i].d = kern_fp32_to_fp16(max_scale / q4scale);
 		} else {
 			memset(y[i].scales, 0, sizeof y[i].scales);
@@ -279,7 +267,7 @@ void kern_quant_q2_k_ref(const float *restrict x, void *restrict vy, int64_t n)
 		if (max_min > 0) {
 			const float iscale = q4scale / max_min;
 			for (int j = 0; j < KERN_QK_K / 16; j++)
-				y[i].scales[j] |= (uint8_t)(kq_nearest_int(iscale * mins[j]) << 4);
+				y[i].scales[j] |= (uint8_t)(kern_nearest_int(iscale * mins[j]) << 4);
 			y[i].dmin = kern_fp32_to_fp16(max_min / q4scale);
 		} else {
 			y[i].dmin = kern_fp32_to_fp16(0.f);
@@ -292,7 +280,7 @@ void kern_quant_q2_k_ref(const float *restrict x, void *restrict vy, int64_t n)
 			const float dm = kern_fp16_to_fp32(y[i].dmin) * (y[i].scales[j] >> 4);
 			for (int ii = 0; ii < 16; ii++)
 				L[16 * j + ii] = (uint8_t)kq_clamp(
-					kq_nearest_int((x[16 * j + ii] + dm) / d), 0, 3);
+					kern_nearest_int((x[16 * j + ii] + dm) / d), 0, 3);
 		}
 		for (int j = 0; j < KERN_QK_K; j += 128)
 			for (int l = 0; l < 32; l++)
@@ -359,7 +347,7 @@ void kern_quant_q3_k_ref(const float *restrict x, void *restrict vy, int64_t n)
 			/* Signed 6-bit scales: the largest-magnitude one maps to -32. */
 			const float iscale = -32.f / max_scale;
 			for (int j = 0; j < 16; j++) {
-				int l = kq_clamp(kq_nearest_int(iscale * scales[j]), -32, 31) + 32;
+				int l = kq_clamp(kern_nearest_int(iscale * scales[j]), -32, 31) + 32;
 				if (j < 8)
 					y[i].scales[j] = (uint8_t)(l & 0xF);
 				else
@@ -379,7 +367,7 @@ void kern_quant_q3_k_ref(const float *restrict x, void *restrict vy, int64_t n)
 				continue;
 			for (int ii = 0; ii < 16; ii++)
 				L[16 * j + ii] = (int8_t)(
-					kq_clamp(kq_nearest_int(x[16 * j + ii] / d), -4, 3) + 4);
+					kq_clamp(kern_nearest_int(x[16 * j + ii] / d), -4, 3) + 4);
 		}
 		/* High bit of element k goes to hmask[k % 32], bit k / 32. */
 		memset(y[i].hmask, 0, sizeof y[i].hmask);
@@ -451,8 +439,8 @@ static void kq_quant_k4_scales(const float *restrict x, int nmax, float rmin, in
 	const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f;
 	const float inv_min = max_min > 0 ? 63.f / max_min : 0.f;
 	for (int j = 0; j < 8; j++) {
-		int ls = kq_nearest_int(inv_scale * scales[j]);
-		int lm = kq_nearest_int(inv_min * mins[j]);
+		int ls = kern_nearest_int(inv_scale * scales[j]);
+		int lm = kern_nearest_int(inv_min * mins[j]);
 		ls = ls < 63 ? ls : 63;
 		lm = lm < 63 ? lm : 63;
 		if (j < 4) {
@@ -475,7 +463,7 @@ static void kq_quant_k4_scales(const float *restrict x, int nmax, float rmin, in
 		const float dm = kern_fp16_to_fp32(*dmin_out) * m[j];
 		for (int ii = 0; ii < 32; ii++)
 			L[32 * j + ii] = (uint8_t)kq_clamp(
-				kq_nearest_int((x[32 * j + ii] + dm) / d), 0, nmax);
+				kern_nearest_int((x[32 * j + ii] + dm) / d), 0, nmax);
 	}
 }
 
@@ -604,7 +592,7 @@ void kern_quant_q6_k_ref(const float *restrict x, void *restrict vy, int64_t n)
 		const float iscale = -128.f / max_scale;
 		y[i].d = kern_fp32_to_fp16(1 / iscale);
 		for (int ib = 0; ib < KERN_QK_K / 16; ib++) {
-			const int v = kq_nearest_int(iscale * scales[ib]);
+			const int v = kern_nearest_int(iscale * scales[ib]);
 			y[i].scales[ib] = (int8_t)(v < 127 ? v : 127);
 		}
 		for (int j = 0; j < KERN_QK_K / 16; j++) {
@@ -613,7 +601,7 @@ void kern_quant_q6_k_ref(const float *restrict x, void *restrict vy, int64_t n)
 				continue;
 			for (int ii = 0; ii < 16; ii++)
 				L[16 * j + ii] = (uint8_t)(
-					kq_clamp(kq_nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
+					kq_clamp(kern_nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
 		}
 		uint8_t *ql = y[i].ql, *qh = y[i].qh;
 		for (int j = 0; j < KERN_QK_K; j += 128, ql += 64, qh += 32) {
@@ -662,7 +650,7 @@ void kern_quant_q8_k_ref(const float *restrict x, void *restrict vy, int64_t n)
 		}
 		const float iscale = -127.f / max;
 		for (int j = 0; j < KERN_QK_K; j++) {
-			const int v = kq_nearest_int(iscale * x[j]);
+			const int v = kern_nearest_int(iscale * x[j]);
 			y[i].qs[j] = (int8_t)(v < 127 ? v : 127);
 		}
 		for (int j = 0; j < KERN_QK_K / 16; j++) {

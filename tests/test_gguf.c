@@ -964,6 +964,46 @@ static void test_validation(void **state)
 	validate_lengths(&b);
 }
 
+/* The i-quant ids llama-quantize writes: accepted with ggml's block sizes
+ * and bytes (a [2 blocks, 3 rows] tensor is exactly 6 blocks), refused one
+ * byte short, and a row of 288 (9 x 32, not a multiple of 256) is refused
+ * with the block size named for every type but IQ4_NL. */
+static void test_iquant_types(void **state)
+{
+	(void)state;
+	static const struct {
+		uint32_t id;
+		int blck;
+		size_t bytes;
+	} iq[] = {{16, 256, 66}, {17, 256, 74}, {18, 256, 98},  {19, 256, 50}, {20, 32, 18},
+		  {21, 256, 110}, {22, 256, 82}, {23, 256, 136}, {29, 256, 56}};
+	for (size_t k = 0; k < sizeof iq / sizeof iq[0]; k++) {
+		const uint64_t ne[2] = {2 * (uint64_t)iq[k].blck, 3};
+		gbuf b = {0};
+		gb_one_tensor(&b, 2, ne, iq[k].id, 0, 6 * iq[k].bytes);
+		uint8_t *copy = malloc(b.n);
+		assert_non_null(copy);
+		memcpy(copy, b.p, b.n);
+		gguf_ctx *c = NULL;
+		char err[512] = "";
+		if (gguf_open_mem(&c, copy, b.n, err, sizeof err))
+			fail_msg("type %u: %s", iq[k].id, err);
+		const gguf_tensor *t = gguf_find_tensor(c, "t");
+		assert_non_null(t);
+		assert_int_equal(t->type, iq[k].id);
+		assert_int_equal(t->size, 6 * iq[k].bytes);
+		gguf_close(c);
+		free(copy);
+		free(b.p);
+		b = (gbuf){0};
+		gb_one_tensor(&b, 2, ne, iq[k].id, 0, 6 * iq[k].bytes - 1);
+		expect_err(&b, HERD_E_TRUNCATED, "extends past end of file");
+		const uint64_t ne288[1] = {288};
+		gb_one_tensor(&b, 1, ne288, iq[k].id, 0, 9 * 18);
+		expect_err(&b, iq[k].blck == 32 ? 0 : HERD_E_FORMAT, iq[k].blck == 32 ? NULL : "block size 256");
+	}
+}
+
 /* The reference file cut at many lengths: every prefix that loses part of
  * the metadata or a tensor must be refused. */
 static void test_truncation(void **state)
@@ -1338,6 +1378,7 @@ int main(void)
 		cmocka_unit_test(test_nested_arrays), cmocka_unit_test(test_validation),
 		cmocka_unit_test(test_truncation),   cmocka_unit_test(test_mutation),
 		cmocka_unit_test(test_writer_failures), cmocka_unit_test(test_fixtures),
+		cmocka_unit_test(test_iquant_types),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,78 @@
+/* AVX-512 (BW/VL/DQ/VNNI) i-quant dots: two 32-element sub-blocks per zmm,
+ * decoded by the shared 256-bit decoders (kernels/iquant_simd.h); the
+ * activations take the weights' signs through a byte mask, maddubs makes
+ * s16 pairs and vpdpwssd multiplies them by the int16 scales into int32 in
+ * one instruction. Results equal _ref up to float summation order. */
+#include "iquant_simd.h"
+
+static inline __m512i cat256(__m256i lo, __m256i hi)
+{
+	return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+/* acc + (per lane) ls * w * q8 over sub-blocks a, b (64 activations). */
+static inline __m512i sub64(iq_v a, iq_v b, const int8_t *q8, __m512i acc)
+{
+	const __mmask64 neg = _mm512_movepi8_mask(cat256(a.sgn, b.sgn));
+	__m512i y = _mm512_loadu_si512((const void *)q8);
+	y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+	return _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(cat256(a.mag, b.mag), y), cat256(a.sc, b.sc));
+}
+
+#define IQ_DOT_AVX512(N, T, D)                                                                    \
+	void kern_dot_##N##_q8_k_avx512(int n, float *restrict s, const void *restrict vx,        \
+					const void *restrict vy)                                  \
+	{                                                                                         \
+		const kern_block_##N *x = vx;                                                     \
+		const kern_block_q8_K *y = vy;                                                    \
+		const float f = kern_iq_desc_of(KERN_TYPE_##T)->unit;                             \
+		__m512 acc = _mm512_setzero_ps();                                                 \
+		for (int i = 0; i < n / KERN_QK_K; i++) {                                         \
+			const int8_t *q8 = y[i].qs;                                               \
+			__m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();         \
+			for (int ib = 0; ib < KERN_QK_K / 32; ib += 4, q8 += 128) {               \
+				s0 = sub64(iqs_dec_##N(x + i, ib), iqs_dec_##N(x + i, ib + 1), q8, s0); \
+				s1 = sub64(iqs_dec_##N(x + i, ib + 2), iqs_dec_##N(x + i, ib + 3),  \
+					   q8 + 64, s1);                                          \
+			}                                                                         \
+			acc = _mm512_fmadd_ps(_mm512_set1_ps(D(x[i]) * y[i].d * f),               \
+					      _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc); \
+		}                                                                                 \
+		*s = _mm512_reduce_add_ps(acc);                                                   \
+	}
+
+IQ_DOT_AVX512(iq4_xs, IQ4_XS, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq3_s, IQ3_S, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq3_xxs, IQ3_XXS, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq2_s, IQ2_S, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq2_xs, IQ2_XS, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq2_xxs, IQ2_XXS, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq1_s, IQ1_S, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq1_m, IQ1_M, IQS_D_IQ1M)
+#undef IQ_DOT_AVX512
+
+/* IQ4_NL x Q8_0: two blocks per zmm, each half with its own scale. */
+void kern_dot_iq4_nl_q8_0_avx512(int n, float *restrict s, const void *restrict vx,
+				 const void *restrict vy)
+{
+	const kern_block_iq4_nl *x = vx;
+	const kern_block_q8_0 *y = vy;
+	const int nb = n / KERN_QK4_NL;
+	__m512 acc = _mm512_setzero_ps();
+	int i = 0;
+	for (; i + 1 < nb; i += 2) {
+		const __m256i w0 = iqs_iq4_values(x[i].qs), w1 = iqs_iq4_values(x[i + 1].qs);
+		const __m256i y0 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[i].qs), w0);
+		const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[i + 1].qs), w1);
+		const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+						      cat256(_mm256_abs_epi8(w0), _mm256_abs_epi8(w1)), cat256(y0, y1));
+		const __m512 d = _mm512_insertf32x8(
+			_mm512_castps256_ps512(_mm256_set1_ps(_cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d))),
+			_mm256_set1_ps(_cvtsh_ss(x[i + 1].d) * _cvtsh_ss(y[i + 1].d)), 1);
+		acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc);
+	}
+	float tail = 0;
+	if (i < nb)
+		tail = iqs_hsum_ps(iqs_iq4_nl_block(x + i, y + i, _mm256_setzero_ps()));
+	*s = _mm512_reduce_add_ps(acc) + tail;
+}
