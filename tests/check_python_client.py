@@ -10,7 +10,9 @@ streams read side by side on one connection, cancel, stop strings, chat
 token out of the vocabulary) and argument checks. asyncio client: concurrent
 generates, a stream, cancel, chat. Protocol checks against a socket server
 of the test's own that sends bad frames (too long, a key missing, trailing
-bytes, not a map). Exits 77 without msgpack."""
+bytes, not a map). The package itself: pyproject.toml builds a wheel
+offline (pip wheel --no-index, when pip and setuptools are present) that
+installs and imports. Exits 77 without msgpack."""
 import asyncio
 import glob
 import os
@@ -196,6 +198,30 @@ def check_protocol(tmp):
         assert "no broker is running" in e.msg, e
 
 
+def check_wheel(tmp):
+    """pyproject.toml builds a wheel with no index, it installs and imports."""
+    import importlib.util
+    if not all(importlib.util.find_spec(m) for m in ("pip", "setuptools")):
+        print("pip or setuptools missing: wheel not built")
+        return
+    src = os.path.join(tmp, "src")
+    shutil.copytree(os.path.join(os.path.dirname(herd.__file__), ".."), src,
+                    ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
+                          os.path.join(tmp, "wheel"), src], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    whl = glob.glob(os.path.join(tmp, "wheel", "herd_client-*.whl"))
+    assert len(whl) == 1, whl
+    target = os.path.join(tmp, "site")
+    subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", target, whl[0]],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.run([sys.executable, "-c", "import herd, herd.aio; print(herd.__file__)"],
+                         env=dict(os.environ, PYTHONPATH=target), check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    assert out.startswith(target), out
+
+
 def main():
     herd_bin, herdd = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="herd-py-")
@@ -214,6 +240,7 @@ def main():
         check_blocking(sock, name, want)
         asyncio.run(check_async(sock, want))
         check_protocol(tmp)
+        check_wheel(tmp)
         print("python client: blocking and asyncio against herdd, protocol checks")
         return 0
     finally:
