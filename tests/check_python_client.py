@@ -92,6 +92,9 @@ def check_cancel_stop(c, r):
     rest = list(s)
     assert s.result.reason == "cancel" and s.result.n_gen < 100000, s.result
     assert s.result.text == first.text + "".join(p.text for p in rest)
+    with c.stream(PROMPT, max_tokens=100000, cache=False) as s:  # given up after one piece
+        next(s)
+    assert s.id not in c._queues and c.generate(PROMPT, max_tokens=N).text == r.text
     stop = r.text[3:6]
     rs = c.generate(PROMPT, max_tokens=N, stop=[stop])
     assert rs.reason == "stop" and rs.text == r.text[:r.text.index(stop)], (rs, stop)
@@ -136,6 +139,9 @@ async def check_async(sock, want):
         async for _ in s:
             await s.cancel()
         assert s.result.reason == "cancel", s.result
+        async with c.stream(PROMPT, max_tokens=100000, cache=False) as s:
+            await s.__anext__()
+        assert (await c.generate(PROMPT, max_tokens=N)).n_gen == N
         r = await c.chat([{"role": "user", "content": "Hi!"}], max_tokens=4)
         t = await c.chat_stream([{"role": "user", "content": "Hi!"}], max_tokens=4).text()
         assert r.text == t and r.n_gen == 4, (r, t)
