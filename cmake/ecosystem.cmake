@@ -45,10 +45,11 @@ install(CODE "
   if(CMAKE_INSTALL_PREFIX STREQUAL \"/usr\")
     set(HERD_SYSCONFDIR /etc)
   endif()
-  configure_file(\"${HERD_PKG_DIR}/systemd/herdd.service.in\"
-                 \"${CMAKE_BINARY_DIR}/systemd/herdd.service\" @ONLY)
-  file(INSTALL \"${CMAKE_BINARY_DIR}/systemd/herdd.service\"
-       DESTINATION \"\${CMAKE_INSTALL_PREFIX}/lib/systemd/system\")
+  # straight to the destination: concurrent installs (the tests) do not race
+  set(unit \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/lib/systemd/system/herdd.service\")
+  message(STATUS \"Installing: \${unit}\")
+  configure_file(\"${HERD_PKG_DIR}/systemd/herdd.service.in\" \"\${unit}\" @ONLY)
+  list(APPEND CMAKE_INSTALL_MANIFEST_FILES \"\${CMAKE_INSTALL_PREFIX}/lib/systemd/system/herdd.service\")
   file(INSTALL \"${HERD_PKG_DIR}/herd.json\" DESTINATION \"\${HERD_SYSCONFDIR}/herd\")
 ")
 
@@ -79,3 +80,16 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     "${HERD_PKG_DIR}/debian/postinst;${HERD_PKG_DIR}/debian/prerm;${HERD_PKG_DIR}/debian/postrm;${HERD_PKG_DIR}/debian/conffiles")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
 include(CPack)
+
+# ---- tests -------------------------------------------------------------------------
+# systemd-analyze verify on the installed units; socket activation with a
+# descriptor passed by systemd-socket-activate (77 without those tools).
+add_test(NAME systemd_units COMMAND sh ${CMAKE_SOURCE_DIR}/tests/check_systemd.sh ${CMAKE_BINARY_DIR})
+set_tests_properties(systemd_units PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+# The .deb: cpack, dpkg -i, the installed herdd serves, purge (77 unless
+# root with dpkg). It installs into /usr: alone, and not for a sanitizer
+# build (whose binaries need the sanitizer runtimes the package does not name).
+if(NOT HERD_SANITIZE)
+  add_test(NAME deb_package COMMAND sh ${CMAKE_SOURCE_DIR}/tests/check_deb.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(deb_package PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 600 RUN_SERIAL TRUE)
+endif()

@@ -7,7 +7,9 @@ pkgs=(build-essential cmake pkg-config liburing-dev libbpf-dev libmsgpack-dev
       clang libclang-rt-14-dev # clang + libFuzzer runtime: scripts/fuzz.sh
       bpftool libelf-dev zlib1g-dev # eBPF counters: clang -target bpf, bpftool (vmlinux.h, skeleton), libbpf
       gnuplot-nox # herd bench --report: the figures (PNG and SVG)
-      python3-msgpack) # the Python client (python/herd)
+      python3-msgpack # the Python client (python/herd)
+      libsystemd-dev # herdd: socket activation (sd_listen_fds), sd_notify
+      libmicrohttpd12) # a Depends of the .deb (the HTTP server), installed for its test
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -10,7 +10,9 @@ streams read side by side on one connection, cancel, stop strings, chat
 token out of the vocabulary) and argument checks. asyncio client: concurrent
 generates, a stream, cancel, chat. Protocol checks against a socket server
 of the test's own that sends bad frames (too long, a key missing, trailing
-bytes, not a map). Exits 77 without msgpack."""
+bytes, not a map). The package itself: pyproject.toml builds a wheel
+offline (pip wheel --no-index, when pip and setuptools are present) that
+installs and imports. Exits 77 without msgpack."""
 import asyncio
 import glob
 import os
@@ -90,6 +92,9 @@ def check_cancel_stop(c, r):
     rest = list(s)
     assert s.result.reason == "cancel" and s.result.n_gen < 100000, s.result
     assert s.result.text == first.text + "".join(p.text for p in rest)
+    with c.stream(PROMPT, max_tokens=100000, cache=False) as s:  # given up after one piece
+        next(s)
+    assert s.id not in c._queues and c.generate(PROMPT, max_tokens=N).text == r.text
     stop = r.text[3:6]
     rs = c.generate(PROMPT, max_tokens=N, stop=[stop])
     assert rs.reason == "stop" and rs.text == r.text[:r.text.index(stop)], (rs, stop)
@@ -134,6 +139,9 @@ async def check_async(sock, want):
         async for _ in s:
             await s.cancel()
         assert s.result.reason == "cancel", s.result
+        async with c.stream(PROMPT, max_tokens=100000, cache=False) as s:
+            await s.__anext__()
+        assert (await c.generate(PROMPT, max_tokens=N)).n_gen == N
         r = await c.chat([{"role": "user", "content": "Hi!"}], max_tokens=4)
         t = await c.chat_stream([{"role": "user", "content": "Hi!"}], max_tokens=4).text()
         assert r.text == t and r.n_gen == 4, (r, t)
@@ -196,6 +204,30 @@ def check_protocol(tmp):
         assert "no broker is running" in e.msg, e
 
 
+def check_wheel(tmp):
+    """pyproject.toml builds a wheel with no index, it installs and imports."""
+    import importlib.util
+    if not all(importlib.util.find_spec(m) for m in ("pip", "setuptools")):
+        print("pip or setuptools missing: wheel not built")
+        return
+    src = os.path.join(tmp, "src")
+    shutil.copytree(os.path.join(os.path.dirname(herd.__file__), ".."), src,
+                    ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-cache-dir"]
+    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
+                          os.path.join(tmp, "wheel"), src], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    whl = glob.glob(os.path.join(tmp, "wheel", "herd_client-*.whl"))
+    assert len(whl) == 1, whl
+    target = os.path.join(tmp, "site")
+    subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", target, whl[0]],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = subprocess.run([sys.executable, "-c", "import herd, herd.aio; print(herd.__file__)"],
+                         env=dict(os.environ, PYTHONPATH=target), check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    assert out.startswith(target), out
+
+
 def main():
     herd_bin, herdd = sys.argv[1], sys.argv[2]
     tmp = tempfile.mkdtemp(prefix="herd-py-")
@@ -214,6 +246,7 @@ def main():
         check_blocking(sock, name, want)
         asyncio.run(check_async(sock, want))
         check_protocol(tmp)
+        check_wheel(tmp)
         print("python client: blocking and asyncio against herdd, protocol checks")
         return 0
     finally:

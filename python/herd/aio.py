@@ -141,6 +141,9 @@ class AsyncClient(P.Session):
         return f["result"]
 
     async def close(self) -> None:
+        """Closes the connection; requests still waiting raise HerdError."""
+        for q in self._queues.values():
+            q.put_nowait(HerdError(-107, "the client was closed"))  # -ENOTCONN
         if self._task is not None:
             self._task.cancel()
             try:
@@ -193,6 +196,19 @@ class AsyncStream(P.StreamState):
     async def cancel(self) -> None:
         if self.id is not None and self.result is None:
             await self.client.cancel(self.id)
+
+    async def close(self) -> None:
+        """Gives the request up: cancels it if it runs and drops what it would still send."""
+        if self.id is not None and self.result is None:
+            self.client._queues.pop(self.id, None)
+            if self.client._failure is None and self.client._writer is not None:
+                await self.client.cancel(self.id)
+
+    async def __aenter__(self) -> "AsyncStream":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
 
     async def text(self) -> str:
         async for _ in self:

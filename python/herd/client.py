@@ -173,6 +173,20 @@ class Stream(P.StreamState):
         if self.result is None:
             self.client.cancel(self.id)
 
+    def close(self) -> None:
+        """Gives the request up: cancels it if it runs and drops what it
+        would still send (a stream left unread otherwise keeps its frames)."""
+        if self.result is None:
+            self.client._queues.pop(self.id, None)
+            if self.client._sock is not None:
+                self.client.cancel(self.id)
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def text(self) -> str:
         """Reads the stream to its end; the whole text."""
         for _ in self:

@@ -427,7 +427,7 @@ static const report_spec bench_spec = {
 	.table = {{"p", "prompt"}, {"n", "generated"}, {"threads", "threads"}, {"isa", "kernels"},
 		  {"prefill_tok_s", "pp tok/s"}, {"decode_tok_s", "tg tok/s"},
 		  {"decode_step_ms_p50", "step p50 ms"}, {"decode_step_ms_p99", "step p99 ms"},
-		  {"pss_bytes", "PSS bytes"}},
+		  {"pss_bytes", "PSS"}},
 };
 
 int cmd_bench(int argc, char **argv)

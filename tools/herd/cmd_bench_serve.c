@@ -419,7 +419,7 @@ static const report_spec serve_spec = {
 		  {"requests_per_s", "req/s"}, {"ttft_ms.p50", "TTFT p50 ms"},
 		  {"ttft_ms.p99", "TTFT p99 ms"}, {"tpot_ms.p50", "TPOT p50 ms"},
 		  {"latency_ms.p50", "latency p50 ms"}, {"latency_ms.p99", "latency p99 ms"},
-		  {"broker_steps.avg_batch", "avg batch"}, {"pss_total_bytes", "PSS bytes"}},
+		  {"broker_steps.avg_batch", "avg batch"}, {"pss_total_bytes", "total PSS"}},
 };
 
 int cmd_bench_serve(int argc, char **argv)

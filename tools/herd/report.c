@@ -274,8 +274,11 @@ static int report_cdf(report_ctx *c, const report_col *col)
 static void report_cell(FILE *f, json_object *run, const char *key)
 {
 	json_object *v = report_at(run, key);
+	const size_t n = strlen(key);
 	if (!v)
 		fprintf(f, " - |");
+	else if (n > 6 && !strcmp(key + n - 6, "_bytes") && !json_object_is_type(v, json_type_string))
+		fprintf(f, " %.1f MiB |", json_object_get_double(v) / 1048576.0);
 	else if (json_object_is_type(v, json_type_double))
 		fprintf(f, fabs(json_object_get_double(v)) >= 100 ? " %.1f |" : " %.4g |",
 			json_object_get_double(v));
