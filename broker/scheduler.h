@@ -35,6 +35,12 @@
  *      sequence that is generating, and prompt chunks (chunked prefill) for
  *      the others, bounded by prefill_chunk tokens per step while any
  *      sequence is generating, by the ctx's max_step_tokens otherwise.
+ *      Prefill first (max_decode_delay_ms > 0, no target, no request
+ *      waiting for a slot of a full batch): while a running sequence is in
+ *      its prompt, only the generating sequences whose last token is
+ *      max_decode_delay_ms old decode before the prompt chunks; the others
+ *      fill the room the chunks leave (so a steady load of short prompts
+ *      steps as before, and a burst of prompts gets whole steps).
  *      With target_tpot_ms (broker/batchsize.h) a cost model fitted on the
  *      measured steps sizes the step instead: as many generating sequences
  *      as fit the target's budget (when not all fit: those that waited

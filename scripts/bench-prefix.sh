@@ -6,10 +6,14 @@
 # on the same model file and broker settings. Prints one JSON object: time to
 # first token (broker-measured, arrival to first token, and client-measured)
 # p50/p95, prompt tokens evaluated and served from the cache (herdctl status),
-# and the p50 ratio off/on.
+# and the p50 ratio off/on. With --rounds R the pair runs R times, on and off
+# alternating (a machine shared with other work changes speed over minutes:
+# pairs side by side see the same load), and the report adds every round's
+# figures and the median ratio.
 #
 # usage: scripts/bench-prefix.sh [--agents N] [--model FILE] [--threads T]
-#                               [--max-batch B] [--max-tokens N]
+#                               [--max-batch B] [--max-tokens N] [--rounds R]
+#                               [--config FILE]
 #                               [--shared-len P] [--question-len Q] [--build DIR]
 #   --agents N        agent processes (default 69)
 #   --model FILE      GGUF model (default models/tinyllama-1.1b-demo-q4_0.gguf, made if missing)
@@ -18,11 +22,13 @@
 #   --max-tokens N    new tokens per request (default 8)
 #   --shared-len P    tokens of the shared system prompt (default 200)
 #   --question-len Q  tokens of each agent's own question (default 32)
+#   --rounds R        on/off pairs (default 1)
+#   --config FILE     more broker settings (a JSON object merged under prefix_cache)
 #   --build DIR       build directory (default build)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 agents=69 model=$root/models/tinyllama-1.1b-demo-q4_0.gguf threads=0 max_batch= max_tokens=8
-shared=200 question=32 build=build
+shared=200 question=32 build=build rounds=1 config=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--agents) agents=$2; shift 2 ;;
@@ -33,7 +39,9 @@ while [ $# -gt 0 ]; do
 	--shared-len) shared=$2; shift 2 ;;
 	--question-len) question=$2; shift 2 ;;
 	--build) build=$2; shift 2 ;;
-	-h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+	--rounds) rounds=$2; shift 2 ;;
+	--config) config=$2; shift 2 ;;
+	-h|--help) sed -n '2,27p' "$0"; exit 0 ;;
 	*) echo "bench-prefix: unknown argument '$1'" >&2; exit 1 ;;
 	esac
 done
@@ -56,8 +64,9 @@ trap cleanup EXIT
 # run MODE(on|off): one broker, N agents at once, results in $work/MODE.*
 run() {
 	local mode=$1 sock=$work/$1.sock flag=true
-	[ "$mode" = off ] && flag=false
-	printf '{"prefix_cache": %s}\n' "$flag" >"$work/$mode.json"
+	[ "${mode#off}" != "$mode" ] && flag=false
+	python3 -c 'import json,sys; c=json.load(open(sys.argv[1])) if sys.argv[1] else {}; c["prefix_cache"]=sys.argv[2]=="true"; print(json.dumps(c))' \
+		"$config" "$flag" >"$work/$mode.json"
 	local bargs=(--config "$work/$mode.json" --socket "$sock" --model "$name=$model" --state-dir "$work"
 		--threads "$threads")
 	[ -n "$max_batch" ] && bargs+=(--max-batch "$max_batch")
@@ -82,14 +91,17 @@ run() {
 	kill "$broker"; wait "$broker" 2>/dev/null || true; broker=
 }
 
-echo "== prefix_cache on ($agents agents)" >&2
-run on
-echo "== prefix_cache off ($agents agents)" >&2
-run off
+for ((r = 1; r <= rounds; r++)); do
+	echo "== round $r: prefix_cache on ($agents agents)" >&2
+	run on$r
+	echo "== round $r: prefix_cache off ($agents agents)" >&2
+	run off$r
+done
 
-python3 - "$work" "$agents" "$model" "$max_tokens" <<'EOF'
+python3 - "$work" "$agents" "$model" "$max_tokens" "$rounds" <<'EOF'
 import glob, json, sys
 work, agents, model, max_tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+rounds = int(sys.argv[5])
 def pct(v, p):
     v = sorted(v)
     return round(v[min(len(v) - 1, int(p / 100.0 * len(v)))], 1) if v else None
@@ -115,8 +127,15 @@ def summary(mode):
             "n_cached_avg": round(sum(r.get("n_cached", 0) for r in ok) / max(1, len(ok)), 1),
             "tokens_prompt": st.get("tokens_prompt"), "prefix_hit_tokens": st.get("prefix_hit_tokens"),
             "prefix_lookups": st.get("prefix_lookups"), "prefix_pages_cached": st.get("prefix_pages_cached")}
-on, off = summary("on"), summary("off")
-ratio = round(off["ttft_p50_ms"] / on["ttft_p50_ms"], 2) if on["ttft_p50_ms"] and off["ttft_p50_ms"] else None
-print(json.dumps({"bench": "prefix", "agents": agents, "model": model, "max_tokens": max_tokens,
-                  "on": on, "off": off, "ttft_p50_ratio_off_on": ratio}))
+def ratio(on, off):
+    return round(off["ttft_p50_ms"] / on["ttft_p50_ms"], 2) if on["ttft_p50_ms"] and off["ttft_p50_ms"] else None
+runs = [(summary(f"on{r}"), summary(f"off{r}")) for r in range(1, rounds + 1)]
+on, off = runs[0]
+out = {"bench": "prefix", "agents": agents, "model": model, "max_tokens": max_tokens,
+       "on": on, "off": off, "ttft_p50_ratio_off_on": ratio(on, off)}
+if rounds > 1:
+    rs = sorted(ratio(a, b) or 0 for a, b in runs)
+    out["rounds"] = [{"on": a, "off": b, "ttft_p50_ratio_off_on": ratio(a, b)} for a, b in runs]
+    out["ttft_p50_ratio_median"] = rs[len(rs) // 2] if len(rs) % 2 else round((rs[len(rs) // 2 - 1] + rs[len(rs) // 2]) / 2, 2)
+print(json.dumps(out))
 EOF
