@@ -102,10 +102,12 @@ typedef struct kern_ops {
 	float (*dot_f32_f16)(const float *x, const kern_fp16_t *y, int n);
 	void (*axpy_f16)(float *y, float a, const kern_fp16_t *x, int n);
 	void (*f32_to_f16_row)(kern_fp16_t *y, const float *x, int n);
-	/* Quantized KV rows: y += a * dequant(x); set for Q8_0 and Q4_0 only
-	 * (their dot products with a query are vec_dot[type] against the
-	 * query quantized to Q8_0). */
-	void (*axpy_row[KERN_TYPE_COUNT])(float *y, float a, const void *x, int n);
+	/* Attention over quantized KV rows (kernels/ops.h), set for Q8_0 and
+	 * Q4_0 only: n rows stride bytes apart, one head of hd elements each. */
+	void (*kv_scores[KERN_TYPE_COUNT])(int hd, const void *q, const void *k, size_t stride, int n,
+					   float *sc);
+	void (*kv_values[KERN_TYPE_COUNT])(int hd, const float *w, const void *v, size_t stride, int n,
+					   float *o);
 } kern_ops;
 
 /* Traits of type t, or NULL when t is not a type herd knows. Thread-safe. */

@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "fp16.h"
+#include "legacy.h"
 #include "variant.h"
 
 void kern_rmsnorm(float *y, const float *x, const float *w, int n, float eps)
@@ -113,29 +114,41 @@ void kern_f32_to_f16_row_ref(kern_fp16_t *y, const float *x, int n)
 		y[i] = kern_fp32_to_fp16(x[i]);
 }
 
-void kern_axpy_q8_0_ref(float *y, float a, const void *x, int n)
+void kern_kv_scores_q8_0_ref(int hd, const void *q, const void *k, size_t stride, int n, float *sc)
 {
-	const kern_block_q8_0 *b = x;
-	for (int i = 0; i < n / KERN_QK8_0; i++) {
-		const float d = kern_fp16_to_fp32(b[i].d);
-		for (int j = 0; j < KERN_QK8_0; j++) {
-			const float v = d * (float)b[i].qs[j];
-			y[i * KERN_QK8_0 + j] += a * v;
+	for (int j = 0; j < n; j++)
+		kern_dot_q8_0_q8_0_ref(hd, &sc[j], (const char *)k + (size_t)j * stride, q);
+}
+
+void kern_kv_scores_q4_0_ref(int hd, const void *q, const void *k, size_t stride, int n, float *sc)
+{
+	for (int j = 0; j < n; j++)
+		kern_dot_q4_0_q8_0_ref(hd, &sc[j], (const char *)k + (size_t)j * stride, q);
+}
+
+void kern_kv_values_q8_0_ref(int hd, const float *w, const void *v, size_t stride, int n, float *o)
+{
+	for (int j = 0; j < n; j++) {
+		const kern_block_q8_0 *b = (const void *)((const char *)v + (size_t)j * stride);
+		for (int i = 0; i < hd / KERN_QK8_0; i++) {
+			const float a = w[j] * kern_fp16_to_fp32(b[i].d);
+			for (int e = 0; e < KERN_QK8_0; e++)
+				o[i * KERN_QK8_0 + e] += a * (float)b[i].qs[e];
 		}
 	}
 }
 
-void kern_axpy_q4_0_ref(float *y, float a, const void *x, int n)
+void kern_kv_values_q4_0_ref(int hd, const float *w, const void *v, size_t stride, int n, float *o)
 {
-	const kern_block_q4_0 *b = x;
-	for (int i = 0; i < n / KERN_QK4_0; i++) {
-		const float d = kern_fp16_to_fp32(b[i].d);
-		float *o = y + i * KERN_QK4_0;
-		for (int j = 0; j < KERN_QK4_0 / 2; j++) {
-			const float lo = d * (float)((b[i].qs[j] & 0x0f) - 8);
-			const float hi = d * (float)((b[i].qs[j] >> 4) - 8);
-			o[j] += a * lo;
-			o[j + KERN_QK4_0 / 2] += a * hi;
+	for (int j = 0; j < n; j++) {
+		const kern_block_q4_0 *b = (const void *)((const char *)v + (size_t)j * stride);
+		for (int i = 0; i < hd / KERN_QK4_0; i++) {
+			const float a = w[j] * kern_fp16_to_fp32(b[i].d);
+			float *y = o + i * KERN_QK4_0;
+			for (int e = 0; e < KERN_QK4_0 / 2; e++) {
+				y[e] += a * (float)((b[i].qs[e] & 0x0f) - 8);
+				y[e + KERN_QK4_0 / 2] += a * (float)((b[i].qs[e] >> 4) - 8);
+			}
 		}
 	}
 }
@@ -146,8 +159,10 @@ static const struct attn_variants {
 	float (*dot_f32_f16[KERN_ISA_COUNT])(const float *x, const kern_fp16_t *y, int n);
 	void (*axpy_f16[KERN_ISA_COUNT])(float *y, float a, const kern_fp16_t *x, int n);
 	void (*f32_to_f16_row[KERN_ISA_COUNT])(kern_fp16_t *y, const float *x, int n);
-	void (*axpy_q8_0[KERN_ISA_COUNT])(float *y, float a, const void *x, int n);
-	void (*axpy_q4_0[KERN_ISA_COUNT])(float *y, float a, const void *x, int n);
+	void (*scores[2][KERN_ISA_COUNT])(int hd, const void *q, const void *k, size_t stride, int n,
+					  float *sc);
+	void (*values[2][KERN_ISA_COUNT])(int hd, const float *w, const void *v, size_t stride, int n,
+					  float *o);
 } attn_variants = {
 	.dot_f32_f16 = {[KERN_ISA_REF] = kern_dot_f32_f16_ref, [KERN_ISA_AVX2] = kern_dot_f32_f16_avx2,
 			[KERN_ISA_AVX512] = kern_dot_f32_f16_avx512},
@@ -155,10 +170,15 @@ static const struct attn_variants {
 		     [KERN_ISA_AVX512] = kern_axpy_f16_avx512},
 	.f32_to_f16_row = {[KERN_ISA_REF] = kern_f32_to_f16_row_ref,
 			   [KERN_ISA_AVX2] = kern_f32_to_f16_row_avx2},
-	.axpy_q8_0 = {[KERN_ISA_REF] = kern_axpy_q8_0_ref, [KERN_ISA_AVX2] = kern_axpy_q8_0_avx2,
-		      [KERN_ISA_AVX512] = kern_axpy_q8_0_avx512},
-	.axpy_q4_0 = {[KERN_ISA_REF] = kern_axpy_q4_0_ref, [KERN_ISA_AVX2] = kern_axpy_q4_0_avx2,
-		      [KERN_ISA_AVX512] = kern_axpy_q4_0_avx512},
+	/* [0] Q8_0 rows, [1] Q4_0 rows */
+	.scores = {{[KERN_ISA_REF] = kern_kv_scores_q8_0_ref, [KERN_ISA_AVX2] = kern_kv_scores_q8_0_avx2,
+		    [KERN_ISA_AVX512] = kern_kv_scores_q8_0_avx512},
+		   {[KERN_ISA_REF] = kern_kv_scores_q4_0_ref, [KERN_ISA_AVX2] = kern_kv_scores_q4_0_avx2,
+		    [KERN_ISA_AVX512] = kern_kv_scores_q4_0_avx512}},
+	.values = {{[KERN_ISA_REF] = kern_kv_values_q8_0_ref, [KERN_ISA_AVX2] = kern_kv_values_q8_0_avx2,
+		    [KERN_ISA_AVX512] = kern_kv_values_q8_0_avx512},
+		   {[KERN_ISA_REF] = kern_kv_values_q4_0_ref, [KERN_ISA_AVX2] = kern_kv_values_q4_0_avx2,
+		    [KERN_ISA_AVX512] = kern_kv_values_q4_0_avx512}},
 };
 
 void kern_ops_init_attn(kern_ops *ops, kern_isa isa)
@@ -167,6 +187,8 @@ void kern_ops_init_attn(kern_ops *ops, kern_isa isa)
 	KERN_VARIANT_PICK(ops->dot_f32_f16, attn_variants.dot_f32_f16, isa);
 	KERN_VARIANT_PICK(ops->axpy_f16, attn_variants.axpy_f16, isa);
 	KERN_VARIANT_PICK(ops->f32_to_f16_row, attn_variants.f32_to_f16_row, isa);
-	KERN_VARIANT_PICK(ops->axpy_row[KERN_TYPE_Q8_0], attn_variants.axpy_q8_0, isa);
-	KERN_VARIANT_PICK(ops->axpy_row[KERN_TYPE_Q4_0], attn_variants.axpy_q4_0, isa);
+	KERN_VARIANT_PICK(ops->kv_scores[KERN_TYPE_Q8_0], attn_variants.scores[0], isa);
+	KERN_VARIANT_PICK(ops->kv_scores[KERN_TYPE_Q4_0], attn_variants.scores[1], isa);
+	KERN_VARIANT_PICK(ops->kv_values[KERN_TYPE_Q8_0], attn_variants.values[0], isa);
+	KERN_VARIANT_PICK(ops->kv_values[KERN_TYPE_Q4_0], attn_variants.values[1], isa);
 }

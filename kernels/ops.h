@@ -43,15 +43,25 @@ void kern_axpy_f16_ref(float *y, float a, const kern_fp16_t *x, int n);
 /* y[i] = f16(x[i]). */
 void kern_f32_to_f16_row_ref(kern_fp16_t *y, const float *x, int n);
 
-/* Quantized KV rows (n a multiple of 32): y[i] += a * v[i] with v the
- * dequantized Q8_0 / Q4_0 row x (v = d * q exactly, then one multiply-add,
- * as llama.cpp's flash attention dequantizes V rows and accumulates). */
-void kern_axpy_q8_0_ref(float *y, float a, const void *x, int n);
-void kern_axpy_q4_0_ref(float *y, float a, const void *x, int n);
-void kern_axpy_q8_0_avx2(float *y, float a, const void *x, int n);
-void kern_axpy_q4_0_avx2(float *y, float a, const void *x, int n);
-void kern_axpy_q8_0_avx512(float *y, float a, const void *x, int n);
-void kern_axpy_q4_0_avx512(float *y, float a, const void *x, int n);
+/* Attention over quantized KV rows (kern_ops.kv_scores / kv_values; hd a
+ * multiple of 32, rows of one head slice each, stride bytes apart):
+ *   scores: sc[j] = dot(q, K row j), j < n, q the query head in Q8_0
+ *           (integer dot products per block, as llama.cpp's vec_dot);
+ *   values: o[i] += sum_j (w[j] * d_jb) * q_ji, j < n, i < hd: the rows
+ *           dequantized and weighted, accumulated in f32.
+ * Suffix: the K/V row type (q8_0, q4_0) and the ISA. */
+void kern_kv_scores_q8_0_ref(int hd, const void *q, const void *k, size_t stride, int n, float *sc);
+void kern_kv_scores_q4_0_ref(int hd, const void *q, const void *k, size_t stride, int n, float *sc);
+void kern_kv_values_q8_0_ref(int hd, const float *w, const void *v, size_t stride, int n, float *o);
+void kern_kv_values_q4_0_ref(int hd, const float *w, const void *v, size_t stride, int n, float *o);
+void kern_kv_scores_q8_0_avx2(int hd, const void *q, const void *k, size_t stride, int n, float *sc);
+void kern_kv_scores_q4_0_avx2(int hd, const void *q, const void *k, size_t stride, int n, float *sc);
+void kern_kv_values_q8_0_avx2(int hd, const float *w, const void *v, size_t stride, int n, float *o);
+void kern_kv_values_q4_0_avx2(int hd, const float *w, const void *v, size_t stride, int n, float *o);
+void kern_kv_scores_q8_0_avx512(int hd, const void *q, const void *k, size_t stride, int n, float *sc);
+void kern_kv_scores_q4_0_avx512(int hd, const void *q, const void *k, size_t stride, int n, float *sc);
+void kern_kv_values_q8_0_avx512(int hd, const float *w, const void *v, size_t stride, int n, float *o);
+void kern_kv_values_q4_0_avx512(int hd, const float *w, const void *v, size_t stride, int n, float *o);
 
 float kern_dot_f32_f16_avx2(const float *x, const kern_fp16_t *y, int n);
 void kern_axpy_f16_avx2(float *y, float a, const kern_fp16_t *x, int n);

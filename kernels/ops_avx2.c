@@ -48,37 +48,118 @@ void kern_f32_to_f16_row_avx2(kern_fp16_t *y, const float *x, int n)
 		y[i] = kern_fp32_to_fp16(x[i]);
 }
 
-/* y[0..8) += a * (d * q[0..8)), q 8 int32 lanes. */
-static inline void axpy8(float *y, __m256 va, __m256 vd, __m256i q)
+/* ---- attention over quantized KV rows (ops.h) ---------------------------
+ * Scores: per block, maddubs (u8 x s8 -> s16 pairs) and madd (-> 8 x s32)
+ * as the legacy dots do: Q8_0 rows as |k| times sign(q, k), Q4_0 rows as the
+ * nibbles times q minus 8 x q (a per-block correction computed once). */
+
+#define KV_MAX_BLOCKS 16 /* head size up to 512 */
+
+static inline float kv_hsum(__m256 v)
 {
-	const __m256 v = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(q));
-	_mm256_storeu_ps(y, _mm256_fmadd_ps(va, v, _mm256_loadu_ps(y)));
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
 }
 
-void kern_axpy_q8_0_avx2(float *y, float a, const void *x, int n)
+void kern_kv_scores_q8_0_avx2(int hd, const void *q, const void *k, size_t stride, int n, float *sc)
 {
-	const kern_block_q8_0 *b = x;
-	const __m256 va = _mm256_set1_ps(a);
-	for (int i = 0; i < n / KERN_QK8_0; i++, y += KERN_QK8_0) {
-		const __m256 vd = _mm256_set1_ps(kern_fp16_to_fp32(b[i].d));
-		for (int j = 0; j < KERN_QK8_0; j += 8)
-			axpy8(y + j, va, vd, _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b[i].qs + j))));
+	const kern_block_q8_0 *y = q;
+	const int nb = hd / KERN_QK8_0;
+	const __m256i ones = _mm256_set1_epi16(1);
+	for (int j = 0; j < n; j++) {
+		const kern_block_q8_0 *x = (const void *)((const char *)k + (size_t)j * stride);
+		__m256 acc = _mm256_setzero_ps();
+		for (int b = 0; b < nb; b++) {
+			const __m256i xv = _mm256_loadu_si256((const __m256i *)x[b].qs);
+			const __m256i yv = _mm256_loadu_si256((const __m256i *)y[b].qs);
+			const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(xv, xv), _mm256_sign_epi8(yv, xv));
+			acc = _mm256_fmadd_ps(_mm256_set1_ps(kern_fp16_to_fp32(x[b].d) * kern_fp16_to_fp32(y[b].d)),
+					      _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), acc);
+		}
+		sc[j] = kv_hsum(acc);
 	}
 }
 
-void kern_axpy_q4_0_avx2(float *y, float a, const void *x, int n)
+static inline __m256i kv_nibbles(const uint8_t *qs)
 {
-	const kern_block_q4_0 *b = x;
-	const __m256 va = _mm256_set1_ps(a);
+	const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+	const __m256i b = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+	return _mm256_and_si256(b, _mm256_set1_epi8(0x0F));
+}
+
+void kern_kv_scores_q4_0_avx2(int hd, const void *q, const void *k, size_t stride, int n, float *sc)
+{
+	const kern_block_q8_0 *y = q;
+	const int nb = hd / KERN_QK8_0;
+	const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
+	__m256i corr[KV_MAX_BLOCKS];
+	for (int b = 0; b < nb; b++)
+		corr[b] = _mm256_madd_epi16(
+			_mm256_maddubs_epi16(eight, _mm256_loadu_si256((const __m256i *)y[b].qs)), ones);
+	for (int j = 0; j < n; j++) {
+		const kern_block_q4_0 *x = (const void *)((const char *)k + (size_t)j * stride);
+		__m256 acc = _mm256_setzero_ps();
+		for (int b = 0; b < nb; b++) {
+			const __m256i yv = _mm256_loadu_si256((const __m256i *)y[b].qs);
+			const __m256i s = _mm256_sub_epi32(
+				_mm256_madd_epi16(_mm256_maddubs_epi16(kv_nibbles(x[b].qs), yv), ones), corr[b]);
+			acc = _mm256_fmadd_ps(_mm256_set1_ps(kern_fp16_to_fp32(x[b].d) * kern_fp16_to_fp32(y[b].d)),
+					      _mm256_cvtepi32_ps(s), acc);
+		}
+		sc[j] = kv_hsum(acc);
+	}
+}
+
+/* acc[0..4) (32 floats) += a * the 32 int8 values at q. */
+static inline void kv_acc32(__m256 acc[4], __m256 a, __m128i lo, __m128i hi)
+{
+	acc[0] = _mm256_fmadd_ps(a, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), acc[0]);
+	acc[1] = _mm256_fmadd_ps(a, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))), acc[1]);
+	acc[2] = _mm256_fmadd_ps(a, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), acc[2]);
+	acc[3] = _mm256_fmadd_ps(a, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))), acc[3]);
+}
+
+static inline void kv_load4(__m256 acc[4], const float *o)
+{
+	for (int i = 0; i < 4; i++)
+		acc[i] = _mm256_loadu_ps(o + 8 * i);
+}
+
+static inline void kv_store4(float *o, const __m256 acc[4])
+{
+	for (int i = 0; i < 4; i++)
+		_mm256_storeu_ps(o + 8 * i, acc[i]);
+}
+
+void kern_kv_values_q8_0_avx2(int hd, const float *w, const void *v, size_t stride, int n, float *o)
+{
+	for (int b = 0; b < hd / KERN_QK8_0; b++) {
+		__m256 acc[4];
+		kv_load4(acc, o + b * KERN_QK8_0);
+		for (int j = 0; j < n; j++) {
+			const kern_block_q8_0 *x = (const kern_block_q8_0 *)((const char *)v + (size_t)j * stride) + b;
+			kv_acc32(acc, _mm256_set1_ps(w[j] * kern_fp16_to_fp32(x->d)),
+				 _mm_loadu_si128((const __m128i *)x->qs), _mm_loadu_si128((const __m128i *)(x->qs + 16)));
+		}
+		kv_store4(o + b * KERN_QK8_0, acc);
+	}
+}
+
+void kern_kv_values_q4_0_avx2(int hd, const float *w, const void *v, size_t stride, int n, float *o)
+{
 	const __m128i m4 = _mm_set1_epi8(0x0f), off = _mm_set1_epi8(8);
-	for (int i = 0; i < n / KERN_QK4_0; i++, y += KERN_QK4_0) {
-		const __m256 vd = _mm256_set1_ps(kern_fp16_to_fp32(b[i].d));
-		const __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-		const __m128i lo = _mm_sub_epi8(_mm_and_si128(q, m4), off);
-		const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), off);
-		axpy8(y, va, vd, _mm256_cvtepi8_epi32(lo));
-		axpy8(y + 8, va, vd, _mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)));
-		axpy8(y + 16, va, vd, _mm256_cvtepi8_epi32(hi));
-		axpy8(y + 24, va, vd, _mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8)));
+	for (int b = 0; b < hd / KERN_QK4_0; b++) {
+		__m256 acc[4];
+		kv_load4(acc, o + b * KERN_QK4_0);
+		for (int j = 0; j < n; j++) {
+			const kern_block_q4_0 *x = (const kern_block_q4_0 *)((const char *)v + (size_t)j * stride) + b;
+			const __m128i t = _mm_loadu_si128((const __m128i *)x->qs);
+			kv_acc32(acc, _mm256_set1_ps(w[j] * kern_fp16_to_fp32(x->d)),
+				 _mm_sub_epi8(_mm_and_si128(t, m4), off),
+				 _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(t, 4), m4), off));
+		}
+		kv_store4(o + b * KERN_QK4_0, acc);
 	}
 }

@@ -34,33 +34,111 @@ void kern_axpy_f16_avx512(float *y, float a, const kern_fp16_t *x, int n)
 		y[i] += a * kern_fp16_to_fp32(x[i]);
 }
 
-/* y[0..16) += a * (d * q[0..16)), q 16 int8 values. */
-static inline void axpy16(float *y, __m512 va, __m512 vd, __m128i q)
+/* ---- attention over quantized KV rows (ops.h) ---------------------------
+ * Scores with VNNI at 256 bits, one block per register, the signed K made
+ * unsigned by an offset subtracted back exactly (kernels/dot_legacy_avx512.c):
+ *   Q8_0: sum k q = dpbusd(k ^ 0x80, q) - dpbusd(128, q)
+ *   Q4_0: sum (k - 8) q = dpbusd(k, q) - dpbusd(8, q)
+ * the corrections computed once per query block. */
+
+#define KV_MAX_BLOCKS 16 /* head size up to 512 */
+
+static inline float kv_hsum(__m256 v)
 {
-	const __m512 v = _mm512_mul_ps(vd, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)));
-	_mm512_storeu_ps(y, _mm512_fmadd_ps(va, v, _mm512_loadu_ps(y)));
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
 }
 
-void kern_axpy_q8_0_avx512(float *y, float a, const void *x, int n)
+/* corr[b] = dpbusd(c, q block b). */
+static inline void kv_corr(const kern_block_q8_0 *y, int nb, char c, __m256i *corr)
 {
-	const kern_block_q8_0 *b = x;
-	const __m512 va = _mm512_set1_ps(a);
-	for (int i = 0; i < n / KERN_QK8_0; i++, y += KERN_QK8_0) {
-		const __m512 vd = _mm512_set1_ps(kern_fp16_to_fp32(b[i].d));
-		axpy16(y, va, vd, _mm_loadu_si128((const __m128i *)b[i].qs));
-		axpy16(y + 16, va, vd, _mm_loadu_si128((const __m128i *)(b[i].qs + 16)));
+	for (int b = 0; b < nb; b++)
+		corr[b] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(c),
+					      _mm256_loadu_si256((const __m256i *)y[b].qs));
+}
+
+void kern_kv_scores_q8_0_avx512(int hd, const void *q, const void *k, size_t stride, int n, float *sc)
+{
+	const kern_block_q8_0 *y = q;
+	const int nb = hd / KERN_QK8_0;
+	const __m256i flip = _mm256_set1_epi8((char)0x80);
+	__m256i corr[KV_MAX_BLOCKS];
+	kv_corr(y, nb, (char)0x80, corr);
+	for (int j = 0; j < n; j++) {
+		const kern_block_q8_0 *x = (const void *)((const char *)k + (size_t)j * stride);
+		__m256 acc = _mm256_setzero_ps();
+		for (int b = 0; b < nb; b++) {
+			const __m256i xv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[b].qs), flip);
+			const __m256i s = _mm256_sub_epi32(
+				_mm256_dpbusd_epi32(_mm256_setzero_si256(), xv, _mm256_loadu_si256((const __m256i *)y[b].qs)),
+				corr[b]);
+			acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d)), _mm256_cvtepi32_ps(s), acc);
+		}
+		sc[j] = kv_hsum(acc);
 	}
 }
 
-void kern_axpy_q4_0_avx512(float *y, float a, const void *x, int n)
+void kern_kv_scores_q4_0_avx512(int hd, const void *q, const void *k, size_t stride, int n, float *sc)
 {
-	const kern_block_q4_0 *b = x;
-	const __m512 va = _mm512_set1_ps(a);
+	const kern_block_q8_0 *y = q;
+	const int nb = hd / KERN_QK8_0;
+	const __m256i m4 = _mm256_set1_epi8(0x0F);
+	__m256i corr[KV_MAX_BLOCKS];
+	kv_corr(y, nb, 8, corr);
+	for (int j = 0; j < n; j++) {
+		const kern_block_q4_0 *x = (const void *)((const char *)k + (size_t)j * stride);
+		__m256 acc = _mm256_setzero_ps();
+		for (int b = 0; b < nb; b++) {
+			const __m128i t = _mm_loadu_si128((const __m128i *)x[b].qs);
+			const __m256i xv = _mm256_and_si256(
+				_mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1), m4);
+			const __m256i s = _mm256_sub_epi32(
+				_mm256_dpbusd_epi32(_mm256_setzero_si256(), xv, _mm256_loadu_si256((const __m256i *)y[b].qs)),
+				corr[b]);
+			acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x[b].d) * _cvtsh_ss(y[b].d)), _mm256_cvtepi32_ps(s), acc);
+		}
+		sc[j] = kv_hsum(acc);
+	}
+}
+
+/* acc0/acc1 (32 floats) += a * the 16 + 16 int8 values lo, hi. */
+#define KV_ACC32(a, lo, hi)                                                                         \
+	do {                                                                                        \
+		acc0 = _mm512_fmadd_ps((a), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), acc0);    \
+		acc1 = _mm512_fmadd_ps((a), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), acc1);    \
+	} while (0)
+
+void kern_kv_values_q8_0_avx512(int hd, const float *w, const void *v, size_t stride, int n, float *o)
+{
+	for (int b = 0; b < hd / KERN_QK8_0; b++) {
+		float *y = o + b * KERN_QK8_0;
+		__m512 acc0 = _mm512_loadu_ps(y), acc1 = _mm512_loadu_ps(y + 16);
+		for (int j = 0; j < n; j++) {
+			const kern_block_q8_0 *x = (const kern_block_q8_0 *)((const char *)v + (size_t)j * stride) + b;
+			KV_ACC32(_mm512_set1_ps(w[j] * _cvtsh_ss(x->d)), _mm_loadu_si128((const __m128i *)x->qs),
+				 _mm_loadu_si128((const __m128i *)(x->qs + 16)));
+		}
+		_mm512_storeu_ps(y, acc0);
+		_mm512_storeu_ps(y + 16, acc1);
+	}
+}
+
+void kern_kv_values_q4_0_avx512(int hd, const float *w, const void *v, size_t stride, int n, float *o)
+{
 	const __m128i m4 = _mm_set1_epi8(0x0f), off = _mm_set1_epi8(8);
-	for (int i = 0; i < n / KERN_QK4_0; i++, y += KERN_QK4_0) {
-		const __m512 vd = _mm512_set1_ps(kern_fp16_to_fp32(b[i].d));
-		const __m128i q = _mm_loadu_si128((const __m128i *)b[i].qs);
-		axpy16(y, va, vd, _mm_sub_epi8(_mm_and_si128(q, m4), off));
-		axpy16(y + 16, va, vd, _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), m4), off));
+	for (int b = 0; b < hd / KERN_QK4_0; b++) {
+		float *y = o + b * KERN_QK4_0;
+		__m512 acc0 = _mm512_loadu_ps(y), acc1 = _mm512_loadu_ps(y + 16);
+		for (int j = 0; j < n; j++) {
+			const kern_block_q4_0 *x = (const kern_block_q4_0 *)((const char *)v + (size_t)j * stride) + b;
+			const __m128i t = _mm_loadu_si128((const __m128i *)x->qs);
+			KV_ACC32(_mm512_set1_ps(w[j] * _cvtsh_ss(x->d)), _mm_sub_epi8(_mm_and_si128(t, m4), off),
+				 _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(t, 4), m4), off));
+		}
+		_mm512_storeu_ps(y, acc0);
+		_mm512_storeu_ps(y + 16, acc1);
 	}
 }
+#undef KV_ACC32

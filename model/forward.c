@@ -156,7 +156,8 @@ int llama_kv_type_fits(const llama_hparams *hp, kern_type type)
 {
 	if (type == KERN_TYPE_F16)
 		return 1;
-	return kv_type_ok(type) && hp->head_dim > 0 && hp->head_dim % KERN_QK8_0 == 0;
+	return kv_type_ok(type) && hp->head_dim > 0 && hp->head_dim % KERN_QK8_0 == 0 &&
+	       hp->head_dim <= LLAMA_KV_MAX_QHEAD;
 }
 
 size_t llama_kv_page_bytes(const llama_hparams *hp, kern_type type)
@@ -481,7 +482,8 @@ static void step_rope_store(void *p, int ith, int nth)
 
 /* Scores of query head q (hd floats) against K head g of positions [0, n)
  * into sc, scaled. Quantized K: the query is quantized to Q8_0 once (into
- * qq) and every row is an integer dot product, as llama.cpp does. */
+ * qq) and every row is an integer dot product, as llama.cpp does; one
+ * kernel call per page. */
 static void attn_scores(llama_ctx *c, const llama_seq *s, int layer, int g, const float *q, int n,
 			float *sc, uint8_t *qq)
 {
@@ -497,13 +499,13 @@ static void attn_scores(llama_ctx *c, const llama_seq *s, int layer, int g, cons
 		return;
 	}
 	c->ops.from_float[KERN_TYPE_Q8_0](q, qq, hd);
-	const kern_vec_dot_fn dot = c->ops.vec_dot[kv->type];
-	for (int j = 0; j < n; j++) {
-		const uint8_t *kr = kv_row_k(kv, s->pages[j / LLAMA_KV_PAGE], layer, j % LLAMA_KV_PAGE);
-		float d;
-		dot(hd, &d, kr + hoff, qq);
-		sc[j] = d * scale;
+	for (int j0 = 0; j0 < n; j0 += LLAMA_KV_PAGE) {
+		const int m = n - j0 < LLAMA_KV_PAGE ? n - j0 : LLAMA_KV_PAGE;
+		const uint8_t *kr = kv_row_k(kv, s->pages[j0 / LLAMA_KV_PAGE], layer, 0);
+		c->ops.kv_scores[kv->type](hd, qq, kr + hoff, kv->row_bytes, m, sc + j0);
 	}
+	for (int j = 0; j < n; j++)
+		sc[j] *= scale;
 }
 
 /* o[hd] = sum_j sc[j] * V head g of position j. */
@@ -514,17 +516,20 @@ static void attn_values(llama_ctx *c, const llama_seq *s, int layer, int g, cons
 	const int hd = c->m->hp.head_dim;
 	const size_t hoff = kern_row_size(kv->type, (int64_t)g * hd);
 	memset(o, 0, sizeof(float) * hd);
-	for (int j = 0; j < n; j++) {
-		const uint8_t *vr = kv_row_v(kv, s->pages[j / LLAMA_KV_PAGE], layer, j % LLAMA_KV_PAGE);
-		if (kv->type == KERN_TYPE_F16)
+	if (kv->type == KERN_TYPE_F16) {
+		for (int j = 0; j < n; j++) {
+			const uint8_t *vr = kv_row_v(kv, s->pages[j / LLAMA_KV_PAGE], layer, j % LLAMA_KV_PAGE);
 			c->ops.axpy_f16(o, sc[j], (const kern_fp16_t *)(vr + hoff), hd);
-		else
-			c->ops.axpy_row[kv->type](o, sc[j], vr + hoff, hd);
+		}
+		return;
+	}
+	for (int j0 = 0; j0 < n; j0 += LLAMA_KV_PAGE) {
+		const int m = n - j0 < LLAMA_KV_PAGE ? n - j0 : LLAMA_KV_PAGE;
+		const uint8_t *vr = kv_row_v(kv, s->pages[j0 / LLAMA_KV_PAGE], layer, 0);
+		c->ops.kv_values[kv->type](hd, sc + j0, vr + hoff, kv->row_bytes, m, o);
 	}
 }
 
-/* Causal attention: one work item per (token, head); a token at position pos
- * attends to positions 0..pos of its own sequence's pages. */
 static void step_attention(void *p, int ith, int nth)
 {
 	(void)nth;

@@ -29,6 +29,9 @@ extern "C" {
 
 /* Tokens per KV page. */
 #define LLAMA_KV_PAGE 16
+/* Largest head size a quantized KV cache takes (the attention kernels keep
+ * a query head's per-block corrections in registers: kernels/ops.h). */
+#define LLAMA_KV_MAX_QHEAD 512
 
 typedef struct llama_hparams {
 	int n_vocab;
@@ -139,7 +142,8 @@ uint64_t llama_ctx_evictions(const llama_ctx *c);
 /* The KV cache's element type. */
 kern_type llama_ctx_kv_type(const llama_ctx *c);
 /* 1 when a model of hp can keep its KV cache in type (F16 always; Q8_0 and
- * Q4_0 when the head size is a multiple of their block of 32). */
+ * Q4_0 when the head size is a multiple of their block of 32, at most
+ * LLAMA_KV_MAX_QHEAD). */
 int llama_kv_type_fits(const llama_hparams *hp, kern_type type);
 /* Bytes of one KV page (LLAMA_KV_PAGE positions, every layer) in type. */
 size_t llama_kv_page_bytes(const llama_hparams *hp, kern_type type);

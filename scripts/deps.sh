@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config liburing-dev libbpf-dev libmsgpack-dev
       liblmdb-dev libcmocka-dev libjson-c-dev python3
+      python3-numpy # scripts/kv-kl.py (KV cache types against llama.cpp)
       clang libclang-rt-14-dev # clang + libFuzzer runtime: scripts/fuzz.sh
       bpftool libelf-dev zlib1g-dev # eBPF counters: clang -target bpf, bpftool (vmlinux.h, skeleton), libbpf
       gnuplot-nox # herd bench --report: the figures (PNG and SVG)

@@ -88,43 +88,64 @@ static void test_attention_helpers(void **state)
 	}
 }
 
-/* Quantized KV rows: every ISA's axpy over Q8_0 / Q4_0 rows against the
- * reference, and the reference against the dequantized row. */
-static void test_axpy_quant_rows(void **state)
+/* Attention over quantized KV rows: the references against dequantized
+ * arithmetic, every ISA against the references (head sizes 32..256, row
+ * counts 1..16, rows a stride apart with a gap). */
+static void check_kv_type(kern_type t, const kern_ops *ref, const float *x)
+{
+	enum { R = 16, HD = 256, STRIDE = HD + 64 };
+	unsigned char rows[R * STRIDE], q[HD * 2];
+	float deq[HD], w[R], y0[HD], y1[HD], want[HD], sc0[R], sc1[R];
+	for (int j = 0; j < R; j++) {
+		ref->from_float[t](x + j * 7, rows + j * STRIDE, HD);
+		w[j] = 0.1f * (float)(j - 5);
+	}
+	ref->from_float[KERN_TYPE_Q8_0](x + 3, q, HD);
+	ref->kv_scores[t](HD, q, rows, STRIDE, R, sc0);
+	for (int j = 0; j < R; j++) {
+		float d;
+		ref->vec_dot[t](HD, &d, rows + j * STRIDE, q);
+		assert_float_equal(sc0[j], d, 1e-5 * (1 + fabsf(d)));
+	}
+	memset(want, 0, sizeof(want));
+	for (int j = 0; j < R; j++) {
+		ref->to_float[t](rows + j * STRIDE, deq, HD);
+		for (int i = 0; i < HD; i++)
+			want[i] += w[j] * deq[i];
+	}
+	memset(y0, 0, sizeof(y0));
+	ref->kv_values[t](HD, w, rows, STRIDE, R, y0);
+	for (int i = 0; i < HD; i++)
+		assert_float_equal(y0[i], want[i], 1e-4 * (1 + fabsf(want[i])));
+	for (int isa = KERN_ISA_AVX2; isa <= (int)kern_isa_detect(); isa++) {
+		kern_ops o;
+		kern_ops_init(&o, (kern_isa)isa);
+		for (int hd = 32; hd <= HD; hd += 96) /* 1, 4 and 7 blocks */
+			for (int n = 1; n <= R; n += 5) {
+				ref->kv_scores[t](hd, q, rows, STRIDE, n, sc0);
+				o.kv_scores[t](hd, q, rows, STRIDE, n, sc1);
+				for (int j = 0; j < n; j++)
+					assert_float_equal(sc0[j], sc1[j], 1e-5 * (1 + fabsf(sc0[j])));
+				for (int i = 0; i < HD; i++)
+					y0[i] = y1[i] = x[i] * 0.5f;
+				ref->kv_values[t](hd, w, rows, STRIDE, n, y0);
+				o.kv_values[t](hd, w, rows, STRIDE, n, y1);
+				for (int i = 0; i < HD; i++)
+					assert_float_equal(y0[i], y1[i], 1e-5 * (1 + fabsf(y0[i])));
+			}
+	}
+}
+
+static void test_kv_quant_rows(void **state)
 {
 	(void)state;
-	enum { N = 256 };
-	float x[N], deq[N], y0[N], y1[N], want[N];
-	for (int i = 0; i < N; i++)
+	static float x[16 * 7 + 256];
+	for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++)
 		x[i] = sinf((float)i * 0.29f) * (1.0f + (float)(i % 7));
 	kern_ops ref;
 	kern_ops_init(&ref, KERN_ISA_REF);
-	const kern_type types[] = {KERN_TYPE_Q8_0, KERN_TYPE_Q4_0};
-	for (size_t k = 0; k < 2; k++) {
-		const kern_type t = types[k];
-		unsigned char row[N * 2];
-		ref.from_float[t](x, row, N);
-		ref.to_float[t](row, deq, N);
-		for (int i = 0; i < N; i++) {
-			y0[i] = x[i] * 0.5f;
-			want[i] = y0[i] + -0.7f * deq[i];
-		}
-		ref.axpy_row[t](y0, -0.7f, row, N);
-		for (int i = 0; i < N; i++)
-			assert_float_equal(y0[i], want[i], 1e-5 * (1 + fabsf(want[i])));
-		for (int isa = KERN_ISA_AVX2; isa <= (int)kern_isa_detect(); isa++) {
-			kern_ops o;
-			kern_ops_init(&o, (kern_isa)isa);
-			for (int n = 32; n <= N; n += 96) { /* 1, 4 and 7 blocks */
-				for (int i = 0; i < N; i++)
-					y0[i] = y1[i] = x[i] * 0.5f;
-				ref.axpy_row[t](y0, 1.3f, row, n);
-				o.axpy_row[t](y1, 1.3f, row, n);
-				for (int i = 0; i < N; i++)
-					assert_float_equal(y0[i], y1[i], 1e-5 * (1 + fabsf(y0[i])));
-			}
-		}
-	}
+	check_kv_type(KERN_TYPE_Q8_0, &ref, x);
+	check_kv_type(KERN_TYPE_Q4_0, &ref, x);
 }
 
 /* The dispatch contract (kernels/variant.h): at every ISA the CPU runs,
@@ -161,15 +182,18 @@ static void test_dispatch_tables(void **state)
 		assert_non_null(o.dot_f32_f16);
 		assert_non_null(o.axpy_f16);
 		assert_non_null(o.f32_to_f16_row);
-		for (int t = 0; t < KERN_TYPE_COUNT; t++)
-			assert_int_equal(o.axpy_row[t] != NULL, t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q4_0);
+		for (int t = 0; t < KERN_TYPE_COUNT; t++) {
+			const int kv = t == KERN_TYPE_Q8_0 || t == KERN_TYPE_Q4_0;
+			assert_int_equal(o.kv_scores[t] != NULL, kv);
+			assert_int_equal(o.kv_values[t] != NULL, kv);
+		}
 	}
 	kern_ops_init(&o, KERN_ISA_REF);
 	assert_ptr_equal(o.dot_f32_f16, kern_dot_f32_f16_ref);
 	assert_ptr_equal(o.axpy_f16, kern_axpy_f16_ref);
 	assert_ptr_equal(o.f32_to_f16_row, kern_f32_to_f16_row_ref);
-	assert_ptr_equal(o.axpy_row[KERN_TYPE_Q8_0], kern_axpy_q8_0_ref);
-	assert_ptr_equal(o.axpy_row[KERN_TYPE_Q4_0], kern_axpy_q4_0_ref);
+	assert_ptr_equal(o.kv_scores[KERN_TYPE_Q8_0], kern_kv_scores_q8_0_ref);
+	assert_ptr_equal(o.kv_values[KERN_TYPE_Q4_0], kern_kv_values_q4_0_ref);
 	assert_ptr_equal(o.gemm[KERN_TYPE_Q4_0_R16], kern_gemm_q4_0_r16_ref);
 	assert_ptr_equal(o.act[KERN_TYPE_Q4_K_R16], kern_act_q8k_ref);
 }
@@ -181,7 +205,7 @@ int main(void)
 		cmocka_unit_test(test_rope),
 		cmocka_unit_test(test_softmax_swiglu),
 		cmocka_unit_test(test_attention_helpers),
-		cmocka_unit_test(test_axpy_quant_rows),
+		cmocka_unit_test(test_kv_quant_rows),
 		cmocka_unit_test(test_dispatch_tables),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

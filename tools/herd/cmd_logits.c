@@ -1,6 +1,8 @@
 /* herd logits: the logits at every prompt position, in the fixtures' format:
  * OUT = float32 LE [n_tokens][n_vocab], OUT.tokens = int32 LE ids.
- * --kv-type picks the KV cache type; --kl-ref FILE (logits of the same
+ * --tokens FILE takes the prompt as int32 LE token ids (as OUT.tokens, or
+ * llama-perplexity's chunks) instead of -p TEXT; --kv-type picks the KV
+ * cache type; --kl-ref FILE (logits of the same
  * shape, e.g. a fixture's .logits or an f16-KV run's OUT) prints one JSON
  * line with the mean and max KL divergence of softmax(FILE) against ours
  * and how often the top token agrees. */
@@ -30,7 +32,34 @@ static int write_all(const char *path, const void *data, size_t size)
 	return 0;
 }
 
-#define LOGITS_USAGE "usage: herd logits -m MODEL -p TEXT -o OUT [-t THREADS] [--kv-type f16|q8_0|q4_0] [--kl-ref FILE]\n"
+#define LOGITS_USAGE "usage: herd logits -m MODEL (-p TEXT | --tokens FILE) -o OUT [-t THREADS]\n" \
+	"                   [--kv-type f16|q8_0|q4_0] [--kl-ref FILE]\n"
+
+/* The prompt as token ids from path (int32 LE, at most max, each in
+ * [0, n_vocab)). 0 or -1 after printing why. */
+static int read_tokens(const char *path, int max, int n_vocab, int32_t **ids, int *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fprintf(stderr, "herd logits: cannot open '%s': %s\n", path, strerror(errno));
+		return -1;
+	}
+	int32_t *buf = malloc(sizeof(int32_t) * (size_t)(max + 1));
+	const size_t k = buf ? fread(buf, sizeof(int32_t), (size_t)max + 1, f) : 0;
+	fclose(f);
+	const char *bad = !buf ? "out of memory" : k == 0 ? "no tokens" : k > (size_t)max ? "longer than the context" : NULL;
+	for (size_t i = 0; !bad && i < k; i++)
+		if (buf[i] < 0 || buf[i] >= n_vocab)
+			bad = "a token id outside the vocabulary";
+	if (bad) {
+		fprintf(stderr, "herd logits: '%s': %s\n", path, bad);
+		free(buf);
+		return -1;
+	}
+	*ids = buf;
+	*n = (int)k;
+	return 0;
+}
 
 static int argmax(const float *x, int n)
 {
@@ -72,13 +101,15 @@ static int kl_report(const char *ref, const float *ours, int n, int V, int kv_ty
 
 int cmd_logits(int argc, char **argv)
 {
-	const char *model = NULL, *prompt = NULL, *out = NULL, *kl_ref = NULL;
+	const char *model = NULL, *prompt = NULL, *out = NULL, *kl_ref = NULL, *tokens = NULL;
 	long threads = 0;
 	int kv_type = KERN_TYPE_F16;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
 		if (!strcmp(a, "-m") && next)
 			model = argv[++i];
+		else if (!strcmp(a, "--tokens") && next)
+			tokens = argv[++i];
 		else if (!strcmp(a, "--kl-ref") && next)
 			kl_ref = argv[++i];
 		else if (!strcmp(a, "--kv-type")) {
@@ -99,7 +130,7 @@ int cmd_logits(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!model || !prompt || !out) {
+	if (!model || !prompt == !tokens || !out) {
 		fprintf(stderr, LOGITS_USAGE);
 		return 2;
 	}
@@ -113,8 +144,11 @@ int cmd_logits(int argc, char **argv)
 	llama_seq seq;
 	llama_seq_init(&seq);
 	char *tpath = NULL;
-	int err = cli_tokenize(m->vocab, prompt, 1, &ids, &n);
-	if (err || n > llama_ctx_n_ctx(c)) {
+	int err = 0;
+	if (tokens) {
+		if (read_tokens(tokens, llama_ctx_n_ctx(c), m->hp.n_vocab, &ids, &n))
+			goto out;
+	} else if ((err = cli_tokenize(m->vocab, prompt, 1, &ids, &n)) || n > llama_ctx_n_ctx(c)) {
 		fprintf(stderr, "herd logits: cannot tokenize the prompt or it exceeds the context: %s\n",
 			herd_strerror(err ? err : HERD_E_NOSPACE));
 		goto out;
