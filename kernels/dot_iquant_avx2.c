@@ -5,13 +5,13 @@
  * d_x * d_y * F. Results equal _ref up to float summation order. */
 #include "iquant_simd.h"
 
-#define IQ_DOT_AVX2(N, T, D)                                                                      \
+/* F: the type's kern_iq_desc unit (the SIMD tests would catch a mismatch). */
+#define IQ_DOT_AVX2(N, F, D)                                                                      \
 	void kern_dot_##N##_q8_k_avx2(int n, float *restrict s, const void *restrict vx,          \
 				      const void *restrict vy)                                    \
 	{                                                                                         \
 		const kern_block_##N *x = vx;                                                     \
 		const kern_block_q8_K *y = vy;                                                    \
-		const float f = kern_iq_desc_of(KERN_TYPE_##T)->unit;                             \
 		__m256 acc = _mm256_setzero_ps();                                                 \
 		for (int i = 0; i < n / KERN_QK_K; i++) {                                         \
 			const int8_t *q8 = y[i].qs;                                               \
@@ -20,20 +20,20 @@
 				s0 = _mm256_add_epi32(s0, iqs_sub32(iqs_dec_##N(x + i, ib), q8));     \
 				s1 = _mm256_add_epi32(s1, iqs_sub32(iqs_dec_##N(x + i, ib + 1), q8 + 32)); \
 			}                                                                         \
-			acc = _mm256_fmadd_ps(_mm256_set1_ps(D(x[i]) * y[i].d * f),               \
+			acc = _mm256_fmadd_ps(_mm256_set1_ps(D(x[i]) * y[i].d * (F)),               \
 					      _mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), acc); \
 		}                                                                                 \
 		*s = iqs_hsum_ps(acc);                                                                \
 	}
 
-IQ_DOT_AVX2(iq4_xs, IQ4_XS, IQS_D_PLAIN)
-IQ_DOT_AVX2(iq3_s, IQ3_S, IQS_D_PLAIN)
-IQ_DOT_AVX2(iq3_xxs, IQ3_XXS, IQS_D_PLAIN)
-IQ_DOT_AVX2(iq2_s, IQ2_S, IQS_D_PLAIN)
-IQ_DOT_AVX2(iq2_xs, IQ2_XS, IQS_D_PLAIN)
-IQ_DOT_AVX2(iq2_xxs, IQ2_XXS, IQS_D_PLAIN)
-IQ_DOT_AVX2(iq1_s, IQ1_S, IQS_D_PLAIN)
-IQ_DOT_AVX2(iq1_m, IQ1_M, IQS_D_IQ1M)
+IQ_DOT_AVX2(iq4_xs, 1.0f, IQS_D_PLAIN)
+IQ_DOT_AVX2(iq3_s, 1.0f, IQS_D_PLAIN)
+IQ_DOT_AVX2(iq3_xxs, 0.25f, IQS_D_PLAIN)
+IQ_DOT_AVX2(iq2_s, 0.125f, IQS_D_PLAIN)
+IQ_DOT_AVX2(iq2_xs, 0.125f, IQS_D_PLAIN)
+IQ_DOT_AVX2(iq2_xxs, 0.125f, IQS_D_PLAIN)
+IQ_DOT_AVX2(iq1_s, 0.125f, IQS_D_PLAIN)
+IQ_DOT_AVX2(iq1_m, 0.125f, IQS_D_IQ1M)
 #undef IQ_DOT_AVX2
 
 void kern_dot_iq4_nl_q8_0_avx2(int n, float *restrict s, const void *restrict vx,

@@ -19,13 +19,13 @@ static inline __m512i sub64(iq_v a, iq_v b, const int8_t *q8, __m512i acc)
 	return _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(cat256(a.mag, b.mag), y), cat256(a.sc, b.sc));
 }
 
-#define IQ_DOT_AVX512(N, T, D)                                                                    \
+/* F: the type's kern_iq_desc unit (the SIMD tests would catch a mismatch). */
+#define IQ_DOT_AVX512(N, F, D)                                                                    \
 	void kern_dot_##N##_q8_k_avx512(int n, float *restrict s, const void *restrict vx,        \
 					const void *restrict vy)                                  \
 	{                                                                                         \
 		const kern_block_##N *x = vx;                                                     \
 		const kern_block_q8_K *y = vy;                                                    \
-		const float f = kern_iq_desc_of(KERN_TYPE_##T)->unit;                             \
 		__m512 acc = _mm512_setzero_ps();                                                 \
 		for (int i = 0; i < n / KERN_QK_K; i++) {                                         \
 			const int8_t *q8 = y[i].qs;                                               \
@@ -35,20 +35,20 @@ static inline __m512i sub64(iq_v a, iq_v b, const int8_t *q8, __m512i acc)
 				s1 = sub64(iqs_dec_##N(x + i, ib + 2), iqs_dec_##N(x + i, ib + 3),  \
 					   q8 + 64, s1);                                          \
 			}                                                                         \
-			acc = _mm512_fmadd_ps(_mm512_set1_ps(D(x[i]) * y[i].d * f),               \
+			acc = _mm512_fmadd_ps(_mm512_set1_ps(D(x[i]) * y[i].d * (F)),               \
 					      _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc); \
 		}                                                                                 \
 		*s = _mm512_reduce_add_ps(acc);                                                   \
 	}
 
-IQ_DOT_AVX512(iq4_xs, IQ4_XS, IQS_D_PLAIN)
-IQ_DOT_AVX512(iq3_s, IQ3_S, IQS_D_PLAIN)
-IQ_DOT_AVX512(iq3_xxs, IQ3_XXS, IQS_D_PLAIN)
-IQ_DOT_AVX512(iq2_s, IQ2_S, IQS_D_PLAIN)
-IQ_DOT_AVX512(iq2_xs, IQ2_XS, IQS_D_PLAIN)
-IQ_DOT_AVX512(iq2_xxs, IQ2_XXS, IQS_D_PLAIN)
-IQ_DOT_AVX512(iq1_s, IQ1_S, IQS_D_PLAIN)
-IQ_DOT_AVX512(iq1_m, IQ1_M, IQS_D_IQ1M)
+IQ_DOT_AVX512(iq4_xs, 1.0f, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq3_s, 1.0f, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq3_xxs, 0.25f, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq2_s, 0.125f, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq2_xs, 0.125f, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq2_xxs, 0.125f, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq1_s, 0.125f, IQS_D_PLAIN)
+IQ_DOT_AVX512(iq1_m, 0.125f, IQS_D_IQ1M)
 #undef IQ_DOT_AVX512
 
 /* IQ4_NL x Q8_0: two blocks per zmm, each half with its own scale. */
