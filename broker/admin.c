@@ -27,7 +27,7 @@ enum {
 	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
-	MODEL_KEYS = 40 + 19, /* + the cache manager's (res_model_cache) */
+	MODEL_KEYS = 40 + 23, /* + the cache manager's (res_model_cache) */
 	CACHE_KEYS = 22 + 2, /* + response_cache and prefix (res_cache_answers) */
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -276,6 +276,14 @@ static void res_model_cache(loop *l, proto_writer *pk, models_entry *e)
 	proto_write_array(pk, (uint32_t)v.n_holders);
 	for (int k = 0; k < v.n_holders; k++)
 		proto_write_int(pk, v.holders[k]);
+	/* a model an agent shared (herd_model_share): who, and with whom */
+	proto_write_kv_bool(pk, "shared", e->shared);
+	proto_write_kv_str(pk, "owner", e->shared ? e->share_owner : "");
+	proto_write_kv_int(pk, "owner_uid", e->shared ? (int64_t)e->owner_uid : -1);
+	proto_write_cstr(pk, "targets");
+	proto_write_array(pk, (uint32_t)e->n_share_targets);
+	for (int k = 0; k < e->n_share_targets; k++)
+		proto_write_cstr(pk, e->share_targets[k]);
 }
 
 static void res_models(loop *l, proto_writer *pk)
