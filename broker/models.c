@@ -912,6 +912,38 @@ uint64_t models_shed(models *ms, int how, uint64_t bytes)
 	return freed;
 }
 
+int models_kv_shed(models *ms, int how)
+{
+	int n = 0;
+	for (int i = 0; ms && i < ms->n; i++) {
+		sched *s = models_sched(&ms->e[i]);
+		if (s) {
+			sched_kv_shed(s, how);
+			n++;
+		}
+	}
+	return n;
+}
+
+void models_kv_state(models *ms, uint64_t *trimmable_bytes, int *shrinkable)
+{
+	*trimmable_bytes = 0;
+	*shrinkable = 0;
+	for (int i = 0; ms && i < ms->n; i++) {
+		const models_entry *e = &ms->e[i];
+		sched *s = models_sched(e);
+		if (!s)
+			continue;
+		sched_stats st;
+		sched_get_stats(s, &st);
+		if (st.kv_pages_total > 0)
+			*trimmable_bytes += e->kv_bytes / (uint64_t)st.kv_pages_total *
+					    (uint64_t)st.kv_pages_trimmable;
+		const int floor = ((int)e->n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+		*shrinkable += st.kv_pages_limit > floor;
+	}
+}
+
 static const char *state_name(const models_entry *e)
 {
 	switch (atomic_load(&e->state)) {

@@ -257,6 +257,15 @@ int models_share(models *ms, const models_share_req *r, uint64_t *size, char *ms
  * name, or "uid:<n>"). */
 int models_may_use(const models_entry *e, const char *agent, uint32_t uid);
 
+/* Memory pressure on the KV pools (loop thread): asks every resident
+ * model's scheduler for how (SCHED_KV_TRIM / SHRINK / RESTORE, broker/
+ * scheduler.h); returns how many were asked. models_kv_state: the bytes
+ * of unreferenced KV pages holding memory now (what a trim gives back)
+ * and how many resident models could still lower their limit, from the
+ * schedulers' last published stats. */
+int models_kv_shed(models *ms, int how);
+void models_kv_state(models *ms, uint64_t *trimmable_bytes, int *shrinkable);
+
 /* What herdctl models shows for e: score parts, holders of its image. */
 typedef struct models_view {
 	const char *state;       /* "resident", "loading", "waiting", "draining", "evicting", "unloaded" */

@@ -140,6 +140,10 @@ kern_isa llama_ctx_isa(const llama_ctx *c) { return c->ops.isa; }
 int llama_ctx_free_pages(const llama_ctx *c) { return kv_pool_avail(&c->kv); }
 int llama_ctx_cached_pages(const llama_ctx *c) { return c->kv.n_cached; }
 uint64_t llama_ctx_evictions(const llama_ctx *c) { return c->kv.evictions; }
+int llama_ctx_kv_trim(llama_ctx *c) { return kv_pool_trim(&c->kv); }
+int llama_ctx_kv_trimmable(const llama_ctx *c) { return kv_pool_trimmable(&c->kv); }
+int llama_ctx_kv_limit(const llama_ctx *c) { return c->kv.limit; }
+void llama_ctx_kv_set_limit(llama_ctx *c, int pages) { kv_pool_set_limit(&c->kv, pages); }
 
 void llama_seq_init(llama_seq *s)
 {

@@ -3,9 +3,13 @@
  * that reads a file twice the limit through a mapping over and over, so
  * every pass reclaims and refaults page cache (PSI memory stalls, no swap
  * needed, no OOM). The broker must shed in its documented order
- * (heap_trim before refuse: ranks ascending), refuse a new request with
- * -EAGAIN naming the pressure, stay alive, and once the hog is gone
- * recover and serve again. Exits 77 without PSI or a writable memory
+ * (drop_prefix_pages, heap_trim, shrink_kv, refuse: ranks ascending),
+ * refuse a new request with -EAGAIN naming the pressure, stay alive, and
+ * once the hog is gone recover (the KV limit lifted) and serve again.
+ * Before the hog, distinct long prompts write about 11 MiB of KV pages
+ * that stay in the prefix cache; the model is pinned (so the KV actions
+ * find it resident): dropping those pages must lower the broker's RssAnon
+ * (/proc/<pid>/status) by what the KV trim gave back. Exits 77 without PSI or a writable memory
  * cgroup (not root, no cgroup fs). */
 #include "pressure_harness.h"
 
@@ -130,6 +134,73 @@ static pid_t start_hog(void)
 
 static pid_t hog;
 
+/* herdd's RssAnon in KiB. */
+static long broker_rss_anon_kb(void)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)W.pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	long kb = -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	assert_true(kb >= 0);
+	return kb;
+}
+
+/* The first model's row of the `models` admin result. */
+static const proto_value *model0(client *c)
+{
+	const proto_value *r = pw_admin(c, "models");
+	assert_true(r->type == PROTO_V_ARRAY && r->arr.n >= 1);
+	return &r->arr.v[0];
+}
+
+/* WARM_REQS greedy requests of distinct ~1900-token prompts (token input),
+ * one at a time: each writes ~119 fresh KV pages, published to the prefix
+ * cache and left there (unreferenced) when it ends. */
+#define WARM_REQS 12
+static void warm_kv(client *a)
+{
+	static int32_t toks[1900];
+	for (int r = 0; r < WARM_REQS; r++) {
+		for (int i = 0; i < 1900; i++)
+			toks[i] = 3 + (i * 7 + r * 131 + (i * i) % 97) % 2000;
+		proto_buf b;
+		proto_buf_init(&b);
+		gen_request g;
+		gen_request_init(&g);
+		g.id = 100 + (uint64_t)r;
+		g.model = proto_s(W.model_name);
+		g.input = GEN_INPUT_TOKENS;
+		g.tokens = toks;
+		g.n_tokens = 1900;
+		g.params.max_tokens = 1;
+		assert_int_equal(proto_encode_gen(&b, &g), 0);
+		cl_send_buf(a, &b);
+		do
+			assert_int_equal(cl_next(a), 0);
+		while (a->m.type == PROTO_TOK);
+		assert_int_equal(a->m.type, PROTO_DONE);
+	}
+}
+
+/* Polls the first model's row until key > 0 (30 s at most). */
+static const proto_value *wait_model_key(client *c, const char *key)
+{
+	for (int i = 0; i < 300; i++) {
+		const proto_value *m = model0(c);
+		if (pw_num(m, key) > 0)
+			return m;
+		usleep(100 * 1000);
+	}
+	dump_log();
+	fail_msg("models: '%s' stayed 0 for 30 s", key);
+	return NULL;
+}
+
 /* Polls `pressure` every 100 ms until key has value want (30 s at most). */
 static const proto_value *wait_for(client *c, const char *key, double want)
 {
@@ -155,7 +226,7 @@ static void check_order(const proto_value *r)
 {
 	const proto_value *ev = proto_value_get(r, "events");
 	assert_non_null(ev);
-	int last_rank = -1, heap_at = -1, refuse_at = -1;
+	int last_rank = -1, heap_at = -1, refuse_at = -1, prefix_at = -1, kv_at = -1;
 	char name[64], res[32];
 	for (size_t i = 0; i < ev->arr.n; i++) {
 		const proto_value *e = &ev->arr.v[i];
@@ -172,8 +243,12 @@ static void check_order(const proto_value *r)
 			heap_at = (int)i;
 		if (!strcmp(name, "refuse"))
 			refuse_at = (int)i;
+		if (!strcmp(name, "drop_prefix_pages"))
+			prefix_at = (int)i;
+		if (!strcmp(name, "shrink_kv"))
+			kv_at = (int)i;
 	}
-	assert_true(heap_at >= 0 && refuse_at > heap_at);
+	assert_true(prefix_at >= 0 && heap_at > prefix_at && kv_at > heap_at && refuse_at > kv_at);
 }
 
 /* A request while refusing gets err -EAGAIN naming the pressure. */
@@ -199,14 +274,36 @@ static void test_shed_in_order(void **state)
 	const proto_value *r = pw_admin(&c, "pressure");
 	assert_true(pw_num(r, "enabled"));
 	assert_int_equal(pw_num(r, "refusing"), 0);
+	warm_kv(&a);
+	static char out[16384];
+	char pin[128];
+	snprintf(pin, sizeof(pin), "pin %s", W.model_name);
+	pw_herdctl(pin, out, sizeof(out));
+	const proto_value *m = model0(&c);
+	const double page_kb = pw_num(m, "kv_bytes") / pw_num(m, "kv_pages_total") / 1024;
+	const double total_pages = pw_num(m, "kv_pages_total");
+	fprintf(stderr, "warm: %.0f KV pages of %.0f KiB give-backable, %.0f cached\n",
+		pw_num(m, "kv_pages_trimmable"), page_kb, pw_num(m, "prefix_pages_cached"));
+	assert_true(pw_num(m, "kv_pages_trimmable") * page_kb >= 8 * 1024);
+	const long rss0 = broker_rss_anon_kb();
 	hog = start_hog();
+	m = wait_model_key(&c, "kv_pages_trimmed");
+	const double trimmed_kb = pw_num(m, "kv_pages_trimmed") * page_kb;
+	const long rss1 = broker_rss_anon_kb();
+	fprintf(stderr, "RssAnon of herdd: %ld kB before, %ld kB after the KV trim (%.0f kB given back)\n",
+		rss0, rss1, trimmed_kb);
+	assert_true(trimmed_kb >= 8 * 1024);
+	assert_true((double)(rss0 - rss1) >= trimmed_kb * 0.75);
 	r = wait_for(&c, "refusing", 1);
 	check_order(r);
+	m = model0(&c);
+	assert_true(pw_num(m, "kv_shrinks") >= 1);
+	assert_true(pw_num(m, "kv_pages_limit") < total_pages);
 	check_refused(&a);
-	static char out[16384];
 	pw_herdctl("pressure", out, sizeof(out));
 	assert_non_null(strstr(out, "REFUSING new requests"));
-	assert_non_null(strstr(out, "1.heap_trim 2.evict_idle_models 3.refuse_model_loads 4.refuse"));
+	assert_non_null(strstr(out, "1.drop_prefix_pages 2.heap_trim 3.evict_idle_models 4.shrink_kv "
+				    "5.refuse_model_loads 6.refuse"));
 	assert_non_null(strstr(out, "refusing new requests and loads with -EAGAIN"));
 	pw_herdctl("--json status", out, sizeof(out));
 	assert_non_null(strstr(out, "\"pressure_refusing\":true"));
@@ -216,6 +313,9 @@ static void test_shed_in_order(void **state)
 	hog = 0;
 	r = wait_for(&c, "refusing", 0);
 	assert_true(pw_num(r, "recoveries") >= 1);
+	for (int i = 0; i < 100 && pw_num(model0(&c), "kv_pages_limit") < total_pages; i++)
+		usleep(100 * 1000);
+	assert_true(pw_num(model0(&c), "kv_pages_limit") == total_pages); /* the limit lifted */
 	/* served again */
 	pw_gen(&a, 8);
 	do
@@ -248,7 +348,7 @@ static int setup(void **state)
 	}
 	/* the broker starts inside the cgroup (and finds its memory.pressure on v2) */
 	assert_int_equal(write_file(cg_procs, "0"), 0);
-	pw_start("pshed", "{\"pressure\": {\"trigger_us\": 50000, \"window_us\": 1000000,"
+	pw_start("pshed", "{\"kv_cache_mb\": 16, \"pressure\": {\"trigger_us\": 50000, \"window_us\": 1000000,"
 			  " \"escalate_ms\": 300, \"recover_ms\": 1500, \"bpf\": false}}\n");
 	assert_int_equal(write_file(origin, "0"), 0);
 	return 0;
