@@ -21,64 +21,8 @@
 #define LIMIT_MB 48
 #define FILE_MB 160
 
-static char cg[256];        /* the cgroup directory we made */
-static char cg_procs[300];  /* its cgroup.procs */
-static char origin[1024];   /* cgroup.procs of the test's own cgroup (to go back) */
+static pw_cgroup cg;        /* the memory-limited cgroup we made */
 static char hogfile[256];
-
-static int write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = write(fd, text, strlen(text));
-	int e = n < 0 ? -errno : 0;
-	close(fd);
-	return e;
-}
-
-/* The memory controller's mount and the test's place in it: v2 when it has
- * the memory controller, else v1's "memory" hierarchy. 0 or -1 (skip). */
-static int make_cgroup(void)
-{
-	char ctl[256] = "", line[512];
-	const char *base = NULL, *limit_file = NULL;
-	FILE *f = fopen("/sys/fs/cgroup/cgroup.controllers", "r");
-	if (f && fgets(ctl, sizeof(ctl), f) && strstr(ctl, "memory"))
-		base = "/sys/fs/cgroup", limit_file = "memory.max";
-	if (f)
-		fclose(f);
-	if (!base && access("/sys/fs/cgroup/memory/memory.limit_in_bytes", W_OK) == 0)
-		base = "/sys/fs/cgroup/memory", limit_file = "memory.limit_in_bytes";
-	if (!base || access(base, W_OK))
-		return -1;
-	snprintf(cg, sizeof(cg), "%s/herd-test-pressure-%d", base, (int)getpid());
-	if (mkdir(cg, 0755))
-		return -1;
-	char path[400], val[32];
-	snprintf(path, sizeof(path), "%s/%s", cg, limit_file);
-	snprintf(val, sizeof(val), "%d", LIMIT_MB << 20);
-	snprintf(cg_procs, sizeof(cg_procs), "%s/cgroup.procs", cg);
-	if (write_file(path, val)) {
-		rmdir(cg);
-		cg[0] = 0;
-		return -1;
-	}
-	/* where we are now, to come back after starting the broker inside */
-	f = fopen("/proc/self/cgroup", "r");
-	const int v2 = !strcmp(limit_file, "memory.max");
-	while (f && fgets(line, sizeof(line), f)) {
-		char *rel = v2 ? (!strncmp(line, "0::", 3) ? line + 3 : NULL) : strstr(line, ":memory:");
-		if (!rel)
-			continue;
-		rel += v2 ? 0 : 8;
-		rel[strcspn(rel, "\n")] = 0;
-		snprintf(origin, sizeof(origin), "%s%s/cgroup.procs", base, rel);
-	}
-	if (f)
-		fclose(f);
-	return origin[0] ? 0 : -1;
-}
 
 /* A file of FILE_MB on a disk-backed file system (page cache that can be
  * reclaimed without swap), out of the cache. 0, or -1 (skip). */
@@ -118,7 +62,7 @@ static pid_t start_hog(void)
 	assert_true(pid >= 0);
 	if (pid)
 		return pid;
-	if (write_file(cg_procs, "0"))
+	if (pw_write_file(cg.procs, "0"))
 		_exit(2);
 	int fd = open(hogfile, O_RDONLY);
 	const size_t size = (size_t)FILE_MB << 20;
@@ -335,22 +279,20 @@ static int setup(void **state)
 		fprintf(stderr, "test_pressure_shed: no PSI (/proc/pressure/memory); skipping\n");
 		exit(77);
 	}
-	if (make_cgroup()) {
+	if (pw_make_cgroup(&cg, "pressure", LIMIT_MB)) {
 		fprintf(stderr, "test_pressure_shed: cannot make a memory-limited cgroup; skipping\n");
-		if (cg[0])
-			rmdir(cg);
 		exit(77);
 	}
 	if (make_hogfile()) {
 		fprintf(stderr, "test_pressure_shed: no disk-backed directory for the hog; skipping\n");
-		rmdir(cg);
+		pw_remove_cgroup(&cg);
 		exit(77);
 	}
 	/* the broker starts inside the cgroup (and finds its memory.pressure on v2) */
-	assert_int_equal(write_file(cg_procs, "0"), 0);
+	assert_int_equal(pw_write_file(cg.procs, "0"), 0);
 	pw_start("pshed", "{\"kv_cache_mb\": 16, \"pressure\": {\"trigger_us\": 50000, \"window_us\": 1000000,"
 			  " \"escalate_ms\": 300, \"recover_ms\": 1500, \"bpf\": false}}\n");
-	assert_int_equal(write_file(origin, "0"), 0);
+	assert_int_equal(pw_write_file(cg.origin, "0"), 0);
 	return 0;
 }
 
@@ -362,8 +304,7 @@ static int teardown(void **state)
 		waitpid(hog, NULL, 0);
 	}
 	pw_stop();
-	for (int i = 0; cg[0] && rmdir(cg) && errno == EBUSY && i < 50; i++)
-		usleep(100 * 1000);
+	pw_remove_cgroup(&cg);
 	if (hogfile[0])
 		unlink(hogfile);
 	return 0;
