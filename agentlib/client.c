@@ -870,6 +870,19 @@ static void copy_str(char *dst, size_t n, proto_str s)
 	dst[k] = 0;
 }
 
+/* An err frame from the broker that answers what this client asked (an
+ * attach or a share): its code (the message set), msg freed. */
+static int broker_err(herd_client *c, proto_msg *msg)
+{
+	const int rc = msg->err.code < 0 ? msg->err.code : HERD_E_PROTO;
+	herd_client_fail(c, rc, "broker: %.*s", (int)msg->err.msg.len,
+			 msg->err.msg.ptr ? msg->err.msg.ptr : "");
+	if (!msg->err.has_id && (rc == HERD_E_PROTO || rc == HERD_E_VERSION))
+		broken(c, rc); /* the broker closes the connection after these */
+	proto_msg_free(msg);
+	return rc;
+}
+
 int herd_client_request_image(herd_client *c, const char *model, herd_image_reply *out)
 {
 	proto_msg msg;
@@ -920,12 +933,7 @@ int herd_client_request_image(herd_client *c, const char *model, herd_image_repl
 			break;
 		}
 		if (msg.type == PROTO_ERR) {
-			rc = msg.err.code < 0 ? msg.err.code : HERD_E_PROTO;
-			herd_client_fail(c, rc, "broker: %.*s", (int)msg.err.msg.len,
-					 msg.err.msg.ptr ? msg.err.msg.ptr : "");
-			if (!msg.err.has_id && (rc == HERD_E_PROTO || rc == HERD_E_VERSION))
-				broken(c, rc); /* the broker closes the connection after these */
-			proto_msg_free(&msg);
+			rc = broker_err(c, &msg);
 			goto out;
 		}
 		close_fds(c);
@@ -933,5 +941,78 @@ int herd_client_request_image(herd_client *c, const char *model, herd_image_repl
 	}
 out:
 	end_request(c);
+	return rc;
+}
+
+/* ---- share ------------------------------------------------------------------ */
+
+/* The share frame for name and targets in c->tx. */
+static int encode_share(herd_client *c, const char *name, const char *const *targets)
+{
+	proto_str t[PROTO_MAX_TARGETS];
+	size_t n = 0;
+	for (; targets && targets[n]; n++) {
+		if (n == PROTO_MAX_TARGETS)
+			return herd_client_fail(c, HERD_E_INVAL, "share: more than %d targets",
+						PROTO_MAX_TARGETS);
+		t[n] = proto_s(targets[n]);
+	}
+	proto_share sh = {.name = proto_s(name), .targets = t, .n_targets = n};
+	c->tx.len = 0;
+	int rc = proto_encode_share(&c->tx, &sh);
+	return rc ? herd_client_fail(c, rc, "cannot encode share: %s", herd_strerror(rc)) : 0;
+}
+
+int herd_model_share_fd(herd_client *c, const char *name, int fd, const char *const *targets,
+			uint64_t *size)
+{
+	if (!c || !name || fd < 0)
+		return c ? herd_client_fail(c, HERD_E_INVAL, "share: NULL name or bad descriptor")
+			 : HERD_E_INVAL;
+	int rc = begin_request(c);
+	if (rc)
+		return rc;
+	if ((rc = encode_share(c, name, targets)))
+		goto out;
+	pthread_mutex_lock(&c->send_mu);
+	rc = c->fd >= 0 ? shm_fd_send(c->fd, c->tx.data, c->tx.len, fd) : -ENOTCONN;
+	pthread_mutex_unlock(&c->send_mu);
+	c->tx.len = 0;
+	if (rc) {
+		rc = broken(c, herd_client_fail(c, rc, "cannot send share to the broker at %s: %s", c->path,
+						herd_strerror(rc)));
+		goto out;
+	}
+	for (;;) {
+		proto_msg msg;
+		if ((rc = recv_frame(c, -1, &msg)))
+			break;
+		close_fds(c);
+		if (msg.type == PROTO_ERR) {
+			rc = broker_err(c, &msg);
+			break;
+		}
+		const int mine = msg.type == PROTO_SHARED && proto_str_eq(msg.shared.model, name);
+		if (mine && size)
+			*size = msg.shared.size;
+		proto_msg_free(&msg);
+		if (mine)
+			break;
+	}
+out:
+	end_request(c);
+	return rc;
+}
+
+int herd_model_share(herd_client *c, const char *name, const char *path, const char *const *targets,
+		     uint64_t *size)
+{
+	if (!c || !path)
+		return c ? herd_client_fail(c, HERD_E_INVAL, "share: NULL path") : HERD_E_INVAL;
+	const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return herd_client_fail(c, -errno, "share: cannot open %s: %s", path, strerror(errno));
+	const int rc = herd_model_share_fd(c, name, fd, targets, size);
+	close(fd);
 	return rc;
 }

@@ -8,6 +8,8 @@
  *                                          herdd from /proc/PID/maps)
  *   raw_tp/mm_vmscan_direct_reclaim_begin  direct-reclaim stall time
  *   raw_tp/mm_vmscan_direct_reclaim_end    (per thread, summed per process)
+ *   raw_tp/mm_vmscan_memcg_reclaim_begin   and memory-cgroup reclaim (a
+ *   raw_tp/mm_vmscan_memcg_reclaim_end     limited cgroup's charge path)
  *   raw_tp/mark_victim                     OOM-killer victims
  *
  * Raw tracepoints (attached by name, no tracefs needed); CO-RE reads of
@@ -80,8 +82,7 @@ int herd_fault(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-SEC("raw_tp/mm_vmscan_direct_reclaim_begin")
-int herd_reclaim_begin(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int reclaim_begin(void)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	__u64 t = bpf_ktime_get_ns();
@@ -89,8 +90,7 @@ int herd_reclaim_begin(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-SEC("raw_tp/mm_vmscan_direct_reclaim_end")
-int herd_reclaim_end(struct bpf_raw_tracepoint_args *ctx)
+static __always_inline int reclaim_end(void)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id, pid = id >> 32, zero = 0;
@@ -110,6 +110,33 @@ int herd_reclaim_end(struct bpf_raw_tracepoint_args *ctx)
 		__sync_fetch_and_add(&s->reclaims, 1);
 	}
 	return 0;
+}
+
+SEC("raw_tp/mm_vmscan_direct_reclaim_begin")
+int herd_reclaim_begin(struct bpf_raw_tracepoint_args *ctx)
+{
+	return reclaim_begin();
+}
+
+SEC("raw_tp/mm_vmscan_direct_reclaim_end")
+int herd_reclaim_end(struct bpf_raw_tracepoint_args *ctx)
+{
+	return reclaim_end();
+}
+
+/* Reclaim a process does to charge its memory cgroup (a limited cgroup
+ * reclaims this way, not through direct reclaim): the same stall. The
+ * loader leaves these out on a kernel without the tracepoints. */
+SEC("raw_tp/mm_vmscan_memcg_reclaim_begin")
+int herd_memcg_reclaim_begin(struct bpf_raw_tracepoint_args *ctx)
+{
+	return reclaim_begin();
+}
+
+SEC("raw_tp/mm_vmscan_memcg_reclaim_end")
+int herd_memcg_reclaim_end(struct bpf_raw_tracepoint_args *ctx)
+{
+	return reclaim_end();
 }
 
 SEC("raw_tp/mark_victim")

@@ -27,7 +27,7 @@ enum {
 	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
-	MODEL_KEYS = 42 + 19, /* + the cache manager's (res_model_cache) */
+	MODEL_KEYS = 46 + 23, /* + the cache manager's (res_model_cache) */
 	CACHE_KEYS = 22 + 2, /* + response_cache and prefix (res_cache_answers) */
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -276,6 +276,14 @@ static void res_model_cache(loop *l, proto_writer *pk, models_entry *e)
 	proto_write_array(pk, (uint32_t)v.n_holders);
 	for (int k = 0; k < v.n_holders; k++)
 		proto_write_int(pk, v.holders[k]);
+	/* a model an agent shared (herd_model_share): who, and with whom */
+	proto_write_kv_bool(pk, "shared", e->shared);
+	proto_write_kv_str(pk, "owner", e->shared ? e->share_owner : "");
+	proto_write_kv_int(pk, "owner_uid", e->shared ? (int64_t)e->owner_uid : -1);
+	proto_write_cstr(pk, "targets");
+	proto_write_array(pk, (uint32_t)e->n_share_targets);
+	for (int k = 0; k < e->n_share_targets; k++)
+		proto_write_cstr(pk, e->share_targets[k]);
 }
 
 static void res_models(loop *l, proto_writer *pk)
@@ -326,6 +334,10 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_uint(pk, "preemptions", st.preemptions);
 		proto_write_kv_int(pk, "kv_pages_total", st.kv_pages_total);
 		proto_write_kv_int(pk, "kv_pages_free", st.kv_pages_free);
+		proto_write_kv_int(pk, "kv_pages_limit", st.kv_pages_limit);
+		proto_write_kv_int(pk, "kv_pages_trimmable", st.kv_pages_trimmable);
+		proto_write_kv_uint(pk, "kv_pages_trimmed", st.kv_pages_trimmed);
+		proto_write_kv_uint(pk, "kv_shrinks", st.kv_shrinks);
 		proto_write_kv_uint(pk, "prefix_lookups", st.prefix_lookups);
 		proto_write_kv_uint(pk, "prefix_hit_tokens", st.prefix_hit_tokens);
 		proto_write_kv_int(pk, "prefix_pages_cached", st.prefix_pages_cached);

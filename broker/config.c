@@ -32,6 +32,8 @@ void cfg_init(cfg *c)
 	c->draft_tokens = 8;
 	c->preload_confidence = 0.6;
 	c->catalog_flush_ms = 100;
+	c->max_share_mb = 16384;
+	c->max_shared_models = 8;
 	c->preload_predict = 1;
 	c->limits = (cfg_limits){.send_queue_bytes = 8u << 20,
 				 .send_queue_pause_bytes = 2u << 20,
@@ -739,6 +741,10 @@ static const cfg_int_key top_ints[] = {
 	 .lo = 0, .hi = 1L << 30},
 	{.name = "catalog_flush_ms", .off = offsetof(cfg, catalog_flush_ms), .type = CFG_T_INT,
 	 .lo = 1, .hi = 60000},
+	{.name = "max_share_mb", .off = offsetof(cfg, max_share_mb), .type = CFG_T_U64,
+	 .lo = 1, .hi = 1L << 30},
+	{.name = "max_shared_models", .off = offsetof(cfg, max_shared_models), .type = CFG_T_INT,
+	 .lo = 0, .hi = 256},
 };
 
 /* The cache manager's non-integer keys: preload_confidence (a number in
@@ -846,7 +852,7 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 					"unknown key '%s' (known: socket, models, threads, cpu_affinity, state_dir, max_frame, "
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, target_tpot_ms, max_decode_delay_ms, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, "
-					"max_memory_mb, preload_confidence, preload, catalog_flush_ms, limits, agents, "
+					"max_memory_mb, preload_confidence, preload, catalog_flush_ms, max_share_mb, max_shared_models, limits, agents, "
 					"prefix_cache, prefix_sharing, response_cache, pressure, kv_type, draft_tokens)",
 					k);
 		if (rc)

@@ -36,6 +36,8 @@
  *     "preload_confidence": 0.6,  a prediction below it never evicts a resident model
  *     "preload": true,            predictive preloading (false: models load on demand only)
  *     "catalog_flush_ms": 100,    the LMDB catalog commits its queued updates this often
+ *     "max_share_mb": 16384,      largest GGUF file an agent may share (herd_model_share)
+ *     "max_shared_models": 8,     models agents may share at once (0: sharing refused)
  *     (models[] entries also take "pinned": true and "preload": true)
  *     "limits": {                 per-connection limits of the loop (cfg_limits)
  *       "send_queue_bytes": 8388608,   unsent bytes after which a peer is cut off
@@ -210,6 +212,8 @@ typedef struct cfg {
 	double preload_confidence; /* default 0.6: a prediction below it never evicts */
 	int catalog_flush_ms;   /* default 100: batch interval of the LMDB catalog */
 	int preload_predict;    /* default 1: predictive preloading on */
+	uint64_t max_share_mb;  /* default 16384: largest GGUF file an agent may share */
+	int max_shared_models;  /* default 8: models agents may share (0: sharing off) */
 	cfg_limits limits;
 	cfg_agents agents;
 	int prefix_cache;       /* default 1: share KV pages of common prompt prefixes */

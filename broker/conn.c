@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #define CONN_ERR_MSG_MAX 512 /* bytes of an err frame's message, NUL included */
 
@@ -109,4 +111,29 @@ int conn_in_group(const conn *c, gid_t gid)
 		if (c->groups[i] == gid)
 			return 1;
 	return 0;
+}
+
+int conn_push_fd(conn *c, int fd)
+{
+	if (c->n_rx_fds == CONN_RX_FDS) {
+		close(fd);
+		return -EMFILE;
+	}
+	c->rx_fds[c->n_rx_fds++] = fd;
+	return 0;
+}
+
+int conn_take_fd(conn *c)
+{
+	if (!c->n_rx_fds)
+		return -1;
+	const int fd = c->rx_fds[0];
+	memmove(c->rx_fds, c->rx_fds + 1, sizeof(int) * (size_t)--c->n_rx_fds);
+	return fd;
+}
+
+void conn_close_rx_fds(conn *c)
+{
+	while (c->n_rx_fds)
+		close(c->rx_fds[--c->n_rx_fds]);
 }

@@ -28,6 +28,7 @@ extern "C" {
 #endif
 
 #define CONN_NAME_MAX 64 /* agent name from hello, NUL included */
+#define CONN_RX_FDS 4    /* descriptors received and not taken yet (share frames) */
 
 /* One queued run of output bytes: whole frames, possibly with one fd that
  * travels with the first byte (then the run holds exactly that frame). */
@@ -46,6 +47,9 @@ typedef struct conn {
 	const blog *log;    /* borrowed from the loop */
 	uint8_t *rbuf;      /* received bytes [rlen] of rcap */
 	size_t rlen, rcap;
+	shm_fdrecv rmsg;    /* the pending RECVMSG: a descriptor may come with the bytes */
+	int rx_fds[CONN_RX_FDS]; /* received descriptors not taken by a frame yet, oldest first */
+	int n_rx_fds;
 	out_buf *sq_head, *sq_tail;
 	size_t queued;      /* bytes in the send queue */
 	int recv_inflight, send_inflight;
@@ -102,6 +106,15 @@ void conn_close_after_send(conn *c);
 /* Asks the loop to close c (its requests cancelled silently) as soon as
  * the current handler returns; nothing more is read or sent. */
 void conn_close_soon(conn *c);
+
+/* Keeps a descriptor that came with c's input (it belongs to the next
+ * frame that takes one, in order). Returns 0, or -EMFILE when CONN_RX_FDS
+ * are already waiting (fd is closed: the peer sends more than it uses). */
+int conn_push_fd(conn *c, int fd);
+/* The oldest received descriptor not taken yet (the caller's), or -1. */
+int conn_take_fd(conn *c);
+/* Closes every received descriptor not taken. */
+void conn_close_rx_fds(conn *c);
 
 /* Removes the head run (sent, or empty) from the queue and frees it. */
 void conn_pop_run(conn *c);

@@ -269,7 +269,9 @@ static void arm_recv(loop *l, conn *c)
 		close_conn(l, c);
 		return;
 	}
-	io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+	/* recvmsg: an agent's share frame carries a descriptor (SCM_RIGHTS) */
+	shm_fdrecv_init(&c->rmsg, c->rbuf + c->rlen, c->rcap - c->rlen);
+	io_uring_prep_recvmsg(sqe, c->fd, &c->rmsg.msg, MSG_CMSG_CLOEXEC);
 	io_uring_sqe_set_data64(sqe, pack(c, LOOP_OP_RECV));
 	c->recv_inflight = 1;
 }
@@ -290,6 +292,7 @@ static void conn_free(loop *l, conn *c)
 {
 	budget_detach(&l->budgets, c->budget);
 	conn_drop_queue(c);
+	conn_close_rx_fds(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->rbuf);
@@ -753,6 +756,18 @@ static void on_recv(loop *l, conn *c, int res)
 		if (res < 0 && res != -ECONNRESET)
 			blog_msg(l->log, BLOG_DEBUG, "recv from pid %d: %s", (int)c->pid, strerror(-res));
 		close_conn(l, c);
+		return;
+	}
+	int fd = -1;
+	if (shm_fdrecv_finish(&c->rmsg, &fd) || (fd >= 0 && conn_push_fd(c, fd))) {
+		/* several descriptors at once, cut control data, or more kept
+		 * than any frame took: not a herd client */
+		l->proto_errors++;
+		conn_queue_err(c, 0, 0, HERD_E_PROTO,
+			       "unexpected file descriptors (at most one per frame, %d waiting)",
+			       CONN_RX_FDS);
+		conn_close_after_send(c);
+		kick(l, c);
 		return;
 	}
 	c->rlen += (size_t)res;

@@ -912,6 +912,38 @@ uint64_t models_shed(models *ms, int how, uint64_t bytes)
 	return freed;
 }
 
+int models_kv_shed(models *ms, int how)
+{
+	int n = 0;
+	for (int i = 0; ms && i < ms->n; i++) {
+		sched *s = models_sched(&ms->e[i]);
+		if (s) {
+			sched_kv_shed(s, how);
+			n++;
+		}
+	}
+	return n;
+}
+
+void models_kv_state(models *ms, uint64_t *trimmable_bytes, int *shrinkable)
+{
+	*trimmable_bytes = 0;
+	*shrinkable = 0;
+	for (int i = 0; ms && i < ms->n; i++) {
+		const models_entry *e = &ms->e[i];
+		sched *s = models_sched(e);
+		if (!s)
+			continue;
+		sched_stats st;
+		sched_get_stats(s, &st);
+		if (st.kv_pages_total > 0)
+			*trimmable_bytes += e->kv_bytes / (uint64_t)st.kv_pages_total *
+					    (uint64_t)st.kv_pages_trimmable;
+		const int floor = ((int)e->n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+		*shrinkable += st.kv_pages_limit > floor;
+	}
+}
+
 static const char *state_name(const models_entry *e)
 {
 	switch (atomic_load(&e->state)) {
@@ -981,6 +1013,154 @@ void models_get_trust_stats(const models *ms, models_trust_stats *out)
 	}
 }
 
+/* ---- models shared by agents ------------------------------------------------- */
+
+static int share_name_ok(const char *n, size_t len)
+{
+	if (!len || len >= SHM_IMAGE_MODEL_MAX || n[0] == '.' ||
+	    (len >= 3 && !memcmp(n, "tmp", 3) && (len == 3 || n[3] == '.')))
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= 'A' && n[i] <= 'Z') ||
+		      (n[i] >= '0' && n[i] <= '9') || strchr("_.+-", n[i])))
+			return 0;
+	return 1;
+}
+
+/* The descriptor an agent passed: a regular file within the size bounds
+ * that starts like a GGUF file (magic, version 2 or 3). */
+static int share_check_fd(const models *ms, const models_share_req *r, struct stat *st, char *msg,
+			  size_t msglen)
+{
+	const uint64_t max = ms->o.cfg->max_share_mb << 20;
+	uint8_t h[8];
+	if (fstat(r->fd, st) != 0)
+		return herd_errf(msg, msglen, -errno, "share: cannot fstat the descriptor: %s", strerror(errno));
+	if (!S_ISREG(st->st_mode))
+		return herd_errf(msg, msglen, HERD_E_INVAL, "share: the descriptor is not a regular file");
+	if ((uint64_t)st->st_size < MODELS_SHARE_MIN_BYTES || (uint64_t)st->st_size > max)
+		return herd_errf(msg, msglen, HERD_E_LIMIT,
+			       "share: the file has %lld bytes; a shared model has %d to %llu (max_share_mb)",
+			       (long long)st->st_size, MODELS_SHARE_MIN_BYTES, (unsigned long long)max);
+	const ssize_t k = pread(r->fd, h, sizeof(h), 0);
+	if (k < 0)
+		return herd_errf(msg, msglen, -errno, "share: cannot read the file through the descriptor: %s",
+			       strerror(errno));
+	if (k != (ssize_t)sizeof(h) || memcmp(h, "GGUF", 4))
+		return herd_errf(msg, msglen, HERD_E_FORMAT, "share: the file is not a GGUF file (no GGUF magic)");
+	const uint32_t v = (uint32_t)h[4] | (uint32_t)h[5] << 8 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 24;
+	if (v != 2 && v != 3)
+		return herd_errf(msg, msglen, HERD_E_UNSUPPORTED, "share: GGUF version %u (2 and 3 are read)", v);
+	return 0;
+}
+
+/* Checks what the request names: a new model name, bounded targets. */
+static int share_check_req(models *ms, const models_share_req *r, char *msg, size_t msglen)
+{
+	if (!share_name_ok(r->name, r->name_len))
+		return herd_errf(msg, msglen, HERD_E_INVAL,
+			       "share: bad model name '%.*s' (1..63 of A-Z a-z 0-9 _ . + -, not starting "
+			       "with '.', not 'tmp')", (int)(r->name_len > 64 ? 64 : r->name_len), r->name);
+	if (models_find(ms, r->name, r->name_len))
+		return herd_errf(msg, msglen, -EEXIST, "share: a model named '%.*s' exists already",
+			       (int)r->name_len, r->name);
+	if (r->n_targets > MODELS_SHARE_TARGETS)
+		return herd_errf(msg, msglen, HERD_E_LIMIT, "share: %zu targets, at most %d",
+			       r->n_targets, MODELS_SHARE_TARGETS);
+	for (size_t i = 0; i < r->n_targets; i++)
+		if (!r->target_lens[i] || r->target_lens[i] >= CATALOG_NAME_MAX ||
+		    memchr(r->targets[i], 0, r->target_lens[i]))
+			return herd_errf(msg, msglen, HERD_E_INVAL,
+				       "share: target %zu must be an agent name or uid:<n> of 1..%d bytes",
+				       i, CATALOG_NAME_MAX - 1);
+	const int n_cfg = ms->o.cfg->n_models;
+	if (ms->n - n_cfg >= ms->o.cfg->max_shared_models)
+		return herd_errf(msg, msglen, HERD_E_LIMIT,
+			       "share: %d models are shared already (max_shared_models)",
+			       ms->o.cfg->max_shared_models);
+	if (!ms->o.cfg->state_dir)
+		return herd_errf(msg, msglen, HERD_E_INVAL, "share: the broker has no state directory");
+	return 0;
+}
+
+/* Fills the new entry e for r (the file is the private copy's path). */
+static int share_fill(models *ms, models_entry *e, const models_share_req *r, const struct stat *st)
+{
+	const cfg *c = ms->o.cfg;
+	memset(e, 0, sizeof(*e));
+	memcpy(e->name, r->name, r->name_len);
+	e->image_fd = -1;
+	e->log = ms->log;
+	e->owner = ms;
+	e->pinned_admin = -1;
+	e->shared = 1;
+	e->src_size = (uint64_t)st->st_size;
+	e->owner_uid = r->owner_uid;
+	snprintf(e->share_owner, sizeof(e->share_owner), "%s", r->owner);
+	for (size_t i = 0; i < r->n_targets; i++)
+		memcpy(e->share_targets[i], r->targets[i], r->target_lens[i]);
+	e->n_share_targets = (int)r->n_targets;
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/shared.%s.%ld.gguf", c->state_dir, e->name, (long)getpid());
+	if (!(e->file = strdup(path)))
+		return -ENOMEM;
+	/* until its first load: the file, plus the KV pool kv_cache_mb gives
+	 * (or 256 MiB); the load measures what it really takes */
+	e->est_bytes = e->src_size + ((uint64_t)(c->kv_cache_mb > 0 ? c->kv_cache_mb : 256) << 20);
+	return 0;
+}
+
+int models_share(models *ms, const models_share_req *r, uint64_t *size, char *msg, size_t msglen)
+{
+	struct stat st;
+	int rc;
+	if (ms->shutting_down)
+		return herd_errf(msg, msglen, HERD_E_CANCELLED, "the broker is shutting down");
+	if ((rc = share_check_req(ms, r, msg, msglen)) || (rc = share_check_fd(ms, r, &st, msg, msglen)))
+		return rc;
+	models_entry *e = &ms->e[ms->n];
+	if ((rc = share_fill(ms, e, r, &st))) {
+		free(e->file);
+		memset(e, 0, sizeof(*e));
+		return herd_errf(msg, msglen, rc, "share: out of memory");
+	}
+	if (ms->budget && e->est_bytes > ms->budget) {
+		rc = herd_errf(msg, msglen, HERD_E_NOSPACE,
+			       "share: model %s needs about %.0f MiB, more than max_memory_mb (%.0f MiB)",
+			       e->name, (double)e->est_bytes / (1 << 20), (double)ms->budget / (1 << 20));
+		free(e->file);
+		memset(e, 0, sizeof(*e));
+		return rc;
+	}
+	e->src_fd = r->fd;
+	pthread_mutex_lock(&ms->mu); /* the loader reads n */
+	ms->n++;
+	pthread_mutex_unlock(&ms->mu);
+	*size = e->src_size;
+	blog_msg(ms->log, BLOG_INFO, "model %s: shared by %s (uid %u), %.1f MiB, for %d target(s)",
+		 e->name, e->share_owner, (unsigned)e->owner_uid, (double)e->src_size / (1 << 20),
+		 e->n_share_targets);
+	e->want = e->want_preload = 1; /* into free memory now; else on its first request */
+	e->want_conf = 0;
+	models_tick(ms);
+	return 0;
+}
+
+int models_may_use(const models_entry *e, const char *agent, uint32_t uid)
+{
+	if (!e->shared)
+		return 1;
+	if (uid == e->owner_uid && !strcmp(agent, e->share_owner))
+		return 1;
+	char me[32];
+	snprintf(me, sizeof(me), "uid:%u", (unsigned)uid);
+	for (int i = 0; i < e->n_share_targets; i++)
+		if (!strcmp(e->share_targets[i], me) ||
+		    (strncmp(e->share_targets[i], "uid:", 4) && !strcmp(e->share_targets[i], agent)))
+			return 1;
+	return 0;
+}
+
 /* ---- create / destroy ------------------------------------------------------------ */
 
 static int entry_init(models *ms, models_entry *e, const cfg_model *cm)
@@ -1039,7 +1219,9 @@ static int models_alloc(models **out, const models_opts *o)
 	ms->st.preload_min_evict_conf = 1;
 	pthread_mutex_init(&ms->mu, NULL);
 	pthread_cond_init(&ms->cv, NULL);
-	const size_t n = (size_t)(o->cfg->n_models > 0 ? o->cfg->n_models : 1);
+	/* room for the models agents share: entries never move */
+	const size_t n = (size_t)(o->cfg->n_models > 0 ? o->cfg->n_models : 1) +
+			 (size_t)o->cfg->max_shared_models;
 	ms->e = calloc(n, sizeof(*ms->e));
 	ms->scan = calloc(n, sizeof(*ms->scan));
 	*out = ms;
@@ -1120,6 +1302,11 @@ void models_destroy(models *ms)
 			gen_request_free(p->req);
 			free(p);
 			p = nx;
+		}
+		if (e->shared) {
+			close(e->src_fd);
+			if (e->file)
+				unlink(e->file); /* a copy left by a load cut short */
 		}
 		free(e->file);
 		free(e->type);

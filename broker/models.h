@@ -71,6 +71,9 @@
 extern "C" {
 #endif
 
+#define MODELS_SHARE_TARGETS 16 /* agents (or uids) one shared model is served to */
+#define MODELS_SHARE_MIN_BYTES 64 /* a GGUF header is at least this long */
+
 /* Residency states (models_entry.state). */
 enum {
 	MODELS_ST_UNLOADED = 0, /* not resident (never loaded, evicted, or its load failed) */
@@ -127,6 +130,15 @@ typedef struct models_entry {
 	char load_err[256];
 	uint64_t n_loads, n_evictions;
 	const struct models *owner;
+	/* a model an agent shared (models_share): file is the broker's private
+	 * copy, made from src_fd at each load and removed after it */
+	int shared;
+	int src_fd;              /* the agent's descriptor of its GGUF (owned), -1 */
+	uint64_t src_size;       /* its size when shared */
+	uint32_t owner_uid;      /* SO_PEERCRED of the sharer */
+	char share_owner[CATALOG_NAME_MAX]; /* the sharer's agent name ("uid:<n>" without one) */
+	char share_targets[MODELS_SHARE_TARGETS][CATALOG_NAME_MAX]; /* names, or "uid:<n>" */
+	int n_share_targets;
 } models_entry;
 
 typedef struct models models;
@@ -215,6 +227,44 @@ int models_admin(models *ms, models_entry *e, const char *op, char *msg, size_t 
  * Returns the bytes released. */
 enum { MODELS_SHED_IDLE = 1, MODELS_SHED_REFUSE = 2, MODELS_SHED_ACCEPT = 3 };
 uint64_t models_shed(models *ms, int how, uint64_t bytes);
+
+/* ---- models shared by agents (herd_model_share; docs/models.md) ---------- */
+
+typedef struct models_share_req {
+	const char *name;      /* the model's name, [name_len] bytes */
+	size_t name_len;
+	int fd;                /* the agent's descriptor of its GGUF file: taken on success */
+	const char *owner;     /* the sharer's agent key (hello name, or "uid:<n>") */
+	uint32_t owner_uid;    /* the sharer's uid (SO_PEERCRED) */
+	const char *const *targets; /* [n_targets] strings of target_lens bytes */
+	const size_t *target_lens;
+	size_t n_targets;
+} models_share_req;
+
+/* Registers a shared model (loop thread): fd must be a regular file of
+ * MODELS_SHARE_MIN_BYTES .. max_share_mb bytes starting with the GGUF magic
+ * and version 2 or 3, the name a new one (1..63 of A-Z a-z 0-9 _ . + -),
+ * the targets at most MODELS_SHARE_TARGETS names. The broker never opens the
+ * agent's path: each load copies the file through fd (pread) into a private
+ * file of the state directory, builds the image from that copy (full GGUF
+ * checks) and removes it. The model is then loaded like any other under the
+ * budget (preloaded now into free memory, else on its first request).
+ * Returns 0 (*size = the file's bytes) or HERD_E_INVAL / HERD_E_FORMAT /
+ * HERD_E_LIMIT / HERD_E_NOSPACE / -EEXIST / -errno with a message. */
+int models_share(models *ms, const models_share_req *r, uint64_t *size, char *msg, size_t msglen);
+/* 1 when the agent (its key, and uid) may use e: every configured model;
+ * a shared one only by its owner (same key and uid) and its targets (by
+ * name, or "uid:<n>"). */
+int models_may_use(const models_entry *e, const char *agent, uint32_t uid);
+
+/* Memory pressure on the KV pools (loop thread): asks every resident
+ * model's scheduler for how (SCHED_KV_TRIM / SHRINK / RESTORE, broker/
+ * scheduler.h); returns how many were asked. models_kv_state: the bytes
+ * of unreferenced KV pages holding memory now (what a trim gives back)
+ * and how many resident models could still lower their limit, from the
+ * schedulers' last published stats. */
+int models_kv_shed(models *ms, int how);
+void models_kv_state(models *ms, uint64_t *trimmable_bytes, int *shrinkable);
 
 /* What herdctl models shows for e: score parts, holders of its image. */
 typedef struct models_view {

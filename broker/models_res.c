@@ -174,11 +174,51 @@ static int entry_open_built(models_entry *e, char *err, size_t errlen)
 	return 0;
 }
 
-/* Adopts an image of the model (cheap checks) or builds one. */
+/* A shared model's source: its file copied through the agent's descriptor
+ * (pread: the broker never opens the agent's path) into e->file, a private
+ * file of the state directory, so the agent can neither change nor truncate
+ * what the image is built from. */
+static int share_copy(models_entry *e, char *err, size_t errlen)
+{
+	struct stat st;
+	if (fstat(e->src_fd, &st) != 0 || !S_ISREG(st.st_mode))
+		return herd_errf(err, errlen, HERD_E_INVAL, "model %s: the shared descriptor is no longer a "
+			       "regular file", e->name);
+	const uint64_t size = (uint64_t)st.st_size < e->src_size ? (uint64_t)st.st_size : e->src_size;
+	int out = open(e->file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (out < 0)
+		return herd_errf(err, errlen, -errno, "model %s: cannot create %s: %s", e->name, e->file,
+			       strerror(errno));
+	enum { CHUNK = 1 << 20 };
+	char *buf = malloc(CHUNK);
+	int rc = buf ? 0 : -ENOMEM;
+	for (uint64_t off = 0; !rc && off < size;) {
+		const size_t want = size - off < CHUNK ? (size_t)(size - off) : CHUNK;
+		const ssize_t k = pread(e->src_fd, buf, want, (off_t)off);
+		if (k <= 0) {
+			rc = k < 0 ? -errno : HERD_E_TRUNCATED;
+			break;
+		}
+		const ssize_t w = write(out, buf, (size_t)k);
+		if (w != k)
+			rc = w < 0 ? -errno : -EIO;
+		off += (uint64_t)k;
+	}
+	free(buf);
+	if (close(out) != 0 && !rc)
+		rc = -errno;
+	if (rc)
+		return herd_errf(err, errlen, rc, "model %s: copying the shared file (%llu bytes) through its "
+			       "descriptor: %s", e->name, (unsigned long long)size, herd_strerror(rc));
+	return 0;
+}
+
+/* Adopts an image of the model (cheap checks) or builds one. A shared
+ * model's image is always built from the fresh copy. */
 static int entry_image(models_entry *e, const models_opts *o, char *err, size_t errlen)
 {
 	char sub[512] = "";
-	int rc = entry_adopt(e, o, err, errlen);
+	int rc = e->shared ? HERD_E_MISSING : entry_adopt(e, o, err, errlen);
 	if (rc != HERD_E_MISSING)
 		return rc;
 	/* our own image: digest computed while writing (or verified on reuse) */
@@ -271,10 +311,18 @@ int models_res_load(models_entry *e, const models_opts *o, respcache *rcache, ch
 	const double t0 = clock_mono_ms();
 	e->image_fd = -1;
 	e->n_untrusted = 0;
-	if (access(e->file, R_OK) != 0)
+	if (e->shared) {
+		int rc = share_copy(e, err, errlen);
+		if (!rc)
+			rc = entry_image(e, o, err, errlen);
+		unlink(e->file); /* the image holds the bytes now */
+		if (rc)
+			return rc;
+	} else if (access(e->file, R_OK) != 0) {
 		return herd_errf(err, errlen, -errno, "model %s: cannot read '%s': %s", e->name, e->file,
 			     strerror(errno));
-	int rc = entry_image(e, o, err, errlen);
+	}
+	int rc = e->shared ? 0 : entry_image(e, o, err, errlen);
 	if (rc)
 		return rc;
 	char sub[512] = "";

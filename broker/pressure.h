@@ -13,7 +13,8 @@
  *
  * Second signal (eBPF, bpf/herd_mem.bpf.c, when the build had
  * clang/bpftool/libbpf and the kernel allows loading it): direct-reclaim
- * stall time of the registered herd processes (the broker and the agents
+ * stall time (and memory-cgroup reclaim stall time, where the kernel has
+ * those tracepoints) of the registered herd processes (the broker and the agents
  * that attached an image), per second; past `stall_ms_per_s` it counts as
  * pressure. The same program counts page faults (all, and inside image
  * mappings) and OOM-kill victims per registered process. Without the

@@ -32,9 +32,8 @@ static int quiet_print(enum libbpf_print_level level, const char *fmt, va_list a
 
 /* mark_victim passes a task_struct * since Linux 6.2 (an int pid before):
  * the second parameter of btf_trace_mark_victim (after the ctx) says which. */
-static int victim_is_task(void)
+static int victim_is_task(const struct btf *vm)
 {
-	struct btf *vm = btf__load_vmlinux_btf();
 	if (!vm)
 		return 0;
 	int is_ptr = 0;
@@ -47,13 +46,26 @@ static int victim_is_task(void)
 		const struct btf_type *a1 = btf__type_by_id(vm, btf__resolve_type(vm, pa[1].type));
 		is_ptr = a1 && btf_is_ptr(a1);
 	}
-	btf__free(vm);
 	return is_ptr;
+}
+
+static int has_tracepoint(const struct btf *vm, const char *name)
+{
+	char t[96];
+	snprintf(t, sizeof(t), "btf_trace_%s", name);
+	return vm && btf__find_by_name_kind(vm, t, BTF_KIND_TYPEDEF) > 0;
 }
 
 static int load(struct herd_mem_bpf *s, char *err, size_t errlen)
 {
-	s->rodata->victim_is_task = victim_is_task();
+	struct btf *vm = btf__load_vmlinux_btf();
+	s->rodata->victim_is_task = victim_is_task(vm);
+	if (!has_tracepoint(vm, "mm_vmscan_memcg_reclaim_begin") ||
+	    !has_tracepoint(vm, "mm_vmscan_memcg_reclaim_end")) {
+		bpf_program__set_autoload(s->progs.herd_memcg_reclaim_begin, false);
+		bpf_program__set_autoload(s->progs.herd_memcg_reclaim_end, false);
+	}
+	btf__free(vm);
 	int rc = herd_mem_bpf__load(s);
 	if (rc)
 		return herd_errf(err, errlen, rc < 0 ? rc : -EINVAL,
@@ -64,7 +76,8 @@ static int load(struct herd_mem_bpf *s, char *err, size_t errlen)
 	if (rc)
 		return herd_errf(err, errlen, rc < 0 ? rc : -EINVAL,
 				 "cannot attach the eBPF program to page_fault_user, "
-				 "mm_vmscan_direct_reclaim_begin/end and mark_victim: %s",
+				 "mm_vmscan_direct_reclaim_begin/end, mm_vmscan_memcg_reclaim_begin/end "
+				 "and mark_victim: %s",
 				 strerror(rc < 0 ? -rc : EINVAL));
 	return 0;
 }

@@ -117,6 +117,7 @@ struct sched {
 	cancel_req *cancels;
 	int n_cancels, cap_cancels;
 	int stop, shutdown, shutdown_done;
+	int kv_shed_req;        /* SCHED_KV_* asked (mu) */
 	uint64_t next_arrival;
 	int n_live;             /* submitted and not yet ended (event published) */
 	sreq **htab;            /* live requests by (conn, id): chained, [hcap] */
@@ -935,6 +936,34 @@ void sched_note(sched *s, sched_note_kind k)
 	pthread_mutex_unlock(&s->mu);
 }
 
+void sched_kv_shed(sched *s, int how)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->kv_shed_req |= how;
+	pthread_cond_signal(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* The KV actions asked (sched_kv_shed), on the scheduler's thread. */
+static void kv_shed(sched *s, int how)
+{
+	const int before = llama_ctx_kv_limit(s->ctx);
+	if (how & SCHED_KV_RESTORE)
+		llama_ctx_kv_set_limit(s->ctx, s->kv_total);
+	if (how & SCHED_KV_SHRINK) {
+		const int floor = (s->n_ctx + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE;
+		const int lim = before / 2 > floor ? before / 2 : floor;
+		llama_ctx_kv_set_limit(s->ctx, lim < before ? lim : before);
+		s->st.kv_shrinks += lim < before;
+	}
+	const int n = how & (SCHED_KV_TRIM | SCHED_KV_SHRINK) ? llama_ctx_kv_trim(s->ctx) : 0;
+	s->st.kv_pages_trimmed += (uint64_t)n;
+	blog_msg(s->log, BLOG_INFO, "%s: KV pages: limit %d -> %d of %d, %d unreferenced pages given back",
+		 s->name, before, llama_ctx_kv_limit(s->ctx), s->kv_total, n);
+}
+
 void sched_shutdown(sched *s)
 {
 	if (!s)
@@ -1666,6 +1695,8 @@ static void publish(sched *s)
 	s->st.step_budget_ms = s->target_ms > 0 ? bsz_ctl_budget(&s->ctl) : 0;
 	s->st.prefix_pages_cached = llama_ctx_cached_pages(s->ctx);
 	s->st.prefix_evictions = llama_ctx_evictions(s->ctx);
+	s->st.kv_pages_limit = llama_ctx_kv_limit(s->ctx);
+	s->st.kv_pages_trimmable = llama_ctx_kv_trimmable(s->ctx);
 	sched_event *e = s->out_head;
 	pthread_mutex_lock(&s->mu);
 	if (e) {
@@ -1726,7 +1757,8 @@ static void wait_for_work(sched *s)
 			pthread_cond_timedwait(&s->cv, &s->mu, &ts);
 			continue;
 		}
-		if (s->stop || s->in_head || s->n_cancels || (s->shutdown && !s->shutdown_done))
+		if (s->stop || s->in_head || s->n_cancels || s->kv_shed_req ||
+		    (s->shutdown && !s->shutdown_done))
 			return;
 		if (s->running.n > 0 || s->paused.n > 0)
 			return;
@@ -1753,6 +1785,7 @@ typedef struct inbox {
 	cancel_req *cancels;                /* buf, or a malloc'd array */
 	int n_cancels;
 	int do_shutdown;
+	int kv_shed;                        /* SCHED_KV_* */
 } inbox;
 
 /* Moves the submit queue, the cancellations (as many as fit when memory is
@@ -1783,6 +1816,8 @@ static void take_inbox(sched *s, inbox *box)
 			sizeof(*box->cancels) * (size_t)(s->n_cancels - box->n_cancels));
 		s->n_cancels -= box->n_cancels;
 	}
+	box->kv_shed = s->kv_shed_req;
+	s->kv_shed_req = 0;
 	box->do_shutdown = s->shutdown && !s->shutdown_done;
 	if (box->do_shutdown)
 		s->shutdown_done = 1;
@@ -1817,6 +1852,8 @@ static void apply_inbox(sched *s, inbox *box)
 		free(box->cancels);
 	if (box->do_shutdown)
 		cancel_everything(s);
+	if (box->kv_shed)
+		kv_shed(s, box->kv_shed);
 }
 
 static void *sched_main(void *arg)
@@ -1903,7 +1940,7 @@ int sched_create(sched **out, const sched_opts *o)
 	pthread_cond_init(&s->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&s->mu, NULL);
-	s->pub.kv_pages_total = s->pub.kv_pages_free = s->kv_total;
+	s->pub.kv_pages_total = s->pub.kv_pages_free = s->pub.kv_pages_limit = s->kv_total;
 	s->win = sched_window_new(clock_mono_ms()); /* NULL: no recent view, totals only */
 	rc = -pthread_create(&s->thread, NULL, sched_main, s);
 	if (rc) {

@@ -193,6 +193,11 @@ typedef struct sched_stats {
 	uint64_t prefix_hit_tokens; /* prompt tokens served from cached pages */
 	uint64_t prefix_evictions;  /* cached pages evicted for reuse */
 	int prefix_pages_cached;    /* unreferenced cached pages now (evictable) */
+	/* memory pressure (sched_kv_shed) */
+	int kv_pages_limit;         /* pages new work may hold (kv_pages_total: no limit) */
+	int kv_pages_trimmable;     /* unreferenced pages holding memory now (cached + written free) */
+	uint64_t kv_pages_trimmed;  /* pages whose memory was given back, in all */
+	uint64_t kv_shrinks;        /* times the limit was lowered */
 	/* latencies of ended requests (broker/sched_stats.h): queue wait (arrival
 	 * to admission), first token (TTFT, arrival to the first token), total;
 	 * tpot: every inter-token time of every sequence (time per output token) */
@@ -229,6 +234,16 @@ void sched_cancel_conn(sched *s, uint64_t conn);
 /* Refuses new requests and cancels every queued and running one, each with a
  * DONE HERD_FINISH_CANCEL. */
 void sched_shutdown(sched *s);
+
+/* Memory pressure, carried out by the scheduler's thread at its next
+ * iteration (any thread may ask): SCHED_KV_TRIM drops the unreferenced
+ * prefix pages and gives the memory of every unreferenced KV page back;
+ * SCHED_KV_SHRINK halves the page limit of new work (never below one full
+ * context: every request can still run; admissions wait meanwhile, running
+ * sequences keep what they reserved) and trims; SCHED_KV_RESTORE lifts the
+ * limit. The stats show the limit and what was given back. */
+enum { SCHED_KV_TRIM = 1, SCHED_KV_SHRINK = 2, SCHED_KV_RESTORE = 4 };
+void sched_kv_shed(sched *s, int how);
 
 /* Counters of the limits the broker's front door enforces (session.c),
  * kept here so `herdctl status` sums them over the models. */

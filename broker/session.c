@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/text.h"
 #include "herd/error.h"
@@ -119,17 +120,22 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 		conn_close_soon(c);
 		return;
 	}
+	char key[CATALOG_NAME_MAX];
+	agent_key(c, key, sizeof(key));
+	int k = 0;
 	for (int i = 0; i < nm; i++) {
 		const models_entry *e = models_at(l->models, i);
 		const int res = models_sched(e) != NULL; /* else the loader may be writing info */
-		mi[i] = (proto_model_info){.name = proto_s(e->name),
+		if (!models_may_use(e, key, (uint32_t)c->uid))
+			continue; /* shared with others only */
+		mi[k++] = (proto_model_info){.name = proto_s(e->name),
 					   .digest = proto_s(res ? e->info.digest_hex : ""),
 					   .segment = proto_s(res ? e->info.name : ""),
 					   .n_vocab = e->n_vocab, /* last known when not resident */
 					   .n_ctx = e->n_ctx,
 					   .image_bytes = res ? e->info.image_size : 0};
 	}
-	proto_welcome w = {.v = PROTO_VERSION, .agent = c->agent, .models = mi, .n_models = (size_t)nm,
+	proto_welcome w = {.v = PROTO_VERSION, .agent = c->agent, .models = mi, .n_models = (size_t)k,
 			   .max_frame = l->cfg->max_frame, .max_tokens = (uint32_t)l->cfg->max_tokens};
 	proto_buf *b = conn_outbuf(c);
 	int rc = b ? proto_encode_welcome(b, &w) : -ENOMEM;
@@ -139,8 +145,7 @@ static void on_hello(loop *l, conn *c, const proto_hello *h)
 		conn_close_soon(c);
 		return;
 	}
-	char key[CATALOG_NAME_MAX];
-	models_agent_hello(l->models, agent_key(c, key, sizeof(key)));
+	models_agent_hello(l->models, key);
 	blog_msg(l->log, BLOG_DEBUG, "agent %llu (pid %d) hello, prio %d (allowance %d)",
 		 (unsigned long long)c->agent, (int)c->pid, c->prio, c->max_prio);
 }
@@ -223,6 +228,27 @@ static void clamp_request(loop *l, conn *c, sched *s, const gen_request *g, gen_
 	}
 }
 
+/* The model a frame names, when it exists and c may use it (a model an
+ * agent shared is served to its owner and targets only); else an err was
+ * queued (has_id / id: about a request) and NULL returned. */
+static models_entry *find_usable(loop *l, conn *c, proto_str name, int has_id, uint64_t id,
+				 const char *what)
+{
+	models_entry *e = models_find(l->models, name.ptr ? name.ptr : "", name.len);
+	if (!e) {
+		conn_queue_err(c, has_id, id, HERD_E_MISSING, "%sunknown model '%.*s'", what,
+			       HERD_QUOTE_LEN(name.len), name.ptr ? name.ptr : "");
+		return NULL;
+	}
+	char key[CATALOG_NAME_MAX];
+	if (models_may_use(e, agent_key(c, key, sizeof(key)), (uint32_t)c->uid))
+		return e;
+	conn_queue_err(c, has_id, id, -EACCES,
+		       "%smodel %s was shared by agent %s with other agents only (this is agent '%s', "
+		       "uid %u)", what, e->name, e->share_owner, key, (unsigned)c->uid);
+	return NULL;
+}
+
 /* The decoded request goes to the model's scheduler (it makes its own
  * copy) once the per-agent limits passed, with the policy's clamps. */
 static void on_gen(loop *l, conn *c, const gen_request *g)
@@ -232,12 +258,9 @@ static void on_gen(loop *l, conn *c, const gen_request *g)
 		conn_queue_err(c, 1, g->id, HERD_E_CANCELLED, "the broker is shutting down");
 		return;
 	}
-	models_entry *e = models_find(l->models, g->model.ptr ? g->model.ptr : "", g->model.len);
-	if (!e) {
-		conn_queue_err(c, 1, g->id, HERD_E_MISSING, "unknown model '%.*s'",
-			       HERD_QUOTE_LEN(g->model.len), g->model.ptr ? g->model.ptr : "");
+	models_entry *e = find_usable(l, c, g->model, 1, g->id, "");
+	if (!e)
 		return;
-	}
 	char why[320];
 	int rc = models_usable(e, 0, why, sizeof(why)); /* image trust: models.h */
 	if (rc) {
@@ -263,12 +286,9 @@ static void on_gen(loop *l, conn *c, const gen_request *g)
 
 static void on_attach(loop *l, conn *c, const proto_attach *a)
 {
-	models_entry *e = models_find(l->models, a->model.ptr ? a->model.ptr : "", a->model.len);
-	if (!e) {
-		conn_queue_err(c, 0, 0, HERD_E_MISSING, "attach: unknown model '%.*s'",
-			       HERD_QUOTE_LEN(a->model.len), a->model.ptr ? a->model.ptr : "");
+	models_entry *e = find_usable(l, c, a->model, 0, 0, "attach: ");
+	if (!e)
 		return;
-	}
 	char why[320], key[CATALOG_NAME_MAX];
 	/* not resident: its load starts and the agent retries (-EAGAIN) */
 	int rc = models_attach_check(l->models, e, agent_key(c, key, sizeof(key)), why, sizeof(why));
@@ -289,6 +309,43 @@ static void on_attach(loop *l, conn *c, const proto_attach *a)
 	proto_buf_fini(&b);
 	if (rc)
 		conn_queue_err(c, 0, 0, rc, "attach: %s", herd_strerror(rc));
+}
+
+/* share: the agent's GGUF descriptor came with the frame (SCM_RIGHTS);
+ * the broker checks and keeps it, and answers `shared` or err. */
+static void on_share(loop *l, conn *c, const proto_share *sh)
+{
+	ensure_agent(l, c);
+	const int fd = conn_take_fd(c);
+	if (fd < 0) {
+		conn_queue_err(c, 0, 0, HERD_E_INVAL, "share: no file descriptor came with the frame "
+			       "(send the GGUF file's descriptor as SCM_RIGHTS with it)");
+		return;
+	}
+	const char *t[PROTO_MAX_TARGETS];
+	size_t tl[PROTO_MAX_TARGETS];
+	for (size_t i = 0; i < sh->n_targets; i++) {
+		t[i] = sh->targets[i].ptr ? sh->targets[i].ptr : "";
+		tl[i] = sh->targets[i].len;
+	}
+	char key[CATALOG_NAME_MAX], why[320];
+	models_share_req r = {.name = sh->name.ptr ? sh->name.ptr : "", .name_len = sh->name.len,
+			      .fd = fd, .owner = agent_key(c, key, sizeof(key)),
+			      .owner_uid = (uint32_t)c->uid, .targets = t, .target_lens = tl,
+			      .n_targets = sh->n_targets};
+	uint64_t size = 0;
+	int rc = refused_for_pressure(l, c, 0, 0, "share: ") ? -EAGAIN
+		 : models_share(l->models, &r, &size, why, sizeof(why));
+	if (rc) {
+		close(fd);
+		if (rc != -EAGAIN)
+			conn_queue_err(c, 0, 0, rc, "%s", why);
+		return;
+	}
+	proto_shared ok = {.model = sh->name, .size = size};
+	proto_buf *b = conn_outbuf(c);
+	if (!b || proto_encode_shared(b, &ok))
+		conn_close_soon(c);
 }
 
 int session_frame(loop *l, conn *c, const uint8_t *body, size_t len)
@@ -320,6 +377,9 @@ int session_frame(loop *l, conn *c, const uint8_t *body, size_t len)
 		break;
 	case PROTO_ADMIN:
 		ret = admin_frame(l, c, &m);
+		break;
+	case PROTO_SHARE:
+		on_share(l, c, &m.share);
 		break;
 	default:
 		l->proto_errors++;

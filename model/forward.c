@@ -174,6 +174,10 @@ int llama_kv_type_parse(const char *s)
 			return (int)names[i].t;
 	return -1;
 }
+int llama_ctx_kv_trim(llama_ctx *c) { return kv_pool_trim(&c->kv); }
+int llama_ctx_kv_trimmable(const llama_ctx *c) { return kv_pool_trimmable(&c->kv); }
+int llama_ctx_kv_limit(const llama_ctx *c) { return c->kv.limit; }
+void llama_ctx_kv_set_limit(llama_ctx *c, int pages) { kv_pool_set_limit(&c->kv, pages); }
 
 void llama_seq_init(llama_seq *s)
 {

@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "herd/error.h"
 
@@ -36,7 +38,15 @@ int kv_pool_init(kv_pool *p, kern_type type, int n_layer, int kv_dim, int page_t
 	p->n_buckets = 1;
 	while (p->n_buckets < np && p->n_buckets < (1u << 30))
 		p->n_buckets <<= 1;
-	p->data = aligned_alloc(64, bytes ? bytes : 64);
+	/* anonymous memory (glibc maps a pool this large with mmap; a small
+	 * one may reuse heap pages already written): pages cost memory once
+	 * written, and kv_pool_trim gives whole system pages inside unreferenced
+	 * KV pages back with MADV_DONTNEED, never the allocator's own words */
+	p->map_bytes = (bytes + 4095) / 4096 * 4096;
+	p->data = aligned_alloc(4096, p->map_bytes ? p->map_bytes : 4096); /* KV pages of usual
+									     * shapes start on system pages */
+	p->touched = calloc(np, 1);
+	p->limit = n_pages;
 	p->free_ids = malloc(sizeof(int32_t) * np);
 	p->ref = calloc(np, sizeof(uint32_t));
 	p->hashed = calloc(np, 1);
@@ -49,8 +59,9 @@ int kv_pool_init(kv_pool *p, kern_type type, int n_layer, int kv_dim, int page_t
 	p->lru_next = malloc(sizeof(int32_t) * np);
 	p->buckets = malloc(sizeof(int32_t) * p->n_buckets);
 	p->pbuckets = malloc(sizeof(int32_t) * p->n_buckets);
-	if (!p->data || !p->free_ids || !p->ref || !p->hashed || !p->hash || !p->parent || !p->tok ||
-	    !p->hnext || !p->pnext || !p->lru_prev || !p->lru_next || !p->buckets || !p->pbuckets) {
+	if (!p->data || !p->touched || !p->free_ids || !p->ref || !p->hashed || !p->hash || !p->parent ||
+	    !p->tok || !p->hnext || !p->pnext || !p->lru_prev || !p->lru_next || !p->buckets ||
+	    !p->pbuckets) {
 		kv_pool_fini(p);
 		return -ENOMEM;
 	}
@@ -73,6 +84,7 @@ int kv_pool_init(kv_pool *p, kern_type type, int n_layer, int kv_dim, int page_t
 void kv_pool_fini(kv_pool *p)
 {
 	free(p->data);
+	free(p->touched);
 	free(p->free_ids);
 	free(p->ref);
 	free(p->hashed);
@@ -142,6 +154,7 @@ int32_t kv_pool_alloc(kv_pool *p)
 	int32_t id;
 	if (p->n_free > 0) {
 		id = p->free_ids[--p->n_free];
+		p->n_touched_free -= p->touched[id];
 	} else if (p->lru_head >= 0) {
 		id = p->lru_head;
 		lru_unlink(p, id);
@@ -151,6 +164,7 @@ int32_t kv_pool_alloc(kv_pool *p)
 		return -1;
 	}
 	p->ref[id] = 1;
+	p->touched[id] = 1;
 	return id;
 }
 
@@ -167,10 +181,12 @@ void kv_pool_release(kv_pool *p, int32_t page)
 		return;
 	if (--p->ref[page] > 0)
 		return;
-	if (p->hashed[page])
+	if (p->hashed[page]) {
 		lru_append(p, page);
-	else
+	} else {
 		p->free_ids[p->n_free++] = page;
+		p->n_touched_free += p->touched[page];
+	}
 }
 
 int32_t kv_pool_find(const kv_pool *p, uint64_t parent, uint64_t hash, const int32_t *tokens)
@@ -232,6 +248,52 @@ int32_t kv_pool_cow(kv_pool *p, int32_t page)
 	       p->page_bytes);
 	kv_pool_release(p, page);
 	return id;
+}
+
+/* ---- memory pressure ------------------------------------------------------ */
+
+/* Gives the whole system pages inside page id's bytes back. */
+static void page_dontneed(kv_pool *p, int32_t id)
+{
+	const uintptr_t sys = (uintptr_t)sysconf(_SC_PAGESIZE);
+	const size_t pb = p->page_elems * sizeof(kern_fp16_t);
+	const uintptr_t a = (uintptr_t)p->data + (size_t)id * pb, b = a + pb;
+	const uintptr_t lo = (a + sys - 1) & ~(sys - 1), hi = b & ~(sys - 1);
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+int kv_pool_trimmable(const kv_pool *p)
+{
+	return p->n_cached + p->n_touched_free;
+}
+
+int kv_pool_trim(kv_pool *p)
+{
+	while (p->lru_head >= 0) { /* the unreferenced prefix pages leave the cache */
+		const int32_t id = p->lru_head;
+		lru_unlink(p, id);
+		unhash(p, id);
+		p->evictions++;
+		p->free_ids[p->n_free++] = id;
+	}
+	int n = 0;
+	for (int i = 0; i < p->n_free; i++) {
+		const int32_t id = p->free_ids[i];
+		if (!p->touched[id])
+			continue;
+		page_dontneed(p, id);
+		p->touched[id] = 0;
+		n++;
+	}
+	p->n_touched_free = 0;
+	p->trimmed += (uint64_t)n;
+	return n;
+}
+
+void kv_pool_set_limit(kv_pool *p, int pages)
+{
+	p->limit = pages < 1 ? 1 : pages > p->n_pages ? p->n_pages : pages;
 }
 
 /* ---- hashing: SipHash-1-3 over 64-bit words ------------------------------ */

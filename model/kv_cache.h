@@ -23,6 +23,15 @@
  * Page layout: for each layer l: K[LLAMA_KV_PAGE] rows then V[LLAMA_KV_PAGE]
  * rows, a row being kv_dim elements of the type (row_bytes bytes).
  *
+ * Backing and memory pressure: the pages are anonymous memory (one mmap
+ * for any pool of more than a few MiB), so a page costs memory only once
+ * written. kv_pool_trim gives the memory of
+ * every unreferenced page back (the cached prefix pages are dropped from
+ * the prefix cache first) with MADV_DONTNEED; a page handed out again is
+ * simply re-touched (the kernel maps zero pages on the first write).
+ * kv_pool_set_limit lowers the pages new work may take (kv_pool_avail):
+ * sequences that hold or reserved pages go on; admissions wait.
+ *
  * Not thread-safe: owned by one llama_ctx.
  */
 #ifndef HERD_MODEL_KV_CACHE_H
@@ -59,6 +68,12 @@ typedef struct kv_pool {
 	int n_cached;      /* pages in the LRU list */
 	uint64_t evictions; /* cached pages taken for reuse */
 	uint64_t key[2];   /* hash key */
+	/* memory (see above) */
+	size_t map_bytes;  /* bytes behind data */
+	uint8_t *touched;  /* per page: handed out since its memory was last given back */
+	int n_touched_free; /* free pages with touched set */
+	int limit;         /* pages that may be referenced at once for new work (n_pages: none) */
+	uint64_t trimmed;  /* pages whose memory kv_pool_trim gave back, in all */
 } kv_pool;
 
 /* 1 when type is a KV element type (F16, Q8_0, Q4_0). */
@@ -77,11 +92,21 @@ void kv_pool_retain(kv_pool *p, int32_t page);
 /* Drops one reference; at zero a published page joins the LRU list (newest)
  * and any other returns to the free list. */
 void kv_pool_release(kv_pool *p, int32_t page);
-/* Pages a new allocation may take: free + cached. */
+/* Pages a new allocation may take: free + cached, within the limit. */
 static inline int kv_pool_avail(const kv_pool *p)
 {
-	return p->n_free + p->n_cached;
+	const int avail = p->n_free + p->n_cached;
+	const int left = p->limit - (p->n_pages - avail); /* limit - referenced */
+	return left < avail ? (left > 0 ? left : 0) : avail;
 }
+/* Drops every unreferenced cached page from the prefix cache and gives the
+ * memory of every unreferenced page written since the last trim back to
+ * the kernel (MADV_DONTNEED). Returns the pages given back. */
+int kv_pool_trim(kv_pool *p);
+/* Pages kv_pool_trim would give back now (cached + written free ones). */
+int kv_pool_trimmable(const kv_pool *p);
+/* Sets the limit (clamped to 1 .. n_pages). */
+void kv_pool_set_limit(kv_pool *p, int pages);
 
 /* The chain's seed: a hash of id (the model's identity) and domain. */
 uint64_t kv_hash_seed(const kv_pool *p, const void *id, size_t n, uint64_t domain);

@@ -138,6 +138,14 @@ int llama_ctx_free_pages(const llama_ctx *c);
 int llama_ctx_cached_pages(const llama_ctx *c);
 /* Cached pages evicted for reuse since the ctx was created. */
 uint64_t llama_ctx_evictions(const llama_ctx *c);
+/* Memory pressure (model/kv_cache.h): drops the unreferenced cached pages
+ * and gives the memory of every unreferenced page back (returns how many);
+ * what that would give back now; the page limit of new work and setting
+ * it (1 .. the pool's pages; llama_ctx_free_pages counts within it). */
+int llama_ctx_kv_trim(llama_ctx *c);
+int llama_ctx_kv_trimmable(const llama_ctx *c);
+int llama_ctx_kv_limit(const llama_ctx *c);
+void llama_ctx_kv_set_limit(llama_ctx *c, int pages);
 
 /* The KV cache's element type. */
 kern_type llama_ctx_kv_type(const llama_ctx *c);

@@ -19,6 +19,7 @@ static const char *const type_names[PROTO_TYPE_COUNT] = {
 	[PROTO_GEN] = "gen",        [PROTO_TOK] = "tok",       [PROTO_DONE] = "done",
 	[PROTO_ERR] = "err",        [PROTO_CANCEL] = "cancel", [PROTO_ATTACH] = "attach",
 	[PROTO_IMAGE] = "image",    [PROTO_ADMIN] = "admin",   [PROTO_ADMIN_OK] = "admin_ok",
+	[PROTO_SHARE] = "share",    [PROTO_SHARED] = "shared",
 };
 
 /* herd_finish <-> `done.reason`: the one table. NONE has a name for
@@ -197,7 +198,7 @@ static const char *const known_keys[] = {
 	"role", "content", "temp", "top_k", "top_p", "min_p", "rep_pen", "seed", "stop",
 	"deadline_ms", "stream", "cache", "text", "tok", "reason", "n_prompt", "n_gen", "n_cached",
 	"t_queue_ms", "t_first_ms", "t_total_ms", "merged", "cached", "code", "msg", "size", "cmd",
-	"args", "result",
+	"args", "result", "targets",
 };
 _Static_assert(sizeof(known_keys) / sizeof(known_keys[0]) * 2 < KEY_SLOTS,
 	       "the key table stays at most half full");
@@ -743,18 +744,33 @@ static int dec_err(dec *d, const msgpack_object_map *m, proto_err *e)
 	return 0;
 }
 
-static int dec_admin(dec *d, const msgpack_object_map *m, proto_msg *msg)
+/* An optional array of str under key (at most max) into *out / *n; the
+ * array is owned by msg. */
+static int str_list(dec *d, const msgpack_object_map *m, const char *key, uint32_t max,
+		    proto_msg *msg, const proto_str **out, size_t *n)
 {
 	const msgpack_object_array *a;
 	proto_str *s;
 	int rc;
-	if ((rc = get_str(d, m, "cmd", 1, &msg->admin.cmd)) ||
-	    (rc = get_arr(d, m, "args", 0, PROTO_MAX_ARGS, &a)) || (rc = str_array(d, a, "args", &s)))
+	if ((rc = get_arr(d, m, key, 0, max, &a)) || (rc = str_array(d, a, key, &s)))
 		return rc;
 	msg->own_a = s;
-	msg->admin.args = s;
-	msg->admin.n_args = a ? a->size : 0;
+	*out = s;
+	*n = a ? a->size : 0;
 	return 0;
+}
+
+static int dec_admin(dec *d, const msgpack_object_map *m, proto_msg *msg)
+{
+	int rc = get_str(d, m, "cmd", 1, &msg->admin.cmd);
+	return rc ? rc : str_list(d, m, "args", PROTO_MAX_ARGS, msg, &msg->admin.args, &msg->admin.n_args);
+}
+
+static int dec_share(dec *d, const msgpack_object_map *m, proto_msg *msg)
+{
+	int rc = get_str(d, m, "name", 1, &msg->share.name);
+	return rc ? rc : str_list(d, m, "targets", PROTO_MAX_TARGETS, msg, &msg->share.targets,
+				  &msg->share.n_targets);
 }
 
 /* Adds the value slots (array elements) and map pairs that o's children
@@ -932,6 +948,11 @@ static int decode_fields(dec *d, const msgpack_object_map *m, proto_msg *out)
 		return rc;
 	case PROTO_ADMIN: return dec_admin(d, m, out);
 	case PROTO_ADMIN_OK: return dec_admin_ok(d, m, out);
+	case PROTO_SHARE: return dec_share(d, m, out);
+	case PROTO_SHARED:
+		if (!(rc = get_str(d, m, "model", 1, &out->shared.model)))
+			rc = get_uint(d, m, "size", 1, UINT64_MAX, &out->shared.size);
+		return rc;
 	default: return fail(d, "unknown frame type");
 	}
 }
@@ -1397,6 +1418,29 @@ int proto_encode_admin_ok(proto_buf *b, const proto_admin_ok *m)
 	return enc_end(&e);
 }
 
+int proto_encode_share(proto_buf *b, const proto_share *m)
+{
+	enc e;
+	if (m->n_targets > PROTO_MAX_TARGETS || (m->n_targets && !m->targets))
+		return HERD_E_INVAL;
+	if (enc_begin(&e, b, "share"))
+		return -ENOMEM;
+	kv_str(&e, "name", m->name);
+	if (m->n_targets)
+		kv_str_array(&e, "targets", m->targets, m->n_targets);
+	return enc_end(&e);
+}
+
+int proto_encode_shared(proto_buf *b, const proto_shared *m)
+{
+	enc e;
+	if (enc_begin(&e, b, "shared"))
+		return -ENOMEM;
+	kv_str(&e, "model", m->model);
+	kv_u64(&e, "size", m->size);
+	return enc_end(&e);
+}
+
 int proto_encode(proto_buf *b, const proto_msg *m)
 {
 	if (!b || !m)
@@ -1413,6 +1457,8 @@ int proto_encode(proto_buf *b, const proto_msg *m)
 	case PROTO_IMAGE: return proto_encode_image(b, &m->image);
 	case PROTO_ADMIN: return proto_encode_admin(b, &m->admin);
 	case PROTO_ADMIN_OK: return proto_encode_admin_ok(b, &m->admin_ok);
+	case PROTO_SHARE: return proto_encode_share(b, &m->share);
+	case PROTO_SHARED: return proto_encode_shared(b, &m->shared);
 	default: return HERD_E_INVAL;
 	}
 }

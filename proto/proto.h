@@ -51,6 +51,7 @@ extern "C" {
 #define PROTO_MAX_STOP 64
 #define PROTO_MAX_MODELS 4096
 #define PROTO_MAX_ARGS 256
+#define PROTO_MAX_TARGETS 16 /* share.targets */
 
 typedef enum proto_type {
 	PROTO_NONE = 0,
@@ -65,6 +66,8 @@ typedef enum proto_type {
 	PROTO_IMAGE,
 	PROTO_ADMIN,
 	PROTO_ADMIN_OK,
+	PROTO_SHARE,
+	PROTO_SHARED,
 	PROTO_TYPE_COUNT
 } proto_type;
 
@@ -173,6 +176,21 @@ typedef struct proto_image {
 	proto_str digest;
 } proto_image;
 
+/* An agent shares a GGUF file it opened (herd_model_share): the file's
+ * descriptor travels beside this frame as SCM_RIGHTS, like image's.
+ * targets: agent names, or "uid:<n>" for every agent of uid n. */
+typedef struct proto_share {
+	proto_str name;            /* the model's name (required) */
+	const proto_str *targets;  /* owned by the proto_msg when decoded */
+	size_t n_targets;
+} proto_share;
+
+/* The broker registered a shared model. */
+typedef struct proto_shared {
+	proto_str model;
+	uint64_t size;             /* bytes of the file as the broker saw it */
+} proto_shared;
+
 typedef struct proto_admin {
 	proto_str cmd;          /* not checked against the command list here */
 	const proto_str *args;  /* owned by the proto_msg when decoded */
@@ -247,6 +265,8 @@ typedef struct proto_msg {
 		proto_image image;
 		proto_admin admin;
 		proto_admin_ok admin_ok;
+		proto_share share;
+		proto_shared shared;
 	};
 	/* private: allocations of a decoded message (arrays, the admin_ok
 	 * result tree); strings point into the body */
@@ -368,6 +388,8 @@ int proto_encode_attach(proto_buf *b, const proto_attach *m);
 int proto_encode_image(proto_buf *b, const proto_image *m);
 int proto_encode_admin(proto_buf *b, const proto_admin *m);
 int proto_encode_admin_ok(proto_buf *b, const proto_admin_ok *m);
+int proto_encode_share(proto_buf *b, const proto_share *m);
+int proto_encode_shared(proto_buf *b, const proto_shared *m);
 
 /* ---- stream framing -------------------------------------------------- */
 

@@ -3,19 +3,27 @@
 # TinyLlama-shape models (random weights, Q4_0, three seeds: three distinct
 # images) with max_memory_mb holding two of them, once with predictive
 # preloading and once without. Each agent sends R greedy requests of N
-# tokens, request j to model (index + j) mod 3, thinking 0..T ms between
-# requests (first without prediction, which also records the agents'
-# history, then with it). One JSON object per line on stdout per mode: requests/s, failed
+# tokens (distinct prompts per agent), thinking 0..T ms between requests
+# (first without prediction, which also records the agents' history, then
+# with it). PATTERN lockstep (the default): every agent follows the same
+# model pattern, request j to model j mod 3 (a pipeline: chat, then
+# summariser, then coder, ...), so the next model is predictable and the
+# previous one goes idle: prediction can load the next one while the
+# current one serves. PATTERN phase: agent i starts at model i mod 3, so
+# all three models are wanted at every moment (nothing to predict into). One JSON object per line on stdout per mode: requests/s, failed
 # requests, loads, evictions, preloads, preload hits, wasted preloads,
 # switches that found their model cold, latency p50/p95 (ms, as the agents
 # measured them).
 # usage: scripts/bench-models.sh [REQUESTS_PER_AGENT=4] [MAX_TOKENS=8] [THINK_MS=300] [MODEL_DIR=models]
+#        [PATTERN=lockstep|phase]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reqs=${1:-4}
 ntok=${2:-8}
 think=${3:-300}
 dir=${4:-models}
+pattern=${5:-lockstep}
+case "$pattern" in lockstep|phase) ;; *) echo "bench-models: PATTERN is lockstep or phase" >&2; exit 2;; esac
 agents=69
 kv_mb=256
 [ -x build/herdd ] || bash scripts/build.sh build >&2
@@ -58,7 +66,9 @@ EOF
 	local t0 t1 apids=()
 	t0=$(date +%s.%N)
 	for i in $(seq 0 $((agents - 1))); do
-		./build/herd agent --socket "$sock" --model bma,bmb,bmc --index "$i" --name "agent$i" \
+		local phase=$i
+		[ "$pattern" = lockstep ] && phase=0
+		./build/herd agent --socket "$sock" --model bma,bmb,bmc --index "$i" --phase "$phase" --name "agent$i" \
 			--requests "$reqs" --max-tokens "$ntok" --think-ms "$think" --json \
 			>"$work/agent-$predict-$i.out" 2>/dev/null &
 		apids+=($!)
@@ -69,9 +79,10 @@ EOF
 	kill "$pid"
 	wait "$pid" || true
 	pid=
-	python3 - "$work" "$predict" "$t0" "$t1" "$agents" "$budget" <<'PY'
+	python3 - "$work" "$predict" "$t0" "$t1" "$agents" "$budget" "$pattern" "$reqs" "$ntok" "$think" <<'PY'
 import json, sys, glob
 work, predict, t0, t1, agents, budget = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+pattern, reqs, ntok, think = sys.argv[7], int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
 lat, failed = [], 0
 for f in glob.glob(f"{work}/agent-{predict}-*.out"):
     for line in open(f):
@@ -88,7 +99,8 @@ c = json.load(open(f"{work}/cache-{predict}.json"))
 lat.sort()
 pct = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else None
 wall = t1 - t0
-print(json.dumps({"bench": "models", "predict": predict == "true", "agents": agents,
+print(json.dumps({"bench": "models", "pattern": pattern, "predict": predict == "true", "agents": agents,
+    "requests_per_agent": reqs, "max_tokens": ntok, "think_ms": think,
     "models": 3, "budget_mb": budget, "requests": len(lat), "failed": failed,
     "wall_s": round(wall, 2), "requests_per_s": round(len(lat) / wall, 2),
     "loads": c["loads"], "demand_loads": c["demand_loads"], "evictions": c["evictions"],

@@ -76,6 +76,91 @@ static inline void pw_herdctl(const char *args, char *out, size_t n)
 	assert_int_equal(pclose(f), 0);
 }
 
+/* ---- a memory-limited cgroup ------------------------------------------------ */
+
+typedef struct pw_cgroup {
+	char dir[256];     /* the cgroup we made ("" when none) */
+	char procs[300];   /* its cgroup.procs */
+	char origin[1024]; /* cgroup.procs of the test's own cgroup (to go back) */
+} pw_cgroup;
+
+static inline int pw_write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t n = write(fd, text, strlen(text));
+	int e = n < 0 ? -errno : 0;
+	close(fd);
+	return e;
+}
+
+/* Where the test runs now in the memory hierarchy at base (v2: the "0::"
+ * line of /proc/self/cgroup; v1: the ":memory:" one) into g->origin. */
+static inline void pw_cgroup_origin(pw_cgroup *g, const char *base, int v2)
+{
+	char line[512];
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		char *rel = v2 ? (!strncmp(line, "0::", 3) ? line + 3 : NULL) : strstr(line, ":memory:");
+		if (!rel)
+			continue;
+		rel += v2 ? 0 : 8;
+		rel[strcspn(rel, "\n")] = 0;
+		snprintf(g->origin, sizeof(g->origin), "%s%s/cgroup.procs", base, rel);
+	}
+	if (f)
+		fclose(f);
+}
+
+/* A cgroup herd-test-<tag>-<pid> limited to limit_mb, in the memory
+ * controller's mount: v2 when it has the memory controller, else v1's
+ * "memory" hierarchy. 0, or -1 (skip: not root, no cgroup fs). */
+static inline int pw_make_cgroup(pw_cgroup *g, const char *tag, int limit_mb)
+{
+	char ctl[256] = "";
+	const char *base = NULL, *limit_file = NULL;
+	memset(g, 0, sizeof(*g));
+	FILE *f = fopen("/sys/fs/cgroup/cgroup.controllers", "r");
+	if (f && fgets(ctl, sizeof(ctl), f) && strstr(ctl, "memory"))
+		base = "/sys/fs/cgroup", limit_file = "memory.max";
+	if (f)
+		fclose(f);
+	if (!base && access("/sys/fs/cgroup/memory/memory.limit_in_bytes", W_OK) == 0)
+		base = "/sys/fs/cgroup/memory", limit_file = "memory.limit_in_bytes";
+	if (!base || access(base, W_OK))
+		return -1;
+	snprintf(g->dir, sizeof(g->dir), "%s/herd-test-%s-%d", base, tag, (int)getpid());
+	if (mkdir(g->dir, 0755)) {
+		g->dir[0] = 0;
+		return -1;
+	}
+	char path[400], val[32];
+	snprintf(path, sizeof(path), "%s/%s", g->dir, limit_file);
+	snprintf(val, sizeof(val), "%d", limit_mb << 20);
+	snprintf(g->procs, sizeof(g->procs), "%s/cgroup.procs", g->dir);
+	if (pw_write_file(path, val)) {
+		rmdir(g->dir);
+		g->dir[0] = 0;
+		return -1;
+	}
+	pw_cgroup_origin(g, base, !strcmp(limit_file, "memory.max"));
+	if (!g->origin[0]) {
+		rmdir(g->dir);
+		g->dir[0] = 0;
+		return -1;
+	}
+	return 0;
+}
+
+/* Removes the cgroup once its processes are gone (retries a few seconds). */
+static inline void pw_remove_cgroup(pw_cgroup *g)
+{
+	for (int i = 0; g->dir[0] && rmdir(g->dir) && errno == EBUSY && i < 50; i++)
+		usleep(100 * 1000);
+	g->dir[0] = 0;
+}
+
 /* Sends a short gen request. */
 static inline void pw_gen(client *c, uint64_t id)
 {

@@ -393,6 +393,7 @@ static void test_admin_and_held(void **state)
 	assert_non_null(top);
 	assert_non_null(json_object_object_get(top, "agents"));
 	assert_non_null(json_object_object_get(top, "models"));
+	assert_non_null(json_object_object_get(top, "pressure"));
 	json_object_put(top);
 	cl_close(&c);
 }

@@ -10,6 +10,8 @@
 
 #include <sys/mman.h>
 
+#include <json-c/json.h>
+
 #define ROUNDS 20
 
 /* The agent: attach, map, wait for the broker to read its mappings, storm,
@@ -92,6 +94,26 @@ static void test_fault_storm(void **state)
 		image_faults = pw_num(e, "image_faults");
 		ranges = pw_num(e, "image_ranges");
 	}
+	/* herdctl top shows the storm agent's image faults and its PSS */
+	static char out[1 << 16];
+	pw_herdctl("--json top --once", out, sizeof(out));
+	json_object *top = json_tokener_parse(out), *agents = NULL;
+	assert_non_null(top);
+	assert_true(json_object_object_get_ex(top, "agents", &agents));
+	assert_non_null(json_object_object_get(top, "pressure"));
+	int64_t top_faults = -1, top_pss = -1;
+	for (size_t i = 0; i < json_object_array_length(agents); i++) {
+		json_object *o = json_object_array_get_idx(agents, i);
+		if (json_object_get_int64(json_object_object_get(o, "pid")) != kid)
+			continue;
+		top_faults = json_object_get_int64(json_object_object_get(o, "image_faults"));
+		top_pss = json_object_get_int64(json_object_object_get(o, "pss_kib"));
+	}
+	json_object_put(top);
+	fprintf(stderr, "top: storm agent %lld image faults, PSS %lld KiB\n", (long long)top_faults,
+		(long long)top_pss);
+	assert_true((double)top_faults >= image_faults);
+	assert_true(top_pss > 0);
 	kill(kid, SIGKILL);
 	waitpid(kid, NULL, 0);
 	fprintf(stderr, "storm: %lu page touches, %.0f faults, %.0f on the image (%.0f mappings)\n",

@@ -3,9 +3,14 @@
  * that reads a file twice the limit through a mapping over and over, so
  * every pass reclaims and refaults page cache (PSI memory stalls, no swap
  * needed, no OOM). The broker must shed in its documented order
- * (heap_trim before refuse: ranks ascending), refuse a new request with
- * -EAGAIN naming the pressure, stay alive, and once the hog is gone
- * recover and serve again. Exits 77 without PSI or a writable memory
+ * (respcache, drop_prefix_pages, heap_trim, shrink_kv, refuse: ranks
+ * ascending),
+ * refuse a new request with -EAGAIN naming the pressure, stay alive, and
+ * once the hog is gone recover (the KV limit lifted) and serve again.
+ * Before the hog, distinct long prompts write about 11 MiB of KV pages
+ * that stay in the prefix cache; the model is pinned (so the KV actions
+ * find it resident): dropping those pages must lower the broker's RssAnon
+ * (/proc/<pid>/status) by what the KV trim gave back. Exits 77 without PSI or a writable memory
  * cgroup (not root, no cgroup fs). */
 #include "pressure_harness.h"
 
@@ -17,64 +22,8 @@
 #define LIMIT_MB 48
 #define FILE_MB 160
 
-static char cg[256];        /* the cgroup directory we made */
-static char cg_procs[300];  /* its cgroup.procs */
-static char origin[1024];   /* cgroup.procs of the test's own cgroup (to go back) */
+static pw_cgroup cg;        /* the memory-limited cgroup we made */
 static char hogfile[256];
-
-static int write_file(const char *path, const char *text)
-{
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = write(fd, text, strlen(text));
-	int e = n < 0 ? -errno : 0;
-	close(fd);
-	return e;
-}
-
-/* The memory controller's mount and the test's place in it: v2 when it has
- * the memory controller, else v1's "memory" hierarchy. 0 or -1 (skip). */
-static int make_cgroup(void)
-{
-	char ctl[256] = "", line[512];
-	const char *base = NULL, *limit_file = NULL;
-	FILE *f = fopen("/sys/fs/cgroup/cgroup.controllers", "r");
-	if (f && fgets(ctl, sizeof(ctl), f) && strstr(ctl, "memory"))
-		base = "/sys/fs/cgroup", limit_file = "memory.max";
-	if (f)
-		fclose(f);
-	if (!base && access("/sys/fs/cgroup/memory/memory.limit_in_bytes", W_OK) == 0)
-		base = "/sys/fs/cgroup/memory", limit_file = "memory.limit_in_bytes";
-	if (!base || access(base, W_OK))
-		return -1;
-	snprintf(cg, sizeof(cg), "%s/herd-test-pressure-%d", base, (int)getpid());
-	if (mkdir(cg, 0755))
-		return -1;
-	char path[400], val[32];
-	snprintf(path, sizeof(path), "%s/%s", cg, limit_file);
-	snprintf(val, sizeof(val), "%d", LIMIT_MB << 20);
-	snprintf(cg_procs, sizeof(cg_procs), "%s/cgroup.procs", cg);
-	if (write_file(path, val)) {
-		rmdir(cg);
-		cg[0] = 0;
-		return -1;
-	}
-	/* where we are now, to come back after starting the broker inside */
-	f = fopen("/proc/self/cgroup", "r");
-	const int v2 = !strcmp(limit_file, "memory.max");
-	while (f && fgets(line, sizeof(line), f)) {
-		char *rel = v2 ? (!strncmp(line, "0::", 3) ? line + 3 : NULL) : strstr(line, ":memory:");
-		if (!rel)
-			continue;
-		rel += v2 ? 0 : 8;
-		rel[strcspn(rel, "\n")] = 0;
-		snprintf(origin, sizeof(origin), "%s%s/cgroup.procs", base, rel);
-	}
-	if (f)
-		fclose(f);
-	return origin[0] ? 0 : -1;
-}
 
 /* A file of FILE_MB on a disk-backed file system (page cache that can be
  * reclaimed without swap), out of the cache. 0, or -1 (skip). */
@@ -114,7 +63,7 @@ static pid_t start_hog(void)
 	assert_true(pid >= 0);
 	if (pid)
 		return pid;
-	if (write_file(cg_procs, "0"))
+	if (pw_write_file(cg.procs, "0"))
 		_exit(2);
 	int fd = open(hogfile, O_RDONLY);
 	const size_t size = (size_t)FILE_MB << 20;
@@ -129,6 +78,73 @@ static pid_t start_hog(void)
 }
 
 static pid_t hog;
+
+/* herdd's RssAnon in KiB. */
+static long broker_rss_anon_kb(void)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)W.pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	long kb = -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	assert_true(kb >= 0);
+	return kb;
+}
+
+/* The first model's row of the `models` admin result. */
+static const proto_value *model0(client *c)
+{
+	const proto_value *r = pw_admin(c, "models");
+	assert_true(r->type == PROTO_V_ARRAY && r->arr.n >= 1);
+	return &r->arr.v[0];
+}
+
+/* WARM_REQS greedy requests of distinct ~1900-token prompts (token input),
+ * one at a time: each writes ~119 fresh KV pages, published to the prefix
+ * cache and left there (unreferenced) when it ends. */
+#define WARM_REQS 12
+static void warm_kv(client *a)
+{
+	static int32_t toks[1900];
+	for (int r = 0; r < WARM_REQS; r++) {
+		for (int i = 0; i < 1900; i++)
+			toks[i] = 3 + (i * 7 + r * 131 + (i * i) % 97) % 2000;
+		proto_buf b;
+		proto_buf_init(&b);
+		gen_request g;
+		gen_request_init(&g);
+		g.id = 100 + (uint64_t)r;
+		g.model = proto_s(W.model_name);
+		g.input = GEN_INPUT_TOKENS;
+		g.tokens = toks;
+		g.n_tokens = 1900;
+		g.params.max_tokens = 1;
+		assert_int_equal(proto_encode_gen(&b, &g), 0);
+		cl_send_buf(a, &b);
+		do
+			assert_int_equal(cl_next(a), 0);
+		while (a->m.type == PROTO_TOK);
+		assert_int_equal(a->m.type, PROTO_DONE);
+	}
+}
+
+/* Polls the first model's row until key > 0 (30 s at most). */
+static const proto_value *wait_model_key(client *c, const char *key)
+{
+	for (int i = 0; i < 300; i++) {
+		const proto_value *m = model0(c);
+		if (pw_num(m, key) > 0)
+			return m;
+		usleep(100 * 1000);
+	}
+	dump_log();
+	fail_msg("models: '%s' stayed 0 for 30 s", key);
+	return NULL;
+}
 
 /* Polls `pressure` every 100 ms until key has value want (30 s at most). */
 static const proto_value *wait_for(client *c, const char *key, double want)
@@ -155,7 +171,7 @@ static void check_order(const proto_value *r)
 {
 	const proto_value *ev = proto_value_get(r, "events");
 	assert_non_null(ev);
-	int last_rank = -1, heap_at = -1, refuse_at = -1;
+	int last_rank = -1, heap_at = -1, refuse_at = -1, prefix_at = -1, kv_at = -1, rc_at = -1;
 	char name[64], res[32];
 	for (size_t i = 0; i < ev->arr.n; i++) {
 		const proto_value *e = &ev->arr.v[i];
@@ -172,8 +188,14 @@ static void check_order(const proto_value *r)
 			heap_at = (int)i;
 		if (!strcmp(name, "refuse"))
 			refuse_at = (int)i;
+		if (!strcmp(name, "drop_prefix_pages"))
+			prefix_at = (int)i;
+		if (!strcmp(name, "shrink_kv"))
+			kv_at = (int)i;
+		if (!strcmp(name, "respcache"))
+			rc_at = (int)i;
 	}
-	assert_true(heap_at >= 0 && refuse_at > heap_at);
+	assert_true(rc_at >= 0 && prefix_at > rc_at && heap_at > prefix_at && kv_at > heap_at && refuse_at > kv_at);
 }
 
 /* A request while refusing gets err -EAGAIN naming the pressure. */
@@ -199,14 +221,36 @@ static void test_shed_in_order(void **state)
 	const proto_value *r = pw_admin(&c, "pressure");
 	assert_true(pw_num(r, "enabled"));
 	assert_int_equal(pw_num(r, "refusing"), 0);
+	warm_kv(&a);
+	static char out[16384];
+	char pin[128];
+	snprintf(pin, sizeof(pin), "pin %s", W.model_name);
+	pw_herdctl(pin, out, sizeof(out));
+	const proto_value *m = model0(&c);
+	const double page_kb = pw_num(m, "kv_bytes") / pw_num(m, "kv_pages_total") / 1024;
+	const double total_pages = pw_num(m, "kv_pages_total");
+	fprintf(stderr, "warm: %.0f KV pages of %.0f KiB give-backable, %.0f cached\n",
+		pw_num(m, "kv_pages_trimmable"), page_kb, pw_num(m, "prefix_pages_cached"));
+	assert_true(pw_num(m, "kv_pages_trimmable") * page_kb >= 8 * 1024);
+	const long rss0 = broker_rss_anon_kb();
 	hog = start_hog();
+	m = wait_model_key(&c, "kv_pages_trimmed");
+	const double trimmed_kb = pw_num(m, "kv_pages_trimmed") * page_kb;
+	const long rss1 = broker_rss_anon_kb();
+	fprintf(stderr, "RssAnon of herdd: %ld kB before, %ld kB after the KV trim (%.0f kB given back)\n",
+		rss0, rss1, trimmed_kb);
+	assert_true(trimmed_kb >= 8 * 1024);
+	assert_true((double)(rss0 - rss1) >= trimmed_kb * 0.75);
 	r = wait_for(&c, "refusing", 1);
 	check_order(r);
+	m = model0(&c);
+	assert_true(pw_num(m, "kv_shrinks") >= 1);
+	assert_true(pw_num(m, "kv_pages_limit") < total_pages);
 	check_refused(&a);
-	static char out[16384];
 	pw_herdctl("pressure", out, sizeof(out));
 	assert_non_null(strstr(out, "REFUSING new requests"));
-	assert_non_null(strstr(out, "1.heap_trim 2.evict_idle_models 3.refuse_model_loads 4.refuse"));
+	assert_non_null(strstr(out, "1.respcache 2.drop_prefix_pages 3.heap_trim 4.evict_idle_models "
+				    "5.shrink_kv 6.refuse_model_loads 7.refuse"));
 	assert_non_null(strstr(out, "refusing new requests and loads with -EAGAIN"));
 	pw_herdctl("--json status", out, sizeof(out));
 	assert_non_null(strstr(out, "\"pressure_refusing\":true"));
@@ -216,6 +260,9 @@ static void test_shed_in_order(void **state)
 	hog = 0;
 	r = wait_for(&c, "refusing", 0);
 	assert_true(pw_num(r, "recoveries") >= 1);
+	for (int i = 0; i < 100 && pw_num(model0(&c), "kv_pages_limit") < total_pages; i++)
+		usleep(100 * 1000);
+	assert_true(pw_num(model0(&c), "kv_pages_limit") == total_pages); /* the limit lifted */
 	/* served again */
 	pw_gen(&a, 8);
 	do
@@ -235,22 +282,29 @@ static int setup(void **state)
 		fprintf(stderr, "test_pressure_shed: no PSI (/proc/pressure/memory); skipping\n");
 		exit(77);
 	}
-	if (make_cgroup()) {
+	if (pw_make_cgroup(&cg, "pressure", LIMIT_MB)) {
 		fprintf(stderr, "test_pressure_shed: cannot make a memory-limited cgroup; skipping\n");
-		if (cg[0])
-			rmdir(cg);
 		exit(77);
 	}
 	if (make_hogfile()) {
 		fprintf(stderr, "test_pressure_shed: no disk-backed directory for the hog; skipping\n");
-		rmdir(cg);
+		pw_remove_cgroup(&cg);
 		exit(77);
 	}
-	/* the broker starts inside the cgroup (and finds its memory.pressure on v2) */
-	assert_int_equal(write_file(cg_procs, "0"), 0);
-	pw_start("pshed", "{\"pressure\": {\"trigger_us\": 50000, \"window_us\": 1000000,"
-			  " \"escalate_ms\": 300, \"recover_ms\": 1500, \"bpf\": false}}\n");
-	assert_int_equal(write_file(origin, "0"), 0);
+	/* the broker starts inside the cgroup (and finds its memory.pressure on
+	 * v2), with a response cache to shrink first */
+	assert_int_equal(pw_write_file(cg.procs, "0"), 0);
+	bh_world_setup("pshed");
+	char conf[1024];
+	snprintf(conf, sizeof(conf),
+		 "{\"kv_cache_mb\": 16, \"state_dir\": \"%s/state\", \"response_cache\": {\"enabled\": true},\n"
+		 " \"pressure\": {\"trigger_us\": 50000, \"window_us\": 1000000,"
+		 " \"escalate_ms\": 300, \"recover_ms\": 1500, \"bpf\": false}}\n", W.dir);
+	bh_write_conf(conf);
+	const char *extra[] = {"--config", W.conf, NULL};
+	W.pid = spawn(extra);
+	wait_ready(W.pid);
+	assert_int_equal(pw_write_file(cg.origin, "0"), 0);
 	return 0;
 }
 
@@ -262,8 +316,7 @@ static int teardown(void **state)
 		waitpid(hog, NULL, 0);
 	}
 	pw_stop();
-	for (int i = 0; cg[0] && rmdir(cg) && errno == EBUSY && i < 50; i++)
-		usleep(100 * 1000);
+	pw_remove_cgroup(&cg);
 	if (hogfile[0])
 		unlink(hogfile);
 	return 0;

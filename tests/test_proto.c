@@ -301,6 +301,23 @@ static void test_rt_small(void **state)
 	assert_str(o.attach.model, "tiny");
 	proto_buf_fini(&b);
 
+	const proto_str targets[2] = {proto_s("alice"), proto_s("uid:1000")};
+	m = (proto_msg){.type = PROTO_SHARE};
+	m.share = (proto_share){proto_s("mine"), targets, 2};
+	round_trip(&m, &b, &o);
+	assert_str(o.share.name, "mine");
+	assert_int_equal(o.share.n_targets, 2);
+	assert_str(o.share.targets[1], "uid:1000");
+	proto_msg_free(&o);
+	proto_buf_fini(&b);
+
+	m = (proto_msg){.type = PROTO_SHARED};
+	m.shared = (proto_shared){proto_s("mine"), 1ull << 33};
+	round_trip(&m, &b, &o);
+	assert_str(o.shared.model, "mine");
+	assert_true(o.shared.size == 1ull << 33);
+	proto_buf_fini(&b);
+
 	m = (proto_msg){.type = PROTO_IMAGE};
 	m.image = (proto_image){proto_s("tiny"), proto_s("/herd.tiny.0123456789abcdef"),
 				1ull << 32, proto_s("0123456789abcdef")};
@@ -951,6 +968,27 @@ static void validate_control(mp *m)
 	mp_str(m, "cmd");
 	mp_str(m, "status");
 	mp_expect(m, "admin_ok: missing required key 'result'");
+	frame(m, "share", 0);
+	mp_expect(m, "share: missing required key 'name'");
+	frame(m, "share", 2);
+	mp_str(m, "name");
+	mp_str(m, "m");
+	mp_str(m, "targets");
+	msgpack_pack_array(&m->pk, PROTO_MAX_TARGETS + 1);
+	for (int i = 0; i <= PROTO_MAX_TARGETS; i++)
+		mp_str(m, "a");
+	mp_expect(m, "share: key 'targets' has 17 elements (limit 16)");
+	frame(m, "share", 2);
+	mp_str(m, "name");
+	mp_str(m, "m");
+	mp_str(m, "targets");
+	msgpack_pack_array(&m->pk, 1);
+	msgpack_pack_int(&m->pk, 5);
+	mp_expect(m, "share: key 'targets' element 0 must be a str, got int");
+	frame(m, "shared", 1);
+	mp_str(m, "model");
+	mp_str(m, "m");
+	mp_expect(m, "shared: missing required key 'size'");
 }
 
 static void test_other_validation(void **state)

@@ -896,6 +896,55 @@ static void test_fair_preempt(void **state)
 	sched_destroy(s);
 }
 
+/* Memory pressure (sched_kv_shed): a halved KV page limit makes
+ * admissions wait for room (one full context always fits) instead of
+ * failing; every request ends well, one sequence at a time, and the limit
+ * is lifted again. */
+static void wait_limit(sched *s, int want)
+{
+	sched_stats st;
+	for (int i = 0; i < 3000; i++) {
+		sched_get_stats(s, &st);
+		if (st.kv_pages_limit == want)
+			return;
+		usleep(1000);
+	}
+	fail_msg("kv_pages_limit %d, expected %d", st.kv_pages_limit, want);
+}
+
+static void test_kv_limit_waits(void **state)
+{
+	fixture *f = *state;
+	enum { N = 3, GEN = 200 };
+	static int32_t prompts[N][16];
+	for (int i = 0; i < N; i++)
+		make_prompt(f, 1200 + i, prompts[i], 10);
+	sched *s = start(f, 8, 16, 10);
+	sched_stats st;
+	sched_get_stats(s, &st);
+	const int total = st.kv_pages_total, floor = N_CTX / LLAMA_KV_PAGE;
+	for (int lim = total / 2; lim >= floor; lim /= 2) {
+		sched_kv_shed(s, SCHED_KV_SHRINK);
+		wait_limit(s, lim);
+	}
+	sched_kv_shed(s, SCHED_KV_SHRINK); /* never below one context */
+	wait_limit(s, floor);
+	static result res[N];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	for (int i = 0; i < N; i++)
+		assert_int_equal(submit(s, tok_req(10 + (uint64_t)i, 900 + (uint64_t)i, prompts[i], 10, GEN, 0)), 0);
+	pump(f, s, res, N, 900, pred_all_ended, NULL);
+	for (int i = 0; i < N; i++)
+		assert_false(res[i].is_err);
+	sched_get_stats(s, &st);
+	assert_int_equal(st.max_step_seqs, 1); /* ~14 pages each: one at a time */
+	assert_true(st.kv_shrinks >= 3);
+	sched_kv_shed(s, SCHED_KV_RESTORE);
+	wait_limit(s, total);
+	sched_destroy(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -911,6 +960,7 @@ int main(void)
 		cmocka_unit_test(test_target_same_text),
 		cmocka_unit_test(test_target_newcomer),
 		cmocka_unit_test(test_prefill_first),
+		cmocka_unit_test(test_kv_limit_waits),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

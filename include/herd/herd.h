@@ -269,6 +269,31 @@ HERD_API int herd_generate_stream(herd_client *c, const herd_request *req, herd_
  * Does not touch herd_client_errmsg(). */
 HERD_API int herd_cancel(herd_client *c, uint64_t id);
 
+/* ---- sharing a model file with other agents ------------------------------ */
+
+/* Registers the GGUF file at path (opened here, read-only, with this
+ * process's rights) as model `name` of the broker, served to the agents
+ * listed in targets (a NULL-terminated array of agent names as they say in
+ * hello, or "uid:<n>" for every agent of uid n; NULL = none) and to this
+ * agent. The descriptor travels to the broker over the socket (SCM_RIGHTS):
+ * the broker never opens the path, it reads the file through the
+ * descriptor, so the file may be unlinked or its mode changed after this
+ * returns. The broker loads it as an image under its memory budget (now
+ * when memory is free, else on its first request); other agents asking for
+ * it get an `err` (-EACCES). Names are what agents claim in hello (not
+ * authenticated); uid targets are checked by the kernel (SO_PEERCRED).
+ * *size (may be NULL) = the file's bytes as the broker saw them.
+ * Errors: HERD_E_INVAL (NULL arguments, bad name or target), -errno of
+ * open(2), connection errors as herd_generate, the broker's err code:
+ * -EEXIST (the name is taken), HERD_E_FORMAT (not a GGUF file), HERD_E_LIMIT
+ * (max_share_mb, max_shared_models, too many targets), HERD_E_NOSPACE
+ * (larger than the budget). The message is in herd_client_errmsg(c). */
+HERD_API int herd_model_share(herd_client *c, const char *name, const char *path,
+			      const char *const *targets, uint64_t *size);
+/* Same with a descriptor the caller opened (it stays the caller's). */
+HERD_API int herd_model_share_fd(herd_client *c, const char *name, int fd,
+				 const char *const *targets, uint64_t *size);
+
 /* ---- in-process models on the shared image ------------------------------ */
 
 typedef struct herd_local_model herd_local_model;

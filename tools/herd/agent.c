@@ -2,7 +2,7 @@
  * fault tests (a hidden subcommand; the test harness and the demo fork+exec
  * the herd binary so every agent is a real separate process).
  *
- *   herd agent --socket PATH --model NAME[,NAME...] [--index I] [--name NAME]
+ *   herd agent --socket PATH --model NAME[,NAME...] [--index I] [--phase P] [--name NAME]
  *              [--requests R] [--max-tokens N] [--stream-every K]
  *              [--attach] [--local] [--local-tokens N] [--touch] [--threads T]
  *              [--go-fd FD] [--exit-fd FD] [--reconnect] [--reconnect-ms MS]
@@ -12,7 +12,8 @@
  *              [--agents N] [--repeat-frac F] [--rate R] [--stream-frac F]
  *
  * With several models (NAME,NAME,...: the model cache manager's benchmark)
- * request j goes to model (I + j) mod n, a fixed cycle per agent.
+ * request j goes to model (P + j) mod n, a fixed cycle per agent (P: --phase,
+ * by default the index; agents of one phase follow the same pattern).
  * Sequence: connect (hello/welcome); with --attach, attach the model's
  * shared image (herd_model_attach), with --local run it in this process
  * once (a short greedy generation: every weight matrix is read), with
@@ -115,6 +116,7 @@ static const char *const agent_prompts[] = {
 typedef struct agent_opts {
 	const char *socket, *model, *name;
 	long index, requests, max_tokens, stream_every, local_tokens, threads;
+	long phase;  /* offset in the model cycle; -1: the index */
 	long go_fd, exit_fd, reconnect_ms;
 	long duration_s, cancel_after, think_ms;
 	long mix[3]; /* weights of streamed, blocking, cancelled; all 0: --stream-every */
@@ -450,7 +452,7 @@ static const char *agent_model(const agent_opts *o, long req, char *buf, size_t 
 	long count = 1;
 	for (const char *p = o->model; *p; p++)
 		count += *p == ',';
-	long k = (o->index + req) % count;
+	long k = ((o->phase >= 0 ? o->phase : o->index) + req) % count;
 	const char *p = o->model;
 	while (k-- > 0)
 		p = strchr(p, ',') + 1;
@@ -581,7 +583,7 @@ static int agent_attach(herd_client *c, const agent_opts *o, herd_local_model **
 
 static void agent_usage(FILE *f)
 {
-	fprintf(f, "usage: herd agent --socket PATH --model NAME [--index I] [--name NAME]\n"
+	fprintf(f, "usage: herd agent --socket PATH --model NAME [--index I] [--phase P] [--name NAME]\n"
 		   "       [--requests R] [--max-tokens N] [--stream-every K] [--attach] [--local]\n"
 		   "       [--local-tokens N] [--touch] [--threads T] [--go-fd FD] [--exit-fd FD]\n"
 		   "       [--reconnect] [--reconnect-ms MS] [--report-first] [--cache] [--json]\n"
@@ -680,8 +682,8 @@ static int agent_parse_word(agent_opts *o, const char *a, const char *v)
 
 static int agent_parse(int argc, char **argv, agent_opts *o)
 {
-	*o = (agent_opts){.requests = 2, .max_tokens = 16, .stream_every = 2, .local_tokens = 2,
-			  .threads = 1, .go_fd = -1, .exit_fd = -1, .reconnect_ms = 30000,
+	*o = (agent_opts){.phase = -1, .requests = 2, .max_tokens = 16, .stream_every = 2,
+			  .local_tokens = 2, .threads = 1, .go_fd = -1, .exit_fd = -1, .reconnect_ms = 30000,
 			  .cancel_after = 2, .stream_frac = -1, .agents = 1};
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -691,6 +693,7 @@ static int agent_parse(int argc, char **argv, agent_opts *o)
 			long lo, hi;
 		} nums[] = {
 			{.name = "--index", .off = offsetof(agent_opts, index), .lo = 0, .hi = 1 << 20},
+			{.name = "--phase", .off = offsetof(agent_opts, phase), .lo = 0, .hi = 1 << 20},
 			{.name = "--requests", .off = offsetof(agent_opts, requests), .lo = 0, .hi = 1 << 20},
 			{.name = "--max-tokens", .off = offsetof(agent_opts, max_tokens), .lo = 0, .hi = 1 << 20},
 			{.name = "--stream-every", .off = offsetof(agent_opts, stream_every), .lo = 0, .hi = 1 << 20},

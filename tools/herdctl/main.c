@@ -201,6 +201,7 @@ static const col models_cols[] = {
 	{"LOADS", "loads", C_INT},         {"RUNNING", "running", C_INT},
 	{"WAITING", "waiting", C_INT},     {"PENDING", "pending", C_INT},
 	{"TOKENS", "tokens_gen", C_INT},   {"HOLDERS", "holders", C_STR},
+	{"OWNER", "owner", C_STR},         {"SHARED_WITH", "targets", C_STR},
 	{"SEGMENT", "segment", C_STR},     {"ADOPTED", "adopted", C_BOOL},
 };
 

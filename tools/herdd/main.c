@@ -264,6 +264,10 @@ typedef struct herdd {
 	/* memory-pressure requests for the models, carried out on the loop
 	 * thread (models_shed must run there): 1 asked, 0 done */
 	atomic_int shed_idle;
+	atomic_int shed_kv;     /* SCHED_KV_* asked of every resident model */
+	/* what the KV actions would find, updated by the loop thread each tick */
+	_Atomic uint64_t kv_trimmable;
+	atomic_int kv_shrinkable;
 	loop *lp;
 	int listen_fd, wake_fd, sig_fd, ready_fd;
 	int pid_written, bound; /* pid file written; socket file bound (sock_st) */
@@ -417,9 +421,51 @@ static void unshed_loads(void *arg)
 	models_shed(((herdd *)arg)->ms, MODELS_SHED_ACCEPT, 0);
 }
 
+/* Pressure actions PRESSURE_RANK_PREFIX (drop the unreferenced prefix
+ * pages, give the free KV pages' memory back) and PRESSURE_RANK_KV (halve
+ * the KV page limit of new work, undone at recovery): asked here, carried
+ * out by each model's scheduler thread (sched_kv_shed). */
+static int shed_prefix(void *arg, const pressure_event *why, char *msg, size_t msglen)
+{
+	(void)why;
+	herdd *d = arg;
+	const uint64_t b = atomic_load(&d->kv_trimmable);
+	if (!b)
+		return 0;
+	atomic_fetch_or(&d->shed_kv, SCHED_KV_TRIM);
+	snprintf(msg, msglen, "KV: dropping unreferenced prefix pages, giving %.1f MiB back",
+		 (double)b / (1 << 20));
+	return 1;
+}
+
+static int shed_kv_budget(void *arg, const pressure_event *why, char *msg, size_t msglen)
+{
+	(void)why;
+	herdd *d = arg;
+	const int n = atomic_load(&d->kv_shrinkable);
+	if (!n)
+		return 0;
+	atomic_fetch_or(&d->shed_kv, SCHED_KV_SHRINK);
+	snprintf(msg, msglen, "KV: halving the page limit of new work on %d model(s)", n);
+	return 1;
+}
+
+static void unshed_kv_budget(void *arg)
+{
+	atomic_fetch_or(&((herdd *)arg)->shed_kv, SCHED_KV_RESTORE);
+}
+
 static void loop_tick(void *arg)
 {
 	herdd *d = arg;
+	const int kv = atomic_exchange(&d->shed_kv, 0);
+	if (kv)
+		models_kv_shed(d->ms, kv);
+	uint64_t trimmable;
+	int shrinkable;
+	models_kv_state(d->ms, &trimmable, &shrinkable);
+	atomic_store(&d->kv_trimmable, trimmable);
+	atomic_store(&d->kv_shrinkable, shrinkable);
 	if (atomic_exchange(&d->shed_idle, 0)) {
 		const uint64_t b = models_shed(d->ms, MODELS_SHED_IDLE, 0);
 		blog_msg(&d->log, BLOG_WARN, "pressure: evicted idle models: %.1f MiB released",
@@ -452,8 +498,12 @@ static void start_pressure(herdd *d)
 	    (models_respcache(d->ms) &&
 	     (rc = pressure_add_action(d->pr, PRESSURE_RANK_RESPCACHE, "respcache", shed_respcache,
 				       unshed_respcache, models_respcache(d->ms)))) ||
+	    (rc = pressure_add_action(d->pr, PRESSURE_RANK_PREFIX, "drop_prefix_pages", shed_prefix,
+				      NULL, d)) ||
 	    (rc = pressure_add_action(d->pr, PRESSURE_RANK_IDLE_MODELS, "evict_idle_models",
 				      shed_models, NULL, d)) ||
+	    (rc = pressure_add_action(d->pr, PRESSURE_RANK_KV, "shrink_kv", shed_kv_budget,
+				      unshed_kv_budget, d)) ||
 	    (rc = pressure_add_action(d->pr, PRESSURE_RANK_REFUSE - 1, "refuse_model_loads",
 				      shed_loads, unshed_loads, d)))
 		blog_msg(&d->log, BLOG_ERR, "pressure: cannot add actions: %s", herd_strerror(rc));
