@@ -5,11 +5,17 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config liburing-dev libbpf-dev libmsgpack-dev
       liblmdb-dev libcmocka-dev libjson-c-dev python3
       clang libclang-rt-14-dev # clang + libFuzzer runtime: scripts/fuzz.sh
-      bpftool libelf-dev zlib1g-dev) # eBPF counters: clang -target bpf, bpftool (vmlinux.h, skeleton), libbpf
+      bpftool libelf-dev zlib1g-dev # eBPF counters: clang -target bpf, bpftool (vmlinux.h, skeleton), libbpf
+      libmicrohttpd-dev libjs-chart.js # herdd's HTTP face and its dashboard's charts
+      chromium) # the dashboard's test: headless Chromium
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm for the HTTP tests (the openai and ollama npm clients):
+# Debian's, unless a node with its own npm is installed already
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing: ${missing[*]}" >&2
 SUDO=""
