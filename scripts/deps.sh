@@ -7,7 +7,7 @@ pkgs=(build-essential cmake pkg-config liburing-dev libbpf-dev libmsgpack-dev
       clang libclang-rt-14-dev # clang + libFuzzer runtime: scripts/fuzz.sh
       bpftool libelf-dev zlib1g-dev # eBPF counters: clang -target bpf, bpftool (vmlinux.h, skeleton), libbpf
       libmicrohttpd-dev libjs-chart.js # herdd's HTTP face and its dashboard's charts
-      chromium) # the dashboard's test: headless Chromium
+      chromium curl) # the dashboard's test: headless Chromium, curl for its load
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
