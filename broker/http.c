@@ -167,6 +167,7 @@ static void req_wake(http_req *r)
 {
 	if (r->suspended) {
 		r->suspended = 0;
+		r->h->resumed = 1;
 		MHD_resume_connection(r->mc);
 	}
 }
@@ -571,7 +572,17 @@ static void ui_tick(http *h, double now)
 void http_run(http *h)
 {
 	ui_tick(h, clock_mono_ms());
-	MHD_run(h->d);
+	/* MHD may have work that no fd will announce (a request read but not
+	 * yet handled, connections resumed during the run): it says so with a
+	 * zero timeout, and runs again at once rather than at the next
+	 * housekeeping tick. Bounded: the loop has other work too. */
+	for (int i = 0; i < 16; i++) {
+		h->resumed = 0;
+		MHD_run(h->d);
+		MHD_UNSIGNED_LONG_LONG to = 1;
+		if (!h->resumed && (MHD_get_timeout(h->d, &to) != MHD_YES || to > 0))
+			break;
+	}
 }
 
 /* The listening socket: bound here, so that port 0 and errors are ours to

@@ -14,11 +14,13 @@
 #include <time.h>
 
 #include "common/text.h"
+#include "model/textstream.h"
 #include "herd/error.h"
 
 #define API_MAX_MESSAGES 1024
 #define API_MAX_STOP 16
 #define API_MAX_PARTS 64
+#define API_MAX_TOKENS 65536 /* ids of a token prompt (the context is the real bound) */
 
 /* A request body being turned into a gen_request; the strings point into
  * root (or into joined content parts). */
@@ -27,6 +29,7 @@ typedef struct api_in {
 	gen_request g;
 	gen_msg *msgs;
 	gen_str stops[API_MAX_STOP];
+	int32_t *tokens; /* a prompt of token ids (/v1/completions) */
 	char **joined; /* content built from parts [n_joined] */
 	size_t n_joined;
 	char field[64]; /* the field at fault */
@@ -255,6 +258,29 @@ static int get_seed(api_in *in, json_object *o, const char *key)
 	return 0;
 }
 
+/* A prompt of token ids (OpenAI allows [int, ...]): each in [0, INT32_MAX];
+ * the scheduler checks them against the vocabulary and the context. */
+static int get_token_prompt(api_in *in, json_object *p)
+{
+	const size_t n = json_object_array_length(p);
+	if (n < 1 || n > API_MAX_TOKENS)
+		return bad(in, "prompt", "field 'prompt': 1..%d token ids", API_MAX_TOKENS);
+	if (!(in->tokens = malloc(n * sizeof(int32_t))))
+		return bad(in, "prompt", "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		json_object *t = json_object_array_get_idx(p, i);
+		errno = 0;
+		const int64_t v = json_object_get_int64(t);
+		if (json_object_get_type(t) != json_type_int || errno || v < 0 || v > INT32_MAX)
+			return bad(in, "prompt", "field 'prompt[%zu]': expected a token id in [0, %d]", i, INT32_MAX);
+		in->tokens[i] = (int32_t)v;
+	}
+	in->g.input = GEN_INPUT_TOKENS;
+	in->g.tokens = in->tokens;
+	in->g.n_tokens = n;
+	return 0;
+}
+
 /* OpenAI: /v1/chat/completions and /v1/completions. */
 static int parse_openai(api_in *in, http_req *r)
 {
@@ -281,10 +307,14 @@ static int parse_openai(api_in *in, http_req *r)
 	if (r->kind == HK_OAI_CHAT)
 		return get_messages(in, o);
 	json_object *p = field(o, "prompt");
-	if (p && json_object_get_type(p) == json_type_array && json_object_array_length(p) == 1)
+	if (p && json_object_get_type(p) == json_type_array && json_object_array_length(p) == 1 &&
+	    json_object_get_type(json_object_array_get_idx(p, 0)) == json_type_string)
 		p = json_object_array_get_idx(p, 0);
+	if (p && json_object_get_type(p) == json_type_array)
+		return get_token_prompt(in, p);
 	if (!p || json_object_get_type(p) != json_type_string)
-		return bad(in, "prompt", "field 'prompt': expected a string (or an array of one string)");
+		return bad(in, "prompt", "field 'prompt': expected a string, an array of one string or an "
+			   "array of token ids");
 	in->g.input = GEN_INPUT_PROMPT;
 	in->g.prompt = (gen_str){json_object_get_string(p), (size_t)json_object_get_string_len(p)};
 	return 0;
@@ -333,6 +363,7 @@ static void in_free(api_in *in)
 	for (size_t i = 0; i < in->n_joined; i++)
 		free(in->joined[i]);
 	free(in->joined);
+	free(in->tokens);
 	free(in->msgs);
 	json_object_put(in->root);
 }
@@ -403,9 +434,19 @@ static const char *finish_name(herd_finish f)
 	return f == HERD_FINISH_LENGTH ? "length" : "stop";
 }
 
+/* Generated text as a JSON string: valid UTF-8 (JSON text must be), so a
+ * byte token that does not decode becomes U+FFFD. */
 static void add_str(json_object *o, const char *k, const char *s, size_t n)
 {
-	json_object_object_add(o, k, json_object_new_string_len(s, (int)n));
+	char small[768], *buf = 3 * n <= sizeof(small) ? small : malloc(3 * n + 1);
+	if (!buf) {
+		json_object_object_add(o, k, json_object_new_string(""));
+		return;
+	}
+	const size_t len = text_utf8_sanitize(s, n, buf);
+	json_object_object_add(o, k, json_object_new_string_len(buf, (int)len));
+	if (buf != small)
+		free(buf);
 }
 
 /* The frame every OpenAI object shares: id, object, created, model. */

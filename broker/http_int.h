@@ -77,6 +77,7 @@ typedef struct http {
 	uint64_t n_requests, n_status[6]; /* by status class 1xx..5xx (index 1..5) */
 	uint64_t n_unauthorized, n_bad_json, n_too_large, n_streams;
 	double t_ui;                  /* last dashboard tick */
+	int resumed;                  /* a connection was resumed since the last MHD_run */
 } http;
 
 /* A route: method, exact path, handler kind. */
