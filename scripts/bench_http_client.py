@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """N concurrent streaming clients of herdd's OpenAI endpoint (POST
-/v1/completions with token-id prompts, greedy, stream with usage): each
-sends K requests one after the other (a closed loop, as `herd bench serve`
-does over the socket). Prints one JSON object: requests, generated tokens,
+/v1/completions with token-id prompts, greedy, stream with usage), one
+process each (as `herd bench serve` runs one agent process per stream over
+the socket): each sends K requests one after the other (a closed loop). Prints one JSON object: requests, generated tokens,
 wall time, aggregate gen_tok_s, TTFT / TPOT / latency p50/p95/p99 in ms
 (client side: TTFT = request sent to the first token's bytes, TPOT = the
 gaps between later tokens). Python's standard library only.
@@ -15,7 +15,7 @@ import http.client
 import json
 import random
 import sys
-import threading
+import multiprocessing
 import time
 import urllib.parse
 
@@ -36,7 +36,7 @@ def one_request(conn, model, ids, gen_len, out):
                        "stream": True, "stream_options": {"include_usage": True}})
     t0 = time.perf_counter()
     conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json",
-                                                    "X-Herd-Agent": threading.current_thread().name})
+                                                    "X-Herd-Agent": multiprocessing.current_process().name})
     resp = conn.getresponse()
     if resp.status != 200:
         out["errors"] += 1
@@ -71,8 +71,9 @@ def one_request(conn, model, ids, gen_len, out):
     out["latency"].append((t1 - t0) * 1e3)
 
 
-def client(url, model, args, seed, out, lock):
+def client(url, model, args, seed, q, go):
     u = urllib.parse.urlparse(url)
+    go.wait()  # every process is up: their start-up is not timed
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
     rng = random.Random(seed)
     mine = {"ok": 0, "errors": 0, "tokens": 0, "ttft": [], "tpot": [], "latency": []}
@@ -85,11 +86,7 @@ def client(url, model, args, seed, out, lock):
             mine["errors"] += 1
             conn.close()
             conn = http.client.HTTPConnection(u.hostname, u.port, timeout=600)
-    with lock:
-        for k in ("ok", "errors", "tokens"):
-            out[k] += mine[k]
-        for k in ("ttft", "tpot", "latency"):
-            out[k].extend(mine[k])
+    q.put(mine)
 
 
 def main():
@@ -103,16 +100,24 @@ def main():
     ap.add_argument("--n-vocab", type=int, default=2048)
     args = ap.parse_args()
     out = {"ok": 0, "errors": 0, "tokens": 0, "ttft": [], "tpot": [], "latency": []}
-    lock = threading.Lock()
-    threads = [threading.Thread(target=client, name=f"bench{i}",
-                                args=(args.url, args.model, args, 1000 + i, out, lock))
-               for i in range(args.streams)]
+    q, go = multiprocessing.Queue(), multiprocessing.Event()
+    procs = [multiprocessing.Process(target=client, name=f"bench{i}",
+                                     args=(args.url, args.model, args, 1000 + i, q, go))
+             for i in range(args.streams)]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    go.set()
+    for _ in procs:
+        mine = q.get()
+        for k in ("ok", "errors", "tokens"):
+            out[k] += mine[k]
+        for k in ("ttft", "tpot", "latency"):
+            out[k].extend(mine[k])
     wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
     json.dump({"streams": args.streams, "requests_per_stream": args.requests,
                "prompt_len": args.prompt_len, "gen_len": args.gen_len,
                "requests_ok": out["ok"], "errors": out["errors"], "tokens_gen": out["tokens"],
