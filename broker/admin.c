@@ -24,7 +24,8 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
+	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS +
+		      HTTP_STATUS_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
 	MODEL_KEYS = 40 + 19, /* + the cache manager's (res_model_cache) */
@@ -244,6 +245,7 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "prefix_pages_cached", pfx[3]);
 	proto_write_kv_uint(pk, "prefix_evictions", pfx[4]);
 	admin_status_pressure(l, pk);
+	http_status(l->http, pk);
 }
 
 /* The cache manager's view of a model (broker/models.h, docs/models.md). */

@@ -544,6 +544,17 @@ static void on_log(void *cls, const char *fmt, va_list ap)
 	blog_msg(h->l->log, BLOG_DEBUG, "http: %s", msg);
 }
 
+void http_status(http *h, proto_writer *pk)
+{
+	char url[96] = "";
+	if (h)
+		snprintf(url, sizeof(url), "http://%s:%d", h->host, h->port);
+	proto_write_kv_str(pk, "http_listen", url);
+	proto_write_kv_uint(pk, "http_requests", h ? h->n_requests : 0);
+	proto_write_kv_uint(pk, "http_streams", h ? h->n_streams : 0);
+	proto_write_kv_int(pk, "http_agents", h ? h->n_agents : 0);
+}
+
 /* ---- the server ------------------------------------------------------------- */
 
 int http_poll_fd(http *h)

@@ -99,6 +99,10 @@ int http_poll_fd(struct http *h);
 void http_run(struct http *h);
 void http_deliver(struct http *h, const sched_event *e);
 void http_destroy(struct http *h); /* accepts NULL */
+/* http.c: the HTTP fields of `status` (HTTP_STATUS_KEYS of them; h may be
+ * NULL: HTTP off). */
+enum { HTTP_STATUS_KEYS = 4 };
+void http_status(struct http *h, proto_writer *pk);
 
 /* session.c: one frame body from c (decoded there). Writes replies and
  * close requests into c (conn.h); the loop settles c afterwards. Returns

@@ -694,6 +694,9 @@ static void test_seed_endpoints_and_metrics(void **state)
 	assert_true(prom_get(&pr, "herd_http_requests_total{code=\"2xx\"}") > 0);
 	assert_true(prom_get(&pr, "herd_process_pss_bytes{}") > 0);
 	reply_free(&r);
+	/* herdctl status counts the HTTP side too */
+	assert_true(bh_admin_u("status", NULL, "http_requests") > 0);
+	assert_true(bh_admin_u("status", NULL, "http_agents") >= 1);
 }
 
 /* ---- per-agent limits and clients that go away --------------------------- */
