@@ -563,13 +563,38 @@ int http_poll_fd(http *h)
 	return di ? di->epoll_fd : -1;
 }
 
-/* Dashboard streams get a snapshot a second; idle agents are forgotten. */
+/* A suspended connection is not watched by MHD: 1 when its peer has
+ * closed it (a read would return 0). */
+static int peer_gone(http_req *r)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+	char c;
+	return ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* A client waiting for a whole (non-streamed) answer that went away: its
+ * request is cancelled now rather than when it would have ended. */
+static void drop_gone(http_req *r)
+{
+	if (r->stream || !r->submitted || r->finished || !r->suspended || !peer_gone(r))
+		return;
+	models_cancel_conn(r->h->l->models, r->conn_id);
+	r->agent->c.in_flight--;
+	r->finished = 1;
+	r->status = 499; /* nobody reads it: MHD closes the connection on the write */
+	r->ctype = "application/json";
+	req_wake(r);
+}
+
+/* Every 100 ms: dashboard streams get a snapshot a second, waiting clients
+ * that left are dropped, idle agents are forgotten. */
 static void ui_tick(http *h, double now)
 {
 	if (now - h->t_ui < 100)
 		return;
 	h->t_ui = now;
-	for (http_req *r = h->reqs; r; r = r->next)
+	for (http_req *r = h->reqs; r; r = r->next) {
+		drop_gone(r);
 		if (r->kind == HK_UI_EVENTS && r->route >= 0 && !r->early_status && now >= r->t_next_ui &&
 		    r->out_len == r->out_off) {
 			r->t_next_ui = now + HTTP_UI_PERIOD_MS;
@@ -577,6 +602,7 @@ static void ui_tick(http *h, double now)
 			r->n_ui++;
 			req_wake(r);
 		}
+	}
 	agents_reap(h, now);
 }
 

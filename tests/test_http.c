@@ -724,20 +724,29 @@ static int open_stream(const char *agent)
 	return fd;
 }
 
-static int64_t running_now(void)
+/* Sequences running or waiting now; *cancelled: requests cancelled so far. */
+static int64_t running_now_c(int64_t *cancelled)
 {
 	reply r = req("GET", "/api/v1/batch/metrics", AUTH, NULL);
-	json_object *b = parse(r.body);
-	int64_t n = jint(json_object_array_get_idx(jget(b, "models"), 0), "running") +
-		    jint(json_object_array_get_idx(jget(b, "models"), 0), "waiting");
+	json_object *b = parse(r.body), *m = json_object_array_get_idx(jget(b, "models"), 0);
+	int64_t n = jint(m, "running") + jint(m, "waiting");
+	if (cancelled)
+		*cancelled = jint(jget(m, "total"), "requests_cancelled");
 	json_object_put(b);
 	reply_free(&r);
 	return n;
 }
 
+static int64_t running_now(void)
+{
+	return running_now_c(NULL);
+}
+
 static void test_agent_limit_and_disconnect(void **state)
 {
 	(void)state;
+	int64_t cancelled0, cancelled1;
+	running_now_c(&cancelled0);
 	int a = open_stream("lim"), b2 = open_stream("lim");
 	/* agents.max_queued is 2: a third request of the same agent is refused... */
 	reply r = req("POST", "/v1/completions", AUTH "X-Herd-Agent: lim\r\n",
@@ -750,13 +759,22 @@ static void test_agent_limit_and_disconnect(void **state)
 		gen_body("{\"model\": \"M\", \"prompt\": \"x\", \"max_tokens\": 2}"));
 	assert_int_equal(r.status, 200);
 	reply_free(&r);
+	/* a long request whose whole answer is awaited, from a client that leaves */
+	int c = tcp_open();
+	const char *body = gen_body("{\"model\": \"M\", \"prompt\": \"Long\", \"max_tokens\": 100000, "
+				    "\"temperature\": 0.5}");
+	send_req(c, "POST", "/v1/completions", AUTH "X-Herd-Agent: waiter\r\n", body, strlen(body));
+	for (int i = 0; i < 200 && running_now() < 3; i++)
+		usleep(20000);
 	/* the clients go away: their requests are cancelled, the agent may ask again */
 	close(a);
 	close(b2);
+	close(c);
 	int64_t left = -1;
-	for (int i = 0; i < 400 && (left = running_now()) > 0; i++)
+	for (int i = 0; i < 400 && (left = running_now_c(&cancelled1)) > 0; i++)
 		usleep(50000);
 	assert_int_equal(left, 0);
+	assert_int_equal(cancelled1 - cancelled0, 3); /* none ran to its end */
 	r = req("POST", "/v1/completions", AUTH "X-Herd-Agent: lim\r\n",
 		gen_body("{\"model\": \"M\", \"prompt\": \"x\", \"max_tokens\": 2}"));
 	assert_int_equal(r.status, 200);
