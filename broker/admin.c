@@ -24,7 +24,8 @@
 
 /* Entries of each result map (the writer needs the count up front). */
 enum {
-	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
+	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS +
+		      HTTP_STATUS_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
 	MODEL_KEYS = 46 + 23, /* + the cache manager's (res_model_cache) */
@@ -244,6 +245,7 @@ static void res_status(loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "prefix_pages_cached", pfx[3]);
 	proto_write_kv_uint(pk, "prefix_evictions", pfx[4]);
 	admin_status_pressure(l, pk);
+	http_status(l->http, pk);
 }
 
 /* The cache manager's view of a model (broker/models.h, docs/models.md). */
@@ -684,6 +686,30 @@ static int run_cmd(loop *l, proto_writer *w, const char *cmd, const proto_admin 
 		return HERD_E_INVAL;
 	}
 	return 0;
+}
+
+int admin_query(loop *l, const char *cmd, proto_buf *b, proto_msg *out, char *err, size_t errlen)
+{
+	static const char *const ro[] = {"status", "models", "cache", "agents", "batch", "pressure"};
+	int ok = 0;
+	for (size_t i = 0; i < sizeof(ro) / sizeof(ro[0]); i++)
+		ok |= !strcmp(cmd, ro[i]);
+	proto_msg_init(out);
+	if (!ok)
+		return herd_errf(err, errlen, HERD_E_INVAL, "'%s' is not a read-only admin command", cmd);
+	proto_writer w;
+	size_t mark;
+	int stop = 0, rc = proto_admin_ok_begin(&w, b, cmd, &mark);
+	if (!rc)
+		rc = run_cmd(l, &w, cmd, NULL, &stop, err, errlen);
+	if (!rc)
+		rc = proto_writer_error(&w);
+	if (!rc)
+		rc = proto_frame_end(b, mark);
+	if (rc)
+		return rc;
+	return proto_decode(b->data + mark + PROTO_HDR_SIZE, b->len - mark - PROTO_HDR_SIZE, out, err,
+			    errlen);
 }
 
 int admin_frame(loop *l, conn *c, const proto_msg *m)

@@ -15,6 +15,7 @@
 #include "herd/error.h"
 #include "kernels/threadpool.h"
 #include "model/llama.h"
+#include "config_http.h"
 
 void cfg_init(cfg *c)
 {
@@ -52,6 +53,7 @@ void cfg_init(cfg *c)
 	c->pressure = (cfg_pressure){.enable = 1, .bpf = 1, .trigger_us = 150000,
 				     .window_us = 1000000, .escalate_ms = 1000,
 				     .recover_ms = 10000, .stall_ms_per_s = 100};
+	c->http.ui = 1;
 }
 
 static void model_free(cfg_model *m)
@@ -91,6 +93,7 @@ void cfg_fini(cfg *c)
 		free(c->agents.rules[i].name);
 	free(c->agents.rules);
 	prefix_groups_free(c);
+	cfg_http_fini(&c->http);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -831,6 +834,8 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 			rc = parse_respcache(c, v, err, errlen);
 		} else if (!strcmp(k, "pressure")) {
 			rc = parse_pressure(c, v, err, errlen);
+		} else if (!strcmp(k, "http")) {
+			rc = cfg_parse_http(&c->http, v, err, errlen);
 		} else if (!strcmp(k, "batch")) {
 			if ((rc = want_type(v, json_type_object, k, "an object", err, errlen)))
 				return rc;
@@ -853,7 +858,7 @@ static int apply_json(cfg *c, json_object *root, char *err, size_t errlen)
 					"admin_group, batch, max_batch_size, max_wait_time_ms, dynamic_batching, "
 					"priority_threshold, target_tpot_ms, max_decode_delay_ms, ctx_size, kv_cache_mb, prefill_chunk, max_tokens, "
 					"max_memory_mb, preload_confidence, preload, catalog_flush_ms, max_share_mb, max_shared_models, limits, agents, "
-					"prefix_cache, prefix_sharing, response_cache, pressure, kv_type, draft_tokens)",
+					"prefix_cache, prefix_sharing, response_cache, pressure, kv_type, draft_tokens, http)",
 					k);
 		if (rc)
 			return rc;
@@ -983,5 +988,5 @@ int cfg_finish(cfg *c, const cfg_env *env, char *err, size_t errlen)
 		return herd_errf(err, errlen, HERD_E_INVAL,
 				 "limits.send_queue_pause_bytes %u is above limits.send_queue_bytes %u",
 				 c->limits.send_queue_pause_bytes, c->limits.send_queue_bytes);
-	return 0;
+	return cfg_http_check(&c->http, err, errlen);
 }

@@ -63,6 +63,14 @@
  *       "recover_ms": 10000,      quiet time before recovering
  *       "stall_ms_per_s": 100     eBPF direct-reclaim stall rate that is pressure; 0 = off
  *     },
+ *     "http": {                   the HTTP face (broker/http.h); absent: no HTTP
+ *       "listen": "127.0.0.1:8077", HOST:PORT, HOST an IPv4/[IPv6] literal or localhost;
+ *                                 a non-loopback HOST needs tokens
+ *       "tokens": [ {"name": "ci", "token": "s3cret..."} ], bearer tokens (16..256
+ *                                 bytes); when given, every request but /healthz
+ *                                 and /readyz needs one; the name is the agent's
+ *       "ui": true                the dashboard at /ui
+ *     },
  *     "agents": {                 per-agent limits and the priority policy
  *       "max_queued": 256,        requests of one connection without their done/err
  *       "max_running": 0,         sequences of one agent in the batch; 0 = max_batch_size/4 (>= 1)
@@ -178,6 +186,30 @@ typedef struct cfg_pressure {
 	int recover_ms;          /* default 10000: quiet time before undoing "refuse" */
 	uint32_t stall_ms_per_s; /* default 100: eBPF direct-reclaim stall rate that is pressure; 0 off */
 } cfg_pressure;
+/* The "http" object (broker/http.h). */
+typedef struct cfg_http_token {
+	char *name;  /* owned; [A-Za-z0-9._+-]{1,63}: the agent name of its requests */
+	char *token; /* owned; 16..256 printable bytes, no spaces */
+} cfg_http_token;
+
+typedef struct cfg_http {
+	char *listen;           /* owned; NULL: HTTP off */
+	cfg_http_token *tokens; /* owned [n_tokens] */
+	int n_tokens;
+	int ui;                 /* default 1: serve /ui */
+} cfg_http;
+
+#define CFG_HTTP_TOKEN_MIN 16
+#define CFG_HTTP_TOKEN_MAX 256
+
+/* Splits "HOST:PORT" (HOST: an IPv4 literal, a bracketed IPv6 literal or
+ * "localhost"; PORT 0..65535, 0 = any free port) into a socket address.
+ * *loopback is set when HOST is a loopback address. Returns 0 or
+ * HERD_E_FORMAT with a message naming the value. */
+struct sockaddr_storage;
+int cfg_http_addr(const char *listen, struct sockaddr_storage *sa, unsigned *salen, int *loopback,
+		  char *err, size_t errlen);
+
 /* Running sequences at most under max_batch_size "auto" (the step sizing,
  * not this cap, then decides how many decode in each step). */
 #define CFG_BATCH_AUTO_MAX 128
@@ -222,6 +254,7 @@ typedef struct cfg {
 	int n_prefix_groups;
 	cfg_respcache response_cache;
 	cfg_pressure pressure;
+	cfg_http http;
 } cfg;
 
 void cfg_init(cfg *c);

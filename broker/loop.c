@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -233,6 +234,19 @@ static void arm_signal(loop *l)
 		return;
 	io_uring_prep_read(sqe, l->sig_fd, &l->siginfo, sizeof(l->siginfo), 0);
 	io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_SIGNAL));
+}
+
+static void arm_http(loop *l)
+{
+	const int fd = l->http ? http_poll_fd(l->http) : -1;
+	if (fd < 0 || l->http_armed)
+		return;
+	struct io_uring_sqe *sqe = get_sqe(l);
+	if (!sqe)
+		return;
+	io_uring_prep_poll_add(sqe, fd, POLLIN);
+	io_uring_sqe_set_data64(sqe, pack(NULL, LOOP_OP_HTTP));
+	l->http_armed = 1;
 }
 
 static void arm_timer(loop *l)
@@ -779,6 +793,11 @@ static void on_recv(loop *l, conn *c, int res)
 
 static void deliver(loop *l, sched_event *e)
 {
+	if (e->conn & HTTP_CONN_BIT) {
+		if (l->http)
+			http_deliver(l->http, e);
+		return;
+	}
 	conn *c = conn_by_id(l, e->conn);
 	if (!c || c->close_after_send)
 		return;
@@ -825,6 +844,8 @@ static void drain_events(loop *l)
 	for (sched_event *p = e; p; p = p->next)
 		deliver(l, p);
 	sched_event_free(e);
+	if (l->http)
+		http_run(l->http); /* sends what the events queued */
 	models_tick(l->models); /* loads finished or failed, drained models */
 }
 
@@ -944,6 +965,8 @@ static void housekeep(loop *l)
 	check_timeouts(l, now);
 	resume_throttled(l, now);
 	models_tick(l->models); /* loads waiting for memory */
+	if (l->http)
+		http_run(l->http); /* its timeouts, the dashboard's updates */
 	if (l->tick)
 		l->tick(l->tick_arg);
 }
@@ -1028,6 +1051,12 @@ static void dispatch(loop *l, struct io_uring_cqe *cqe)
 		housekeep(l);
 		arm_house(l);
 		break;
+	case LOOP_OP_HTTP:
+		l->http_armed = 0;
+		if (l->http)
+			http_run(l->http);
+		arm_http(l);
+		break;
 	default:
 		break;
 	}
@@ -1039,6 +1068,7 @@ int loop_run(loop *l)
 	arm_wake(l);
 	arm_signal(l);
 	arm_house(l);
+	arm_http(l);
 	blog_msg(l->log, BLOG_INFO, "serving %d model(s) on %s", models_count(l->models),
 		 l->cfg->socket_path);
 	int rc = 0;
@@ -1105,6 +1135,7 @@ void loop_destroy(loop *l)
 	for (int i = 0; i < l->n_slots; i++)
 		if (l->slots[i])
 			close_conn(l, l->slots[i]);
+	http_destroy(l->http); /* cancels its requests while the models still exist */
 	if (l->ring_ok)
 		io_uring_queue_exit(&l->ring);
 	while (l->zombies) {

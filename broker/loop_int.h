@@ -27,6 +27,7 @@ enum {
 	LOOP_OP_TIMER = 6,
 	LOOP_OP_IGNORE = 7, /* cancel requests and the like */
 	LOOP_OP_HOUSE = 8,  /* housekeeping tick: timeouts, accept back-off */
+	LOOP_OP_HTTP = 9,   /* the HTTP server's epoll fd is readable (broker/http.c) */
 };
 
 /* A log line that peers can trigger at any rate: at most one a second,
@@ -85,13 +86,36 @@ struct loop {
 	struct __kernel_timespec house_ts;
 	loop_ratelog rl_accept, rl_refused, rl_timeout, rl_throttle;
 	budget_tab budgets;   /* per-uid frame budgets (broker/budget.h) */
+	struct http *http;    /* the HTTP face, or NULL (broker/http.h) */
+	int http_armed;       /* a poll on its epoll fd is pending */
 };
+
+/* http.c, on the loop thread: the fd the loop polls for the HTTP server
+ * (-1: none); run it (after its fd polled readable, at every housekeeping
+ * tick and after events were delivered); hand it a scheduler event whose
+ * conn has HTTP_CONN_BIT; stop it. */
+#define HTTP_CONN_BIT (1ull << 63)
+int http_poll_fd(struct http *h);
+void http_run(struct http *h);
+void http_deliver(struct http *h, const sched_event *e);
+void http_destroy(struct http *h); /* accepts NULL */
+/* http.c: the HTTP fields of `status` (HTTP_STATUS_KEYS of them; h may be
+ * NULL: HTTP off). */
+enum { HTTP_STATUS_KEYS = 4 };
+void http_status(struct http *h, proto_writer *pk);
 
 /* session.c: one frame body from c (decoded there). Writes replies and
  * close requests into c (conn.h); the loop settles c afterwards. Returns
  * SESSION_SHUTDOWN when an admin asked the broker to stop, else 0. */
 enum { SESSION_SHUTDOWN = 1 };
 int session_frame(loop *l, conn *c, const uint8_t *body, size_t len);
+/* session.c: the checks, clamps and submission of one gen request of
+ * agent c, whose events go to conn_id (c->id for a socket agent; an HTTP
+ * request's own id, broker/http.c). 0, or an error code with a message
+ * naming the problem in why (nothing was submitted). */
+int session_submit(loop *l, conn *c, uint64_t conn_id, const gen_request *g, char *why, size_t n);
+/* session.c: gives c its agent id and priority allowance when it has none. */
+void session_agent(loop *l, conn *c);
 /* session.c: c is being closed (its agent leaves the cache manager's
  * list of connected agents). */
 void session_closed(loop *l, conn *c);
@@ -103,6 +127,12 @@ int admin_frame(loop *l, conn *c, const proto_msg *m);
 enum { ADMIN_STATUS_PRESSURE_KEYS = 11 };
 void admin_res_pressure(loop *l, proto_writer *pk);
 void admin_status_pressure(loop *l, proto_writer *pk);
+/* admin.c: the result of the read-only admin command cmd (status, models,
+ * cache, agents, batch, pressure) exactly as herdctl gets it, decoded into
+ * *out (an admin_ok whose strings point into b, which the caller
+ * initialised and frees after proto_msg_free(out)). 0 or an error with a
+ * message in err. */
+int admin_query(loop *l, const char *cmd, proto_buf *b, proto_msg *out, char *err, size_t errlen);
 /* admin.c: 1 when c's peer may use admin commands. */
 int admin_allowed(const loop *l, const conn *c);
 

@@ -164,9 +164,9 @@ static size_t prompt_bytes(const gen_request *g)
 	return n;
 }
 
-/* The per-agent limits, checked at the door before any work: 0, or an err
- * HERD_E_LIMIT naming the limit was queued (and counted on s). */
-static int check_limits(loop *l, conn *c, sched *s, const gen_request *g)
+/* The per-agent limits, checked at the door before any work: 0, or
+ * HERD_E_LIMIT with a message naming the limit in why (counted on s). */
+static int check_limits(loop *l, conn *c, sched *s, const gen_request *g, char *why, size_t n)
 {
 	const cfg_agents *a = &l->cfg->agents;
 	const size_t pb = prompt_bytes(g);
@@ -176,36 +176,34 @@ static int check_limits(loop *l, conn *c, sched *s, const gen_request *g)
 			longest = g->params.stop[i].len;
 	if (c->in_flight >= a->max_queued) {
 		sched_note(s, SCHED_NOTE_QUEUED);
-		conn_queue_err(c, 1, g->id, HERD_E_LIMIT,
-			       "limit agents.max_queued: %d requests of this agent are already queued or running",
-			       a->max_queued);
+		snprintf(why, n, "limit agents.max_queued: %d requests of this agent are already queued or running",
+			 a->max_queued);
 	} else if (pb > a->max_prompt_bytes) {
 		sched_note(s, SCHED_NOTE_PROMPT);
-		conn_queue_err(c, 1, g->id, HERD_E_LIMIT,
-			       "limit agents.max_prompt_bytes: the prompt has %zu bytes, at most %u are allowed",
-			       pb, (unsigned)a->max_prompt_bytes);
+		snprintf(why, n, "limit agents.max_prompt_bytes: the prompt has %zu bytes, at most %u are allowed",
+			 pb, (unsigned)a->max_prompt_bytes);
 	} else if (g->params.n_stop > (size_t)a->max_stop || longest > (size_t)a->max_stop_bytes) {
 		sched_note(s, SCHED_NOTE_STOP);
-		conn_queue_err(c, 1, g->id, HERD_E_LIMIT,
-			       "limit agents.max_stop / agents.max_stop_bytes: %zu stop strings (at most %d), "
-			       "the longest %zu bytes (at most %d)",
-			       g->params.n_stop, a->max_stop, longest, a->max_stop_bytes);
+		snprintf(why, n,
+			 "limit agents.max_stop / agents.max_stop_bytes: %zu stop strings (at most %d), "
+			 "the longest %zu bytes (at most %d)",
+			 g->params.n_stop, a->max_stop, longest, a->max_stop_bytes);
 	} else {
 		return 0;
 	}
-	return -1;
+	return HERD_E_LIMIT;
 }
 
-/* The pressure module's "refuse" action (broker/pressure.h): 1 when it
- * is in force and an err -EAGAIN naming the PSI values was queued. */
-static int refused_for_pressure(loop *l, conn *c, int has_id, uint64_t id, const char *what)
+/* The pressure module's "refuse" action (broker/pressure.h): -EAGAIN with
+ * the PSI values in why when it is in force, else 0. */
+static int refused_for_pressure(loop *l, const char *what, char *why, size_t n)
 {
-	char why[256];
-	if (!pressure_refusing(l->pressure, why, sizeof(why)))
+	char psi[256];
+	if (!pressure_refusing(l->pressure, psi, sizeof(psi)))
 		return 0;
 	pressure_note_refused(l->pressure);
-	conn_queue_err(c, has_id, id, -EAGAIN, "%s%s", what, why);
-	return 1;
+	snprintf(why, n, "%s%s", what, psi);
+	return -EAGAIN;
 }
 
 /* The request as the scheduler gets it: max_tokens, priority and deadline
@@ -249,39 +247,54 @@ static models_entry *find_usable(loop *l, conn *c, proto_str name, int has_id, u
 	return NULL;
 }
 
+void session_agent(loop *l, conn *c)
+{
+	ensure_agent(l, c);
+}
+
+/* A generation request from a socket agent or an HTTP client (conn c is the
+ * agent; conn_id where its answers go): 0, or an error with why filled. */
+int session_submit(loop *l, conn *c, uint64_t conn_id, const gen_request *g, char *why, size_t n)
+{
+	ensure_agent(l, c);
+	if (l->stopping)
+		return herd_errf(why, n, HERD_E_CANCELLED, "the broker is shutting down");
+	models_entry *e = models_find(l->models, g->model.ptr ? g->model.ptr : "", g->model.len);
+	if (!e)
+		return herd_errf(why, n, HERD_E_MISSING, "unknown model '%.*s'", HERD_QUOTE_LEN(g->model.len),
+				 g->model.ptr ? g->model.ptr : "");
+	char key[CATALOG_NAME_MAX];
+	agent_key(c, key, sizeof(key));
+	if (!models_may_use(e, key, (uint32_t)c->uid))
+		return herd_errf(why, n, -EACCES,
+				 "model %s was shared by agent %s with other agents only (this is agent '%s', "
+				 "uid %u)", e->name, e->share_owner, key, (unsigned)c->uid);
+	int rc = models_usable(e, 0, why, n); /* image trust: models.h */
+	if (rc)
+		return rc;
+	sched *s = models_sched(e); /* NULL while not resident: notes are not counted */
+	if ((rc = check_limits(l, c, s, g, why, n)) || (rc = refused_for_pressure(l, "", why, n)))
+		return rc;
+	sched_origin from = {.conn = conn_id, .agent = c->agent, .domain = c->domain};
+	gen_request cg;
+	clamp_request(l, c, s, g, &cg, &from);
+	if ((rc = models_submit(l->models, e, key, &from, &cg, why, n)))
+		return rc;
+	c->n_requests++;
+	c->in_flight++;
+	l->total_requests++;
+	return 0;
+}
+}
+
 /* The decoded request goes to the model's scheduler (it makes its own
  * copy) once the per-agent limits passed, with the policy's clamps. */
 static void on_gen(loop *l, conn *c, const gen_request *g)
 {
-	ensure_agent(l, c);
-	if (l->stopping) {
-		conn_queue_err(c, 1, g->id, HERD_E_CANCELLED, "the broker is shutting down");
-		return;
-	}
-	models_entry *e = find_usable(l, c, g->model, 1, g->id, "");
-	if (!e)
-		return;
 	char why[320];
-	int rc = models_usable(e, 0, why, sizeof(why)); /* image trust: models.h */
-	if (rc) {
+	int rc = session_submit(l, c, c->id, g, why, sizeof(why));
+	if (rc)
 		conn_queue_err(c, 1, g->id, rc, "%s", why);
-		return;
-	}
-	sched *s = models_sched(e); /* NULL while not resident: notes are not counted */
-	if (check_limits(l, c, s, g) || refused_for_pressure(l, c, 1, g->id, ""))
-		return;
-	sched_origin from = {.conn = c->id, .agent = c->agent, .domain = c->domain};
-	gen_request cg;
-	clamp_request(l, c, s, g, &cg, &from);
-	char key[CATALOG_NAME_MAX];
-	rc = models_submit(l->models, e, agent_key(c, key, sizeof(key)), &from, &cg, why, sizeof(why));
-	if (rc) {
-		conn_queue_err(c, 1, g->id, rc, "%s", why);
-		return;
-	}
-	c->n_requests++;
-	c->in_flight++;
-	l->total_requests++;
 }
 
 static void on_attach(loop *l, conn *c, const proto_attach *a)
@@ -296,8 +309,10 @@ static void on_attach(loop *l, conn *c, const proto_attach *a)
 		conn_queue_err(c, 0, 0, rc, "attach: %s", why);
 		return;
 	}
-	if (refused_for_pressure(l, c, 0, 0, "attach: "))
+	if ((rc = refused_for_pressure(l, "attach: ", why, sizeof(why)))) {
+		conn_queue_err(c, 0, 0, rc, "%s", why);
 		return;
+	}
 	pressure_register_pid(l->pressure, c->pid); /* eBPF fault counters */
 	proto_image im = {.model = proto_s(e->name), .segment = proto_s(e->info.name),
 			  .size = e->info.image_size, .digest = proto_s(e->info.digest_hex)};
@@ -334,12 +349,12 @@ static void on_share(loop *l, conn *c, const proto_share *sh)
 			      .owner_uid = (uint32_t)c->uid, .targets = t, .target_lens = tl,
 			      .n_targets = sh->n_targets};
 	uint64_t size = 0;
-	int rc = refused_for_pressure(l, c, 0, 0, "share: ") ? -EAGAIN
-		 : models_share(l->models, &r, &size, why, sizeof(why));
+	int rc = refused_for_pressure(l, "share: ", why, sizeof(why));
+	if (!rc)
+		rc = models_share(l->models, &r, &size, why, sizeof(why));
 	if (rc) {
 		close(fd);
-		if (rc != -EAGAIN)
-			conn_queue_err(c, 0, 0, rc, "%s", why);
+		conn_queue_err(c, 0, 0, rc, "%s", why);
 		return;
 	}
 	proto_shared ok = {.model = sh->name, .size = size};

@@ -14,6 +14,51 @@ size_t text_utf8_incomplete(const char *text, size_t len)
 	return 0;
 }
 
+/* Length of the well-formed character at s[0..n), or 0. */
+static size_t utf8_char(const unsigned char *s, size_t n)
+{
+	const unsigned char c = s[0];
+	if (c < 0x80)
+		return 1;
+	size_t need = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+	if (!need || need > n)
+		return 0;
+	unsigned char lo = 0x80, hi = 0xBF; /* range of the second byte */
+	if (c == 0xE0)
+		lo = 0xA0;
+	else if (c == 0xED)
+		hi = 0x9F;
+	else if (c == 0xF0)
+		lo = 0x90;
+	else if (c == 0xF4)
+		hi = 0x8F;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t k = 2; k < need; k++)
+		if ((s[k] & 0xC0) != 0x80)
+			return 0;
+	return need;
+}
+
+size_t text_utf8_sanitize(const char *in, size_t n, char *out)
+{
+	const unsigned char *s = (const unsigned char *)in;
+	size_t o = 0;
+	for (size_t i = 0; i < n;) {
+		const size_t k = utf8_char(s + i, n - i);
+		if (k) {
+			memcpy(out + o, s + i, k);
+			o += k;
+			i += k;
+		} else {
+			memcpy(out + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			i++;
+		}
+	}
+	return o;
+}
+
 size_t text_holdback(const char *text, size_t len, const char *const *stop, size_t n_stop)
 {
 	size_t h = 0;

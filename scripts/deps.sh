@@ -10,11 +10,16 @@ pkgs=(build-essential cmake pkg-config liburing-dev libbpf-dev libmsgpack-dev
       gnuplot-nox # herd bench --report: the figures (PNG and SVG)
       python3-msgpack # the Python client (python/herd)
       libsystemd-dev # herdd: socket activation (sd_listen_fds), sd_notify
-      libmicrohttpd12) # a Depends of the .deb (the HTTP server), installed for its test
+      libmicrohttpd-dev libjs-chart.js # herdd's HTTP face and its dashboard's charts
+      chromium curl) # the dashboard's test: headless Chromium, curl for its load
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node and npm for the HTTP tests (the openai and ollama npm clients):
+# Debian's, unless a node with its own npm is installed already
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing: ${missing[*]}" >&2
 SUDO=""

@@ -50,12 +50,36 @@ static void test_find_stop(void **state)
 	assert_int_equal(text_find_stop(t, n, 0, NULL, 0), -1);
 }
 
+/* Well-formed characters pass; every other byte becomes U+FFFD. */
+static void test_utf8_sanitize(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+		{"plain", "plain"},
+		{"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\xa6\x99", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\xa6\x99"},
+		{"a\x84" "b", "a\xef\xbf\xbd" "b"},                      /* a lone continuation byte */
+		{"\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd"},             /* overlong */
+		{"\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* a surrogate */
+		{"\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"}, /* past U+10FFFF */
+		{"x\xe2\x82", "x\xef\xbf\xbd\xef\xbf\xbd"},           /* cut short */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char out[64];
+		size_t n = text_utf8_sanitize(cases[i].in, strlen(cases[i].in), out);
+		out[n] = 0;
+		assert_string_equal(out, cases[i].out);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_holdback),
 		cmocka_unit_test(test_find_stop),
+		cmocka_unit_test(test_utf8_sanitize),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,8 +6,8 @@
 
 #include "admin_client.h"
 
-/* The broker's admin result as JSON (main.c). */
-json_object *value_to_json(const proto_value *v);
+/* The broker's admin result as JSON: */
+#include "broker/json_value.h" /* value_to_json */
 
 /* Samples agents, models and cache every second and prints per agent
  * requests and tokens/s, per model state, bytes and queues, and the cache

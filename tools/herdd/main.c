@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "broker/config.h"
+#include "broker/http.h"
 #include "broker/log.h"
 #include "broker/loop.h"
 #include "broker/models.h"
@@ -587,6 +588,8 @@ static int start(herdd *d)
 		return -1;
 	}
 	d->listen_fd = -1; /* the loop owns it */
+	if ((rc = http_start(d->lp, d->err, sizeof(d->err))))
+		return fail_msg(d->err);
 	return 0;
 }
 
