@@ -1,5 +1,7 @@
-/* herd logits: the logits at every prompt position, in the fixtures' format:
- * OUT = float32 LE [n_tokens][n_vocab], OUT.tokens = int32 LE ids. */
+/* herd logits: the logits at every position, in the fixtures' format.
+ *   -p TEXT:               OUT = float32 LE [n_tokens][n_vocab], OUT.tokens = int32 LE ids;
+ *   --tokens FILE --len L: FILE = int32 [n][L] streams, OUT = float32 LE [n][L][n_vocab]
+ *                          (each stream evaluated from an empty context). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,61 +9,99 @@
 
 #include "cli.h"
 #include "herd/error.h"
+#include "model/quality.h"
 
-static int write_all(const char *path, const void *data, size_t size)
+#define LOGITS_USAGE \
+	"usage: herd logits -m MODEL (-p TEXT | --tokens FILE [--len L]) -o OUT [-t THREADS]\n"
+
+typedef struct logits_opts {
+	const char *model, *prompt, *tokens, *out;
+	long threads, len;
+} logits_opts;
+
+static int logits_args(int argc, char **argv, logits_opts *o)
 {
-	FILE *f = fopen(path, "wb");
-	if (!f) {
-		fprintf(stderr, "herd logits: cannot create '%s': %s\n", path, strerror(errno));
-		return -1;
+	*o = (logits_opts){.len = 128};
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+		if (!next) {
+			fprintf(stderr, "herd logits: unknown or incomplete option '%s'\n", a);
+			return 2;
+		}
+		i++;
+		if (!strcmp(a, "-m"))
+			o->model = next;
+		else if (!strcmp(a, "-p"))
+			o->prompt = next;
+		else if (!strcmp(a, "--tokens"))
+			o->tokens = next;
+		else if (!strcmp(a, "-o"))
+			o->out = next;
+		else if (!strcmp(a, "--len")) {
+			if (cli_int(a, next, 2, QUALITY_MAX_LEN, &o->len))
+				return 2;
+		} else if (!strcmp(a, "-t")) {
+			if (cli_int(a, next, 0, 4096, &o->threads))
+				return 2;
+		} else {
+			fprintf(stderr, "herd logits: unknown option '%s'\n", a);
+			return 2;
+		}
 	}
-	int bad = fwrite(data, 1, size, f) != size;
-	bad |= fclose(f) != 0;
-	if (bad) {
-		fprintf(stderr, "herd logits: cannot write '%s': %s\n", path, strerror(errno));
-		remove(path);
-		return -1;
+	if (!o->model || !o->out || !o->prompt == !o->tokens) {
+		fprintf(stderr, "herd logits: need -m, -o and exactly one of -p, --tokens\n");
+		return 2;
 	}
 	return 0;
 }
 
-int cmd_logits(int argc, char **argv)
+/* --tokens: every stream's logits, written as they are computed. */
+static int logits_streams(const logits_opts *o, llama_model *m, llama_ctx *c)
 {
-	const char *model = NULL, *prompt = NULL, *out = NULL;
-	long threads = 0;
-	for (int i = 1; i < argc; i++) {
-		const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(a, "-m") && next)
-			model = argv[++i];
-		else if (!strcmp(a, "-p") && next)
-			prompt = argv[++i];
-		else if (!strcmp(a, "-o") && next)
-			out = argv[++i];
-		else if (!strcmp(a, "-t")) {
-			if (cli_int(a, next, 0, 4096, &threads))
-				return 2;
-			i++;
-		} else {
-			fprintf(stderr, "herd logits: unknown or incomplete option '%s'\n"
-					"usage: herd logits -m MODEL -p TEXT -o OUT [-t THREADS]\n", a);
-			return 2;
-		}
-	}
-	if (!model || !prompt || !out) {
-		fprintf(stderr, "usage: herd logits -m MODEL -p TEXT -o OUT [-t THREADS]\n");
-		return 2;
-	}
-	llama_model *m;
-	llama_ctx *c;
-	if (cli_load(model, (int)threads, 0, &m, &c))
+	char err[512];
+	int32_t *t = NULL;
+	int n = 0;
+	if (o->len > llama_ctx_n_ctx(c)) {
+		fprintf(stderr, "herd logits: --len %ld exceeds the model's context of %d\n", o->len,
+			llama_ctx_n_ctx(c));
 		return 1;
+	}
+	if (quality_read_streams(o->tokens, (int)o->len, m->hp.n_vocab, &t, &n, err, sizeof(err))) {
+		fprintf(stderr, "herd logits: %s\n", err);
+		return 1;
+	}
+	const size_t per = (size_t)m->hp.n_vocab * (size_t)o->len;
+	float *lg = malloc(sizeof(float) * per);
+	FILE *f = lg ? fopen(o->out, "wb") : NULL;
+	int rc = !f;
+	for (int s = 0; s < n && !rc; s++) {
+		int e = cli_stream_logits(c, t + (size_t)s * o->len, (int)o->len, lg);
+		if (e)
+			fprintf(stderr, "herd logits: evaluation failed: %s\n", herd_strerror(e));
+		rc = e || fwrite(lg, sizeof(float), per, f) != per;
+	}
+	if (f && fclose(f))
+		rc = 1;
+	if (rc) {
+		fprintf(stderr, "herd logits: cannot write '%s': %s\n", o->out, strerror(errno));
+		if (f)
+			remove(o->out);
+	} else
+		fprintf(stderr, "herd logits: %d streams x %ld tokens x %d logits written to %s\n", n,
+			o->len, m->hp.n_vocab, o->out);
+	free(lg);
+	free(t);
+	return rc;
+}
+
+/* -p: the prompt's logits and its token ids. */
+static int logits_prompt(const logits_opts *o, llama_model *m, llama_ctx *c)
+{
 	int32_t *ids = NULL;
 	float *logits = NULL;
 	int n = 0, rc = 1;
-	llama_seq seq;
-	llama_seq_init(&seq);
 	char *tpath = NULL;
-	int err = cli_tokenize(m->vocab, prompt, 1, &ids, &n);
+	int err = cli_tokenize(m->vocab, o->prompt, 1, &ids, &n);
 	if (err || n > llama_ctx_n_ctx(c)) {
 		fprintf(stderr, "herd logits: cannot tokenize the prompt or it exceeds the context: %s\n",
 			herd_strerror(err ? err : HERD_E_NOSPACE));
@@ -69,24 +109,38 @@ int cmd_logits(int argc, char **argv)
 	}
 	const size_t V = (size_t)m->hp.n_vocab;
 	logits = malloc(sizeof(float) * V * n);
-	tpath = malloc(strlen(out) + 8);
+	tpath = malloc(strlen(o->out) + 8);
 	if (!logits || !tpath)
 		goto out;
-	err = llama_eval(c, &seq, ids, n, 1, logits);
-	if (err) {
+	if ((err = cli_stream_logits(c, ids, n, logits))) {
 		fprintf(stderr, "herd logits: evaluation failed: %s\n", herd_strerror(err));
 		goto out;
 	}
-	sprintf(tpath, "%s.tokens", out);
-	if (write_all(out, logits, sizeof(float) * V * n) || write_all(tpath, ids, sizeof(int32_t) * n))
+	sprintf(tpath, "%s.tokens", o->out);
+	if (cli_write_file(o->out, logits, sizeof(float) * V * n) ||
+	    cli_write_file(tpath, ids, sizeof(int32_t) * n))
 		goto out;
-	fprintf(stderr, "herd logits: %d tokens x %zu logits written to %s\n", n, V, out);
+	fprintf(stderr, "herd logits: %d tokens x %zu logits written to %s\n", n, V, o->out);
 	rc = 0;
 out:
 	free(tpath);
 	free(logits);
 	free(ids);
-	llama_seq_reset(c, &seq);
+	return rc;
+}
+
+int cmd_logits(int argc, char **argv)
+{
+	logits_opts o;
+	if (logits_args(argc, argv, &o)) {
+		fprintf(stderr, LOGITS_USAGE);
+		return 2;
+	}
+	llama_model *m;
+	llama_ctx *c;
+	if (cli_load(o.model, (int)o.threads, 0, &m, &c))
+		return 1;
+	const int rc = o.tokens ? logits_streams(&o, m, c) : logits_prompt(&o, m, c);
 	llama_ctx_destroy(c);
 	llama_model_destroy(m);
 	return rc;
