@@ -14,7 +14,7 @@
 static inline int cli_run(const char *dir, const char *cmd, char *out, size_t cap, char *err,
 			  size_t ecap)
 {
-	char full[4096], of[256], ef[256];
+	char full[8192], of[256], ef[256];
 	snprintf(of, sizeof(of), "%s/out", dir);
 	snprintf(ef, sizeof(ef), "%s/err", dir);
 	snprintf(full, sizeof(full), "%s >'%s' 2>'%s'", cmd, of, ef);
