@@ -127,7 +127,7 @@ static int check_types(llama_model *m, char *err, size_t errlen)
 	int rc = 0;
 	for (int i = 0; i < n && !rc; i++) {
 		const llama_weight *w = ws[i];
-		if (kern_type_info(w->type)->is_quantized && w->type >= KERN_TYPE_Q8_K && !kern_type_is_r16(w->type))
+		if (w->type == KERN_TYPE_Q8_K)
 			rc = herd_errf(err, errlen, HERD_E_UNSUPPORTED, "tensor '%s' has type %s, which is not a weight type",
 				       w->name, kern_type_name(w->type));
 		else if (w->type == KERN_TYPE_Q8_1)

@@ -3,6 +3,7 @@
 #include "model/quantize.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,8 +51,11 @@ static double bpw(kern_type t)
 	return 8.0 * (double)tt->type_size / tt->blck_size;
 }
 
-/* The type tensor rows of ne0 get when wanted does not fit (quantize.h). */
-static kern_type fit_type(const kern_ops *ops, kern_type wanted, int64_t ne0)
+/* The type tensor rows of ne0 get when wanted does not fit (quantize.h):
+ * llama.cpp's fallback when it has one, else the smallest type whose
+ * block divides the row and whose whole bits per weight are at least
+ * wanted's (herd's own HQ types included unless standard_only), else F16. */
+static kern_type fit_type(const kern_ops *ops, kern_type wanted, int64_t ne0, int standard_only)
 {
 	if (ne0 % kern_type_info(wanted)->blck_size == 0)
 		return wanted;
@@ -60,9 +64,10 @@ static kern_type fit_type(const kern_ops *ops, kern_type wanted, int64_t ne0)
 		return ll;
 	int best = KERN_TYPE_F16;
 	for (int t = 0; t < KERN_TYPE_COUNT; t++) {
-		if (!quant_is_weight_type(ops, t) || ne0 % kern_type_info(t)->blck_size)
+		if (!quant_is_weight_type(ops, t) || ne0 % kern_type_info(t)->blck_size ||
+		    (standard_only && t >= KERN_TYPE_HERD_FIRST))
 			continue;
-		if (bpw((kern_type)t) >= bpw(wanted) && bpw((kern_type)t) < bpw((kern_type)best))
+		if (floor(bpw((kern_type)t)) >= floor(bpw(wanted)) && bpw((kern_type)t) < bpw((kern_type)best))
 			best = t;
 	}
 	return (kern_type)best;
@@ -193,7 +198,7 @@ static kern_type plan_type(const kern_ops *ops, const quant_opts *o, const quant
 	if (ov >= 0)
 		w = (kern_type)ov;
 	*wanted = w;
-	return ftype_is_quantizable(name, t->n_dims) ? fit_type(ops, w, t->ne[0]) : w;
+	return ftype_is_quantizable(name, t->n_dims) ? fit_type(ops, w, t->ne[0], o->standard_only) : w;
 }
 
 /* Statistics for the conversion: read and/or computed, then saved. */
@@ -307,6 +312,26 @@ static int quant_tensors(gguf_writer *w, const gguf_ctx *g, const llama_model *m
 	return rc;
 }
 
+/* A file holding herd's own types says so: herd.own_types lists them. */
+static int mark_own_types(gguf_writer *w, const quant_job *jobs, int n, char *err, size_t errlen)
+{
+	char list[512] = "";
+	size_t len = 0;
+	for (int t = KERN_TYPE_HERD_FIRST; t < KERN_TYPE_COUNT; t++) {
+		int used = 0;
+		for (int i = 0; i < n && !used; i++)
+			used = jobs[i].dst == (kern_type)t;
+		if (used && len < sizeof(list))
+			len += (size_t)snprintf(list + len, sizeof(list) - len, "%s%s", len ? "," : "",
+						kern_type_name(t));
+	}
+	if (!len)
+		return 0;
+	const int rc = gguf_writer_set_str(w, QUANT_OWN_TYPES_KEY, list);
+	return rc ? herd_errf(err, errlen, rc, "writing %s: %s", QUANT_OWN_TYPES_KEY, herd_strerror(rc))
+		  : 0;
+}
+
 int quant_model(const char *in, const char *out, const quant_opts *o, char *err, size_t errlen)
 {
 	kern_ops ops;
@@ -332,7 +357,8 @@ int quant_model(const char *in, const char *out, const quant_opts *o, char *err,
 		goto out;
 	}
 	if (!(rc = quant_keys(w, g, &q, err, errlen)) &&
-	    !(rc = quant_tensors(w, g, m, o, &q, &c, jobs, &ops, pool, err, errlen)))
+	    !(rc = quant_tensors(w, g, m, o, &q, &c, jobs, &ops, pool, err, errlen)) &&
+	    !(rc = mark_own_types(w, jobs, (int)gguf_n_tensors(g), err, errlen)))
 		rc = gguf_writer_write(w, out, err, errlen);
 out:
 	kern_pool_destroy(pool);

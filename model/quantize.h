@@ -13,8 +13,11 @@
  * block does not divide falls back, per tensor and reported: first as
  * llama.cpp falls back (ftype_fallback), and where that gives nothing but
  * F16 (or for a pure Q4_0/Q8_0 llama.cpp would refuse), to the smallest
- * weight type with at least the wanted bits per weight whose block divides
- * the row, F16 at worst.
+ * weight type whose block divides the row and whose whole bits per weight
+ * (floor) are at least the wanted type's, F16 at worst. herd's own types
+ * (KERN_TYPE_HQ*, blocks of 32 and 43) are candidates unless
+ * standard_only; a file that holds any lists them under QUANT_OWN_TYPES_KEY
+ * (llama.cpp cannot load it).
  *
  * Rounding: with no calibration data every block is quantized by the
  * type's reference quantizer (round to nearest), so Q4_0 and Q8_0 files
@@ -49,6 +52,8 @@ extern "C" {
 #define QUANT_GPTQ_MAX_K 1024   /* largest row length given a full Hessian */
 #define QUANT_NAME_MAX 64       /* ggml's tensor-name limit, NUL included */
 #define QUANT_MAX_OVERRIDES 32
+/* Key of a file holding herd's own types: their names, comma-separated. */
+#define QUANT_OWN_TYPES_KEY "herd.own_types"
 
 /* Calibration statistics of one matrix's input (K columns). */
 typedef struct quant_stat {
@@ -110,6 +115,7 @@ typedef struct quant_opts {
 	const char *overrides[QUANT_MAX_OVERRIDES]; /* "SUBSTRING=TYPE" */
 	int n_overrides;
 	int n_threads;                    /* <= 0: every CPU */
+	int standard_only;                /* never herd's own types (KERN_TYPE_HQ*) */
 	quant_note_fn note;               /* per tensor, may be NULL */
 	quant_progress_fn progress;       /* per tensor written, may be NULL */
 	void *user;

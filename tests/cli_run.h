@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-/* Runs cmd through sh in scratch directory dir; captures stdout and stderr
+/* Runs cmd (a whole sh command line, lists too) in scratch directory dir; captures stdout and stderr
  * (each up to cap bytes, NUL-terminated; a NULL buffer skips it) and
  * returns the exit status (-1 when killed by a signal). */
 static inline int cli_run(const char *dir, const char *cmd, char *out, size_t cap, char *err,
@@ -17,7 +17,7 @@ static inline int cli_run(const char *dir, const char *cmd, char *out, size_t ca
 	char full[8192], of[256], ef[256];
 	snprintf(of, sizeof(of), "%s/out", dir);
 	snprintf(ef, sizeof(ef), "%s/err", dir);
-	snprintf(full, sizeof(full), "%s >'%s' 2>'%s'", cmd, of, ef);
+	snprintf(full, sizeof(full), "( %s ) >'%s' 2>'%s'", cmd, of, ef);
 	int st = system(full);
 	const char *files[2] = {of, ef};
 	char *bufs[2] = {out, err};

@@ -17,6 +17,8 @@
 #include <cmocka.h>
 
 #include "cli_run.h"
+#include "kernels/kernels.h"
+#include <math.h>
 
 #ifndef HERD_FIXTURES
 #define HERD_FIXTURES "../shared/fixtures"
@@ -94,7 +96,8 @@ static void test_real_identity_and_fallback(void **state)
 		{"BF16", "31d7074eadf90d02975a78d20b7c99df2c5c1224ed5410cb1a938f7b0b22d02c"},
 	};
 	for (size_t i = 0; i < sizeof(ref) / sizeof(ref[0]); i++) {
-		assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/r.gguf' -t %s && "
+		assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/r.gguf' -t %s "
+				    "--standard-only && "
 				    "sha256sum '%s/r.gguf'", bin, fx, dir, ref[i].type, dir), 0);
 		assert_memory_equal(out, ref[i].sha, 64);
 	}
@@ -182,6 +185,59 @@ static void test_refusals(void **state)
 	assert_non_null(strstr(err, "outside the model's vocabulary of 512"));
 }
 
+/* herd's own HQb_B types: codes within half a step, dots = dequantized dots. */
+static void test_hq_kernels(void **state)
+{
+	(void)state;
+	kern_ops ops;
+	kern_ops_init(&ops, kern_isa_detect());
+	for (int t = KERN_TYPE_HERD_FIRST; t < KERN_TYPE_COUNT; t++) {
+		const kern_type_traits *tt = kern_type_info(t);
+		assert_non_null(tt);
+		assert_non_null(ops.from_float[t]);
+		const int B = tt->blck_size, n = 3 * B, b = tt->name[2] - '0';
+		assert_int_equal(tt->type_size, 2 + ((size_t)B * b + 7) / 8);
+		float x[3 * KERN_HQ_MAX_BLOCK], y[3 * KERN_HQ_MAX_BLOCK], a[3 * KERN_HQ_MAX_BLOCK];
+		uint8_t q[3 * 64];
+		for (int i = 0; i < n; i++) {
+			x[i] = sinf(0.37f * (float)i * (float)(t - 130)) * (i % 7 == 0 ? 3.0f : 1.0f);
+			a[i] = cosf(0.11f * (float)i);
+		}
+		ops.from_float[t](x, q, n);
+		ops.to_float[t](q, y, n);
+		double dot = 0;
+		for (int blk = 0; blk < 3; blk++) {
+			float amax = 0;
+			for (int i = blk * B; i < (blk + 1) * B; i++)
+				amax = fmaxf(amax, fabsf(x[i]));
+			const float step = amax / (float)(1 << (b - 1));
+			for (int i = blk * B; i < (blk + 1) * B; i++) {
+				assert_true(fabsf(x[i] - y[i]) <= step * 1.01f + 1e-6f); /* a clamped +amax: one step */
+				dot += (double)y[i] * a[i];
+			}
+		}
+		float s;
+		ops.vec_dot[t](n, &s, q, a);
+		assert_true(fabs(s - dot) < 1e-4 * (1 + fabs(dot)));
+	}
+}
+
+/* Own types are marked and warned about; --standard-only keeps them out. */
+static void test_own_types(void **state)
+{
+	(void)state;
+	if (!have("real/stories260K-F32.gguf"))
+		skip();
+	assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/o.gguf' -t Q8_0 && "
+			    "grep -c herd.own_types '%s/o.gguf'", bin, fx, dir, dir), 0);
+	assert_non_null(strstr(err, "-> HQ8_43"));
+	assert_non_null(strstr(err, "llama.cpp cannot load"));
+	assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/s.gguf' -t Q8_0 "
+			    "--standard-only && ! grep -q herd.own_types '%s/s.gguf'", bin, fx, dir, dir), 0);
+	assert_non_null(strstr(err, "-> F16"));
+	assert_null(strstr(err, "cannot load"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -189,6 +245,8 @@ int main(void)
 		cmocka_unit_test(test_real_identity_and_fallback),
 		cmocka_unit_test(test_calib),
 		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_hq_kernels),
+		cmocka_unit_test(test_own_types),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

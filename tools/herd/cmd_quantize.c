@@ -12,7 +12,7 @@
 #include "model/quantize.h"
 
 typedef struct qcli {
-	int tty, verbose, n_fallback, n_tensors;
+	int tty, verbose, n_fallback, n_tensors, n_own;
 } qcli;
 
 static void q_usage(FILE *f)
@@ -28,6 +28,7 @@ static void q_usage(FILE *f)
 		"                        write the computed one there\n"
 		"  --tensor-type S=TYPE  tensors whose name contains S get TYPE (repeatable)\n"
 		"  --threads N           threads (default: every CPU)\n"
+		"  --standard-only       only GGUF types llama.cpp loads (no herd HQ* fallbacks)\n"
 		"  -v                    report every tensor, not only fallbacks\n");
 }
 
@@ -37,6 +38,7 @@ static void q_note(void *user, const quant_note *n)
 	q->n_tensors++;
 	const int fell = n->got != n->wanted;
 	q->n_fallback += fell;
+	q->n_own += n->got >= KERN_TYPE_HERD_FIRST;
 	if (!fell && !q->verbose)
 		return;
 	fprintf(stderr, "%s%-28s [%5lld x %6lld] %-5s -> %-5s (%s)", q->tty ? "\r\033[K" : "", n->name,
@@ -65,8 +67,8 @@ static int q_args(int argc, char **argv, quant_opts *o, const char **in, const c
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 		long n;
-		if (!strcmp(a, "-v")) {
-			q->verbose = 1;
+		if (!strcmp(a, "-v") || !strcmp(a, "--standard-only")) {
+			*(a[1] == 'v' ? &q->verbose : &o->standard_only) = 1;
 			continue;
 		}
 		if (a[0] != '-') {
@@ -137,6 +139,9 @@ int cmd_quantize(int argc, char **argv)
 		fprintf(stderr, "%sherd quantize: %s\n", q.tty ? "\r\033[K" : "", err);
 		return rc == HERD_E_UNSUPPORTED || rc == HERD_E_INVAL ? 2 : 1;
 	}
+	if (q.n_own)
+		fprintf(stderr, "herd quantize: warning: %d tensors use herd's own types (HQ*): llama.cpp "
+				"cannot load %s (use --standard-only for a file it loads)\n", q.n_own, out);
 	struct stat si, so;
 	if (!stat(in, &si) && !stat(out, &so))
 		fprintf(stderr, "herd quantize: %s (%lld bytes) -> %s (%lld bytes, %s), %d tensors, %d "
