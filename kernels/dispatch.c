@@ -54,6 +54,26 @@ static const kern_type_traits type_traits[KERN_TYPE_COUNT] = {
 	 * super-block than Q4_K's (kernels/gemm.h). */
 	[KERN_TYPE_Q4_K_R16] = {.name = "Q4_K_R16", .blck_size = KERN_QK_K, .type_size = KERN_Q4_K_R16_ROW_BYTES,
 		.is_quantized = 1, .vec_dot_type = KERN_TYPE_Q4_K_R16},
+	[KERN_TYPE_HQ4_32] = {.name = "HQ4_32", .blck_size = 32, .type_size = KERN_HQ_BLOCK_BYTES(4, 32),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ5_32] = {.name = "HQ5_32", .blck_size = 32, .type_size = KERN_HQ_BLOCK_BYTES(5, 32),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ6_32] = {.name = "HQ6_32", .blck_size = 32, .type_size = KERN_HQ_BLOCK_BYTES(6, 32),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ7_32] = {.name = "HQ7_32", .blck_size = 32, .type_size = KERN_HQ_BLOCK_BYTES(7, 32),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ8_32] = {.name = "HQ8_32", .blck_size = 32, .type_size = KERN_HQ_BLOCK_BYTES(8, 32),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ4_43] = {.name = "HQ4_43", .blck_size = 43, .type_size = KERN_HQ_BLOCK_BYTES(4, 43),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ5_43] = {.name = "HQ5_43", .blck_size = 43, .type_size = KERN_HQ_BLOCK_BYTES(5, 43),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ6_43] = {.name = "HQ6_43", .blck_size = 43, .type_size = KERN_HQ_BLOCK_BYTES(6, 43),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ7_43] = {.name = "HQ7_43", .blck_size = 43, .type_size = KERN_HQ_BLOCK_BYTES(7, 43),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
+	[KERN_TYPE_HQ8_43] = {.name = "HQ8_43", .blck_size = 43, .type_size = KERN_HQ_BLOCK_BYTES(8, 43),
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
 };
 
 const kern_type_traits *kern_type_info(int t)
@@ -86,4 +106,5 @@ void kern_ops_init(kern_ops *ops, kern_isa isa)
 	kern_ops_init_iquant(ops, isa);
 	kern_ops_init_gemm(ops, isa);
 	kern_ops_init_attn(ops, isa);
+	kern_ops_init_herd(ops, isa);
 }

@@ -54,8 +54,28 @@ typedef enum kern_type {
 	KERN_TYPE_Q4_0_R16 = 128,
 	KERN_TYPE_Q8_0_R16 = 129,
 	KERN_TYPE_Q4_K_R16 = 130,
-	KERN_TYPE_COUNT = 131
+	/* herd's own weight types (kernels/quant_herd.c), from 133 up: HQb_B =
+	 * b-bit codes in blocks of B with a half scale, f32 activations. For
+	 * rows no GGUF block divides (172 = 4 * 43) and bit widths between
+	 * ggml's; llama.cpp cannot load them (herd quantize warns and marks the
+	 * file; --standard-only keeps them out). */
+	KERN_TYPE_HQ4_32 = 133,
+	KERN_TYPE_HQ5_32 = 134,
+	KERN_TYPE_HQ6_32 = 135,
+	KERN_TYPE_HQ7_32 = 136,
+	KERN_TYPE_HQ8_32 = 137,
+	KERN_TYPE_HQ4_43 = 138,
+	KERN_TYPE_HQ5_43 = 139,
+	KERN_TYPE_HQ6_43 = 140,
+	KERN_TYPE_HQ7_43 = 141,
+	KERN_TYPE_HQ8_43 = 142,
+	KERN_TYPE_COUNT = 143
 } kern_type;
+
+#define KERN_TYPE_HERD_FIRST 133 /* ids from here up are herd's own */
+/* Bytes of one HQb_B block: the half scale and B b-bit codes. */
+#define KERN_HQ_BLOCK_BYTES(b, B) (2 + ((size_t)(B) * (b) + 7) / 8)
+#define KERN_HQ_MAX_BLOCK 43
 
 /* y[0..n) = dequantized x. n is a multiple of the type's block size. */
 typedef void (*kern_to_float_fn)(const void *restrict x, float *restrict y, int64_t n);
@@ -131,6 +151,7 @@ void kern_ops_init_kquant(kern_ops *ops, kern_isa isa); /* Q2_K Q3_K Q4_K Q5_K Q
 void kern_ops_init_iquant(kern_ops *ops, kern_isa isa); /* IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS IQ1_S IQ1_M */
 void kern_ops_init_gemm(kern_ops *ops, kern_isa isa);   /* Q4_0_R16 Q8_0_R16 Q4_K_R16 */
 void kern_ops_init_attn(kern_ops *ops, kern_isa isa);   /* f16 KV-cache helpers */
+void kern_ops_init_herd(kern_ops *ops, kern_isa isa);   /* herd's own HQ* types */
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 
 #include "herd/error.h"
 #include "kernels/gemm.h"
+#include "model/ftype.h"
 
 #define CONVERT_NAME_MAX 256 /* bytes of a tensor name, NUL included */
 
@@ -40,28 +41,6 @@ kern_type convert_layout_type(int repack, kern_type plain, int64_t rows, int mat
 	if (!repack || !matmul_only || r16 < 0 || rows % KERN_R != 0)
 		return plain;
 	return (kern_type)r16;
-}
-
-/* llama.cpp's general.file_type for a file made of one weight type (the
- * "_S" variant for k-quants), or -1. */
-static int file_type_of(kern_type t)
-{
-	switch (t) {
-	case KERN_TYPE_F32: return 0;
-	case KERN_TYPE_F16: return 1;
-	case KERN_TYPE_Q4_0: return 2;
-	case KERN_TYPE_Q4_1: return 3;
-	case KERN_TYPE_Q8_0: return 7;
-	case KERN_TYPE_Q5_0: return 8;
-	case KERN_TYPE_Q5_1: return 9;
-	case KERN_TYPE_Q2_K: return 10;
-	case KERN_TYPE_Q3_K: return 11;
-	case KERN_TYPE_Q4_K: return 14;
-	case KERN_TYPE_Q5_K: return 16;
-	case KERN_TYPE_Q6_K: return 18;
-	case KERN_TYPE_BF16: return 32;
-	default: return -1;
-	}
 }
 
 /* One tensor to convert, handed to the writer's fill callback. */
@@ -125,8 +104,8 @@ static int copy_keys(gguf_writer *w, const gguf_ctx *src, const convert_opts *o,
 					 herd_strerror(rc));
 	if ((rc = gguf_writer_set_u32(w, "general.alignment", o->alignment)))
 		return herd_errf(msg, msglen, rc, "setting general.alignment: %s", herd_strerror(rc));
-	if (o->requantize && file_type_of(o->target) >= 0 &&
-	    (rc = gguf_writer_set_u32(w, "general.file_type", (uint32_t)file_type_of(o->target))))
+	if (o->requantize && ftype_for_type(o->target) >= 0 &&
+	    (rc = gguf_writer_set_u32(w, "general.file_type", (uint32_t)ftype_for_type(o->target))))
 		return herd_errf(msg, msglen, rc, "setting general.file_type: %s", herd_strerror(rc));
 	return 0;
 }

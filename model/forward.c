@@ -35,6 +35,8 @@ struct llama_ctx {
 	float *out_rows;     /* [OUT_CHUNK][E] gathered rows for the output matmul */
 	int32_t *tok_pos;    /* [max_t] position of each step token */
 	int32_t *tok_seq;    /* [max_t] index of its batch entry */
+	llama_observe_fn observe; /* llama_ctx_set_observer */
+	void *observe_user;
 };
 
 static size_t max_sz(size_t a, size_t b)
@@ -143,6 +145,12 @@ void llama_ctx_destroy(llama_ctx *c)
 }
 
 const llama_model *llama_ctx_model(const llama_ctx *c) { return c->m; }
+
+void llama_ctx_set_observer(llama_ctx *c, llama_observe_fn fn, void *user)
+{
+	c->observe = fn;
+	c->observe_user = user;
+}
 int llama_ctx_n_ctx(const llama_ctx *c) { return c->n_ctx; }
 int llama_ctx_n_threads(const llama_ctx *c) { return kern_pool_size(c->pool); }
 int llama_ctx_max_step_tokens(const llama_ctx *c) { return c->max_t; }
@@ -432,6 +440,8 @@ static void run_matmuls(llama_ctx *c, const float *x, int64_t K, int T, const ll
 			float *const *ys, int64_t const *ldys, int n)
 {
 	int done[KERN_MATMUL_MAX] = {0};
+	for (int i = 0; c->observe && i < n; i++)
+		c->observe(c->observe_user, ws[i], x, K, T);
 	for (int i = 0; i < n; i++) {
 		if (done[i])
 			continue;

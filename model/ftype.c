@@ -164,29 +164,80 @@ static kern_type mix_type(ftype_plan *p, const char *name, const int64_t *ne, ke
 			t = KERN_TYPE_Q5_K;
 	}
 
-	const kern_type_traits *tt = kern_type_info(t);
-	if (ne[0] % tt->blck_size != 0) {
-		switch (t) {
-		case KERN_TYPE_Q2_K:
-		case KERN_TYPE_Q3_K: t = KERN_TYPE_Q4_0; break; /* llama.cpp: IQ4_NL */
-		case KERN_TYPE_Q4_K: t = KERN_TYPE_Q5_0; break;
-		case KERN_TYPE_Q5_K: t = KERN_TYPE_Q5_1; break;
-		case KERN_TYPE_Q6_K: t = KERN_TYPE_Q8_0; break;
-		default: break;
-		}
-		if (ne[0] % kern_type_info(t)->blck_size != 0)
-			t = KERN_TYPE_F16;
+	return t;
+}
+
+/* llama.cpp's IQ4_NL when this build has it (a data-driven lookup: the
+ * type plugs in with its kernels), else Q4_0 (the same 4.5 bits). */
+static kern_type iq4_nl_or_q4_0(void)
+{
+	for (int t = 0; t < KERN_TYPE_COUNT; t++) {
+		const kern_type_traits *tt = kern_type_info(t);
+		if (tt && !strcmp(tt->name, "IQ4_NL"))
+			return (kern_type)t;
 	}
+	return KERN_TYPE_Q4_0;
+}
+
+kern_type ftype_fallback(kern_type t, int64_t ne0)
+{
+	const kern_type_traits *tt = kern_type_info(t);
+	if (!tt || ne0 % tt->blck_size == 0)
+		return t;
+	switch (t) {
+	case KERN_TYPE_Q2_K:
+	case KERN_TYPE_Q3_K: t = iq4_nl_or_q4_0(); break;
+	case KERN_TYPE_Q4_K: t = KERN_TYPE_Q5_0; break;
+	case KERN_TYPE_Q5_K: t = KERN_TYPE_Q5_1; break;
+	case KERN_TYPE_Q6_K: t = KERN_TYPE_Q8_0; break;
+	default: break;
+	}
+	if (ne0 % kern_type_info(t)->blck_size != 0)
+		t = KERN_TYPE_F16;
+	return t;
+}
+
+int ftype_is_quantizable(const char *name, uint32_t n_dims)
+{
+	return ends_with(name, "weight") && n_dims >= 2 && !strstr(name, "_norm.weight");
+}
+
+kern_type ftype_rule_type(ftype_plan *p, const char *name, uint32_t n_dims, const int64_t *ne,
+			  kern_type src)
+{
+	if (!ftype_is_quantizable(name, n_dims))
+		return src;
+	kern_type t = ftype_base_type(p->ftype);
+	if (ftype_is_quantized(p->ftype))
+		t = mix_type(p, name, ne, t);
 	return t;
 }
 
 kern_type ftype_tensor_type(ftype_plan *p, const char *name, uint32_t n_dims, const int64_t *ne,
 			    kern_type src)
 {
-	if (!ends_with(name, "weight") || n_dims < 2 || strstr(name, "_norm.weight"))
-		return src;
-	kern_type t = ftype_base_type(p->ftype);
-	if (ftype_is_quantized(p->ftype))
-		t = mix_type(p, name, ne, t);
-	return t;
+	const kern_type t = ftype_rule_type(p, name, n_dims, ne, src);
+	return ftype_is_quantizable(name, n_dims) ? ftype_fallback(t, ne[0]) : t;
+}
+
+/* llama.cpp's general.file_type for a file made of one weight type (the
+ * "_S" variant for k-quants), or -1. */
+int ftype_for_type(kern_type t)
+{
+	switch (t) {
+	case KERN_TYPE_F32: return 0;
+	case KERN_TYPE_F16: return 1;
+	case KERN_TYPE_Q4_0: return 2;
+	case KERN_TYPE_Q4_1: return 3;
+	case KERN_TYPE_Q8_0: return 7;
+	case KERN_TYPE_Q5_0: return 8;
+	case KERN_TYPE_Q5_1: return 9;
+	case KERN_TYPE_Q2_K: return 10;
+	case KERN_TYPE_Q3_K: return 11;
+	case KERN_TYPE_Q4_K: return 14;
+	case KERN_TYPE_Q5_K: return 16;
+	case KERN_TYPE_Q6_K: return 18;
+	case KERN_TYPE_BF16: return 32;
+	default: return -1;
+	}
 }

@@ -87,6 +87,22 @@ void ftype_plan_init(ftype_plan *p, ftype_id ftype, int n_layer, int n_head, int
 kern_type ftype_tensor_type(ftype_plan *p, const char *name, uint32_t n_dims, const int64_t *ne,
 			    kern_type src);
 
+/* llama.cpp's general.file_type for a file made of one weight type (the
+ * "_S" variant for k-quants), or -1 for a type without one. */
+int ftype_for_type(kern_type t);
+
+/* The two halves of ftype_tensor_type: the mix's rule (the type the
+ * tensor would get if its row fit every block), and llama.cpp's fallback
+ * for a row length ne0 that type's block does not divide (Q2_K/Q3_K ->
+ * IQ4_NL when herd has it, else Q4_0; Q4_K -> Q5_0; Q5_K -> Q5_1; Q6_K ->
+ * Q8_0; F16 when even that does not divide; a type that fits is kept). */
+kern_type ftype_rule_type(ftype_plan *p, const char *name, uint32_t n_dims, const int64_t *ne,
+			  kern_type src);
+kern_type ftype_fallback(kern_type t, int64_t ne0);
+/* 1 for a tensor llama-quantize converts: 2-D or more, name ending in
+ * "weight", not a norm ("_norm.weight"). */
+int ftype_is_quantizable(const char *name, uint32_t n_dims);
+
 #ifdef __cplusplus
 }
 #endif

@@ -127,6 +127,13 @@ typedef struct llama_seq {
 int llama_ctx_create(llama_ctx **out, const llama_model *m, const llama_ctx_opts *o);
 void llama_ctx_destroy(llama_ctx *c); /* accepts NULL */
 const llama_model *llama_ctx_model(const llama_ctx *c);
+/* Calibration hook: fn (NULL: none) is called before every matrix product
+ * of a step with the matrix w and its input x, T rows of K floats
+ * (row-major), from the thread calling llama_decode. Set it before the
+ * ctx is used; it must not call into the ctx. */
+typedef void (*llama_observe_fn)(void *user, const llama_weight *w, const float *x, int64_t K,
+				 int T);
+void llama_ctx_set_observer(llama_ctx *c, llama_observe_fn fn, void *user);
 int llama_ctx_n_ctx(const llama_ctx *c);
 int llama_ctx_n_threads(const llama_ctx *c);
 int llama_ctx_max_step_tokens(const llama_ctx *c);

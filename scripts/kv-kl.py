@@ -48,7 +48,8 @@ def kl(ref_lp, ours_lp):
 def herd_logits(herd, model, chunk, kv, tmp):
     tp, out = os.path.join(tmp, "chunk.tokens"), os.path.join(tmp, "out.logits")
     chunk.astype("<i4").tofile(tp)
-    subprocess.run([herd, "logits", "-m", model, "--tokens", tp, "-o", out, "--kv-type", kv],
+    subprocess.run([herd, "logits", "-m", model, "--tokens", tp, "--len", str(len(chunk)), "-o", out,
+                    "--kv-type", kv],
                    check=True, stderr=subprocess.DEVNULL)
     return np.fromfile(out, dtype="<f4").reshape(len(chunk), -1)
 

@@ -16,6 +16,8 @@
 
 #include <cmocka.h>
 
+#include "cli_run.h"
+
 #ifndef HERD_FIXTURES
 #define HERD_FIXTURES "../shared/fixtures"
 #endif
@@ -23,34 +25,14 @@
 static char dir[128];
 static const char *bin;
 
-/* Runs cmd through sh; captures stdout and stderr (each up to cap bytes)
- * and returns the exit status. */
 static int run(const char *cmd, char *out, size_t cap, char *err, size_t ecap)
 {
-	char full[4096], of[256], ef[256];
-	snprintf(of, sizeof(of), "%s/out", dir);
-	snprintf(ef, sizeof(ef), "%s/err", dir);
-	snprintf(full, sizeof(full), "%s >'%s' 2>'%s'", cmd, of, ef);
-	int st = system(full);
-	const char *files[2] = {of, ef};
-	char *bufs[2] = {out, err};
-	size_t caps[2] = {cap, ecap};
-	for (int i = 0; i < 2; i++) {
-		if (!bufs[i])
-			continue;
-		FILE *f = fopen(files[i], "rb");
-		size_t n = f ? fread(bufs[i], 1, caps[i] - 1, f) : 0;
-		bufs[i][n] = '\0';
-		if (f)
-			fclose(f);
-	}
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return cli_run(dir, cmd, out, cap, err, ecap);
 }
 
 static long file_size(const char *path)
 {
-	struct stat st;
-	return stat(path, &st) == 0 ? (long)st.st_size : -1;
+	return cli_file_size(path);
 }
 
 static int setup(void **state)

@@ -134,3 +134,16 @@ int cli_tokenize(const tok_vocab *v, const char *text, int add_bos, int32_t **id
 	return 0;
 }
 
+
+int cli_write_file(const char *path, const void *data, size_t size)
+{
+	FILE *f = fopen(path, "wb");
+	int bad = !f || fwrite(data, 1, size, f) != size;
+	if (f)
+		bad |= fclose(f) != 0;
+	if (bad) {
+		fprintf(stderr, "herd: cannot write '%s': %s\n", path, strerror(errno));
+		remove(path);
+	}
+	return bad;
+}

@@ -2,6 +2,7 @@
 #ifndef HERD_TOOLS_CLI_H
 #define HERD_TOOLS_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model/llama.h"
@@ -14,6 +15,9 @@ int cmd_bench(int argc, char **argv);
 int cmd_bench_serve(int argc, char **argv); /* `herd bench serve` */
 int cmd_demo(int argc, char **argv);
 int cmd_abuse(int argc, char **argv); /* tools/herd/cmd_abuse.c */
+int cmd_eval(int argc, char **argv);   /* tools/herd/cmd_eval.c */
+int cmd_sample(int argc, char **argv); /* tools/herd/cmd_sample.c */
+int cmd_quantize(int argc, char **argv); /* tools/herd/cmd_quantize.c */
 /* Hidden: one agent process of `herd demo` and the tests (tools/herd/agent.c). */
 int cmd_agent(int argc, char **argv);
 
@@ -43,6 +47,12 @@ int cli_kv_type(const char *opt, const char *s, int *out);
 /* Tokenizes text into a malloc'd array (*n ids); BOS first when add_bos. */
 int cli_tokenize(const tok_vocab *v, const char *text, int add_bos, int32_t **ids, int *n);
 
-/* Monotonic seconds. */
+/* Writes size bytes to path (created or truncated); prints the error and
+ * removes the file on failure. Returns 0 or 1. */
+int cli_write_file(const char *path, const void *data, size_t size);
+
+/* Logits [len][n_vocab] of one token stream evaluated from an empty
+ * sequence of c (tools/herd/cmd_eval.c). Returns 0 or llama_eval's error. */
+int cli_stream_logits(llama_ctx *c, const int32_t *toks, int len, float *logits);
 
 #endif

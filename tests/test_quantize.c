@@ -1,0 +1,252 @@
+/* herd quantize: byte-identity with llama-quantize (every type of the mini
+ * fixtures, made by llama-quantize from mini-F32.gguf; llama-quantize's
+ * Q4_K_M / Q6_K / BF16 of the real model, by their sha256), per-tensor
+ * fallbacks on the real model's 172-wide rows instead of a refusal, the
+ * calibrated path (importance matrix written in llama.cpp's format, read
+ * back, and a lower KL on held-out streams than round-to-nearest), and
+ * clear refusals of bad input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cli_run.h"
+#include "kernels/kernels.h"
+#include <math.h>
+
+#ifndef HERD_FIXTURES
+#define HERD_FIXTURES "../shared/fixtures"
+#endif
+
+static char dir[128];
+static const char *bin, *fx;
+static char out[16384], err[16384];
+
+static int sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return cli_run(dir, cmd, out, sizeof(out), err, sizeof(err));
+}
+
+static int have(const char *rel)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "%s/%s", fx, rel);
+	return access(p, R_OK) == 0;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	bin = getenv("HERD_BIN");
+	if (!bin || !*bin)
+		bin = HERD_BIN;
+	fx = getenv("HERD_FIXTURES");
+	if (!fx || !*fx)
+		fx = HERD_FIXTURES;
+	snprintf(dir, sizeof(dir), "/tmp/herd-test-quantize-XXXXXX");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_fixture_identity(void **state)
+{
+	(void)state;
+	if (!have("mini-F32.gguf"))
+		skip();
+	static const char *const types[] = {"Q4_0", "Q8_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K",
+					    "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "BF16"};
+	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+		const int rc = sh("'%s' quantize '%s/mini-F32.gguf' '%s/m.gguf' -t %s && "
+				  "cmp '%s/m.gguf' '%s/mini-%s.gguf'",
+				  bin, fx, dir, types[i], dir, fx, types[i]);
+		if (rc)
+			fprintf(stderr, "type %s: %s%s\n", types[i], out, err);
+		assert_int_equal(rc, 0);
+	}
+}
+
+static void test_real_identity_and_fallback(void **state)
+{
+	(void)state;
+	if (!have("real/stories260K-F32.gguf"))
+		skip();
+	static const struct {
+		const char *type, *sha;
+	} ref[] = {
+		{"Q4_K_M", "e6c7fd6f3ab3bdadfd459287cf54c2ce6eb18766b97152513c1e0eadb0fc8d58"},
+		{"Q6_K", "1209628048bd2bbd851486976efef2b3d5be96d9318350ddcdec3e8a2de1ce28"},
+		{"BF16", "31d7074eadf90d02975a78d20b7c99df2c5c1224ed5410cb1a938f7b0b22d02c"},
+	};
+	for (size_t i = 0; i < sizeof(ref) / sizeof(ref[0]); i++) {
+		assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/r.gguf' -t %s "
+				    "--standard-only && "
+				    "sha256sum '%s/r.gguf'", bin, fx, dir, ref[i].type, dir), 0);
+		assert_memory_equal(out, ref[i].sha, 64);
+	}
+	/* llama-quantize refuses Q8_0 here (172 is not a multiple of 32): herd falls back */
+	assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/r8.gguf' -t Q8_0",
+			    bin, fx, dir), 0);
+	assert_non_null(strstr(err, "blk.4.ffn_down.weight"));
+	assert_non_null(strstr(err, "does not divide the row of 172"));
+	assert_non_null(strstr(err, "5 fell back"));
+	assert_int_equal(sh("'%s' sample '%s/real/stories260K-F32.gguf' --seed 11 -n 4 --len 64 "
+			    "-o '%s/h.tokens' && '%s' eval '%s/r8.gguf' --ref "
+			    "'%s/real/stories260K-F32.gguf' --tokens '%s/h.tokens' --len 64 --json",
+			    bin, fx, dir, bin, dir, fx, dir), 0);
+	assert_non_null(strstr(out, "\"kl_mean\":0.0"));
+}
+
+static double json_num(const char *s, const char *key)
+{
+	char k[64];
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	const char *p = strstr(s, k);
+	assert_non_null(p);
+	return strtod(p + strlen(k), NULL);
+}
+
+static double eval_kl(const char *model)
+{
+	assert_int_equal(sh("'%s' eval '%s' --ref '%s/real/stories260K-F32.gguf' --tokens "
+			    "'%s/h.tokens' --len 64 --json", bin, model, fx, dir), 0);
+	return json_num(out, "kl_mean");
+}
+
+static void test_calib(void **state)
+{
+	(void)state;
+	if (!have("real/stories260K-F32.gguf") || !have("real/calib.tokens"))
+		skip();
+	const char *m = "real/stories260K-F32.gguf";
+	assert_int_equal(sh("'%s' sample '%s/%s' --seed 12 -n 8 --len 64 -o '%s/h.tokens'", bin, fx,
+			    m, dir), 0);
+	assert_int_equal(sh("'%s' quantize '%s/%s' '%s/rtn.gguf' -t Q5_1 && "
+			    "'%s' quantize '%s/%s' '%s/cal.gguf' -t Q5_1 --calib '%s/real/calib.tokens' "
+			    "--imatrix '%s/im.dat' -v", bin, fx, m, dir, bin, fx, m, dir, fx, dir), 0);
+	assert_non_null(strstr(err, "(gptq)"));
+	/* 36 matrices: 7 per layer and output.weight */
+	assert_int_equal(sh("od -An -t d4 -N 4 '%s/im.dat'", dir), 0);
+	assert_int_equal(atoi(out), 36);
+	char a[256], b[256];
+	snprintf(a, sizeof(a), "%s/rtn.gguf", dir);
+	snprintf(b, sizeof(b), "%s/cal.gguf", dir);
+	const double kl_rtn = eval_kl(a), kl_cal = eval_kl(b);
+	assert_true(kl_cal < kl_rtn);
+	/* the written matrix read back (no --calib): importance-weighted rounding */
+	assert_int_equal(sh("'%s' quantize '%s/%s' '%s/im.gguf' -t Q5_1 --imatrix '%s/im.dat' -v", bin,
+			    fx, m, dir, dir), 0);
+	assert_non_null(strstr(err, "(imatrix)"));
+	snprintf(a, sizeof(a), "%s/im.gguf", dir);
+	assert_int_not_equal(sh("cmp -s '%s' '%s/rtn.gguf'", a, dir), 0);
+	assert_true(eval_kl(a) < kl_rtn * 1.1); /* a small gain on this model, at best */
+	/* a truncated matrix is refused */
+	assert_int_equal(sh("head -c 100 '%s/im.dat' > '%s/bad.dat' && '%s' quantize '%s/%s' "
+			    "'%s/x.gguf' -t Q5_1 --imatrix '%s/bad.dat'", dir, dir, bin, fx, m, dir, dir), 1);
+	assert_non_null(strstr(err, "imatrix"));
+}
+
+static void test_refusals(void **state)
+{
+	(void)state;
+	if (!have("mini-F32.gguf"))
+		skip();
+	assert_int_equal(sh("'%s' quantize '%s/mini-F32.gguf' '%s/x.gguf' -t Q9_9", bin, fx, dir), 2);
+	assert_non_null(strstr(err, "unknown type 'Q9_9'"));
+	assert_non_null(strstr(err, "Q4_K_M"));
+	assert_int_equal(sh("'%s' quantize '%s/mini-F32.gguf' '%s/x.gguf' -t Q8_0 "
+			    "--tensor-type ffn_down", bin, fx, dir), 2);
+	assert_non_null(strstr(err, "bad --tensor-type"));
+	assert_int_equal(sh("'%s' quantize '%s/nope.gguf' '%s/x.gguf' -t Q8_0", bin, dir, dir), 1);
+	assert_int_equal(sh("'%s' quantize '%s/mini-F32.gguf' -t Q8_0", bin, fx), 2);
+	assert_int_equal(access("x.gguf", F_OK), -1);
+	if (!have("real/stories260K-F32.gguf"))
+		return;
+	/* a calibration stream of another vocabulary */
+	assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/x.gguf' -t Q8_0 "
+			    "--calib '%s/mini-F32.tokens' --calib-len 44", bin, fx, dir, fx), 1);
+	assert_non_null(strstr(err, "outside the model's vocabulary of 512"));
+}
+
+/* herd's own HQb_B types: codes within half a step, dots = dequantized dots. */
+static void test_hq_kernels(void **state)
+{
+	(void)state;
+	kern_ops ops;
+	kern_ops_init(&ops, kern_isa_detect());
+	for (int t = KERN_TYPE_HERD_FIRST; t < KERN_TYPE_COUNT; t++) {
+		const kern_type_traits *tt = kern_type_info(t);
+		assert_non_null(tt);
+		assert_non_null(ops.from_float[t]);
+		const int B = tt->blck_size, n = 3 * B, b = tt->name[2] - '0';
+		assert_int_equal(tt->type_size, 2 + ((size_t)B * b + 7) / 8);
+		float x[3 * KERN_HQ_MAX_BLOCK], y[3 * KERN_HQ_MAX_BLOCK], a[3 * KERN_HQ_MAX_BLOCK];
+		uint8_t q[3 * 64];
+		for (int i = 0; i < n; i++) {
+			x[i] = sinf(0.37f * (float)i * (float)(t - 130)) * (i % 7 == 0 ? 3.0f : 1.0f);
+			a[i] = cosf(0.11f * (float)i);
+		}
+		ops.from_float[t](x, q, n);
+		ops.to_float[t](q, y, n);
+		double dot = 0;
+		for (int blk = 0; blk < 3; blk++) {
+			float amax = 0;
+			for (int i = blk * B; i < (blk + 1) * B; i++)
+				amax = fmaxf(amax, fabsf(x[i]));
+			const float step = amax / (float)(1 << (b - 1));
+			for (int i = blk * B; i < (blk + 1) * B; i++) {
+				assert_true(fabsf(x[i] - y[i]) <= step * 1.01f + 1e-6f); /* a clamped +amax: one step */
+				dot += (double)y[i] * a[i];
+			}
+		}
+		float s;
+		ops.vec_dot[t](n, &s, q, a);
+		assert_true(fabs(s - dot) < 1e-4 * (1 + fabs(dot)));
+	}
+}
+
+/* Own types are marked and warned about; --standard-only keeps them out. */
+static void test_own_types(void **state)
+{
+	(void)state;
+	if (!have("real/stories260K-F32.gguf"))
+		skip();
+	assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/o.gguf' -t Q8_0 && "
+			    "grep -c herd.own_types '%s/o.gguf'", bin, fx, dir, dir), 0);
+	assert_non_null(strstr(err, "-> HQ8_43"));
+	assert_non_null(strstr(err, "llama.cpp cannot load"));
+	assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/s.gguf' -t Q8_0 "
+			    "--standard-only && ! grep -q herd.own_types '%s/s.gguf'", bin, fx, dir, dir), 0);
+	assert_non_null(strstr(err, "-> F16"));
+	assert_null(strstr(err, "cannot load"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fixture_identity),
+		cmocka_unit_test(test_real_identity_and_fallback),
+		cmocka_unit_test(test_calib),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_hq_kernels),
+		cmocka_unit_test(test_own_types),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
