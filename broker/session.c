@@ -285,7 +285,6 @@ int session_submit(loop *l, conn *c, uint64_t conn_id, const gen_request *g, cha
 	l->total_requests++;
 	return 0;
 }
-}
 
 /* The decoded request goes to the model's scheduler (it makes its own
  * copy) once the per-agent limits passed, with the policy's clamps. */

@@ -256,7 +256,7 @@ int32_t kv_pool_cow(kv_pool *p, int32_t page)
 static void page_dontneed(kv_pool *p, int32_t id)
 {
 	const uintptr_t sys = (uintptr_t)sysconf(_SC_PAGESIZE);
-	const size_t pb = p->page_elems * sizeof(kern_fp16_t);
+	const size_t pb = p->page_bytes;
 	const uintptr_t a = (uintptr_t)p->data + (size_t)id * pb, b = a + pb;
 	const uintptr_t lo = (a + sys - 1) & ~(sys - 1), hi = b & ~(sys - 1);
 	if (hi > lo)

@@ -36,19 +36,19 @@ static long rss_anon_kb(void)
 
 static size_t page_bytes(const kv_pool *p)
 {
-	return p->page_elems * sizeof(kern_fp16_t);
+	return p->page_bytes;
 }
 
 static void fill(kv_pool *p, int32_t id, int v)
 {
-	memset(kv_page_k(p, id, 0), v, page_bytes(p));
+	memset(kv_row_k(p, id, 0, 0), v, page_bytes(p));
 }
 
 static void test_trim_returns_memory(void **state)
 {
 	(void)state;
 	kv_pool p;
-	assert_int_equal(kv_pool_init(&p, 2, KV_DIM, 16, N_PAGES), 0);
+	assert_int_equal(kv_pool_init(&p, KERN_TYPE_F16, 2, KV_DIM, 16, N_PAGES), 0);
 	const long base = rss_anon_kb();
 	int32_t ids[N_PAGES];
 	for (int i = 0; i < N_PAGES; i++) {
@@ -70,15 +70,15 @@ static void test_trim_returns_memory(void **state)
 	assert_true(used - half >= pool_kb / 2 * 9 / 10);
 	/* the referenced pages kept their contents */
 	for (int i = N_PAGES / 2; i < N_PAGES; i++)
-		assert_int_equal(((unsigned char *)kv_page_k(&p, ids[i], 0))[100], 0x5a);
+		assert_int_equal(((unsigned char *)kv_row_k(&p, ids[i], 0, 0))[100], 0x5a);
 	assert_int_equal(kv_pool_trimmable(&p), 0);
 	assert_int_equal(kv_pool_trim(&p), 0); /* nothing written since */
 	/* a trimmed page handed out again: zero, then holds what is written */
 	const int32_t again = kv_pool_alloc(&p);
 	assert_true(again >= 0);
-	assert_int_equal(((unsigned char *)kv_page_k(&p, again, 0))[7], 0);
+	assert_int_equal(((unsigned char *)kv_row_k(&p, again, 0, 0))[7], 0);
 	fill(&p, again, 0x33);
-	assert_int_equal(((unsigned char *)kv_page_v(&p, again, 1))[5], 0x33);
+	assert_int_equal(((unsigned char *)kv_row_v(&p, again, 1, 0))[5], 0x33);
 	for (int i = N_PAGES / 2; i < N_PAGES; i++)
 		kv_pool_release(&p, ids[i]);
 	kv_pool_release(&p, again);
@@ -95,7 +95,7 @@ static void test_trim_drops_cached_pages(void **state)
 {
 	(void)state;
 	kv_pool p;
-	assert_int_equal(kv_pool_init(&p, 1, 8, 16, 8), 0);
+	assert_int_equal(kv_pool_init(&p, KERN_TYPE_F16, 1, 8, 16, 8), 0);
 	int32_t toks[16];
 	for (int i = 0; i < 16; i++)
 		toks[i] = i + 1;
@@ -118,7 +118,7 @@ static void test_limit(void **state)
 {
 	(void)state;
 	kv_pool p;
-	assert_int_equal(kv_pool_init(&p, 1, 8, 16, 100), 0);
+	assert_int_equal(kv_pool_init(&p, KERN_TYPE_F16, 1, 8, 16, 100), 0);
 	assert_int_equal(kv_pool_avail(&p), 100);
 	kv_pool_set_limit(&p, 40);
 	assert_int_equal(kv_pool_avail(&p), 40);
