@@ -238,6 +238,27 @@ static void test_own_types(void **state)
 	assert_null(strstr(err, "cannot load"));
 }
 
+/* The issue's bar on the real model, on held-out streams of its own seed:
+ * at most llama.cpp's Q4_K_M size (304,224 bytes), mean KL <= 0.05 and
+ * perplexity within 5 % of F32's (docs/quantize.md's mix). */
+static void test_real_acceptance(void **state)
+{
+	(void)state;
+	if (!have("real/stories260K-F32.gguf") || !have("real/calib.tokens"))
+		skip();
+	assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/mix.gguf' -t HQ7_32 "
+			    "--tensor-type token_embd=HQ8_32 --tensor-type blk.0.=HQ8_32 "
+			    "--tensor-type attn_q=HQ8_32 --tensor-type attn_k=HQ8_32 "
+			    "--calib '%s/real/calib.tokens' && '%s' sample '%s/real/stories260K-F32.gguf' "
+			    "--seed 202 -n 24 --len 128 -o '%s/acc.tokens' && '%s' eval '%s/mix.gguf' --ref "
+			    "'%s/real/stories260K-F32.gguf' --tokens '%s/acc.tokens' --json",
+			    bin, fx, dir, fx, bin, fx, dir, bin, dir, fx, dir), 0);
+	fprintf(stderr, "%s", out);
+	assert_true(json_num(out, "bytes") <= 304224);
+	assert_true(json_num(out, "kl_mean") <= 0.05);
+	assert_true(json_num(out, "ppl_model") <= 1.05 * json_num(out, "ppl_ref"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -247,6 +268,7 @@ int main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_hq_kernels),
 		cmocka_unit_test(test_own_types),
+		cmocka_unit_test(test_real_acceptance),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
