@@ -259,6 +259,22 @@ static void test_real_acceptance(void **state)
 	assert_true(json_num(out, "ppl_model") <= 1.05 * json_num(out, "ppl_ref"));
 }
 
+/* An importance matrix llama-imatrix (build 4748) wrote for the real model
+ * (tests/data; 35 entries: it leaves output.weight out) is read and used. */
+static void test_llama_imatrix(void **state)
+{
+	(void)state;
+	char data[512];
+	const char *slash = strrchr(__FILE__, '/'); /* this file's folder: tests/ */
+	snprintf(data, sizeof(data), "%.*s/data/stories260K-llama-imatrix.dat",
+		 slash ? (int)(slash - __FILE__) : 1, slash ? __FILE__ : ".");
+	if (!have("real/stories260K-F32.gguf") || access(data, R_OK) != 0)
+		skip();
+	assert_int_equal(sh("'%s' quantize '%s/real/stories260K-F32.gguf' '%s/li.gguf' -t Q5_1 "
+			    "--imatrix '%s' -v 2>&1 | grep -c '(imatrix)'", bin, fx, dir, data), 0);
+	assert_int_equal(atoi(out), 35);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +285,7 @@ int main(void)
 		cmocka_unit_test(test_hq_kernels),
 		cmocka_unit_test(test_own_types),
 		cmocka_unit_test(test_real_acceptance),
+		cmocka_unit_test(test_llama_imatrix),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
