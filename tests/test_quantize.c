@@ -275,6 +275,35 @@ static void test_llama_imatrix(void **state)
 	assert_int_equal(atoi(out), 35);
 }
 
+/* --target-bytes: types chosen from measured sensitivity under a budget
+ * (short calibration streams keep the test quick). */
+static void test_mix_auto(void **state)
+{
+	(void)state;
+	if (!have("real/stories260K-F32.gguf"))
+		skip();
+	const char *m = "real/stories260K-F32.gguf";
+	assert_int_equal(sh("'%s' sample '%s/%s' --seed 303 -n 8 --len 32 -o '%s/c32.tokens' && "
+			    "'%s' sample '%s/%s' --seed 12 -n 8 --len 64 -o '%s/h.tokens' && "
+			    "'%s' quantize '%s/%s' '%s/auto.gguf' --target-bytes 304224 --calib "
+			    "'%s/c32.tokens' --calib-len 32 && stat -c %%s '%s/auto.gguf'",
+			    bin, fx, m, dir, bin, fx, m, dir, bin, fx, m, dir, dir, dir), 0);
+	assert_true(atol(out) <= 304224 && atol(out) > 280000);
+	char a[256];
+	snprintf(a, sizeof(a), "%s/auto.gguf", dir);
+	const double kl = eval_kl(a);
+	fprintf(stderr, "auto mix at 304224 bytes: KL %.4f\n", kl);
+	assert_true(kl < 0.06);
+	/* refusals: a budget below any plan, no calibration, -t auto alone */
+	assert_int_equal(sh("'%s' quantize '%s/%s' '%s/x.gguf' --target-bytes 150000 --calib "
+			    "'%s/c32.tokens' --calib-len 32", bin, fx, m, dir, dir), 2);
+	assert_non_null(strstr(err, "below what any plan reaches"));
+	assert_int_equal(sh("'%s' quantize '%s/%s' '%s/x.gguf' --target-bpw 7", bin, fx, m, dir), 2);
+	assert_non_null(strstr(err, "need --calib"));
+	assert_int_equal(sh("'%s' quantize '%s/%s' '%s/x.gguf' -t auto", bin, fx, m, dir), 2);
+	assert_non_null(strstr(err, "needs --target-bytes"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -286,6 +315,7 @@ int main(void)
 		cmocka_unit_test(test_own_types),
 		cmocka_unit_test(test_real_acceptance),
 		cmocka_unit_test(test_llama_imatrix),
+		cmocka_unit_test(test_mix_auto),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
