@@ -81,6 +81,20 @@ static void test_fixture_identity(void **state)
 			fprintf(stderr, "type %s: %s%s\n", types[i], out, err);
 		assert_int_equal(rc, 0);
 	}
+	/* the mixes the fixtures lack: llama-quantize's own output of mini-F32, by sha256 */
+	static const struct {
+		const char *type, *sha;
+	} mixes[] = {
+		{"Q3_K_S", "6e5f9f9a21f09d6fbdaeb8ee97449838e10ff1bc9ad095380385d920581d7d41"},
+		{"Q3_K_L", "24402c2b490e39fd7ec780a437df35f217261ce93ada2f8eac4176789494b912"},
+		{"Q4_K_S", "20e0166cd4f307849e23c73f6770ba8964e6d72e0de7909285ac61063aa3a3b9"},
+		{"Q5_K_S", "b3f2601181e83add7a2c75cef72d9cf6ddf879f9fe2ff5f58d3dbc63ec4f195a"},
+	};
+	for (size_t i = 0; i < sizeof(mixes) / sizeof(mixes[0]); i++) {
+		assert_int_equal(sh("'%s' quantize '%s/mini-F32.gguf' '%s/m.gguf' -t %s && sha256sum "
+				    "'%s/m.gguf'", bin, fx, dir, mixes[i].type, dir), 0);
+		assert_memory_equal(out, mixes[i].sha, 64);
+	}
 }
 
 static void test_real_identity_and_fallback(void **state)
