@@ -293,7 +293,8 @@ int quant_mix_auto(const char *in, const quant_calib *c, const quant_opts *o, ke
 	if (!rc && !(rc = quality_read_streams(o->calib, len, r.m->hp.n_vocab, &toks, &n, err, errlen)) &&
 	    (rc = llama_ctx_create(&r.e.ctx, r.m, &co)))
 		herd_errf(err, errlen, rc, "cannot create a context: %s", herd_strerror(rc));
-	r.e = (mix_eval){.ctx = r.e.ctx, .toks = toks, .n = n < MIX_STREAMS ? n : MIX_STREAMS, .len = len,
+	const int want = o->mix_streams > 0 ? o->mix_streams : MIX_STREAMS;
+	r.e = (mix_eval){.ctx = r.e.ctx, .toks = toks, .n = n < want ? n : want, .len = len,
 			 .V = r.m ? r.m->hp.n_vocab : 0};
 	if (!rc && !(rc = mix_setup(&r, &fixed, &budget, err, errlen)) && !(rc = mix_reference(&r)) &&
 	    !(rc = mix_measure(&r))) {

@@ -118,6 +118,7 @@ typedef struct quant_opts {
 	int standard_only;                /* never herd's own types (KERN_TYPE_HQ*) */
 	size_t target_bytes;              /* --mix auto: file budget, or */
 	double target_bpw;                /* bits per matrix weight (0: neither) */
+	int mix_streams;                  /* calibration streams measured (<= 0: 8) */
 	quant_note_fn note;               /* per tensor, may be NULL */
 	quant_progress_fn progress;       /* per tensor written, may be NULL */
 	void *user;

@@ -31,6 +31,7 @@ static void q_usage(FILE *f)
 		"  -t auto --target-bytes N | --target-bpw X\n"
 		"                        each tensor's type from its measured KL per byte (needs\n"
 		"                        --calib; one evaluation per candidate: small models)\n"
+		"  --mix-streams N       calibration streams the sensitivities use (default 8)\n"
 		"  --standard-only       only GGUF types llama.cpp loads (no herd HQ* fallbacks)\n"
 		"  -v                    report every tensor, not only fallbacks\n");
 }
@@ -112,10 +113,11 @@ static int q_args(int argc, char **argv, quant_opts *o, const char **in, const c
 			o->calib = v;
 		else if (!strcmp(a, "--imatrix"))
 			o->imatrix_in = v;
-		else if (!strcmp(a, "--calib-len") || !strcmp(a, "--threads")) {
+		else if (!strcmp(a, "--calib-len") || !strcmp(a, "--threads") ||
+			 !strcmp(a, "--mix-streams")) {
 			if (cli_int(a, v, 1, 65536, &n))
 				return 2;
-			*(a[2] == 'c' ? &o->calib_len : &o->n_threads) = (int)n;
+			*(a[2] == 'c' ? &o->calib_len : a[2] == 't' ? &o->n_threads : &o->mix_streams) = (int)n;
 		} else if (!strcmp(a, "--target-bytes") || !strcmp(a, "--target-bpw")) {
 			if (q_target(a, v, o))
 				return 2;
