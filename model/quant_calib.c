@@ -14,6 +14,8 @@
 #define IMATRIX_MAX_ENTRIES 65536
 #define IMATRIX_MAX_NVAL (1 << 24)
 #define CALIB_MAX_ENTRIES 1024 /* matrices of one model followed */
+#define CALIB_MAX_VALUES (1 << 26) /* importance values of one file, all entries */
+#define CALIB_MAX_HESSIAN (1ull << 30) /* bytes of Hessians kept; later matrices get none */
 
 const quant_stat *quant_calib_find(const quant_calib *c, const char *name)
 {
@@ -71,6 +73,7 @@ typedef struct observe_ctx {
 	int stream;       /* index of the stream being run */
 	int *last_stream; /* per entry: the last stream counted in ncall */
 	int failed;
+	uint64_t hessian_bytes; /* allocated so far */
 } observe_ctx;
 
 static void observe(void *user, const llama_weight *w, const float *x, int64_t K, int T)
@@ -85,7 +88,12 @@ static void observe(void *user, const llama_weight *w, const float *x, int64_t K
 			break;
 		}
 	}
-	quant_stat *s = name[0] ? calib_get(o->c, name, K, K <= o->hessian_max_k) : NULL;
+	const uint64_t hb = (uint64_t)K * (uint64_t)K * sizeof(double);
+	const int with_h = K <= o->hessian_max_k && !quant_calib_find(o->c, name) &&
+			   o->hessian_bytes + hb <= CALIB_MAX_HESSIAN;
+	quant_stat *s = name[0] ? calib_get(o->c, name, K, with_h) : NULL;
+	if (s && s->H && with_h && s->n_rows == 0)
+		o->hessian_bytes += hb;
 	if (!s) {
 		o->failed = 1;
 		return;
@@ -258,11 +266,17 @@ int quant_imatrix_read(quant_calib *c, const char *path, char *err, size_t errle
 				 strerror(errno));
 	int32_t n;
 	int rc = 0;
+	int64_t values = 0;
 	if (get_i32(f, &n) || n < 1 || n > IMATRIX_MAX_ENTRIES)
 		rc = herd_errf(err, errlen, HERD_E_FORMAT, "imatrix '%s': bad entry count (not a "
 			       "llama.cpp importance matrix?)", path);
-	for (int32_t i = 0; i < n && !rc; i++)
+	for (int32_t i = 0; i < n && !rc; i++) {
 		rc = imatrix_entry(c, f, i, path, err, errlen);
+		values += c->n ? c->s[c->n - 1].K : 0;
+		if (!rc && values > CALIB_MAX_VALUES)
+			rc = herd_errf(err, errlen, HERD_E_RANGE, "imatrix '%s': more than %d values in all",
+				       path, CALIB_MAX_VALUES);
+	}
 	int32_t last, dl;
 	if (!rc && !get_i32(f, &last) && !get_i32(f, &dl) && dl >= 0 &&
 	    (size_t)dl < sizeof(c->dataset) && fread(c->dataset, 1, (size_t)dl, f) == (size_t)dl) {

@@ -81,6 +81,7 @@ typedef struct quant_job {
 	const kern_ops *ops;
 	kern_pool *pool;
 	int index, total;
+	int gi; /* index in the source file */
 	const quant_opts *o;
 	char name[QUANT_NAME_MAX];
 } quant_job;
@@ -131,19 +132,24 @@ typedef struct quant_target {
 	int is_mix;
 	ftype_id ftype;
 	kern_type type;
+	kern_type *forced; /* --mix auto: per source tensor, KERN_TYPE_COUNT = none */
 } quant_target;
 
 static int parse_target(const kern_ops *ops, const char *name, quant_target *q, char *err,
 			size_t errlen)
 {
 	*q = (quant_target){0};
-	if (name && !ftype_parse(name, &q->ftype)) {
+	if (!name || !strcasecmp(name, "auto")) { /* --mix auto decides every tensor */
+		q->type = KERN_TYPE_F16;
+		return 0;
+	}
+	if (!ftype_parse(name, &q->ftype)) {
 		q->is_mix = 1;
 		q->type = ftype_base_type(q->ftype);
 		/* a quantized mix needs every type its rules can pick */
 		return 0;
 	}
-	const int t = name ? weight_type_by_name(ops, name) : -1;
+	const int t = weight_type_by_name(ops, name);
 	if (t >= 0) {
 		q->type = (kern_type)t;
 		return 0;
@@ -152,7 +158,7 @@ static int parse_target(const kern_ops *ops, const char *name, quant_target *q, 
 	quant_weight_type_names(ops, names, sizeof(names));
 	return herd_errf(err, errlen, HERD_E_UNSUPPORTED,
 			 "unknown type '%s': file types (mixes) are %s; weight types are %s",
-			 name ? name : "(none)", ftype_names(), names);
+			 name, ftype_names(), names);
 }
 
 /* --tensor-type SUBSTRING=TYPE: the type of the first matching override. */
@@ -187,8 +193,12 @@ static int check_overrides(const kern_ops *ops, const quant_opts *o, char *err, 
 
 /* The type of tensor t called name (and the one it wanted). */
 static kern_type plan_type(const kern_ops *ops, const quant_opts *o, const quant_target *q,
-			   ftype_plan *fp, const gguf_tensor *t, const char *name, kern_type *wanted)
+			   ftype_plan *fp, const quant_job *j, kern_type *wanted)
 {
+	const gguf_tensor *t = j->t;
+	const char *name = j->name;
+	if (q->forced && q->forced[j->gi] != KERN_TYPE_COUNT)
+		return *wanted = q->forced[j->gi];
 	kern_type w = t->type;
 	if (q->is_mix)
 		w = ftype_rule_type(fp, name, t->n_dims, t->ne, t->type);
@@ -227,7 +237,7 @@ static int quant_keys(gguf_writer *w, const gguf_ctx *g, const quant_target *q, 
 			continue;
 		rc = gguf_writer_copy_kv(w, g, i);
 	}
-	const int ft = q->is_mix ? (int)q->ftype : ftype_for_type(q->type);
+	const int ft = q->forced ? -1 : q->is_mix ? (int)q->ftype : ftype_for_type(q->type);
 	if (!rc)
 		rc = gguf_writer_set_u32(w, "general.quantization_version", QUANT_QNT_VERSION);
 	if (!rc && ft >= 0)
@@ -259,6 +269,7 @@ static int order_tensors(const gguf_ctx *g, quant_job *jobs, char *err, size_t e
 		if (t->name.len >= sizeof(jobs[i].name))
 			return herd_errf(err, errlen, HERD_E_RANGE, "tensor %d: name too long", i);
 		jobs[i].t = t;
+		jobs[i].gi = i;
 		memcpy(jobs[i].name, t->name.ptr, t->name.len);
 		jobs[i].name[t->name.len] = '\0';
 	}
@@ -291,7 +302,7 @@ static int quant_tensors(gguf_writer *w, const gguf_ctx *g, const llama_model *m
 		quant_job *j = &jobs[i];
 		const gguf_tensor *t = j->t;
 		kern_type wanted;
-		j->dst = plan_type(ops, o, q, &fp, t, j->name, &wanted);
+		j->dst = plan_type(ops, o, q, &fp, j, &wanted);
 		j->st = c->n ? quant_calib_find(c, j->name) : NULL;
 		j->ops = ops;
 		j->pool = pool;
@@ -310,6 +321,28 @@ static int quant_tensors(gguf_writer *w, const gguf_ctx *g, const llama_model *m
 			return herd_errf(err, errlen, rc, "tensor '%s': %s", j->name, herd_strerror(rc));
 	}
 	return rc;
+}
+
+/* --mix auto: the forced type of every tensor, from measured sensitivity. */
+static int quant_plan_mix(const char *in, const quant_calib *c, const quant_opts *o, quant_target *q,
+			  const llama_model *m, char *err, size_t errlen)
+{
+	const int want = o->target_bytes > 0 || o->target_bpw > 0;
+	if (!want) {
+		if (!o->type || !strcasecmp(o->type, "auto"))
+			return herd_errf(err, errlen, HERD_E_INVAL, "-t auto needs --target-bytes or --target-bpw");
+		return 0;
+	}
+	if (!o->calib)
+		return herd_errf(err, errlen, HERD_E_INVAL, "--target-bytes/--target-bpw need --calib TOKENS "
+				 "(the sensitivities are measured on them)");
+	const int64_t n = gguf_n_tensors(m->gguf);
+	q->forced = malloc(sizeof(kern_type) * (size_t)n);
+	if (!q->forced)
+		return herd_errf(err, errlen, -ENOMEM, "%s", herd_strerror(-ENOMEM));
+	for (int64_t i = 0; i < n; i++)
+		q->forced[i] = KERN_TYPE_COUNT;
+	return quant_mix_auto(in, c, o, q->forced, err, errlen);
 }
 
 /* A file holding herd's own types says so: herd.own_types lists them. */
@@ -347,7 +380,7 @@ int quant_model(const char *in, const char *out, const quant_opts *o, char *err,
 	quant_job *jobs = NULL;
 	if ((rc = llama_model_load(&m, in, err, errlen)))
 		return rc;
-	if ((rc = quant_stats(o, in, &c, err, errlen)))
+	if ((rc = quant_stats(o, in, &c, err, errlen)) || (rc = quant_plan_mix(in, &c, o, &q, m, err, errlen)))
 		goto out;
 	const gguf_ctx *g = m->gguf;
 	jobs = calloc((size_t)gguf_n_tensors(g) + 1, sizeof(*jobs));
@@ -364,6 +397,7 @@ out:
 	kern_pool_destroy(pool);
 	gguf_writer_destroy(w);
 	free(jobs);
+	free(q.forced);
 	quant_calib_free(&c);
 	llama_model_destroy(m);
 	return rc;

@@ -116,10 +116,26 @@ typedef struct quant_opts {
 	int n_overrides;
 	int n_threads;                    /* <= 0: every CPU */
 	int standard_only;                /* never herd's own types (KERN_TYPE_HQ*) */
+	size_t target_bytes;              /* --mix auto: file budget, or */
+	double target_bpw;                /* bits per matrix weight (0: neither) */
+	int mix_streams;                  /* calibration streams measured (<= 0: 8) */
 	quant_note_fn note;               /* per tensor, may be NULL */
 	quant_progress_fn progress;       /* per tensor written, may be NULL */
 	void *user;
 } quant_opts;
+
+/* --mix auto (target_bytes or target_bpw set, calib required): for every
+ * quantizable tensor, each candidate type (every quantized weight type
+ * whose block divides its rows, herd's own unless standard_only, and F16)
+ * is tried alone (the rest as in the file) and its KL to the unquantized
+ * model measured on the first 8 calibration streams; then each tensor
+ * takes argmin KL + lambda * bytes with lambda bisected to the largest
+ * plan that fits the budget (the header and the unquantized tensors
+ * counted). types[i] gets tensor i's choice (others untouched). Cost:
+ * one evaluation per candidate: meant for small models. Returns 0,
+ * HERD_E_INVAL (a budget no plan fits, with the numbers) or an error. */
+int quant_mix_auto(const char *in, const quant_calib *c, const quant_opts *o, kern_type *types,
+		   char *err, size_t errlen);
 
 /* Writes out (atomically) from in. Returns 0, HERD_E_UNSUPPORTED (unknown
  * type: the message lists the known ones), HERD_E_INVAL (bad override),

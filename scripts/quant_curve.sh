@@ -15,7 +15,7 @@ held=$work/heldout.tokens
 mkdir -p "$work"
 "$bin" sample "$f32" --seed 101 -n 64 --len 128 -o "$held" 2>/dev/null
 
-# The mix that meets the bar: HQ7 with 8 bits where KL is bought
+# A hand-made mix that meets the bar: HQ7 with 8 bits where KL is bought
 # cheapest (the embedding, the first block, attention queries and keys).
 HERD_MIX=(-t HQ7_32 --tensor-type token_embd=HQ8_32 --tensor-type blk.0.=HQ8_32
 	  --tensor-type attn_q=HQ8_32 --tensor-type attn_k=HQ8_32)
@@ -44,5 +44,10 @@ row "herd Q8_0 + GPTQ" -t Q8_0 --calib "$calib"
 for b in 8 7 6 5 4; do
 	row "herd HQ${b}_32 + GPTQ" -t HQ${b}_32 --calib "$calib"
 done
+for b in 250000 275000 304224 330000; do
+	row "herd auto mix, --target-bytes $b + GPTQ" --target-bytes $b --calib "$calib"
+done
+row "herd auto mix, --target-bytes 304224 --standard-only + GPTQ" --target-bytes 304224 \
+	--standard-only --calib "$calib"
 row "herd HQ7_32 mix (RTN)" "${HERD_MIX[@]}"
 row "**herd HQ7_32 mix + GPTQ**" "${HERD_MIX[@]}" --calib "$calib"

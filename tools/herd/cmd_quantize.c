@@ -28,6 +28,10 @@ static void q_usage(FILE *f)
 		"                        write the computed one there\n"
 		"  --tensor-type S=TYPE  tensors whose name contains S get TYPE (repeatable)\n"
 		"  --threads N           threads (default: every CPU)\n"
+		"  -t auto --target-bytes N | --target-bpw X\n"
+		"                        each tensor's type from its measured KL per byte (needs\n"
+		"                        --calib; one evaluation per candidate: small models)\n"
+		"  --mix-streams N       calibration streams the sensitivities use (default 8)\n"
 		"  --standard-only       only GGUF types llama.cpp loads (no herd HQ* fallbacks)\n"
 		"  -v                    report every tensor, not only fallbacks\n");
 }
@@ -62,6 +66,25 @@ static void q_progress(void *user, int done, int total, const char *name)
 		fputc('\n', stderr);
 }
 
+/* --target-bytes N / --target-bpw X. */
+static int q_target(const char *a, const char *v, quant_opts *o)
+{
+	int ok = 1;
+	double x = 0;
+	if (!strcmp(a, "--target-bytes"))
+		o->target_bytes = (size_t)cli_u64_or(v, &ok);
+	else
+		ok = !cli_float(a, v, &x) && x > 0 && x <= 32;
+	if (x > 0)
+		o->target_bpw = x;
+	if (!ok || (!o->target_bytes && !o->target_bpw)) {
+		fprintf(stderr, "herd quantize: %s expects %s, got '%s'\n", a,
+			a[9] == 'y' ? "a positive byte count" : "bits per weight in (0, 32]", v);
+		return 2;
+	}
+	return 0;
+}
+
 static int q_args(int argc, char **argv, quant_opts *o, const char **in, const char **out, qcli *q)
 {
 	for (int i = 1; i < argc; i++) {
@@ -90,10 +113,14 @@ static int q_args(int argc, char **argv, quant_opts *o, const char **in, const c
 			o->calib = v;
 		else if (!strcmp(a, "--imatrix"))
 			o->imatrix_in = v;
-		else if (!strcmp(a, "--calib-len") || !strcmp(a, "--threads")) {
+		else if (!strcmp(a, "--calib-len") || !strcmp(a, "--threads") ||
+			 !strcmp(a, "--mix-streams")) {
 			if (cli_int(a, v, 1, 65536, &n))
 				return 2;
-			*(a[2] == 'c' ? &o->calib_len : &o->n_threads) = (int)n;
+			*(a[2] == 'c' ? &o->calib_len : a[2] == 't' ? &o->n_threads : &o->mix_streams) = (int)n;
+		} else if (!strcmp(a, "--target-bytes") || !strcmp(a, "--target-bpw")) {
+			if (q_target(a, v, o))
+				return 2;
 		} else if (!strcmp(a, "--tensor-type") && o->n_overrides < QUANT_MAX_OVERRIDES)
 			o->overrides[o->n_overrides++] = v;
 		else {
@@ -101,6 +128,8 @@ static int q_args(int argc, char **argv, quant_opts *o, const char **in, const c
 			return 2;
 		}
 	}
+	if (!o->type && (o->target_bytes || o->target_bpw))
+		o->type = "auto";
 	if (!*in || !*out || !o->type) {
 		fprintf(stderr, "herd quantize: missing %s\n", !*in ? "IN" : !*out ? "OUT" : "-t TYPE");
 		return 2;
