@@ -284,6 +284,10 @@ static void http_families(http_req *r)
 		put(r, "herd_http_requests_total{code=\"%dxx\"} %llu\n", c, (unsigned long long)h->n_status[c]);
 	family(r, "herd_http_unauthorized_total", "counter", "HTTP requests refused for a missing or wrong token.");
 	put(r, "herd_http_unauthorized_total %llu\n", (unsigned long long)h->n_unauthorized);
+	family(r, "herd_http_bad_requests_total", "counter", "HTTP requests refused with 400 (the field at fault named).");
+	put(r, "herd_http_bad_requests_total %llu\n", (unsigned long long)h->n_bad_json);
+	family(r, "herd_http_too_large_total", "counter", "HTTP request bodies over max_frame (413).");
+	put(r, "herd_http_too_large_total %llu\n", (unsigned long long)h->n_too_large);
 	family(r, "herd_http_streams_total", "counter", "Streamed HTTP replies begun.");
 	put(r, "herd_http_streams_total %llu\n", (unsigned long long)h->n_streams);
 	family(r, "herd_http_agents", "gauge", "HTTP agents known (one per token and client).");
