@@ -113,6 +113,28 @@ static reply read_reply(int fd)
 	return r;
 }
 
+/* The rest of a chunked stream whose head open_stream read, until the
+ * server closes (the body decoded). */
+static reply read_reply_body(int fd)
+{
+	size_t cap = 1 << 16, len = 0;
+	char *raw = malloc(cap);
+	assert_non_null(raw);
+	for (;;) {
+		if (len + 4096 > cap)
+			assert_non_null(raw = realloc(raw, cap *= 2));
+		ssize_t n = recv(fd, raw + len, cap - len - 1, 0);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	close(fd);
+	raw[len] = 0;
+	unchunk(raw);
+	reply r = {.status = 200, .raw = raw, .head = raw, .body = raw};
+	return r;
+}
+
 static reply req(const char *method, const char *path, const char *headers, const char *body)
 {
 	int fd = tcp_open();
@@ -796,6 +818,23 @@ static void test_agent_limit_and_disconnect(void **state)
 	assert_true(bh_admin_u("batch", NULL, "window_s") > 0);
 }
 
+/* SIGTERM with a stream open: the stream ends properly (its last chunk,
+ * [DONE]) and herdd exits 0. The last test: the broker is gone after it. */
+static void test_shutdown_ends_streams(void **state)
+{
+	(void)state;
+	int fd = open_stream("bye");
+	assert_int_equal(kill(W.pid, SIGTERM), 0);
+	reply r = read_reply_body(fd);
+	assert_non_null(strstr(r.body, "\"finish_reason\":\"stop\""));
+	assert_non_null(strstr(r.body, "data: [DONE]"));
+	reply_free(&r);
+	int st = 0;
+	assert_int_equal(waitpid(W.pid, &st, 0), W.pid);
+	W.pid = 0;
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
 /* ---- configuration ------------------------------------------------------- */
 
 static void test_config(void **state)
@@ -848,6 +887,7 @@ int main(void)
 		cmocka_unit_test(test_ollama),
 		cmocka_unit_test(test_seed_endpoints_and_metrics),
 		cmocka_unit_test(test_agent_limit_and_disconnect),
+		cmocka_unit_test(test_shutdown_ends_streams),
 	};
 	int rc = cmocka_run_group_tests_name("http_unit", unit, NULL, NULL);
 	return rc | cmocka_run_group_tests_name("http_live", live, setup, teardown);
