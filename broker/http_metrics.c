@@ -199,6 +199,7 @@ static const tree_metric tree_metrics[] = {
 	{"cache", "response_cache.merged", "herd_requests_merged_total", "counter", "Requests that followed an identical one in flight."},
 	{"cache", "prefix.lookups", "herd_prefix_lookups_total", "counter", "Requests begun with a prefix-cache lookup."},
 	{"cache", "prefix.pages_cached", "herd_prefix_pages_cached", "gauge", "Unreferenced cached KV pages."},
+	{"cache", "prefix.bytes_cached", "herd_prefix_cached_bytes", "gauge", "Bytes of the unreferenced cached KV pages."},
 	{"cache", "prefix.evictions", "herd_prefix_evictions_total", "counter", "Cached KV pages evicted for reuse."},
 	{"cache", "budget_bytes", "herd_model_budget_bytes", "gauge", "The models' byte budget (0: none)."},
 	{"cache", "used_bytes", "herd_model_used_bytes", "gauge", "Bytes of the resident models."},

@@ -697,6 +697,7 @@ static void test_seed_endpoints_and_metrics(void **state)
 	assert_true(jint(cm, "image_bytes") > 0);
 	jget(cm, "score");
 	jget(jget(c, "response_cache"), "hit_rate");
+	jget(jget(c, "prefix"), "bytes_cached");
 	json_object_put(c);
 	reply_free(&r);
 	r = req("GET", "/metrics", AUTH, NULL);
