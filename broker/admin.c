@@ -100,11 +100,14 @@ static void res_status_trust(const loop *l, proto_writer *pk)
 /* Request merging and the response cache (zeros when the cache is off). */
 /* The scheduler counters of the resident models, added up (an evicted
  * model's went with it). */
-static void resident_stats(loop *l, sched_stats *sum)
+static void resident_stats(loop *l, sched_stats *sum, uint64_t *pfx_bytes)
 {
 	memset(sum, 0, sizeof(*sum));
+	if (pfx_bytes)
+		*pfx_bytes = 0;
 	for (int i = 0; i < models_count(l->models); i++) {
-		sched *s = models_sched(models_at(l->models, i));
+		const models_entry *e = models_at(l->models, i);
+		sched *s = models_sched(e);
 		if (!s)
 			continue;
 		sched_stats st;
@@ -115,6 +118,8 @@ static void resident_stats(loop *l, sched_stats *sum)
 		sum->prefix_hit_tokens += st.prefix_hit_tokens;
 		sum->prefix_pages_cached += st.prefix_pages_cached;
 		sum->prefix_evictions += st.prefix_evictions;
+		if (pfx_bytes && st.kv_pages_total > 0) /* a page's share of the model's KV pool */
+			*pfx_bytes += (uint64_t)st.prefix_pages_cached * (e->kv_bytes / (uint64_t)st.kv_pages_total);
 	}
 }
 
@@ -128,7 +133,8 @@ static double ratio(uint64_t a, uint64_t b)
 static void res_cache_answers(loop *l, proto_writer *pk)
 {
 	sched_stats sum;
-	resident_stats(l, &sum);
+	uint64_t pfx_bytes;
+	resident_stats(l, &sum, &pfx_bytes);
 	respcache_stats rs;
 	respcache_get_stats(models_respcache(l->models), &rs);
 	proto_write_cstr(pk, "response_cache");
@@ -144,20 +150,21 @@ static void res_cache_answers(loop *l, proto_writer *pk)
 	proto_write_kv_uint(pk, "evictions", rs.evictions);
 	proto_write_kv_uint(pk, "merged", sum.merged);
 	proto_write_cstr(pk, "prefix");
-	proto_write_map(pk, 6);
+	proto_write_map(pk, 7);
 	proto_write_kv_uint(pk, "lookups", sum.prefix_lookups);
 	proto_write_kv_uint(pk, "hit_tokens", sum.prefix_hit_tokens);
 	proto_write_kv_uint(pk, "prompt_tokens_evaluated", sum.tokens_prompt);
 	proto_write_kv_double(pk, "hit_rate",
 			      ratio(sum.prefix_hit_tokens, sum.prefix_hit_tokens + sum.tokens_prompt));
 	proto_write_kv_uint(pk, "pages_cached", sum.prefix_pages_cached);
+	proto_write_kv_uint(pk, "bytes_cached", pfx_bytes);
 	proto_write_kv_uint(pk, "evictions", sum.prefix_evictions);
 }
 
 static void res_status_cache(loop *l, proto_writer *pk)
 {
 	sched_stats sum;
-	resident_stats(l, &sum);
+	resident_stats(l, &sum, NULL);
 	const uint64_t merged = sum.merged;
 	respcache_stats rs;
 	respcache_get_stats(models_respcache(l->models), &rs);

@@ -544,6 +544,14 @@ static void on_log(void *cls, const char *fmt, va_list ap)
 	blog_msg(h->l->log, BLOG_DEBUG, "http: %s", msg);
 }
 
+int http_busy(http *h)
+{
+	for (http_req *r = h->reqs; r; r = r->next)
+		if (r->submitted && (!r->finished || r->out_off < r->out_len))
+			return 1;
+	return 0;
+}
+
 void http_status(http *h, proto_writer *pk)
 {
 	char url[96] = "";

@@ -75,7 +75,7 @@ typedef struct http {
 	int n_agents;
 	uint64_t serial;
 	uint64_t n_requests, n_status[6]; /* by status class 1xx..5xx (index 1..5) */
-	uint64_t n_unauthorized, n_bad_json, n_too_large, n_streams;
+	uint64_t n_unauthorized, n_bad_json /* 400s */, n_too_large, n_streams;
 	double t_ui;                  /* last dashboard tick */
 	int resumed;                  /* a connection was resumed since the last MHD_run */
 } http;

@@ -199,6 +199,7 @@ static const tree_metric tree_metrics[] = {
 	{"cache", "response_cache.merged", "herd_requests_merged_total", "counter", "Requests that followed an identical one in flight."},
 	{"cache", "prefix.lookups", "herd_prefix_lookups_total", "counter", "Requests begun with a prefix-cache lookup."},
 	{"cache", "prefix.pages_cached", "herd_prefix_pages_cached", "gauge", "Unreferenced cached KV pages."},
+	{"cache", "prefix.bytes_cached", "herd_prefix_cached_bytes", "gauge", "Bytes of the unreferenced cached KV pages."},
 	{"cache", "prefix.evictions", "herd_prefix_evictions_total", "counter", "Cached KV pages evicted for reuse."},
 	{"cache", "budget_bytes", "herd_model_budget_bytes", "gauge", "The models' byte budget (0: none)."},
 	{"cache", "used_bytes", "herd_model_used_bytes", "gauge", "Bytes of the resident models."},
@@ -284,6 +285,10 @@ static void http_families(http_req *r)
 		put(r, "herd_http_requests_total{code=\"%dxx\"} %llu\n", c, (unsigned long long)h->n_status[c]);
 	family(r, "herd_http_unauthorized_total", "counter", "HTTP requests refused for a missing or wrong token.");
 	put(r, "herd_http_unauthorized_total %llu\n", (unsigned long long)h->n_unauthorized);
+	family(r, "herd_http_bad_requests_total", "counter", "HTTP requests refused with 400 (the field at fault named).");
+	put(r, "herd_http_bad_requests_total %llu\n", (unsigned long long)h->n_bad_json);
+	family(r, "herd_http_too_large_total", "counter", "HTTP request bodies over max_frame (413).");
+	put(r, "herd_http_too_large_total %llu\n", (unsigned long long)h->n_too_large);
 	family(r, "herd_http_streams_total", "counter", "Streamed HTTP replies begun.");
 	put(r, "herd_http_streams_total %llu\n", (unsigned long long)h->n_streams);
 	family(r, "herd_http_agents", "gauge", "HTTP agents known (one per token and client).");

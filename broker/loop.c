@@ -874,7 +874,7 @@ static int all_sent(loop *l)
 		if (c && (c->sq_head || c->send_inflight))
 			return 0;
 	}
-	return 1;
+	return !l->http || !http_busy(l->http);
 }
 
 static void check_stopped(loop *l)

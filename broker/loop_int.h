@@ -99,6 +99,10 @@ int http_poll_fd(struct http *h);
 void http_run(struct http *h);
 void http_deliver(struct http *h, const sched_event *e);
 void http_destroy(struct http *h); /* accepts NULL */
+/* http.c: 1 while a generation request has not ended or its last bytes
+ * are not handed to the kernel (shutdown waits for it, within the grace
+ * period). */
+int http_busy(struct http *h);
 /* http.c: the HTTP fields of `status` (HTTP_STATUS_KEYS of them; h may be
  * NULL: HTTP off). */
 enum { HTTP_STATUS_KEYS = 4 };

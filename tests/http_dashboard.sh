@@ -16,7 +16,7 @@ export DASHBOARD_PNG=${DASHBOARD_PNG:-$build/dashboard.png} CHROME_PROFILE=$WORK
 # load while the page watches: a few streams from several agents, one
 # long shared opening (prefix-cache hits)
 prompt=$(printf 'Once upon a time in a land far away there lived a herd of llamas. %.0s' 1 2 3 4)
-( for i in $(seq 1 12); do
+( for i in $(seq 1 400); do # until the page is done (killed below)
 	for a in planner coder critic; do
 		curl -s -o /dev/null -H "X-Herd-Agent: $a" "$HTTP_URL/v1/completions" \
 			-d '{"model": "'"$MODEL"'", "prompt": "'"$prompt"' Part '$i'", "max_tokens": 48, "stream": true}' &
