@@ -24,7 +24,8 @@ static const struct {
 	{.name = "mkmodel", .fn = cmd_mkmodel,
 	 .help = "make a random-weight model: --shape tinyllama-1.1b|mini -t TYPE -o OUT"},
 	{.name = "bench", .fn = cmd_bench,
-	 .help = "measure speed: -m MODEL [-t THREADS] [-p 128] [-n 64] [--json];\n"
+	 .help = "measure speed: -m MODEL [-t THREADS] [-p 128] [-n 64] [-b B[,B...]] [--json]\n"
+		 "            [--report DIR: JSON, markdown and gnuplot figures];\n"
 		 "            bench serve: a broker under N agents (see herd bench serve --help)"},
 	{.name = "demo", .fn = cmd_demo,
 	 .help = "herdd + N agent processes: [--agents 69] [--requests-per-agent 2] [-m MODEL] [--json]"},
