@@ -1003,6 +1003,14 @@ static int prefix_intake(sched *s, sreq *q)
 	return 0;
 }
 
+/* q's block hashes for the lookups: a prompt shorter than a block has none,
+ * but may still begin as a published block does (its tail is matched). */
+static const uint64_t *blk_hashes(const sreq *q)
+{
+	static const uint64_t none[1];
+	return q->blk_hash ? q->blk_hash : none;
+}
+
 /* Looks q's prompt up (n_match, n_idle) and returns 1 when the first block
  * it lacks is being prefilled by a running sequence right now: q then waits
  * for it instead of computing it a second time. */
@@ -1011,10 +1019,10 @@ static int prefix_wait(sched *s, sreq *q)
 	q->n_match = q->n_idle = 0;
 	if (!s->prefix)
 		return 0;
-	const int m = llama_prefix_probe(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->n_blk,
+	const int m = llama_prefix_probe(s->ctx, q->seed, blk_hashes(q), q->gen.prompt, q->n_blk,
 					 &q->n_idle);
 	int tail_idle = 0; /* a partly matching block is mapped too (out of the pool) */
-	llama_prefix_probe_tail(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->gen.n_prompt, m,
+	llama_prefix_probe_tail(s->ctx, q->seed, blk_hashes(q), q->gen.prompt, q->gen.n_prompt, m,
 				&tail_idle);
 	q->n_idle += tail_idle;
 	q->n_match = m;
@@ -1061,7 +1069,7 @@ static void prefix_map(sched *s, sreq *q)
 {
 	if (!s->prefix)
 		return;
-	const int n = llama_seq_begin_prefix(s->ctx, &q->seq, q->seed, q->blk_hash, q->gen.prompt,
+	const int n = llama_seq_begin_prefix(s->ctx, &q->seq, q->seed, blk_hashes(q), q->gen.prompt,
 					     q->gen.n_prompt);
 	s->st.prefix_lookups++;
 	if (n > 0) {
