@@ -1039,6 +1039,14 @@ static int prefix_intake(sched *s, sreq *q)
 	return 0;
 }
 
+/* q's block hashes for the lookups: a prompt shorter than a block has none,
+ * but may still begin as a published block does (its tail is matched). */
+static const uint64_t *blk_hashes(const sreq *q)
+{
+	static const uint64_t none[1];
+	return q->blk_hash ? q->blk_hash : none;
+}
+
 /* Looks q's prompt up (n_match, n_idle) and returns 1 when the first block
  * it lacks is being prefilled by a running sequence right now: q then waits
  * for it instead of computing it a second time. */
@@ -1047,10 +1055,10 @@ static int prefix_wait(sched *s, sreq *q)
 	q->n_match = q->n_idle = 0;
 	if (!s->prefix)
 		return 0;
-	const int m = llama_prefix_probe(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->n_blk,
+	const int m = llama_prefix_probe(s->ctx, q->seed, blk_hashes(q), q->gen.prompt, q->n_blk,
 					 &q->n_idle);
 	int tail_idle = 0; /* a partly matching block is mapped too (out of the pool) */
-	llama_prefix_probe_tail(s->ctx, q->seed, q->blk_hash, q->gen.prompt, q->gen.n_prompt, m,
+	llama_prefix_probe_tail(s->ctx, q->seed, blk_hashes(q), q->gen.prompt, q->gen.n_prompt, m,
 				&tail_idle);
 	q->n_idle += tail_idle;
 	q->n_match = m;
@@ -1097,7 +1105,7 @@ static void prefix_map(sched *s, sreq *q)
 {
 	if (!s->prefix)
 		return;
-	const int n = llama_seq_begin_prefix(s->ctx, &q->seq, q->seed, q->blk_hash, q->gen.prompt,
+	const int n = llama_seq_begin_prefix(s->ctx, &q->seq, q->seed, blk_hashes(q), q->gen.prompt,
 					     q->gen.n_prompt);
 	s->st.prefix_lookups++;
 	if (n > 0) {
@@ -1454,6 +1462,7 @@ typedef struct step_plan {
 	int rows;   /* pending sequences that decode: s->cand[0 .. rows) */
 	int pre_cap;/* prompt tokens at most */
 	int room;   /* sequences that may be prefilling (new ones joining) */
+	int busy;   /* some agent runs two sequences or more (see plan_prefill) */
 	/* without a target: */
 	int pf;     /* prefill first (prefill_first): decode rows only when overdue,
 		     * or in the room the prompt chunks leave */
@@ -1488,6 +1497,7 @@ static void size_step(sched *s, step_plan *p)
 	int pending = 0, want = 0;
 	for (int i = 0; i < s->running.n; i++) {
 		const sreq *q = s->running.v[i];
+		p->busy |= q->ag->running > 1;
 		if (q->pending >= 0)
 			s->cand[pending++] = (bsz_cand){q->last_dec, q->ag->vtime, i};
 		else
@@ -1563,9 +1573,12 @@ static void plan_fill(sched *s, step_plan *p)
 /* Prompt chunks, first admitted first, within the step's token budget
  * (under a target: the sized budget, and only as many prompts as there is
  * room for beside the decoding sequences, except the only sequence of an
- * agent: every agent gets one sequence going, then the decode choice
- * rotates with its bounded wait, so a busy agent cannot hold a newcomer's
- * first token back until its own long sequences end). */
+ * agent while another agent runs several: it gets at least
+ * SCHED_MIN_PREFILL tokens a step, then the decode choice rotates with its
+ * bounded wait, so a busy agent cannot hold a newcomer's first token back
+ * until its own long sequences end. Many agents with one request each all
+ * wait for room: starting them all would make every sequence take turns,
+ * far past the target). */
 static void plan_prefill(sched *s, step_plan *p)
 {
 	int budget = s->max_step - p->T;
@@ -1578,11 +1591,15 @@ static void plan_prefill(sched *s, step_plan *p)
 		sreq *q = s->running.v[i];
 		if (q->pending >= 0 || q->n_fed >= q->gen.n_prompt)
 			continue;
-		const int only = q->ag->running <= 1; /* its agent's only sequence */
-		if (p->sized && joins++ >= p->room && !only)
+		/* its agent's only sequence, while another agent holds several:
+		 * it starts beyond the room (that agent's sequences then take
+		 * turns with it), so a busy agent cannot keep a newcomer out */
+		const int only = p->sized && p->busy && q->ag->running <= 1;
+		const int in_room = joins++ < p->room;
+		if (p->sized && !in_room && !only)
 			continue;
 		int cap = budget;
-		if (p->sized && only && cap < SCHED_MIN_PREFILL) /* it always starts */
+		if (only && !in_room && cap < SCHED_MIN_PREFILL)
 			cap = s->max_step - p->T < SCHED_MIN_PREFILL ? s->max_step - p->T
 								     : SCHED_MIN_PREFILL;
 		if (cap <= 0)

@@ -98,10 +98,10 @@ for ((r = 1; r <= rounds; r++)); do
 	run off$r
 done
 
-python3 - "$work" "$agents" "$model" "$max_tokens" "$rounds" <<'EOF'
+python3 - "$work" "$agents" "$model" "$max_tokens" "$rounds" "${max_batch:-default}" <<'EOF'
 import glob, json, sys
 work, agents, model, max_tokens = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-rounds = int(sys.argv[5])
+rounds, max_batch = int(sys.argv[5]), sys.argv[6]
 def pct(v, p):
     v = sorted(v)
     return round(v[min(len(v) - 1, int(p / 100.0 * len(v)))], 1) if v else None
@@ -131,7 +131,7 @@ def ratio(on, off):
     return round(off["ttft_p50_ms"] / on["ttft_p50_ms"], 2) if on["ttft_p50_ms"] and off["ttft_p50_ms"] else None
 runs = [(summary(f"on{r}"), summary(f"off{r}")) for r in range(1, rounds + 1)]
 on, off = runs[0]
-out = {"bench": "prefix", "agents": agents, "model": model, "max_tokens": max_tokens,
+out = {"bench": "prefix", "agents": agents, "model": model, "max_tokens": max_tokens, "max_batch": max_batch,
        "on": on, "off": off, "ttft_p50_ratio_off_on": ratio(on, off)}
 if rounds > 1:
     rs = sorted(ratio(a, b) or 0 for a, b in runs)

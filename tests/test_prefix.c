@@ -348,6 +348,18 @@ static void test_partial_block_match(void **state)
 	feed(c, &a, ta, 2 * P + 3, NULL, l);
 	assert_memory_equal(l, ra, sizeof(float) * V);
 	assert_int_equal(a.pages[1], shared);
+	/* a prompt shorter than a block matches the start of a first block */
+	int32_t tc[8];
+	memcpy(tc, ta, sizeof(int32_t) * 5);
+	fill_tokens(tc + 5, 3, 23);
+	assert_int_equal(llama_prefix_probe_tail(c, seed, hb, tc, 8, 0, NULL), 5);
+	llama_seq u;
+	llama_seq_init(&u);
+	assert_int_equal(llama_seq_begin_prefix(c, &u, seed, hb, tc, 8), 5);
+	assert_int_equal(u.pages[0], a.pages[0]);
+	feed(c, &u, tc, 8, NULL, l);
+	assert_true(u.pages[0] != a.pages[0]);
+	llama_seq_reset(c, &u);
 	llama_seq_reset(c, &a);
 	llama_seq_reset(c, &b);
 	/* B published its own second block: now the longest match, held by nobody */
