@@ -5,6 +5,8 @@
  * one instruction. Results equal _ref up to float summation order. */
 #include "iquant_simd.h"
 
+#include <stdlib.h>
+
 static inline __m512i cat256(__m256i lo, __m256i hi)
 {
 	return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
@@ -41,7 +43,6 @@ static inline __m512i sub64(iq_v a, iq_v b, const int8_t *q8, __m512i acc)
 		*s = _mm512_reduce_add_ps(acc);                                                   \
 	}
 
-IQ_DOT_AVX512(iq4_xs, 1.0f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq3_s, 1.0f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq3_xxs, 0.25f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq2_s, 0.125f, IQS_D_PLAIN)
@@ -50,6 +51,43 @@ IQ_DOT_AVX512(iq2_xxs, 0.125f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq1_s, 0.125f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq1_m, 0.125f, IQS_D_IQ1M)
 #undef IQ_DOT_AVX512
+
+/* IQ4_XS: 64 indices (two sub-blocks) straight into a zmm, values and
+ * signs from two table lookups (|value| and index < 8). */
+static inline __m512i iq4_idx64(const uint8_t *qs)
+{
+	const __m256i t = _mm256_loadu_si256((const __m256i *)qs);
+	const __m256i m = _mm256_set1_epi8(0x0F);
+	const __m512i z = cat256(_mm256_and_si256(t, m), _mm256_and_si256(_mm256_srli_epi16(t, 4), m));
+	/* [lo 0..15, lo 16..31, hi 0..15, hi 16..31] -> [lo 0..15, hi 0..15, lo 16..31, hi 16..31] */
+	return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+void kern_dot_iq4_xs_q8_k_avx512(int n, float *restrict s, const void *restrict vx,
+				 const void *restrict vy)
+{
+	const kern_block_iq4_xs *x = vx;
+	const kern_block_q8_K *y = vy;
+	int8_t absv[16];
+	for (int k = 0; k < 16; k++)
+		absv[k] = (int8_t)abs(kern_iq4nl_values[k]);
+	const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)absv));
+	const __m512i eight = _mm512_set1_epi8(8);
+	__m512 acc = _mm512_setzero_ps();
+	for (int i = 0; i < n / KERN_QK_K; i++) {
+		__m512i sum = _mm512_setzero_si512();
+		for (int ib = 0; ib < KERN_QK_K / 32; ib += 2) {
+			const __m512i idx = iq4_idx64(x[i].qs + 16 * ib);
+			__m512i q8 = _mm512_loadu_si512((const void *)(y[i].qs + 32 * ib));
+			q8 = _mm512_mask_sub_epi8(q8, _mm512_cmplt_epu8_mask(idx, eight), _mm512_setzero_si512(), q8);
+			const __m512i sc = cat256(_mm256_set1_epi16((short)kern_iq4xs_scale(x + i, ib)),
+						  _mm256_set1_epi16((short)kern_iq4xs_scale(x + i, ib + 1)));
+			sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(_mm512_shuffle_epi8(tab, idx), q8), sc);
+		}
+		acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sum), acc);
+	}
+	*s = _mm512_reduce_add_ps(acc);
+}
 
 /* IQ4_NL x Q8_0: two blocks per zmm, each half with its own scale. */
 void kern_dot_iq4_nl_q8_0_avx512(int n, float *restrict s, const void *restrict vx,
