@@ -1,6 +1,6 @@
 /* Variants of the i-quant family. Weight quantizers are the reference
- * (IQ4_NL/IQ4_XS only: the others need an importance matrix to be worth
- * making); the dots have AVX2 and AVX-512 versions. */
+ * (IQ4_NL, IQ4_XS, IQ3_S only: the types llama-quantize makes without an
+ * importance matrix); the dots have AVX2 and AVX-512 versions. */
 #include "iquant.h"
 
 #include "variant.h"
@@ -15,7 +15,7 @@
 static const kern_type_variants iquant_variants[] = {
 	IQ_ENTRY(IQ4_NL, iq4_nl, q8_0, kern_quant_iq4_nl_ref),
 	IQ_ENTRY(IQ4_XS, iq4_xs, q8_k, kern_quant_iq4_xs_ref),
-	IQ_ENTRY(IQ3_S, iq3_s, q8_k, NULL),
+	IQ_ENTRY(IQ3_S, iq3_s, q8_k, kern_quant_iq3_s_ref),
 	IQ_ENTRY(IQ3_XXS, iq3_xxs, q8_k, NULL),
 	IQ_ENTRY(IQ2_S, iq2_s, q8_k, NULL),
 	IQ_ENTRY(IQ2_XS, iq2_xs, q8_k, NULL),

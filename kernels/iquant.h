@@ -85,6 +85,9 @@ void kern_dequant_iq1_m_ref(const void *restrict x, float *restrict y, int64_t n
  * for IQ4_NL/IQ4_XS as llama-quantize runs it: weights x^2, 7 scale tries) --- */
 void kern_quant_iq4_nl_ref(const float *restrict x, void *restrict y, int64_t n);
 void kern_quant_iq4_xs_ref(const float *restrict x, void *restrict y, int64_t n);
+/* IQ3_S by herd's own search (kernels/quant_iq3s.c; weights x^2): not
+ * ggml's bytes, an error of the same size. */
+void kern_quant_iq3_s_ref(const float *restrict x, void *restrict y, int64_t n);
 
 /* --- dots: *s = sum_i x[i] * y[i]; y is Q8_0 for IQ4_NL, Q8_K otherwise --- */
 #define KERN_IQ_DOTS(isa)                                                                        \

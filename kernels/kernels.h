@@ -86,8 +86,8 @@ typedef struct kern_type_traits {
 
 /* Per-ISA operation table, filled by kern_ops_init into caller-owned memory.
  * An entry is NULL only for a type herd does not support, and from_float
- * also for the codebook i-quants below IQ4 (IQ3_S IQ3_XXS IQ2_S IQ2_XS
- * IQ2_XXS IQ1_S IQ1_M), which herd reads but does not write. */
+ * also for the codebook i-quants that need an importance matrix (IQ3_XXS
+ * IQ2_S IQ2_XS IQ2_XXS IQ1_S IQ1_M), which herd reads but does not write. */
 typedef struct kern_ops {
 	kern_isa isa;
 	kern_to_float_fn to_float[KERN_TYPE_COUNT];

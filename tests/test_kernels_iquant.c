@@ -375,6 +375,50 @@ static void test_quant_error(void **state)
 	free(q);
 }
 
+/* IQ3_S: herd's own search, an error no worse than 1.1 x ggml's on the
+ * same input (ggml's bytes and input are in the fixture), deterministic,
+ * and zeros for zeros. */
+static double rel_err(const float *x, const float *y, int n)
+{
+	double e = 0, p = 0;
+	for (int i = 0; i < n; i++) {
+		e += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+		p += (double)x[i] * x[i];
+	}
+	return sqrt(e / p);
+}
+
+static void test_quant_iq3_s(void **state)
+{
+	(void)state;
+	kern_ops ops;
+	kern_ops_init(&ops, KERN_ISA_REF);
+	const iq_ref *r = NULL;
+	for (int k = 0; k < g_nrefs; k++)
+		if (g_refs[k].type == KERN_TYPE_IQ3_S)
+			r = &g_refs[k];
+	assert_non_null(r);
+	assert_non_null(ops.from_float[KERN_TYPE_IQ3_S]);
+	uint8_t *q = malloc(r->nbytes), *q2 = malloc(r->nbytes);
+	float *y = malloc(r->n * sizeof(float));
+	assert_true(q && q2 && y);
+	ops.from_float[KERN_TYPE_IQ3_S](r->x, q, r->n);
+	ops.from_float[KERN_TYPE_IQ3_S](r->x, q2, r->n);
+	assert_memory_equal(q, q2, r->nbytes);
+	ops.to_float[KERN_TYPE_IQ3_S](q, y, r->n);
+	const double ours = rel_err(r->x, y, (int)r->n), ggml = rel_err(r->x, r->y, (int)r->n);
+	print_message("  IQ3_S rel rmse %.4f (ggml %.4f)\n", ours, ggml);
+	assert_true(ours <= 1.1 * ggml);
+	float z[256] = {0};
+	ops.from_float[KERN_TYPE_IQ3_S](z, q, 256);
+	ops.to_float[KERN_TYPE_IQ3_S](q, y, 256);
+	for (int i = 0; i < 256; i++)
+		assert_true(y[i] == 0.0f);
+	free(q);
+	free(q2);
+	free(y);
+}
+
 static void test_dispatch(void **state)
 {
 	(void)state;
@@ -388,6 +432,8 @@ static void test_dispatch(void **state)
 		}
 		assert_non_null(ops.from_float[KERN_TYPE_IQ4_NL]);
 		assert_non_null(ops.from_float[KERN_TYPE_IQ4_XS]);
+		assert_non_null(ops.from_float[KERN_TYPE_IQ3_S]);
+		assert_null(ops.from_float[KERN_TYPE_IQ2_XXS]); /* needs an importance matrix */
 		assert_null(ops.vec_dot[KERN_TYPE_Q4_0]); /* only its own types */
 		const kern_vec_dot_fn want = isa == KERN_ISA_REF    ? kern_dot_iq4_xs_q8_k_ref
 					     : isa == KERN_ISA_AVX2 ? kern_dot_iq4_xs_q8_k_avx2
@@ -427,6 +473,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_dequant_vs_ggml),
 		cmocka_unit_test(test_quant_vs_ggml),
 		cmocka_unit_test(test_quant_error),
+		cmocka_unit_test(test_quant_iq3_s),
 		cmocka_unit_test(test_ref_dots),
 		cmocka_unit_test(test_dispatch),
 	};
