@@ -10,7 +10,8 @@
 	 .to_float = {[KERN_ISA_REF] = kern_dequant_##N##_ref},                                  \
 	 .from_float = {[KERN_ISA_REF] = QUANT},                                                 \
 	 .vec_dot = {[KERN_ISA_REF] = kern_dot_##N##_##VD##_ref, [KERN_ISA_AVX2] = kern_dot_##N##_##VD##_avx2, \
-		     [KERN_ISA_AVX512] = kern_dot_##N##_##VD##_avx512}}
+		     [KERN_ISA_AVX512] = kern_dot_##N##_##VD##_avx512},                                      \
+	 .vec_dot4 = {[KERN_ISA_REF] = kern_dot4_##N##_##VD##_ref, [KERN_ISA_AVX2] = kern_dot4_##N##_##VD##_avx2}}
 
 static const kern_type_variants iquant_variants[] = {
 	IQ_ENTRY(IQ4_NL, iq4_nl, q8_0, kern_quant_iq4_nl_ref),

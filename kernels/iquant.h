@@ -114,6 +114,26 @@ KERN_IQ_DOTS(avx2)
 KERN_IQ_DOTS(avx512)
 #undef KERN_IQ_DOTS
 
+/* --- four activation rows per weight row (kern_vec_dot4_fn): the reference
+ * is four reference dots; AVX2 decodes once (and serves AVX-512 too) --- */
+#define KERN_IQ_DOT4(N, VD, isa)                                                                  \
+	void kern_dot4_##N##_##VD##_##isa(int n, float *restrict s, int64_t ls, const void *restrict x, \
+					  const void *restrict y, size_t ys);
+#define KERN_IQ_DOT4S(isa)                                                                        \
+	KERN_IQ_DOT4(iq4_nl, q8_0, isa)                                                           \
+	KERN_IQ_DOT4(iq4_xs, q8_k, isa)                                                           \
+	KERN_IQ_DOT4(iq3_s, q8_k, isa)                                                            \
+	KERN_IQ_DOT4(iq3_xxs, q8_k, isa)                                                          \
+	KERN_IQ_DOT4(iq2_s, q8_k, isa)                                                            \
+	KERN_IQ_DOT4(iq2_xs, q8_k, isa)                                                           \
+	KERN_IQ_DOT4(iq2_xxs, q8_k, isa)                                                          \
+	KERN_IQ_DOT4(iq1_s, q8_k, isa)                                                            \
+	KERN_IQ_DOT4(iq1_m, q8_k, isa)
+KERN_IQ_DOT4S(ref)
+KERN_IQ_DOT4S(avx2)
+#undef KERN_IQ_DOT4S
+#undef KERN_IQ_DOT4
+
 #ifdef __cplusplus
 }
 #endif

@@ -329,6 +329,43 @@ static void cmp_simd_ref(const dot_case *c, kern_vec_dot_fn dot, kern_vec_dot_fn
 			 c->nblk, got, want, mag);
 }
 
+/* vec_dot4 at g_isa against four reference dots, rows ys bytes apart. */
+static void test_dots4(void **state)
+{
+	(void)state;
+	kern_ops ops, ref;
+	kern_ops_init(&ops, g_isa);
+	kern_ops_init(&ref, KERN_ISA_REF);
+	dot_case c;
+	alloc_case(&c);
+	const size_t ys = MAX_BLK * sizeof(kern_block_q8_K) + 64;
+	char *a4 = malloc(4 * ys);
+	assert_non_null(a4);
+	uint64_t s = 77;
+	for (size_t k = 0; k < N_IQ; k++) {
+		c.t = iq_types[k];
+		assert_non_null(ops.vec_dot4[c.t]);
+		for (size_t a = 0; a < sizeof awkward / sizeof awkward[0]; a += 2) {
+			c.nblk = awkward[a];
+			c.n = c.nblk * kern_iq_desc_of(c.t)->blck_size;
+			for (int row = 0; row < 4; row++) { /* new activations per row (the weights: the last made) */
+				make_case(&c, &s, row == 0);
+				memcpy(a4 + row * ys, c.aq, ys - 64);
+			}
+			float got[8] = {0}, want[4];
+			ops.vec_dot4[c.t](c.n, got, 2, c.wq, a4, ys);
+			for (int row = 0; row < 4; row++) {
+				ref.vec_dot[c.t](c.n, &want[row], c.wq, a4 + row * ys);
+				if (!(fabs((double)got[2 * row] - want[row]) <= 1e-5 * (fabs(want[row]) + c.n)))
+					fail_msg("%s %s dot4 row %d, %d blocks: %.9g, ref %.9g", kern_type_name(c.t),
+						 kern_isa_name(g_isa), row, c.nblk, got[2 * row], want[row]);
+			}
+		}
+	}
+	free(a4);
+	free_case(&c);
+}
+
 static void test_ref_dots(void **state)
 {
 	(void)state;
@@ -465,7 +502,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "this CPU lacks %s: skipped\n", argv[1]);
 			return 77;
 		}
-		const struct CMUnitTest simd[] = {cmocka_unit_test(test_simd_dots)};
+		const struct CMUnitTest simd[] = {cmocka_unit_test(test_simd_dots), cmocka_unit_test(test_dots4)};
 		return cmocka_run_group_tests(simd, setup, teardown);
 	}
 	const struct CMUnitTest tests[] = {
@@ -475,6 +512,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_quant_error),
 		cmocka_unit_test(test_quant_iq3_s),
 		cmocka_unit_test(test_ref_dots),
+		cmocka_unit_test(test_dots4),
 		cmocka_unit_test(test_dispatch),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
