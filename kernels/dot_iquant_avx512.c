@@ -89,28 +89,29 @@ void kern_dot_iq4_xs_q8_k_avx512(int n, float *restrict s, const void *restrict 
 	*s = _mm512_reduce_add_ps(acc);
 }
 
-/* IQ4_NL x Q8_0: two blocks per zmm, each half with its own scale. */
+/* IQ4_NL x Q8_0: one block per ymm (blocks of 32 have one scale each),
+ * the int8 products summed by VNNI vpdpbusd in one instruction. */
+static inline __m256 iq4_nl_vnni(const kern_block_iq4_nl *x, const kern_block_q8_0 *y, __m256 acc)
+{
+	const __m256i w = iqs_iq4_values(x->qs);
+	const __m256i q8 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y->qs), w);
+	const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w), q8);
+	return _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(x->d) * _cvtsh_ss(y->d)), _mm256_cvtepi32_ps(p), acc);
+}
+
 void kern_dot_iq4_nl_q8_0_avx512(int n, float *restrict s, const void *restrict vx,
 				 const void *restrict vy)
 {
 	const kern_block_iq4_nl *x = vx;
 	const kern_block_q8_0 *y = vy;
 	const int nb = n / KERN_QK4_NL;
-	__m512 acc = _mm512_setzero_ps();
+	__m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
 	int i = 0;
 	for (; i + 1 < nb; i += 2) {
-		const __m256i w0 = iqs_iq4_values(x[i].qs), w1 = iqs_iq4_values(x[i + 1].qs);
-		const __m256i y0 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[i].qs), w0);
-		const __m256i y1 = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)y[i + 1].qs), w1);
-		const __m512i p = _mm512_dpbusd_epi32(_mm512_setzero_si512(),
-						      cat256(_mm256_abs_epi8(w0), _mm256_abs_epi8(w1)), cat256(y0, y1));
-		const __m512 d = _mm512_insertf32x8(
-			_mm512_castps256_ps512(_mm256_set1_ps(_cvtsh_ss(x[i].d) * _cvtsh_ss(y[i].d))),
-			_mm256_set1_ps(_cvtsh_ss(x[i + 1].d) * _cvtsh_ss(y[i + 1].d)), 1);
-		acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc);
+		acc0 = iq4_nl_vnni(x + i, y + i, acc0);
+		acc1 = iq4_nl_vnni(x + i + 1, y + i + 1, acc1);
 	}
-	float tail = 0;
 	if (i < nb)
-		tail = iqs_hsum_ps(iqs_iq4_nl_block(x + i, y + i, _mm256_setzero_ps()));
-	*s = _mm512_reduce_add_ps(acc) + tail;
+		acc0 = iq4_nl_vnni(x + i, y + i, acc0);
+	*s = iqs_hsum_ps(_mm256_add_ps(acc0, acc1));
 }
