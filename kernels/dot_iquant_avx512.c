@@ -63,30 +63,77 @@ static inline __m512i iq4_idx64(const uint8_t *qs)
 	return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
 }
 
+/* |value| of every IQ4 index, in each 128-bit lane. */
+static inline __m512i iq4_abs_table(void)
+{
+	int8_t absv[16];
+	for (int k = 0; k < 16; k++)
+		absv[k] = (int8_t)abs(kern_iq4nl_values[k]);
+	return _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)absv));
+}
+
+/* sum + ls * value * q8 over sub-blocks ib, ib + 1 of one activation row,
+ * the weights given as |value| (mag), their sign mask and the scales. */
+static inline __m512i iq4_pair(__m512i sum, __m512i mag, __mmask64 neg, __m512i sc, const int8_t *q8)
+{
+	__m512i y = _mm512_loadu_si512((const void *)q8);
+	y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+	return _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(mag, y), sc);
+}
+
+static inline __m512i iq4_xs_sc(const kern_block_iq4_xs *b, int ib)
+{
+	return cat256(_mm256_set1_epi16((short)kern_iq4xs_scale(b, ib)),
+		      _mm256_set1_epi16((short)kern_iq4xs_scale(b, ib + 1)));
+}
+
 void kern_dot_iq4_xs_q8_k_avx512(int n, float *restrict s, const void *restrict vx,
 				 const void *restrict vy)
 {
 	const kern_block_iq4_xs *x = vx;
 	const kern_block_q8_K *y = vy;
-	int8_t absv[16];
-	for (int k = 0; k < 16; k++)
-		absv[k] = (int8_t)abs(kern_iq4nl_values[k]);
-	const __m512i tab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)absv));
-	const __m512i eight = _mm512_set1_epi8(8);
+	const __m512i tab = iq4_abs_table(), eight = _mm512_set1_epi8(8);
 	__m512 acc = _mm512_setzero_ps();
 	for (int i = 0; i < n / KERN_QK_K; i++) {
 		__m512i sum = _mm512_setzero_si512();
 		for (int ib = 0; ib < KERN_QK_K / 32; ib += 2) {
 			const __m512i idx = iq4_idx64(x[i].qs + 16 * ib);
-			__m512i q8 = _mm512_loadu_si512((const void *)(y[i].qs + 32 * ib));
-			q8 = _mm512_mask_sub_epi8(q8, _mm512_cmplt_epu8_mask(idx, eight), _mm512_setzero_si512(), q8);
-			const __m512i sc = cat256(_mm256_set1_epi16((short)kern_iq4xs_scale(x + i, ib)),
-						  _mm256_set1_epi16((short)kern_iq4xs_scale(x + i, ib + 1)));
-			sum = _mm512_dpwssd_epi32(sum, _mm512_maddubs_epi16(_mm512_shuffle_epi8(tab, idx), q8), sc);
+			sum = iq4_pair(sum, _mm512_shuffle_epi8(tab, idx), _mm512_cmplt_epu8_mask(idx, eight),
+				       iq4_xs_sc(x + i, ib), y[i].qs + 32 * ib);
 		}
 		acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d), _mm512_cvtepi32_ps(sum), acc);
 	}
 	*s = _mm512_reduce_add_ps(acc);
+}
+
+/* Four activation rows, each index pair decoded once. */
+void kern_dot4_iq4_xs_q8_k_avx512(int n, float *restrict s, int64_t ls, const void *restrict vx,
+				  const void *restrict vy, size_t ys)
+{
+	const kern_block_iq4_xs *x = vx;
+	const kern_block_q8_K *y[4];
+	const __m512i tab = iq4_abs_table(), eight = _mm512_set1_epi8(8);
+	__m512 acc[4];
+	for (int k = 0; k < 4; k++) {
+		y[k] = (const kern_block_q8_K *)((const char *)vy + k * ys);
+		acc[k] = _mm512_setzero_ps();
+	}
+	for (int i = 0; i < n / KERN_QK_K; i++) {
+		__m512i sum[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+				  _mm512_setzero_si512()};
+		for (int ib = 0; ib < KERN_QK_K / 32; ib += 2) {
+			const __m512i idx = iq4_idx64(x[i].qs + 16 * ib);
+			const __m512i mag = _mm512_shuffle_epi8(tab, idx), sc = iq4_xs_sc(x + i, ib);
+			const __mmask64 neg = _mm512_cmplt_epu8_mask(idx, eight);
+			for (int k = 0; k < 4; k++)
+				sum[k] = iq4_pair(sum[k], mag, neg, sc, y[k][i].qs + 32 * ib);
+		}
+		const float dx = _cvtsh_ss(x[i].d);
+		for (int k = 0; k < 4; k++)
+			acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dx * y[k][i].d), _mm512_cvtepi32_ps(sum[k]), acc[k]);
+	}
+	for (int k = 0; k < 4; k++)
+		s[k * ls] = _mm512_reduce_add_ps(acc[k]);
 }
 
 /* IQ4_NL x Q8_0: one block per ymm (blocks of 32 have one scale each),

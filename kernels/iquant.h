@@ -115,7 +115,8 @@ KERN_IQ_DOTS(avx512)
 #undef KERN_IQ_DOTS
 
 /* --- four activation rows per weight row (kern_vec_dot4_fn): the reference
- * is four reference dots; AVX2 decodes once (and serves AVX-512 too) --- */
+ * is four reference dots; AVX2 decodes once (and serves AVX-512 too, but
+ * for IQ4_XS) --- */
 #define KERN_IQ_DOT4(N, VD, isa)                                                                  \
 	void kern_dot4_##N##_##VD##_##isa(int n, float *restrict s, int64_t ls, const void *restrict x, \
 					  const void *restrict y, size_t ys);
@@ -132,6 +133,7 @@ KERN_IQ_DOTS(avx512)
 KERN_IQ_DOT4S(ref)
 KERN_IQ_DOT4S(avx2)
 #undef KERN_IQ_DOT4S
+KERN_IQ_DOT4(iq4_xs, q8_k, avx512) /* the one with its own AVX-512 version */
 #undef KERN_IQ_DOT4
 
 #ifdef __cplusplus
