@@ -43,7 +43,6 @@ static inline __m512i sub64(iq_v a, iq_v b, const int8_t *q8, __m512i acc)
 		*s = _mm512_reduce_add_ps(acc);                                                   \
 	}
 
-IQ_DOT_AVX512(iq3_s, 1.0f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq3_xxs, 0.25f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq2_s, 0.125f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq2_xs, 0.125f, IQS_D_PLAIN)
@@ -134,6 +133,41 @@ void kern_dot4_iq4_xs_q8_k_avx512(int n, float *restrict s, int64_t ls, const vo
 	}
 	for (int k = 0; k < 4; k++)
 		s[k * ls] = _mm512_reduce_add_ps(acc[k]);
+}
+
+/* IQ3_S: 16 grid entries (two sub-blocks) in one gather, the stored sign
+ * bits used as the mask as they are. */
+static inline __m512i iq3_s_pair(const kern_block_iq3_s *b, int ib, const int8_t *q8, __m512i sum)
+{
+	const __m512i lo = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 8 * ib)));
+	const __m512i h = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi32(b->qh[ib])),
+					     _mm256_set1_epi32(b->qh[ib + 1]), 1);
+	const __m512i sh = _mm512_setr_epi32(8, 7, 6, 5, 4, 3, 2, 1, 8, 7, 6, 5, 4, 3, 2, 1);
+	const __m512i idx = _mm512_or_si512(lo, _mm512_and_si512(_mm512_sllv_epi32(h, sh), _mm512_set1_epi32(256)));
+	const __m512i mag = _mm512_i32gather_epi32(idx, (const void *)kern_iq3s_grid, 4);
+	uint64_t neg;
+	memcpy(&neg, b->signs + 4 * ib, 8);
+	const int l0 = 2 * (b->scales[ib / 2] & 0xf) + 1, l1 = 2 * (b->scales[ib / 2] >> 4) + 1;
+	return iq4_pair(sum, mag, (__mmask64)neg, cat256(_mm256_set1_epi16((short)l0), _mm256_set1_epi16((short)l1)),
+			q8);
+}
+
+void kern_dot_iq3_s_q8_k_avx512(int n, float *restrict s, const void *restrict vx,
+				const void *restrict vy)
+{
+	const kern_block_iq3_s *x = vx;
+	const kern_block_q8_K *y = vy;
+	__m512 acc = _mm512_setzero_ps();
+	for (int i = 0; i < n / KERN_QK_K; i++) {
+		__m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+		for (int ib = 0; ib < KERN_QK_K / 32; ib += 4) {
+			s0 = iq3_s_pair(x + i, ib, y[i].qs + 32 * ib, s0);
+			s1 = iq3_s_pair(x + i, ib + 2, y[i].qs + 32 * ib + 64, s1);
+		}
+		acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d),
+				      _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
+	}
+	*s = _mm512_reduce_add_ps(acc);
 }
 
 /* IQ4_NL x Q8_0: one block per ymm (blocks of 32 have one scale each),
