@@ -43,10 +43,8 @@ static inline __m512i sub64(iq_v a, iq_v b, const int8_t *q8, __m512i acc)
 		*s = _mm512_reduce_add_ps(acc);                                                   \
 	}
 
-IQ_DOT_AVX512(iq3_xxs, 0.25f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq2_s, 0.125f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq2_xs, 0.125f, IQS_D_PLAIN)
-IQ_DOT_AVX512(iq2_xxs, 0.125f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq1_s, 0.125f, IQS_D_PLAIN)
 IQ_DOT_AVX512(iq1_m, 0.125f, IQS_D_IQ1M)
 #undef IQ_DOT_AVX512
@@ -152,23 +150,59 @@ static inline __m512i iq3_s_pair(const kern_block_iq3_s *b, int ib, const int8_t
 			q8);
 }
 
-void kern_dot_iq3_s_q8_k_avx512(int n, float *restrict s, const void *restrict vx,
-				const void *restrict vy)
+/* The sign masks and scales of IQ2_XXS/IQ3_XXS sub-blocks ib, ib + 1:
+ * their words of 4 x 7 sign bits (through the parity table) and 4-bit scale. */
+static inline __mmask64 xxs_neg(uint32_t a0, uint32_t a1)
 {
-	const kern_block_iq3_s *x = vx;
-	const kern_block_q8_K *y = vy;
-	__m512 acc = _mm512_setzero_ps();
-	for (int i = 0; i < n / KERN_QK_K; i++) {
-		__m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
-		for (int ib = 0; ib < KERN_QK_K / 32; ib += 4) {
-			s0 = iq3_s_pair(x + i, ib, y[i].qs + 32 * ib, s0);
-			s1 = iq3_s_pair(x + i, ib + 2, y[i].qs + 32 * ib + 64, s1);
-		}
-		acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d),
-				      _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc);
-	}
-	*s = _mm512_reduce_add_ps(acc);
+	return (__mmask64)((uint64_t)iqs_ksigns4(a0) | (uint64_t)iqs_ksigns4(a1) << 32);
 }
+
+static inline __m512i xxs_sc(uint32_t a0, uint32_t a1)
+{
+	return cat256(_mm256_set1_epi16((short)(2 * (a0 >> 28) + 1)), _mm256_set1_epi16((short)(2 * (a1 >> 28) + 1)));
+}
+
+static inline __m512i iq3_xxs_pair(const kern_block_iq3_xxs *b, int ib, const int8_t *q8, __m512i sum)
+{
+	const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(b->qs + 8 * ib)));
+	const __m512i mag = _mm512_i32gather_epi32(idx, (const void *)kern_iq3xxs_grid, 4);
+	const uint32_t a0 = iqs_rd32(b->qs + KERN_QK_K / 4 + 4 * ib), a1 = iqs_rd32(b->qs + KERN_QK_K / 4 + 4 * ib + 4);
+	return iq4_pair(sum, mag, xxs_neg(a0, a1), xxs_sc(a0, a1), q8);
+}
+
+static inline __m512i iq2_xxs_pair(const kern_block_iq2_xxs *b, int ib, const int8_t *q8, __m512i sum)
+{
+	const uint8_t *q = (const uint8_t *)(b->qs + 4 * ib);
+	/* index bytes 0..3 and 8..11 of the two sub-blocks' 16 bytes */
+	const __m128i sel = _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, -1, -1, -1, -1, -1, -1, -1, -1);
+	const __m256i idx = _mm256_cvtepu8_epi32(_mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)q), sel));
+	const __m512i mag = _mm512_i32gather_epi64(idx, (const void *)kern_iq2xxs_grid, 8);
+	const uint32_t a0 = iqs_rd32(q + 4), a1 = iqs_rd32(q + 12);
+	return iq4_pair(sum, mag, xxs_neg(a0, a1), xxs_sc(a0, a1), q8);
+}
+
+#define IQ_PAIR_DOT(N, F, PAIR)                                                                   \
+	void kern_dot_##N##_q8_k_avx512(int n, float *restrict s, const void *restrict vx,        \
+					const void *restrict vy)                                  \
+	{                                                                                         \
+		const kern_block_##N *x = vx;                                                     \
+		const kern_block_q8_K *y = vy;                                                    \
+		__m512 acc = _mm512_setzero_ps();                                                 \
+		for (int i = 0; i < n / KERN_QK_K; i++) {                                         \
+			__m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();         \
+			for (int ib = 0; ib < KERN_QK_K / 32; ib += 4) {                          \
+				s0 = PAIR(x + i, ib, y[i].qs + 32 * ib, s0);                      \
+				s1 = PAIR(x + i, ib + 2, y[i].qs + 32 * ib + 64, s1);             \
+			}                                                                         \
+			acc = _mm512_fmadd_ps(_mm512_set1_ps(_cvtsh_ss(x[i].d) * y[i].d * (F)),   \
+					      _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc); \
+		}                                                                                 \
+		*s = _mm512_reduce_add_ps(acc);                                                   \
+	}
+IQ_PAIR_DOT(iq3_xxs, 0.25f, iq3_xxs_pair)
+IQ_PAIR_DOT(iq2_xxs, 0.125f, iq2_xxs_pair)
+IQ_PAIR_DOT(iq3_s, 1.0f, iq3_s_pair)
+#undef IQ_PAIR_DOT
 
 /* IQ4_NL x Q8_0: one block per ymm (blocks of 32 have one scale each),
  * the int8 products summed by VNNI vpdpbusd in one instruction. */
