@@ -68,3 +68,21 @@ IQ_DOT(iq2_xxs, IQ2_XXS)
 IQ_DOT(iq1_s, IQ1_S)
 IQ_DOT(iq1_m, IQ1_M)
 #undef IQ_DOT
+
+#define IQ_DOT4(N, VD)                                                                               \
+	void kern_dot4_##N##_##VD##_ref(int n, float *restrict s, int64_t ls, const void *restrict x, \
+					const void *restrict y, size_t ys)                           \
+	{                                                                                            \
+		for (int k = 0; k < 4; k++)                                                          \
+			kern_dot_##N##_##VD##_ref(n, &s[k * ls], x, (const char *)y + k * ys);       \
+	}
+IQ_DOT4(iq4_nl, q8_0)
+IQ_DOT4(iq4_xs, q8_k)
+IQ_DOT4(iq3_s, q8_k)
+IQ_DOT4(iq3_xxs, q8_k)
+IQ_DOT4(iq2_s, q8_k)
+IQ_DOT4(iq2_xs, q8_k)
+IQ_DOT4(iq2_xxs, q8_k)
+IQ_DOT4(iq1_s, q8_k)
+IQ_DOT4(iq1_m, q8_k)
+#undef IQ_DOT4

@@ -85,6 +85,9 @@ void kern_dequant_iq1_m_ref(const void *restrict x, float *restrict y, int64_t n
  * for IQ4_NL/IQ4_XS as llama-quantize runs it: weights x^2, 7 scale tries) --- */
 void kern_quant_iq4_nl_ref(const float *restrict x, void *restrict y, int64_t n);
 void kern_quant_iq4_xs_ref(const float *restrict x, void *restrict y, int64_t n);
+/* IQ3_S by herd's own search (kernels/quant_iq3s.c; weights x^2): not
+ * ggml's bytes, an error of the same size. */
+void kern_quant_iq3_s_ref(const float *restrict x, void *restrict y, int64_t n);
 
 /* --- dots: *s = sum_i x[i] * y[i]; y is Q8_0 for IQ4_NL, Q8_K otherwise --- */
 #define KERN_IQ_DOTS(isa)                                                                        \
@@ -110,6 +113,28 @@ KERN_IQ_DOTS(ref)
 KERN_IQ_DOTS(avx2)
 KERN_IQ_DOTS(avx512)
 #undef KERN_IQ_DOTS
+
+/* --- four activation rows per weight row (kern_vec_dot4_fn): the reference
+ * is four reference dots; AVX2 decodes once (and serves AVX-512 too, but
+ * for IQ4_XS) --- */
+#define KERN_IQ_DOT4(N, VD, isa)                                                                  \
+	void kern_dot4_##N##_##VD##_##isa(int n, float *restrict s, int64_t ls, const void *restrict x, \
+					  const void *restrict y, size_t ys);
+#define KERN_IQ_DOT4S(isa)                                                                        \
+	KERN_IQ_DOT4(iq4_nl, q8_0, isa)                                                           \
+	KERN_IQ_DOT4(iq4_xs, q8_k, isa)                                                           \
+	KERN_IQ_DOT4(iq3_s, q8_k, isa)                                                            \
+	KERN_IQ_DOT4(iq3_xxs, q8_k, isa)                                                          \
+	KERN_IQ_DOT4(iq2_s, q8_k, isa)                                                            \
+	KERN_IQ_DOT4(iq2_xs, q8_k, isa)                                                           \
+	KERN_IQ_DOT4(iq2_xxs, q8_k, isa)                                                          \
+	KERN_IQ_DOT4(iq1_s, q8_k, isa)                                                            \
+	KERN_IQ_DOT4(iq1_m, q8_k, isa)
+KERN_IQ_DOT4S(ref)
+KERN_IQ_DOT4S(avx2)
+#undef KERN_IQ_DOT4S
+KERN_IQ_DOT4(iq4_xs, q8_k, avx512) /* the one with its own AVX-512 version */
+#undef KERN_IQ_DOT4
 
 #ifdef __cplusplus
 }

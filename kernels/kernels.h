@@ -85,6 +85,12 @@ typedef void (*kern_from_float_fn)(const float *restrict x, void *restrict y, in
  * of its vec_dot_type. n is a multiple of both block sizes. */
 typedef void (*kern_vec_dot_fn)(int n, float *restrict s, const void *restrict x,
 				const void *restrict y);
+/* Four dots of one weight row x with activation rows y, y + ys, y + 2 ys,
+ * y + 3 ys (bytes): s[k * ls] = dot(x, row k). The weights are decoded once
+ * for the four (prompts and batches of the types with no row-interleaved
+ * GEMM); each result is vec_dot's up to float summation order. */
+typedef void (*kern_vec_dot4_fn)(int n, float *restrict s, int64_t ls, const void *restrict x,
+				 const void *restrict y, size_t ys);
 
 /* Prepares n_b rows of K activations for a row-interleaved GEMM (layout in
  * kernels/gemm.h); dst holds n_b * kern_act_stride(type, K) bytes. */
@@ -106,14 +112,16 @@ typedef struct kern_type_traits {
 
 /* Per-ISA operation table, filled by kern_ops_init into caller-owned memory.
  * An entry is NULL only for a type herd does not support, and from_float
- * also for the codebook i-quants below IQ4 (IQ3_S IQ3_XXS IQ2_S IQ2_XS
- * IQ2_XXS IQ1_S IQ1_M), which herd reads but does not write. */
+ * also for the codebook i-quants that need an importance matrix (IQ3_XXS
+ * IQ2_S IQ2_XS IQ2_XXS IQ1_S IQ1_M), which herd reads but does not write. */
 typedef struct kern_ops {
 	kern_isa isa;
 	kern_to_float_fn to_float[KERN_TYPE_COUNT];
 	/* quantize: weights (reference quality) and activations alike. */
 	kern_from_float_fn from_float[KERN_TYPE_COUNT];
 	kern_vec_dot_fn vec_dot[KERN_TYPE_COUNT];
+	/* NULL where the type has none (then vec_dot serves, row by row). */
+	kern_vec_dot4_fn vec_dot4[KERN_TYPE_COUNT];
 	/* Row-interleaved types only (kernels/gemm.h): activation preparation
 	 * and the GEMM over one 16-row group. */
 	kern_act_fn act[KERN_TYPE_COUNT];

@@ -87,9 +87,17 @@ static void mm_chunk(const struct mm_task *t, const kern_matmul_job *j, int64_t 
 		return;
 	}
 	const kern_vec_dot_fn dot = t->ops->vec_dot[j->wtype];
+	const kern_vec_dot4_fn dot4 = t->ops->vec_dot4[j->wtype];
 	const size_t wrow = kern_row_size(j->wtype, t->K);
 	const char *w = j->w;
-	for (int b = 0; b < t->n_b; b++) {
+	int b = 0;
+	for (; dot4 && b + 4 <= t->n_b; b += 4) { /* weights decoded once for 4 rows */
+		const char *xb = t->xq + (size_t)b * t->xq_row;
+		float *yb = j->y + (int64_t)b * j->ldy;
+		for (int64_t r = r0; r < r1; r++)
+			dot4((int)t->K, &yb[r], j->ldy, w + (size_t)r * wrow, xb, t->xq_row);
+	}
+	for (; b < t->n_b; b++) {
 		const void *xb = t->xq + (size_t)b * t->xq_row;
 		float *yb = j->y + (int64_t)b * j->ldy;
 		for (int64_t r = r0; r < r1; r++)

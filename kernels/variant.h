@@ -41,6 +41,7 @@ typedef struct kern_type_variants {
 	kern_to_float_fn to_float[KERN_ISA_COUNT];
 	kern_from_float_fn from_float[KERN_ISA_COUNT];
 	kern_vec_dot_fn vec_dot[KERN_ISA_COUNT];
+	kern_vec_dot4_fn vec_dot4[KERN_ISA_COUNT];
 	kern_act_fn act[KERN_ISA_COUNT];
 	kern_gemm_fn gemm[KERN_ISA_COUNT];
 } kern_type_variants;

@@ -329,6 +329,43 @@ static void cmp_simd_ref(const dot_case *c, kern_vec_dot_fn dot, kern_vec_dot_fn
 			 c->nblk, got, want, mag);
 }
 
+/* vec_dot4 at g_isa against four reference dots, rows ys bytes apart. */
+static void test_dots4(void **state)
+{
+	(void)state;
+	kern_ops ops, ref;
+	kern_ops_init(&ops, g_isa);
+	kern_ops_init(&ref, KERN_ISA_REF);
+	dot_case c;
+	alloc_case(&c);
+	const size_t ys = MAX_BLK * sizeof(kern_block_q8_K) + 64;
+	char *a4 = malloc(4 * ys);
+	assert_non_null(a4);
+	uint64_t s = 77;
+	for (size_t k = 0; k < N_IQ; k++) {
+		c.t = iq_types[k];
+		assert_non_null(ops.vec_dot4[c.t]);
+		for (size_t a = 0; a < sizeof awkward / sizeof awkward[0]; a += 2) {
+			c.nblk = awkward[a];
+			c.n = c.nblk * kern_iq_desc_of(c.t)->blck_size;
+			for (int row = 0; row < 4; row++) { /* new activations per row (the weights: the last made) */
+				make_case(&c, &s, row == 0);
+				memcpy(a4 + row * ys, c.aq, ys - 64);
+			}
+			float got[8] = {0}, want[4];
+			ops.vec_dot4[c.t](c.n, got, 2, c.wq, a4, ys);
+			for (int row = 0; row < 4; row++) {
+				ref.vec_dot[c.t](c.n, &want[row], c.wq, a4 + row * ys);
+				if (!(fabs((double)got[2 * row] - want[row]) <= 1e-5 * (fabs(want[row]) + c.n)))
+					fail_msg("%s %s dot4 row %d, %d blocks: %.9g, ref %.9g", kern_type_name(c.t),
+						 kern_isa_name(g_isa), row, c.nblk, got[2 * row], want[row]);
+			}
+		}
+	}
+	free(a4);
+	free_case(&c);
+}
+
 static void test_ref_dots(void **state)
 {
 	(void)state;
@@ -375,6 +412,50 @@ static void test_quant_error(void **state)
 	free(q);
 }
 
+/* IQ3_S: herd's own search, an error no worse than 1.1 x ggml's on the
+ * same input (ggml's bytes and input are in the fixture), deterministic,
+ * and zeros for zeros. */
+static double rel_err(const float *x, const float *y, int n)
+{
+	double e = 0, p = 0;
+	for (int i = 0; i < n; i++) {
+		e += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+		p += (double)x[i] * x[i];
+	}
+	return sqrt(e / p);
+}
+
+static void test_quant_iq3_s(void **state)
+{
+	(void)state;
+	kern_ops ops;
+	kern_ops_init(&ops, KERN_ISA_REF);
+	const iq_ref *r = NULL;
+	for (int k = 0; k < g_nrefs; k++)
+		if (g_refs[k].type == KERN_TYPE_IQ3_S)
+			r = &g_refs[k];
+	assert_non_null(r);
+	assert_non_null(ops.from_float[KERN_TYPE_IQ3_S]);
+	uint8_t *q = malloc(r->nbytes), *q2 = malloc(r->nbytes);
+	float *y = malloc(r->n * sizeof(float));
+	assert_true(q && q2 && y);
+	ops.from_float[KERN_TYPE_IQ3_S](r->x, q, r->n);
+	ops.from_float[KERN_TYPE_IQ3_S](r->x, q2, r->n);
+	assert_memory_equal(q, q2, r->nbytes);
+	ops.to_float[KERN_TYPE_IQ3_S](q, y, r->n);
+	const double ours = rel_err(r->x, y, (int)r->n), ggml = rel_err(r->x, r->y, (int)r->n);
+	print_message("  IQ3_S rel rmse %.4f (ggml %.4f)\n", ours, ggml);
+	assert_true(ours <= 1.1 * ggml);
+	float z[256] = {0};
+	ops.from_float[KERN_TYPE_IQ3_S](z, q, 256);
+	ops.to_float[KERN_TYPE_IQ3_S](q, y, 256);
+	for (int i = 0; i < 256; i++)
+		assert_true(y[i] == 0.0f);
+	free(q);
+	free(q2);
+	free(y);
+}
+
 static void test_dispatch(void **state)
 {
 	(void)state;
@@ -388,6 +469,8 @@ static void test_dispatch(void **state)
 		}
 		assert_non_null(ops.from_float[KERN_TYPE_IQ4_NL]);
 		assert_non_null(ops.from_float[KERN_TYPE_IQ4_XS]);
+		assert_non_null(ops.from_float[KERN_TYPE_IQ3_S]);
+		assert_null(ops.from_float[KERN_TYPE_IQ2_XXS]); /* needs an importance matrix */
 		assert_null(ops.vec_dot[KERN_TYPE_Q4_0]); /* only its own types */
 		const kern_vec_dot_fn want = isa == KERN_ISA_REF    ? kern_dot_iq4_xs_q8_k_ref
 					     : isa == KERN_ISA_AVX2 ? kern_dot_iq4_xs_q8_k_avx2
@@ -419,7 +502,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "this CPU lacks %s: skipped\n", argv[1]);
 			return 77;
 		}
-		const struct CMUnitTest simd[] = {cmocka_unit_test(test_simd_dots)};
+		const struct CMUnitTest simd[] = {cmocka_unit_test(test_simd_dots), cmocka_unit_test(test_dots4)};
 		return cmocka_run_group_tests(simd, setup, teardown);
 	}
 	const struct CMUnitTest tests[] = {
@@ -427,7 +510,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_dequant_vs_ggml),
 		cmocka_unit_test(test_quant_vs_ggml),
 		cmocka_unit_test(test_quant_error),
+		cmocka_unit_test(test_quant_iq3_s),
 		cmocka_unit_test(test_ref_dots),
+		cmocka_unit_test(test_dots4),
 		cmocka_unit_test(test_dispatch),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -170,8 +170,8 @@ static void test_dispatch_tables(void **state)
 			const int known = kern_type_info(t) != NULL;
 			const int r16 = kern_type_is_r16(t);
 			assert_int_equal(o.to_float[t] != NULL, known && !r16);
-			/* the codebook i-quants below IQ4 are read, never written */
-			const int readonly = t == KERN_TYPE_IQ3_S || t == KERN_TYPE_IQ3_XXS || t == KERN_TYPE_IQ2_S ||
+			/* the i-quants that need an importance matrix are read, never written */
+			const int readonly = t == KERN_TYPE_IQ3_XXS || t == KERN_TYPE_IQ2_S ||
 					     t == KERN_TYPE_IQ2_XS || t == KERN_TYPE_IQ2_XXS || t == KERN_TYPE_IQ1_S ||
 					     t == KERN_TYPE_IQ1_M;
 			assert_int_equal(o.from_float[t] != NULL, known && !r16 && !readonly);
