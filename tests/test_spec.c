@@ -82,6 +82,29 @@ static void test_adaptive_length(void **state)
 	spec_fini(&s);
 }
 
+/* Timed steps: nothing is drafted before plain steps were timed; drafting
+ * that gives tokens slower than plain steps pauses, faster goes on. */
+static void test_paying(void **state)
+{
+	(void)state;
+	const int32_t h[] = {5, 6, 7, 8, 5, 6, 7, 8, 5, 6};
+	spec_ctl s;
+	assert_int_equal(spec_init(&s, 8, h, 10, 64), 0);
+	int32_t d[8];
+	spec_time(&s, 0, 0, 10.0);
+	assert_int_equal(spec_draft(&s, 8, d), 0); /* one plain step timed: not yet */
+	for (int i = 1; i < SPEC_TIME_MIN; i++)
+		spec_time(&s, 0, 0, 10.0);
+	assert_true(spec_draft(&s, 8, d) > 0);
+	for (int i = 0; i < SPEC_TIME_MIN; i++)
+		spec_time(&s, 4, 3, 12.0); /* 3 ms a token: pays */
+	assert_int_equal(s.skip, 0);
+	for (int i = 0; i < 2 * SPEC_TIME_MIN; i++)
+		spec_time(&s, 4, 0, 30.0); /* 30 ms a token: does not */
+	assert_true(s.skip > 0);
+	spec_fini(&s);
+}
+
 /* ---- the engine --------------------------------------------------------- */
 
 typedef struct run_out {
@@ -233,6 +256,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_draft_lookup),
 		cmocka_unit_test(test_adaptive_length),
+		cmocka_unit_test(test_paying),
 		cmocka_unit_test(test_identical_to_greedy),
 		cmocka_unit_test(test_broker_identical),
 	};

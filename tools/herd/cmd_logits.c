@@ -35,32 +35,6 @@ static int write_all(const char *path, const void *data, size_t size)
 #define LOGITS_USAGE "usage: herd logits -m MODEL (-p TEXT | --tokens FILE) -o OUT [-t THREADS]\n" \
 	"                   [--kv-type f16|q8_0|q4_0] [--kl-ref FILE]\n"
 
-/* The prompt as token ids from path (int32 LE, at most max, each in
- * [0, n_vocab)). 0 or -1 after printing why. */
-static int read_tokens(const char *path, int max, int n_vocab, int32_t **ids, int *n)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		fprintf(stderr, "herd logits: cannot open '%s': %s\n", path, strerror(errno));
-		return -1;
-	}
-	int32_t *buf = malloc(sizeof(int32_t) * (size_t)(max + 1));
-	const size_t k = buf ? fread(buf, sizeof(int32_t), (size_t)max + 1, f) : 0;
-	fclose(f);
-	const char *bad = !buf ? "out of memory" : k == 0 ? "no tokens" : k > (size_t)max ? "longer than the context" : NULL;
-	for (size_t i = 0; !bad && i < k; i++)
-		if (buf[i] < 0 || buf[i] >= n_vocab)
-			bad = "a token id outside the vocabulary";
-	if (bad) {
-		fprintf(stderr, "herd logits: '%s': %s\n", path, bad);
-		free(buf);
-		return -1;
-	}
-	*ids = buf;
-	*n = (int)k;
-	return 0;
-}
-
 static int argmax(const float *x, int n)
 {
 	int a = 0;
@@ -146,7 +120,7 @@ int cmd_logits(int argc, char **argv)
 	char *tpath = NULL;
 	int err = 0;
 	if (tokens) {
-		if (read_tokens(tokens, llama_ctx_n_ctx(c), m->hp.n_vocab, &ids, &n))
+		if (cli_read_tokens("herd logits", tokens, llama_ctx_n_ctx(c), m->hp.n_vocab, &ids, &n))
 			goto out;
 	} else if ((err = cli_tokenize(m->vocab, prompt, 1, &ids, &n)) || n > llama_ctx_n_ctx(c)) {
 		fprintf(stderr, "herd logits: cannot tokenize the prompt or it exceeds the context: %s\n",
