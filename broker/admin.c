@@ -27,7 +27,7 @@ enum {
 	STATUS_KEYS = 16 + 10 + 4 + 12 + 3 + 5 + SCHED_NOTE_COUNT + ADMIN_STATUS_PRESSURE_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
-	MODEL_KEYS = 42 + 19, /* + the cache manager's (res_model_cache) */
+	MODEL_KEYS = 43 + 19, /* + the cache manager's (res_model_cache) */
 	CACHE_KEYS = 22 + 2, /* + response_cache and prefix (res_cache_answers) */
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -309,6 +309,7 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_int(pk, "n_embd", hp->n_embd);
 		proto_write_kv_int(pk, "threads", s ? llama_ctx_n_threads(e->ctx) : 0);
 		proto_write_kv_str(pk, "isa", s ? kern_isa_name(llama_ctx_isa(e->ctx)) : "");
+		proto_write_kv_str(pk, "kv_type", s ? kern_type_name(llama_ctx_kv_type(e->ctx)) : "");
 		proto_write_kv_int(pk, "running", st.running);
 		proto_write_kv_int(pk, "waiting", st.waiting);
 		proto_write_kv_int(pk, "paused", st.paused);

@@ -212,11 +212,51 @@ static void test_identical_to_greedy(void **state)
 
 /* ---- through herdd ---------------------------------------------------------- */
 
-static void test_broker_identical(void **state)
+/* One greedy request through herdd against the plain reference. */
+static void broker_case(h_world *w, herd_client *c, const char *prompt, kern_type kv)
 {
-	(void)state;
+	static h_ref ref;
+	static run_out plain;
+	herd_request r;
+	herd_request_init(&r);
+	r.model = w->model_name;
+	r.prompt = prompt;
+	r.max_tokens = GEN_TOKENS;
+	r.temperature = 0;
+	herd_result res;
+	if (herd_generate(c, &r, &res))
+		fail_msg("generate: %s", herd_client_errmsg(c));
+	const char *text = ref.text;
+	size_t len;
+	if (kv == KERN_TYPE_F16) {
+		h_reference(w, prompt, GEN_TOKENS, &ref);
+		len = ref.text_len;
+	} else {
+		gen_one(w->ref_model, kv, prompt, 1.0f, 0, &plain);
+		text = plain.text;
+		len = plain.len;
+	}
+	if (res.text_len != len || memcmp(res.text, text, len))
+		fail_msg("'%s' (KV %s): herdd gave \"%.*s\", plain greedy \"%.*s\"", prompt,
+			 kern_type_name(kv), (int)res.text_len, res.text, (int)len, text);
+	if (kv != KERN_TYPE_F16)
+		free(plain.text);
+	herd_result_free(&res);
+}
+
+/* herdd (draft_tokens at its default) with KV type kv: greedy requests
+ * answered byte for byte as plain greedy decoding gives them, drafts
+ * accepted on the way. */
+static void broker_identical(kern_type kv)
+{
 	h_world *w = h_world_create("spec");
-	h_broker_start(w, "4");
+	char cfg[200];
+	snprintf(cfg, sizeof(cfg), "%s/herd.json", w->dir);
+	FILE *f = fopen(cfg, "w");
+	assert_non_null(f);
+	fprintf(f, "{\"kv_type\": \"%s\"}\n", kv == KERN_TYPE_Q8_0 ? "q8_0" : "f16");
+	fclose(f);
+	h_broker_start_cfg(w, "4", cfg);
 	herd_connect_opts o;
 	herd_connect_opts_init(&o);
 	o.socket_path = w->sock;
@@ -224,31 +264,24 @@ static void test_broker_identical(void **state)
 	if (herd_connect(&c, &o))
 		fail_msg("connect: %s", herd_client_errmsg(c));
 	const char *prompts[] = {"The quick brown fox", "hello hello hello hello", "Once upon a time"};
-	static h_ref ref;
-	for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++) {
-		herd_request r;
-		herd_request_init(&r);
-		r.model = w->model_name;
-		r.prompt = prompts[i];
-		r.max_tokens = GEN_TOKENS;
-		r.temperature = 0;
-		herd_result res;
-		if (herd_generate(c, &r, &res))
-			fail_msg("generate: %s", herd_client_errmsg(c));
-		h_reference(w, prompts[i], GEN_TOKENS, &ref);
-		if (res.text_len != ref.text_len || memcmp(res.text, ref.text, ref.text_len))
-			fail_msg("'%s': herdd gave \"%.*s\", plain greedy \"%s\"", prompts[i],
-				 (int)res.text_len, res.text, ref.text);
-		herd_result_free(&res);
-	}
+	for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++)
+		broker_case(w, c, prompts[i], kv);
 	json_object *m = h_ctl_model(w);
 	const double drafted = h_num(m, "tokens_drafted"), accepted = h_num(m, "tokens_accepted");
-	print_message("herdd: drafted %.0f, accepted %.0f\n", drafted, accepted);
+	print_message("herdd (KV %s): drafted %.0f, accepted %.0f\n", kern_type_name(kv), drafted, accepted);
 	assert_true(accepted > 0 && accepted <= drafted);
+	assert_string_equal(h_str(m, "kv_type"), kern_type_name(kv));
 	json_object_put(m);
 	herd_close(c);
 	h_broker_stop(w);
 	h_world_destroy(w);
+}
+
+static void test_broker_identical(void **state)
+{
+	(void)state;
+	broker_identical(KERN_TYPE_F16);
+	broker_identical(KERN_TYPE_Q8_0);
 }
 
 int main(void)
