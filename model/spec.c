@@ -13,7 +13,7 @@ int spec_init(spec_ctl *s, int max, const int32_t *prompt, int n_prompt, int cap
 	if (max <= 0)
 		return 0;
 	s->max = s->cur = max > SPEC_MAX_DRAFT ? SPEC_MAX_DRAFT : max;
-	s->backoff = SPEC_BACKOFF0;
+	s->backoff = s->tbackoff = SPEC_BACKOFF0;
 	s->cap = cap > n_prompt ? cap : n_prompt;
 	s->hist = malloc(sizeof(int32_t) * (size_t)(s->cap ? s->cap : 1));
 	if (!s->hist) {
@@ -73,11 +73,12 @@ int spec_draft(spec_ctl *s, int lim, int32_t *out)
 	return 0;
 }
 
-static void pause_drafts(spec_ctl *s)
+/* Pauses drafting for *backoff steps and doubles *backoff up to max. */
+static void pause_drafts(spec_ctl *s, int *backoff, int max)
 {
 	s->misses = 0;
-	s->skip = s->backoff;
-	s->backoff = 2 * s->backoff < SPEC_BACKOFF_MAX ? 2 * s->backoff : SPEC_BACKOFF_MAX;
+	s->skip = *backoff > s->skip ? *backoff : s->skip;
+	*backoff = 2 * *backoff < max ? 2 * *backoff : max;
 }
 
 void spec_time(spec_ctl *s, int n, int accepted, double ms)
@@ -90,10 +91,14 @@ void spec_time(spec_ctl *s, int n, int accepted, double ms)
 	double *avg = n ? &s->ms_spec : &s->ms_plain;
 	*avg = *k ? (1 - SPEC_TIME_EWMA) * *avg + SPEC_TIME_EWMA * per : per;
 	++*k;
-	if (n && s->n_spec >= SPEC_TIME_MIN && s->n_plain >= SPEC_TIME_MIN && s->ms_spec > s->ms_plain) {
-		pause_drafts(s);
-		s->n_spec = 0; /* measured afresh after the pause */
+	if (!n || s->n_spec < SPEC_TIME_MIN || s->n_plain < SPEC_TIME_MIN)
+		return;
+	if (s->ms_spec <= s->ms_plain) {
+		s->tbackoff = SPEC_BACKOFF0;
+		return;
 	}
+	pause_drafts(s, &s->tbackoff, SPEC_TIME_BACKOFF_MAX);
+	s->n_spec = 0; /* measured afresh after the pause */
 }
 
 void spec_done(spec_ctl *s, int n, int accepted)
@@ -113,7 +118,7 @@ void spec_done(spec_ctl *s, int n, int accepted)
 		return;
 	}
 	if (++s->misses >= SPEC_MISSES)
-		pause_drafts(s);
+		pause_drafts(s, &s->backoff, SPEC_BACKOFF_MAX);
 }
 
 /* Steps g over the rows of a step that fed the pending token and n draft

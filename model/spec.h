@@ -24,7 +24,9 @@
  * first SPEC_TIME_MIN steps decode plainly to learn the time per token of a
  * plain step; after SPEC_TIME_MIN drafting steps, drafting that gives tokens
  * slower than plain steps (a small model whose steps cost per token, not per
- * weight read) pauses with the same back-off, then measures again.
+ * weight read) pauses for a back-off of its own (SPEC_BACKOFF0 doubling to
+ * SPEC_TIME_BACKOFF_MAX, reset when drafting pays again), then measures
+ * again.
  *
  * Not thread-safe: one spec_ctl per sequence, used by one thread. */
 #ifndef HERD_MODEL_SPEC_H
@@ -40,13 +42,15 @@
 #define SPEC_BACKOFF_MAX 64
 #define SPEC_TIME_MIN 4     /* timed steps of each kind before comparing */
 #define SPEC_TIME_EWMA 0.25 /* weight of the newest step time */
+#define SPEC_TIME_BACKOFF_MAX 256
 
 typedef struct spec_ctl {
 	int max;          /* draft cap; 0: never drafts */
 	int cur;          /* next draft's length */
 	int misses;       /* drafts in a row with nothing accepted */
 	int skip;         /* steps left without drafting */
-	int backoff;      /* the next pause */
+	int backoff;      /* the next pause after misses */
+	int tbackoff;     /* the next pause after drafting did not pay */
 	int32_t *hist;    /* prompt + generated tokens [n_hist], owned */
 	int n_hist, cap;
 	uint64_t drafts, drafted, accepted; /* counters */

@@ -99,9 +99,13 @@ static void test_paying(void **state)
 	for (int i = 0; i < SPEC_TIME_MIN; i++)
 		spec_time(&s, 4, 3, 12.0); /* 3 ms a token: pays */
 	assert_int_equal(s.skip, 0);
-	for (int i = 0; i < 2 * SPEC_TIME_MIN; i++)
+	for (int i = 0; i < SPEC_TIME_MIN; i++)
 		spec_time(&s, 4, 0, 30.0); /* 30 ms a token: does not */
-	assert_true(s.skip > 0);
+	assert_int_equal(s.skip, SPEC_BACKOFF0);
+	spec_done(&s, 4, 2); /* accepted drafts do not shorten the timing back-off */
+	for (int i = 0; i < SPEC_TIME_MIN; i++)
+		spec_time(&s, 4, 0, 30.0);
+	assert_int_equal(s.skip, 2 * SPEC_BACKOFF0);
 	spec_fini(&s);
 }
 
