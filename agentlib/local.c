@@ -12,18 +12,20 @@
 
 #include "model/generate.h"
 #include "model/llama.h"
+#include "model/spec.h"
 #include "shm/digest.h"
 #include "shm/image.h"
 #include "common/clock.h"
 
 #define LOCAL_DEFAULT_CTX 512
+#define LOCAL_DRAFT 8 /* prompt-lookup draft tokens per step (greedy requests) */
 
 struct herd_local_model {
 	shm_image_map_t map;   /* the shared pages (PROT_READ) */
 	gguf_ctx *gguf;        /* over map.payload, no copy */
 	llama_model *model;    /* weights point into map */
 	llama_ctx *ctx;        /* private: scratch, KV pages, threads */
-	float *logits;         /* [n_vocab] */
+	float *logits;         /* [1 + LOCAL_DRAFT][n_vocab] (drafts: model/spec.h) */
 	int n_ctx;
 	int n_threads;
 	char name[SHM_IMAGE_MODEL_MAX];
@@ -109,7 +111,7 @@ int herd_model_attach_opts(herd_client *c, const char *model, const herd_attach_
 				 herd_strerror(rc));
 		goto fail;
 	}
-	m->logits = malloc(sizeof(float) * (size_t)m->model->hp.n_vocab);
+	m->logits = malloc(sizeof(float) * (size_t)m->model->hp.n_vocab * (1 + LOCAL_DRAFT));
 	if (!m->logits) {
 		rc = herd_client_fail(c, -ENOMEM, "out of memory");
 		goto fail;
@@ -161,31 +163,48 @@ static int lfail(herd_local_model *m, int rc, const char *fmt, ...)
 	return rc;
 }
 
-/* Decodes and steps until the sequence finishes (model/generate.h), with
- * one callback per piece; a callback that returns nonzero cancels. Returns
- * 0 or an error with the message set. */
-static int local_steps(herd_local_model *m, gen_seq *g, llama_seq *seq, herd_token_cb cb,
-		       void *user, double t0, herd_result *res)
+/* spec_run's piece callback: the caller's, and the first token's time. */
+typedef struct local_cb {
+	herd_token_cb cb;
+	void *user;
+	double t0;
+	herd_result *res;
+	int first, cancelled;
+} local_cb;
+
+static int local_piece(void *arg, const gen_step *st)
 {
-	for (int first = 1;; first = 0) {
+	local_cb *l = arg;
+	if (l->first && st->token >= 0)
+		l->res->t_first_ms = clock_mono_ms() - l->t0;
+	l->first = 0;
+	if (l->cb && (st->is_text || st->len > 0) && l->cb(l->user, st->piece, st->len, st->token) &&
+	    st->finish == HERD_FINISH_NONE)
+		return l->cancelled = 1;
+	return 0;
+}
+
+/* Decodes and steps until the sequence finishes (model/generate.h; greedy
+ * requests draft by prompt lookup, model/spec.h), with one callback per
+ * piece; a callback that returns nonzero cancels. Returns 0 or an error
+ * with the message set. */
+static int local_steps(herd_local_model *m, gen_seq *g, llama_seq *seq, const gen_request *r,
+		       herd_token_cb cb, void *user, double t0, herd_result *res)
+{
+	spec_ctl sc;
+	const int draft = r->params.sampling.temperature <= 0 ? LOCAL_DRAFT : 0;
+	if (spec_init(&sc, draft, g->prompt, g->n_prompt, g->n_prompt + g->max_gen + 1))
+		return lfail(m, -ENOMEM, "out of memory");
+	local_cb l = {cb, user, t0, res, 1, 0};
+	const int rc = spec_run(m->ctx, seq, g, &sc, m->logits, local_piece, &l);
+	spec_fini(&sc);
+	if (rc)
+		return lfail(m, rc, "decoding failed after %d tokens: %s", g->n_gen, herd_strerror(rc));
+	if (l.cancelled) {
 		gen_step st;
-		int rc = gen_seq_next(g, m->logits, clock_mono_ms(), &st);
-		if (rc)
-			return lfail(m, rc, "out of memory");
-		if (first && st.token >= 0)
-			res->t_first_ms = clock_mono_ms() - t0;
-		if (cb && (st.is_text || st.len > 0) && cb(user, st.piece, st.len, st.token) &&
-		    st.finish == HERD_FINISH_NONE) {
-			gen_seq_stop(g, HERD_FINISH_CANCEL, &st); /* the rest goes to res->text only */
-			return 0;
-		}
-		if (st.finish != HERD_FINISH_NONE)
-			return 0;
-		llama_batch_seq b = {seq, &st.token, 1, LLAMA_LOGITS_LAST, m->logits};
-		if ((rc = llama_decode(m->ctx, &b, 1)))
-			return lfail(m, rc, "decoding failed after %d tokens: %s", g->n_gen,
-				     herd_strerror(rc));
+		gen_seq_stop(g, HERD_FINISH_CANCEL, &st); /* the rest goes to res->text only */
 	}
+	return 0;
 }
 
 int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token_cb cb,
@@ -217,7 +236,7 @@ int herd_local_generate(herd_local_model *m, const herd_request *req, herd_token
 		lfail(m, rc, "evaluating the prompt failed: %s", herd_strerror(rc));
 		goto out;
 	}
-	if ((rc = local_steps(m, &gs, &seq, cb, user, t0, res)))
+	if ((rc = local_steps(m, &gs, &seq, &g, cb, user, t0, res)))
 		goto out;
 	res->id = req->id;
 	res->reason = gs.finish;

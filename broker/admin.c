@@ -28,7 +28,7 @@ enum {
 		      HTTP_STATUS_KEYS,
 	/* + connection limits, image trust, merging and response cache, fair share,
 	 * prefix cache (sched.h), memory pressure */
-	MODEL_KEYS = 46 + 23, /* + the cache manager's (res_model_cache) */
+	MODEL_KEYS = 47 + 23, /* + the cache manager's (res_model_cache) */
 	CACHE_KEYS = 22 + 2, /* + response_cache and prefix (res_cache_answers) */
 	SEGMENT_KEYS = 11,
 	AGENT_KEYS = 9,
@@ -326,6 +326,7 @@ static void res_models(loop *l, proto_writer *pk)
 		proto_write_kv_int(pk, "n_embd", hp->n_embd);
 		proto_write_kv_int(pk, "threads", s ? llama_ctx_n_threads(e->ctx) : 0);
 		proto_write_kv_str(pk, "isa", s ? kern_isa_name(llama_ctx_isa(e->ctx)) : "");
+		proto_write_kv_str(pk, "kv_type", s ? kern_type_name(llama_ctx_kv_type(e->ctx)) : "");
 		proto_write_kv_int(pk, "running", st.running);
 		proto_write_kv_int(pk, "waiting", st.waiting);
 		proto_write_kv_int(pk, "paused", st.paused);

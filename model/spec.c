@@ -13,7 +13,7 @@ int spec_init(spec_ctl *s, int max, const int32_t *prompt, int n_prompt, int cap
 	if (max <= 0)
 		return 0;
 	s->max = s->cur = max > SPEC_MAX_DRAFT ? SPEC_MAX_DRAFT : max;
-	s->backoff = SPEC_BACKOFF0;
+	s->backoff = s->tbackoff = SPEC_BACKOFF0;
 	s->cap = cap > n_prompt ? cap : n_prompt;
 	s->hist = malloc(sizeof(int32_t) * (size_t)(s->cap ? s->cap : 1));
 	if (!s->hist) {
@@ -56,6 +56,8 @@ int spec_draft(spec_ctl *s, int lim, int32_t *out)
 		s->skip--;
 		return 0;
 	}
+	if (s->timed && s->n_plain < SPEC_TIME_MIN)
+		return 0; /* learn what a plain step costs first */
 	if (lim > s->cur)
 		lim = s->cur;
 	for (int n = SPEC_NGRAM_MAX; n >= SPEC_NGRAM_MIN; n--) {
@@ -69,6 +71,34 @@ int spec_draft(spec_ctl *s, int lim, int32_t *out)
 		return k;
 	}
 	return 0;
+}
+
+/* Pauses drafting for *backoff steps and doubles *backoff up to max. */
+static void pause_drafts(spec_ctl *s, int *backoff, int max)
+{
+	s->misses = 0;
+	s->skip = *backoff > s->skip ? *backoff : s->skip;
+	*backoff = 2 * *backoff < max ? 2 * *backoff : max;
+}
+
+void spec_time(spec_ctl *s, int n, int accepted, double ms)
+{
+	if (s->max <= 0 || ms <= 0)
+		return;
+	s->timed = 1;
+	const double per = ms / (accepted + 1);
+	int *k = n ? &s->n_spec : &s->n_plain;
+	double *avg = n ? &s->ms_spec : &s->ms_plain;
+	*avg = *k ? (1 - SPEC_TIME_EWMA) * *avg + SPEC_TIME_EWMA * per : per;
+	++*k;
+	if (!n || s->n_spec < SPEC_TIME_MIN || s->n_plain < SPEC_TIME_MIN)
+		return;
+	if (s->ms_spec <= s->ms_plain) {
+		s->tbackoff = SPEC_BACKOFF0;
+		return;
+	}
+	pause_drafts(s, &s->tbackoff, SPEC_TIME_BACKOFF_MAX);
+	s->n_spec = 0; /* measured afresh after the pause */
 }
 
 void spec_done(spec_ctl *s, int n, int accepted)
@@ -87,11 +117,8 @@ void spec_done(spec_ctl *s, int n, int accepted)
 		s->backoff = SPEC_BACKOFF0;
 		return;
 	}
-	if (++s->misses < SPEC_MISSES)
-		return;
-	s->misses = 0;
-	s->skip = s->backoff;
-	s->backoff = 2 * s->backoff < SPEC_BACKOFF_MAX ? 2 * s->backoff : SPEC_BACKOFF_MAX;
+	if (++s->misses >= SPEC_MISSES)
+		pause_drafts(s, &s->backoff, SPEC_BACKOFF_MAX);
 }
 
 /* Steps g over the rows of a step that fed the pending token and n draft
@@ -123,6 +150,7 @@ int spec_run(llama_ctx *c, llama_seq *seq, gen_seq *g, spec_ctl *sc, float *logi
 	const int V = llama_ctx_model(c)->hp.n_vocab;
 	int32_t tok[1 + SPEC_MAX_DRAFT];
 	int n = 0;
+	double t0 = 0; /* when the step began; 0: the prompt's logits */
 	for (;;) {
 		int accepted, stop = 0;
 		int rc = verify(g, sc, logits, V, tok + 1, n, fn, arg, &accepted, &stop);
@@ -132,11 +160,14 @@ int spec_run(llama_ctx *c, llama_seq *seq, gen_seq *g, spec_ctl *sc, float *logi
 			spec_done(sc, n, accepted);
 			llama_seq_truncate(c, seq, seq->n_past - (n - accepted));
 		}
+		if (t0 > 0)
+			spec_time(sc, n, accepted, clock_mono_ms() - t0);
 		tok[0] = g->last;
 		/* drafts never take the sequence past its worst case: the
 		 * prompt and max_gen tokens, the last of them never fed */
 		n = spec_draft(sc, g->max_gen - g->n_gen - 1, tok + 1);
 		llama_batch_seq b = {seq, tok, 1 + n, n ? LLAMA_LOGITS_ALL : LLAMA_LOGITS_LAST, logits};
+		t0 = clock_mono_ms();
 		if ((rc = llama_decode(c, &b, 1)))
 			return rc;
 	}

@@ -20,6 +20,14 @@
  * while it keeps failing, so a sequence that does not copy its prompt pays
  * almost nothing.
  *
+ * Paying: where the caller times its steps (spec_time; spec_run does), the
+ * first SPEC_TIME_MIN steps decode plainly to learn the time per token of a
+ * plain step; after SPEC_TIME_MIN drafting steps, drafting that gives tokens
+ * slower than plain steps (a small model whose steps cost per token, not per
+ * weight read) pauses for a back-off of its own (SPEC_BACKOFF0 doubling to
+ * SPEC_TIME_BACKOFF_MAX, reset when drafting pays again), then measures
+ * again.
+ *
  * Not thread-safe: one spec_ctl per sequence, used by one thread. */
 #ifndef HERD_MODEL_SPEC_H
 #define HERD_MODEL_SPEC_H
@@ -32,16 +40,23 @@
 #define SPEC_MISSES 3
 #define SPEC_BACKOFF0 4
 #define SPEC_BACKOFF_MAX 64
+#define SPEC_TIME_MIN 4     /* timed steps of each kind before comparing */
+#define SPEC_TIME_EWMA 0.25 /* weight of the newest step time */
+#define SPEC_TIME_BACKOFF_MAX 256
 
 typedef struct spec_ctl {
 	int max;          /* draft cap; 0: never drafts */
 	int cur;          /* next draft's length */
 	int misses;       /* drafts in a row with nothing accepted */
 	int skip;         /* steps left without drafting */
-	int backoff;      /* the next pause */
+	int backoff;      /* the next pause after misses */
+	int tbackoff;     /* the next pause after drafting did not pay */
 	int32_t *hist;    /* prompt + generated tokens [n_hist], owned */
 	int n_hist, cap;
 	uint64_t drafts, drafted, accepted; /* counters */
+	/* step times (spec_time): ms per token, moving averages */
+	int timed, n_plain, n_spec;
+	double ms_plain, ms_spec;
 } spec_ctl;
 
 /* max (clamped to SPEC_MAX_DRAFT; <= 0: off) and the prompt; cap bounds the
@@ -55,6 +70,9 @@ void spec_push(spec_ctl *s, int32_t tok);
 int spec_draft(spec_ctl *s, int lim, int32_t *out);
 /* The outcome of a draft of n tokens of which accepted matched. */
 void spec_done(spec_ctl *s, int n, int accepted);
+/* A step of n draft tokens (0: a plain step), accepted of them, took ms
+ * (decode and sampling): from the first call on, drafting must pay. */
+void spec_time(spec_ctl *s, int n, int accepted, double ms);
 
 /* ---- a single sequence, start to end ----------------------------------- */
 

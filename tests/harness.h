@@ -274,11 +274,12 @@ static inline int h_sock_connect(const h_world *w)
 }
 
 /* Starts herdd on the world's socket and model; waits until it accepts. */
-static inline void h_broker_start(h_world *w, const char *max_batch)
+/* herdd on the world's model; config (may be NULL) a --config file. */
+static inline void h_broker_start_cfg(h_world *w, const char *max_batch, const char *config)
 {
 	char *argv[] = {w->herdd,   "--socket",    w->sock,	      "--model", w->spec,
 			"--threads", "2",	  "--state-dir", w->dir,    "--max-batch",
-			(char *)max_batch, NULL};
+			(char *)max_batch, config ? "--config" : NULL, (char *)config, NULL};
 	w->broker = h_spawn(w, argv, -1, w->log, NULL, 0, NULL);
 	for (int i = 0; i < 6000; i++) {
 		int fd = h_sock_connect(w);
@@ -297,6 +298,11 @@ static inline void h_broker_start(h_world *w, const char *max_batch)
 	}
 	h_dump(w->log, "herdd log");
 	fail_msg("herdd did not start listening");
+}
+
+static inline void h_broker_start(h_world *w, const char *max_batch)
+{
+	h_broker_start_cfg(w, max_batch, NULL);
 }
 
 /* SIGTERM, wait; asserts a clean exit (status 0: under ASan also no leak). */

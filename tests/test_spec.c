@@ -82,6 +82,33 @@ static void test_adaptive_length(void **state)
 	spec_fini(&s);
 }
 
+/* Timed steps: nothing is drafted before plain steps were timed; drafting
+ * that gives tokens slower than plain steps pauses, faster goes on. */
+static void test_paying(void **state)
+{
+	(void)state;
+	const int32_t h[] = {5, 6, 7, 8, 5, 6, 7, 8, 5, 6};
+	spec_ctl s;
+	assert_int_equal(spec_init(&s, 8, h, 10, 64), 0);
+	int32_t d[8];
+	spec_time(&s, 0, 0, 10.0);
+	assert_int_equal(spec_draft(&s, 8, d), 0); /* one plain step timed: not yet */
+	for (int i = 1; i < SPEC_TIME_MIN; i++)
+		spec_time(&s, 0, 0, 10.0);
+	assert_true(spec_draft(&s, 8, d) > 0);
+	for (int i = 0; i < SPEC_TIME_MIN; i++)
+		spec_time(&s, 4, 3, 12.0); /* 3 ms a token: pays */
+	assert_int_equal(s.skip, 0);
+	for (int i = 0; i < SPEC_TIME_MIN; i++)
+		spec_time(&s, 4, 0, 30.0); /* 30 ms a token: does not */
+	assert_int_equal(s.skip, SPEC_BACKOFF0);
+	spec_done(&s, 4, 2); /* accepted drafts do not shorten the timing back-off */
+	for (int i = 0; i < SPEC_TIME_MIN; i++)
+		spec_time(&s, 4, 0, 30.0);
+	assert_int_equal(s.skip, 2 * SPEC_BACKOFF0);
+	spec_fini(&s);
+}
+
 /* ---- the engine --------------------------------------------------------- */
 
 typedef struct run_out {
@@ -189,11 +216,51 @@ static void test_identical_to_greedy(void **state)
 
 /* ---- through herdd ---------------------------------------------------------- */
 
-static void test_broker_identical(void **state)
+/* One greedy request through herdd against the plain reference. */
+static void broker_case(h_world *w, herd_client *c, const char *prompt, kern_type kv)
 {
-	(void)state;
+	static h_ref ref;
+	static run_out plain;
+	herd_request r;
+	herd_request_init(&r);
+	r.model = w->model_name;
+	r.prompt = prompt;
+	r.max_tokens = GEN_TOKENS;
+	r.temperature = 0;
+	herd_result res;
+	if (herd_generate(c, &r, &res))
+		fail_msg("generate: %s", herd_client_errmsg(c));
+	const char *text = ref.text;
+	size_t len;
+	if (kv == KERN_TYPE_F16) {
+		h_reference(w, prompt, GEN_TOKENS, &ref);
+		len = ref.text_len;
+	} else {
+		gen_one(w->ref_model, kv, prompt, 1.0f, 0, &plain);
+		text = plain.text;
+		len = plain.len;
+	}
+	if (res.text_len != len || memcmp(res.text, text, len))
+		fail_msg("'%s' (KV %s): herdd gave \"%.*s\", plain greedy \"%.*s\"", prompt,
+			 kern_type_name(kv), (int)res.text_len, res.text, (int)len, text);
+	if (kv != KERN_TYPE_F16)
+		free(plain.text);
+	herd_result_free(&res);
+}
+
+/* herdd (draft_tokens at its default) with KV type kv: greedy requests
+ * answered byte for byte as plain greedy decoding gives them, drafts
+ * accepted on the way. */
+static void broker_identical(kern_type kv)
+{
 	h_world *w = h_world_create("spec");
-	h_broker_start(w, "4");
+	char cfg[200];
+	snprintf(cfg, sizeof(cfg), "%s/herd.json", w->dir);
+	FILE *f = fopen(cfg, "w");
+	assert_non_null(f);
+	fprintf(f, "{\"kv_type\": \"%s\"}\n", kv == KERN_TYPE_Q8_0 ? "q8_0" : "f16");
+	fclose(f);
+	h_broker_start_cfg(w, "4", cfg);
 	herd_connect_opts o;
 	herd_connect_opts_init(&o);
 	o.socket_path = w->sock;
@@ -201,31 +268,24 @@ static void test_broker_identical(void **state)
 	if (herd_connect(&c, &o))
 		fail_msg("connect: %s", herd_client_errmsg(c));
 	const char *prompts[] = {"The quick brown fox", "hello hello hello hello", "Once upon a time"};
-	static h_ref ref;
-	for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++) {
-		herd_request r;
-		herd_request_init(&r);
-		r.model = w->model_name;
-		r.prompt = prompts[i];
-		r.max_tokens = GEN_TOKENS;
-		r.temperature = 0;
-		herd_result res;
-		if (herd_generate(c, &r, &res))
-			fail_msg("generate: %s", herd_client_errmsg(c));
-		h_reference(w, prompts[i], GEN_TOKENS, &ref);
-		if (res.text_len != ref.text_len || memcmp(res.text, ref.text, ref.text_len))
-			fail_msg("'%s': herdd gave \"%.*s\", plain greedy \"%s\"", prompts[i],
-				 (int)res.text_len, res.text, ref.text);
-		herd_result_free(&res);
-	}
+	for (size_t i = 0; i < sizeof(prompts) / sizeof(prompts[0]); i++)
+		broker_case(w, c, prompts[i], kv);
 	json_object *m = h_ctl_model(w);
 	const double drafted = h_num(m, "tokens_drafted"), accepted = h_num(m, "tokens_accepted");
-	print_message("herdd: drafted %.0f, accepted %.0f\n", drafted, accepted);
+	print_message("herdd (KV %s): drafted %.0f, accepted %.0f\n", kern_type_name(kv), drafted, accepted);
 	assert_true(accepted > 0 && accepted <= drafted);
+	assert_string_equal(h_str(m, "kv_type"), kern_type_name(kv));
 	json_object_put(m);
 	herd_close(c);
 	h_broker_stop(w);
 	h_world_destroy(w);
+}
+
+static void test_broker_identical(void **state)
+{
+	(void)state;
+	broker_identical(KERN_TYPE_F16);
+	broker_identical(KERN_TYPE_Q8_0);
 }
 
 int main(void)
@@ -233,6 +293,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_draft_lookup),
 		cmocka_unit_test(test_adaptive_length),
+		cmocka_unit_test(test_paying),
 		cmocka_unit_test(test_identical_to_greedy),
 		cmocka_unit_test(test_broker_identical),
 	};

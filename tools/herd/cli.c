@@ -147,3 +147,27 @@ int cli_write_file(const char *path, const void *data, size_t size)
 	}
 	return bad;
 }
+
+int cli_read_tokens(const char *who, const char *path, int max, int n_vocab, int32_t **ids, int *n)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		fprintf(stderr, "%s: cannot open '%s': %s\n", who, path, strerror(errno));
+		return -1;
+	}
+	int32_t *buf = malloc(sizeof(int32_t) * (size_t)(max + 1));
+	const size_t k = buf ? fread(buf, sizeof(int32_t), (size_t)max + 1, f) : 0;
+	fclose(f);
+	const char *bad = !buf ? "out of memory" : k == 0 ? "no tokens" : k > (size_t)max ? "longer than the context" : NULL;
+	for (size_t i = 0; !bad && i < k; i++)
+		if (buf[i] < 0 || buf[i] >= n_vocab)
+			bad = "a token id outside the vocabulary";
+	if (bad) {
+		fprintf(stderr, "%s: '%s': %s\n", who, path, bad);
+		free(buf);
+		return -1;
+	}
+	*ids = buf;
+	*n = (int)k;
+	return 0;
+}

@@ -44,6 +44,11 @@ int cli_load(const char *path, int n_threads, int n_ctx, int kv_type, llama_mode
  * prints an error naming opt and returns -1. */
 int cli_kv_type(const char *opt, const char *s, int *out);
 
+/* A prompt as token ids from path (int32 LE, at most max ids, each in
+ * [0, n_vocab)) into a malloc'd array. 0, or -1 after printing why (who
+ * names the command). */
+int cli_read_tokens(const char *who, const char *path, int max, int n_vocab, int32_t **ids, int *n);
+
 /* Tokenizes text into a malloc'd array (*n ids); BOS first when add_bos. */
 int cli_tokenize(const tok_vocab *v, const char *text, int add_bos, int32_t **ids, int *n);
 

@@ -2,7 +2,7 @@
  *
  *   herd demo [--agents N] [--requests-per-agent R] [-m MODEL] [--json]
  *             [--max-tokens N] [--stream-every K] [--threads T] [--max-batch B]
- *             [--local] [--keep-image]
+ *             [--local] [--keep-image] [--config FILE]
  *
  * Starts herdd (the sibling of this herd binary) on a private socket in a
  * temporary directory with MODEL (default models/tinyllama-1.1b-demo-q4_0.gguf,
@@ -636,7 +636,7 @@ static void demo_usage(FILE *f)
 	fprintf(f,
 		"usage: herd demo [--agents N] [--requests-per-agent R] [-m MODEL] [--json]\n"
 		"                 [--max-tokens N] [--stream-every K] [--threads T] [--max-batch B]\n"
-		"                 [--local] [--keep-image]\n"
+		"                 [--local] [--keep-image] [--config FILE]\n"
 		"  --agents N              agent processes (default 69)\n"
 		"  --requests-per-agent R  greedy requests per agent (default 2)\n"
 		"  -m MODEL                GGUF model (default %s, made if missing)\n"
@@ -646,6 +646,7 @@ static void demo_usage(FILE *f)
 		"  --max-batch B           broker batch size (default: the broker's, 32)\n"
 		"  --local                 each agent also runs the model in-process once\n"
 		"  --keep-image            leave the shared image for the next broker to adopt\n"
+		"  --config FILE           herdd configuration for the broker (e.g. ctx_size, kv_type)\n"
 		"  --json                  print the report as one JSON object\n",
 		DEMO_DEFAULT_MODEL);
 }
@@ -667,12 +668,12 @@ static int demo_parse(int argc, char **argv, demo_opts *o)
 			if (cli_int(a, v, num == &o->agents ? 1 : 0, hi, num))
 				return -1;
 			i++;
-		} else if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+		} else if (!strcmp(a, "-m") || !strcmp(a, "--model") || !strcmp(a, "--config")) {
 			if (!v) {
 				fprintf(stderr, "herd demo: %s needs a path\n", a);
 				return -1;
 			}
-			o->model = v;
+			*(a[1] == 'm' || a[2] == 'm' ? &o->model : &o->config) = v;
 			i++;
 		} else if (!strcmp(a, "--json")) {
 			o->json = 1;

@@ -20,7 +20,7 @@
 #define RUN_DEFAULT_DRAFT 8        /* --draft: greedy runs draft from the prompt */
 
 typedef struct run_opts {
-	const char *model, *prompt, *system;
+	const char *model, *prompt, *system, *tokens; /* tokens: --prompt-tokens FILE */
 	long n_gen, threads, n_ctx, top_k;
 	int chat;
 	int kv_type;
@@ -52,6 +52,7 @@ static const run_opt run_opt_table[] = {
 	{.name = "-m", .kind = RUN_OPT_STR, .off = offsetof(run_opts, model)},
 	{.name = "-p", .kind = RUN_OPT_STR, .off = offsetof(run_opts, prompt)},
 	{.name = "--system", .kind = RUN_OPT_STR, .off = offsetof(run_opts, system)},
+	{.name = "--prompt-tokens", .kind = RUN_OPT_STR, .off = offsetof(run_opts, tokens)},
 	{.name = "-n", .kind = RUN_OPT_LONG, .off = offsetof(run_opts, n_gen), .hi = RUN_MAX_N_GEN},
 	{.name = "-t", .alias = "--threads", .kind = RUN_OPT_LONG,
 	 .off = offsetof(run_opts, threads), .hi = RUN_MAX_THREADS},
@@ -73,7 +74,7 @@ static const run_opt run_opt_table[] = {
 static void run_usage(void)
 {
 	fprintf(stderr,
-		"usage: herd run -m MODEL -p TEXT [-n N] [-t THREADS] [--temp T] [--seed S]\n"
+		"usage: herd run -m MODEL (-p TEXT | --prompt-tokens FILE) [-n N] [-t THREADS] [--temp T] [--seed S]\n"
 		"                [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
 		"                [--chat] [--system TEXT] [--ctx N] [--stop TEXT]...\n"
 		"                [--kv-type f16|q8_0|q4_0] [--draft N (greedy only; 0 off)]\n");
@@ -140,8 +141,11 @@ static int run_parse(int argc, char **argv, run_opts *o)
 			return 2;
 		i += d->kind != RUN_OPT_FLAG;
 	}
-	if (!o->model || !o->prompt) {
-		fprintf(stderr, "herd run: %s is required\n", !o->model ? "-m MODEL" : "-p TEXT");
+	if (!o->model || !o->prompt == !o->tokens || (o->tokens && o->chat)) {
+		fprintf(stderr, "herd run: %s\n",
+			!o->model ? "-m MODEL is required"
+				  : o->tokens && o->chat ? "--chat takes -p TEXT, not --prompt-tokens"
+							 : "one of -p TEXT and --prompt-tokens FILE is required");
 		run_usage();
 		return 2;
 	}
@@ -161,7 +165,7 @@ static void run_request(const run_opts *o, gen_msg msgs[2], gen_request *g)
 		g->input = GEN_INPUT_MESSAGES;
 		g->messages = msgs;
 		g->n_messages = n;
-	} else {
+	} else if (o->prompt) {
 		g->input = GEN_INPUT_PROMPT;
 		g->prompt = (gen_str){o->prompt, strlen(o->prompt)};
 	}
@@ -232,8 +236,17 @@ int cmd_run(int argc, char **argv)
 	if (cli_load(o.model, (int)o.threads, (int)o.n_ctx, o.kv_type, &m, &c))
 		return 1;
 	run_request(&o, msgs, &g);
-	const gen_bounds b = {.n_ctx = llama_ctx_n_ctx(c), .t_start = clock_mono_ms()};
+	int32_t *ids = NULL;
+	int n_ids = 0;
 	rc = 1;
+	if (o.tokens) {
+		if (cli_read_tokens("herd run", o.tokens, llama_ctx_n_ctx(c), m->hp.n_vocab, &ids, &n_ids))
+			goto out;
+		g.input = GEN_INPUT_TOKENS;
+		g.tokens = ids;
+		g.n_tokens = (size_t)n_ids;
+	}
+	const gen_bounds b = {.n_ctx = llama_ctx_n_ctx(c), .t_start = clock_mono_ms()};
 	if (gen_seq_begin(&gs, m, &b, &g, err, sizeof(err))) {
 		fprintf(stderr, "herd run: %s\n", err);
 		goto out;
@@ -246,6 +259,7 @@ int cmd_run(int argc, char **argv)
 	}
 	rc = run_generate(c, &gs, &sc, logits);
 out:
+	free(ids);
 	spec_fini(&sc);
 	free(logits);
 	gen_seq_end(&gs);
