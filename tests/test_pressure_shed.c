@@ -3,8 +3,7 @@
  * that reads a file twice the limit through a mapping over and over, so
  * every pass reclaims and refaults page cache (PSI memory stalls, no swap
  * needed, no OOM). The broker must shed in its documented order
- * (respcache, drop_prefix_pages, heap_trim, shrink_kv, refuse: ranks
- * ascending),
+ * (drop_prefix_pages, heap_trim, shrink_kv, refuse: ranks ascending),
  * refuse a new request with -EAGAIN naming the pressure, stay alive, and
  * once the hog is gone recover (the KV limit lifted) and serve again.
  * Before the hog, distinct long prompts write about 11 MiB of KV pages
@@ -171,7 +170,7 @@ static void check_order(const proto_value *r)
 {
 	const proto_value *ev = proto_value_get(r, "events");
 	assert_non_null(ev);
-	int last_rank = -1, heap_at = -1, refuse_at = -1, prefix_at = -1, kv_at = -1, rc_at = -1;
+	int last_rank = -1, heap_at = -1, refuse_at = -1, prefix_at = -1, kv_at = -1;
 	char name[64], res[32];
 	for (size_t i = 0; i < ev->arr.n; i++) {
 		const proto_value *e = &ev->arr.v[i];
@@ -192,10 +191,8 @@ static void check_order(const proto_value *r)
 			prefix_at = (int)i;
 		if (!strcmp(name, "shrink_kv"))
 			kv_at = (int)i;
-		if (!strcmp(name, "respcache"))
-			rc_at = (int)i;
 	}
-	assert_true(rc_at >= 0 && prefix_at > rc_at && heap_at > prefix_at && kv_at > heap_at && refuse_at > kv_at);
+	assert_true(prefix_at >= 0 && heap_at > prefix_at && kv_at > heap_at && refuse_at > kv_at);
 }
 
 /* A request while refusing gets err -EAGAIN naming the pressure. */
@@ -249,8 +246,8 @@ static void test_shed_in_order(void **state)
 	check_refused(&a);
 	pw_herdctl("pressure", out, sizeof(out));
 	assert_non_null(strstr(out, "REFUSING new requests"));
-	assert_non_null(strstr(out, "1.respcache 2.drop_prefix_pages 3.heap_trim 4.evict_idle_models "
-				    "5.shrink_kv 6.refuse_model_loads 7.refuse"));
+	assert_non_null(strstr(out, "1.drop_prefix_pages 2.heap_trim 3.evict_idle_models 4.shrink_kv "
+				    "5.refuse_model_loads 6.refuse"));
 	assert_non_null(strstr(out, "refusing new requests and loads with -EAGAIN"));
 	pw_herdctl("--json status", out, sizeof(out));
 	assert_non_null(strstr(out, "\"pressure_refusing\":true"));
@@ -291,19 +288,10 @@ static int setup(void **state)
 		pw_remove_cgroup(&cg);
 		exit(77);
 	}
-	/* the broker starts inside the cgroup (and finds its memory.pressure on
-	 * v2), with a response cache to shrink first */
+	/* the broker starts inside the cgroup (and finds its memory.pressure on v2) */
 	assert_int_equal(pw_write_file(cg.procs, "0"), 0);
-	bh_world_setup("pshed");
-	char conf[1024];
-	snprintf(conf, sizeof(conf),
-		 "{\"kv_cache_mb\": 16, \"state_dir\": \"%s/state\", \"response_cache\": {\"enabled\": true},\n"
-		 " \"pressure\": {\"trigger_us\": 50000, \"window_us\": 1000000,"
-		 " \"escalate_ms\": 300, \"recover_ms\": 1500, \"bpf\": false}}\n", W.dir);
-	bh_write_conf(conf);
-	const char *extra[] = {"--config", W.conf, NULL};
-	W.pid = spawn(extra);
-	wait_ready(W.pid);
+	pw_start("pshed", "{\"kv_cache_mb\": 16, \"pressure\": {\"trigger_us\": 50000, \"window_us\": 1000000,"
+			  " \"escalate_ms\": 300, \"recover_ms\": 1500, \"bpf\": false}}\n");
 	assert_int_equal(pw_write_file(cg.origin, "0"), 0);
 	return 0;
 }

@@ -436,6 +436,31 @@ static void rt_admin_ok_writer(void)
 	proto_buf_fini(&b);
 }
 
+/* share (targets) and shared. */
+static void test_rt_share(void **state)
+{
+	(void)state;
+	proto_msg m, o;
+	proto_buf b;
+	const proto_str targets[2] = {proto_s("alice"), proto_s("uid:1000")};
+	m = (proto_msg){.type = PROTO_SHARE};
+	m.share = (proto_share){proto_s("mine"), targets, 2};
+	round_trip(&m, &b, &o);
+	assert_str(o.share.name, "mine");
+	assert_int_equal(o.share.n_targets, 2);
+	assert_str(o.share.targets[1], "uid:1000");
+	proto_msg_free(&o);
+	proto_buf_fini(&b);
+
+	m = (proto_msg){.type = PROTO_SHARED};
+	m.shared = (proto_shared){proto_s("mine"), 1ull << 33};
+	round_trip(&m, &b, &o);
+	assert_str(o.shared.model, "mine");
+	assert_true(o.shared.size == 1ull << 33);
+	proto_buf_fini(&b);
+
+}
+
 static void test_rt_admin(void **state)
 {
 	(void)state;
@@ -1177,6 +1202,7 @@ int main(void)
 		cmocka_unit_test(test_rt_hello),        cmocka_unit_test(test_rt_welcome),
 		cmocka_unit_test(test_rt_gen),          cmocka_unit_test(test_rt_small),
 		cmocka_unit_test(test_rt_admin),        cmocka_unit_test(test_rt_stream_of_frames),
+		cmocka_unit_test(test_rt_share),
 		cmocka_unit_test(test_encode_errors),   cmocka_unit_test(test_malformed),
 		cmocka_unit_test(test_type_key),        cmocka_unit_test(test_gen_validation),
 		cmocka_unit_test(test_other_validation), cmocka_unit_test(test_fuzz),
