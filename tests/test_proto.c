@@ -240,30 +240,6 @@ static void test_rt_gen(void **state)
 	rt_gen_inputs();
 }
 
-/* share (with its targets) and shared. */
-static void rt_share(void)
-{
-	proto_msg m, o;
-	proto_buf b;
-	const proto_str targets[2] = {proto_s("alice"), proto_s("uid:1000")};
-	m = (proto_msg){.type = PROTO_SHARE};
-	m.share = (proto_share){proto_s("mine"), targets, 2};
-	round_trip(&m, &b, &o);
-	assert_str(o.share.name, "mine");
-	assert_int_equal(o.share.n_targets, 2);
-	assert_str(o.share.targets[1], "uid:1000");
-	proto_msg_free(&o);
-	proto_buf_fini(&b);
-
-	m = (proto_msg){.type = PROTO_SHARED};
-	m.shared = (proto_shared){proto_s("mine"), 1ull << 33};
-	round_trip(&m, &b, &o);
-	assert_str(o.shared.model, "mine");
-	assert_true(o.shared.size == 1ull << 33);
-	proto_buf_fini(&b);
-
-}
-
 static void test_rt_small(void **state)
 {
 	(void)state;
@@ -334,7 +310,6 @@ static void test_rt_small(void **state)
 	assert_true(o.image.size == 1ull << 32);
 	assert_str(o.image.digest, "0123456789abcdef");
 	proto_buf_fini(&b);
-	rt_share();
 }
 
 /* admin with arguments. */
