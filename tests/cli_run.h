@@ -3,6 +3,7 @@
 #ifndef HERD_TESTS_CLI_RUN_H
 #define HERD_TESTS_CLI_RUN_H
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -32,6 +33,38 @@ static inline int cli_run(const char *dir, const char *cmd, char *out, size_t ca
 			fclose(f);
 	}
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A test's scratch directory and the programs it runs: the herd binary
+ * (HERD_BIN, else the build's) and the fixtures folder (HERD_FIXTURES,
+ * else fx_default); dir from the template /tmp/herd-test-NAME-XXXXXX. */
+static inline int cli_scratch(char *dir, size_t n, const char *name, const char **bin,
+			      const char *bin_default, const char **fx, const char *fx_default)
+{
+	*bin = getenv("HERD_BIN");
+	if (!*bin || !**bin)
+		*bin = bin_default;
+	*fx = getenv("HERD_FIXTURES");
+	if (!*fx || !**fx)
+		*fx = fx_default;
+	snprintf(dir, n, "/tmp/herd-test-%s-XXXXXX", name);
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static inline int cli_scratch_rm(const char *dir)
+{
+	char cmd[256];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+/* cli_run of a printf-formatted command line. */
+static inline int cli_vrun(const char *dir, char *out, size_t cap, char *err, size_t ecap,
+			   const char *fmt, va_list ap)
+{
+	char cmd[4096];
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	return cli_run(dir, cmd, out, cap, err, ecap);
 }
 
 static inline long cli_file_size(const char *path)

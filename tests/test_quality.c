@@ -30,25 +30,17 @@ static char out[8192], err[8192];
 
 static int sh(const char *fmt, ...)
 {
-	char cmd[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	const int rc = cli_vrun(dir, out, sizeof(out), err, sizeof(err), fmt, ap);
 	va_end(ap);
-	return cli_run(dir, cmd, out, sizeof(out), err, sizeof(err));
+	return rc;
 }
 
 static int setup(void **state)
 {
 	(void)state;
-	bin = getenv("HERD_BIN");
-	if (!bin || !*bin)
-		bin = HERD_BIN;
-	fx = getenv("HERD_FIXTURES");
-	if (!fx || !*fx)
-		fx = HERD_FIXTURES;
-	snprintf(dir, sizeof(dir), "/tmp/herd-test-quality-XXXXXX");
-	if (!mkdtemp(dir))
+	if (cli_scratch(dir, sizeof(dir), "quality", &bin, HERD_BIN, &fx, HERD_FIXTURES))
 		return -1;
 	return sh("'%s' mkmodel --shape mini -t F32 -o '%s/f32.gguf' --seed 5 && "
 		  "'%s' mkmodel --shape mini -t Q4_0 -o '%s/q4.gguf' --seed 5",
@@ -58,9 +50,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return cli_scratch_rm(dir);
 }
 
 static void write_ids(const char *name, const int32_t *ids, size_t n)

@@ -30,12 +30,11 @@ static char out[16384], err[16384];
 
 static int sh(const char *fmt, ...)
 {
-	char cmd[4096];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	const int rc = cli_vrun(dir, out, sizeof(out), err, sizeof(err), fmt, ap);
 	va_end(ap);
-	return cli_run(dir, cmd, out, sizeof(out), err, sizeof(err));
+	return rc;
 }
 
 static int have(const char *rel)
@@ -48,22 +47,15 @@ static int have(const char *rel)
 static int setup(void **state)
 {
 	(void)state;
-	bin = getenv("HERD_BIN");
-	if (!bin || !*bin)
-		bin = HERD_BIN;
-	fx = getenv("HERD_FIXTURES");
-	if (!fx || !*fx)
-		fx = HERD_FIXTURES;
-	snprintf(dir, sizeof(dir), "/tmp/herd-test-quantize-XXXXXX");
-	return mkdtemp(dir) ? 0 : -1;
+	if (cli_scratch(dir, sizeof(dir), "quantize", &bin, HERD_BIN, &fx, HERD_FIXTURES))
+		return -1;
+	return 0;
 }
 
 static int teardown(void **state)
 {
 	(void)state;
-	char cmd[256];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	return system(cmd) == 0 ? 0 : -1;
+	return cli_scratch_rm(dir);
 }
 
 static void test_fixture_identity(void **state)
