@@ -81,9 +81,11 @@ size_t shm_fdmsg_remaining(const shm_fdmsg *m);
 typedef struct shm_fdrecv {
 	struct msghdr msg;
 	struct iovec iov;
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 8)];
-		struct cmsghdr align;
+	/* aligned for cmsghdr without holding one: a struct with a flexible
+	 * member inside a union would make every struct holding this one
+	 * variable-sized (clang refuses that anywhere but at the end) */
+	struct {
+		_Alignas(struct cmsghdr) char buf[CMSG_SPACE(sizeof(int) * 8)];
 	} ctl;
 } shm_fdrecv;
 
