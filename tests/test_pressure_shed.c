@@ -166,13 +166,13 @@ static const proto_value *wait_for(client *c, const char *key, double want)
 
 /* The shedding events run so far: ranks ascending (the documented order),
  * heap_trim before refuse, each with the PSI values that triggered it. */
-static void check_order(const proto_value *r)
+static void check_order(const proto_value *r, size_t first)
 {
 	const proto_value *ev = proto_value_get(r, "events");
 	assert_non_null(ev);
 	int last_rank = -1, heap_at = -1, refuse_at = -1, prefix_at = -1, kv_at = -1;
 	char name[64], res[32];
-	for (size_t i = 0; i < ev->arr.n; i++) {
+	for (size_t i = first; i < ev->arr.n; i++) {
 		const proto_value *e = &ev->arr.v[i];
 		pw_str(e, "action", name, sizeof(name));
 		pw_str(e, "result", res, sizeof(res));
@@ -218,17 +218,32 @@ static void test_shed_in_order(void **state)
 	const proto_value *r = pw_admin(&c, "pressure");
 	assert_true(pw_num(r, "enabled"));
 	assert_int_equal(pw_num(r, "refusing"), 0);
-	warm_kv(&a);
 	static char out[16384];
 	char pin[128];
 	snprintf(pin, sizeof(pin), "pin %s", W.model_name);
 	pw_herdctl(pin, out, sizeof(out));
-	const proto_value *m = model0(&c);
-	const double page_kb = pw_num(m, "kv_bytes") / pw_num(m, "kv_pages_total") / 1024;
-	const double total_pages = pw_num(m, "kv_pages_total");
-	fprintf(stderr, "warm: %.0f KV pages of %.0f KiB give-backable, %.0f cached\n",
-		pw_num(m, "kv_pages_trimmable"), page_kb, pw_num(m, "prefix_pages_cached"));
-	assert_true(pw_num(m, "kv_pages_trimmable") * page_kb >= 8 * 1024);
+	const proto_value *m;
+	double page_kb, total_pages;
+	size_t first = 0; /* the events before the hog: the machine's own pressure, if any */
+	for (int tries = 0;; tries++) {
+		warm_kv(&a);
+		m = model0(&c);
+		page_kb = pw_num(m, "kv_bytes") / pw_num(m, "kv_pages_total") / 1024;
+		total_pages = pw_num(m, "kv_pages_total");
+		fprintf(stderr, "warm: %.0f KV pages of %.0f KiB give-backable, %.0f cached\n",
+			pw_num(m, "kv_pages_trimmable"), page_kb, pw_num(m, "prefix_pages_cached"));
+		const int warm = pw_num(m, "kv_pages_trimmable") * page_kb >= 8 * 1024;
+		r = pw_admin(&c, "pressure");
+		const proto_value *ev = proto_value_get(r, "events");
+		first = ev ? ev->arr.n : 0;
+		if (warm && !pw_num(r, "refusing"))
+			break;
+		/* pressure from before the test (the suite's previous tests: PSI
+		 * is the machine's on cgroup v1) shed the warm pages: again */
+		assert_true(tries < 5);
+		fprintf(stderr, "warm-up shed by pressure from before the hog; waiting, then again\n");
+		sleep(5);
+	}
 	const long rss0 = broker_rss_anon_kb();
 	hog = start_hog();
 	m = wait_model_key(&c, "kv_pages_trimmed");
@@ -239,7 +254,7 @@ static void test_shed_in_order(void **state)
 	assert_true(trimmed_kb >= 8 * 1024);
 	assert_true((double)(rss0 - rss1) >= trimmed_kb * 0.75);
 	r = wait_for(&c, "refusing", 1);
-	check_order(r);
+	check_order(r, first);
 	m = model0(&c);
 	assert_true(pw_num(m, "kv_shrinks") >= 1);
 	assert_true(pw_num(m, "kv_pages_limit") < total_pages);
