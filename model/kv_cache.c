@@ -38,13 +38,17 @@ int kv_pool_init(kv_pool *p, kern_type type, int n_layer, int kv_dim, int page_t
 	p->n_buckets = 1;
 	while (p->n_buckets < np && p->n_buckets < (1u << 30))
 		p->n_buckets <<= 1;
-	/* anonymous memory (glibc maps a pool this large with mmap; a small
-	 * one may reuse heap pages already written): pages cost memory once
-	 * written, and kv_pool_trim gives whole system pages inside unreferenced
-	 * KV pages back with MADV_DONTNEED, never the allocator's own words */
+	/* An anonymous private mapping of its own (never the allocator's heap,
+	 * whose pages may already be written and whose sanitizer shadow would
+	 * stay resident): pages cost memory once written, and kv_pool_trim
+	 * gives whole system pages inside unreferenced KV pages back with
+	 * MADV_DONTNEED, after which they read as zero. */
 	p->map_bytes = (bytes + 4095) / 4096 * 4096;
-	p->data = aligned_alloc(4096, p->map_bytes ? p->map_bytes : 4096); /* KV pages of usual
-									     * shapes start on system pages */
+	if (!p->map_bytes)
+		p->map_bytes = 4096;
+	p->data = mmap(NULL, p->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p->data == MAP_FAILED)
+		p->data = NULL;
 	p->touched = calloc(np, 1);
 	p->limit = n_pages;
 	p->free_ids = malloc(sizeof(int32_t) * np);
@@ -83,7 +87,8 @@ int kv_pool_init(kv_pool *p, kern_type type, int n_layer, int kv_dim, int page_t
 
 void kv_pool_fini(kv_pool *p)
 {
-	free(p->data);
+	if (p->data)
+		munmap(p->data, p->map_bytes);
 	free(p->touched);
 	free(p->free_ids);
 	free(p->ref);
