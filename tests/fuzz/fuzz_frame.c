@@ -150,6 +150,17 @@ static void same_msg(const proto_msg *a, const proto_msg *b)
 		for (size_t i = 0; i < a->admin.n_args; i++)
 			check(str_same(a->admin.args[i], b->admin.args[i]));
 		break;
+	case PROTO_SHARE:
+		check(str_same(a->share.name, b->share.name) &&
+		      a->share.n_targets == b->share.n_targets &&
+		      a->share.n_targets <= PROTO_MAX_TARGETS);
+		for (size_t i = 0; i < a->share.n_targets; i++)
+			check(str_same(a->share.targets[i], b->share.targets[i]));
+		break;
+	case PROTO_SHARED:
+		check(str_same(a->shared.model, b->shared.model) &&
+		      a->shared.size == b->shared.size);
+		break;
 	case PROTO_ADMIN_OK:
 		/* the result tree is compared through the re-encoded bytes */
 		check(str_same(a->admin_ok.cmd, b->admin_ok.cmd));

@@ -112,7 +112,7 @@ static void frames_gen(void)
 	frame("gen_messages", &m);
 }
 
-/* tok, done (every finish reason), err, cancel, attach, image, admin. */
+/* tok, done (every finish reason), err, cancel, attach, image, admin, share, shared. */
 static void frames_events(void)
 {
 	char name[64];
@@ -152,6 +152,13 @@ static void frames_events(void)
 	m = (proto_msg){.type = PROTO_ADMIN};
 	m.admin = (proto_admin){proto_s("rm"), args, 2};
 	frame("admin", &m);
+	proto_str targets[2] = {proto_s("worker-3"), proto_s("uid:1000")};
+	m = (proto_msg){.type = PROTO_SHARE};
+	m.share = (proto_share){proto_s("mine"), targets, 2};
+	frame("share", &m);
+	m = (proto_msg){.type = PROTO_SHARED};
+	m.shared = (proto_shared){proto_s("mine"), 123456789};
+	frame("shared", &m);
 }
 
 /* admin_ok with a nested result of every value type, and with nil. */
