@@ -208,6 +208,43 @@ static void check_refused(client *a)
 	assert_non_null(strstr(msg, "avg10="));
 }
 
+/* What the warm-up left: herdd's RssAnon, read before the counters. */
+typedef struct {
+	long rss0;
+	double page_kb, total_pages, trimmed0;
+} warm_state;
+
+/* Warms the KV pages until at least 8 MiB are give-backable and the broker
+ * is not refusing; returns the count of pressure events so far (the
+ * machine's own pressure before the hog, if any). */
+static size_t warm_until_ready(client *a, client *c, warm_state *w)
+{
+	for (int tries = 0;; tries++) {
+		warm_kv(a);
+		/* RssAnon first, then the counters: a trim in between shows as
+		 * too few give-backable pages (warm up again), one after it
+		 * counts in the hog's share */
+		w->rss0 = broker_rss_anon_kb();
+		const proto_value *m = model0(c);
+		w->page_kb = pw_num(m, "kv_bytes") / pw_num(m, "kv_pages_total") / 1024;
+		w->total_pages = pw_num(m, "kv_pages_total");
+		w->trimmed0 = pw_num(m, "kv_pages_trimmed");
+		fprintf(stderr, "warm: %.0f KV pages of %.0f KiB give-backable, %.0f cached, %.0f trimmed before\n",
+			pw_num(m, "kv_pages_trimmable"), w->page_kb, pw_num(m, "prefix_pages_cached"), w->trimmed0);
+		const int warm = pw_num(m, "kv_pages_trimmable") * w->page_kb >= 8 * 1024;
+		const proto_value *r = pw_admin(c, "pressure");
+		const proto_value *ev = proto_value_get(r, "events");
+		const size_t first = ev ? ev->arr.n : 0;
+		if (warm && !pw_num(r, "refusing"))
+			return first;
+		/* pressure from before the test (the suite's previous tests: PSI
+		 * is the machine's on cgroup v1) shed the warm pages: again */
+		assert_true(tries < 5);
+		fprintf(stderr, "warm-up shed by pressure from before the hog; waiting, then again\n");
+		sleep(5);
+	}
+}
+
 static void test_shed_in_order(void **state)
 {
 	(void)state;
@@ -223,33 +260,10 @@ static void test_shed_in_order(void **state)
 	snprintf(pin, sizeof(pin), "pin %s", W.model_name);
 	pw_herdctl(pin, out, sizeof(out));
 	const proto_value *m;
-	double page_kb, total_pages, trimmed0;
-	long rss0;
-	size_t first = 0; /* the events before the hog: the machine's own pressure, if any */
-	for (int tries = 0;; tries++) {
-		warm_kv(&a);
-		/* RssAnon first, then the counters: a trim in between shows as
-		 * too few give-backable pages (warm up again), one after it
-		 * counts in the hog's share */
-		rss0 = broker_rss_anon_kb();
-		m = model0(&c);
-		page_kb = pw_num(m, "kv_bytes") / pw_num(m, "kv_pages_total") / 1024;
-		total_pages = pw_num(m, "kv_pages_total");
-		trimmed0 = pw_num(m, "kv_pages_trimmed");
-		fprintf(stderr, "warm: %.0f KV pages of %.0f KiB give-backable, %.0f cached, %.0f trimmed before\n",
-			pw_num(m, "kv_pages_trimmable"), page_kb, pw_num(m, "prefix_pages_cached"), trimmed0);
-		const int warm = pw_num(m, "kv_pages_trimmable") * page_kb >= 8 * 1024;
-		r = pw_admin(&c, "pressure");
-		const proto_value *ev = proto_value_get(r, "events");
-		first = ev ? ev->arr.n : 0;
-		if (warm && !pw_num(r, "refusing"))
-			break;
-		/* pressure from before the test (the suite's previous tests: PSI
-		 * is the machine's on cgroup v1) shed the warm pages: again */
-		assert_true(tries < 5);
-		fprintf(stderr, "warm-up shed by pressure from before the hog; waiting, then again\n");
-		sleep(5);
-	}
+	warm_state w;
+	const size_t first = warm_until_ready(&a, &c, &w);
+	const double page_kb = w.page_kb, total_pages = w.total_pages, trimmed0 = w.trimmed0;
+	const long rss0 = w.rss0;
 	hog = start_hog();
 	/* what the hog's pressure trimmed: the counter is cumulative */
 	m = wait_model_key(&c, "kv_pages_trimmed", trimmed0);
