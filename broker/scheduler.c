@@ -1518,9 +1518,12 @@ static void plan_token(sched *s, step_plan *p, sreq *q)
 	int32_t *tok = s->step_tok + (size_t)p->n * (size_t)(1 + s->draft);
 	tok[0] = q->pending;
 	/* drafts never take the sequence past its worst case (prompt and
-	 * max_gen tokens, the last never fed: its reserve) */
+	 * max_gen tokens, the last never fed: its reserve), nor the step past
+	 * its token budget (prefill first: the prompt chunks planned before
+	 * may have left only a few; llama_decode would fail the whole step) */
 	int lim = q->gen.max_gen - q->gen.n_gen - 1;
 	lim = lim < p->draft_room ? lim : p->draft_room;
+	lim = lim < s->max_step - p->T - 1 ? lim : s->max_step - p->T - 1;
 	const int nd = p->sized ? 0 : spec_draft(&q->spec, lim, tok + 1);
 	float *lg = nd ? s->spec_logits + (size_t)(p->drafted + p->n_spec) * s->n_vocab : q->logits;
 	p->drafted += nd;

@@ -552,6 +552,67 @@ static void test_prefill_first(void **state)
 	}
 }
 
+/* pump predicate: request *arg has ended, or the first one has. */
+static int pred_nth_or_first_ended(const result *res, int n, void *arg)
+{
+	(void)n;
+	return res[*(int *)arg].ended || res[0].ended;
+}
+
+/* Prefill first with drafting: a prompt chunk that leaves only a few
+ * tokens of the step's budget, then the generating greedy sequence with
+ * its prompt-lookup draft. The draft must fit what is left, never the
+ * whole draft cap (a step over the budget fails in llama_decode and takes
+ * every request in it down). A repeats itself (a prompt made of one
+ * stretch twice, the model's own greedy text), so it drafts; each B's
+ * prompt leaves STEP - PB = 4 tokens. */
+static void test_prefill_first_drafts_fit(void **state)
+{
+	fixture *f = *state;
+	enum { STEP = 128, PB = STEP - 4, NB = 24, LONG = 160 };
+	static int32_t pa[64], out[MAX_OUT], pb[PB];
+	make_prompt(f, 1300, pa, 8);
+	const int n0 = ref_generate(f, pa, 8, 24, out);
+	if (n0 < 24)
+		skip();
+	memcpy(pa + 8, out, sizeof(int32_t) * 24); /* pa: a stretch of 32 tokens, then again */
+	memcpy(pa + 32, pa, sizeof(int32_t) * 32);
+	static const blog quiet = {NULL, BLOG_WARN};
+	sched_opts o = {.ctx = f->c, .max_batch = 8, .dynamic_batching = 1, .priority_threshold = 10,
+			.prefill_chunk = 16, .max_decode_delay_ms = 60000, .draft_tokens = 8,
+			.wake_fd = f->efd, .log = getenv("HERD_TEST_VERBOSE") ? NULL : &quiet,
+			.name = "mini"};
+	sched *s = NULL;
+	assert_int_equal(sched_create(&s, &o), 0);
+	assert_int_equal(llama_ctx_max_step_tokens(f->c), STEP);
+	static result res[1 + NB];
+	memset(res, 0, sizeof(res));
+	n_ended_total = 0;
+	assert_int_equal(submit(s, tok_req(1, 1000, pa, 64, LONG, 1)), 0);
+	for (int b = 0; b < NB && !res[0].ended; b++) {
+		make_prompt(f, 1400 + b, pb, PB);
+		assert_int_equal(submit(s, tok_req(2, 1001 + (uint64_t)b, pb, PB, 1, 0)), 0);
+		int nth = 1 + b;
+		pump(f, s, res, 1 + NB, 1000, pred_nth_or_first_ended, &nth);
+	}
+	int zero = 0;
+	pump(f, s, res, 1 + NB, 1000, pred_nth_or_first_ended, &zero);
+	wait_idle(s);
+	sched_event *e = sched_events_take(s);
+	apply_events(e, res, 1 + NB, 1000);
+	sched_event_free(e);
+	sched_stats st;
+	sched_get_stats(s, &st);
+	printf("prefill first with drafts: %llu draft tokens verified, %d requests\n",
+	       (unsigned long long)st.tokens_drafted, n_ended_total);
+	for (int i = 0; i <= NB; i++)
+		if (res[i].ended && res[i].is_err)
+			fail_msg("request %d ended with error %d", i, res[i].code);
+	assert_false(res[0].is_err);
+	assert_true(st.tokens_drafted > 0); /* or the test proved nothing */
+	sched_destroy(s);
+}
+
 static int pred_two_toks(const result *res, int n, void *arg)
 {
 	(void)arg;
@@ -960,6 +1021,7 @@ int main(void)
 		cmocka_unit_test(test_target_same_text),
 		cmocka_unit_test(test_target_newcomer),
 		cmocka_unit_test(test_prefill_first),
+		cmocka_unit_test(test_prefill_first_drafts_fit),
 		cmocka_unit_test(test_kv_limit_waits),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
