@@ -32,7 +32,8 @@ while [ $# -gt 0 ]; do
 	esac
 done
 herd=$root/$build/herd herdd=$root/$build/herdd herdctl=$root/$build/herdctl
-for b in "$herd" "$herdd" "$herdctl"; do [ -x "$b" ] || { echo "bench-http: $b missing (build first)" >&2; exit 1; }; done
+. "$root/scripts/bench-lib.sh"
+bench_need bench-http "$herd" "$herdd" "$herdctl"
 work=$(mktemp -d /tmp/herd-bench-http-XXXXXX)
 name=bh$$ broker=
 cleanup() {

@@ -46,11 +46,9 @@ while [ $# -gt 0 ]; do
 	esac
 done
 herd=$root/$build/herd herdd=$root/$build/herdd herdctl=$root/$build/herdctl
-for b in "$herd" "$herdd" "$herdctl"; do [ -x "$b" ] || { echo "bench-prefix: $b missing (build first)" >&2; exit 1; }; done
-if [ ! -f "$model" ]; then
-	mkdir -p "$(dirname "$model")"
-	"$herd" mkmodel --shape tinyllama-1.1b -t Q4_0 -o "$model" >&2
-fi
+. "$root/scripts/bench-lib.sh"
+bench_need bench-prefix "$herd" "$herdd" "$herdctl"
+bench_demo_model "$herd" "$model"
 work=$(mktemp -d /tmp/herd-bench-prefix-XXXXXX)
 name=bp$$
 broker=
@@ -72,10 +70,7 @@ run() {
 	[ -n "$max_batch" ] && bargs+=(--max-batch "$max_batch")
 	"$herdd" "${bargs[@]}" >"$work/$mode.log" 2>&1 &
 	broker=$!
-	until "$herdctl" --socket "$sock" status >/dev/null 2>&1; do
-		kill -0 "$broker" 2>/dev/null || { tail -20 "$work/$mode.log" >&2; echo "bench-prefix: herdd exited" >&2; exit 1; }
-		sleep 0.1
-	done
+	bench_wait_broker bench-prefix "$herdctl" "$sock" "$broker" "$work/$mode.log"
 	"$herdctl" --socket "$sock" --json models | python3 -c \
 		'import json,sys; print(json.load(sys.stdin)[0]["segment"])' >"$work/segment"
 	local pids=() i

@@ -25,14 +25,12 @@ while [ $# -gt 0 ]; do
 	*) echo "bench-python: unknown argument '$1'" >&2; exit 1 ;;
 	esac
 done
-herd=$root/$build/herd herdd=$root/$build/herdd
+herd=$root/$build/herd herdd=$root/$build/herdd herdctl=$root/$build/herdctl
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
-for b in "$herd" "$herdd"; do [ -x "$b" ] || { echo "bench-python: $b missing (build first)" >&2; exit 1; }; done
-if [ ! -f "$model" ]; then
-	mkdir -p "$(dirname "$model")"
-	"$herd" mkmodel --shape tinyllama-1.1b -t Q4_0 -o "$model" >&2
-fi
+. "$root/scripts/bench-lib.sh"
+bench_need bench-python "$herd" "$herdd" "$herdctl"
+bench_demo_model "$herd" "$model"
 work=$(mktemp -d /tmp/herd-bench-python-XXXXXX)
 name=bpy$$
 broker=
@@ -46,8 +44,7 @@ sock=$work/herd.sock
 "$herdd" --model "$name=$model" --socket "$sock" --state-dir "$work/state" --threads "$threads" \
 	--max-batch "$streams" 2>"$work/herdd.log" &
 broker=$!
-for _ in $(seq 600); do [ -S "$sock" ] && break; sleep 0.1; done
-[ -S "$sock" ] || { echo "bench-python: herdd did not start" >&2; cat "$work/herdd.log" >&2; exit 1; }
+bench_wait_broker bench-python "$herdctl" "$sock" "$broker" "$work/herdd.log"
 for r in $(seq "$rounds"); do
 	"$herd" bench serve --socket "$sock" --model-name "$name" --agents "$streams" --requests 1 \
 		--gen-len "$gen" --prompt-len "$plen" --stream 2>>"$work/bench.err" |

@@ -14,10 +14,8 @@ max_tokens=${2:-64}
 model=${3:-models/tinyllama-1.1b-demo-q4_0.gguf}
 threads=${4:-2}
 bash scripts/build.sh build >&2
-if [ ! -f "$model" ]; then
-	mkdir -p "$(dirname "$model")"
-	./build/herd mkmodel --shape tinyllama-1.1b -t Q4_0 -o "$model" >&2
-fi
+. scripts/bench-lib.sh
+bench_demo_model ./build/herd "$model"
 tmp=$(mktemp -d /tmp/herd-bench-respcache-XXXXXX)
 name="bench$$"
 pid=
@@ -31,11 +29,7 @@ echo '{"response_cache": {"enabled": true, "max_mb": 64, "ttl_s": 0}}' >"$tmp/he
 ./build/herdd --socket "$tmp/s" --state-dir "$tmp/state" --config "$tmp/herdd.json" \
 	--model "$name=$model" --threads "$threads" 2>"$tmp/herdd.log" &
 pid=$!
-for _ in $(seq 600); do
-	./build/herdctl --socket "$tmp/s" status >/dev/null 2>&1 && break
-	kill -0 "$pid" 2>/dev/null || { cat "$tmp/herdd.log" >&2; exit 1; }
-	sleep 0.1
-done
+bench_wait_broker bench-respcache ./build/herdctl "$tmp/s" "$pid" "$tmp/herdd.log"
 one() { # index -> the agent's "req" line
 	./build/herd agent --socket "$tmp/s" --model "$name" --index "$1" --requests 1 \
 		--max-tokens "$max_tokens" --cache | grep '"ev":"req"'
