@@ -161,6 +161,25 @@ static inline void pw_remove_cgroup(pw_cgroup *g)
 	g->dir[0] = 0;
 }
 
+/* Exits 77 (skipped, the reason named) unless the broker's eBPF counters
+ * are on; stops the broker and removes cg (when given) first. Returns the
+ * `pressure` result that said they are. */
+static inline const proto_value *pw_require_bpf(client *c, const char *test, pw_cgroup *cg)
+{
+	const proto_value *r = pw_admin(c, "pressure");
+	if (proto_value_get(r, "bpf_on") && pw_num(r, "bpf_on"))
+		return r;
+	char bpf[200];
+	fprintf(stderr, "%s: eBPF counters off in the broker (%s); skipping\n", test,
+		proto_value_get(r, "bpf") ? pw_str(r, "bpf", bpf, sizeof(bpf)) : "pressure off");
+	cl_close(c);
+	pw_stop();
+	if (cg)
+		pw_remove_cgroup(cg);
+	exit(77);
+	return NULL;
+}
+
 /* Sends a short gen request. */
 static inline void pw_gen(client *c, uint64_t id)
 {

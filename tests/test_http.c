@@ -86,8 +86,9 @@ static void reply_free(reply *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* Reads a whole reply until the server closes. */
-static reply read_reply(int fd)
+/* Everything fd brings until the server closes (NUL-terminated, malloc'd);
+ * closes fd. */
+static char *read_all(int fd)
 {
 	size_t cap = 1 << 16, len = 0;
 	char *raw = malloc(cap);
@@ -102,6 +103,13 @@ static reply read_reply(int fd)
 	}
 	close(fd);
 	raw[len] = 0;
+	return raw;
+}
+
+/* Reads a whole reply until the server closes. */
+static reply read_reply(int fd)
+{
+	char *raw = read_all(fd);
 	reply r = {.raw = raw, .head = raw};
 	char *sep = strstr(raw, "\r\n\r\n");
 	assert_non_null(sep);
@@ -117,19 +125,7 @@ static reply read_reply(int fd)
  * server closes (the body decoded). */
 static reply read_reply_body(int fd)
 {
-	size_t cap = 1 << 16, len = 0;
-	char *raw = malloc(cap);
-	assert_non_null(raw);
-	for (;;) {
-		if (len + 4096 > cap)
-			assert_non_null(raw = realloc(raw, cap *= 2));
-		ssize_t n = recv(fd, raw + len, cap - len - 1, 0);
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	close(fd);
-	raw[len] = 0;
+	char *raw = read_all(fd);
 	unchunk(raw);
 	reply r = {.status = 200, .raw = raw, .head = raw, .body = raw};
 	return r;

@@ -14,6 +14,7 @@
 
 #include <cmocka.h>
 
+#include "common/procfs.h"
 #include "model/kv_cache.h"
 
 #define N_PAGES 512
@@ -22,16 +23,9 @@
 /* RssAnon of this process in KiB. */
 static long rss_anon_kb(void)
 {
-	FILE *f = fopen("/proc/self/status", "r");
-	assert_non_null(f);
-	char line[256];
-	long kb = -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	assert_true(kb >= 0);
-	return kb;
+	const uint64_t b = proc_mem_bytes(getpid(), "status", "RssAnon:");
+	assert_true(b > 0);
+	return (long)(b / 1024);
 }
 
 static size_t page_bytes(const kv_pool *p)

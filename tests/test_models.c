@@ -17,7 +17,7 @@
  *           prediction below preload_confidence */
 #include "broker_harness.h"
 
-#include <json-c/json.h>
+#include "json_get.h"
 
 #define N_MODELS 3
 #define BUDGET_MB 14 /* a mini model with its KV pool: ~6.6 MiB; two fit, three do not */
@@ -42,22 +42,7 @@ static int gen_wait(client *c, uint64_t id, const char *model, int max_tokens)
 
 static json_object *ctl(const char *cmd)
 {
-	char line[PATH_MAX + 256];
-	snprintf(line, sizeof(line), "%s --socket %s --json %s 2>/dev/null", herdctl, W.sock, cmd);
-	FILE *f = popen(line, "r");
-	assert_non_null(f);
-	static char buf[1 << 16];
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = 0;
-	int st = pclose(f);
-	if (st != 0) {
-		if (getenv("HERD_TEST_VERBOSE"))
-			fprintf(stderr, "herdctl %s: exit %d\n", cmd, st);
-		return NULL;
-	}
-	json_object *o = json_tokener_parse(buf);
-	assert_non_null(o);
-	return o;
+	return herdctl_json(herdctl, W.sock, cmd);
 }
 
 static json_object *model_row(json_object *models, const char *name)

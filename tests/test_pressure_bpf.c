@@ -55,15 +55,7 @@ static void test_fault_storm(void **state)
 	(void)state;
 	client c;
 	cl_open(&c);
-	const proto_value *r = pw_admin(&c, "pressure");
-	char bpf[200];
-	if (!proto_value_get(r, "bpf_on") || !pw_num(r, "bpf_on")) {
-		fprintf(stderr, "test_pressure_bpf: eBPF counters off in the broker (%s); skipping\n",
-			proto_value_get(r, "bpf") ? pw_str(r, "bpf", bpf, sizeof(bpf)) : "pressure off");
-		cl_close(&c);
-		pw_stop();
-		exit(77);
-	}
+	const proto_value *r = pw_require_bpf(&c, "test_pressure_bpf", NULL);
 	int pfd[2];
 	assert_int_equal(pipe(pfd), 0);
 	pid_t kid = fork();

@@ -60,16 +60,7 @@ static void test_oom_counted(void **state)
 	(void)state;
 	client c;
 	cl_open(&c);
-	const proto_value *r = pw_admin(&c, "pressure");
-	char bpf[200];
-	if (!proto_value_get(r, "bpf_on") || !pw_num(r, "bpf_on")) {
-		fprintf(stderr, "test_pressure_oom: eBPF counters off in the broker (%s); skipping\n",
-			proto_value_get(r, "bpf") ? pw_str(r, "bpf", bpf, sizeof(bpf)) : "pressure off");
-		cl_close(&c);
-		pw_stop();
-		pw_remove_cgroup(&cg);
-		exit(77);
-	}
+	const proto_value *r = pw_require_bpf(&c, "test_pressure_oom", &cg);
 	const proto_value *g = proto_value_get(r, "bpf_global");
 	assert_non_null(g);
 	const double oom0 = pw_num(g, "oom_kills"), recl0 = pw_num(g, "reclaims");

@@ -13,6 +13,8 @@
  * cgroup (not root, no cgroup fs). */
 #include "pressure_harness.h"
 
+#include "common/procfs.h"
+
 #include <sys/mman.h>
 #include <sys/statfs.h>
 
@@ -81,17 +83,9 @@ static pid_t hog;
 /* herdd's RssAnon in KiB. */
 static long broker_rss_anon_kb(void)
 {
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)W.pid);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	long kb = -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "RssAnon: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	assert_true(kb >= 0);
-	return kb;
+	const uint64_t b = proc_mem_bytes(W.pid, "status", "RssAnon:");
+	assert_true(b > 0);
+	return (long)(b / 1024);
 }
 
 /* The first model's row of the `models` admin result. */

@@ -12,7 +12,7 @@
  *   taken, a share frame without a descriptor; a uid target. */
 #include "broker_harness.h"
 
-#include <json-c/json.h>
+#include "json_get.h"
 
 #include "herd/herd.h"
 
@@ -23,15 +23,7 @@ static char own_path[192];
 
 static json_object *ctl_json(const char *cmd)
 {
-	char line[PATH_MAX + 256];
-	snprintf(line, sizeof(line), "%s --socket %s --json %s 2>/dev/null", herdctl, W.sock, cmd);
-	FILE *f = popen(line, "r");
-	assert_non_null(f);
-	static char buf[1 << 17];
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = 0;
-	assert_int_equal(pclose(f), 0);
-	json_object *o = json_tokener_parse(buf);
+	json_object *o = herdctl_json(herdctl, W.sock, cmd);
 	assert_non_null(o);
 	return o;
 }
