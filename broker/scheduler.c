@@ -26,6 +26,9 @@ enum { ST_WAITING = 0, ST_RUNNING = 1, ST_PAUSED = 2, ST_FOLLOW = 3 };
 /* Prompt tokens a step under a latency target prefills at least while a
  * prompt waits and there is room for it (a prompt is never stuck). */
 #define SCHED_MIN_PREFILL 8
+#define SCHED_DRAFT_EWMA 0.1  /* weight of a drafting sequence's accepted share */
+#define SCHED_DRAFT_LEARN 16  /* steps the cost model sees before it judges drafts */
+#define SCHED_DRAFT_PROBE 32  /* a judged-off scheduler drafts one step in this many */
 /* Cancellations taken per iteration without a heap copy. */
 #define SCHED_CANCEL_BATCH 64
 /* Bytes of an err event's message (sched_event.msg). */
@@ -147,7 +150,10 @@ struct sched {
 	float *spec_logits;     /* [2 * draft][n_vocab]: rows of drafting sequences */
 	int target_ms;          /* sched_opts.target_tpot_ms; <= 0: no step sizing */
 	int decode_delay_ms;    /* sched_opts.max_decode_delay_ms; <= 0: no prefill first */
-	bsz_model cost;         /* step time model (fitted only with a target) */
+	bsz_model cost;         /* step time model (broker/batchsize.h), every step */
+	double draft_acc;       /* accepted share of draft tokens, moving average
+				 * (1 before any draft: drafting starts on) */
+	int draft_idle;         /* steps planned without drafting since the last probe */
 	bsz_ctl ctl;            /* recent gaps between decoding steps, the budget */
 	double t_dec;           /* ms: end of the last step that decoded, while
 				 * sequences kept running since; 0 none */
@@ -1428,6 +1434,7 @@ static int sample_spec(sched *s, sreq *q, const llama_batch_seq *b, double t)
 			break;
 	}
 	spec_done(&q->spec, n, i);
+	s->draft_acc += SCHED_DRAFT_EWMA * ((double)i / n - s->draft_acc);
 	s->st.tokens_drafted += (uint64_t)n;
 	s->st.tokens_accepted += (uint64_t)i;
 	if (finish == HERD_FINISH_NONE)
@@ -1537,6 +1544,30 @@ static void plan_token(sched *s, step_plan *p, sreq *q)
 	q->last_dec = s->st.steps + 1;
 }
 
+/* 1 when drafting pays in a step of rows decoding sequences: by the step
+ * cost model (ms = a + b*rows + c*tokens), a draft token costs c and an
+ * accepted one saves its sequence a row of a later step, a/rows + b; in a
+ * big batch the weights' read (a) is shared by many rows, so drafts that
+ * are mostly rejected only add work. While the model is young, and one step
+ * in SCHED_DRAFT_PROBE after that, drafting is on so the accepted share
+ * keeps being measured. */
+static int drafts_pay(sched *s, int rows)
+{
+	if (s->draft <= 0 || rows <= 0)
+		return 0;
+	if (s->cost.n < SCHED_DRAFT_LEARN || ++s->draft_idle >= SCHED_DRAFT_PROBE) {
+		s->draft_idle = 0;
+		return 1;
+	}
+	const double a = s->cost.coef[0], b = s->cost.coef[1], c = s->cost.coef[2];
+	if (c <= 0)
+		return 1;
+	if (s->draft_acc * (a / rows + b) <= c)
+		return 0;
+	s->draft_idle = 0;
+	return 1;
+}
+
 /* Generating sequences: one token each (under a target: the chosen rows). */
 static void plan_decode(sched *s, step_plan *p)
 {
@@ -1553,6 +1584,8 @@ static void plan_decode(sched *s, step_plan *p)
 		pending += s->running.v[i]->pending >= 0;
 	/* drafts take at most s->draft tokens and never a pending token's place */
 	p->draft_room = s->max_step - pending < s->draft ? s->max_step - pending : s->draft;
+	if (!drafts_pay(s, pending))
+		p->draft_room = 0;
 	for (int i = 0; i < s->running.n && p->T < s->max_step; i++) {
 		sreq *q = s->running.v[i];
 		if (q->pending >= 0 && (!p->pf || p->t0 - q->t_last >= s->decode_delay_ms))
@@ -1646,8 +1679,7 @@ static void count_step(sched *s, const step_plan *p, double ms)
 		s->st.max_step_seqs = p->n;
 	s->st.step_ms += ms;
 	s->st.tokens_prompt += (uint64_t)p->pre_tok;
-	if (s->target_ms > 0)
-		bsz_model_observe(&s->cost, p->n_dec, p->pre_tok + p->drafted, ms);
+	bsz_model_observe(&s->cost, p->n_dec, p->pre_tok + p->drafted, ms);
 	for (int j = 0; j < p->n; j++) /* fair share: what each agent was served */
 		s->batch_req[j]->ag->vtime += (uint64_t)s->batch[j].n_tokens;
 }
@@ -1929,6 +1961,7 @@ int sched_create(sched **out, const sched_opts *o)
 	s->target_ms = o->target_tpot_ms;
 	s->decode_delay_ms = o->max_decode_delay_ms > 0 ? o->max_decode_delay_ms : 0;
 	bsz_model_init(&s->cost);
+	s->draft_acc = 1;
 	bsz_ctl_init(&s->ctl, s->target_ms > 0 ? s->target_ms : 0);
 	s->max_tokens = o->max_tokens;
 	s->wake_fd = o->wake_fd;
