@@ -247,3 +247,67 @@ void kern_gemm_q4_k_r16_avx512(int64_t K, const void *restrict wg, const void *r
 	default: break;
 	}
 }
+
+/* ---- Q6_K_R16 ------------------------------------------------------------ */
+
+void kern_act_q8k16_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+{
+	kern_act_q8k16_with(x, K, n_b, dst, kern_quant_q8_k_avx512);
+}
+
+/* Per sub-block of 16: the VNNI dot of the unsigned quants (0..63) with the
+ * activations, started at -32 * the activations' sum (Q6_K's offset), then
+ * times the row's int8 scale; |sum over the super-block| <= 63 * 127 * 128 *
+ * 256 < 2^31. Then d in float. The quants need no unpacking: the 4 chunks
+ * of a sub-block are applied to TILE columns straight from memory. */
+static inline __attribute__((always_inline)) void q6k_tile(int64_t nb, const kern_block_q6_K_r16 *w,
+							    const char *act, size_t stride, int nc,
+							    float *y, int64_t ldy)
+{
+	const int64_t nsb = nb / (KERN_QK_K / 32);
+	__m512 acc[TILE];
+#pragma GCC unroll 8
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm512_setzero_ps();
+	for (int64_t i = 0; i < nsb; i++) {
+		const char *ahead = (const char *)(w + i + 1);
+		__m512i idot[TILE];
+#pragma GCC unroll 8
+		for (int c = 0; c < nc; c++)
+			idot[c] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+		for (int s = 0; s < 16; s++) {
+			/* 4 lines of this super-block's quants per sub-block: the next
+			 * super-block's 69 lines over its 16 sub-blocks */
+			for (int l = 0; l < 5; l++)
+				_mm_prefetch(ahead + (5 * s + l) * 64, _MM_HINT_T0);
+			__m512i q[4];
+#pragma GCC unroll 4
+			for (int k = 0; k < 4; k++)
+				q[k] = _mm512_loadu_si512((const void *)w[i].qs[s][k]);
+			const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w[i].sc[s]));
+#pragma GCC unroll 8
+			for (int c = 0; c < nc; c++) {
+				const kern_block_q8_K *a = (const kern_block_q8_K *)(act + (size_t)c * stride) + i;
+				__m512i dot = _mm512_set1_epi32(-32 * a->bsums[s]);
+#pragma GCC unroll 4
+				for (int k = 0; k < 4; k++)
+					dot = _mm512_dpbusd_epi32(dot, q[k], bcast32(a->qs + 16 * s + 4 * k));
+				idot[c] = _mm512_add_epi32(idot[c], _mm512_mullo_epi32(dot, sc));
+			}
+		}
+		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
+#pragma GCC unroll 8
+		for (int c = 0; c < nc; c++) {
+			const kern_block_q8_K *a = (const kern_block_q8_K *)(act + (size_t)c * stride) + i;
+			acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(idot[c]), _mm512_mul_ps(dw, _mm512_set1_ps(a->d)),
+						 acc[c]);
+		}
+	}
+#pragma GCC unroll 8
+	for (int c = 0; c < nc; c++)
+		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+/* (GEMM_AVX512 hands the tile K / 32.) */
+GEMM_AVX512(kern_gemm_q6_k_r16_avx512, q6k_tile)
