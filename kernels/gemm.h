@@ -118,6 +118,39 @@ _Static_assert(sizeof(kern_block_q6_K_r16) % 64 == 0, "q6_K_r16 super-blocks on 
 _Static_assert(sizeof(kern_block_q4_0_r16) == KERN_R * sizeof(kern_block_q4_0), "q4_0_r16 layout");
 _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), "q8_0_r16 layout");
 
+/* For the SIMD files: a kern_gemm_fn `name` running `tile` (an always-inline
+ * function taking K / 32 blocks, the group, the activations and their
+ * stride, a column count nc <= TW, y and ldy) over full tiles of TW
+ * columns, then the tail as one call with a constant column count so the
+ * compiler unrolls it too. TW <= 8. */
+#define KERN_GEMM_TILE_TAIL(n, tile, TW)                                                           \
+	case n:                                                                                    \
+		if (n < TW)                                                                        \
+			tile(nb, wg, rest, act_stride, n, y + b * ldy, ldy);                       \
+		break;
+#define KERN_GEMM_TILED(name, tile, TW)                                                            \
+	_Static_assert(TW <= 8, "the tail switch covers 7 columns");                               \
+	void name(int64_t K, const void *restrict wg, const void *restrict act, size_t act_stride,   \
+		  int n_b, float *restrict y, int64_t ldy)                                          \
+	{                                                                                          \
+		const int64_t nb = K / 32;                                                         \
+		int b = 0;                                                                         \
+		for (; b + TW <= n_b; b += TW)                                                     \
+			tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TW,   \
+			     y + b * ldy, ldy);                                                    \
+		const char *rest = (const char *)act + (size_t)b * act_stride;                     \
+		switch (n_b - b) {                                                                 \
+			KERN_GEMM_TILE_TAIL(7, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(6, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(5, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(4, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(3, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(2, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(1, tile, TW)                                           \
+		default: break;                                                                    \
+		}                                                                                  \
+	}
+
 /* Interleaving policies: which plain types get their row-interleaved
  * layout. Nonzero means on. */
 #define KERN_REPACK_ALL 1  /* Q4_0, Q8_0, Q4_K, Q6_K: the AVX-512 VNNI GEMMs */

@@ -97,28 +97,8 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	}
 }
 
-/* Full tiles of TILE columns, then the tail as one call with a constant
- * column count so the compiler unrolls it too. The tile takes K / 32. */
-#define GEMM_AVX2(name, tile)                                                                      \
-	void name(int64_t K, const void *restrict wg, const void *restrict act, size_t act_stride,   \
-		  int n_b, float *restrict y, int64_t ldy)                                          \
-	{                                                                                          \
-		const int64_t nb = K / 32;                                                         \
-		int b = 0;                                                                         \
-		for (; b + TILE <= n_b; b += TILE)                                                 \
-			tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, \
-			     y + b * ldy, ldy);                                                    \
-		const char *rest = (const char *)act + (size_t)b * act_stride;                     \
-		switch (n_b - b) {                                                                 \
-		case 3: tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;                \
-		case 2: tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;                \
-		case 1: tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;                \
-		default: break;                                                                    \
-		}                                                                                  \
-	}
 
-GEMM_AVX2(kern_gemm_q4_0_r16_avx2, q4_tile)
-_Static_assert(TILE == 4, "the tail switch covers TILE - 1 columns");
+KERN_GEMM_TILED(kern_gemm_q4_0_r16_avx2, q4_tile, TILE)
 
 /* ---- Q6_K_R16 ------------------------------------------------------------ */
 
@@ -204,4 +184,4 @@ static inline __attribute__((always_inline)) void q6k_tile(int64_t nb, const ker
 	}
 }
 
-GEMM_AVX2(kern_gemm_q6_k_r16_avx2, q6k_tile)
+KERN_GEMM_TILED(kern_gemm_q6_k_r16_avx2, q6k_tile, TILE)

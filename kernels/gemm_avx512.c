@@ -79,32 +79,8 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-/* Full tiles of TILE columns, then the tail as one call with a constant
- * column count so the compiler unrolls it too. */
-#define GEMM_AVX512(name, tile)                                                                    \
-	void name(int64_t K, const void *restrict wg, const void *restrict act, size_t act_stride,   \
-		  int n_b, float *restrict y, int64_t ldy)                                          \
-	{                                                                                          \
-		const int64_t nb = K / 32;                                                         \
-		int b = 0;                                                                         \
-		for (; b + TILE <= n_b; b += TILE)                                                 \
-			tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, \
-			     y + b * ldy, ldy);                                                    \
-		const char *rest = (const char *)act + (size_t)b * act_stride;                     \
-		switch (n_b - b) {                                                                 \
-		case 7: tile(nb, wg, rest, act_stride, 7, y + b * ldy, ldy); break;                \
-		case 6: tile(nb, wg, rest, act_stride, 6, y + b * ldy, ldy); break;                \
-		case 5: tile(nb, wg, rest, act_stride, 5, y + b * ldy, ldy); break;                \
-		case 4: tile(nb, wg, rest, act_stride, 4, y + b * ldy, ldy); break;                \
-		case 3: tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;                \
-		case 2: tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;                \
-		case 1: tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;                \
-		default: break;                                                                    \
-		}                                                                                  \
-	}
-_Static_assert(TILE == 8, "the tail switch covers TILE - 1 columns");
 
-GEMM_AVX512(kern_gemm_q4_0_r16_avx512, q4_tile)
+KERN_GEMM_TILED(kern_gemm_q4_0_r16_avx512, q4_tile, TILE)
 
 static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern_block_q8_0_r16 *w,
 							   const char *act, size_t stride, int nc,
@@ -154,7 +130,7 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-GEMM_AVX512(kern_gemm_q8_0_r16_avx512, q8_tile)
+KERN_GEMM_TILED(kern_gemm_q8_0_r16_avx512, q8_tile, TILE)
 
 /* ---- Q4_K_R16 ------------------------------------------------------------ */
 
@@ -169,10 +145,11 @@ void kern_act_q8k_avx512(const float *restrict x, int64_t K, int n_b, void *rest
  * accumulated over the 8 sub-blocks (|sum| < 2^25, no overflow); the mins
  * as VNNI int16 pair dots against the activation's sub-block sums; then
  * d and dmin in float. */
-static inline __attribute__((always_inline)) void q4k_tile(int64_t nsb, const kern_block_q4_K_r16 *w,
+static inline __attribute__((always_inline)) void q4k_tile(int64_t nb, const kern_block_q4_K_r16 *w,
 							    const char *act, size_t stride, int nc,
 							    float *y, int64_t ldy)
 {
+	const int64_t nsb = nb / (KERN_QK_K / 32);
 	__m512 acc[TILE_K];
 #pragma GCC unroll 4
 	for (int c = 0; c < nc; c++)
@@ -232,21 +209,7 @@ static inline __attribute__((always_inline)) void q4k_tile(int64_t nsb, const ke
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-void kern_gemm_q4_k_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
-			       size_t act_stride, int n_b, float *restrict y, int64_t ldy)
-{
-	const int64_t nsb = K / KERN_QK_K;
-	int b = 0;
-	for (; b + TILE_K <= n_b; b += TILE_K)
-		q4k_tile(nsb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE_K, y + b * ldy, ldy);
-	const char *rest = (const char *)act + (size_t)b * act_stride;
-	switch (n_b - b) {
-	case 3: q4k_tile(nsb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
-	case 2: q4k_tile(nsb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
-	case 1: q4k_tile(nsb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
-	default: break;
-	}
-}
+KERN_GEMM_TILED(kern_gemm_q4_k_r16_avx512, q4k_tile, TILE_K)
 
 /* ---- Q6_K_R16 ------------------------------------------------------------ */
 
@@ -309,5 +272,4 @@ static inline __attribute__((always_inline)) void q6k_tile(int64_t nb, const ker
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-/* (GEMM_AVX512 hands the tile K / 32.) */
-GEMM_AVX512(kern_gemm_q6_k_r16_avx512, q6k_tile)
+KERN_GEMM_TILED(kern_gemm_q6_k_r16_avx512, q6k_tile, TILE)
