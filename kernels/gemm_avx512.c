@@ -252,10 +252,14 @@ static inline __attribute__((always_inline)) void q6k_tile(int64_t nb, const ker
 #pragma GCC unroll 8
 			for (int c = 0; c < nc; c++) {
 				const kern_block_q8_K *a = (const kern_block_q8_K *)(act + (size_t)c * stride) + i;
-				__m512i dot = _mm512_set1_epi32(-32 * a->bsums[s]);
-#pragma GCC unroll 4
-				for (int k = 0; k < 4; k++)
+				/* two dependency chains: VNNI latency is several cycles */
+				__m512i dot = _mm512_set1_epi32(-32 * a->bsums[s]), dot2 = _mm512_setzero_si512();
+#pragma GCC unroll 2
+				for (int k = 0; k < 4; k += 2) {
 					dot = _mm512_dpbusd_epi32(dot, q[k], bcast32(a->qs + 16 * s + 4 * k));
+					dot2 = _mm512_dpbusd_epi32(dot2, q[k + 1], bcast32(a->qs + 16 * s + 4 * k + 4));
+				}
+				dot = _mm512_add_epi32(dot, dot2);
 				idot[c] = _mm512_add_epi32(idot[c], _mm512_mullo_epi32(dot, sc));
 			}
 		}
