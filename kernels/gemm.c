@@ -14,13 +14,13 @@
 int kern_repack_worthwhile(void)
 {
 	const kern_isa isa = kern_isa_detect();
-	return isa >= KERN_ISA_AVX512 ? KERN_REPACK_ALL : isa >= KERN_ISA_AVX2 ? KERN_REPACK_Q4_0 : 0;
+	return isa >= KERN_ISA_AVX512 ? KERN_REPACK_ALL : isa >= KERN_ISA_AVX2 ? KERN_REPACK_AVX2 : 0;
 }
 
 int kern_repack_type_at(kern_type t, int policy)
 {
 	if (policy == KERN_REPACK_ALL ||
-	    (policy == KERN_REPACK_Q4_0 && (t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q6_K)))
+	    (policy == KERN_REPACK_AVX2 && (t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q6_K)))
 		return kern_repack_type(t);
 	return -1;
 }

@@ -154,13 +154,13 @@ _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), 
 /* Interleaving policies: which plain types get their row-interleaved
  * layout. Nonzero means on. */
 #define KERN_REPACK_ALL 1  /* Q4_0, Q8_0, Q4_K, Q6_K: the AVX-512 VNNI GEMMs */
-#define KERN_REPACK_Q4_0 2 /* Q4_0 and Q6_K: the types AVX2 has a GEMM for
+#define KERN_REPACK_AVX2 2 /* Q4_0 and Q6_K: the types AVX2 has a GEMM for
 			    * (maddubs saturates on Q8_0_R16's unsigned
 			    * activations, and Q4_K_R16 has none yet) */
 
 /* The interleaving that pays on this machine: 0 where the CPU has no SIMD
  * GEMM (the plain types' dot products are faster than the reference GEMM),
- * KERN_REPACK_Q4_0 with AVX2, KERN_REPACK_ALL with AVX-512 VNNI. The policy
+ * KERN_REPACK_AVX2 with AVX2, KERN_REPACK_ALL with AVX-512 VNNI. The policy
  * built on it, with the caller's opt-out, is convert_repack_enabled
  * (model/convert.h); the kernels read no environment. */
 int kern_repack_worthwhile(void);
