@@ -54,6 +54,9 @@ static const kern_type_traits type_traits[KERN_TYPE_COUNT] = {
 	 * super-block than Q4_K's (kernels/gemm.h). */
 	[KERN_TYPE_Q4_K_R16] = {.name = "Q4_K_R16", .blck_size = KERN_QK_K, .type_size = KERN_Q4_K_R16_ROW_BYTES,
 		.is_quantized = 1, .vec_dot_type = KERN_TYPE_Q4_K_R16},
+	/* Q6_K_R16 stores its quants unpacked to bytes (kernels/gemm.h). */
+	[KERN_TYPE_Q6_K_R16] = {.name = "Q6_K_R16", .blck_size = KERN_QK_K, .type_size = KERN_Q6_K_R16_ROW_BYTES,
+		.is_quantized = 1, .vec_dot_type = KERN_TYPE_Q6_K_R16},
 	[KERN_TYPE_HQ4_32] = {.name = "HQ4_32", .blck_size = 32, .type_size = KERN_HQ_BLOCK_BYTES(4, 32),
 		.is_quantized = 1, .vec_dot_type = KERN_TYPE_F32},
 	[KERN_TYPE_HQ5_32] = {.name = "HQ5_32", .blck_size = 32, .type_size = KERN_HQ_BLOCK_BYTES(5, 32),

@@ -14,12 +14,13 @@
 int kern_repack_worthwhile(void)
 {
 	const kern_isa isa = kern_isa_detect();
-	return isa >= KERN_ISA_AVX512 ? KERN_REPACK_ALL : isa >= KERN_ISA_AVX2 ? KERN_REPACK_Q4_0 : 0;
+	return isa >= KERN_ISA_AVX512 ? KERN_REPACK_ALL : isa >= KERN_ISA_AVX2 ? KERN_REPACK_AVX2 : 0;
 }
 
 int kern_repack_type_at(kern_type t, int policy)
 {
-	if (policy == KERN_REPACK_ALL || (policy == KERN_REPACK_Q4_0 && t == KERN_TYPE_Q4_0))
+	if (policy == KERN_REPACK_ALL ||
+	    (policy == KERN_REPACK_AVX2 && (t == KERN_TYPE_Q4_0 || t == KERN_TYPE_Q6_K)))
 		return kern_repack_type(t);
 	return -1;
 }
@@ -30,13 +31,14 @@ int kern_repack_type(kern_type t)
 	case KERN_TYPE_Q4_0: return KERN_TYPE_Q4_0_R16;
 	case KERN_TYPE_Q8_0: return KERN_TYPE_Q8_0_R16;
 	case KERN_TYPE_Q4_K: return KERN_TYPE_Q4_K_R16;
+	case KERN_TYPE_Q6_K: return KERN_TYPE_Q6_K_R16;
 	default: return -1;
 	}
 }
 
 int kern_type_is_r16(int t)
 {
-	return t == KERN_TYPE_Q4_0_R16 || t == KERN_TYPE_Q8_0_R16 || t == KERN_TYPE_Q4_K_R16;
+	return kern_r16_base_type(t) >= 0;
 }
 
 int kern_r16_base_type(int t)
@@ -45,6 +47,7 @@ int kern_r16_base_type(int t)
 	case KERN_TYPE_Q4_0_R16: return KERN_TYPE_Q4_0;
 	case KERN_TYPE_Q8_0_R16: return KERN_TYPE_Q8_0;
 	case KERN_TYPE_Q4_K_R16: return KERN_TYPE_Q4_K;
+	case KERN_TYPE_Q6_K_R16: return KERN_TYPE_Q6_K;
 	default: return -1;
 	}
 }
@@ -86,8 +89,10 @@ static int r16_convert(int r16, const void *src, int64_t n_rows, int64_t K, void
 
 /* Q4_K: the 12-byte packed scales of one row become unpacked bytes and
  * int16 min pairs; quants move as 4-byte words like Q4_0's. */
-static void q4k_pack_row(kern_block_q4_K_r16 *g, int r, const kern_block_q4_K *b)
+static void q4k_pack(void *gv, int r, const void *bv)
 {
+	kern_block_q4_K_r16 *g = gv;
+	const kern_block_q4_K *b = bv;
 	uint8_t sc[8], m[8];
 	kern_kquant_unpack_scale_min_k4(b->scales, sc, m);
 	g->d[r] = b->d;
@@ -101,9 +106,11 @@ static void q4k_pack_row(kern_block_q4_K_r16 *g, int r, const kern_block_q4_K *b
 			memcpy(&g->qs[j][c][4 * r], b->qs + 32 * j + 4 * c, 4);
 }
 
-/* Inverse of q4k_pack_row, re-encoding the scales as Q4_K packs them. */
-static void q4k_unpack_row(kern_block_q4_K *b, const kern_block_q4_K_r16 *g, int r)
+/* Inverse of q4k_pack, re-encoding the scales as Q4_K packs them. */
+static void q4k_unpack(void *bv, const void *gv, int r)
 {
+	kern_block_q4_K *b = bv;
+	const kern_block_q4_K_r16 *g = gv;
 	uint8_t sc[8], m[8];
 	for (int s = 0; s < 8; s++) {
 		sc[s] = g->sc[s][r];
@@ -121,7 +128,61 @@ static void q4k_unpack_row(kern_block_q4_K *b, const kern_block_q4_K_r16 *g, int
 			memcpy(b->qs + 32 * j + 4 * c, &g->qs[j][c][4 * r], 4);
 }
 
-static int q4k_convert(const void *src, int64_t n_rows, int64_t K, void *dst, int pack)
+/* Q6_K element e = 128h + 32k + l (k 0..3, l 0..31): low 4 bits in
+ * ql[64h + 32(k & 1) + l] (low nibble for k < 2, high for k >= 2), high 2
+ * bits at bit 2k of qh[32h + l]; its scale is scales[e / 16]. */
+static void q6k_pack(void *gv, int r, const void *bv)
+{
+	kern_block_q6_K_r16 *g = gv;
+	const kern_block_q6_K *b = bv;
+	for (int e = 0; e < KERN_QK_K; e++) {
+		const int h = e / 128, k = e % 128 / 32, l = e % 32;
+		const uint8_t lo = (uint8_t)(b->ql[64 * h + 32 * (k & 1) + l] >> (k >= 2 ? 4 : 0)) & 0xF;
+		const uint8_t hi = (uint8_t)(b->qh[32 * h + l] >> (2 * k)) & 3;
+		g->qs[e / 16][e % 16 / 4][4 * r + e % 4] = (uint8_t)(lo | hi << 4);
+	}
+	g->d[r] = b->d;
+	for (int s = 0; s < 16; s++)
+		g->sc[s][r] = b->scales[s];
+	if (r == 0)
+		memset(g->pad, 0, sizeof(g->pad));
+}
+
+static void q6k_unpack(void *bv, const void *gv, int r)
+{
+	kern_block_q6_K *b = bv;
+	const kern_block_q6_K_r16 *g = gv;
+	memset(b->ql, 0, sizeof(b->ql));
+	memset(b->qh, 0, sizeof(b->qh));
+	for (int e = 0; e < KERN_QK_K; e++) {
+		const int h = e / 128, k = e % 128 / 32, l = e % 32;
+		const uint8_t q = g->qs[e / 16][e % 16 / 4][4 * r + e % 4];
+		b->ql[64 * h + 32 * (k & 1) + l] |= (uint8_t)((q & 0xF) << (k >= 2 ? 4 : 0));
+		b->qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * k));
+	}
+	b->d = g->d[r];
+	for (int s = 0; s < 16; s++)
+		b->scales[s] = g->sc[s][r];
+}
+
+/* The K-quant layouts: each row's super-block moves into (pack) or out of
+ * its group's interleaved super-block through the type's row functions. */
+typedef struct kq_r16_codec {
+	size_t plain, group; /* bytes of a plain super-block, of a group's */
+	void (*pack)(void *g, int r, const void *b);
+	void (*unpack)(void *b, const void *g, int r);
+} kq_r16_codec;
+
+static const kq_r16_codec *kq_codec(int r16)
+{
+	static const kq_r16_codec q4k = {sizeof(kern_block_q4_K), sizeof(kern_block_q4_K_r16), q4k_pack,
+					 q4k_unpack};
+	static const kq_r16_codec q6k = {sizeof(kern_block_q6_K), sizeof(kern_block_q6_K_r16), q6k_pack,
+					 q6k_unpack};
+	return r16 == KERN_TYPE_Q4_K_R16 ? &q4k : r16 == KERN_TYPE_Q6_K_R16 ? &q6k : NULL;
+}
+
+static int kq_convert(const kq_r16_codec *k, const void *src, int64_t n_rows, int64_t K, void *dst, int pack)
 {
 	if (n_rows % KERN_R || K % KERN_QK_K || n_rows < 0 || K <= 0)
 		return HERD_E_INVAL;
@@ -132,11 +193,9 @@ static int q4k_convert(const void *src, int64_t n_rows, int64_t K, void *dst, in
 			for (int r = 0; r < KERN_R; r++) {
 				const size_t pi = (size_t)(g * KERN_R + r) * nb + b;
 				if (pack)
-					q4k_pack_row((kern_block_q4_K_r16 *)dst + gi, r,
-						     (const kern_block_q4_K *)src + pi);
+					k->pack((char *)dst + gi * k->group, r, (const char *)src + pi * k->plain);
 				else
-					q4k_unpack_row((kern_block_q4_K *)dst + pi,
-						       (const kern_block_q4_K_r16 *)src + gi, r);
+					k->unpack((char *)dst + pi * k->plain, (const char *)src + gi * k->group, r);
 			}
 		}
 	return 0;
@@ -145,15 +204,15 @@ static int q4k_convert(const void *src, int64_t n_rows, int64_t K, void *dst, in
 int kern_repack(kern_type t, const void *src, int64_t n_rows, int64_t K, void *dst)
 {
 	const int r16 = kern_repack_type(t);
-	if (r16 == KERN_TYPE_Q4_K_R16)
-		return q4k_convert(src, n_rows, K, dst, 1);
+	if (kq_codec(r16))
+		return kq_convert(kq_codec(r16), src, n_rows, K, dst, 1);
 	return r16 < 0 ? HERD_E_INVAL : r16_convert(r16, src, n_rows, K, dst, 1);
 }
 
 int kern_unpack_r16(kern_type r16, const void *src, int64_t n_rows, int64_t K, void *dst)
 {
-	if (r16 == KERN_TYPE_Q4_K_R16)
-		return q4k_convert(src, n_rows, K, dst, 0);
+	if (kq_codec(r16))
+		return kq_convert(kq_codec(r16), src, n_rows, K, dst, 0);
 	return kern_type_is_r16(r16) ? r16_convert(r16, src, n_rows, K, dst, 0) : HERD_E_INVAL;
 }
 
@@ -161,6 +220,8 @@ size_t kern_act_stride(int r16, int64_t K)
 {
 	if (r16 == KERN_TYPE_Q4_K_R16)
 		return ((size_t)(K / KERN_QK_K) * KERN_ACT_Q8K_BYTES + 63) / 64 * 64;
+	if (r16 == KERN_TYPE_Q6_K_R16)
+		return ((size_t)(K / KERN_QK_K) * sizeof(kern_block_q8_K) + 63) / 64 * 64;
 	return ((size_t)(K / 32) * 8 + (size_t)K + 63) / 64 * 64;
 }
 
@@ -310,10 +371,54 @@ void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *rest
 	}
 }
 
+void kern_act_q8k16_with(const float *restrict x, int64_t K, int n_b, void *restrict dst,
+			 kern_from_float_fn quant_q8_k)
+{
+	const size_t stride = kern_act_stride(KERN_TYPE_Q6_K_R16, K);
+	for (int b = 0; b < n_b; b++)
+		quant_q8_k(x + (size_t)b * K, (char *)dst + (size_t)b * stride, K);
+}
+
+void kern_act_q8k16_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst)
+{
+	kern_act_q8k16_with(x, K, n_b, dst, kern_quant_q8_k_ref);
+}
+
+/* Row r of one Q6_K_R16 super-block against one Q8_K block: the integer
+ * sum over sub-blocks of scale * sum((q - 32) * a). */
+static int32_t q6k_r16_isum(const kern_block_q6_K_r16 *w, int r, const kern_block_q8_K *a)
+{
+	int32_t isum = 0;
+	for (int s = 0; s < 16; s++) {
+		int32_t dot = -32 * a->bsums[s];
+		for (int c = 0; c < 4; c++)
+			for (int e = 0; e < 4; e++)
+				dot += w->qs[s][c][4 * r + e] * a->qs[16 * s + 4 * c + e];
+		isum += w->sc[s][r] * dot;
+	}
+	return isum;
+}
+
+void kern_gemm_q6_k_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
+			    size_t act_stride, int n_b, float *restrict y, int64_t ldy)
+{
+	const int64_t nsb = K / KERN_QK_K;
+	const kern_block_q6_K_r16 *w = wg;
+	for (int b = 0; b < n_b; b++) {
+		const kern_block_q8_K *a = (const kern_block_q8_K *)((const char *)act + (size_t)b * act_stride);
+		for (int r = 0; r < KERN_R; r++) {
+			float acc = 0;
+			for (int64_t i = 0; i < nsb; i++)
+				acc += kern_fp16_to_fp32(w[i].d[r]) * a[i].d * (float)q6k_r16_isum(&w[i], r, &a[i]);
+			y[(int64_t)b * ldy + r] = acc;
+		}
+	}
+}
+
 /* The interleaved types have no per-row dot: only activation preparation
- * and the 16-row GEMM, with AVX-512 (VNNI) variants, and an AVX2 one for
- * Q4_0_R16 alone (kern_repack_worthwhile keeps AVX2 machines' other types
- * plain). */
+ * and the 16-row GEMM, with AVX-512 (VNNI) variants, and AVX2 ones for
+ * Q4_0_R16 and Q6_K_R16 alone (kern_repack_worthwhile keeps AVX2 machines'
+ * other types plain). */
 static const kern_type_variants gemm_variants[] = {
 	{.type = KERN_TYPE_Q4_0_R16,
 	 .act = {[KERN_ISA_REF] = kern_act_q8_ref, [KERN_ISA_AVX2] = kern_act_q8_avx2,
@@ -326,6 +431,11 @@ static const kern_type_variants gemm_variants[] = {
 	{.type = KERN_TYPE_Q4_K_R16,
 	 .act = {[KERN_ISA_REF] = kern_act_q8k_ref, [KERN_ISA_AVX512] = kern_act_q8k_avx512},
 	 .gemm = {[KERN_ISA_REF] = kern_gemm_q4_k_r16_ref, [KERN_ISA_AVX512] = kern_gemm_q4_k_r16_avx512}},
+	{.type = KERN_TYPE_Q6_K_R16,
+	 .act = {[KERN_ISA_REF] = kern_act_q8k16_ref, [KERN_ISA_AVX2] = kern_act_q8k16_avx2,
+		 [KERN_ISA_AVX512] = kern_act_q8k16_avx512},
+	 .gemm = {[KERN_ISA_REF] = kern_gemm_q6_k_r16_ref, [KERN_ISA_AVX2] = kern_gemm_q6_k_r16_avx2,
+		  [KERN_ISA_AVX512] = kern_gemm_q6_k_r16_avx512}},
 };
 
 void kern_ops_init_gemm(kern_ops *ops, kern_isa isa)

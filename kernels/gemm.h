@@ -25,11 +25,21 @@
  *                     4 bytes qs[32j+4c .. 32j+4c+3] of its Q4_K block: low
  *                     nibbles are elements 4c.. of sub-block 2j, high
  *                     nibbles elements 4c.. of sub-block 2j+1
+ * Q6_K_R16 super-block (256 elements for 16 rows, 4416 bytes):
+ *   qs[16][4][64]     sub-block s (16 elements), chunk c holds for each row
+ *                     r its elements 16s+4c .. 16s+4c+3 at bytes 4r .. 4r+3,
+ *                     unpacked to one byte each: the unsigned 6-bit q
+ *                     (0..63) of Q6_K, weight = d * sc * (q - 32)
+ *   d[16]             fp16 super-block scales of the 16 rows
+ *   sc[16][16]        int8 sub-block scales (sub-block s, row r)
+ *   pad[32]           so every super-block, and each quant chunk, starts on
+ *                     a cache line
  * A matrix of n_rows x K is n_rows/16 groups, each K/32 (K/256) blocks in
  * order. Q4_0/Q8_0_R16 hold exactly the plain type's bytes, so an image
  * stores them in place; Q4_K_R16 holds KERN_Q4_K_R16_ROW_BYTES (156) per row
- * and super-block against Q4_K's 144 (unpacked scales), which kern_row_size
- * reports.
+ * and super-block against Q4_K's 144 (unpacked scales), Q6_K_R16
+ * KERN_Q6_K_R16_ROW_BYTES (276) against Q6_K's 210 (unpacked quants), which
+ * kern_row_size reports.
  *
  * Activation rows for these kernels (kern_act_fn output), per row b at
  * b * kern_act_stride(K):
@@ -42,6 +52,10 @@
  * For Q4_K_R16, per super-block of 256 (nsb = K/256), KERN_ACT_Q8K_BYTES each:
  *   float d; int16_t sums[8] (sum of each 32-element sub-block's quants);
  *   int8_t qs[256]: the Q8_K quantization of kern_quant_q8_k_ref
+ * For Q6_K_R16, the plain Q8_K blocks themselves (kern_block_q8_K, 292
+ * bytes: d, qs[256], bsums[16] summing each 16-element sub-block), row
+ * after row: Q6_K's offset of 32 is -32 * bsums[s] per sub-block. The
+ * quants are in [-127, 127], so |16 * bsums[s]| <= 32512 fits an int16.
  */
 #ifndef HERD_KERNELS_GEMM_H
 #define HERD_KERNELS_GEMM_H
@@ -75,6 +89,13 @@ typedef struct {
 	uint8_t qs[4][8][64];
 } kern_block_q4_K_r16;
 
+typedef struct {
+	uint8_t qs[16][4][64];
+	kern_fp16_t d[KERN_R];
+	int8_t sc[16][KERN_R];
+	uint8_t pad[32];
+} kern_block_q6_K_r16;
+
 #define KERN_ACT_Q8K_BYTES 276 /* float d, int16 sums[8], int8 qs[256] */
 
 /* Bytes of Q4_K_R16 per row and super-block (its type_size): d and dmin,
@@ -86,19 +107,60 @@ typedef struct {
 _Static_assert(KERN_Q4_K_R16_ROW_BYTES == 156, "Q4_K_R16 row bytes");
 _Static_assert(sizeof(kern_block_q4_K_r16) == KERN_R * KERN_Q4_K_R16_ROW_BYTES, "q4_K_r16 layout");
 _Static_assert(offsetof(kern_block_q4_K_r16, qs) == 448, "q4_K_r16 quants offset");
+/* Bytes of Q6_K_R16 per row and super-block (its type_size): 256 quants
+ * unpacked to bytes, d, 16 int8 scales, 2 bytes of padding. 276 against
+ * Q6_K's 210, whose quants are packed into 6 bits. */
+#define KERN_Q6_K_R16_ROW_BYTES (KERN_QK_K + sizeof(kern_fp16_t) + KERN_QK_K / 16 + 2)
+
+_Static_assert(KERN_Q6_K_R16_ROW_BYTES == 276, "Q6_K_R16 row bytes");
+_Static_assert(sizeof(kern_block_q6_K_r16) == KERN_R * KERN_Q6_K_R16_ROW_BYTES, "q6_K_r16 layout");
+_Static_assert(sizeof(kern_block_q6_K_r16) % 64 == 0, "q6_K_r16 super-blocks on cache lines");
 _Static_assert(sizeof(kern_block_q4_0_r16) == KERN_R * sizeof(kern_block_q4_0), "q4_0_r16 layout");
 _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), "q8_0_r16 layout");
 
+/* For the SIMD files: a kern_gemm_fn `name` running `tile` (an always-inline
+ * function taking K / 32 blocks, the group, the activations and their
+ * stride, a column count nc <= TW, y and ldy) over full tiles of TW
+ * columns, then the tail as one call with a constant column count so the
+ * compiler unrolls it too. TW <= 8. */
+#define KERN_GEMM_TILE_TAIL(n, tile, TW)                                                           \
+	case n:                                                                                    \
+		if (n < TW)                                                                        \
+			tile(nb, wg, rest, act_stride, n, y + b * ldy, ldy);                       \
+		break;
+#define KERN_GEMM_TILED(name, tile, TW)                                                            \
+	_Static_assert(TW <= 8, "the tail switch covers 7 columns");                               \
+	void name(int64_t K, const void *restrict wg, const void *restrict act, size_t act_stride,   \
+		  int n_b, float *restrict y, int64_t ldy)                                          \
+	{                                                                                          \
+		const int64_t nb = K / 32;                                                         \
+		int b = 0;                                                                         \
+		for (; b + TW <= n_b; b += TW)                                                     \
+			tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TW,   \
+			     y + b * ldy, ldy);                                                    \
+		const char *rest = (const char *)act + (size_t)b * act_stride;                     \
+		switch (n_b - b) {                                                                 \
+			KERN_GEMM_TILE_TAIL(7, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(6, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(5, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(4, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(3, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(2, tile, TW)                                           \
+			KERN_GEMM_TILE_TAIL(1, tile, TW)                                           \
+		default: break;                                                                    \
+		}                                                                                  \
+	}
+
 /* Interleaving policies: which plain types get their row-interleaved
  * layout. Nonzero means on. */
-#define KERN_REPACK_ALL 1  /* Q4_0, Q8_0, Q4_K: the AVX-512 VNNI GEMMs */
-#define KERN_REPACK_Q4_0 2 /* Q4_0 only: AVX2 has a GEMM for Q4_0_R16 alone
+#define KERN_REPACK_ALL 1  /* Q4_0, Q8_0, Q4_K, Q6_K: the AVX-512 VNNI GEMMs */
+#define KERN_REPACK_AVX2 2 /* Q4_0 and Q6_K: the types AVX2 has a GEMM for
 			    * (maddubs saturates on Q8_0_R16's unsigned
 			    * activations, and Q4_K_R16 has none yet) */
 
 /* The interleaving that pays on this machine: 0 where the CPU has no SIMD
  * GEMM (the plain types' dot products are faster than the reference GEMM),
- * KERN_REPACK_Q4_0 with AVX2, KERN_REPACK_ALL with AVX-512 VNNI. The policy
+ * KERN_REPACK_AVX2 with AVX2, KERN_REPACK_ALL with AVX-512 VNNI. The policy
  * built on it, with the caller's opt-out, is convert_repack_enabled
  * (model/convert.h); the kernels read no environment. */
 int kern_repack_worthwhile(void);
@@ -161,6 +223,19 @@ void kern_act_q8k_avx512(const float *restrict x, int64_t K, int n_b, void *rest
 void kern_gemm_q4_k_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
 			    size_t act_stride, int n_b, float *restrict y, int64_t ldy);
 void kern_gemm_q4_k_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
+			       size_t act_stride, int n_b, float *restrict y, int64_t ldy);
+/* The Q6_K_R16 activation rows: plain Q8_K blocks of quant_q8_k, rows
+ * kern_act_stride apart. */
+void kern_act_q8k16_with(const float *restrict x, int64_t K, int n_b, void *restrict dst,
+			 kern_from_float_fn quant_q8_k);
+void kern_act_q8k16_ref(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+void kern_act_q8k16_avx2(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+void kern_act_q8k16_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst);
+void kern_gemm_q6_k_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
+			    size_t act_stride, int n_b, float *restrict y, int64_t ldy);
+void kern_gemm_q6_k_r16_avx2(int64_t K, const void *restrict wg, const void *restrict act,
+			     size_t act_stride, int n_b, float *restrict y, int64_t ldy);
+void kern_gemm_q6_k_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
 			       size_t act_stride, int n_b, float *restrict y, int64_t ldy);
 void kern_gemm_q4_0_r16_ref(int64_t K, const void *restrict wg, const void *restrict act,
 			    size_t act_stride, int n_b, float *restrict y, int64_t ldy);

@@ -1,4 +1,4 @@
-/* AVX2 GEMM for Q4_0_R16 and its activation rows.
+/* AVX2 GEMMs for Q4_0_R16 and Q6_K_R16 and their activation rows.
  *
  * AVX2 has no VNNI, but the Q4_0_R16 layout (kernels/gemm.h) still pays: a
  * 256-bit register holds the same 4-byte slice of 8 rows, maddubs (u8 x s8
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "gemm.h"
+#include "kquant.h"
 #include "legacy.h"
 
 /* Activation rows per pass over the weights (columns of the output tile). */
@@ -96,19 +97,91 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 	}
 }
 
-void kern_gemm_q4_0_r16_avx2(int64_t K, const void *restrict wg, const void *restrict act,
-			     size_t act_stride, int n_b, float *restrict y, int64_t ldy)
+
+KERN_GEMM_TILED(kern_gemm_q4_0_r16_avx2, q4_tile, TILE)
+
+/* ---- Q6_K_R16 ------------------------------------------------------------ */
+
+void kern_act_q8k16_avx2(const float *restrict x, int64_t K, int n_b, void *restrict dst)
 {
-	const int64_t nb = K / 32;
-	int b = 0;
-	for (; b + TILE <= n_b; b += TILE)
-		q4_tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, y + b * ldy, ldy);
-	const char *rest = (const char *)act + (size_t)b * act_stride;
-	switch (n_b - b) {
-	case 3: q4_tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
-	case 2: q4_tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
-	case 1: q4_tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
-	default: break;
+	kern_act_q8k16_with(x, K, n_b, dst, kern_quant_q8_k_avx2);
+}
+
+/* (sc, sc) in the two int16 halves of each row's 32-bit lane, for the 8
+ * rows of half h of sub-block s: madd with it scales a row's pair sums. */
+static inline __m256i q6k_scale_pairs(const kern_block_q6_K_r16 *w, int s, int h)
+{
+	const __m256i s32 = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w->sc[s] + 8 * h)));
+	return _mm256_blend_epi16(s32, _mm256_slli_epi32(s32, 16), 0xAA);
+}
+
+/* One tile against one super-block, rows 8h .. 8h+7 of sub-block s:
+ * maddubs of the unsigned quants (0..63) with the activations gives pair
+ * sums of at most 2 * 63 * 127 = 16002, two of them added in int16 stay
+ * below 32767 (exact); madd with the row's scale pairs takes them to int32
+ * times the scale. Q6_K's offset of 32 is madd(scale pairs, -16 * the
+ * activations' sum) = -32 * scale * sum (|16 * sum| <= 32512, gemm.h). */
+static inline __attribute__((always_inline)) void q6k_sub(const kern_block_q6_K_r16 *w, int s, int h,
+							   const kern_block_q8_K *const *a, int nc,
+							   __m256i idot[][2])
+{
+	__m256i q[4];
+#pragma GCC unroll 4
+	for (int k = 0; k < 4; k++)
+		q[k] = _mm256_loadu_si256((const __m256i *)(w->qs[s][k] + 32 * h));
+	const __m256i sc = q6k_scale_pairs(w, s, h);
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++) {
+		const int8_t *qa = a[c]->qs + 16 * s;
+		const __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(q[0], bcast32(qa)),
+						    _mm256_maddubs_epi16(q[1], bcast32(qa + 4)));
+		const __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(q[2], bcast32(qa + 8)),
+						    _mm256_maddubs_epi16(q[3], bcast32(qa + 12)));
+		const __m256i off = _mm256_madd_epi16(sc, _mm256_set1_epi16((int16_t)(-16 * a[c]->bsums[s])));
+		const __m256i v = _mm256_add_epi32(_mm256_madd_epi16(p0, sc), _mm256_madd_epi16(p1, sc));
+		idot[c][h] = _mm256_add_epi32(idot[c][h], _mm256_add_epi32(v, off));
 	}
 }
-_Static_assert(TILE == 4, "the tail switch covers TILE - 1 columns");
+
+static inline __attribute__((always_inline)) void q6k_tile(int64_t nb, const kern_block_q6_K_r16 *w,
+							    const char *act, size_t stride, int nc,
+							    float *y, int64_t ldy)
+{
+	const int64_t nsb = nb / (KERN_QK_K / 32);
+	__m256 acc[TILE][2];
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++)
+		acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+	for (int64_t i = 0; i < nsb; i++) {
+		const char *ahead = (const char *)(w + i + 1);
+		const kern_block_q8_K *a[TILE];
+		__m256i idot[TILE][2];
+#pragma GCC unroll 4
+		for (int c = 0; c < nc; c++) {
+			a[c] = (const kern_block_q8_K *)(act + (size_t)c * stride) + i;
+			idot[c][0] = idot[c][1] = _mm256_setzero_si256();
+		}
+#pragma GCC unroll 1
+		for (int s = 0; s < 16; s++) {
+			for (int l = 0; l < 5; l++) /* the next super-block's 69 lines */
+				_mm_prefetch(ahead + (5 * s + l) * 64, _MM_HINT_T0);
+			q6k_sub(w + i, s, 0, a, nc, idot);
+			q6k_sub(w + i, s, 1, a, nc, idot);
+		}
+		const __m256 dw0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)w[i].d));
+		const __m256 dw1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w[i].d + 8)));
+#pragma GCC unroll 4
+		for (int c = 0; c < nc; c++) {
+			const __m256 da = _mm256_set1_ps(a[c]->d);
+			acc[c][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot[c][0]), _mm256_mul_ps(dw0, da), acc[c][0]);
+			acc[c][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(idot[c][1]), _mm256_mul_ps(dw1, da), acc[c][1]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int c = 0; c < nc; c++) {
+		_mm256_storeu_ps(y + (int64_t)c * ldy, acc[c][0]);
+		_mm256_storeu_ps(y + (int64_t)c * ldy + 8, acc[c][1]);
+	}
+}
+
+KERN_GEMM_TILED(kern_gemm_q6_k_r16_avx2, q6k_tile, TILE)

@@ -79,32 +79,8 @@ static inline __attribute__((always_inline)) void q4_tile(int64_t nb, const kern
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-/* Full tiles of TILE columns, then the tail as one call with a constant
- * column count so the compiler unrolls it too. */
-#define GEMM_AVX512(name, tile)                                                                    \
-	void name(int64_t K, const void *restrict wg, const void *restrict act, size_t act_stride,   \
-		  int n_b, float *restrict y, int64_t ldy)                                          \
-	{                                                                                          \
-		const int64_t nb = K / 32;                                                         \
-		int b = 0;                                                                         \
-		for (; b + TILE <= n_b; b += TILE)                                                 \
-			tile(nb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE, \
-			     y + b * ldy, ldy);                                                    \
-		const char *rest = (const char *)act + (size_t)b * act_stride;                     \
-		switch (n_b - b) {                                                                 \
-		case 7: tile(nb, wg, rest, act_stride, 7, y + b * ldy, ldy); break;                \
-		case 6: tile(nb, wg, rest, act_stride, 6, y + b * ldy, ldy); break;                \
-		case 5: tile(nb, wg, rest, act_stride, 5, y + b * ldy, ldy); break;                \
-		case 4: tile(nb, wg, rest, act_stride, 4, y + b * ldy, ldy); break;                \
-		case 3: tile(nb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;                \
-		case 2: tile(nb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;                \
-		case 1: tile(nb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;                \
-		default: break;                                                                    \
-		}                                                                                  \
-	}
-_Static_assert(TILE == 8, "the tail switch covers TILE - 1 columns");
 
-GEMM_AVX512(kern_gemm_q4_0_r16_avx512, q4_tile)
+KERN_GEMM_TILED(kern_gemm_q4_0_r16_avx512, q4_tile, TILE)
 
 static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern_block_q8_0_r16 *w,
 							   const char *act, size_t stride, int nc,
@@ -154,7 +130,7 @@ static inline __attribute__((always_inline)) void q8_tile(int64_t nb, const kern
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-GEMM_AVX512(kern_gemm_q8_0_r16_avx512, q8_tile)
+KERN_GEMM_TILED(kern_gemm_q8_0_r16_avx512, q8_tile, TILE)
 
 /* ---- Q4_K_R16 ------------------------------------------------------------ */
 
@@ -169,10 +145,11 @@ void kern_act_q8k_avx512(const float *restrict x, int64_t K, int n_b, void *rest
  * accumulated over the 8 sub-blocks (|sum| < 2^25, no overflow); the mins
  * as VNNI int16 pair dots against the activation's sub-block sums; then
  * d and dmin in float. */
-static inline __attribute__((always_inline)) void q4k_tile(int64_t nsb, const kern_block_q4_K_r16 *w,
+static inline __attribute__((always_inline)) void q4k_tile(int64_t nb, const kern_block_q4_K_r16 *w,
 							    const char *act, size_t stride, int nc,
 							    float *y, int64_t ldy)
 {
+	const int64_t nsb = nb / (KERN_QK_K / 32);
 	__m512 acc[TILE_K];
 #pragma GCC unroll 4
 	for (int c = 0; c < nc; c++)
@@ -232,18 +209,71 @@ static inline __attribute__((always_inline)) void q4k_tile(int64_t nsb, const ke
 		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
 }
 
-void kern_gemm_q4_k_r16_avx512(int64_t K, const void *restrict wg, const void *restrict act,
-			       size_t act_stride, int n_b, float *restrict y, int64_t ldy)
+KERN_GEMM_TILED(kern_gemm_q4_k_r16_avx512, q4k_tile, TILE_K)
+
+/* ---- Q6_K_R16 ------------------------------------------------------------ */
+
+void kern_act_q8k16_avx512(const float *restrict x, int64_t K, int n_b, void *restrict dst)
 {
-	const int64_t nsb = K / KERN_QK_K;
-	int b = 0;
-	for (; b + TILE_K <= n_b; b += TILE_K)
-		q4k_tile(nsb, wg, (const char *)act + (size_t)b * act_stride, act_stride, TILE_K, y + b * ldy, ldy);
-	const char *rest = (const char *)act + (size_t)b * act_stride;
-	switch (n_b - b) {
-	case 3: q4k_tile(nsb, wg, rest, act_stride, 3, y + b * ldy, ldy); break;
-	case 2: q4k_tile(nsb, wg, rest, act_stride, 2, y + b * ldy, ldy); break;
-	case 1: q4k_tile(nsb, wg, rest, act_stride, 1, y + b * ldy, ldy); break;
-	default: break;
-	}
+	kern_act_q8k16_with(x, K, n_b, dst, kern_quant_q8_k_avx512);
 }
+
+/* Per sub-block of 16: the VNNI dot of the unsigned quants (0..63) with the
+ * activations, started at -32 * the activations' sum (Q6_K's offset), then
+ * times the row's int8 scale; |sum over the super-block| <= 63 * 127 * 128 *
+ * 256 < 2^31. Then d in float. The quants need no unpacking: the 4 chunks
+ * of a sub-block are applied to TILE columns straight from memory. */
+static inline __attribute__((always_inline)) void q6k_tile(int64_t nb, const kern_block_q6_K_r16 *w,
+							    const char *act, size_t stride, int nc,
+							    float *y, int64_t ldy)
+{
+	const int64_t nsb = nb / (KERN_QK_K / 32);
+	__m512 acc[TILE];
+#pragma GCC unroll 8
+	for (int c = 0; c < nc; c++)
+		acc[c] = _mm512_setzero_ps();
+	for (int64_t i = 0; i < nsb; i++) {
+		const char *ahead = (const char *)(w + i + 1);
+		__m512i idot[TILE];
+#pragma GCC unroll 8
+		for (int c = 0; c < nc; c++)
+			idot[c] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+		for (int s = 0; s < 16; s++) {
+			/* 4 lines of this super-block's quants per sub-block: the next
+			 * super-block's 69 lines over its 16 sub-blocks */
+			for (int l = 0; l < 5; l++)
+				_mm_prefetch(ahead + (5 * s + l) * 64, _MM_HINT_T0);
+			__m512i q[4];
+#pragma GCC unroll 4
+			for (int k = 0; k < 4; k++)
+				q[k] = _mm512_loadu_si512((const void *)w[i].qs[s][k]);
+			const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w[i].sc[s]));
+#pragma GCC unroll 8
+			for (int c = 0; c < nc; c++) {
+				const kern_block_q8_K *a = (const kern_block_q8_K *)(act + (size_t)c * stride) + i;
+				/* two dependency chains: VNNI latency is several cycles */
+				__m512i dot = _mm512_set1_epi32(-32 * a->bsums[s]), dot2 = _mm512_setzero_si512();
+#pragma GCC unroll 2
+				for (int k = 0; k < 4; k += 2) {
+					dot = _mm512_dpbusd_epi32(dot, q[k], bcast32(a->qs + 16 * s + 4 * k));
+					dot2 = _mm512_dpbusd_epi32(dot2, q[k + 1], bcast32(a->qs + 16 * s + 4 * k + 4));
+				}
+				dot = _mm512_add_epi32(dot, dot2);
+				idot[c] = _mm512_add_epi32(idot[c], _mm512_mullo_epi32(dot, sc));
+			}
+		}
+		const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)w[i].d));
+#pragma GCC unroll 8
+		for (int c = 0; c < nc; c++) {
+			const kern_block_q8_K *a = (const kern_block_q8_K *)(act + (size_t)c * stride) + i;
+			acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(idot[c]), _mm512_mul_ps(dw, _mm512_set1_ps(a->d)),
+						 acc[c]);
+		}
+	}
+#pragma GCC unroll 8
+	for (int c = 0; c < nc; c++)
+		_mm512_storeu_ps(y + (int64_t)c * ldy, acc[c]);
+}
+
+KERN_GEMM_TILED(kern_gemm_q6_k_r16_avx512, q6k_tile, TILE)

@@ -54,6 +54,7 @@ typedef enum kern_type {
 	KERN_TYPE_Q4_0_R16 = 128,
 	KERN_TYPE_Q8_0_R16 = 129,
 	KERN_TYPE_Q4_K_R16 = 130,
+	KERN_TYPE_Q6_K_R16 = 131,
 	/* herd's own weight types (kernels/quant_herd.c), from 133 up: HQb_B =
 	 * b-bit codes in blocks of B with a half scale, f32 activations. For
 	 * rows no GGUF block divides (172 = 4 * 43) and bit widths between
@@ -157,7 +158,7 @@ void kern_ops_init(kern_ops *ops, kern_isa isa);
 void kern_ops_init_legacy(kern_ops *ops, kern_isa isa); /* F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1 */
 void kern_ops_init_kquant(kern_ops *ops, kern_isa isa); /* Q2_K Q3_K Q4_K Q5_K Q6_K Q8_K */
 void kern_ops_init_iquant(kern_ops *ops, kern_isa isa); /* IQ4_NL IQ4_XS IQ3_S IQ3_XXS IQ2_S IQ2_XS IQ2_XXS IQ1_S IQ1_M */
-void kern_ops_init_gemm(kern_ops *ops, kern_isa isa);   /* Q4_0_R16 Q8_0_R16 Q4_K_R16 */
+void kern_ops_init_gemm(kern_ops *ops, kern_isa isa);   /* Q4_0_R16 Q8_0_R16 Q4_K_R16 Q6_K_R16 */
 void kern_ops_init_attn(kern_ops *ops, kern_isa isa);   /* f16 KV-cache helpers */
 void kern_ops_init_herd(kern_ops *ops, kern_isa isa);   /* herd's own HQ* types */
 

@@ -572,7 +572,7 @@ static int image_policy(uint32_t flags)
 {
 	if (!(flags & SHM_IMAGE_F_REPACKED))
 		return 0;
-	return flags & SHM_IMAGE_F_REPACK_Q4_0 ? KERN_REPACK_Q4_0 : KERN_REPACK_ALL;
+	return flags & SHM_IMAGE_F_REPACK_Q4_0 ? KERN_REPACK_AVX2 : KERN_REPACK_ALL;
 }
 
 /* 1 when the checked header h describes an image of what w wants. */
@@ -931,7 +931,7 @@ static void fill_header(create_job *j, const gguf_ctx *pg)
 	h->version = SHM_IMAGE_VERSION;
 	h->header_size = sizeof(*h);
 	h->flags = (j->convert ? SHM_IMAGE_F_CONVERTED : 0) | (j->repack ? SHM_IMAGE_F_REPACKED : 0) |
-		   (j->repack == KERN_REPACK_Q4_0 ? SHM_IMAGE_F_REPACK_Q4_0 : 0);
+		   (j->repack == KERN_REPACK_AVX2 ? SHM_IMAGE_F_REPACK_Q4_0 : 0);
 	h->digest_algo = SHM_DIGEST_HM256;
 	h->payload_offset = SHM_IMAGE_PAYLOAD_ALIGN;
 	h->payload_size = j->gsize;

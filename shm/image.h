@@ -78,8 +78,9 @@ enum {
 					  * type allows it are row-interleaved for
 					  * the GEMM kernels (kernels/gemm.h) */
 	SHM_IMAGE_F_REPACK_Q4_0 = 1u << 2, /* with REPACKED: the policy was
-					    * KERN_REPACK_Q4_0 (only Q4_0
-					    * matrices interleaved), else
+					    * KERN_REPACK_AVX2 (only Q4_0
+					    * and Q6_K matrices interleaved:
+					    * the AVX2 GEMMs), else
 					    * KERN_REPACK_ALL */
 };
 

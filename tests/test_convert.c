@@ -60,10 +60,12 @@ static void test_layout_type(void **state)
 	assert_int_equal(convert_layout_type(1, KERN_TYPE_Q4_0, 64, 0), KERN_TYPE_Q4_0);  /* looked up */
 	assert_int_equal(convert_layout_type(1, KERN_TYPE_Q4_0, 24, 1), KERN_TYPE_Q4_0);  /* rows % 16 */
 	assert_int_equal(convert_layout_type(1, KERN_TYPE_F32, 64, 1), KERN_TYPE_F32);    /* no layout */
-	/* the AVX2 policy interleaves Q4_0 only */
-	assert_int_equal(convert_layout_type(KERN_REPACK_Q4_0, KERN_TYPE_Q4_0, 64, 1), KERN_TYPE_Q4_0_R16);
-	assert_int_equal(convert_layout_type(KERN_REPACK_Q4_0, KERN_TYPE_Q8_0, 64, 1), KERN_TYPE_Q8_0);
-	assert_int_equal(convert_layout_type(KERN_REPACK_Q4_0, KERN_TYPE_Q4_K, 64, 1), KERN_TYPE_Q4_K);
+	/* the AVX2 policy interleaves Q4_0 and Q6_K only */
+	assert_int_equal(convert_layout_type(KERN_REPACK_AVX2, KERN_TYPE_Q4_0, 64, 1), KERN_TYPE_Q4_0_R16);
+	assert_int_equal(convert_layout_type(KERN_REPACK_AVX2, KERN_TYPE_Q8_0, 64, 1), KERN_TYPE_Q8_0);
+	assert_int_equal(convert_layout_type(KERN_REPACK_AVX2, KERN_TYPE_Q4_K, 64, 1), KERN_TYPE_Q4_K);
+	assert_int_equal(convert_layout_type(KERN_REPACK_AVX2, KERN_TYPE_Q6_K, 64, 1), KERN_TYPE_Q6_K_R16);
+	assert_int_equal(convert_layout_type(KERN_REPACK_AVX2, KERN_TYPE_Q6_K, 40, 1), KERN_TYPE_Q6_K);
 	assert_true(convert_is_matmul_weight("blk.0.attn_q.weight"));
 	assert_true(convert_is_matmul_weight("blk.21.ffn_down.weight"));
 	assert_true(convert_is_matmul_weight("output.weight"));

@@ -57,7 +57,8 @@ static void *read_file(const char *path, size_t *size)
 }
 
 /* mode 0: best SIMD kernels, 1: scalar reference, 2: SIMD with matrices repacked
- * into the row-interleaved GEMM layouts. */
+ * into the row-interleaved GEMM layouts, 3: an AVX2 machine's kernels and
+ * repack policy (Q4_0 and Q6_K interleaved). */
 static void check_file(const char *dir, const char *stem, const char *type, double bound, int mode,
 		       kern_type kv)
 {
@@ -68,10 +69,13 @@ static void check_file(const char *dir, const char *stem, const char *type, doub
 	if (rc)
 		fail_msg("%s: %s", path, err);
 	llama_ctx *c = NULL;
-	if (mode == 2)
-		assert_int_equal(llama_model_repack(m, KERN_REPACK_ALL), 0);
-	llama_ctx_opts o = {.n_threads = 0, .force_ref = mode == 1, .kv_type = kv};
+	if (mode >= 2)
+		assert_int_equal(llama_model_repack(m, mode == 2 ? KERN_REPACK_ALL : KERN_REPACK_AVX2), 0);
+	llama_ctx_opts o = {.n_threads = 0, .force_ref = mode == 1, .kv_type = kv,
+			    .max_isa = mode == 3 ? KERN_ISA_AVX2 : 0};
 	assert_int_equal(llama_ctx_create(&c, m, &o), 0);
+	if (mode == 3)
+		assert_int_equal(llama_ctx_isa(c), KERN_ISA_AVX2);
 
 	size_t tsize, lsize;
 	snprintf(path, sizeof(path), "%s/%s-%s.tokens", dir, stem, type);
@@ -114,9 +118,9 @@ static void check_file(const char *dir, const char *stem, const char *type, doub
 		top_same += ar == ao;
 	}
 	const double mean = sum / rows;
+	static const char *const mode_names[] = {"simd", "ref ", "gemm", "avx2"};
 	printf("# %s-%-7s %s KV %-4s: mean KL %.3g (max %.3g, bound %.0e), same top token %d/%d\n", stem,
-	       type, mode == 1 ? "ref " : mode == 2 ? "gemm" : "simd", kern_type_name(kv), mean, worst, bound,
-	       top_same, rows);
+	       type, mode_names[mode], kern_type_name(kv), mean, worst, bound, top_same, rows);
 	assert_true(mean <= bound);
 	llama_seq_reset(c, &s);
 	free(logits);
@@ -151,6 +155,13 @@ static void check_micro(const char *type, double bound, int mode)
 	{                                                    \
 		(void)state;                                 \
 		CHECK(#T, B, 2);                             \
+	}                                                    \
+	static void test_##N##_avx2(void **state)            \
+	{                                                    \
+		(void)state;                                 \
+		if (kern_isa_detect() < KERN_ISA_AVX2)       \
+			skip();                              \
+		CHECK(#T, B, 3);                             \
 	}
 #define FIXTURE_TEST(T, B) FIXTURE_TEST_IN(check_type, T, T, B)
 
@@ -187,7 +198,9 @@ KV_TEST(F16, Q4_0, 5e-2)
 KV_TEST(Q8_0, Q8_0, 3e-3)
 KV_TEST(Q4_0, Q4_0, 5e-2)
 
-#define T2(T) cmocka_unit_test(test_##T), cmocka_unit_test(test_##T##_ref), cmocka_unit_test(test_##T##_gemm)
+#define T2(T)                                                                                       \
+	cmocka_unit_test(test_##T), cmocka_unit_test(test_##T##_ref), cmocka_unit_test(test_##T##_gemm), \
+		cmocka_unit_test(test_##T##_avx2)
 
 int main(void)
 {

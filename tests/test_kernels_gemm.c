@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +26,7 @@ static float frand(void)
 	return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
-static const kern_type plain_types[] = {KERN_TYPE_Q4_0, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K};
+static const kern_type plain_types[] = {KERN_TYPE_Q4_0, KERN_TYPE_Q8_0, KERN_TYPE_Q4_K, KERN_TYPE_Q6_K};
 #define N_PLAIN (sizeof(plain_types) / sizeof(plain_types[0]))
 
 static void *make_matrix(const kern_ops *ops, kern_type t, int64_t rows, int64_t K)
@@ -48,7 +49,7 @@ static void test_repack_round_trip(void **state)
 	kern_ops_init(&ops, KERN_ISA_REF);
 	for (size_t ti = 0; ti < N_PLAIN; ti++) {
 		const kern_type t = plain_types[ti];
-		const int64_t rows = 48, K = t == KERN_TYPE_Q4_K ? 512 : 96;
+		const int64_t rows = 48, K = kern_type_info(t)->blck_size == 256 ? 512 : 96;
 		const size_t bytes = kern_row_size(t, K) * rows;
 		void *plain = make_matrix(&ops, t, rows, K);
 		void *r16 = malloc(kern_row_size(kern_repack_type(t), K) * rows), *back = malloc(bytes);
@@ -58,12 +59,20 @@ static void test_repack_round_trip(void **state)
 		assert_memory_not_equal(plain, r16, bytes);
 		if (t == KERN_TYPE_Q4_K) /* scales stored unpacked */
 			assert_int_equal(kern_row_size(KERN_TYPE_Q4_K_R16, K), K / 256 * 156);
+		if (t == KERN_TYPE_Q6_K) /* quants stored unpacked, one byte each */
+			assert_int_equal(kern_row_size(KERN_TYPE_Q6_K_R16, K), K / 256 * 276);
+		assert_int_equal(kern_r16_base_type(kern_repack_type(t)), t);
+		assert_true(kern_type_is_r16(kern_repack_type(t)));
 		assert_int_not_equal(kern_repack(t, plain, rows - 1, K, r16), 0); /* not a multiple of 16 */
 		free(plain);
 		free(r16);
 		free(back);
 	}
-	assert_int_equal(kern_repack_type(KERN_TYPE_Q6_K), -1);
+	assert_int_equal(kern_repack_type(KERN_TYPE_Q5_K), -1);
+	assert_false(kern_type_is_r16(KERN_TYPE_Q6_K));
+	/* the AVX2 policy interleaves the types AVX2 has a GEMM for */
+	assert_int_equal(kern_repack_type_at(KERN_TYPE_Q6_K, KERN_REPACK_AVX2), KERN_TYPE_Q6_K_R16);
+	assert_int_equal(kern_repack_type_at(KERN_TYPE_Q4_K, KERN_REPACK_AVX2), -1);
 	assert_int_equal(kern_row_size(KERN_TYPE_Q4_0_R16, 64), kern_row_size(KERN_TYPE_Q4_0, 64));
 }
 
@@ -92,7 +101,7 @@ static void check_gemm(kern_isa isa)
 		const kern_type t = plain_types[ti];
 		const kern_type r16 = (kern_type)kern_repack_type(t);
 		for (size_t ki = 0; ki < 3; ki++) {
-			const int64_t K = t == KERN_TYPE_Q4_K ? Ks_k[ki] : Ks[ki], rows = 32;
+			const int64_t K = kern_type_info(t)->blck_size == 256 ? Ks_k[ki] : Ks[ki], rows = 32;
 			void *plain = make_matrix(&ref, t, rows, K);
 			void *w = malloc(kern_row_size(r16, K) * rows);
 			kern_repack(t, plain, rows, K, w);
@@ -162,7 +171,7 @@ static void check_act(kern_isa isa)
 		x[i] = frand() * (i % 7 ? 1.0f : 100.0f);
 	x[3] = 0.5f; /* ties and zero blocks */
 	memset(x + 64, 0, sizeof(float) * 32);
-	for (int t = KERN_TYPE_Q4_0_R16; t <= KERN_TYPE_Q4_K_R16; t++) {
+	for (int t = KERN_TYPE_Q4_0_R16; t <= KERN_TYPE_Q6_K_R16; t++) {
 		const size_t bytes = kern_act_stride(t, K) * n_b;
 		char *a = calloc(1, bytes), *b = calloc(1, bytes);
 		ref.act[t](x, K, n_b, a);
@@ -183,8 +192,34 @@ static void test_act_simd_identical(void **state)
 		check_act(KERN_ISA_AVX512);
 }
 
-int main(void)
+/* One ISA's GEMMs and activation rows (argv[1]: avx2 or avx512), so each
+ * SIMD path is a test of its own; the SIMD GEMMs of the types that have one
+ * are that ISA's, not a fallback. */
+static kern_isa g_isa;
+
+static void test_gemm_isa(void **state)
 {
+	(void)state;
+	kern_ops ref, simd;
+	kern_ops_init(&ref, KERN_ISA_REF);
+	kern_ops_init(&simd, g_isa);
+	assert_ptr_not_equal(simd.gemm[KERN_TYPE_Q4_0_R16], ref.gemm[KERN_TYPE_Q4_0_R16]);
+	assert_ptr_not_equal(simd.gemm[KERN_TYPE_Q6_K_R16], ref.gemm[KERN_TYPE_Q6_K_R16]);
+	check_gemm(g_isa);
+	check_act(g_isa);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1) {
+		g_isa = strcmp(argv[1], "avx512") == 0 ? KERN_ISA_AVX512 : KERN_ISA_AVX2;
+		if (kern_isa_detect() < g_isa) {
+			fprintf(stderr, "this CPU lacks %s: skipped\n", argv[1]);
+			return 77;
+		}
+		const struct CMUnitTest one[] = {cmocka_unit_test(test_gemm_isa)};
+		return cmocka_run_group_tests(one, NULL, NULL);
+	}
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_repack_round_trip),
 		cmocka_unit_test(test_gemm_variants),
