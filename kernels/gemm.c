@@ -11,10 +11,14 @@
 #include "legacy.h"
 #include "variant.h"
 
+int kern_repack_policy(kern_isa isa)
+{
+	return isa >= KERN_ISA_AVX512 ? KERN_REPACK_ALL : isa >= KERN_ISA_AVX2 ? KERN_REPACK_AVX2 : 0;
+}
+
 int kern_repack_worthwhile(void)
 {
-	const kern_isa isa = kern_isa_detect();
-	return isa >= KERN_ISA_AVX512 ? KERN_REPACK_ALL : isa >= KERN_ISA_AVX2 ? KERN_REPACK_AVX2 : 0;
+	return kern_repack_policy(kern_isa_detect());
 }
 
 int kern_repack_type_at(kern_type t, int policy)

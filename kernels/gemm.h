@@ -164,6 +164,8 @@ _Static_assert(sizeof(kern_block_q8_0_r16) == KERN_R * sizeof(kern_block_q8_0), 
  * built on it, with the caller's opt-out, is convert_repack_enabled
  * (model/convert.h); the kernels read no environment. */
 int kern_repack_worthwhile(void);
+/* The policy kern_repack_worthwhile gives on a CPU whose best is isa. */
+int kern_repack_policy(kern_isa isa);
 
 /* The row-interleaved type for t (Q4_0 -> Q4_0_R16, ...), or -1. */
 int kern_repack_type(kern_type t);

@@ -68,7 +68,9 @@ int llama_ctx_create(llama_ctx **out, const llama_model *m, const llama_ctx_opts
 		return -ENOMEM;
 	const llama_hparams *hp = &m->hp;
 	c->m = m;
-	kern_ops_init(&c->ops, o->force_ref ? KERN_ISA_REF : o->max_isa > 0 ? (kern_isa)o->max_isa : kern_isa_detect());
+	kern_ops_init(&c->ops, o->force_ref ? KERN_ISA_REF
+				   : o->max_isa > 0 ? kern_isa_clamp((kern_isa)o->max_isa)
+						    : kern_isa_detect());
 	c->n_ctx = o->n_ctx > 0 ? o->n_ctx : hp->n_ctx_train;
 	c->max_t = o->max_step_tokens > 0 ? o->max_step_tokens : 512;
 	int rc = kern_pool_create_pinned(&c->pool, o->n_threads, o->cpus, o->n_cpus);

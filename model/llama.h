@@ -102,7 +102,8 @@ typedef struct llama_ctx_opts {
 	int n_kv_pages;      /* KV pool size in pages; <= 0: enough for 1 x n_ctx */
 	int force_ref;       /* use scalar reference kernels */
 	int max_isa;         /* > 0: kernels at most this kern_isa (KERN_ISA_AVX2:
-			      * an AVX2 machine's); 0: the CPU's best */
+			      * an AVX2 machine's; never above the CPU's); 0: the
+			      * CPU's best */
 	int kv_type;         /* KV cache element type: KERN_TYPE_F16 (also 0),
 			      * KERN_TYPE_Q8_0 or KERN_TYPE_Q4_0 (head size a
 			      * multiple of 32: llama_kv_type_fits) */

@@ -136,6 +136,30 @@ static void test_bench_json(void **state)
 	assert_true(out[0] == '{');
 }
 
+/* HERD_ISA caps the kernels (and the interleaving) at a level, as on a CPU
+ * without the rest: bench reports the level it ran; a level that is not
+ * one is refused, named. */
+static void test_isa_env(void **state)
+{
+	(void)state;
+	char cmd[1024], out[4096], err[4096];
+	snprintf(cmd, sizeof(cmd), "'%s' bench -m '%s/mini.gguf' -p 16 -n 4 -r 1 --no-probe --json", bin, dir);
+	assert_int_equal(run(cmd, out, sizeof(out), NULL, 0), 0);
+	const int has_simd = strstr(out, "\"isa\":\"ref\"") == NULL; /* the CPU's best */
+	snprintf(cmd, sizeof(cmd), "HERD_ISA=avx2 '%s' bench -m '%s/mini.gguf' -p 16 -n 4 -r 1 -b 3 --no-probe --json",
+		 bin, dir);
+	assert_int_equal(run(cmd, out, sizeof(out), NULL, 0), 0);
+	if (!strstr(out, has_simd ? "\"isa\":\"avx2\"" : "\"isa\":\"ref\""))
+		fail_msg("HERD_ISA=avx2 ran other kernels: %s", out);
+	snprintf(cmd, sizeof(cmd), "HERD_ISA=ref '%s' bench -m '%s/mini.gguf' -p 4 -n 2 -r 1 --no-probe --json", bin, dir);
+	assert_int_equal(run(cmd, out, sizeof(out), NULL, 0), 0);
+	assert_non_null(strstr(out, "\"isa\":\"ref\""));
+	snprintf(cmd, sizeof(cmd), "HERD_ISA=avx9 '%s' run -m '%s/mini.gguf' -p x -n 2", bin, dir);
+	assert_true(run(cmd, NULL, 0, err, sizeof(err)) != 0);
+	assert_non_null(strstr(err, "HERD_ISA"));
+	assert_non_null(strstr(err, "avx9"));
+}
+
 static void test_errors(void **state)
 {
 	(void)state;
@@ -168,7 +192,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_tokenize),   cmocka_unit_test(test_logits_files),
 		cmocka_unit_test(test_run),        cmocka_unit_test(test_bench_json),
-		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_errors),     cmocka_unit_test(test_isa_env),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -7,12 +7,36 @@
 #include <time.h>
 
 #include "herd/error.h"
+#include "kernels/cpu.h"
+#include "kernels/gemm.h"
 #include "model/convert.h"
 
-void cli_env_read(cli_env *e)
+int cli_env_read(cli_env *e)
 {
 	e->force_ref = getenv("HERD_FORCE_REF") != NULL;
 	e->no_repack = getenv("HERD_NO_REPACK") != NULL;
+	e->max_isa = 0;
+	const char *isa = getenv("HERD_ISA");
+	if (!isa || !*isa)
+		return 0;
+	if (!strcmp(isa, "ref")) {
+		e->force_ref = 1;
+	} else if (!strcmp(isa, "avx2")) {
+		e->max_isa = KERN_ISA_AVX2;
+	} else if (!strcmp(isa, "avx512")) {
+		e->max_isa = KERN_ISA_AVX512;
+	} else {
+		fprintf(stderr, "herd: HERD_ISA must be ref, avx2 or avx512, got '%.32s'\n", isa);
+		return -1;
+	}
+	return 0;
+}
+
+int cli_repack_policy(const cli_env *e)
+{
+	if (e->no_repack)
+		return 0;
+	return e->max_isa ? kern_repack_policy(kern_isa_clamp((kern_isa)e->max_isa)) : convert_repack_enabled(0);
 }
 
 int cli_int(const char *opt, const char *s, long lo, long hi, long *out)
@@ -87,13 +111,14 @@ int cli_load(const char *path, int n_threads, int n_ctx, int kv_type, llama_mode
 {
 	char err[512] = "";
 	cli_env env;
-	cli_env_read(&env);
+	if (cli_env_read(&env))
+		return HERD_E_INVAL;
 	int rc = llama_model_load(m, path, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "herd: cannot load '%s': %s (%s)\n", path, err, herd_strerror(rc));
 		return rc;
 	}
-	const int policy = convert_repack_enabled(env.no_repack);
+	const int policy = cli_repack_policy(&env);
 	if (policy && (rc = llama_model_repack(*m, policy))) {
 		fprintf(stderr, "herd: cannot repack '%s': %s\n", path, herd_strerror(rc));
 		llama_model_destroy(*m);
@@ -101,7 +126,7 @@ int cli_load(const char *path, int n_threads, int n_ctx, int kv_type, llama_mode
 		return rc;
 	}
 	llama_ctx_opts o = {.n_threads = n_threads, .n_ctx = n_ctx, .force_ref = env.force_ref,
-			    .kv_type = kv_type};
+			    .max_isa = env.max_isa, .kv_type = kv_type};
 	if (!llama_kv_type_fits(&(*m)->hp, (kern_type)(kv_type ? kv_type : KERN_TYPE_F16))) {
 		fprintf(stderr, "herd: KV cache type %s needs a head size that is a multiple of 32; '%s' has %d\n",
 			kern_type_name(kv_type), path, (*m)->hp.head_dim);

@@ -31,10 +31,16 @@ uint64_t cli_u64_or(const char *s, int *ok);
 /* The engine switches the environment gives the herd command. tools/ is
  * the only place that reads them; the libraries take them as options. */
 typedef struct cli_env {
-	int force_ref; /* HERD_FORCE_REF set: scalar reference kernels */
+	int force_ref; /* HERD_FORCE_REF set (or HERD_ISA=ref): scalar reference kernels */
 	int no_repack; /* HERD_NO_REPACK set: interleaving policy off */
+	int max_isa;   /* HERD_ISA=avx2|avx512: kernels (and the interleaving
+			* policy) of at most that level, as on a CPU without
+			* the rest; 0: the CPU's best */
 } cli_env;
-void cli_env_read(cli_env *e);
+/* Reads the environment; -1 (said on stderr) when HERD_ISA names no level. */
+int cli_env_read(cli_env *e);
+/* The interleaving policy the environment asks for (model/convert.h). */
+int cli_repack_policy(const cli_env *e);
 
 /* Loads a model (interleaved under the policy, model/convert.h) and makes a
  * context, with the cli_env switches; prints the error itself. */

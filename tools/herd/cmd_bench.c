@@ -207,13 +207,14 @@ static int bench_load(const char *model, llama_model **out)
 	llama_model *m;
 	char err_text[512] = "";
 	cli_env env;
-	cli_env_read(&env);
+	if (cli_env_read(&env))
+		return 1;
 	int rc = llama_model_load(&m, model, err_text, sizeof(err_text));
 	if (rc) {
 		fprintf(stderr, "herd bench: cannot load '%s': %s\n", model, err_text);
 		return 1;
 	}
-	const int policy = convert_repack_enabled(env.no_repack);
+	const int policy = cli_repack_policy(&env);
 	if (policy && llama_model_repack(m, policy)) {
 		fprintf(stderr, "herd bench: out of memory repacking the model\n");
 		llama_model_destroy(m);
@@ -230,10 +231,11 @@ static int bench_create(struct bench *b, llama_model *m, const bench_opts *bo)
 	const long B = bo->B, p = bo->p, n = bo->n, threads = bo->threads;
 	const int per_seq = (int)(B > 1 ? p + n : (p > n ? p : n)) + 1;
 	cli_env env;
-	cli_env_read(&env);
+	if (cli_env_read(&env))
+		return 1;
 	llama_ctx_opts o = {.n_threads = (int)threads, .n_ctx = per_seq,
 			    .n_kv_pages = (int)B * ((per_seq + LLAMA_KV_PAGE - 1) / LLAMA_KV_PAGE),
-			    .force_ref = env.force_ref, .kv_type = bo->kv_type};
+			    .force_ref = env.force_ref, .max_isa = env.max_isa, .kv_type = bo->kv_type};
 	*b = (struct bench){.V = m->hp.n_vocab, .B = (int)B, .p = (int)p, .n = (int)n};
 	int rc = llama_ctx_create(&b->c, m, &o);
 	if (rc) {
